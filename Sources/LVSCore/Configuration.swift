@@ -1,0 +1,189 @@
+import LVSPacket
+
+/// How a real server is reached. Raw values are the kernel's
+/// `IP_VS_CONN_F_FWD_MASK` values; FULLNAT takes DPVS's.
+public enum ForwardingMethod: UInt8, Sendable, Hashable, CaseIterable {
+    case nat = 0
+    case local = 1
+    case tunnel = 2
+    case directRouting = 3
+    case fullNAT = 5
+
+    /// The `-L` label.
+    public var label: String {
+        switch self {
+        case .nat: "Masq"
+        case .local: "Local"
+        case .tunnel: "Tunnel"
+        case .directRouting: "Route"
+        case .fullNAT: "FullNat"
+        }
+    }
+
+    /// Replies pass through the director only for these.
+    public var seesReplies: Bool { self == .nat || self == .fullNAT }
+}
+
+public enum TransportProtocol: UInt8, Sendable, Hashable {
+    case tcp = 6
+    case udp = 17
+    case sctp = 132
+}
+
+/// A virtual service: (protocol, VIP, port) or a firewall mark.
+public enum ServiceKey: Sendable, Hashable, CustomStringConvertible {
+    case address(TransportProtocol, IPAddress, UInt16)
+    case firewallMark(UInt32, ipv6: Bool)
+
+    public var isIPv6: Bool {
+        switch self {
+        case .address(_, let a, _): a.isIPv6
+        case .firewallMark(_, let v6): v6
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .address(let p, let a, let port):
+            let proto = p == .tcp ? "TCP" : p == .udp ? "UDP" : "SCTP"
+            return a.isIPv6 ? "\(proto)  [\(a)]:\(port)" : "\(proto)  \(a):\(port)"
+        case .firewallMark(let m, _): return "FWM  \(m)"
+        }
+    }
+}
+
+/// The scheduler flags `-b`: IP_VS_SVC_F_SCHED1..3.
+public struct SchedulerFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let flag1 = SchedulerFlags(rawValue: 0x0008)
+    public static let flag2 = SchedulerFlags(rawValue: 0x0010)
+    public static let flag3 = SchedulerFlags(rawValue: 0x0020)
+    public static let shFallback = flag1
+    public static let shPort = flag2
+    public static let mhFallback = flag1
+    public static let mhPort = flag2
+}
+
+public enum TunnelType: UInt8, Sendable, Hashable {
+    case ipip = 0
+    case gue = 1
+    case gre = 2
+}
+
+public struct TunnelConfiguration: Sendable, Hashable {
+    public var type: TunnelType
+    public var port: UInt16
+    public var checksum: Bool
+    public init(type: TunnelType = .ipip, port: UInt16 = 0, checksum: Bool = false) {
+        self.type = type; self.port = port; self.checksum = checksum
+    }
+}
+
+public struct RealServerConfiguration: Sendable, Hashable {
+    public var address: IPAddress
+    public var port: UInt16
+    public var weight: Int32
+    public var method: ForwardingMethod
+    /// 0 means no threshold.
+    public var upperThreshold: UInt32
+    public var lowerThreshold: UInt32
+    public var tunnel: TunnelConfiguration
+
+    public init(address: IPAddress, port: UInt16, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
+                upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0, tunnel: TunnelConfiguration = .init()) {
+        self.address = address; self.port = port; self.weight = weight; self.method = method
+        self.upperThreshold = upperThreshold; self.lowerThreshold = lowerThreshold; self.tunnel = tunnel
+    }
+}
+
+public struct VirtualServiceConfiguration: Sendable, Hashable {
+    public var key: ServiceKey
+    public var scheduler: String
+    public var schedulerFlags: SchedulerFlags
+    /// Persistence timeout in seconds, nil when not persistent.
+    public var persistence: UInt32?
+    /// Persistence granularity as a prefix length (`-M`): 32 / 128 by default.
+    public var persistenceNetmask: Int
+    /// One-packet scheduling (`-o`).
+    public var onePacket: Bool
+    /// Real servers in the order they were added.
+    public var realServers: [RealServerConfiguration]
+    /// FULLNAT local addresses (`--add-laddr`).
+    public var localAddresses: [IPAddress]
+
+    public init(key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
+                persistenceNetmask: Int? = nil, onePacket: Bool = false, realServers: [RealServerConfiguration] = [],
+                localAddresses: [IPAddress] = []) {
+        self.key = key; self.scheduler = scheduler; self.schedulerFlags = schedulerFlags; self.persistence = persistence
+        self.persistenceNetmask = persistenceNetmask ?? (key.isIPv6 ? 128 : 32)
+        self.onePacket = onePacket; self.realServers = realServers; self.localAddresses = localAddresses
+    }
+}
+
+/// lvsd's own classifier: no netfilter mark reaches userspace, so firewall
+/// marks come from rules (first match wins).
+public struct FirewallMarkRule: Sendable, Hashable {
+    public var mark: UInt32
+    /// nil matches any of TCP, UDP and SCTP.
+    public var proto: TransportProtocol?
+    public var destination: IPAddress
+    public var destinationPrefixLength: Int
+    public var source: IPAddress?
+    public var sourcePrefixLength: Int
+    public var ports: ClosedRange<UInt16>
+
+    public init(mark: UInt32, proto: TransportProtocol? = nil, destination: IPAddress, destinationPrefixLength: Int,
+                source: IPAddress? = nil, sourcePrefixLength: Int = 0, ports: ClosedRange<UInt16> = 0...65535) {
+        self.mark = mark; self.proto = proto; self.destination = destination
+        self.destinationPrefixLength = destinationPrefixLength; self.source = source
+        self.sourcePrefixLength = sourcePrefixLength; self.ports = ports
+    }
+}
+
+/// An interface the director transmits on.
+public struct InterfaceConfiguration: Sendable, Hashable {
+    public var index: UInt16
+    public var mac: MACAddress
+    public var mtu: Int
+    /// Source addresses for tunnels, ARP requests and ICMP (the DIP).
+    public var ipv4: IPv4Address?
+    public var ipv6: IPv6Address?
+    public init(index: UInt16, mac: MACAddress, mtu: Int = 1500, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil) {
+        self.index = index; self.mac = mac; self.mtu = mtu; self.ipv4 = ipv4; self.ipv6 = ipv6
+    }
+}
+
+public struct Route: Sendable, Hashable {
+    public var destination: IPAddress
+    public var prefixLength: Int
+    /// nil for an on-link route.
+    public var gateway: IPAddress?
+    public var interface: UInt16
+    public init(destination: IPAddress, prefixLength: Int, gateway: IPAddress? = nil, interface: UInt16) {
+        self.destination = destination; self.prefixLength = prefixLength; self.gateway = gateway; self.interface = interface
+    }
+}
+
+/// The whole desired state, published to workers as one immutable value.
+public struct DirectorConfiguration: Sendable {
+    public var services: [VirtualServiceConfiguration]
+    public var timeouts: TimeoutTable
+    public var markRules: [FirewallMarkRule]
+    public var interfaces: [InterfaceConfiguration]
+    public var routes: [Route]
+    /// `expire_nodest_conn`: drop (0) or expire and reschedule (1) packets of
+    /// connections whose real server was removed.
+    public var expireNoDestinationConnections: Bool
+    /// `expire_quiescent_template`.
+    public var expireQuiescentTemplate: Bool
+
+    public init(services: [VirtualServiceConfiguration] = [], timeouts: TimeoutTable = .init(), markRules: [FirewallMarkRule] = [],
+                interfaces: [InterfaceConfiguration] = [], routes: [Route] = [],
+                expireNoDestinationConnections: Bool = false, expireQuiescentTemplate: Bool = false) {
+        self.services = services; self.timeouts = timeouts; self.markRules = markRules
+        self.interfaces = interfaces; self.routes = routes
+        self.expireNoDestinationConnections = expireNoDestinationConnections
+        self.expireQuiescentTemplate = expireQuiescentTemplate
+    }
+}

@@ -1,0 +1,216 @@
+import LVSPacket
+
+public struct ConnectionFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// A persistence template (client network → real server).
+    public static let template = ConnectionFlags(rawValue: 1 << 0)
+    /// Counted in InActConn (IP_VS_CONN_F_INACTIVE).
+    public static let inactive = ConnectionFlags(rawValue: 1 << 1)
+    /// Replies are not seen (DR/TUN): the INPUT_ONLY table applies.
+    public static let noOutput = ConnectionFlags(rawValue: 1 << 2)
+    /// Indexed in the reply direction too (NAT, FULLNAT).
+    public static let replyIndexed = ConnectionFlags(rawValue: 1 << 3)
+    /// FULLNAT: the SYN-ACK was seen, client ACKs of `toaSequence` carry TOA.
+    public static let toaArmed = ConnectionFlags(rawValue: 1 << 4)
+    /// The service key is a firewall mark.
+    public static let firewallMark = ConnectionFlags(rawValue: 1 << 5)
+}
+
+/// One tracked flow (or persistence template). `local`/`localPort` is the
+/// address the real server replies to: the client for NAT, a LIP for FULLNAT.
+public struct Connection<A: IPAddressProtocol>: Sendable {
+    public var client: A
+    public var virtual: A
+    public var real: A
+    public var local: A
+    public var clientPort: UInt16
+    public var virtualPort: UInt16
+    public var realPort: UInt16
+    public var localPort: UInt16
+    /// Expiry time in milliseconds of the director's clock.
+    public var expires: UInt64
+    public var service: UInt16
+    public var destination: UInt16
+    public var proto: UInt8
+    public var state: ConnectionState
+    public var flags: ConnectionFlags
+    public var packets: UInt32
+    /// FULLNAT: the real server's ISN + 1 (DPVS's fdata_seq).
+    public var toaSequence: UInt32
+    /// For a connection, its template's index + 1 (0: none); for a template,
+    /// how many connections it controls.
+    public var controller: UInt32
+    /// Neighbour slot of the client-side next hop, for replies.
+    public var replyNeighbour: UInt32
+
+    public init() {
+        client = .zero; virtual = .zero; real = .zero; local = .zero
+        clientPort = 0; virtualPort = 0; realPort = 0; localPort = 0
+        expires = 0; service = 0; destination = 0; proto = 0; state = .none; flags = []
+        packets = 0; toaSequence = 0; controller = 0; replyNeighbour = 0
+    }
+}
+
+/// Which index a lookup hit.
+public enum ConnectionDirection: UInt8, Sendable {
+    /// Keyed by (protocol, client, client port, virtual, virtual port).
+    case client = 0
+    /// Keyed by (protocol, real, real port, local, local port).
+    case reply = 1
+}
+
+/// Connections in one preallocated array of structs, found through one
+/// open-addressing index (linear probing, backward-shift deletion) that holds
+/// both directions. Capacity is fixed: when it is full the caller evicts or
+/// drops (see `Director`).
+public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
+    public private(set) var entries: [Connection<A>]
+    /// 0 = empty, else tag (32 bits) | (entry + 1) << 1 | direction.
+    var slots: [UInt64]
+    let mask: Int
+    var free: [UInt32]
+    /// Where the expiry sweep continues.
+    var hand = 0
+
+    public let capacity: Int
+    public var count: Int { capacity - free.count }
+
+    public init(capacity: Int) {
+        precondition(capacity > 0 && capacity < 1 << 30)
+        self.capacity = capacity
+        entries = [Connection<A>](repeating: Connection<A>(), count: capacity)
+        // Two keys per connection at a load factor of at most 0.6.
+        var size = 16
+        while size * 3 < capacity * 2 * 5 { size <<= 1 }
+        slots = [UInt64](repeating: 0, count: size)
+        mask = size - 1
+        free = (0..<UInt32(capacity)).reversed().map { $0 }
+    }
+
+    static func hash(_ proto: UInt8, _ a: A, _ aPort: UInt16, _ b: A, _ bPort: UInt16) -> UInt64 {
+        var h = a.folded &* 0x9E37_79B9_7F4A_7C15
+        h ^= b.folded &* 0xC2B2_AE3D_27D4_EB4F
+        h ^= (UInt64(aPort) &<< 24 | UInt64(bPort) &<< 8 | UInt64(proto)) &* 0x1656_67B1_9E37_79F9
+        h ^= h &>> 29
+        h = h &* 0xBF58_476D_1CE4_E5B9
+        return h ^ (h &>> 32)
+    }
+
+    /// Key of a template: protocol with bit 8 set so it never meets a flow.
+    static func key(proto: UInt8, template: Bool) -> UInt8 { template ? proto | 0x80 : proto }
+
+    func matches(_ e: Connection<A>, _ dir: Int, _ proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16) -> Bool {
+        let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
+        if dir == 0 {
+            return p == proto && e.clientPort == ap && e.virtualPort == bp && e.client == a && e.virtual == b
+        }
+        return p == proto && e.realPort == ap && e.localPort == bp && e.real == a && e.local == b
+    }
+
+    /// Finds the entry whose key in `direction` is (proto, a:ap, b:bp).
+    public func lookup(_ direction: ConnectionDirection, proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16) -> Int? {
+        let h = Self.hash(proto, a, ap, b, bp)
+        let tag = h & 0xFFFF_FFFF
+        let dir = Int(direction.rawValue)
+        var i = Int(truncatingIfNeeded: tag) & mask
+        while true {
+            let s = slots[i]
+            if s == 0 { return nil }
+            if s &>> 32 == tag && Int(s & 1) == dir {
+                let index = Int((s & 0xFFFF_FFFF) &>> 1) &- 1
+                if matches(entries[index], dir, proto, a, ap, b, bp) { return index }
+            }
+            i = (i &+ 1) & mask
+        }
+    }
+
+    /// Takes a free entry, or nil when the table is full.
+    public mutating func allocate() -> Int? {
+        guard let i = free.popLast() else { return nil }
+        return Int(i)
+    }
+
+    public subscript(index: Int) -> Connection<A> {
+        get { entries[index] }
+        _modify { yield &entries[index] }
+    }
+
+    /// Indexes an allocated entry: the client direction always, the reply
+    /// direction when `.replyIndexed` is set.
+    public mutating func insert(_ index: Int) {
+        let e = entries[index]
+        let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
+        place(Self.hash(p, e.client, e.clientPort, e.virtual, e.virtualPort), index, 0)
+        if e.flags.contains(.replyIndexed) {
+            place(Self.hash(p, e.real, e.realPort, e.local, e.localPort), index, 1)
+        }
+    }
+
+    mutating func place(_ h: UInt64, _ index: Int, _ dir: UInt64) {
+        let tag = h & 0xFFFF_FFFF
+        var i = Int(truncatingIfNeeded: tag) & mask
+        while slots[i] != 0 { i = (i &+ 1) & mask }
+        slots[i] = tag &<< 32 | UInt64(index &+ 1) &<< 1 | dir
+    }
+
+    /// Unindexes and frees an entry.
+    public mutating func remove(_ index: Int) {
+        let e = entries[index]
+        let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
+        unplace(Self.hash(p, e.client, e.clientPort, e.virtual, e.virtualPort), index, 0)
+        if e.flags.contains(.replyIndexed) {
+            unplace(Self.hash(p, e.real, e.realPort, e.local, e.localPort), index, 1)
+        }
+        entries[index] = Connection<A>()
+        free.append(UInt32(index))
+    }
+
+    mutating func unplace(_ h: UInt64, _ index: Int, _ dir: UInt64) {
+        let wanted = (h & 0xFFFF_FFFF) &<< 32 | UInt64(index &+ 1) &<< 1 | dir
+        var i = Int(truncatingIfNeeded: h & 0xFFFF_FFFF) & mask
+        while slots[i] != wanted {
+            guard slots[i] != 0 else { return }
+            i = (i &+ 1) & mask
+        }
+        // Backward-shift deletion keeps every probe chain unbroken.
+        var hole = i
+        var j = i
+        while true {
+            j = (j &+ 1) & mask
+            let s = slots[j]
+            if s == 0 { break }
+            let home = Int(truncatingIfNeeded: s &>> 32) & mask
+            // Move s into the hole unless its home lies cyclically in (hole, j].
+            let distanceToJ = (j &- home) & mask
+            let distanceToHole = (j &- hole) & mask
+            if distanceToJ >= distanceToHole {
+                slots[hole] = s
+                hole = j
+            }
+        }
+        slots[hole] = 0
+    }
+
+    /// Indices of live entries from the sweep hand on, at most `budget`
+    /// examined; calls `body` with each in use.
+    public mutating func sweep(budget: Int, _ body: (inout ConnectionTable<A>, Int) -> Void) {
+        var n = 0
+        while n < budget {
+            let i = hand
+            hand = hand &+ 1 == capacity ? 0 : hand &+ 1
+            if entries[i].proto != 0 { body(&self, i) }
+            n &+= 1
+        }
+    }
+
+    /// Every live entry, for listings.
+    public func forEach(_ body: (Int, Connection<A>) -> Void) {
+        for i in 0..<capacity where entries[i].proto != 0 { body(i, entries[i]) }
+    }
+
+    /// Bytes held (entries, index and free list), for the memory target.
+    public var memoryFootprint: Int {
+        capacity * MemoryLayout<Connection<A>>.stride + slots.count * 8 + capacity * 4
+    }
+}

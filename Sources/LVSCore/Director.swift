@@ -1,0 +1,303 @@
+import LVSPacket
+
+/// A next hop the director sends to. Slots are stable: connections and real
+/// servers keep a slot number, and a MAC learned later fills the slot.
+public struct Neighbour: Sendable {
+    public var address: IPAddress
+    public var interface: UInt16
+    public var mac: MACAddress
+    public var resolved: Bool
+}
+
+/// A real server's identity inside its service.
+struct RealServerKey: Hashable { var address: IPAddress; var port: UInt16 }
+
+/// A service's live state in one worker.
+public struct ServiceRuntime: Sendable {
+    public var configuration: VirtualServiceConfiguration
+    /// Slots only grow: a removed server keeps its slot (the kernel's
+    /// dest_trash) so that connections bound to it keep their number.
+    public var destinations: [DestinationState]
+    /// Slots in the kernel's list order (newest first), removed ones left out.
+    public var order: [Int]
+    var scheduler: SchedulerInstance
+    public var counters = Counters()
+    var slotByKey: [RealServerKey: Int] = [:]
+}
+
+struct ServiceLookupKey<A: IPAddressProtocol>: Hashable {
+    var proto: UInt8
+    var address: A
+    var port: UInt16
+}
+
+/// State shared by both address families of one worker.
+public struct DirectorShared: Sendable {
+    public var services: [ServiceRuntime] = []
+    var serviceByKey: [ServiceKey: Int] = [:]
+    var markServices: [UInt32: Int] = [:]
+    public var neighbours: [Neighbour] = []
+    var neighbourByAddress: [IPAddress: UInt32] = [:]
+    var interfaces: [InterfaceConfiguration] = []
+    var routes: [Route] = []
+    var markRules: [FirewallMarkRule] = []
+    var timeouts: [UInt64] = TimeoutTable().milliseconds
+    var expireNoDestination = false
+    var expireQuiescentTemplate = false
+    public var totals = Counters()
+    public var drops = [UInt64](repeating: 0, count: DropReason.all.count)
+    /// TOA insertions that did not fit; the packet went on without TOA.
+    public var toaFailures: UInt64 = 0
+    public var toaInserted: UInt64 = 0
+    var nextIdentification: UInt16 = 1
+
+    mutating func drop(_ reason: DropReason) -> Verdict {
+        drops[reason.index] &+= 1
+        return .drop(reason)
+    }
+
+    func interface(_ index: UInt16) -> InterfaceConfiguration? {
+        interfaces.first { $0.index == index }
+    }
+
+    /// Longest-prefix match; the next hop is the gateway or the address itself.
+    func nextHop(for address: IPAddress) -> (IPAddress, UInt16)? {
+        var best: Route? = nil
+        for r in routes where r.destination.isIPv6 == address.isIPv6 && r.prefixLength >= (best?.prefixLength ?? -1) {
+            if prefixMatches(address, r.destination, r.prefixLength) { best = r }
+        }
+        guard let r = best else { return nil }
+        return (r.gateway ?? address, r.interface)
+    }
+
+    /// The neighbour slot for the next hop towards `address`.
+    mutating func neighbourSlot(for address: IPAddress) -> UInt32? {
+        guard let (hop, iface) = nextHop(for: address) else { return nil }
+        if let s = neighbourByAddress[hop] { return s }
+        let s = UInt32(neighbours.count)
+        neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false))
+        neighbourByAddress[hop] = s
+        return s
+    }
+}
+
+func prefixMatches(_ a: IPAddress, _ prefix: IPAddress, _ length: Int) -> Bool {
+    switch (a, prefix) {
+    case (.v4(let x), .v4(let y)): x.masked(prefixLength: length) == y.masked(prefixLength: length)
+    case (.v6(let x), .v6(let y)): x.masked(prefixLength: length) == y.masked(prefixLength: length)
+    default: false
+    }
+}
+
+/// The per-worker pipeline: frames and a clock in, rewritten frames, verdicts
+/// and counters out. Deterministic; the data plane runs one per worker.
+public struct Director: Sendable {
+    public var shared = DirectorShared()
+    public var v4: FamilyPlane<IPv4Address>
+    public var v6: FamilyPlane<IPv6Address>
+    /// Entries the expiry sweep examines per `tick`.
+    public var sweepBudget = 4096
+
+    public init(configuration: DirectorConfiguration = .init(), capacity: Int = 65536, ipv6Capacity: Int? = nil, worker: Int = 0, workers: Int = 1) {
+        v4 = FamilyPlane(capacity: capacity, worker: worker, workers: workers)
+        v6 = FamilyPlane(capacity: ipv6Capacity ?? max(1024, capacity / 4), worker: worker, workers: workers)
+        apply(configuration)
+    }
+
+    // MARK: configuration
+
+    /// Takes a new configuration snapshot (between batches). Counters,
+    /// connections and scheduler state of unchanged servers carry over.
+    public mutating func apply(_ c: DirectorConfiguration) {
+        shared.interfaces = c.interfaces
+        shared.routes = c.routes
+        shared.markRules = c.markRules
+        shared.timeouts = c.timeouts.milliseconds
+        shared.expireNoDestination = c.expireNoDestinationConnections
+        shared.expireQuiescentTemplate = c.expireQuiescentTemplate
+        var wanted = Set<ServiceKey>()
+        for svc in c.services {
+            wanted.insert(svc.key)
+            if let i = shared.serviceByKey[svc.key] {
+                update(service: i, svc)
+            } else {
+                let i = shared.services.count
+                shared.services.append(ServiceRuntime(configuration: svc, destinations: [], order: [],
+                                                      scheduler: SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: []))))
+                shared.serviceByKey[svc.key] = i
+                update(service: i, svc)
+            }
+        }
+        // A deleted service keeps its slot without servers: its connections
+        // drain as the kernel's do after -D (dropped until they expire).
+        for (key, i) in shared.serviceByKey where !wanted.contains(key) {
+            var rt = shared.services[i]
+            rt.configuration.realServers = []
+            rt.configuration.localAddresses = []
+            shared.services[i] = rt
+            update(service: i, rt.configuration)
+        }
+        shared.markServices = [:]
+        for (key, i) in shared.serviceByKey where wanted.contains(key) {
+            if case .firewallMark(let m, _) = key { shared.markServices[m] = i }
+        }
+        v4.rebuild(shared: &shared, wanted: wanted)
+        v6.rebuild(shared: &shared, wanted: wanted)
+    }
+
+    mutating func update(service i: Int, _ svc: VirtualServiceConfiguration) {
+        var rt = shared.services[i]
+        if rt.configuration.scheduler != svc.scheduler || rt.configuration.schedulerFlags != svc.schedulerFlags {
+            rt.scheduler = SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: []))
+        }
+        rt.configuration = svc
+        var present = Set<Int>()
+        var changed = false
+        for rs in svc.realServers {
+            let key = RealServerKey(address: rs.address, port: rs.port)
+            if let slot = rt.slotByKey[key] {
+                let before = rt.destinations[slot]
+                rt.destinations[slot].update(rs)
+                if before.removed {
+                    // Revived from the trash: back at the list head, as the kernel re-adds it.
+                    rt.order.insert(slot, at: 0)
+                }
+                changed = changed || before.removed || before.weight != rs.weight
+                present.insert(slot)
+            } else {
+                let slot = rt.destinations.count
+                var d = DestinationState(rs)
+                if let n = shared.neighbourSlot(for: rs.address) {
+                    d.neighbour = n
+                    d.interface = shared.neighbours[Int(n)].interface
+                } else {
+                    d.neighbour = UInt32.max
+                }
+                rt.destinations.append(d)
+                rt.slotByKey[key] = slot
+                rt.order.insert(slot, at: 0)
+                present.insert(slot)
+                changed = true
+            }
+        }
+        for slot in rt.destinations.indices where !present.contains(slot) && !rt.destinations[slot].removed {
+            rt.destinations[slot].removed = true
+            rt.order.removeAll { $0 == slot }
+            changed = true
+        }
+        for slot in rt.destinations.indices where rt.destinations[slot].neighbour == UInt32.max {
+            if let n = shared.neighbourSlot(for: rt.destinations[slot].address) {
+                rt.destinations[slot].neighbour = n
+                rt.destinations[slot].interface = shared.neighbours[Int(n)].interface
+            }
+        }
+        _ = changed
+        rt.scheduler.destinationsChanged(order: rt.order, dests: rt.destinations)
+        shared.services[i] = rt
+    }
+
+    /// Records a neighbour's MAC (from netlink or ARP/ND).
+    public mutating func learnNeighbour(_ address: IPAddress, mac: MACAddress) {
+        if let s = shared.neighbourByAddress[address] {
+            shared.neighbours[Int(s)].mac = mac
+            shared.neighbours[Int(s)].resolved = true
+        }
+    }
+
+    public func neighbour(for address: IPAddress) -> Neighbour? {
+        shared.neighbourByAddress[address].map { shared.neighbours[Int($0)] }
+    }
+
+    // MARK: the data path
+
+    /// Processes one frame occupying `frame` within `buffer`, rewriting it in
+    /// place (it may grow into the headroom before it).
+    public mutating func process(_ buffer: inout MutableSpan<UInt8>, frame: inout FrameBounds, interface: UInt16, now: UInt64) -> Verdict {
+        var p: ParsedPacket
+        do {
+            p = try PacketParser.parse(buffer.span, start: frame.start, end: frame.end)
+        } catch {
+            return shared.drop(.malformed(error))
+        }
+        switch p.etherType {
+        case EtherType.ipv4:
+            return v4.process(&buffer, &frame, &p, interface: interface, now: now, shared: &shared)
+        case EtherType.ipv6:
+            return v6.process(&buffer, &frame, &p, interface: interface, now: now, shared: &shared)
+        default:
+            return handleARP(&buffer, frame: frame, p, interface: interface)
+        }
+    }
+
+    /// Processes every frame of a batch; verdicts land in the batch.
+    public mutating func process(_ batch: inout FrameBatch, now: UInt64) {
+        var i = 0
+        while i < batch.count {
+            var bounds = batch.descriptors[i].bounds
+            let iface = batch.descriptors[i].interface
+            let verdict = batch.withSlot(i) { span in process(&span, frame: &bounds, interface: iface, now: now) }
+            batch.descriptors[i].bounds = bounds
+            batch.descriptors[i].verdict = verdict
+            i &+= 1
+        }
+    }
+
+    /// ARP for owned IPv4 addresses is answered in place; senders that are
+    /// known next hops are learned.
+    mutating func handleARP(_ b: inout MutableSpan<UInt8>, frame: FrameBounds, _ p: ParsedPacket, interface: UInt16) -> Verdict {
+        let a = p.l3Offset
+        let op = b.be16(at: a &+ 6)
+        let senderMAC = MACAddress(b.span, at: a &+ 8)
+        let sender = IPv4Address(b.span, at: a &+ 14)
+        let target = IPv4Address(b.span, at: a &+ 24)
+        learnNeighbour(.v4(sender), mac: senderMAC)
+        guard op == 1, v4.owned.contains(target), let iface = shared.interface(interface) else { return .pass }
+        b.setBE16(2, at: a &+ 6)
+        iface.mac.store(&b, at: a &+ 8)
+        target.store(&b, at: a &+ 14)
+        senderMAC.store(&b, at: a &+ 18)
+        sender.store(&b, at: a &+ 24)
+        PacketRewriter.setMACs(&b, frameStart: frame.start, destination: senderMAC, source: iface.mac)
+        return .transmit(interface: interface)
+    }
+
+    /// Runs the expiry sweep; call it between batches.
+    public mutating func tick(now: UInt64) {
+        v4.sweep(budget: sweepBudget, now: now, shared: &shared)
+        v6.sweep(budget: sweepBudget, now: now, shared: &shared)
+    }
+
+    /// Counter of a drop reason.
+    public func drops(_ reason: DropReason) -> UInt64 { shared.drops[reason.index] }
+
+    public func service(_ key: ServiceKey) -> ServiceRuntime? {
+        shared.serviceByKey[key].map { shared.services[$0] }
+    }
+
+    /// A gratuitous ARP for `address` from `interface`, written at `frame.start`
+    /// (42 bytes); sent when a VIP or LIP is added.
+    public func gratuitousARP(_ b: inout MutableSpan<UInt8>, frame: inout FrameBounds, address: IPv4Address, interface: UInt16) -> Bool {
+        guard let iface = shared.interface(interface) else { return false }
+        ARPWriter.write(&b, at: frame.start, operation: 1, senderMAC: iface.mac, sender: address, targetMAC: .zero, target: address, ethernetDestination: .broadcast)
+        frame.length = 42
+        return true
+    }
+}
+
+enum ARPWriter {
+    static func write(_ b: inout MutableSpan<UInt8>, at s: Int, operation: UInt16, senderMAC: MACAddress, sender: IPv4Address,
+                      targetMAC: MACAddress, target: IPv4Address, ethernetDestination: MACAddress) {
+        PacketRewriter.setMACs(&b, frameStart: s, destination: ethernetDestination, source: senderMAC)
+        b.setBE16(EtherType.arp, at: s + 12)
+        let a = s + 14
+        b.setBE16(1, at: a)
+        b.setBE16(EtherType.ipv4, at: a + 2)
+        b[a + 4] = 6
+        b[a + 5] = 4
+        b.setBE16(operation, at: a + 6)
+        senderMAC.store(&b, at: a + 8)
+        sender.store(&b, at: a + 14)
+        targetMAC.store(&b, at: a + 18)
+        target.store(&b, at: a + 24)
+    }
+}

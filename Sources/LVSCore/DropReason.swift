@@ -1,0 +1,76 @@
+import LVSPacket
+
+/// Why the director dropped a frame; each reason has its own counter.
+public enum DropReason: Hashable, Sendable, CustomStringConvertible {
+    case malformed(PacketError)
+    /// TCP without SYN and no connection.
+    case notSYN
+    /// The scheduler found no available real server.
+    case noRealServer
+    case connectionTableFull
+    /// The connection's real server was removed (expire_nodest_conn = 0).
+    case destinationRemoved
+    case ttlExceeded
+    /// A non-first fragment whose first fragment was not seen.
+    case unknownFragment
+    case fullNATPortsExhausted
+    case edit(EditError)
+    /// No next hop for the address.
+    case noRoute
+    /// An ICMP error that belongs to no connection.
+    case unrelatedICMP
+    /// An IP protocol the service cannot carry.
+    case unsupportedProtocol
+
+    public static let all: [DropReason] = PacketError.allCases.map { .malformed($0) } + [
+        .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
+        .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
+        .noRoute, .unrelatedICMP, .unsupportedProtocol,
+    ]
+
+    /// Dense index for the counter array.
+    public var index: Int {
+        switch self {
+        case .malformed(let e): Int(e.rawValue) - 1
+        case .notSYN: Self.base
+        case .noRealServer: Self.base + 1
+        case .connectionTableFull: Self.base + 2
+        case .destinationRemoved: Self.base + 3
+        case .ttlExceeded: Self.base + 4
+        case .unknownFragment: Self.base + 5
+        case .fullNATPortsExhausted: Self.base + 6
+        case .edit(let e): Self.base + 6 + Int(e.rawValue)
+        case .noRoute: Self.base + 11
+        case .unrelatedICMP: Self.base + 12
+        case .unsupportedProtocol: Self.base + 13
+        }
+    }
+
+    static let base = PacketError.allCases.count
+
+    public var description: String {
+        switch self {
+        case .malformed(let e): e.description
+        case .notSYN: "not-syn"
+        case .noRealServer: "no-real-server"
+        case .connectionTableFull: "connection-table-full"
+        case .destinationRemoved: "destination-removed"
+        case .ttlExceeded: "ttl-exceeded"
+        case .unknownFragment: "unknown-fragment"
+        case .fullNATPortsExhausted: "fullnat-ports-exhausted"
+        case .edit(let e): e.description
+        case .noRoute: "no-route"
+        case .unrelatedICMP: "unrelated-icmp"
+        case .unsupportedProtocol: "unsupported-protocol"
+        }
+    }
+}
+
+/// What to do with a frame after processing.
+public enum Verdict: Sendable, Equatable {
+    /// Send the (rewritten) frame out of this interface.
+    case transmit(interface: UInt16)
+    case drop(DropReason)
+    /// Not the director's: hand it to the kernel's stack.
+    case pass
+}

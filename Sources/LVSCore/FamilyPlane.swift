@@ -1,0 +1,577 @@
+import LVSPacket
+
+/// Fragments after the first follow the connection their first fragment
+/// chose; a small direct-mapped cache remembers that choice.
+struct FragmentEntry<A: IPAddressProtocol>: Sendable {
+    var source: A = .zero
+    var destination: A = .zero
+    var identification: UInt32 = 0
+    var proto: UInt8 = 0
+    var connection: Int32 = -1
+    var reply = false
+    var expires: UInt64 = 0
+}
+
+/// One address family's part of a worker: its connection table, services by
+/// address, owned addresses and FULLNAT pools.
+public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
+    public var table: ConnectionTable<A>
+    var services: [ServiceLookupKey<A>: Int] = [:]
+    /// VIPs and LIPs: answered for ARP/ND, never passed to the kernel.
+    public internal(set) var owned: Set<A> = []
+    var pools: [Int: FullNATPortPool<A>] = [:]
+    var fragments: [FragmentEntry<A>]
+    var hasReplyTraffic = false
+    let worker: Int
+    let workers: Int
+    static var fragmentSlots: Int { 256 }
+
+    init(capacity: Int, worker: Int, workers: Int) {
+        table = ConnectionTable(capacity: capacity)
+        fragments = [FragmentEntry<A>](repeating: FragmentEntry<A>(), count: Self.fragmentSlots)
+        self.worker = worker
+        self.workers = workers
+    }
+
+    static func address(_ a: IPAddress) -> A? {
+        switch a {
+        case .v4(let x): x as? A
+        case .v6(let x): x as? A
+        }
+    }
+
+    mutating func rebuild(shared: inout DirectorShared, wanted: Set<ServiceKey>) {
+        services = [:]
+        owned = []
+        hasReplyTraffic = false
+        for (key, i) in shared.serviceByKey where wanted.contains(key) {
+            let rt = shared.services[i]
+            if case .address(let proto, let vip, let port) = key, let a = Self.address(vip) {
+                services[ServiceLookupKey(proto: proto.rawValue, address: a, port: port)] = i
+                owned.insert(a)
+            }
+            let lips = rt.configuration.localAddresses.compactMap(Self.address)
+            if !lips.isEmpty {
+                if pools[i]?.addresses != lips {
+                    pools[i] = FullNATPortPool(addresses: lips, worker: worker, workers: workers)
+                }
+                owned.formUnion(lips)
+            }
+            if rt.destinations.contains(where: { $0.method.seesReplies }) { hasReplyTraffic = true }
+        }
+        if table.count > 0 { hasReplyTraffic = true }
+    }
+
+    // MARK: per packet
+
+    mutating func process(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
+                          interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict {
+        let src = A(b.span, at: p.sourceAddressOffset)
+        let dst = A(b.span, at: p.destinationAddressOffset)
+        if p.fragment == .subsequent {
+            return forwardFragment(&b, &f, &p, src: src, dst: dst, now: now, shared: &shared)
+        }
+        if PacketParser.isICMPError(p) {
+            return relateICMPError(&b, &f, &p, now: now, shared: &shared)
+        }
+        guard p.hasPorts else {
+            if p.proto == IPProtocolNumber.icmpv6 && p.icmpType == 135 { return answerNeighbourSolicitation(&b, f, p, interface: interface, shared: &shared) }
+            return owned.contains(dst) && p.proto != IPProtocolNumber.icmp && p.proto != IPProtocolNumber.icmpv6 ? shared.drop(.unsupportedProtocol) : .pass
+        }
+        let proto = p.proto
+        if let i = table.lookup(.client, proto: proto, src, p.sourcePort, dst, p.destinationPort) {
+            if table[i].expires > now {
+                return forwardToReal(&b, &f, &p, i, now: now, shared: &shared, first: false)
+            }
+            expire(i, now: now, shared: &shared, force: true)
+        }
+        if hasReplyTraffic, let i = table.lookup(.reply, proto: proto, src, p.sourcePort, dst, p.destinationPort) {
+            if table[i].expires > now {
+                return forwardToClient(&b, &f, &p, i, now: now, shared: &shared)
+            }
+            expire(i, now: now, shared: &shared, force: true)
+        }
+        guard let svc = findService(proto: proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else {
+            return .pass
+        }
+        return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, now: now, shared: &shared)
+    }
+
+    func findService(proto: UInt8, src: A, dst: A, sport: UInt16, dport: UInt16, shared: DirectorShared) -> Int? {
+        if let s = services[ServiceLookupKey(proto: proto, address: dst, port: dport)] { return s }
+        // A port-0 service takes every port of the VIP.
+        if let s = services[ServiceLookupKey(proto: proto, address: dst, port: 0)] { return s }
+        guard !shared.markRules.isEmpty else { return nil }
+        for rule in shared.markRules {
+            if let rp = rule.proto, rp.rawValue != proto { continue }
+            guard let d = Self.address(rule.destination), dst.masked(prefixLength: rule.destinationPrefixLength) == d.masked(prefixLength: rule.destinationPrefixLength) else { continue }
+            if let s = rule.source {
+                guard let sa = Self.address(s), src.masked(prefixLength: rule.sourcePrefixLength) == sa.masked(prefixLength: rule.sourcePrefixLength) else { continue }
+            }
+            guard rule.ports.contains(dport) else { continue }
+            if let svc = shared.markServices[rule.mark], shared.services[svc].configuration.key.isIPv6 == (A.byteCount == 16) { return svc }
+        }
+        return nil
+    }
+
+    // MARK: new connections
+
+    mutating func newConnection(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
+                                src: A, dst: A, now: UInt64, shared: inout DirectorShared) -> Verdict {
+        let proto = p.proto
+        if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
+            return shared.drop(.notSYN)
+        }
+        let config = shared.services[service].configuration
+        let isMark: Bool
+        if case .firewallMark = config.key { isMark = true } else { isMark = false }
+        var template: Int? = nil
+        var slot: Int
+        if let persistence = config.persistence {
+            // Template key: <proto, client network, 0, vaddr, vport>; fwmark
+            // services use the mark and port 0, port-0 services port 0.
+            let network = src.masked(prefixLength: config.persistenceNetmask)
+            let markAddress = isMark ? Self.markAddress(config.key) : dst
+            let templateProto: UInt8 = isMark ? 0xFF : proto
+            let vport: UInt16 = isMark || Self.servicePort(config.key) == 0 || p.destinationPort == 21 ? 0 : p.destinationPort
+            let tproto = ConnectionTable<A>.key(proto: templateProto, template: true)
+            if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport), table[t].expires > now,
+               templateValid(table[t], shared: shared) {
+                template = t
+                slot = Int(table[t].destination)
+            } else {
+                if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport) { expire(t, now: now, shared: &shared, force: true) }
+                guard let s = schedule(service, p, src: src, dst: dst, now: now, shared: &shared) else { return shared.drop(.noRealServer) }
+                slot = s
+                guard let t = table.allocate() ?? evict(now: now, shared: &shared) else { return shared.drop(.connectionTableFull) }
+                var c = Connection<A>()
+                c.proto = templateProto
+                c.flags = isMark ? [.template, .firewallMark] : [.template]
+                c.client = network
+                c.virtual = markAddress
+                c.virtualPort = vport
+                c.service = UInt16(service)
+                c.destination = UInt16(slot)
+                c.state = .none
+                c.expires = now &+ UInt64(persistence) &* 1000
+                if let r = Self.address(shared.services[service].destinations[slot].address) { c.real = r }
+                c.realPort = shared.services[service].destinations[slot].port
+                table[t] = c
+                table.insert(t)
+                shared.services[service].destinations[slot].persistentConnections &+= 1
+                template = t
+            }
+        } else {
+            guard let s = schedule(service, p, src: src, dst: dst, now: now, shared: &shared) else { return shared.drop(.noRealServer) }
+            slot = s
+        }
+        let dest = shared.services[service].destinations[slot]
+        var c = Connection<A>()
+        c.proto = proto
+        c.client = src
+        c.clientPort = p.sourcePort
+        c.virtual = dst
+        c.virtualPort = p.destinationPort
+        c.service = UInt16(service)
+        c.destination = UInt16(slot)
+        c.flags = [.inactive]
+        if isMark { c.flags.insert(.firewallMark) }
+        c.realPort = dest.port == 0 ? p.destinationPort : dest.port
+        if let r = Self.address(dest.address) { c.real = r }
+        switch dest.method {
+        case .nat:
+            guard Self.address(dest.address) != nil else { return shared.drop(.noRoute) }
+            c.local = src
+            c.localPort = p.sourcePort
+            c.flags.insert(.replyIndexed)
+        case .fullNAT:
+            guard let r = Self.address(dest.address), var pool = pools[service] else { return shared.drop(.fullNATPortsExhausted) }
+            guard let (lip, lport) = pool.allocate(real: r, port: c.realPort) else {
+                pools[service] = pool
+                return shared.drop(.fullNATPortsExhausted)
+            }
+            pools[service] = pool
+            c.local = lip
+            c.localPort = lport
+            c.flags.insert(.replyIndexed)
+        case .directRouting, .tunnel, .local:
+            c.realPort = p.destinationPort
+            c.flags.insert(.noOutput)
+        }
+        if c.flags.contains(.replyIndexed) {
+            hasReplyTraffic = true
+            if let n = shared.neighbourSlot(for: src.ipAddress) { c.replyNeighbour = n } else { c.replyNeighbour = UInt32.max }
+        }
+        c.expires = now &+ 3000
+        c.state = proto == IPProtocolNumber.udp ? .udp : .none
+        let onePacket = config.onePacket && proto == IPProtocolNumber.udp
+        guard let index = table.allocate() ?? evict(now: now, shared: &shared) else {
+            releasePort(c)
+            return shared.drop(.connectionTableFull)
+        }
+        if let t = template {
+            c.controller = UInt32(t) &+ 1
+            table[t].controller &+= 1
+        }
+        table[index] = c
+        if !onePacket { table.insert(index) }
+        shared.services[service].destinations[slot].inactiveConnections &+= 1
+        shared.services[service].destinations[slot].checkOverloadOnBind()
+        shared.services[service].destinations[slot].counters.connections &+= 1
+        shared.services[service].counters.connections &+= 1
+        shared.totals.connections &+= 1
+        let verdict = forwardToReal(&b, &f, &p, index, now: now, shared: &shared, first: true)
+        if onePacket {
+            // OPS: scheduled per datagram, never hashed, freed at once.
+            unbind(index, shared: &shared)
+            table.remove(index)
+        }
+        return verdict
+    }
+
+    static func markAddress(_ key: ServiceKey) -> A {
+        guard case .firewallMark(let m, _) = key else { return .zero }
+        if A.byteCount == 4 { return IPv4Address(m) as! A }
+        return IPv6Address(high: 0, low: UInt64(m)) as! A
+    }
+
+    static func servicePort(_ key: ServiceKey) -> UInt16 {
+        if case .address(_, _, let port) = key { return port }
+        return 0
+    }
+
+    /// `ip_vs_check_template`: the server must still be there and available
+    /// (weight 0 only counts with expire_quiescent_template).
+    func templateValid(_ t: Connection<A>, shared: DirectorShared) -> Bool {
+        let d = shared.services[Int(t.service)].destinations[Int(t.destination)]
+        if d.removed || d.overloaded { return false }
+        if d.weight <= 0 && shared.expireQuiescentTemplate { return false }
+        return true
+    }
+
+    mutating func schedule(_ service: Int, _ p: ParsedPacket, src: A, dst: A, now: UInt64, shared: inout DirectorShared) -> Int? {
+        let input = ScheduleInput(sourceFold: src.kernelFold, sourcePort: p.sourcePort, destinationFold: dst.kernelFold)
+        return shared.services[service].order.withUnsafeBufferPointer { _ in
+            let order = shared.services[service].order
+            let dests = shared.services[service].destinations
+            return shared.services[service].scheduler.schedule(order: order.span, dests: dests.span, input: input, now: now)
+        }
+    }
+
+    // MARK: forwarding
+
+    mutating func updateState(_ i: Int, direction: StateDirection, flags: UInt8, now: UInt64, shared: inout DirectorShared) {
+        var c = table[i]
+        c.packets &+= 1
+        if c.proto == IPProtocolNumber.tcp {
+            var dir = direction
+            if dir == .output { c.flags.remove(.noOutput) } else if c.flags.contains(.noOutput) { dir = .inputOnly }
+            let next = TCPStateTable.next(c.state, direction: dir, flags: flags)
+            if next != c.state {
+                let s = Int(c.service), d = Int(c.destination)
+                if !c.flags.contains(.inactive) && !next.isActive {
+                    shared.services[s].destinations[d].activeConnections &-= 1
+                    shared.services[s].destinations[d].inactiveConnections &+= 1
+                    c.flags.insert(.inactive)
+                } else if c.flags.contains(.inactive) && next.isActive {
+                    shared.services[s].destinations[d].activeConnections &+= 1
+                    shared.services[s].destinations[d].inactiveConnections &-= 1
+                    c.flags.remove(.inactive)
+                }
+                c.state = next
+            }
+        }
+        c.expires = now &+ shared.timeouts[Int(c.state.rawValue)]
+        table[i] = c
+    }
+
+    mutating func forwardToReal(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
+                                now: UInt64, shared: inout DirectorShared, first: Bool) -> Verdict {
+        let s = Int(table[i].service), d = Int(table[i].destination)
+        if shared.services[s].destinations[d].removed && !first {
+            guard shared.expireNoDestination else { return shared.drop(.destinationRemoved) }
+            expire(i, now: now, shared: &shared, force: true)
+            let src = A(b.span, at: p.sourceAddressOffset), dst = A(b.span, at: p.destinationAddressOffset)
+            guard let svc = findService(proto: p.proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else { return .pass }
+            return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, now: now, shared: &shared)
+        }
+        if p.fragment != .subsequent { updateState(i, direction: .input, flags: p.tcpFlags, now: now, shared: &shared) }
+        if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: false, now: now) }
+        let c = table[i]
+        let dest = shared.services[s].destinations[d]
+        let length = UInt64(p.ipEnd &- p.l3Offset)
+        shared.services[s].destinations[d].counters.inPackets &+= 1
+        shared.services[s].destinations[d].counters.inBytes &+= length
+        shared.services[s].counters.inPackets &+= 1
+        shared.services[s].counters.inBytes &+= length
+        shared.totals.inPackets &+= 1
+        shared.totals.inBytes &+= length
+        guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
+        switch dest.method {
+        case .nat:
+            PacketRewriter.rewrite(&b, p, destination: c.real, destinationPort: c.realPort)
+        case .fullNAT:
+            PacketRewriter.rewrite(&b, p, source: c.local, sourcePort: c.localPort, destination: c.real, destinationPort: c.realPort)
+            if c.flags.contains(.toaArmed) && p.proto == IPProtocolNumber.tcp && p.fragment == .none
+                && p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0 && p.tcpFlags & TCPFlags.ack != 0
+                && b.be32(at: p.l4Offset &+ 8) == c.toaSequence {
+                let mtu = shared.interface(dest.interface)?.mtu ?? 1500
+                do {
+                    try TCPOptionEditor.insertTOA(&b, frame: &f, packet: &p, address: c.client, port: c.clientPort, mtu: mtu)
+                    shared.toaInserted &+= 1
+                } catch {
+                    shared.toaFailures &+= 1
+                }
+            }
+        case .directRouting, .local:
+            break
+        case .tunnel:
+            return tunnel(&b, &f, &p, dest: dest, shared: &shared)
+        }
+        return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+    }
+
+    mutating func tunnel(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState, shared: inout DirectorShared) -> Verdict {
+        let flowHash = UInt32(truncatingIfNeeded: A(b.span, at: p.sourceAddressOffset).folded ^ UInt64(p.sourcePort) &* 0x9E37_79B9)
+        let gue = dest.tunnel.type == .gue ? GUEOptions(port: dest.tunnel.port, checksum: dest.tunnel.checksum) : nil
+        guard let iface = shared.interface(dest.interface) else { return shared.drop(.noRoute) }
+        shared.nextIdentification &+= 1
+        do {
+            switch dest.address {
+            case .v4(let r):
+                guard let dip = iface.ipv4 else { return shared.drop(.noRoute) }
+                try Encapsulation.encapsulate(&b, frame: &f, packet: &p, source: dip, destination: r, gue: gue, flowHash: flowHash, identification: shared.nextIdentification)
+            case .v6(let r):
+                guard let dip = iface.ipv6 else { return shared.drop(.noRoute) }
+                try Encapsulation.encapsulate(&b, frame: &f, packet: &p, source: dip, destination: r, gue: gue, flowHash: flowHash)
+            }
+        } catch {
+            return shared.drop(.edit(error))
+        }
+        return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+    }
+
+    mutating func forwardToClient(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
+                                  now: UInt64, shared: inout DirectorShared) -> Verdict {
+        if p.fragment != .subsequent { updateState(i, direction: .output, flags: p.tcpFlags, now: now, shared: &shared) }
+        if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: true, now: now) }
+        var c = table[i]
+        let s = Int(c.service), d = Int(c.destination)
+        let length = UInt64(p.ipEnd &- p.l3Offset)
+        shared.services[s].destinations[d].counters.outPackets &+= 1
+        shared.services[s].destinations[d].counters.outBytes &+= length
+        shared.services[s].counters.outPackets &+= 1
+        shared.services[s].counters.outBytes &+= length
+        shared.totals.outPackets &+= 1
+        shared.totals.outBytes &+= length
+        guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
+        if c.flags.contains(.noOutput) == false && c.local == c.client && c.localPort == c.clientPort {
+            PacketRewriter.rewrite(&b, p, source: c.virtual, sourcePort: c.virtualPort)
+        } else {
+            if p.proto == IPProtocolNumber.tcp && p.fragment == .none && p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack) {
+                // The real server's SYN-ACK: client ACKs of ISN+1 will carry TOA, so leave room in the MSS.
+                c.toaSequence = b.be32(at: p.l4Offset &+ 4) &+ 1
+                c.flags.insert(.toaArmed)
+                table[i] = c
+                _ = TCPOptionEditor.lowerMSS(&b, p, by: UInt16(TCPOptionEditor.toaLength(for: A.self)))
+            }
+            PacketRewriter.rewrite(&b, p, source: c.virtual, sourcePort: c.virtualPort, destination: c.client, destinationPort: c.clientPort)
+        }
+        return sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
+    }
+
+    /// Writes the next hop's MAC, or turns the frame into an ARP request for
+    /// it when it is not resolved yet (the packet is lost, as when the
+    /// kernel's neighbour queue overflows; TCP retransmits).
+    func sendTo(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, neighbour: UInt32, shared: inout DirectorShared) -> Verdict {
+        guard neighbour != UInt32.max, Int(neighbour) < shared.neighbours.count else { return shared.drop(.noRoute) }
+        let n = shared.neighbours[Int(neighbour)]
+        guard let iface = shared.interface(n.interface) else { return shared.drop(.noRoute) }
+        if n.resolved {
+            PacketRewriter.setMACs(&b, frameStart: f.start, destination: n.mac, source: iface.mac)
+            return .transmit(interface: n.interface)
+        }
+        guard case .v4(let target) = n.address, let dip = iface.ipv4, f.start &+ 42 <= b.count else { return shared.drop(.noRoute) }
+        ARPWriter.write(&b, at: f.start, operation: 1, senderMAC: iface.mac, sender: dip, targetMAC: .zero, target: target, ethernetDestination: .broadcast)
+        return .transmit(interface: n.interface)
+    }
+
+    // MARK: fragments
+
+    static func fragmentSlot(_ src: A, _ dst: A, _ id: UInt32) -> Int {
+        Int(truncatingIfNeeded: ((src.folded ^ dst.folded &* 31) ^ UInt64(id)) &* 0x9E37_79B9_7F4A_7C15 &>> 56)
+    }
+
+    mutating func rememberFragment(_ p: ParsedPacket, _ span: Span<UInt8>, connection: Int, reply: Bool, now: UInt64) {
+        let src = A(span, at: p.sourceAddressOffset), dst = A(span, at: p.destinationAddressOffset)
+        fragments[Self.fragmentSlot(src, dst, p.fragmentID)] = FragmentEntry(source: src, destination: dst, identification: p.fragmentID,
+                                                                             proto: p.proto, connection: Int32(connection), reply: reply, expires: now &+ 30_000)
+    }
+
+    mutating func forwardFragment(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, src: A, dst: A,
+                                  now: UInt64, shared: inout DirectorShared) -> Verdict {
+        let e = fragments[Self.fragmentSlot(src, dst, p.fragmentID)]
+        guard e.connection >= 0, e.expires > now, e.source == src, e.destination == dst, e.identification == p.fragmentID, e.proto == p.proto,
+              table[Int(e.connection)].proto == p.proto else {
+            return owned.contains(dst) ? shared.drop(.unknownFragment) : .pass
+        }
+        let i = Int(e.connection)
+        return e.reply ? forwardToClient(&b, &f, &p, i, now: now, shared: &shared) : forwardToReal(&b, &f, &p, i, now: now, shared: &shared, first: false)
+    }
+
+    // MARK: ICMP
+
+    /// An ICMP error quoting a packet of a connection (DEST_UNREACH,
+    /// SOURCE_QUENCH, TIME_EXCEEDED): NAT and FULLNAT translate the outer and
+    /// quoted headers; DR and TUN forward it as it is.
+    mutating func relateICMPError(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
+                                  now: UInt64, shared: inout DirectorShared) -> Verdict {
+        let q: ParsedPacket
+        do { q = try PacketParser.parseQuoted(b.span, outer: p) } catch { return shared.drop(.unrelatedICMP) }
+        guard q.hasPorts else { return owned.contains(A(b.span, at: p.destinationAddressOffset)) ? shared.drop(.unrelatedICMP) : .pass }
+        let qs = A(b.span, at: q.sourceAddressOffset), qd = A(b.span, at: q.destinationAddressOffset)
+        // The quoted packet travelled the other way: a reply (VIP → client) or a forwarded packet (→ real server).
+        if let i = table.lookup(.client, proto: q.proto, qd, q.destinationPort, qs, q.sourcePort) {
+            let c = table[i]
+            let dest = shared.services[Int(c.service)].destinations[Int(c.destination)]
+            guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
+            switch dest.method {
+            case .nat, .fullNAT:
+                let natted = dest.method == .fullNAT
+                PacketRewriter.rewrite(&b, p, source: natted ? c.local : nil, destination: c.real)
+                rewriteQuoted(&b, p, q, source: c.real, sourcePort: c.realPort,
+                              destination: natted ? c.local : nil, destinationPort: natted ? c.localPort : nil)
+            case .tunnel:
+                return tunnel(&b, &f, &p, dest: dest, shared: &shared)
+            case .directRouting, .local:
+                break
+            }
+            return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+        }
+        if hasReplyTraffic, let i = table.lookup(.reply, proto: q.proto, qd, q.destinationPort, qs, q.sourcePort) {
+            let c = table[i]
+            guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
+            let fromReal = A(b.span, at: p.sourceAddressOffset) == c.real
+            PacketRewriter.rewrite(&b, p, source: fromReal ? c.virtual : nil, destination: c.client)
+            rewriteQuoted(&b, p, q, source: c.client, sourcePort: c.clientPort, destination: c.virtual, destinationPort: c.virtualPort)
+            return sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
+        }
+        return owned.contains(A(b.span, at: p.destinationAddressOffset)) ? shared.drop(.unrelatedICMP) : .pass
+    }
+
+    /// Rewrites the quoted header, then recomputes the quoted IPv4 header
+    /// checksum and the whole ICMP checksum (errors are short).
+    func rewriteQuoted(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ q: ParsedPacket,
+                       source: A?, sourcePort: UInt16?, destination: A?, destinationPort: UInt16?) {
+        if let source { source.store(&b, at: q.sourceAddressOffset) }
+        if let destination { destination.store(&b, at: q.destinationAddressOffset) }
+        if let sourcePort { b.setBE16(sourcePort, at: q.l4Offset) }
+        if let destinationPort { b.setBE16(destinationPort, at: q.l4Offset &+ 2) }
+        if q.ipVersion == 4 { PacketRewriter.recomputeIPv4HeaderChecksum(&b, at: q.l3Offset) }
+        PacketRewriter.recomputeTransportChecksum(&b, p)
+    }
+
+    /// Neighbour advertisement for an owned IPv6 address, in place.
+    func answerNeighbourSolicitation(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, _ p: ParsedPacket, interface: UInt16, shared: inout DirectorShared) -> Verdict {
+        guard A.byteCount == 16, p.ipEnd &- p.l4Offset >= 24 else { return .pass }
+        let target = A(b.span, at: p.l4Offset &+ 8)
+        guard owned.contains(target), let iface = shared.interface(interface) else { return .pass }
+        let requester = A(b.span, at: p.sourceAddressOffset)
+        let requesterMAC = MACAddress(b.span, at: f.start &+ 6)
+        guard p.ipEnd &- p.l4Offset >= 32, f.start &+ (p.l4Offset &- f.start) &+ 32 <= b.count else { return .pass }
+        // NA: type 136, flags S|O, target, option 2 (target link-layer address).
+        b[p.l4Offset] = 136
+        b[p.l4Offset &+ 1] = 0
+        b.setBE32(0x6000_0000, at: p.l4Offset &+ 4)
+        b[p.l4Offset &+ 24] = 2
+        b[p.l4Offset &+ 25] = 1
+        iface.mac.store(&b, at: p.l4Offset &+ 26)
+        var q = p
+        q.ipEnd = p.l4Offset &+ 32
+        b.setBE16(32, at: p.l3Offset &+ 4)
+        b[p.l3Offset &+ 7] = 255
+        target.store(&b, at: p.sourceAddressOffset)
+        requester.store(&b, at: p.destinationAddressOffset)
+        PacketRewriter.recomputeTransportChecksum(&b, q)
+        PacketRewriter.setMACs(&b, frameStart: f.start, destination: requesterMAC, source: iface.mac)
+        return .transmit(interface: interface)
+    }
+
+    // MARK: expiry
+
+    /// Releases what a connection holds: its server's counts, its FULLNAT
+    /// port, its template's control count.
+    mutating func unbind(_ i: Int, shared: inout DirectorShared) {
+        let c = table[i]
+        let s = Int(c.service), d = Int(c.destination)
+        if c.flags.contains(.template) {
+            shared.services[s].destinations[d].persistentConnections &-= 1
+            return
+        }
+        if c.flags.contains(.inactive) {
+            shared.services[s].destinations[d].inactiveConnections &-= 1
+        } else {
+            shared.services[s].destinations[d].activeConnections &-= 1
+        }
+        shared.services[s].destinations[d].checkOverloadOnUnbind()
+        releasePort(c)
+        if c.controller != 0 {
+            let t = Int(c.controller) &- 1
+            if table[t].flags.contains(.template) && table[t].controller > 0 { table[t].controller &-= 1 }
+        }
+    }
+
+    mutating func releasePort(_ c: Connection<A>) {
+        guard c.flags.contains(.replyIndexed), c.local != c.client || c.localPort != c.clientPort else { return }
+        pools[Int(c.service)]?.release(local: c.local, port: c.localPort, real: c.real, realPort: c.realPort)
+    }
+
+    /// Frees an expired entry; a template that still controls connections is
+    /// re-armed for 60 s instead, as the kernel does.
+    mutating func expire(_ i: Int, now: UInt64, shared: inout DirectorShared, force: Bool = false) {
+        if table[i].flags.contains(.template) && table[i].controller > 0 && !force {
+            table[i].expires = now &+ 60_000
+            return
+        }
+        if table[i].flags.contains(.template) && table[i].controller > 0 {
+            // Forced out: its connections forget it.
+            let t = UInt32(i) &+ 1
+            for j in 0..<table.capacity where table.entries[j].controller == t && !table.entries[j].flags.contains(.template) {
+                table[j].controller = 0
+            }
+        }
+        unbind(i, shared: &shared)
+        table.remove(i)
+    }
+
+    mutating func sweep(budget: Int, now: UInt64, shared: inout DirectorShared) {
+        let n = min(budget, table.capacity)
+        for _ in 0..<n {
+            let i = table.hand
+            table.hand = table.hand &+ 1 == table.capacity ? 0 : table.hand &+ 1
+            if table.entries[i].proto != 0 && table.entries[i].expires <= now { expire(i, now: now, shared: &shared) }
+        }
+    }
+
+    /// When the table is full: an expired entry, else a half-open one
+    /// (SYN_RECV/SYNACK, IPVS's drop_entry), found from the sweep hand within
+    /// a bounded scan. nil when none is found: the new flow is dropped.
+    mutating func evict(now: UInt64, shared: inout DirectorShared) -> Int? {
+        let n = min(256, table.capacity)
+        var halfOpen: Int? = nil
+        for _ in 0..<n {
+            let i = table.hand
+            table.hand = table.hand &+ 1 == table.capacity ? 0 : table.hand &+ 1
+            let e = table.entries[i]
+            guard e.proto != 0 else { continue }
+            if e.expires <= now && !(e.flags.contains(.template) && e.controller > 0) {
+                expire(i, now: now, shared: &shared)
+                return table.allocate()
+            }
+            if halfOpen == nil && (e.state == .synReceived || e.state == .synAck) { halfOpen = i }
+        }
+        guard let h = halfOpen else { return nil }
+        expire(h, now: now, shared: &shared, force: true)
+        return table.allocate()
+    }
+}

@@ -1,0 +1,63 @@
+import LVSPacket
+
+public struct FrameDescriptor: Sendable {
+    public var bounds: FrameBounds
+    public var interface: UInt16
+    public var verdict: Verdict
+}
+
+/// A batch of frames in one preallocated arena of fixed-size slots, each with
+/// headroom for encapsulation and TOA. The I/O backend fills it, `Director`
+/// rewrites it in place. This is the one place the core touches raw memory.
+public struct FrameBatch: ~Copyable {
+    let storage: UnsafeMutableRawBufferPointer
+    public let slotSize: Int
+    public let headroom: Int
+    public let capacity: Int
+    public var descriptors: [FrameDescriptor]
+    public var count = 0
+
+    public init(capacity: Int, slotSize: Int = 2048, headroom: Int = 128) {
+        precondition(capacity > 0 && slotSize > headroom)
+        self.capacity = capacity
+        self.slotSize = slotSize
+        self.headroom = headroom
+        storage = unsafe UnsafeMutableRawBufferPointer.allocate(byteCount: capacity * slotSize, alignment: 64)
+        unsafe storage.initializeMemory(as: UInt8.self, repeating: 0)
+        descriptors = [FrameDescriptor](repeating: FrameDescriptor(bounds: FrameBounds(start: headroom, length: 0), interface: 0, verdict: .pass), count: capacity)
+    }
+
+    deinit { unsafe storage.deallocate() }
+
+    /// Runs `body` over the whole slot `i` (headroom included) as a
+    /// bounds-checked span.
+    public mutating func withSlot<R>(_ i: Int, _ body: (inout MutableSpan<UInt8>) -> R) -> R {
+        precondition(i >= 0 && i < capacity)
+        let base = unsafe storage.baseAddress!.advanced(by: i * slotSize).assumingMemoryBound(to: UInt8.self)
+        let buffer = unsafe UnsafeMutableBufferPointer(start: base, count: slotSize)
+        var span = unsafe buffer.mutableSpan
+        return body(&span)
+    }
+
+    /// Runs `body` over the frame in slot `i` as it is now.
+    public func withFrame<R>(_ i: Int, _ body: (Span<UInt8>) -> R) -> R {
+        precondition(i >= 0 && i < count)
+        let b = descriptors[i].bounds
+        let base = unsafe storage.baseAddress!.advanced(by: i * slotSize + b.start).assumingMemoryBound(to: UInt8.self)
+        let buffer = unsafe UnsafeBufferPointer(start: base, count: b.length)
+        return body(unsafe buffer.span)
+    }
+
+    /// Copies a received frame into the next slot. False when the batch is
+    /// full or the frame does not fit.
+    public mutating func append(_ bytes: Span<UInt8>, interface: UInt16) -> Bool {
+        guard count < capacity, bytes.count <= slotSize - headroom else { return false }
+        let h = headroom
+        withSlot(count) { s in for k in 0..<bytes.count { s[h + k] = bytes[k] } }
+        descriptors[count] = FrameDescriptor(bounds: FrameBounds(start: headroom, length: bytes.count), interface: interface, verdict: .pass)
+        count += 1
+        return true
+    }
+
+    public mutating func removeAll() { count = 0 }
+}
