@@ -198,7 +198,7 @@ public struct Director: Sendable {
 
     /// Records a neighbour's MAC (from netlink or ARP/ND).
     public mutating func learnNeighbour(_ address: IPAddress, mac: MACAddress) {
-        if let s = shared.neighbourByAddress[address] {
+        if let s = shared.neighbourByAddress[address] ?? shared.neighbourSlot(for: address) {
             shared.neighbours[Int(s)].mac = mac
             shared.neighbours[Int(s)].resolved = true
         }
@@ -250,7 +250,10 @@ public struct Director: Sendable {
         let senderMAC = MACAddress(b.span, at: a &+ 8)
         let sender = IPv4Address(b.span, at: a &+ 14)
         let target = IPv4Address(b.span, at: a &+ 24)
-        learnNeighbour(.v4(sender), mac: senderMAC)
+        if let slot = shared.neighbourByAddress[.v4(sender)] {
+            shared.neighbours[Int(slot)].mac = senderMAC
+            shared.neighbours[Int(slot)].resolved = true
+        }
         guard op == 1, v4.owned.contains(target), let iface = shared.interface(interface) else { return .pass }
         b.setBE16(2, at: a &+ 6)
         iface.mac.store(&b, at: a &+ 8)

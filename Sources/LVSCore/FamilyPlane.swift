@@ -399,7 +399,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     // MARK: fragments
 
     static func fragmentSlot(_ src: A, _ dst: A, _ id: UInt32) -> Int {
-        Int(truncatingIfNeeded: ((src.folded ^ dst.folded &* 31) ^ UInt64(id)) &* 0x9E37_79B9_7F4A_7C15 &>> 56)
+        Int(truncatingIfNeeded: (((src.folded ^ (dst.folded &* 31)) ^ UInt64(id)) &* 0x9E37_79B9_7F4A_7C15) &>> 56)
     }
 
     mutating func rememberFragment(_ p: ParsedPacket, _ span: Span<UInt8>, connection: Int, reply: Bool, now: UInt64) {

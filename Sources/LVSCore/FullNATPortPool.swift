@@ -23,7 +23,7 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
     }
 
     static func subPool(real: A, port: UInt16) -> Int {
-        Int(truncatingIfNeeded: (real.folded ^ UInt64(port)) &* 0x9E37_79B9_7F4A_7C15 &>> 60) & (subPools - 1)
+        Int(truncatingIfNeeded: ((real.folded ^ UInt64(port)) &* 0x9E37_79B9_7F4A_7C15) &>> 60) & (subPools - 1)
     }
 
     /// A (local address, port) towards `real:port`; local addresses are used

@@ -33,7 +33,7 @@ public enum Encapsulation {
         let innerLength = p.ipEnd &- innerL3
         let innerV4 = p.ipVersion == 4
         let tos: UInt8 = innerV4 ? b[innerL3 &+ 1] : UInt8(truncatingIfNeeded: b.be16(at: innerL3) &>> 4)
-        let ttl = p.ttl
+        let ttl = innerV4 ? b[innerL3 &+ 8] : b[innerL3 &+ 7]
         let df = innerV4 && b[innerL3 &+ 6] & 0x40 != 0
         let innerProto = innerV4 ? IPProtocolNumber.ipip : IPProtocolNumber.ipv6
         let l2Length = p.etherHeaderLength

@@ -1,0 +1,356 @@
+import Testing
+@testable import LVSCore
+import LVSPacket
+
+let clientMAC: UInt64 = 0x02_00_00_00_00_AA
+let ifaceClientMAC = MACAddress(0x02_00_00_00_00_01)
+let ifaceRealMAC = MACAddress(0x02_00_00_00_00_02)
+let rsMAC = MACAddress(0x02_00_00_00_01_02)
+func ip(_ s: String) -> IPAddress { IPAddress(s)! }
+
+/// A director between a client network (198.18.0.0/24, 2001:db8::/64) and a
+/// real-server network (198.19.0.0/24, 2001:db8:1::/64), with a fake clock.
+struct Harness {
+    var director: Director
+    var now: UInt64 = 1_000_000
+    let builder = FrameBuilder(srcMAC: clientMAC, dstMAC: 0x02_00_00_00_00_01)
+
+    init(_ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false) {
+        let config = DirectorConfiguration(
+            services: services, timeouts: timeouts,
+            interfaces: [InterfaceConfiguration(index: 1, mac: ifaceClientMAC, ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
+                         InterfaceConfiguration(index: 2, mac: ifaceRealMAC, ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1"))],
+            routes: [Route(destination: ip("198.18.0.0"), prefixLength: 24, interface: 1),
+                     Route(destination: ip("198.19.0.0"), prefixLength: 24, interface: 2),
+                     Route(destination: ip("2001:db8::"), prefixLength: 64, interface: 1),
+                     Route(destination: ip("2001:db8:1::"), prefixLength: 64, interface: 2)],
+            expireNoDestinationConnections: expireNoDest)
+        director = Director(configuration: config, capacity: capacity)
+        for a in ["198.19.0.2", "198.19.0.3", "198.19.0.4", "2001:db8:1::2", "2001:db8:1::3", "198.18.0.100", "2001:db8::100"] {
+            director.learnNeighbour(ip(a), mac: a.hasPrefix("198.18") || a.hasPrefix("2001:db8::") ? MACAddress(clientMAC) : rsMAC)
+        }
+    }
+
+    /// Sends a frame in on `interface`; returns the verdict and the bytes out.
+    mutating func send(_ frame: [UInt8], interface: UInt16 = 1) -> (Verdict, [UInt8]) {
+        var buf = [UInt8](repeating: 0, count: 128) + frame + [UInt8](repeating: 0, count: 64)
+        var bounds = FrameBounds(start: 128, length: frame.count)
+        var span = buf.mutableSpan
+        let v = director.process(&span, frame: &bounds, interface: interface, now: now)
+        _ = consume span
+        return (v, Array(buf[bounds.start..<bounds.end]))
+    }
+}
+
+func field(_ f: [UInt8], _ at: Int, _ n: Int) -> [UInt8] { Array(f[at..<(at + n)]) }
+func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at + 1]) }
+
+@Suite(.serialized) struct ForwardingTests {
+    let vip = ip("198.18.0.10")
+    let client = ip("198.18.0.100")
+
+    func service(_ m: ForwardingMethod, port: UInt16 = 8080, scheduler: String = "rr", lips: [IPAddress] = []) -> VirtualServiceConfiguration {
+        VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: scheduler,
+                                    realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: port, method: m)], localAddresses: lips)
+    }
+
+    @Test func natRewritesDestinationAndRepliesBack() {
+        var h = Harness([service(.nat)])
+        let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))
+        let (v, out) = h.send(syn)
+        #expect(v == .transmit(interface: 2))
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])                 // RS MAC
+        #expect(field(out, 6, 6) == [2, 0, 0, 0, 0, 2])                 // director's RS-side MAC
+        #expect(out[22] == 63)                                          // TTL − 1
+        #expect(field(out, 26, 4) == [198, 18, 0, 100])                 // source untouched
+        #expect(field(out, 30, 4) == [198, 19, 0, 2])                   // VIP → RIP
+        #expect(be16(out, 34) == 40000 && be16(out, 36) == 8080)        // 80 → 8080
+        #expect(out.count == syn.count && FrameBuilder.checksumsValid(out))
+        let synAck = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+            .frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, ack: 1001, flags: 0x12))
+        let (v2, back) = h.send(synAck, interface: 2)
+        #expect(v2 == .transmit(interface: 1))
+        #expect(field(back, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && field(back, 6, 6) == [2, 0, 0, 0, 0, 1])
+        #expect(field(back, 26, 4) == [198, 18, 0, 10] && be16(back, 34) == 80)
+        #expect(field(back, 30, 4) == [198, 18, 0, 100] && be16(back, 36) == 40000)
+        #expect(FrameBuilder.checksumsValid(back))
+        let svc = h.director.service(.address(.tcp, vip, 80))!
+        #expect(svc.destinations[0].activeConnections == 1 && svc.counters.inPackets == 1 && svc.counters.outPackets == 1)
+    }
+
+    @Test func directRoutingRewritesOnlyTheMAC() {
+        var h = Harness([service(.directRouting, port: 80)])
+        let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))
+        let (v, out) = h.send(syn)
+        #expect(v == .transmit(interface: 2))
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2] && field(out, 6, 6) == [2, 0, 0, 0, 0, 2])
+        #expect(Array(out[23...]) == Array(syn[23...]).enumerated().map { $0.offset == 1 || $0.offset == 2 ? out[23 + $0.offset] : $0.element })
+        #expect(out[22] == 63 && field(out, 30, 4) == [198, 18, 0, 10] && FrameBuilder.checksumsValid(out))
+        #expect(Array(out[34...]) == Array(syn[34...]))
+    }
+
+    @Test func tunnelWrapsInIPIP() {
+        var h = Harness([service(.tunnel, port: 80)])
+        let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))
+        let (v, out) = h.send(syn)
+        #expect(v == .transmit(interface: 2))
+        #expect(out.count == syn.count + 20)
+        #expect(out[14] == 0x45 && out[23] == 4 && out[22] == 63)                 // IPIP, TTL from the inner
+        #expect(field(out, 26, 4) == [198, 19, 0, 1] && field(out, 30, 4) == [198, 19, 0, 2])
+        #expect(FrameBuilder.checksum(out, 14..<34) == 0)
+        #expect(field(out, 34 + 16, 4) == [198, 18, 0, 10] && out[34 + 8] == 63)   // inner untouched but TTL
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])
+    }
+
+    @Test func fullNATTranslatesBothSidesAndCarriesTOA() {
+        var h = Harness([service(.fullNAT, lips: [ip("198.19.0.100")])])
+        let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1000, flags: 0x02, options: [2, 4, 5, 0xB4]))
+        let (v, out) = h.send(syn)
+        #expect(v == .transmit(interface: 2))
+        #expect(field(out, 26, 4) == [198, 19, 0, 100] && field(out, 30, 4) == [198, 19, 0, 2])
+        let lport = be16(out, 34)
+        #expect(lport >= 1025 && be16(out, 36) == 8080 && FrameBuilder.checksumsValid(out))
+        // The real server's SYN-ACK to the LIP: MSS lowered by 8, back to the client from the VIP.
+        let rs = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+        let synAck = rs.frame(src: ip("198.19.0.2"), dst: ip("198.19.0.100"), FrameBuilder.tcp(sport: 8080, dport: lport, seq: 77_000, ack: 1001, flags: 0x12, options: [2, 4, 5, 0xB4]))
+        let (v2, back) = h.send(synAck, interface: 2)
+        #expect(v2 == .transmit(interface: 1))
+        #expect(field(back, 26, 4) == [198, 18, 0, 10] && be16(back, 34) == 80)
+        #expect(field(back, 30, 4) == [198, 18, 0, 100] && be16(back, 36) == 40000)
+        #expect(be16(back, 56) == 1452 && FrameBuilder.checksumsValid(back))
+        // The client's ACK of ISN+1 carries TOA {254, 8, port, address} right after the header.
+        let ack = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 77_001, flags: 0x10, payload: [0x47, 0x45, 0x54]))
+        let (v3, fwd) = h.send(ack)
+        #expect(v3 == .transmit(interface: 2))
+        #expect(fwd.count == ack.count + 8)
+        #expect(fwd[54] == 254 && fwd[55] == 8 && be16(fwd, 56) == 40000 && field(fwd, 58, 4) == [198, 18, 0, 100])
+        #expect(Int(fwd[46] >> 4) * 4 == 28 && be16(fwd, 16) == UInt16(ack.count + 8 - 14))
+        #expect(field(fwd, 26, 4) == [198, 19, 0, 100] && FrameBuilder.checksumsValid(fwd))
+        #expect(Array(fwd.suffix(3)) == [0x47, 0x45, 0x54])
+        #expect(h.director.shared.toaInserted == 1)
+    }
+
+    @Test func ipv6NATAndFullNATWithTOA() {
+        let vip6 = ip("2001:db8::10"), client6 = ip("2001:db8::100")
+        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip6, 80), scheduler: "rr",
+                                                     realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 8080, method: .fullNAT)],
+                                                     localAddresses: [ip("2001:db8:1::100")])])
+        let syn = h.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))
+        let (v, out) = h.send(syn)
+        #expect(v == .transmit(interface: 2) && FrameBuilder.checksumsValid(out))
+        #expect(out[21] == 63)
+        let lport = be16(out, 54)
+        let rs = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+        let synAck = rs.frame(src: ip("2001:db8:1::2"), dst: ip("2001:db8:1::100"), FrameBuilder.tcp(sport: 8080, dport: lport, seq: 5, ack: 1001, flags: 0x12))
+        _ = h.send(synAck, interface: 2)
+        let ack = h.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 6, flags: 0x10))
+        let (_, fwd) = h.send(ack)
+        #expect(fwd.count == ack.count + 20 && fwd[74] == 254 && fwd[75] == 20)
+        #expect(field(fwd, 78, 16) == FrameBuilder.addressBytes(client6) && FrameBuilder.checksumsValid(fwd))
+    }
+
+    @Test func noServiceIsPassedMalformedIsCounted() {
+        var h = Harness([service(.nat)])
+        let other = h.builder.frame(src: client, dst: ip("198.18.0.1"), FrameBuilder.tcp(sport: 1, dport: 22, flags: 0x02))
+        #expect(h.send(other).0 == .pass)
+        var bad = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x02))
+        bad[14] = 0x43
+        #expect(h.send(bad).0 == .drop(.malformed(.badIHL)))
+        #expect(h.director.drops(.malformed(.badIHL)) == 1)
+        let ack = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x10))
+        #expect(h.send(ack).0 == .drop(.notSYN))
+    }
+
+    @Test func answersARPForTheVIP() {
+        var h = Harness([service(.nat)])
+        let req: [UInt8] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xAA, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1,
+                            2, 0, 0, 0, 0, 0xAA, 198, 18, 0, 100, 0, 0, 0, 0, 0, 0, 198, 18, 0, 10]
+        let (v, out) = h.send(req)
+        #expect(v == .transmit(interface: 1))
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && be16(out, 20) == 2)
+        #expect(field(out, 22, 6) == [2, 0, 0, 0, 0, 1] && field(out, 28, 4) == [198, 18, 0, 10])
+        #expect(field(out, 38, 4) == [198, 18, 0, 100])
+    }
+
+    @Test func fragmentsFollowTheirFirstFragment() {
+        var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
+                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 5353, method: .nat)])])
+        var first = h.builder.frame(src: client, dst: vip, FrameBuilder.udp(sport: 999, dport: 53, payload: Array(repeating: 1, count: 16)))
+        first[20] = 0x20; first[24] = 0; first[25] = 0
+        var c = FrameBuilder.checksum(first, 14..<34); first[24] = UInt8(c >> 8); first[25] = UInt8(c & 255)
+        #expect(h.send(first).0 == .transmit(interface: 2))
+        var later = Array(first[0..<34]) + Array(repeating: 2, count: 8)
+        later[16] = 0; later[17] = 28; later[20] = 0; later[21] = 3; later[24] = 0; later[25] = 0
+        c = FrameBuilder.checksum(later, 14..<34); later[24] = UInt8(c >> 8); later[25] = UInt8(c & 255)
+        let (v, out) = h.send(later)
+        #expect(v == .transmit(interface: 2) && field(out, 30, 4) == [198, 19, 0, 2] && FrameBuilder.checksum(out, 14..<34) == 0)
+        later[18] = 0x99  // another datagram's fragment
+        later[24] = 0; later[25] = 0
+        c = FrameBuilder.checksum(later, 14..<34); later[24] = UInt8(c >> 8); later[25] = UInt8(c & 255)
+        #expect(h.send(later).0 == .drop(.unknownFragment))
+    }
+
+    @Test func icmpErrorFromTheRealServerIsTranslated() {
+        var h = Harness([service(.nat)])
+        _ = h.send(h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02)))
+        // Port unreachable from the RS about the packet the director sent it (client → RIP:8080).
+        let quoted = FrameBuilder().frame(src: client, dst: ip("198.19.0.2"), FrameBuilder.tcp(sport: 40000, dport: 8080, flags: 0x02))
+        let icmp: [UInt8] = [3, 3, 0, 0, 0, 0, 0, 0] + Array(quoted[14..<(14 + 28)])
+        let f = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value).frame(src: ip("198.19.0.2"), dst: client, (1, icmp))
+        let (v, out) = h.send(f, interface: 2)
+        #expect(v == .transmit(interface: 1))
+        #expect(field(out, 26, 4) == [198, 18, 0, 10] && field(out, 30, 4) == [198, 18, 0, 100])
+        #expect(field(out, 42 + 12, 4) == [198, 18, 0, 100] && field(out, 42 + 16, 4) == [198, 18, 0, 10])
+        #expect(be16(out, 42 + 20) == 40000 && be16(out, 42 + 22) == 80)
+        #expect(FrameBuilder.checksumsValid(out) && FrameBuilder.checksum(out, 42..<62) == 0)
+    }
+}
+
+@Suite(.serialized) struct ConnectionTests {
+    let vip = ip("198.18.0.10")
+
+    @Test func tcpStateTableRowByRow() {
+        let rows: [(StateDirection, String)] = [
+            (.input, "SR ES ES SR SR SR SR SR SR SR SR | CL CW SS TW TW TW CL CW LA LI TW | ES ES SS ES FW TW CL CW CL LI ES | CL CL CL SR CL CL CL CL LA LI SR"),
+            (.output, "SS ES SS SR SS SS SS SS SS LI SR | TW FW SS TW FW TW CL TW LA LI TW | ES ES SS ES FW TW CL CW LA ES ES | CL CL SS CL CL TW CL CL CL CL CL"),
+            (.inputOnly, "SR ES ES SR SR SR SR SR SR SR SR | CL FW SS TW FW TW CL CW LA LI TW | ES ES SS ES FW TW CL CW CL LI ES | CL CL CL SR CL CL CL CL LA LI CL"),
+        ]
+        let names = ["NO": ConnectionState.none, "ES": .established, "SS": .synSent, "SR": .synReceived, "FW": .finWait, "TW": .timeWait,
+                     "CL": .close, "CW": .closeWait, "LA": .lastAck, "LI": .listen, "SA": .synAck]
+        let flags: [UInt8] = [0x02, 0x01, 0x10, 0x04]
+        for (dir, text) in rows {
+            for (e, part) in text.split(separator: "|").enumerated() {
+                for (col, name) in part.split(separator: " ").enumerated() {
+                    let from = ConnectionState(rawValue: UInt8(col))!
+                    #expect(TCPStateTable.next(from, direction: dir, flags: flags[e]) == names[String(name)], "\(dir) \(e) \(from)")
+                }
+            }
+        }
+        // rst beats syn beats fin beats ack.
+        #expect(TCPStateTable.next(.established, direction: .input, flags: 0x17) == .close)
+        #expect(TCPStateTable.next(.none, direction: .input, flags: 0x13) == .synReceived)
+    }
+
+    @Test func timeoutsExpireConnectionsWithTheFakeClock() {
+        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
+                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])])
+        _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x02)))
+        var d = h.director.service(.address(.tcp, vip, 80))!.destinations[0]
+        #expect(d.activeConnections == 1 && d.inactiveConnections == 0)       // SYN_RECV counts active
+        _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x10)))
+        h.director.v4.table.forEach { _, c in #expect(c.state == .established && c.expires == h.now + 900_000) }
+        _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x11)))
+        h.director.v4.table.forEach { _, c in #expect(c.state == .finWait && c.expires == h.now + 120_000) }
+        d = h.director.service(.address(.tcp, vip, 80))!.destinations[0]
+        #expect(d.activeConnections == 0 && d.inactiveConnections == 1)
+        h.now += 119_999
+        h.director.tick(now: h.now)
+        #expect(h.director.v4.table.count == 1)
+        h.now += 1
+        h.director.tick(now: h.now)
+        #expect(h.director.v4.table.count == 0)
+        #expect(h.director.service(.address(.tcp, vip, 80))!.destinations[0].inactiveConnections == 0)
+    }
+
+    @Test func persistenceKeepsTheClientOnItsServerUntilTheTemplateExpires() {
+        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", persistence: 300, persistenceNetmask: 24,
+                                                     realServers: ["198.19.0.2", "198.19.0.3", "198.19.0.4"].map { RealServerConfiguration(address: ip($0), port: 80, method: .nat) })])
+        func dst(_ sport: UInt16, _ src: String = "198.18.0.100") -> [UInt8] {
+            field(h.send(h.builder.frame(src: ip(src), dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: 0x02))).1, 30, 4)
+        }
+        let first = dst(1000)
+        for p in 1001..<1010 { #expect(dst(UInt16(p)) == first) }
+        #expect(dst(2000, "198.18.0.101") == first)          // same /24
+        // Templates outlive their connections: after the connections expire (SYN_RECV 60 s)
+        // the template alone keeps the client until 300 s.
+        h.now += 200_000
+        h.director.tick(now: h.now)
+        #expect(dst(3000) == first)
+        h.now += 400_000
+        h.director.tick(now: h.now)
+        h.now += 60_000  // a template still controlling a connection was re-armed for 60 s
+        h.director.tick(now: h.now)
+        #expect(dst(4000) != first)                          // rescheduled: rr moved on
+    }
+
+    @Test func upperThresholdOverloadsTheServer() {
+        var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
+                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat, upperThreshold: 2),
+                                                                   RealServerConfiguration(address: ip("198.19.0.3"), port: 53, method: .nat)])])
+        var seen: [[UInt8]] = []
+        for p in 0..<6 { seen.append(field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: UInt16(100 + p), dport: 53))).1, 30, 4)) }
+        #expect(seen.filter { $0 == [198, 19, 0, 2] }.count == 2)
+        #expect(h.director.service(.address(.udp, vip, 53))!.destinations[0].overloaded)
+    }
+
+    @Test func onePacketSchedulingKeepsNoConnection() {
+        var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr", onePacket: true,
+                                                     realServers: ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 53, method: .nat) })])
+        var dsts: [[UInt8]] = []
+        for _ in 0..<4 { dsts.append(field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: 5000, dport: 53))).1, 30, 4)) }
+        #expect(dsts == [[198, 19, 0, 3], [198, 19, 0, 2], [198, 19, 0, 3], [198, 19, 0, 2]])
+        #expect(h.director.v4.table.count == 0)
+        #expect(h.director.service(.address(.udp, vip, 53))!.counters.connections == 4)
+    }
+
+    @Test func weightZeroKeepsConnectionsRemovedServerDropsThem() {
+        var svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)])
+        var h = Harness([svc])
+        let syn = h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x02))
+        let ack = h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x10))
+        _ = h.send(syn)
+        svc.realServers[0].weight = 0
+        h.director.apply(DirectorConfiguration(services: [svc], interfaces: h.director.shared.interfaces, routes: h.director.shared.routes))
+        #expect(h.send(ack).0 == .transmit(interface: 2))
+        #expect(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 2, dport: 80, flags: 0x02))).0 == .drop(.noRealServer))
+        svc.realServers = []
+        h.director.apply(DirectorConfiguration(services: [svc], interfaces: h.director.shared.interfaces, routes: h.director.shared.routes))
+        #expect(h.send(ack).0 == .drop(.destinationRemoved))
+    }
+
+    @Test func fullTableEvictsHalfOpenFirstThenDrops() {
+        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
+                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])], capacity: 4)
+        for p in 0..<4 { _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: UInt16(p + 1), dport: 80, flags: 0x02))) }
+        #expect(h.director.v4.table.count == 4)
+        #expect(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 9, dport: 80, flags: 0x02))).0 == .transmit(interface: 2))
+        #expect(h.director.v4.table.count == 4)
+        for p in 0..<4 { _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: UInt16(p + 1), dport: 80, flags: 0x02))) }
+        h.director.v4.table.forEach { i, _ in }
+    }
+
+    @Test func connectionTableKeepsProbeChainsThroughDeletes() {
+        var t = ConnectionTable<IPv4Address>(capacity: 2000)
+        var ids: [Int] = []
+        for k in 0..<2000 {
+            let i = t.allocate()!
+            t[i].proto = 6; t[i].client = IPv4Address(UInt32(k)); t[i].clientPort = 1; t[i].virtual = IPv4Address(9); t[i].virtualPort = 80
+            t.insert(i); ids.append(i)
+        }
+        for k in stride(from: 0, to: 2000, by: 2) { t.remove(ids[k]) }
+        for k in 0..<2000 {
+            let found = t.lookup(.client, proto: 6, IPv4Address(UInt32(k)), 1, IPv4Address(9), 80)
+            #expect((found != nil) == (k % 2 == 1))
+        }
+    }
+
+    @Test func tenMillionIPv4ConnectionsFitInOneGiB() {
+        let capacity = 10_000_000
+        var size = 16
+        while size * 3 < capacity * 2 * 5 { size <<= 1 }
+        let bytes = capacity * MemoryLayout<Connection<IPv4Address>>.stride + size * 8 + capacity * 4
+        #expect(MemoryLayout<Connection<IPv4Address>>.stride <= 56)
+        #expect(bytes <= 1 << 30, "\(bytes) bytes")
+    }
+
+    @Test func rateEstimatorFollowsTheKernel() {
+        var e = RateEstimator()
+        var c = Counters()
+        for _ in 0..<100 {
+            c.connections += 2000; c.inPackets += 20000; c.inBytes += 2_000_000
+            e.update(c)
+        }
+        #expect(e.rates.connectionsPerSecond == 1000 && e.rates.inPacketsPerSecond == 10000 && e.rates.inBytesPerSecond == 1_000_000)
+    }
+}
