@@ -1,4 +1,3 @@
-#if !FUZZING
 import Foundation
 
 /// Without libFuzzer, the target replays corpus files given as arguments.
@@ -15,4 +14,3 @@ struct Replay {
         print("replayed \(count) inputs")
     }
 }
-#endif
