@@ -1,9 +1,21 @@
 import Foundation
 
-/// Without libFuzzer, the target replays corpus files given as arguments.
+#if FUZZING
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt) -> CInt
+#endif
+
+/// With libFuzzer (scripts/fuzz) this hands control to its driver; without,
+/// it replays the corpus files given as arguments.
 @main
 struct Replay {
     static func main() {
+        #if FUZZING
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzDirector(data, size) })
+        #else
         var count = 0
         for path in CommandLine.arguments.dropFirst() {
             guard let data = FileManager.default.contents(atPath: path) else { continue }
@@ -12,5 +24,6 @@ struct Replay {
             count += 1
         }
         print("replayed \(count) inputs")
+        #endif
     }
 }
