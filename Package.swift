@@ -16,7 +16,9 @@ let package = Package(
         .target(name: "LVSCore", dependencies: ["LVSPacket"], swiftSettings: strict),
         // libFuzzer entry point: swift build -c release -Xswiftc -sanitize=fuzzer,address --product lvs-fuzz-director
         .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore"], path: "Sources/LVSFuzz"),
-        .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket"]),
-        .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore"]),
+        // Builds test frames with checksums computed independently of LVSPacket.
+        .target(name: "LVSTestSupport", dependencies: ["LVSPacket"], path: "Tests/LVSTestSupport"),
+        .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
+        .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
     ]
 )

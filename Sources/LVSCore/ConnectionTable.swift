@@ -15,6 +15,9 @@ public struct ConnectionFlags: OptionSet, Sendable, Hashable {
     public static let toaArmed = ConnectionFlags(rawValue: 1 << 4)
     /// The service key is a firewall mark.
     public static let firewallMark = ConnectionFlags(rawValue: 1 << 5)
+    /// Not in the index but allocated: a one-packet connection, or a template
+    /// replaced while it still controls connections (freed with the last one).
+    public static let unhashed = ConnectionFlags(rawValue: 1 << 6)
 }
 
 /// One tracked flow (or persistence template). `local`/`localPort` is the
@@ -75,6 +78,9 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
 
     public let capacity: Int
     public var count: Int { capacity - free.count }
+    /// Live entries indexed in the reply direction: while there are none,
+    /// packets need no reply lookup.
+    public private(set) var replyIndexedCount = 0
 
     public init(capacity: Int) {
         precondition(capacity > 0 && capacity < 1 << 30)
@@ -140,10 +146,12 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     /// direction when `.replyIndexed` is set.
     public mutating func insert(_ index: Int) {
         let e = entries[index]
+        guard !e.flags.contains(.unhashed) else { return }
         let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
         place(Self.hash(p, e.client, e.clientPort, e.virtual, e.virtualPort), index, 0)
         if e.flags.contains(.replyIndexed) {
             place(Self.hash(p, e.real, e.realPort, e.local, e.localPort), index, 1)
+            replyIndexedCount &+= 1
         }
     }
 
@@ -154,14 +162,22 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         slots[i] = tag &<< 32 | UInt64(index &+ 1) &<< 1 | dir
     }
 
-    /// Unindexes and frees an entry.
-    public mutating func remove(_ index: Int) {
+    /// Takes an entry out of the index; it stays allocated until `remove`.
+    public mutating func unhash(_ index: Int) {
         let e = entries[index]
+        guard !e.flags.contains(.unhashed) else { return }
         let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
         unplace(Self.hash(p, e.client, e.clientPort, e.virtual, e.virtualPort), index, 0)
         if e.flags.contains(.replyIndexed) {
             unplace(Self.hash(p, e.real, e.realPort, e.local, e.localPort), index, 1)
+            replyIndexedCount &-= 1
         }
+        entries[index].flags.insert(.unhashed)
+    }
+
+    /// Unindexes and frees an entry.
+    public mutating func remove(_ index: Int) {
+        unhash(index)
         entries[index] = Connection<A>()
         free.append(UInt32(index))
     }
@@ -192,16 +208,12 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         slots[hole] = 0
     }
 
-    /// Indices of live entries from the sweep hand on, at most `budget`
-    /// examined; calls `body` with each in use.
-    public mutating func sweep(budget: Int, _ body: (inout ConnectionTable<A>, Int) -> Void) {
-        var n = 0
-        while n < budget {
-            let i = hand
-            hand = hand &+ 1 == capacity ? 0 : hand &+ 1
-            if entries[i].proto != 0 { body(&self, i) }
-            n &+= 1
-        }
+    /// The entry under the sweep hand, advancing it: expiry and eviction
+    /// walk the table with it.
+    public mutating func advanceHand() -> Int {
+        let i = hand
+        hand = hand &+ 1 == capacity ? 0 : hand &+ 1
+        return i
     }
 
     /// Every live entry, for listings.

@@ -7,6 +7,9 @@ public struct Neighbour: Sendable {
     public var interface: UInt16
     public var mac: MACAddress
     public var resolved: Bool
+    /// The sending interface's MAC, kept here so that the data path needs
+    /// no interface lookup.
+    public var sourceMAC: MACAddress
 }
 
 /// A real server's identity inside its service.
@@ -75,7 +78,8 @@ public struct DirectorShared: Sendable {
         guard let (hop, iface) = nextHop(for: address) else { return nil }
         if let s = neighbourByAddress[hop] { return s }
         let s = UInt32(neighbours.count)
-        neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false))
+        neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false,
+                                    sourceMAC: interface(iface)?.mac ?? .zero))
         neighbourByAddress[hop] = s
         return s
     }
@@ -115,6 +119,9 @@ public struct Director: Sendable {
         shared.timeouts = c.timeouts.milliseconds
         shared.expireNoDestination = c.expireNoDestinationConnections
         shared.expireQuiescentTemplate = c.expireQuiescentTemplate
+        for k in shared.neighbours.indices {
+            shared.neighbours[k].sourceMAC = shared.interface(shared.neighbours[k].interface)?.mac ?? .zero
+        }
         var wanted = Set<ServiceKey>()
         for svc in c.services {
             wanted.insert(svc.key)
@@ -152,7 +159,6 @@ public struct Director: Sendable {
         }
         rt.configuration = svc
         var present = Set<Int>()
-        var changed = false
         for rs in svc.realServers {
             let key = RealServerKey(address: rs.address, port: rs.port)
             if let slot = rt.slotByKey[key] {
@@ -162,7 +168,6 @@ public struct Director: Sendable {
                     // Revived from the trash: back at the list head, as the kernel re-adds it.
                     rt.order.insert(slot, at: 0)
                 }
-                changed = changed || before.removed || before.weight != rs.weight
                 present.insert(slot)
             } else {
                 let slot = rt.destinations.count
@@ -177,13 +182,11 @@ public struct Director: Sendable {
                 rt.slotByKey[key] = slot
                 rt.order.insert(slot, at: 0)
                 present.insert(slot)
-                changed = true
             }
         }
         for slot in rt.destinations.indices where !present.contains(slot) && !rt.destinations[slot].removed {
             rt.destinations[slot].removed = true
             rt.order.removeAll { $0 == slot }
-            changed = true
         }
         for slot in rt.destinations.indices where rt.destinations[slot].neighbour == UInt32.max {
             if let n = shared.neighbourSlot(for: rt.destinations[slot].address) {
@@ -191,7 +194,6 @@ public struct Director: Sendable {
                 rt.destinations[slot].interface = shared.neighbours[Int(n)].interface
             }
         }
-        _ = changed
         rt.scheduler.destinationsChanged(order: rt.order, dests: rt.destinations)
         shared.services[i] = rt
     }

@@ -21,7 +21,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     public internal(set) var owned: Set<A> = []
     var pools: [Int: FullNATPortPool<A>] = [:]
     var fragments: [FragmentEntry<A>]
-    var hasReplyTraffic = false
+    /// Some service forwards by NAT or FULLNAT.
+    var servicesSeeReplies = false
     let worker: Int
     let workers: Int
     static var fragmentSlots: Int { 256 }
@@ -43,7 +44,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     mutating func rebuild(shared: inout DirectorShared, wanted: Set<ServiceKey>) {
         services = [:]
         owned = []
-        hasReplyTraffic = false
+        servicesSeeReplies = false
         for (key, i) in shared.serviceByKey where wanted.contains(key) {
             let rt = shared.services[i]
             if case .address(let proto, let vip, let port) = key, let a = Self.address(vip) {
@@ -57,10 +58,12 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 }
                 owned.formUnion(lips)
             }
-            if rt.destinations.contains(where: { $0.method.seesReplies }) { hasReplyTraffic = true }
+            if rt.destinations.contains(where: { $0.method.seesReplies }) { servicesSeeReplies = true }
         }
-        if table.count > 0 { hasReplyTraffic = true }
     }
+
+    /// Packets need a reply-direction lookup only while something can reply.
+    var hasReplyTraffic: Bool { servicesSeeReplies || table.replyIndexedCount > 0 }
 
     // MARK: per packet
 
@@ -199,12 +202,12 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             c.flags.insert(.noOutput)
         }
         if c.flags.contains(.replyIndexed) {
-            hasReplyTraffic = true
             if let n = shared.neighbourSlot(for: src.ipAddress) { c.replyNeighbour = n } else { c.replyNeighbour = UInt32.max }
         }
         c.expires = now &+ 3000
         c.state = proto == IPProtocolNumber.udp ? .udp : .none
         let onePacket = config.onePacket && proto == IPProtocolNumber.udp
+        if onePacket { c.flags.insert(.unhashed) }
         guard let index = table.allocate() ?? evict(now: now, shared: &shared) else {
             releasePort(c)
             return shared.drop(.connectionTableFull)
@@ -214,7 +217,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             table[t].controller &+= 1
         }
         table[index] = c
-        if !onePacket { table.insert(index) }
+        table.insert(index)
         shared.services[service].destinations[slot].inactiveConnections &+= 1
         shared.services[service].destinations[slot].checkOverloadOnBind()
         shared.services[service].destinations[slot].counters.connections &+= 1
@@ -251,11 +254,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     mutating func schedule(_ service: Int, _ p: ParsedPacket, src: A, dst: A, now: UInt64, shared: inout DirectorShared) -> Int? {
         let input = ScheduleInput(sourceFold: src.kernelFold, sourcePort: p.sourcePort, destinationFold: dst.kernelFold)
-        return shared.services[service].order.withUnsafeBufferPointer { _ in
-            let order = shared.services[service].order
-            let dests = shared.services[service].destinations
-            return shared.services[service].scheduler.schedule(order: order.span, dests: dests.span, input: input, now: now)
-        }
+        let rt = shared.services[service]
+        var scheduler = rt.scheduler
+        let slot = scheduler.schedule(order: rt.order.span, dests: rt.destinations.span, input: input, now: now)
+        shared.services[service].scheduler = scheduler
+        return slot
     }
 
     // MARK: forwarding
@@ -386,11 +389,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     func sendTo(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, neighbour: UInt32, shared: inout DirectorShared) -> Verdict {
         guard neighbour != UInt32.max, Int(neighbour) < shared.neighbours.count else { return shared.drop(.noRoute) }
         let n = shared.neighbours[Int(neighbour)]
-        guard let iface = shared.interface(n.interface) else { return shared.drop(.noRoute) }
         if n.resolved {
-            PacketRewriter.setMACs(&b, frameStart: f.start, destination: n.mac, source: iface.mac)
+            PacketRewriter.setMACs(&b, frameStart: f.start, destination: n.mac, source: n.sourceMAC)
             return .transmit(interface: n.interface)
         }
+        guard let iface = shared.interface(n.interface) else { return shared.drop(.noRoute) }
         guard case .v4(let target) = n.address, let dip = iface.ipv4, f.start &+ 42 <= b.count else { return shared.drop(.noRoute) }
         ARPWriter.write(&b, at: f.start, operation: 1, senderMAC: iface.mac, sender: dip, targetMAC: .zero, target: target, ethernetDestination: .broadcast)
         return .transmit(interface: n.interface)
@@ -517,7 +520,13 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         releasePort(c)
         if c.controller != 0 {
             let t = Int(c.controller) &- 1
-            if table[t].flags.contains(.template) && table[t].controller > 0 { table[t].controller &-= 1 }
+            if table[t].flags.contains(.template) && table[t].controller > 0 {
+                table[t].controller &-= 1
+                if table[t].controller == 0 && table[t].flags.contains(.unhashed) {
+                    unbind(t, shared: &shared)
+                    table.remove(t)
+                }
+            }
         }
     }
 
@@ -534,11 +543,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             return
         }
         if table[i].flags.contains(.template) && table[i].controller > 0 {
-            // Forced out: its connections forget it.
-            let t = UInt32(i) &+ 1
-            for j in 0..<table.capacity where table.entries[j].controller == t && !table.entries[j].flags.contains(.template) {
-                table[j].controller = 0
-            }
+            // Replaced while it controls connections: out of the index now,
+            // freed when its last connection goes (see `unbind`).
+            table.unhash(i)
+            table[i].expires = 0
+            return
         }
         unbind(i, shared: &shared)
         table.remove(i)
@@ -547,8 +556,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     mutating func sweep(budget: Int, now: UInt64, shared: inout DirectorShared) {
         let n = min(budget, table.capacity)
         for _ in 0..<n {
-            let i = table.hand
-            table.hand = table.hand &+ 1 == table.capacity ? 0 : table.hand &+ 1
+            let i = table.advanceHand()
             if table.entries[i].proto != 0 && table.entries[i].expires <= now { expire(i, now: now, shared: &shared) }
         }
     }
@@ -560,8 +568,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let n = min(256, table.capacity)
         var halfOpen: Int? = nil
         for _ in 0..<n {
-            let i = table.hand
-            table.hand = table.hand &+ 1 == table.capacity ? 0 : table.hand &+ 1
+            let i = table.advanceHand()
             let e = table.entries[i]
             guard e.proto != 0 else { continue }
             if e.expires <= now && !(e.flags.contains(.template) && e.controller > 0) {

@@ -33,13 +33,13 @@ public enum PacketRewriter {
             oldL4 &+= UInt64(b.be16(at: p.l4Offset &+ 2)); newL4 &+= UInt64(destinationPort)
             b.setBE16(destinationPort, at: p.l4Offset &+ 2)
         }
-        updateTransportChecksum(&b, p, removing: oldL4, adding: newL4, addressesChanged: oldAddr != newAddr || source != nil || destination != nil)
+        updateTransportChecksum(&b, p, removing: oldL4, adding: newL4)
     }
 
     /// Applies a checksum delta to the transport checksum. Address changes do
     /// not touch ICMPv4 (no pseudo-header); port changes only concern TCP/UDP.
     @inlinable
-    public static func updateTransportChecksum(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, removing old: UInt64, adding new: UInt64, addressesChanged: Bool) {
+    public static func updateTransportChecksum(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, removing old: UInt64, adding new: UInt64) {
         guard let c = p.pseudoHeaderChecksumOffset, c &+ 2 <= p.ipEnd else { return }
         let current = b.be16(at: c)
         if p.proto == IPProtocolNumber.udp {

@@ -35,7 +35,7 @@ public enum TCPOptionEditor {
                 let target = reduceBy != 0 ? (mss > reduceBy ? mss &- reduceBy : mss) : maximum
                 guard mss > target else { return false }
                 b.setBE16(target, at: i &+ 2)
-                PacketRewriter.updateTransportChecksum(&b, p, removing: UInt64(mss), adding: UInt64(target), addressesChanged: false)
+                PacketRewriter.updateTransportChecksum(&b, p, removing: UInt64(mss), adding: UInt64(target))
                 return true
             }
             i &+= len
@@ -80,7 +80,7 @@ public enum TCPOptionEditor {
         b[doffWord] = UInt8(truncatingIfNeeded: p.l4HeaderLength &>> 2) &<< 4 | (b[doffWord] & 0x0F)
         let newDoff = UInt64(b.be16(at: doffWord))
         let optionSum = InternetChecksum.sum(b.span, from: at, count: n)
-        PacketRewriter.updateTransportChecksum(&b, p, removing: oldDoff, adding: newDoff &+ optionSum &+ UInt64(n), addressesChanged: false)
+        PacketRewriter.updateTransportChecksum(&b, p, removing: oldDoff, adding: newDoff &+ optionSum &+ UInt64(n))
         PacketRewriter.setIPLength(&b, p)
     }
 

@@ -1,4 +1,5 @@
 import Testing
+import LVSTestSupport
 @testable import LVSCore
 import LVSPacket
 
@@ -84,8 +85,10 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         let (v, out) = h.send(syn)
         #expect(v == .transmit(interface: 2))
         #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2] && field(out, 6, 6) == [2, 0, 0, 0, 0, 2])
-        #expect(Array(out[23...]) == Array(syn[23...]).enumerated().map { $0.offset == 1 || $0.offset == 2 ? out[23 + $0.offset] : $0.element })
-        #expect(out[22] == 63 && field(out, 30, 4) == [198, 18, 0, 10] && FrameBuilder.checksumsValid(out))
+        // Only the TTL and the header checksum change in the IP header; TCP is untouched.
+        #expect(Array(out[12..<22]) == Array(syn[12..<22]) && Array(out[23..<24]) == Array(syn[23..<24]))
+        #expect(Array(out[26..<34]) == Array(syn[26..<34]))
+        #expect(out[22] == 63 && FrameBuilder.checksumsValid(out))
         #expect(Array(out[34...]) == Array(syn[34...]))
     }
 
@@ -273,6 +276,28 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         #expect(dst(4000) != first)                          // rescheduled: rr moved on
     }
 
+    @Test func aReplacedTemplateLivesUntilItsLastConnectionGoes() {
+        var svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", persistence: 300,
+                                              realServers: ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 80, method: .nat) })
+        var h = Harness([svc])
+        func syn(_ sport: UInt16) -> [UInt8] {
+            field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: 0x02))).1, 30, 4)
+        }
+        let first = syn(1000)
+        let firstIndex = first == [198, 19, 0, 2] ? 0 : 1
+        svc.realServers[firstIndex].weight = 0
+        h.director.apply(DirectorConfiguration(services: [svc], interfaces: h.director.shared.interfaces, routes: h.director.shared.routes,
+                                               expireQuiescentTemplate: true))
+        // The template is invalid now: a new one is made, the old one waits for its connection.
+        #expect(syn(1001) != first)
+        #expect(h.director.v4.table.count == 4)          // 2 connections, 2 templates
+        h.now += 61_000                                   // SYN_RECV connections expire
+        h.director.tick(now: h.now)
+        #expect(h.director.v4.table.count == 1)          // only the live template remains
+        let d = h.director.service(.address(.tcp, vip, 80))!.destinations
+        #expect(d[firstIndex].persistentConnections == 0 && d[1 - firstIndex].persistentConnections == 1)
+    }
+
     @Test func upperThresholdOverloadsTheServer() {
         var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
                                                      realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat, upperThreshold: 2),
@@ -312,12 +337,18 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
     @Test func fullTableEvictsHalfOpenFirstThenDrops() {
         var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
                                                      realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])], capacity: 4)
-        for p in 0..<4 { _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: UInt16(p + 1), dport: 80, flags: 0x02))) }
+        func send(_ sport: UInt16, _ flags: UInt8) -> Verdict {
+            h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: flags))).0
+        }
+        for p in UInt16(1)...4 { _ = send(p, 0x02) }                      // four half-open entries
+        #expect(send(9, 0x02) == .transmit(interface: 2))                 // one half-open evicted
         #expect(h.director.v4.table.count == 4)
-        #expect(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 9, dport: 80, flags: 0x02))).0 == .transmit(interface: 2))
-        #expect(h.director.v4.table.count == 4)
-        for p in 0..<4 { _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: UInt16(p + 1), dport: 80, flags: 0x02))) }
-        h.director.v4.table.forEach { i, _ in }
+        var ports = Set<UInt16>()
+        h.director.v4.table.forEach { _, c in ports.insert(c.clientPort) }
+        #expect(ports.contains(9) && ports.count == 4)
+        for p in ports { _ = send(p, 0x10) }                              // all established now
+        #expect(send(10, 0x02) == .drop(.connectionTableFull))
+        #expect(h.director.drops(.connectionTableFull) == 1)
     }
 
     @Test func connectionTableKeepsProbeChainsThroughDeletes() {

@@ -1,4 +1,5 @@
 import Testing
+import LVSTestSupport
 @testable import LVSPacket
 
 func parse(_ f: [UInt8]) throws(PacketError) -> ParsedPacket { try PacketParser.parse(f.span) }

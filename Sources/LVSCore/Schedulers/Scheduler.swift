@@ -6,10 +6,8 @@ public struct ScheduleInput: Sendable {
     public var sourceFold: UInt32
     public var sourcePort: UInt16
     public var destinationFold: UInt32
-    public var destination: IPAddress?
-    public init(sourceFold: UInt32, sourcePort: UInt16, destinationFold: UInt32, destination: IPAddress? = nil) {
+    public init(sourceFold: UInt32, sourcePort: UInt16, destinationFold: UInt32) {
         self.sourceFold = sourceFold; self.sourcePort = sourcePort; self.destinationFold = destinationFold
-        self.destination = destination
     }
 }
 

@@ -1,11 +1,15 @@
 import LVSPacket
 
 /// Builds test frames with correct checksums, independently of the code under test.
-struct FrameBuilder {
-    var srcMAC: UInt64 = 0x02_00_00_00_00_AA
-    var dstMAC: UInt64 = 0x02_00_00_00_00_01
+public struct FrameBuilder {
+    public var srcMAC: UInt64
+    public var dstMAC: UInt64
 
-    static func checksum(_ bytes: [UInt8], _ range: Range<Int>, initial: UInt32 = 0) -> UInt16 {
+    public init(srcMAC: UInt64 = 0x02_00_00_00_00_AA, dstMAC: UInt64 = 0x02_00_00_00_00_01) {
+        self.srcMAC = srcMAC; self.dstMAC = dstMAC
+    }
+
+    public static func checksum(_ bytes: [UInt8], _ range: Range<Int>, initial: UInt32 = 0) -> UInt16 {
         var sum = initial
         var i = range.lowerBound
         while i + 1 < range.upperBound { sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1]); i += 2 }
@@ -14,29 +18,29 @@ struct FrameBuilder {
         return ~UInt16(sum)
     }
 
-    static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 255)] }
-    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
+    public static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 255)] }
+    public static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
 
-    static func addressBytes(_ a: IPAddress) -> [UInt8] {
+    public static func addressBytes(_ a: IPAddress) -> [UInt8] {
         switch a {
         case .v4(let x): return be32(x.value)
         case .v6(let x): return be32(UInt32(x.high >> 32)) + be32(UInt32(x.high & 0xFFFF_FFFF)) + be32(UInt32(x.low >> 32)) + be32(UInt32(x.low & 0xFFFF_FFFF))
         }
     }
 
-    static func tcp(sport: UInt16, dport: UInt16, seq: UInt32 = 1000, ack: UInt32 = 0, flags: UInt8, options: [UInt8] = [], payload: [UInt8] = []) -> (UInt8, [UInt8]) {
+    public static func tcp(sport: UInt16, dport: UInt16, seq: UInt32 = 1000, ack: UInt32 = 0, flags: UInt8, options: [UInt8] = [], payload: [UInt8] = []) -> (UInt8, [UInt8]) {
         let doff = (20 + options.count) / 4
         var t = be16(sport) + be16(dport) + be32(seq) + be32(ack)
         t += [UInt8(doff << 4), flags] + be16(65535) + [0, 0] + [0, 0]
         return (6, t + options + payload)
     }
 
-    static func udp(sport: UInt16, dport: UInt16, payload: [UInt8] = [1, 2, 3, 4]) -> (UInt8, [UInt8]) {
+    public static func udp(sport: UInt16, dport: UInt16, payload: [UInt8] = [1, 2, 3, 4]) -> (UInt8, [UInt8]) {
         (17, be16(sport) + be16(dport) + be16(UInt16(8 + payload.count)) + [0, 0] + payload)
     }
 
     /// Ethernet + IP + transport with all checksums filled.
-    func frame(src: IPAddress, dst: IPAddress, _ l4: (UInt8, [UInt8]), ttl: UInt8 = 64) -> [UInt8] {
+    public func frame(src: IPAddress, dst: IPAddress, _ l4: (UInt8, [UInt8]), ttl: UInt8 = 64) -> [UInt8] {
         let (proto, seg) = l4
         var segment = seg
         let sa = Self.addressBytes(src), da = Self.addressBytes(dst)
@@ -69,7 +73,7 @@ struct FrameBuilder {
 
     /// True when the IPv4 header checksum and the transport checksum of a
     /// frame verify by full recomputation.
-    static func checksumsValid(_ f: [UInt8]) -> Bool {
+    public static func checksumsValid(_ f: [UInt8]) -> Bool {
         let l3 = 14
         let v6 = f[12] == 0x86 && f[13] == 0xDD
         let ihl = v6 ? 40 : Int(f[l3] & 15) * 4
