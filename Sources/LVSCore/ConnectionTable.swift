@@ -142,6 +142,14 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         _modify { yield &entries[index] }
     }
 
+    /// A packet of a live connection: one write for both fields.
+    @inline(__always)
+    public mutating func touch(_ index: Int, expires: UInt64) {
+        var e = entries.mutableSpan
+        e[index].packets &+= 1
+        e[index].expires = expires
+    }
+
     /// Indexes an allocated entry: the client direction always, the reply
     /// direction when `.replyIndexed` is set.
     public mutating func insert(_ index: Int) {

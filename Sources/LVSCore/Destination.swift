@@ -37,7 +37,9 @@ public struct DestinationState: Sendable {
     /// Removed from the service (in the kernel's dest_trash): connections
     /// bound to it stay, nothing new is scheduled to it.
     public var removed = false
+    /// Filled in snapshots; live in `DirectorShared.counters`.
     public var counters = Counters()
+    var counterSlot: UInt32 = 0
     /// The next hop's slot in the director's neighbour table.
     public var neighbour: UInt32 = 0
     public var interface: UInt16 = 0

@@ -24,7 +24,10 @@ public struct ServiceRuntime: Sendable {
     /// Slots in the kernel's list order (newest first), removed ones left out.
     public var order: [Int]
     var scheduler: SchedulerInstance
+    /// Filled in snapshots (`Director.service`); the live figures are in
+    /// `DirectorShared.counters` at `counterSlot`.
     public var counters = Counters()
+    var counterSlot = 0
     var slotByKey: [RealServerKey: Int] = [:]
 }
 
@@ -47,12 +50,48 @@ public struct DirectorShared: Sendable {
     var timeouts: [UInt64] = TimeoutTable().milliseconds
     var expireNoDestination = false
     var expireQuiescentTemplate = false
-    public var totals = Counters()
+    /// Totals at 0, then one slot per service and per real server: one flat
+    /// array, so that counting a packet is one uniqueness check.
+    var counters = [Counters()]
+    public var totals: Counters { counters[0] }
     public var drops = [UInt64](repeating: 0, count: DropReason.all.count)
     /// TOA insertions that did not fit; the packet went on without TOA.
     public var toaFailures: UInt64 = 0
     public var toaInserted: UInt64 = 0
     var nextIdentification: UInt16 = 1
+
+    /// Counts a packet for the totals, its service and its real server, as
+    /// `ip_vs_in_stats`/`ip_vs_out_stats` do.
+    @inline(__always)
+    mutating func count(inbound: Bool, service: Int, destination: Int, bytes: UInt64) {
+        var c = counters.mutableSpan
+        if inbound {
+            c[0].inPackets &+= 1; c[0].inBytes &+= bytes
+            c[service].inPackets &+= 1; c[service].inBytes &+= bytes
+            c[destination].inPackets &+= 1; c[destination].inBytes &+= bytes
+        } else {
+            c[0].outPackets &+= 1; c[0].outBytes &+= bytes
+            c[service].outPackets &+= 1; c[service].outBytes &+= bytes
+            c[destination].outPackets &+= 1; c[destination].outBytes &+= bytes
+        }
+    }
+
+    mutating func countConnection(service: Int, destination: Int) {
+        var c = counters.mutableSpan
+        c[0].connections &+= 1
+        c[service].connections &+= 1
+        c[destination].connections &+= 1
+    }
+
+    @inline(__always)
+    func counterSlots(service s: Int, destination d: Int) -> (Int, Int) {
+        (services[s].counterSlot, Int(services[s].destinations[d].counterSlot))
+    }
+
+    mutating func newCounterSlot() -> Int {
+        counters.append(Counters())
+        return counters.count - 1
+    }
 
     mutating func drop(_ reason: DropReason) -> Verdict {
         drops[reason.index] &+= 1
@@ -101,6 +140,8 @@ public struct Director: Sendable {
     public var v6: FamilyPlane<IPv6Address>
     /// Entries the expiry sweep examines per `tick`.
     public var sweepBudget = 4096
+    /// Off only in tests that check the fast path against the general one.
+    var fastPathEnabled = true
 
     public init(configuration: DirectorConfiguration = .init(), capacity: Int = 65536, ipv6Capacity: Int? = nil, worker: Int = 0, workers: Int = 1) {
         v4 = FamilyPlane(capacity: capacity, worker: worker, workers: workers)
@@ -130,7 +171,8 @@ public struct Director: Sendable {
             } else {
                 let i = shared.services.count
                 shared.services.append(ServiceRuntime(configuration: svc, destinations: [], order: [],
-                                                      scheduler: SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: []))))
+                                                      scheduler: SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: [])),
+                                                      counterSlot: shared.newCounterSlot()))
                 shared.serviceByKey[svc.key] = i
                 update(service: i, svc)
             }
@@ -172,6 +214,7 @@ public struct Director: Sendable {
             } else {
                 let slot = rt.destinations.count
                 var d = DestinationState(rs)
+                d.counterSlot = UInt32(shared.newCounterSlot())
                 if let n = shared.neighbourSlot(for: rs.address) {
                     d.neighbour = n
                     d.interface = shared.neighbours[Int(n)].interface
@@ -215,6 +258,7 @@ public struct Director: Sendable {
     /// Processes one frame occupying `frame` within `buffer`, rewriting it in
     /// place (it may grow into the headroom before it).
     public mutating func process(_ buffer: inout MutableSpan<UInt8>, frame: inout FrameBounds, interface: UInt16, now: UInt64) -> Verdict {
+        if fastPathEnabled, let verdict = fastPath(&buffer, frame, now: now) { return verdict }
         var p: ParsedPacket
         do {
             p = try PacketParser.parse(buffer.span, start: frame.start, end: frame.end)
@@ -275,8 +319,13 @@ public struct Director: Sendable {
     /// Counter of a drop reason.
     public func drops(_ reason: DropReason) -> UInt64 { shared.drops[reason.index] }
 
+    /// A snapshot of a service with its counters filled in.
     public func service(_ key: ServiceKey) -> ServiceRuntime? {
-        shared.serviceByKey[key].map { shared.services[$0] }
+        guard let i = shared.serviceByKey[key] else { return nil }
+        var rt = shared.services[i]
+        rt.counters = shared.counters[rt.counterSlot]
+        for d in rt.destinations.indices { rt.destinations[d].counters = shared.counters[Int(rt.destinations[d].counterSlot)] }
+        return rt
     }
 
     /// A gratuitous ARP for `address` from `interface`, written at `frame.start`

@@ -220,9 +220,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         table.insert(index)
         shared.services[service].destinations[slot].inactiveConnections &+= 1
         shared.services[service].destinations[slot].checkOverloadOnBind()
-        shared.services[service].destinations[slot].counters.connections &+= 1
-        shared.services[service].counters.connections &+= 1
-        shared.totals.connections &+= 1
+        let (sc, dc) = shared.counterSlots(service: service, destination: slot)
+        shared.countConnection(service: sc, destination: dc)
         let verdict = forwardToReal(&b, &f, &p, index, now: now, shared: &shared, first: true)
         if onePacket {
             // OPS: scheduled per datagram, never hashed, freed at once.
@@ -303,12 +302,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let c = table[i]
         let dest = shared.services[s].destinations[d]
         let length = UInt64(p.ipEnd &- p.l3Offset)
-        shared.services[s].destinations[d].counters.inPackets &+= 1
-        shared.services[s].destinations[d].counters.inBytes &+= length
-        shared.services[s].counters.inPackets &+= 1
-        shared.services[s].counters.inBytes &+= length
-        shared.totals.inPackets &+= 1
-        shared.totals.inBytes &+= length
+        let (sc, dc) = shared.counterSlots(service: s, destination: d)
+        shared.count(inbound: true, service: sc, destination: dc, bytes: length)
         guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
         switch dest.method {
         case .nat:
@@ -361,12 +356,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         var c = table[i]
         let s = Int(c.service), d = Int(c.destination)
         let length = UInt64(p.ipEnd &- p.l3Offset)
-        shared.services[s].destinations[d].counters.outPackets &+= 1
-        shared.services[s].destinations[d].counters.outBytes &+= length
-        shared.services[s].counters.outPackets &+= 1
-        shared.services[s].counters.outBytes &+= length
-        shared.totals.outPackets &+= 1
-        shared.totals.outBytes &+= length
+        let (sc, dc) = shared.counterSlots(service: s, destination: d)
+        shared.count(inbound: false, service: sc, destination: dc, bytes: length)
         guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
         if c.flags.contains(.noOutput) == false && c.local == c.client && c.localPort == c.clientPort {
             PacketRewriter.rewrite(&b, p, source: c.virtual, sourcePort: c.virtualPort)

@@ -1,55 +1,53 @@
-// Big-endian field access over bounds-checked spans. Each access is written
-// byte by byte so that it stays safe; the optimizer merges the bytes into one
-// load or store plus a byte swap.
+// Big-endian field access over bounds-checked spans: one checked load or
+// store and a byte swap per field (byte-by-byte access cost a bounds check
+// per byte, which the optimizer did not merge).
 
 extension Span where Element == UInt8 {
     @inlinable @inline(__always)
     public func be16(at offset: Int) -> UInt16 {
-        UInt16(self[offset]) &<< 8 | UInt16(self[offset &+ 1])
+        // `unsafe` only because a load could produce an invalid value of some
+        // types; integers have none, and the offset is bounds-checked.
+        UInt16(bigEndian: unsafe bytes.unsafeLoadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
     @inlinable @inline(__always)
     public func be32(at offset: Int) -> UInt32 {
-        UInt32(self[offset]) &<< 24 | UInt32(self[offset &+ 1]) &<< 16
-            | UInt32(self[offset &+ 2]) &<< 8 | UInt32(self[offset &+ 3])
+        UInt32(bigEndian: unsafe bytes.unsafeLoadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     @inlinable @inline(__always)
     public func be64(at offset: Int) -> UInt64 {
-        UInt64(be32(at: offset)) &<< 32 | UInt64(be32(at: offset &+ 4))
+        UInt64(bigEndian: unsafe bytes.unsafeLoadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 }
 
 extension MutableSpan where Element == UInt8 {
     @inlinable @inline(__always)
     public func be16(at offset: Int) -> UInt16 {
-        UInt16(self[offset]) &<< 8 | UInt16(self[offset &+ 1])
+        UInt16(bigEndian: unsafe bytes.unsafeLoadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
     @inlinable @inline(__always)
     public func be32(at offset: Int) -> UInt32 {
-        UInt32(self[offset]) &<< 24 | UInt32(self[offset &+ 1]) &<< 16
-            | UInt32(self[offset &+ 2]) &<< 8 | UInt32(self[offset &+ 3])
+        UInt32(bigEndian: unsafe bytes.unsafeLoadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     @inlinable @inline(__always)
     public mutating func setBE16(_ value: UInt16, at offset: Int) {
-        self[offset] = UInt8(truncatingIfNeeded: value &>> 8)
-        self[offset &+ 1] = UInt8(truncatingIfNeeded: value)
+        var raw = mutableBytes
+        raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
     @inlinable @inline(__always)
     public mutating func setBE32(_ value: UInt32, at offset: Int) {
-        self[offset] = UInt8(truncatingIfNeeded: value &>> 24)
-        self[offset &+ 1] = UInt8(truncatingIfNeeded: value &>> 16)
-        self[offset &+ 2] = UInt8(truncatingIfNeeded: value &>> 8)
-        self[offset &+ 3] = UInt8(truncatingIfNeeded: value)
+        var raw = mutableBytes
+        raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
     @inlinable @inline(__always)
     public mutating func setBE64(_ value: UInt64, at offset: Int) {
-        setBE32(UInt32(truncatingIfNeeded: value &>> 32), at: offset)
-        setBE32(UInt32(truncatingIfNeeded: value), at: offset &+ 4)
+        var raw = mutableBytes
+        raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 
     /// Moves `count` bytes from `source` to `destination` inside this span;
@@ -71,5 +69,44 @@ extension MutableSpan where Element == UInt8 {
     public mutating func fill(_ value: UInt8, from offset: Int, count: Int) {
         var i = 0
         while i < count { self[offset &+ i] = value; i &+= 1 }
+    }
+}
+
+// The same over a raw window: with a window of constant size and constant
+// offsets, the optimizer proves every access in bounds and drops the checks.
+extension MutableRawSpan {
+    @inlinable @inline(__always)
+    public func be16(at offset: Int) -> UInt16 {
+        UInt16(bigEndian: unsafe unsafeLoadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    @inlinable @inline(__always)
+    public func be32(at offset: Int) -> UInt32 {
+        UInt32(bigEndian: unsafe unsafeLoadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    @inlinable @inline(__always)
+    public func byte(at offset: Int) -> UInt8 {
+        unsafe unsafeLoad(fromByteOffset: offset, as: UInt8.self)
+    }
+
+    @inlinable @inline(__always)
+    public mutating func setByte(_ value: UInt8, at offset: Int) {
+        storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
+    }
+
+    @inlinable @inline(__always)
+    public mutating func setBE16(_ value: UInt16, at offset: Int) {
+        storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
+    }
+
+    @inlinable @inline(__always)
+    public mutating func setBE32(_ value: UInt32, at offset: Int) {
+        storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
+    }
+
+    @inlinable @inline(__always)
+    public mutating func setBE64(_ value: UInt64, at offset: Int) {
+        storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 }

@@ -122,9 +122,10 @@ public enum PacketRewriter {
     }
 
     /// Writes destination and source MAC addresses.
-    @inlinable
+    @inlinable @inline(__always)
     public static func setMACs(_ b: inout MutableSpan<UInt8>, frameStart: Int, destination: MACAddress, source: MACAddress) {
-        destination.store(&b, at: frameStart)
-        source.store(&b, at: frameStart &+ 6)
+        // Two stores instead of four: destination (48 bits) and source (48 bits) as 64 + 32.
+        b.setBE64(destination.value &<< 16 | source.value &>> 32, at: frameStart)
+        b.setBE32(UInt32(truncatingIfNeeded: source.value), at: frameStart &+ 8)
     }
 }

@@ -385,3 +385,98 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         #expect(e.rates.connectionsPerSecond == 1000 && e.rates.inPacketsPerSecond == 10000 && e.rates.inBytesPerSecond == 1_000_000)
     }
 }
+
+/// The fast path must be invisible: for every frame, the same bytes, verdict,
+/// counters and connection state as the general path.
+@Suite(.serialized) struct FastPathTests {
+    let vip = ip("198.18.0.10")
+    let client = ip("198.18.0.100")
+    let rs = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+
+    /// Runs the same conversation through two directors, one without the
+    /// fast path, and compares everything after every frame.
+    /// Returns how many frames the fast path took.
+    @discardableResult
+    func conversation(_ method: ForwardingMethod, proto: TransportProtocol, _ frames: (UInt16) -> [([UInt8], UInt16)]) -> Int {
+        let svc = VirtualServiceConfiguration(key: .address(proto, vip, 80), scheduler: "rr",
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: method == .directRouting ? 80 : 8080, method: method)],
+                                              localAddresses: method == .fullNAT ? [ip("198.19.0.100")] : [])
+        var fast = Harness([svc]), slow = Harness([svc])
+        slow.director.fastPathEnabled = false
+        var localPort: UInt16 = 0
+        // The first frame opens the connection; the FULLNAT local port it got shapes the replies.
+        for (k, (frame, iface)) in frames(0).enumerated() where k == 0 {
+            let (v1, o1) = fast.send(frame, interface: iface)
+            let (v2, o2) = slow.send(frame, interface: iface)
+            #expect(v1 == v2 && o1 == o2)
+            localPort = be16(o1, 34)
+        }
+        var taken = 0
+        for (frame, iface) in frames(localPort).dropFirst() {
+            fast.now += 10; slow.now += 10
+            var probe = fast.director
+            var buf = [UInt8](repeating: 0, count: 128) + frame + [UInt8](repeating: 0, count: 64)
+            var span = buf.mutableSpan
+            if probe.fastPath(&span, FrameBounds(start: 128, length: frame.count), now: fast.now) != nil { taken += 1 }
+            let (v1, o1) = fast.send(frame, interface: iface)
+            let (v2, o2) = slow.send(frame, interface: iface)
+            #expect(v1 == v2)
+            #expect(o1 == o2)
+            #expect(FrameBuilder.checksumsValid(o1))
+        }
+        let a = fast.director.service(svc.key)!, b = slow.director.service(svc.key)!
+        #expect(a.counters == b.counters && a.destinations[0].counters == b.destinations[0].counters)
+        #expect(a.destinations[0].activeConnections == b.destinations[0].activeConnections)
+        #expect(fast.director.shared.totals == slow.director.shared.totals)
+        for i in 0..<fast.director.v4.table.capacity {
+            let x = fast.director.v4.table[i], y = slow.director.v4.table[i]
+            #expect(x.expires == y.expires && x.state == y.state && x.packets == y.packets && x.flags == y.flags)
+        }
+        return taken
+    }
+
+    func tcp(_ method: ForwardingMethod) -> Int {
+        conversation(method, proto: .tcp) { lport in
+            let replyTo = method == .fullNAT ? ip("198.19.0.100") : client
+            let realPort: UInt16 = method == .directRouting ? 80 : 8080
+            let replyPort = method == .fullNAT ? lport : 40000
+            var f: [([UInt8], UInt16)] = [(h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1000, flags: 0x02)), 1)]
+            if method.seesReplies {
+                f.append((rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5000, ack: 1001, flags: 0x12)), 2))
+            }
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: 0x10)), 1))          // TOA ACK under FULLNAT
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: 0x18, payload: [1, 2, 3])), 1))
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5001, flags: 0x10), ttl: 1), 1))  // TTL exceeded
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5001, flags: 0x30)), 1))          // URG|ACK
+            if method.seesReplies {
+                f.append((rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5001, ack: 1004, flags: 0x18, payload: [9])), 2))
+                f.append((rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5002, ack: 1004, flags: 0x11)), 2))
+            }
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5003, flags: 0x11)), 1))
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1005, ack: 5003, flags: 0x10)), 1))
+            return f
+        }
+    }
+
+    func h(_ l4: (UInt8, [UInt8]), ttl: UInt8 = 64) -> [UInt8] { Harness([]).builder.frame(src: client, dst: vip, l4, ttl: ttl) }
+
+    // Taken: the data segments, URG|ACK and the reply data; not SYN, FIN,
+    // the state-changing first ACK, TTL 1 or the TOA-carrying ACK.
+    @Test func nat() { #expect(tcp(.nat) == 3) }
+    @Test func directRouting() { #expect(tcp(.directRouting) == 2) }
+    // Under FULLNAT every client segment acknowledging the server's ISN + 1
+    // carries TOA (DPVS's fdata_seq rule), so only the reply is taken.
+    @Test func fullNAT() { #expect(tcp(.fullNAT) == 1) }
+
+    @Test func udpWithAndWithoutChecksum() {
+        let taken = conversation(.nat, proto: .udp) { _ in
+            let one = h(FrameBuilder.udp(sport: 5353, dport: 80, payload: [1, 2, 3, 4]))
+            var noChecksum = one
+            noChecksum[40] = 0; noChecksum[41] = 0
+            // A payload whose rewritten checksum computes to 0 still goes out as 0xFFFF: covered by the full check.
+            return [(one, 1), (one, 1), (noChecksum, 1),
+                    (rs.frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.udp(sport: 8080, dport: 5353)), 2)]
+        }
+        #expect(taken == 3)
+    }
+}
