@@ -6,7 +6,7 @@ let benchmarks: @Sendable () -> Void = {
 
     func bench(_ name: String, _ kind: Scenario.Kind, flows: Int) {
         Benchmark(name, configuration: .init(scalingFactor: .kilo)) { benchmark in
-            var s = Scenario(kind, flows: flows)
+            let s = Scenario(kind, flows: flows)
             benchmark.startMeasurement()
             // 32 batches of 32 frames = 1024 packets per scaled iteration.
             for i in benchmark.scaledIterations {

@@ -3,7 +3,7 @@ import LVSPacket
 
 /// The benchmark scenarios: a director with one service per method and a
 /// batch of frames to push through it.
-public struct Scenario: ~Copyable {
+public final class Scenario {
     public var director: Director
     public var batch: FrameBatch
     var frames: [[UInt8]]
@@ -53,7 +53,7 @@ public struct Scenario: ~Copyable {
         }
     }
 
-    mutating func push(_ frame: [UInt8], interface: UInt16 = 1) -> Verdict {
+    func push(_ frame: [UInt8], interface: UInt16 = 1) -> Verdict {
         batch.removeAll()
         _ = batch.append(frame.span, interface: interface)
         director.process(&batch, now: now)
@@ -61,7 +61,7 @@ public struct Scenario: ~Copyable {
     }
 
     /// One batch: refills the arena from the frame set and processes it.
-    public mutating func runBatch(offset: Int) {
+    public func runBatch(offset: Int) {
         batch.removeAll()
         var k = 0
         while k < batch.capacity {
@@ -73,7 +73,7 @@ public struct Scenario: ~Copyable {
     }
 
     /// For the new-connection case: forget every connection so SYNs stay new.
-    public mutating func reset() {
+    public func reset() {
         now &+= 10_000_000
         director.tick(now: now)
         for _ in 0..<64 { director.tick(now: now) }

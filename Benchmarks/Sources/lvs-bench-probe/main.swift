@@ -4,7 +4,7 @@ import DirectorFixtures
 // Processes BATCHES batches of 32 frames; callgrind's instruction totals for
 // two batch counts give the instructions per packet (scripts/bench-instructions).
 func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
-    var s = Scenario(kind, flows: flows)
+    let s = Scenario(kind, flows: flows)
     for b in 0..<batches {
         if kind == .newConnectionWLC && b % 16 == 0 { s.reset() }
         s.runBatch(offset: b &* 32)
