@@ -10,15 +10,31 @@ let package = Package(
     products: [
         .library(name: "LVSPacket", targets: ["LVSPacket"]),
         .library(name: "LVSCore", targets: ["LVSCore"]),
+        .library(name: "LVSControl", targets: ["LVSControl"]),
+        .executable(name: "lvsd", targets: ["lvsd"]),
+        .executable(name: "lvsadm", targets: ["lvsadm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(name: "LVSPacket", swiftSettings: strict),
         .target(name: "LVSCore", dependencies: ["LVSPacket"], swiftSettings: strict),
+        // Control plane: the service table, the ipvsadm command line and its
+        // listings, config files, the control protocol and socket.
+        .target(name: "LVSControl", dependencies: ["LVSCore", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
+        // C only where Swift cannot import a header.
+        .target(name: "CLVSLinux"),
+        .executableTarget(name: "lvsd", dependencies: ["LVSControl", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                                       .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "lvsadm", dependencies: ["LVSControl"]),
         // libFuzzer entry point: swift build -c release -Xswiftc -sanitize=fuzzer,address --product lvs-fuzz-director
         .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore"], path: "Sources/LVSFuzz"),
         // Builds test frames with checksums computed independently of LVSPacket.
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
+        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl"]),
     ]
 )

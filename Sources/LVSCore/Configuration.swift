@@ -71,11 +71,21 @@ public enum TunnelType: UInt8, Sendable, Hashable {
     case gre = 2
 }
 
+/// GUE's UDP checksum (`--tun-nocsum`, `--tun-csum`, `--tun-remcsum`); the
+/// raw values are the indexes ipvsadm prints them by.
+public enum TunnelChecksum: UInt8, Sendable, Hashable {
+    case none = 0
+    case checksum = 1
+    /// Remote checksum offload: sent with a full UDP checksum, which every
+    /// receiver accepts (the GUE private option is not generated).
+    case remote = 2
+}
+
 public struct TunnelConfiguration: Sendable, Hashable {
     public var type: TunnelType
     public var port: UInt16
-    public var checksum: Bool
-    public init(type: TunnelType = .ipip, port: UInt16 = 0, checksum: Bool = false) {
+    public var checksum: TunnelChecksum
+    public init(type: TunnelType = .ipip, port: UInt16 = 0, checksum: TunnelChecksum = .none) {
         self.type = type; self.port = port; self.checksum = checksum
     }
 }
@@ -107,17 +117,20 @@ public struct VirtualServiceConfiguration: Sendable, Hashable {
     public var persistenceNetmask: Int
     /// One-packet scheduling (`-o`).
     public var onePacket: Bool
+    /// Persistence engine (`--pe`): kept and listed; "sip" is the only one.
+    public var persistenceEngine: String?
     /// Real servers in the order they were added.
     public var realServers: [RealServerConfiguration]
     /// FULLNAT local addresses (`--add-laddr`).
     public var localAddresses: [IPAddress]
 
     public init(key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
-                persistenceNetmask: Int? = nil, onePacket: Bool = false, realServers: [RealServerConfiguration] = [],
-                localAddresses: [IPAddress] = []) {
+                persistenceNetmask: Int? = nil, onePacket: Bool = false, persistenceEngine: String? = nil,
+                realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = []) {
         self.key = key; self.scheduler = scheduler; self.schedulerFlags = schedulerFlags; self.persistence = persistence
         self.persistenceNetmask = persistenceNetmask ?? (key.isIPv6 ? 128 : 32)
-        self.onePacket = onePacket; self.realServers = realServers; self.localAddresses = localAddresses
+        self.onePacket = onePacket; self.persistenceEngine = persistenceEngine
+        self.realServers = realServers; self.localAddresses = localAddresses
     }
 }
 

@@ -319,6 +319,17 @@ public struct Director: Sendable {
     /// Counter of a drop reason.
     public func drops(_ reason: DropReason) -> UInt64 { shared.drops[reason.index] }
 
+    /// `-Z`: zeroes one service's counters and its servers', or every counter.
+    public mutating func zeroCounters(_ key: ServiceKey?) {
+        guard let key else {
+            for i in shared.counters.indices { shared.counters[i] = Counters() }
+            return
+        }
+        guard let i = shared.serviceByKey[key] else { return }
+        shared.counters[shared.services[i].counterSlot] = Counters()
+        for d in shared.services[i].destinations { shared.counters[Int(d.counterSlot)] = Counters() }
+    }
+
     /// A snapshot of a service with its counters filled in.
     public func service(_ key: ServiceKey) -> ServiceRuntime? {
         guard let i = shared.serviceByKey[key] else { return nil }

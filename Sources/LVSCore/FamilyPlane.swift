@@ -331,7 +331,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     mutating func tunnel(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState, shared: inout DirectorShared) -> Verdict {
         let flowHash = UInt32(truncatingIfNeeded: A(b.span, at: p.sourceAddressOffset).folded ^ UInt64(p.sourcePort) &* 0x9E37_79B9)
-        let gue = dest.tunnel.type == .gue ? GUEOptions(port: dest.tunnel.port, checksum: dest.tunnel.checksum) : nil
+        let gue = dest.tunnel.type == .gue ? GUEOptions(port: dest.tunnel.port, checksum: dest.tunnel.checksum != .none) : nil
         guard let iface = shared.interface(dest.interface) else { return shared.drop(.noRoute) }
         shared.nextIdentification &+= 1
         do {

@@ -1,0 +1,188 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LVSCore
+import LVSPacket
+import Logging
+import Synchronization
+
+/// lvsd's control plane: the desired table, the engine it configures, the
+/// rate estimators, and the answers to lvsadm. One lock guards it all; the
+/// data plane (workers) takes snapshots between batches and never waits on it.
+public final class ControlPlane: Sendable {
+    struct State: ~Copyable {
+        var table = ServiceTable()
+        var director: Director
+        var serviceRates: [ServiceKey: RateEstimator] = [:]
+        var serverRates: [ServerRateKey: RateEstimator] = [:]
+        var lastEstimate: UInt64 = 0
+        var base: DirectorConfiguration
+    }
+
+    struct ServerRateKey: Hashable { var service: ServiceKey; var address: IPAddress; var port: UInt16 }
+
+    let state: Mutex<State>
+    let capacity: Int
+    let logger: Logger
+    /// Where the configuration comes from, for reloads.
+    public let sources: ConfigurationSources
+
+    public init(capacity: Int, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(), logger: Logger) {
+        self.capacity = capacity
+        self.sources = sources
+        self.logger = logger
+        state = Mutex(State(director: Director(configuration: base, capacity: capacity), base: base))
+    }
+
+    /// Milliseconds on the monotonic clock: the engine's `now`.
+    public static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    // MARK: configuration
+
+    /// Loads the configuration files into a new table and swaps it in, or
+    /// throws and changes nothing.
+    public func reload() throws(ConfigurationError) {
+        let table = try sources.load()
+        state.withLock { s in
+            s.table = table
+            s.director.apply(table.configuration(base: s.base))
+        }
+        logger.info("configuration loaded", metadata: ["services": "\(table.services.count)", "files": "\(sources.files.joined(separator: ","))"])
+    }
+
+    public func apply(_ operations: [TableOperation]) throws(TableError) {
+        try state.withLock { (s) throws(TableError) in
+            try s.table.apply(operations)
+            s.director.apply(s.table.configuration(base: s.base))
+        }
+    }
+
+    public var table: ServiceTable { state.withLock { $0.table } }
+
+    // MARK: time
+
+    /// Expiry sweep; every 2 s the rate estimators.
+    public func tick(now: UInt64 = ControlPlane.now()) {
+        state.withLock { s in
+            s.director.tick(now: now)
+            guard now &- s.lastEstimate >= RateEstimator.periodMilliseconds else { return }
+            s.lastEstimate = now
+            for svc in s.table.services {
+                guard let rt = s.director.service(svc.key) else { continue }
+                s.serviceRates[svc.key, default: RateEstimator()].update(rt.counters)
+                for d in rt.destinations where !d.removed {
+                    s.serverRates[ServerRateKey(service: svc.key, address: d.address, port: d.port), default: RateEstimator()].update(d.counters)
+                }
+            }
+        }
+    }
+
+    // MARK: requests
+
+    /// Answers one encoded request; never throws, whatever the bytes.
+    public func handle(_ bytes: [UInt8]) -> [UInt8] {
+        let response: ControlResponse
+        do {
+            response = handle(try ControlProtocol.decode(ControlRequest.self, from: bytes))
+        } catch {
+            logger.notice("control: \(error)")
+            response = .failed(TableError("EPROTO", "\(error)"))
+        }
+        return (try? ControlProtocol.encode(response)) ?? []
+    }
+
+    public func handle(_ request: ControlRequest) -> ControlResponse {
+        switch request {
+        case .snapshot(let connections):
+            return .snapshot(snapshot(connections: connections))
+        case .apply(let ops):
+            do {
+                try apply(ops)
+                logger.info("table changed", metadata: ["operations": "\(ops.count)"])
+                return .done
+            } catch {
+                return .failed(error)
+            }
+        case .zero(let key):
+            return state.withLock { s in
+                if let key, s.table.service(key) == nil { return .failed(TableError("ESRCH", "No such service")) }
+                s.director.zeroCounters(key)
+                for k in s.serviceRates.keys where key == nil || k == key {
+                    s.serviceRates[k]?.reset()
+                }
+                for k in s.serverRates.keys where key == nil || k.service == key {
+                    s.serverRates[k]?.reset()
+                }
+                return .done
+            }
+        case .reload:
+            do {
+                try reload()
+                return .done
+            } catch {
+                return .failed(TableError("EINVAL", error.description))
+            }
+        }
+    }
+
+    public func snapshot(connections: Bool, now: UInt64 = ControlPlane.now()) -> TableSnapshot {
+        state.withLock { s in
+            var services: [ServiceSnapshot] = []
+            for svc in s.table.services {
+                var snap = ServiceSnapshot(service: ServiceSpec(key: svc.key, scheduler: svc.scheduler, schedulerFlags: svc.schedulerFlags,
+                                                                persistence: svc.persistence, netmask: svc.persistenceNetmask,
+                                                                persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket),
+                                           localAddresses: svc.localAddresses)
+                let rt = s.director.service(svc.key)
+                if let rt {
+                    snap.stats = Statistics(rt.counters)
+                    snap.rates = Rates(s.serviceRates[svc.key]?.rates ?? RateEstimator().rates)
+                }
+                for server in svc.realServers {
+                    var d = ServerSnapshot(server: server)
+                    if let state = rt?.destinations.first(where: { $0.address == server.address && $0.port == server.port && !$0.removed }) {
+                        d.activeConnections = state.activeConnections
+                        d.inactiveConnections = state.inactiveConnections
+                        d.persistentConnections = state.persistentConnections
+                        d.stats = Statistics(state.counters)
+                        let key = ServerRateKey(service: svc.key, address: server.address, port: server.port)
+                        d.rates = Rates(s.serverRates[key]?.rates ?? RateEstimator().rates)
+                    }
+                    snap.servers.append(d)
+                }
+                services.append(snap)
+            }
+            var drops: [String: UInt64] = [:]
+            for reason in DropReason.all where s.director.drops(reason) > 0 { drops[reason.description] = s.director.drops(reason) }
+            return TableSnapshot(connectionTableSize: capacity, services: services, timeouts: Timeouts(s.table.timeouts),
+                                 connections: connections ? Self.connections(s.director, now: now) : nil, drops: drops)
+        }
+    }
+
+    static func connections(_ d: borrowing Director, now: UInt64) -> [ConnectionEntry] {
+        var out: [ConnectionEntry] = []
+        func add<A: IPAddressProtocol>(_ i: Int, _ c: Connection<A>) {
+            let template = c.flags.contains(.template)
+            let proto: String
+            if template && c.flags.contains(.firewallMark) {
+                proto = "IP"
+            } else {
+                proto = c.proto == 6 ? "TCP" : c.proto == 17 ? "UDP" : c.proto == 132 ? "SCTP" : "IP"
+            }
+            let state = template ? "NONE" : (c.proto == 17 ? "UDP" : c.state.description)
+            let fullNAT = !template && (c.local != c.client || c.localPort != c.clientPort)
+            out.append(ConnectionEntry(proto: proto, client: c.client.ipAddress, clientPort: c.clientPort,
+                                       virtual: c.virtual.ipAddress, virtualPort: c.virtualPort,
+                                       real: c.real.ipAddress, realPort: c.realPort,
+                                       local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : nil,
+                                       state: state, expires: c.expires > now ? UInt32((c.expires - now) / 1000) : 0, template: template))
+        }
+        d.v4.table.forEach(add)
+        d.v6.table.forEach(add)
+        return out
+    }
+}

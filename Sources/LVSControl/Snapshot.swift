@@ -1,0 +1,103 @@
+import LVSCore
+import LVSPacket
+
+/// ip_vs_stats: what `--stats` lists.
+public struct Statistics: Sendable, Hashable, Codable {
+    public var connections: UInt64 = 0
+    public var inPackets: UInt64 = 0
+    public var outPackets: UInt64 = 0
+    public var inBytes: UInt64 = 0
+    public var outBytes: UInt64 = 0
+    public init() {}
+    public init(_ c: Counters) {
+        connections = c.connections; inPackets = c.inPackets; outPackets = c.outPackets; inBytes = c.inBytes; outBytes = c.outBytes
+    }
+}
+
+/// The estimator's rates: what `--rate` lists (bytes per second for BPS).
+public struct Rates: Sendable, Hashable, Codable {
+    public var connectionsPerSecond: UInt64 = 0
+    public var inPacketsPerSecond: UInt64 = 0
+    public var outPacketsPerSecond: UInt64 = 0
+    public var inBytesPerSecond: UInt64 = 0
+    public var outBytesPerSecond: UInt64 = 0
+    public init() {}
+    public init(_ r: RateEstimator.Rates) {
+        connectionsPerSecond = r.connectionsPerSecond; inPacketsPerSecond = r.inPacketsPerSecond
+        outPacketsPerSecond = r.outPacketsPerSecond; inBytesPerSecond = r.inBytesPerSecond; outBytesPerSecond = r.outBytesPerSecond
+    }
+}
+
+public struct ServerSnapshot: Sendable, Hashable, Codable {
+    public var server: RealServerConfiguration
+    public var activeConnections: UInt32 = 0
+    public var inactiveConnections: UInt32 = 0
+    public var persistentConnections: UInt32 = 0
+    public var stats = Statistics()
+    public var rates = Rates()
+    public init(server: RealServerConfiguration) { self.server = server }
+}
+
+public struct ServiceSnapshot: Sendable, Hashable, Codable {
+    public var service: ServiceSpec
+    /// In the order they were added.
+    public var servers: [ServerSnapshot]
+    public var localAddresses: [IPAddress]
+    public var stats = Statistics()
+    public var rates = Rates()
+    public init(service: ServiceSpec, servers: [ServerSnapshot] = [], localAddresses: [IPAddress] = []) {
+        self.service = service; self.servers = servers; self.localAddresses = localAddresses
+    }
+}
+
+/// One line of `/proc/net/ip_vs_conn`, as `-c` lists it.
+public struct ConnectionEntry: Sendable, Hashable, Codable {
+    /// "TCP", "UDP", "SCTP", or "IP" for a firewall-mark template.
+    public var proto: String
+    public var client: IPAddress
+    public var clientPort: UInt16
+    public var virtual: IPAddress
+    public var virtualPort: UInt16
+    public var real: IPAddress
+    public var realPort: UInt16
+    /// FULLNAT: the local address and port the real server sees.
+    public var local: IPAddress?
+    public var localPort: UInt16?
+    public var state: String
+    /// Seconds until it expires.
+    public var expires: UInt32
+    public var template: Bool
+    public init(proto: String, client: IPAddress, clientPort: UInt16, virtual: IPAddress, virtualPort: UInt16, real: IPAddress,
+                realPort: UInt16, local: IPAddress? = nil, localPort: UInt16? = nil, state: String, expires: UInt32, template: Bool) {
+        self.proto = proto; self.client = client; self.clientPort = clientPort; self.virtual = virtual; self.virtualPort = virtualPort
+        self.real = real; self.realPort = realPort; self.local = local; self.localPort = localPort; self.state = state
+        self.expires = expires; self.template = template
+    }
+}
+
+public struct Timeouts: Sendable, Hashable, Codable {
+    public var tcp: UInt32
+    public var tcpFin: UInt32
+    public var udp: UInt32
+    public init(tcp: UInt32, tcpFin: UInt32, udp: UInt32) { self.tcp = tcp; self.tcpFin = tcpFin; self.udp = udp }
+    public init(_ t: TimeoutTable) { tcp = t[.established]; tcpFin = t[.finWait]; udp = t[.udp] }
+}
+
+/// Everything the listings show, read from lvsd in one go.
+public struct TableSnapshot: Sendable, Hashable, Codable {
+    /// The IPVS version ipvsadm prints in its header.
+    public var version = "1.2.1"
+    /// Entries the connection table holds (the header's `size=`).
+    public var connectionTableSize: Int
+    public var services: [ServiceSnapshot]
+    public var timeouts: Timeouts
+    /// Present when asked for (`-c`).
+    public var connections: [ConnectionEntry]?
+    /// Drops by reason, lvsd's addition.
+    public var drops: [String: UInt64]
+    public init(connectionTableSize: Int, services: [ServiceSnapshot], timeouts: Timeouts, connections: [ConnectionEntry]? = nil,
+                drops: [String: UInt64] = [:]) {
+        self.connectionTableSize = connectionTableSize; self.services = services; self.timeouts = timeouts
+        self.connections = connections; self.drops = drops
+    }
+}
