@@ -24,9 +24,11 @@ let package = Package(
         // Control plane: the service table, the ipvsadm command line and its
         // listings, config files, the control protocol and socket.
         .target(name: "LVSControl", dependencies: ["LVSCore", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
+        // The Linux data plane: AF_PACKET rings, netlink, worker threads.
+        .target(name: "LVSLinux", dependencies: ["LVSControl", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
         // C only where Swift cannot import a header.
         .target(name: "CLVSLinux"),
-        .executableTarget(name: "lvsd", dependencies: ["LVSControl", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                        .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "lvsadm", dependencies: ["LVSControl"]),
         // libFuzzer entry point: swift build -c release -Xswiftc -sanitize=fuzzer,address --product lvs-fuzz-director

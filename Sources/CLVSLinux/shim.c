@@ -1,7 +1,25 @@
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/ethernet.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include "CLVSLinux.h"
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
 
 long long lvs_peer_uid(int fd) {
     struct ucred cred;
@@ -12,4 +30,174 @@ long long lvs_peer_uid(int fd) {
 
 int lvs_accept_cloexec(int fd) {
     return accept4(fd, 0, 0, SOCK_CLOEXEC);
+}
+
+int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group) {
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    if (fd < 0) return -errno;
+    int v = TPACKET_V3;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0) goto fail;
+    struct tpacket_req3 req;
+    memset(&req, 0, sizeof(req));
+    req.tp_block_size = block_size;
+    req.tp_block_nr = block_count;
+    req.tp_frame_size = 2048;
+    req.tp_frame_nr = (block_size / 2048) * block_count;
+    req.tp_retire_blk_tov = 1;  /* ms: a partly filled block is handed over after 1 ms */
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0) goto fail;
+    size_t length = (size_t)block_size * block_count;
+    void *map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED | MAP_POPULATE, fd, 0);
+    if (map == MAP_FAILED) map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) goto fail;
+    /* Our own transmissions are not input. */
+    int one = 1;
+    setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
+    setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+    struct sockaddr_ll sll;
+    memset(&sll, 0, sizeof(sll));
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = ifindex;
+    if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) { munmap(map, length); goto fail; }
+    /* Multicast frames (IPv6 neighbour discovery) on NICs that filter them. */
+    struct packet_mreq mr;
+    memset(&mr, 0, sizeof(mr));
+    mr.mr_ifindex = ifindex;
+    mr.mr_type = PACKET_MR_ALLMULTI;
+    setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr));
+    if (fanout_group > 0) {
+        int arg = (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH << 16);
+        if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0) { munmap(map, length); goto fail; }
+    }
+    r->fd = fd;
+    r->map = map;
+    r->map_length = length;
+    r->block_size = block_size;
+    r->block_count = block_count;
+    return 0;
+fail:;
+    int e = errno;
+    close(fd);
+    return -e;
+}
+
+void lvs_ring_close(lvs_ring *r) {
+    if (r->map) munmap(r->map, r->map_length);
+    if (r->fd >= 0) close(r->fd);
+    r->map = NULL;
+    r->fd = -1;
+}
+
+static struct tpacket_block_desc *current_block(lvs_ring *r) {
+    return (struct tpacket_block_desc *)((unsigned char *)r->map + (size_t)r->current * r->block_size);
+}
+
+void *lvs_ring_block(lvs_ring *r, unsigned *count) {
+    struct tpacket_block_desc *b = current_block(r);
+    if (!(__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return NULL;
+    *count = b->hdr.bh1.num_pkts;
+    return (unsigned char *)b + b->hdr.bh1.offset_to_first_pkt;
+}
+
+const unsigned char *lvs_ring_frame(void *frame, unsigned *length, void **next) {
+    struct tpacket3_hdr *h = frame;
+    *length = h->tp_snaplen;
+    *next = (unsigned char *)frame + h->tp_next_offset;
+    return (const unsigned char *)frame + h->tp_mac;
+}
+
+void lvs_ring_release(lvs_ring *r) {
+    struct tpacket_block_desc *b = current_block(r);
+    __atomic_store_n(&b->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    r->current = (r->current + 1) % r->block_count;
+}
+
+int lvs_ring_wait(lvs_ring *const *rings, unsigned count, int timeout_ms) {
+    struct pollfd fds[16];
+    if (count > 16) count = 16;
+    for (unsigned i = 0; i < count; i++) {
+        fds[i].fd = rings[i]->fd;
+        fds[i].events = POLLIN | POLLRDNORM | POLLERR;
+        fds[i].revents = 0;
+    }
+    int n = poll(fds, count, timeout_ms);
+    return n < 0 ? -errno : n;
+}
+
+int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count) {
+    struct mmsghdr msgs[64];
+    struct iovec iov[64];
+    unsigned sent = 0;
+    while (sent < count) {
+        unsigned n = count - sent > 64 ? 64 : count - sent;
+        for (unsigned i = 0; i < n; i++) {
+            iov[i].iov_base = (void *)frames[sent + i];
+            iov[i].iov_len = lengths[sent + i];
+            memset(&msgs[i], 0, sizeof(msgs[i]));
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        int r = sendmmsg(fd, msgs, n, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return sent ? (int)sent : -errno;
+        }
+        sent += (unsigned)r;
+        if ((unsigned)r < n) break;
+    }
+    return (int)sent;
+}
+
+unsigned lvs_ring_drops(lvs_ring *r) {
+    struct tpacket_stats_v3 st;
+    socklen_t len = sizeof(st);
+    if (getsockopt(r->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0) return 0;
+    return st.tp_drops;
+}
+
+long lvs_netlink_dump(unsigned short type, unsigned char family, unsigned char *buffer, size_t capacity) {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr h;
+        struct rtgenmsg g;
+    } req;
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtgenmsg));
+    req.h.nlmsg_type = type;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.h.nlmsg_seq = 1;
+    req.g.rtgen_family = family;
+    struct sockaddr_nl sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.nl_family = AF_NETLINK;
+    if (sendto(fd, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) { int e = errno; close(fd); return -e; }
+    size_t used = 0;
+    for (;;) {
+        if (capacity - used < 65536) { close(fd); return -ENOBUFS; }
+        ssize_t n = recv(fd, buffer + used, capacity - used, 0);
+        if (n < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return -e; }
+        int done = 0;
+        ssize_t left = n;  /* NLMSG_NEXT consumes its length argument */
+        for (struct nlmsghdr *h = (struct nlmsghdr *)(buffer + used); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+            if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) { done = 1; break; }
+        }
+        used += (size_t)n;
+        if (done) break;
+    }
+    close(fd);
+    return (long)used;
+}
+
+int lvs_tun_open(const char *name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
 }

@@ -6,13 +6,20 @@ import LVSPacket
 import Logging
 import Synchronization
 
-/// lvsd's control plane: the desired table, the engine it configures, the
-/// rate estimators, and the answers to lvsadm. One lock guards it all; the
-/// data plane (workers) takes snapshots between batches and never waits on it.
+/// One worker's engine: its `Director`, locked by the worker once per batch
+/// and by the control plane to configure it or read its counters.
+public final class Engine: Sendable {
+    public let director: Mutex<Director>
+    public init(_ director: Director) { self.director = Mutex(director) }
+}
+
+/// lvsd's control plane: the desired table, the engines it configures, the
+/// rate estimators, and the answers to lvsadm. The workers lock their own
+/// engine per batch, never per packet; this side holds it only to apply a
+/// change or read counters.
 public final class ControlPlane: Sendable {
     struct State: ~Copyable {
         var table = ServiceTable()
-        var director: Director
         var serviceRates: [ServiceKey: RateEstimator] = [:]
         var serverRates: [ServerRateKey: RateEstimator] = [:]
         var lastEstimate: UInt64 = 0
@@ -26,12 +33,38 @@ public final class ControlPlane: Sendable {
     let logger: Logger
     /// Where the configuration comes from, for reloads.
     public let sources: ConfigurationSources
+    /// One per worker.
+    public let engines: [Engine]
 
-    public init(capacity: Int, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(), logger: Logger) {
+    public init(capacity: Int, workers: Int = 1, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(), logger: Logger) {
         self.capacity = capacity
         self.sources = sources
         self.logger = logger
-        state = Mutex(State(director: Director(configuration: base, capacity: capacity), base: base))
+        engines = (0..<max(1, workers)).map { Engine(Director(configuration: base, capacity: capacity, worker: $0, workers: max(1, workers))) }
+        state = Mutex(State(base: base))
+    }
+
+    func configureEngines(_ table: ServiceTable, base: DirectorConfiguration) {
+        let config = table.configuration(base: base)
+        for e in engines { e.director.withLock { $0.apply(config) } }
+    }
+
+    /// Counters and server states summed over the engines.
+    func service(_ key: ServiceKey) -> ServiceRuntime? {
+        var total: ServiceRuntime? = nil
+        for e in engines {
+            guard let rt = e.director.withLock({ $0.service(key) }) else { continue }
+            guard var t = total else { total = rt; continue }
+            t.counters = t.counters + rt.counters
+            for (i, d) in rt.destinations.enumerated() where i < t.destinations.count {
+                t.destinations[i].counters = t.destinations[i].counters + d.counters
+                t.destinations[i].activeConnections &+= d.activeConnections
+                t.destinations[i].inactiveConnections &+= d.inactiveConnections
+                t.destinations[i].persistentConnections &+= d.persistentConnections
+            }
+            total = t
+        }
+        return total
     }
 
     /// Milliseconds on the monotonic clock: the engine's `now`.
@@ -49,7 +82,7 @@ public final class ControlPlane: Sendable {
         let table = try sources.load()
         state.withLock { s in
             s.table = table
-            s.director.apply(table.configuration(base: s.base))
+            configureEngines(table, base: s.base)
         }
         logger.info("configuration loaded", metadata: ["services": "\(table.services.count)", "files": "\(sources.files.joined(separator: ","))"])
     }
@@ -57,7 +90,7 @@ public final class ControlPlane: Sendable {
     public func apply(_ operations: [TableOperation]) throws(TableError) {
         try state.withLock { (s) throws(TableError) in
             try s.table.apply(operations)
-            s.director.apply(s.table.configuration(base: s.base))
+            configureEngines(s.table, base: s.base)
         }
     }
 
@@ -67,12 +100,12 @@ public final class ControlPlane: Sendable {
 
     /// Expiry sweep; every 2 s the rate estimators.
     public func tick(now: UInt64 = ControlPlane.now()) {
+        for e in engines { e.director.withLock { $0.tick(now: now) } }
         state.withLock { s in
-            s.director.tick(now: now)
             guard now &- s.lastEstimate >= RateEstimator.periodMilliseconds else { return }
             s.lastEstimate = now
             for svc in s.table.services {
-                guard let rt = s.director.service(svc.key) else { continue }
+                guard let rt = service(svc.key) else { continue }
                 s.serviceRates[svc.key, default: RateEstimator()].update(rt.counters)
                 for d in rt.destinations where !d.removed {
                     s.serverRates[ServerRateKey(service: svc.key, address: d.address, port: d.port), default: RateEstimator()].update(d.counters)
@@ -110,7 +143,7 @@ public final class ControlPlane: Sendable {
         case .zero(let key):
             return state.withLock { s in
                 if let key, s.table.service(key) == nil { return .failed(TableError("ESRCH", "No such service")) }
-                s.director.zeroCounters(key)
+                for e in engines { e.director.withLock { $0.zeroCounters(key) } }
                 for k in s.serviceRates.keys where key == nil || k == key {
                     s.serviceRates[k]?.reset()
                 }
@@ -137,7 +170,7 @@ public final class ControlPlane: Sendable {
                                                                 persistence: svc.persistence, netmask: svc.persistenceNetmask,
                                                                 persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket),
                                            localAddresses: svc.localAddresses)
-                let rt = s.director.service(svc.key)
+                let rt = service(svc.key)
                 if let rt {
                     snap.stats = Statistics(rt.counters)
                     snap.rates = Rates(s.serviceRates[svc.key]?.rates ?? RateEstimator().rates)
@@ -157,9 +190,15 @@ public final class ControlPlane: Sendable {
                 services.append(snap)
             }
             var drops: [String: UInt64] = [:]
-            for reason in DropReason.all where s.director.drops(reason) > 0 { drops[reason.description] = s.director.drops(reason) }
-            return TableSnapshot(connectionTableSize: capacity, services: services, timeouts: Timeouts(s.table.timeouts),
-                                 connections: connections ? Self.connections(s.director, now: now) : nil, drops: drops)
+            var entries: [ConnectionEntry] = []
+            for e in engines {
+                e.director.withLock { d in
+                    for reason in DropReason.all where d.drops(reason) > 0 { drops[reason.description, default: 0] += d.drops(reason) }
+                    if connections { entries += Self.connections(d, now: now) }
+                }
+            }
+            return TableSnapshot(connectionTableSize: capacity * engines.count, services: services, timeouts: Timeouts(s.table.timeouts),
+                                 connections: connections ? entries : nil, drops: drops)
         }
     }
 

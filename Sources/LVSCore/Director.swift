@@ -10,6 +10,8 @@ public struct Neighbour: Sendable {
     /// The sending interface's MAC, kept here so that the data path needs
     /// no interface lookup.
     public var sourceMAC: MACAddress
+    /// When lvsd last asked for it (ARP request or neighbour solicitation).
+    public var lastSolicited: UInt64 = 0
 }
 
 /// A real server's identity inside its service.
@@ -310,6 +312,50 @@ public struct Director: Sendable {
         return .transmit(interface: interface)
     }
 
+    /// Asks for the next unresolved next hop, at most once a second each:
+    /// writes an ARP request or a neighbour solicitation at `frame.start` and
+    /// returns the interface to send it on, or nil when nothing is due.
+    public mutating func solicitNextHop(_ b: inout MutableSpan<UInt8>, frame: inout FrameBounds, now: UInt64) -> UInt16? {
+        for k in shared.neighbours.indices where !shared.neighbours[k].resolved && now &- shared.neighbours[k].lastSolicited >= 1000 {
+            let n = shared.neighbours[k]
+            guard let iface = shared.interface(n.interface) else { continue }
+            switch n.address {
+            case .v4(let target):
+                guard let dip = iface.ipv4, frame.start &+ 42 <= b.count else { continue }
+                ARPWriter.write(&b, at: frame.start, operation: 1, senderMAC: iface.mac, sender: dip, targetMAC: .zero, target: target,
+                                ethernetDestination: .broadcast)
+                frame.length = 42
+            case .v6(let target):
+                guard let dip = iface.ipv6, frame.start &+ 86 <= b.count else { continue }
+                NeighbourDiscovery.writeSolicitation(&b, at: frame.start, sourceMAC: iface.mac, source: dip, target: target)
+                frame.length = 86
+            }
+            shared.neighbours[k].lastSolicited = now
+            return n.interface
+        }
+        return nil
+    }
+
+    /// A gratuitous ARP (IPv4) or an unsolicited neighbour advertisement
+    /// (IPv6) for an owned address, announced when it is added.
+    public func announce(_ b: inout MutableSpan<UInt8>, frame: inout FrameBounds, address: IPAddress, interface: UInt16) -> Bool {
+        guard let iface = shared.interface(interface) else { return false }
+        switch address {
+        case .v4(let a):
+            guard frame.start &+ 42 <= b.count else { return false }
+            ARPWriter.write(&b, at: frame.start, operation: 1, senderMAC: iface.mac, sender: a, targetMAC: .zero, target: a, ethernetDestination: .broadcast)
+            frame.length = 42
+        case .v6(let a):
+            guard frame.start &+ 86 <= b.count else { return false }
+            NeighbourDiscovery.writeAdvertisement(&b, at: frame.start, sourceMAC: iface.mac, target: a)
+            frame.length = 86
+        }
+        return true
+    }
+
+    /// Addresses lvsd answers for: VIPs and FULLNAT local addresses.
+    public var ownedAddresses: [IPAddress] { v4.owned.map { .v4($0) } + v6.owned.map { .v6($0) } }
+
     /// Runs the expiry sweep; call it between batches.
     public mutating func tick(now: UInt64) {
         v4.sweep(budget: sweepBudget, now: now, shared: &shared)
@@ -364,5 +410,47 @@ enum ARPWriter {
         sender.store(&b, at: a + 14)
         targetMAC.store(&b, at: a + 18)
         target.store(&b, at: a + 24)
+    }
+}
+
+/// IPv6 neighbour discovery frames lvsd sends itself (RFC 4861): 86 bytes,
+/// Ethernet + IPv6 (hop limit 255) + ICMPv6 + one link-layer address option.
+enum NeighbourDiscovery {
+    /// A solicitation for `target`, to its solicited-node multicast group.
+    static func writeSolicitation(_ b: inout MutableSpan<UInt8>, at s: Int, sourceMAC: MACAddress, source: IPv6Address, target: IPv6Address) {
+        let group = IPv6Address(high: 0xFF02_0000_0000_0000, low: 0x0000_0001_FF00_0000 | (target.low & 0xFF_FFFF))
+        write(&b, at: s, ethernetDestination: MACAddress(0x3333_0000_0000 | (group.low & 0xFFFF_FFFF)), sourceMAC: sourceMAC,
+              source: source, destination: group, type: 135, flags: 0, target: target, option: 1)
+    }
+
+    /// An unsolicited advertisement (override set) of `target` to all nodes.
+    static func writeAdvertisement(_ b: inout MutableSpan<UInt8>, at s: Int, sourceMAC: MACAddress, target: IPv6Address) {
+        let allNodes = IPv6Address(high: 0xFF02_0000_0000_0000, low: 1)
+        write(&b, at: s, ethernetDestination: MACAddress(0x3333_0000_0001), sourceMAC: sourceMAC,
+              source: target, destination: allNodes, type: 136, flags: 0x2000_0000, target: target, option: 2)
+    }
+
+    static func write(_ b: inout MutableSpan<UInt8>, at s: Int, ethernetDestination: MACAddress, sourceMAC: MACAddress,
+                      source: IPv6Address, destination: IPv6Address, type: UInt8, flags: UInt32, target: IPv6Address, option: UInt8) {
+        PacketRewriter.setMACs(&b, frameStart: s, destination: ethernetDestination, source: sourceMAC)
+        b.setBE16(EtherType.ipv6, at: s + 12)
+        let ip = s + 14, icmp = s + 54
+        b.setBE32(0x6000_0000, at: ip)
+        b.setBE16(32, at: ip + 4)
+        b[ip + 6] = IPProtocolNumber.icmpv6
+        b[ip + 7] = 255
+        source.store(&b, at: ip + 8)
+        destination.store(&b, at: ip + 24)
+        b[icmp] = type
+        b[icmp + 1] = 0
+        b.setBE16(0, at: icmp + 2)
+        b.setBE32(flags, at: icmp + 4)
+        target.store(&b, at: icmp + 8)
+        b[icmp + 24] = option
+        b[icmp + 25] = 1
+        sourceMAC.store(&b, at: icmp + 26)
+        let sum = InternetChecksum.sum(b.span, from: icmp, count: 32,
+                                       initial: InternetChecksum.pseudoHeaderSum(source: source, destination: destination, protocol: IPProtocolNumber.icmpv6, length: 32))
+        b.setBE16(InternetChecksum.finish(sum), at: icmp + 2)
     }
 }

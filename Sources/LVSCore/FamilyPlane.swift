@@ -78,13 +78,14 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             return relateICMPError(&b, &f, &p, now: now, shared: &shared)
         }
         guard p.hasPorts else {
+            if p.proto == IPProtocolNumber.icmpv6 && (p.icmpType == 135 || p.icmpType == 136) { learnNeighbour(b.span, f, p, shared: &shared) }
             if p.proto == IPProtocolNumber.icmpv6 && p.icmpType == 135 { return answerNeighbourSolicitation(&b, f, p, interface: interface, shared: &shared) }
             return owned.contains(dst) && p.proto != IPProtocolNumber.icmp && p.proto != IPProtocolNumber.icmpv6 ? shared.drop(.unsupportedProtocol) : .pass
         }
         let proto = p.proto
         if let i = table.lookup(.client, proto: proto, src, p.sourcePort, dst, p.destinationPort) {
             if table[i].expires > now {
-                return forwardToReal(&b, &f, &p, i, now: now, shared: &shared, first: false)
+                return forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
             }
             expire(i, now: now, shared: &shared, force: true)
         }
@@ -97,7 +98,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         guard let svc = findService(proto: proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else {
             return .pass
         }
-        return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, now: now, shared: &shared)
+        return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
     }
 
     func findService(proto: UInt8, src: A, dst: A, sport: UInt16, dport: UInt16, shared: DirectorShared) -> Int? {
@@ -120,7 +121,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     // MARK: new connections
 
     mutating func newConnection(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
-                                src: A, dst: A, now: UInt64, shared: inout DirectorShared) -> Verdict {
+                                src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict {
         let proto = p.proto
         if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
             return shared.drop(.notSYN)
@@ -202,7 +203,17 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             c.flags.insert(.noOutput)
         }
         if c.flags.contains(.replyIndexed) {
-            if let n = shared.neighbourSlot(for: src.ipAddress) { c.replyNeighbour = n } else { c.replyNeighbour = UInt32.max }
+            if let n = shared.neighbourSlot(for: src.ipAddress) {
+                c.replyNeighbour = n
+                // The hop this frame came from is the hop replies go back to:
+                // its MAC saves a round of ARP before the first reply.
+                if !shared.neighbours[Int(n)].resolved && shared.neighbours[Int(n)].interface == interface {
+                    shared.neighbours[Int(n)].mac = MACAddress(b.span, at: f.start &+ 6)
+                    shared.neighbours[Int(n)].resolved = true
+                }
+            } else {
+                c.replyNeighbour = UInt32.max
+            }
         }
         c.expires = now &+ 3000
         c.state = proto == IPProtocolNumber.udp ? .udp : .none
@@ -288,14 +299,14 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     }
 
     mutating func forwardToReal(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
-                                now: UInt64, shared: inout DirectorShared, first: Bool) -> Verdict {
+                                interface: UInt16 = 0, now: UInt64, shared: inout DirectorShared, first: Bool) -> Verdict {
         let s = Int(table[i].service), d = Int(table[i].destination)
         if shared.services[s].destinations[d].removed && !first {
             guard shared.expireNoDestination else { return shared.drop(.destinationRemoved) }
             expire(i, now: now, shared: &shared, force: true)
             let src = A(b.span, at: p.sourceAddressOffset), dst = A(b.span, at: p.destinationAddressOffset)
             guard let svc = findService(proto: p.proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else { return .pass }
-            return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, now: now, shared: &shared)
+            return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
         if p.fragment != .subsequent { updateState(i, direction: .input, flags: p.tcpFlags, now: now, shared: &shared) }
         if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: false, now: now) }
@@ -466,6 +477,25 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     }
 
     /// Neighbour advertisement for an owned IPv6 address, in place.
+    /// A neighbour advertisement for a next hop (or a solicitation from
+    /// one) tells its MAC: the target's link-layer option, else the frame's
+    /// source.
+    func learnNeighbour(_ span: Span<UInt8>, _ f: FrameBounds, _ p: ParsedPacket, shared: inout DirectorShared) {
+        guard A.byteCount == 16, p.ipEnd &- p.l4Offset >= 24 else { return }
+        let who: A = p.icmpType == 136 ? A(span, at: p.l4Offset &+ 8) : A(span, at: p.sourceAddressOffset)
+        guard let slot = shared.neighbourByAddress[who.ipAddress] else { return }
+        var mac = MACAddress(span, at: f.start &+ 6)
+        var o = p.l4Offset &+ 24
+        while o &+ 8 <= p.ipEnd {
+            let type = span[o], length = Int(span[o &+ 1]) &* 8
+            guard length > 0 else { break }
+            if (type == 2 && p.icmpType == 136) || (type == 1 && p.icmpType == 135) { mac = MACAddress(span, at: o &+ 2) }
+            o &+= length
+        }
+        shared.neighbours[Int(slot)].mac = mac
+        shared.neighbours[Int(slot)].resolved = true
+    }
+
     func answerNeighbourSolicitation(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, _ p: ParsedPacket, interface: UInt16, shared: inout DirectorShared) -> Verdict {
         guard A.byteCount == 16, p.ipEnd &- p.l4Offset >= 24 else { return .pass }
         let target = A(b.span, at: p.l4Offset &+ 8)

@@ -60,4 +60,35 @@ public struct FrameBatch: ~Copyable {
     }
 
     public mutating func removeAll() { count = 0 }
+
+    /// Lets `body` write a frame of its own into the next slot (at the
+    /// headroom); when it names an interface, the frame is queued for it.
+    public mutating func emit(_ body: (inout MutableSpan<UInt8>, inout FrameBounds) -> UInt16?) -> Bool {
+        guard count < capacity else { return false }
+        var bounds = FrameBounds(start: headroom, length: 0)
+        guard let iface = withSlot(count, { body(&$0, &bounds) }) else { return false }
+        descriptors[count] = FrameDescriptor(bounds: bounds, interface: iface, verdict: .transmit(interface: iface))
+        count += 1
+        return true
+    }
+
+    // The I/O backend's side: ring frames are copied in, and transmitted
+    // from, raw memory. These are the only raw accesses to the arena.
+
+    /// Copies `length` bytes at `bytes` into the next slot.
+    @unsafe
+    public mutating func append(unsafe bytes: UnsafeRawPointer, length: Int, interface: UInt16) -> Bool {
+        guard count < capacity, length >= 0, length <= slotSize - headroom else { return false }
+        unsafe storage.baseAddress!.advanced(by: count * slotSize + headroom).copyMemory(from: bytes, byteCount: length)
+        descriptors[count] = FrameDescriptor(bounds: FrameBounds(start: headroom, length: length), interface: interface, verdict: .pass)
+        count += 1
+        return true
+    }
+
+    /// Where frame `i` starts now (it may have grown into the headroom).
+    @unsafe
+    public func unsafeFrameAddress(_ i: Int) -> UnsafeRawPointer {
+        precondition(i >= 0 && i < count)
+        return unsafe UnsafeRawPointer(storage.baseAddress!.advanced(by: i * slotSize + descriptors[i].bounds.start))
+    }
 }

@@ -4,6 +4,8 @@ import Dispatch
 import Glibc
 #endif
 import LVSControl
+import LVSCore
+import LVSLinux
 import Logging
 
 @main
@@ -22,6 +24,12 @@ struct LVSD: ParsableCommand {
     @Option(help: ArgumentHelp("A keepalived.conf whose virtual_server blocks to load; repeatable.", valueName: "file"))
     var keepalived: [String] = []
 
+    @Option(help: ArgumentHelp("An interface to serve (AF_PACKET); repeatable. Without one lvsd runs its tables only.", valueName: "name"))
+    var interface: [String] = []
+
+    @Option(help: "Worker threads; more than one spreads flows by hash (DR and TUN; NAT and FULLNAT replies need one).")
+    var workers = 1
+
     @Option(help: "Connections the table holds (56 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
@@ -36,7 +44,26 @@ struct LVSD: ParsableCommand {
             return h
         }
         let logger = Logger(label: "lvsd")
-        let plane = ControlPlane(capacity: connectionTableSize, sources: ConfigurationSources(rules: rules, keepalived: keepalived), logger: logger)
+        var base = DirectorConfiguration()
+        var kernel = KernelView()
+        if !interface.isEmpty {
+            do {
+                kernel = try KernelView.read()
+                base = try kernel.configuration(serving: interface)
+            } catch {
+                logger.critical("cannot learn the interfaces from the kernel: \(error)")
+                throw ExitCode(1)
+            }
+            for i in base.interfaces {
+                logger.info("serving interface", metadata: ["index": "\(i.index)", "mac": "\(i.mac)", "ipv4": "\(i.ipv4.map(\.description) ?? "-")",
+                                                           "ipv6": "\(i.ipv6.map(\.description) ?? "-")", "mtu": "\(i.mtu)"])
+            }
+            for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] where Self.readFlag(path) {
+                logger.warning("\(path) is 1: the kernel forwards the frames lvsd forwards too; set it to 0 in the director's namespace")
+            }
+        }
+        let plane = ControlPlane(capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
+                                 base: base, logger: logger)
         do {
             try plane.reload()
         } catch {
@@ -51,7 +78,21 @@ struct LVSD: ParsableCommand {
             throw ExitCode(1)
         }
         server.start()
-        logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)"])
+        var dataPlane: DataPlane? = nil
+        if !base.interfaces.isEmpty {
+            let served = Set(base.interfaces.map { Int($0.index) })
+            for n in kernel.neighbours where served.contains(n.index) {
+                for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
+            }
+            let dp = DataPlane(plane: plane, interfaces: base.interfaces, logger: logger)
+            do { try dp.start() } catch {
+                logger.critical("cannot start the data plane: \(error)")
+                server.stop()
+                throw ExitCode(1)
+            }
+            dataPlane = dp
+        }
+        logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)"])
 
         let stop = DispatchSemaphore(value: 0)
         let signals = DispatchQueue(label: "lvsd.signals")
@@ -78,8 +119,15 @@ struct LVSD: ParsableCommand {
 
         stop.wait()
         timer.cancel()
+        dataPlane?.stop()
         server.stop()
         logger.info("stopped")
         _ = sources
+    }
+
+    static func readFlag(_ path: String) -> Bool {
+        guard let f = fopen(path, "r") else { return false }
+        defer { fclose(f) }
+        return fgetc(f) == Int32(UInt8(ascii: "1"))
     }
 }

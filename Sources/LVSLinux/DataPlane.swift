@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLVSLinux
+import LVSControl
+import LVSCore
+import LVSPacket
+import Logging
+import Synchronization
+
+/// The AF_PACKET data plane: per worker, one TPACKET_V3 receive ring per
+/// interface (a PACKET_FANOUT_HASH group spreads flows when there are
+/// several workers), frames copied into the worker's batch arena, run
+/// through its engine's `Director` under one lock per batch, and sent with
+/// one sendmmsg per interface per batch. An idle worker sleeps in poll.
+public final class DataPlane: Sendable {
+    let plane: ControlPlane
+    let interfaces: [InterfaceConfiguration]
+    let logger: Logger
+    let running = Atomic<Bool>(true)
+    let workers: Mutex<[Worker]> = Mutex([])
+
+    public init(plane: ControlPlane, interfaces: [InterfaceConfiguration], logger: Logger) {
+        self.plane = plane
+        self.interfaces = interfaces
+        self.logger = logger
+    }
+
+    public struct Failure: Error, CustomStringConvertible { public var description: String }
+
+    /// Opens every ring, then starts the workers.
+    public func start() throws(Failure) {
+        var made: [Worker] = []
+        let fanout = plane.engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
+        for (w, engine) in plane.engines.enumerated() {
+            let worker = Worker(index: w, engine: engine, running: running, logger: logger)
+            for iface in interfaces {
+                let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
+                let rc = lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index))
+                guard rc == 0 else {
+                    ring.deallocate()
+                    for m in made { m.close() }
+                    worker.close()
+                    throw Failure(description: "AF_PACKET ring on interface \(iface.index): \(String(cString: strerror(-rc)))")
+                }
+                worker.rings.append(ring)
+                worker.ringInterface.append(iface.index)
+            }
+            made.append(worker)
+        }
+        workers.withLock { $0 = made }
+        for w in made { w.start() }
+    }
+
+    public func stop() {
+        running.store(false, ordering: .relaxed)
+        let all = workers.withLock { $0 }
+        for w in all { w.join(); w.close() }
+    }
+}
+
+/// One worker thread and what it owns.
+final class Worker: @unchecked Sendable {
+    let index: Int
+    let engine: Engine
+    let running: Atomic<Bool>
+    let logger: Logger
+    var rings: [UnsafeMutablePointer<lvs_ring>] = []
+    var ringInterface: [UInt16] = []
+    var batch = FrameBatch(capacity: 64)
+    var thread = pthread_t()
+    var announced: Set<IPAddress> = []
+    /// Reused per batch: frames and lengths for sendmmsg.
+    var frames = [UnsafePointer<UInt8>?](repeating: nil, count: 64)
+    var lengths = [UInt32](repeating: 0, count: 64)
+
+    init(index: Int, engine: Engine, running: borrowing Atomic<Bool>, logger: Logger) {
+        self.index = index
+        self.engine = engine
+        self.running = Atomic(true)
+        self.logger = logger
+        _ = running
+    }
+
+    var stopped: Bool { !running.load(ordering: .relaxed) }
+
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        pthread_create(&thread, nil, { arg in
+            let w = Unmanaged<Worker>.fromOpaque(arg!).takeRetainedValue()
+            w.run()
+            return nil
+        }, box.toOpaque())
+    }
+
+    func join() {
+        running.store(false, ordering: .relaxed)
+        pthread_join(thread, nil)
+    }
+
+    func close() {
+        for r in rings { lvs_ring_close(r); r.deallocate() }
+        rings = []
+    }
+
+    func run() {
+        var lastHousekeeping: UInt64 = 0
+        while !stopped {
+            var busy = false
+            for r in rings.indices {
+                // At most a few blocks per ring per round, so that one busy interface cannot starve the others.
+                for _ in 0..<4 {
+                    var count: UInt32 = 0
+                    guard let first = lvs_ring_block(rings[r], &count) else { break }
+                    busy = true
+                    var frame: UnsafeMutableRawPointer? = first
+                    for _ in 0..<count {
+                        guard let f = frame else { break }
+                        var length: UInt32 = 0
+                        var next: UnsafeMutableRawPointer? = nil
+                        let data = lvs_ring_frame(f, &length, &next)!
+                        if batch.count == batch.capacity { flush() }
+                        _ = batch.append(unsafe: UnsafeRawPointer(data), length: Int(length), interface: ringInterface[r])
+                        frame = next
+                    }
+                    lvs_ring_release(rings[r])
+                }
+            }
+            if batch.count > 0 { flush() }
+            let now = ControlPlane.now()
+            if now &- lastHousekeeping >= 100 {
+                lastHousekeeping = now
+                housekeeping(now: now)
+            }
+            if !busy {
+                rings.withUnsafeBufferPointer { p in
+                    p.withMemoryRebound(to: UnsafeMutablePointer<lvs_ring>?.self) { q in
+                        _ = lvs_ring_wait(q.baseAddress, UInt32(q.count), 50)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the batch through the engine and sends what it says to send.
+    func flush() {
+        let now = ControlPlane.now()
+        engine.director.withLock { d in d.process(&batch, now: now) }
+        transmit()
+    }
+
+    func transmit() {
+        for r in rings.indices {
+            let iface = ringInterface[r]
+            var n = 0
+            for i in 0..<batch.count {
+                guard case .transmit(let out) = batch.descriptors[i].verdict, out == iface else { continue }
+                frames[n] = batch.unsafeFrameAddress(i).assumingMemoryBound(to: UInt8.self)
+                lengths[n] = UInt32(batch.descriptors[i].bounds.length)
+                n += 1
+            }
+            guard n > 0 else { continue }
+            let sent = frames.withUnsafeBufferPointer { f in
+                lengths.withUnsafeBufferPointer { l in lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n)) }
+            }
+            if sent < 0 { logger.debug("send on \(iface): \(String(cString: strerror(-sent)))") }
+        }
+        batch.removeAll()
+    }
+
+    /// Asks for unresolved next hops and announces newly owned addresses.
+    func housekeeping(now: UInt64) {
+        let ifaces = Set(ringInterface)
+        let owned: [IPAddress] = engine.director.withLock { d in
+            while batch.count < batch.capacity {
+                let queued = batch.emit { span, bounds in d.solicitNextHop(&span, frame: &bounds, now: now) }
+                if !queued { break }
+            }
+            return d.ownedAddresses
+        }
+        let fresh = owned.filter { !announced.contains($0) }
+        if !fresh.isEmpty {
+            engine.director.withLock { d in
+                for a in fresh {
+                    for iface in ifaces where batch.count < batch.capacity {
+                        _ = batch.emit { span, bounds in d.announce(&span, frame: &bounds, address: a, interface: iface) ? iface : nil }
+                    }
+                }
+            }
+            logger.info("announcing", metadata: ["addresses": "\(fresh.map(\.description).joined(separator: ","))", "worker": "\(index)"])
+        }
+        announced = Set(owned)
+        if batch.count > 0 { transmit() }
+    }
+}
