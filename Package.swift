@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "LVSControl", targets: ["LVSControl"]),
         .executable(name: "lvsd", targets: ["lvsd"]),
         .executable(name: "lvsadm", targets: ["lvsadm"]),
+        .executable(name: "lvs-realserver", targets: ["lvs-realserver"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,11 +27,17 @@ let package = Package(
         .target(name: "LVSControl", dependencies: ["LVSCore", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
         // The Linux data plane: AF_PACKET rings, netlink, worker threads.
         .target(name: "LVSLinux", dependencies: ["LVSControl", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
+        // The real server's side: TOA, tunnel decapsulation.
+        .target(name: "LVSRealServer", dependencies: ["LVSPacket"]),
+        .executableTarget(name: "lvs-realserver", dependencies: ["LVSRealServer", "CLVSLinux",
+                                                                 .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // C only where Swift cannot import a header.
         .target(name: "CLVSLinux"),
         .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                        .product(name: "Logging", package: "swift-log")]),
-        .executableTarget(name: "lvsadm", dependencies: ["LVSControl"]),
+        .executableTarget(name: "lvsadm", dependencies: ["LVSControl", "LVSLab"]),
+        // Namespaces, veths and processes for the demo and the end-to-end tests.
+        .target(name: "LVSLab"),
         // libFuzzer entry point: swift build -c release -Xswiftc -sanitize=fuzzer,address --product lvs-fuzz-director
         .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore"], path: "Sources/LVSFuzz"),
         // Builds test frames with checksums computed independently of LVSPacket.
@@ -38,5 +45,6 @@ let package = Package(
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
         .testTarget(name: "LVSControlTests", dependencies: ["LVSControl"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LVSLab", "LVSRealServer"]),
     ]
 )

@@ -201,3 +201,17 @@ int lvs_tun_open(const char *name) {
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); return -e; }
     return fd;
 }
+
+int lvs_packet_socket(int ifindex) {
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    if (fd < 0) return -errno;
+    if (ifindex > 0) {
+        struct sockaddr_ll sll;
+        memset(&sll, 0, sizeof(sll));
+        sll.sll_family = AF_PACKET;
+        sll.sll_protocol = htons(ETH_P_ALL);
+        sll.sll_ifindex = ifindex;
+        if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) { int e = errno; close(fd); return -e; }
+    }
+    return fd;
+}

@@ -31,6 +31,9 @@ public struct ServiceRuntime: Sendable {
     public var counters = Counters()
     var counterSlot = 0
     var slotByKey: [RealServerKey: Int] = [:]
+    /// Deleted (`-D`, `-C`): its connections drain; added again, it starts
+    /// with zeroed counters, as a new kernel service would.
+    var deleted = false
 }
 
 struct ServiceLookupKey<A: IPAddressProtocol>: Hashable {
@@ -169,6 +172,10 @@ public struct Director: Sendable {
         for svc in c.services {
             wanted.insert(svc.key)
             if let i = shared.serviceByKey[svc.key] {
+                if shared.services[i].deleted {
+                    shared.services[i].deleted = false
+                    zeroCounters(svc.key)
+                }
                 update(service: i, svc)
             } else {
                 let i = shared.services.count
@@ -183,6 +190,7 @@ public struct Director: Sendable {
         // drain as the kernel's do after -D (dropped until they expire).
         for (key, i) in shared.serviceByKey where !wanted.contains(key) {
             var rt = shared.services[i]
+            rt.deleted = true
             rt.configuration.realServers = []
             rt.configuration.localAddresses = []
             shared.services[i] = rt

@@ -45,6 +45,9 @@ unsigned lvs_ring_drops(lvs_ring *ring);
 /// into `buffer`: the raw messages, or -errno.
 long lvs_netlink_dump(unsigned short type, unsigned char family, unsigned char *buffer, size_t capacity);
 
+/// A plain AF_PACKET socket for every protocol, bound to `ifindex` (0: all); the fd or -errno.
+int lvs_packet_socket(int ifindex);
+
 /// Opens a TUN device (IFF_TUN | IFF_NO_PI) named `name`; the fd or -errno.
 int lvs_tun_open(const char *name);
 

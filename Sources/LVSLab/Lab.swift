@@ -1,0 +1,263 @@
+import Foundation
+
+/// A test network in namespaces, as the seed's diagrams draw it: a client,
+/// a router, and on the router's LAN (a bridge) the director and three real
+/// servers. Addresses come from 198.18.0.0/15 and 2001:db8::/32 only, and no
+/// route leads out. Everything it makes it removes again, and it kills only
+/// the processes it started.
+///
+///     client 198.18.0.100 ── router ── LAN 198.19.0.0/24 ── director 198.19.0.1 (lvsd)
+///     2001:db8::100          .254/.254 2001:db8:1::/64     ├─ rs1 198.19.0.11
+///                                                          ├─ rs2 198.19.0.12
+///                                                          └─ rs3 198.19.0.13
+public final class Lab: @unchecked Sendable {
+    public static let vip = "198.19.0.10"
+    public static let vip6 = "2001:db8:1::10"
+    public static let lip = "198.19.0.100"
+    public static let lip6 = "2001:db8:1::100"
+    public static let client = "198.18.0.100"
+    public static let client6 = "2001:db8::100"
+    public static let director = "198.19.0.1"
+    public static let director6 = "2001:db8:1::1"
+    public static let router = "198.19.0.254"
+    public static let router6 = "2001:db8:1::fe"
+    public static func real(_ i: Int) -> String { "198.19.0.1\(i)" }
+    public static func real6(_ i: Int) -> String { "2001:db8:1::1\(i)" }
+
+    public let prefix: String
+    public let directory: URL
+    /// Where lvsd, lvsadm and lvs-realserver are.
+    public let bin: URL
+    public let servers: Int
+    var started: [Process] = []
+    public private(set) var socket: String
+    let log: (String) -> Void
+
+    public struct Failure: Error, CustomStringConvertible { public var description: String }
+
+    public func ns(_ role: String) -> String { prefix + role }
+
+    /// Builds the network. `prefix` keeps names apart (tests use one each).
+    public init(prefix: String, bin: URL, servers: Int = 3, log: @escaping (String) -> Void = { _ in }) throws {
+        self.prefix = prefix
+        self.bin = bin
+        self.servers = servers
+        self.log = log
+        directory = URL(fileURLWithPath: "/tmp/lvs-lab-\(prefix)-\(getpid())")
+        socket = directory.appendingPathComponent("lvsd.sock").path
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        Self.removeNamespaces(prefix: prefix, servers: servers)
+        do { try build() } catch { teardown(); throw error }
+    }
+
+    static func removeNamespaces(prefix: String, servers: Int) {
+        for role in ["c", "rt", "d"] + (1...servers).map({ "r\($0)" }) { _ = try? Self.exec(["ip", "netns", "del", prefix + role], check: false) }
+    }
+
+    func build() throws {
+        let roles = ["c", "rt", "d"] + (1...servers).map { "r\($0)" }
+        for r in roles {
+            try ip("netns", "add", ns(r))
+            try inside(r, "ip", "link", "set", "lo", "up")
+        }
+        // Client and router.
+        try ip("link", "add", ns("c0"), "netns", ns("c"), "type", "veth", "peer", "name", ns("rc"), "netns", ns("rt"))
+        try address("c", ns("c0"), Self.client + "/24", Self.client6 + "/64")
+        try inside("c", "ip", "route", "add", "default", "via", "198.18.0.254")
+        try inside("c", "ip", "-6", "route", "add", "default", "via", "2001:db8::fe")
+        try address("rt", ns("rc"), "198.18.0.254/24", "2001:db8::fe/64")
+        try inside("rt", "ip", "link", "add", "br0", "type", "bridge")
+        try address("rt", "br0", Self.router + "/24", Self.router6 + "/64")
+        try sysctl("rt", "net.ipv4.ip_forward", "1")
+        try sysctl("rt", "net.ipv6.conf.all.forwarding", "1")
+        // Director: the kernel must not forward what lvsd forwards.
+        try ip("link", "add", ns("d0"), "netns", ns("d"), "type", "veth", "peer", "name", ns("bd"), "netns", ns("rt"))
+        try inside("rt", "ip", "link", "set", ns("bd"), "master", "br0", "up")
+        try address("d", ns("d0"), Self.director + "/24", Self.director6 + "/64")
+        try inside("d", "ip", "route", "add", "default", "via", Self.router)
+        try inside("d", "ip", "-6", "route", "add", "default", "via", Self.router6)
+        try sysctl("d", "net.ipv4.ip_forward", "0")
+        try sysctl("d", "net.ipv6.conf.all.forwarding", "0")
+        for i in 1...servers {
+            try ip("link", "add", ns("r\(i)"), "netns", ns("r\(i)"), "type", "veth", "peer", "name", ns("b\(i)"), "netns", ns("rt"))
+            try inside("rt", "ip", "link", "set", ns("b\(i)"), "master", "br0", "up")
+            try address("r\(i)", ns("r\(i)"), Self.real(i) + "/24", Self.real6(i) + "/64")
+        }
+        try gateway(viaDirector: true)
+        // A raw socket sees what the wire carries only with the offloads off
+        // (no oversized segments, no half-done checksums).
+        for r in roles {
+            let links = try inside(r, "ip", "-o", "link", "show", "type", "veth").split(separator: "\n")
+                .compactMap { $0.split(separator: ":").dropFirst().first?.split(separator: "@").first.map { String($0).trimmingCharacters(in: .whitespaces) } }
+            for l in links + (r == "rt" ? ["br0"] : []) {
+                _ = try? inside(r, "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
+            }
+        }
+        // TIME_WAIT would otherwise run out of ports with a new connection per request.
+        try sysctl("c", "net.ipv4.tcp_tw_reuse", "1")
+        try sysctl("c", "net.ipv4.ip_local_port_range", "10000 65000")
+    }
+
+    func address(_ role: String, _ link: String, _ v4: String, _ v6: String) throws {
+        try inside(role, "ip", "addr", "add", v4, "dev", link)
+        try inside(role, "ip", "-6", "addr", "add", v6, "dev", link, "nodad")
+        try inside(role, "ip", "link", "set", link, "up")
+    }
+
+    func sysctl(_ role: String, _ key: String, _ value: String) throws {
+        try inside(role, "sysctl", "-qw", "\(key)=\(value)")
+    }
+
+    /// NAT needs the real servers' replies to come back through the
+    /// director; DR, TUN and FULLNAT do not.
+    public func gateway(viaDirector: Bool) throws {
+        for i in 1...servers {
+            try inside("r\(i)", "ip", "route", "replace", "default", "via", viaDirector ? Self.director : Self.router)
+            try inside("r\(i)", "ip", "-6", "route", "replace", "default", "via", viaDirector ? Self.director6 : Self.router6)
+        }
+    }
+
+    // MARK: running things
+
+    @discardableResult
+    static func exec(_ args: [String], input: String? = nil, check: Bool = true) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        if let input {
+            let inp = Pipe()
+            p.standardInput = inp
+            try p.run()
+            inp.fileHandleForWriting.write(Data(input.utf8))
+            try inp.fileHandleForWriting.close()
+        } else {
+            p.standardInput = FileHandle.nullDevice
+            try p.run()
+        }
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if check && p.terminationStatus != 0 {
+            throw Failure(description: "\(args.joined(separator: " ")): status \(p.terminationStatus): \(String(decoding: e, as: UTF8.self))")
+        }
+        return String(decoding: o, as: UTF8.self) + (check ? "" : String(decoding: e, as: UTF8.self))
+    }
+
+    @discardableResult
+    func ip(_ args: String...) throws -> String { try Self.exec(["ip"] + args) }
+
+    /// Runs a command in a namespace and returns its output.
+    @discardableResult
+    public func inside(_ role: String, _ args: String..., input: String? = nil, check: Bool = true) throws -> String {
+        try Self.exec(["ip", "netns", "exec", ns(role)] + args, input: input, check: check)
+    }
+
+    @discardableResult
+    public func inside(_ role: String, arguments: [String], input: String? = nil, check: Bool = true) throws -> String {
+        try Self.exec(["ip", "netns", "exec", ns(role)] + arguments, input: input, check: check)
+    }
+
+    /// Starts a long-running process in a namespace; it is killed at teardown.
+    @discardableResult
+    public func start(_ role: String, _ args: [String], logName: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["ip", "netns", "exec", ns(role)] + args
+        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+        let logURL = directory.appendingPathComponent(logName + ".log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logURL)
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        started.append(p)
+        return p
+    }
+
+    public func logText(_ name: String) -> String {
+        (try? String(contentsOf: directory.appendingPathComponent(name + ".log"), encoding: .utf8)) ?? ""
+    }
+
+    /// lvsd on the director's LAN interface.
+    public func startDirector(extra: [String] = []) throws {
+        try start("d", [bin.appendingPathComponent("lvsd").path, "--socket", socket, "--interface", ns("d0"),
+                        "--connection-table-size", "65536"] + extra, logName: "lvsd")
+        for _ in 0..<250 {
+            if FileManager.default.fileExists(atPath: socket) { return }
+            usleep(20_000)
+        }
+        throw Failure(description: "lvsd did not start: \(logText("lvsd"))")
+    }
+
+    /// lvsadm against this lab's lvsd; throws with its message on failure.
+    @discardableResult
+    public func lvsadm(_ line: String, input: String? = nil) throws -> String {
+        try Self.exec([bin.appendingPathComponent("lvsadm").path, "--socket", socket] + line.split(separator: " ").map(String.init), input: input)
+    }
+
+    /// nginx on every real server: ports 80 and 8080, answering its name and
+    /// the peer it sees.
+    public func startNginx() throws {
+        for i in 1...servers {
+            let dir = directory.appendingPathComponent("nginx\(i)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let conf = """
+                user root;
+                worker_processes 1;
+                daemon off;
+                pid \(dir.path)/nginx.pid;
+                error_log \(dir.path)/error.log;
+                events { worker_connections 4096; }
+                http {
+                  access_log off;
+                  keepalive_timeout 0;
+                  server {
+                    listen 80 reuseport; listen 8080; listen [::]:80; listen [::]:8080;
+                    location / { return 200 "rs\(i) $remote_addr $remote_port\\n"; }
+                  }
+                }
+                """
+            try conf.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
+            try start("r\(i)", ["nginx", "-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path], logName: "nginx\(i)")
+        }
+        for i in 1...servers {
+            var up = false
+            for _ in 0..<100 where !up {
+                up = (try? inside("r\(i)", "ss", "-ltn", check: false))?.contains(":8080") ?? false
+                if !up { usleep(20_000) }
+            }
+            guard up else { throw Failure(description: "nginx on rs\(i) did not start: \(logText("nginx\(i)"))") }
+        }
+    }
+
+    /// `lvs-realserver` in a real server's namespace, kept running.
+    public func startRealServerTool(_ i: Int, _ args: [String], logName: String) throws {
+        try start("r\(i)", [bin.appendingPathComponent("lvs-realserver").path] + args, logName: logName)
+    }
+
+    /// `count` HTTP requests from the client, each on a new connection, in
+    /// one curl; the bodies, one per line.
+    public func requests(_ url: String, count: Int, timeout: Int = 5) throws -> [String] {
+        let urls = Array(repeating: url, count: count)
+        let out = try inside("c", arguments: ["curl", "-sS", "-g", "--max-time", String(timeout * 10), "--connect-timeout", String(timeout),
+                                              "-H", "Connection: close"] + urls.flatMap { [$0] })
+        return out.split(separator: "\n").map(String.init)
+    }
+
+    public func teardown() {
+        for p in started where p.isRunning { kill(p.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(3)
+        for p in started {
+            while p.isRunning && Date() < deadline { usleep(10_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        }
+        started = []
+        Self.removeNamespaces(prefix: prefix, servers: servers)
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
