@@ -145,7 +145,7 @@ public struct KeepalivedConfiguration: Sendable {
                 if w == "{" {
                     guard let c = current else {
                         // `{` alone on its line opens the block of the previous statement.
-                        guard var last = stack[stack.count - 1].children.popLast() else {
+                        guard let last = stack[stack.count - 1].children.popLast() else {
                             throw ConfigurationError(file: file, line: lineNo, message: "'{' without a keyword")
                         }
                         stack.append(last)

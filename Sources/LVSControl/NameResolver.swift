@@ -53,7 +53,7 @@ public enum NameResolver {
             }
         }
         guard rc == 0 else { return nil }
-        return String(cString: host)
+        return String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public static func name(ofPort port: UInt16, proto: TransportProtocol) -> String? {

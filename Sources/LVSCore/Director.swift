@@ -63,6 +63,8 @@ public struct DirectorShared: Sendable {
     /// TOA insertions that did not fit; the packet went on without TOA.
     public var toaFailures: UInt64 = 0
     public var toaInserted: UInt64 = 0
+    /// ICMP errors lvsd generated (fragmentation needed).
+    public var icmpSent: UInt64 = 0
     var nextIdentification: UInt16 = 1
 
     /// Counts a packet for the totals, its service and its real server, as
@@ -253,7 +255,11 @@ public struct Director: Sendable {
 
     /// Records a neighbour's MAC (from netlink or ARP/ND).
     public mutating func learnNeighbour(_ address: IPAddress, mac: MACAddress) {
-        if let s = shared.neighbourByAddress[address] ?? shared.neighbourSlot(for: address) {
+        // Only a next hop's own MAC: an address behind a gateway must not
+        // overwrite the gateway's slot.
+        var slot = shared.neighbourByAddress[address]
+        if slot == nil, let (hop, _) = shared.nextHop(for: address), hop == address { slot = shared.neighbourSlot(for: address) }
+        if let s = slot {
             shared.neighbours[Int(s)].mac = mac
             shared.neighbours[Int(s)].resolved = true
         }
@@ -460,5 +466,33 @@ enum NeighbourDiscovery {
         let sum = InternetChecksum.sum(b.span, from: icmp, count: 32,
                                        initial: InternetChecksum.pseudoHeaderSum(source: source, destination: destination, protocol: IPProtocolNumber.icmpv6, length: 32))
         b.setBE16(InternetChecksum.finish(sum), at: icmp + 2)
+    }
+}
+
+/// ICMP errors lvsd sends itself.
+enum ICMPWriter {
+    /// Turns an IPv4 packet into "fragmentation needed" (type 3, code 4)
+    /// quoting its header and first 8 bytes, sent back to the hop it came
+    /// from, from the address it was sent to.
+    static func fragmentationNeeded(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, mtu: Int, from mac: MACAddress) {
+        let s = f.start
+        let previousHop = MACAddress(b.span, at: s &+ 6)
+        let client = IPv4Address(b.span, at: p.sourceAddressOffset), vip = IPv4Address(b.span, at: p.destinationAddressOffset)
+        let ihl = Int(b[p.l3Offset] & 0x0F) &* 4
+        let quoted = min(ihl &+ 8, p.ipEnd &- p.l3Offset)
+        b.moveBytes(from: p.l3Offset, to: s &+ 42, count: quoted)
+        PacketRewriter.setMACs(&b, frameStart: s, destination: previousHop, source: mac)
+        b.setBE16(EtherType.ipv4, at: s &+ 12)
+        let ip = s &+ 14, icmp = s &+ 34
+        b.setBE32(0x4500_0000 | UInt32(28 &+ quoted), at: ip)
+        b.setBE32(0x0000_4000, at: ip &+ 4)
+        b.setBE32(0x4001_0000, at: ip &+ 8)  // TTL 64, ICMP, checksum 0 for now
+        vip.store(&b, at: ip &+ 12)
+        client.store(&b, at: ip &+ 16)
+        b.setBE16(InternetChecksum.finish(InternetChecksum.sum(b.span, from: ip, count: 20)), at: ip &+ 10)
+        b.setBE32(0x0304_0000, at: icmp)
+        b.setBE32(UInt32(truncatingIfNeeded: mtu) & 0xFFFF, at: icmp &+ 4)
+        b.setBE16(InternetChecksum.finish(InternetChecksum.sum(b.span, from: icmp, count: 8 &+ quoted)), at: icmp &+ 2)
+        f.length = 42 &+ quoted
     }
 }

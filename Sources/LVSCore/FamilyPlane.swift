@@ -335,15 +335,25 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         case .directRouting, .local:
             break
         case .tunnel:
-            return tunnel(&b, &f, &p, dest: dest, shared: &shared)
+            return tunnel(&b, &f, &p, dest: dest, interface: interface, shared: &shared)
         }
         return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
     }
 
-    mutating func tunnel(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState, shared: inout DirectorShared) -> Verdict {
+    mutating func tunnel(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState,
+                         interface: UInt16, shared: inout DirectorShared) -> Verdict {
         let flowHash = UInt32(truncatingIfNeeded: A(b.span, at: p.sourceAddressOffset).folded ^ UInt64(p.sourcePort) &* 0x9E37_79B9)
         let gue = dest.tunnel.type == .gue ? GUEOptions(port: dest.tunnel.port, checksum: dest.tunnel.checksum != .none) : nil
         guard let iface = shared.interface(dest.interface) else { return shared.drop(.noRoute) }
+        let overhead = (dest.address.isIPv6 ? HeaderLength.ipv6 : HeaderLength.ipv4) &+ (gue != nil ? HeaderLength.udp &+ HeaderLength.gue : 0)
+        if p.ipEnd &- p.l3Offset &+ overhead > iface.mtu {
+            // As ip_vs_tunnel_xmit: a packet that may not be fragmented gets
+            // "fragmentation needed" with the MTU left inside the tunnel.
+            guard p.isIPv4, b[p.l3Offset &+ 6] & 0x40 != 0, let back = shared.interface(interface) else { return shared.drop(.edit(.exceedsMTU)) }
+            shared.icmpSent &+= 1
+            ICMPWriter.fragmentationNeeded(&b, &f, p, mtu: iface.mtu &- overhead, from: back.mac)
+            return .transmit(interface: interface)
+        }
         shared.nextIdentification &+= 1
         do {
             switch dest.address {
@@ -447,7 +457,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 rewriteQuoted(&b, p, q, source: c.real, sourcePort: c.realPort,
                               destination: natted ? c.local : nil, destinationPort: natted ? c.localPort : nil)
             case .tunnel:
-                return tunnel(&b, &f, &p, dest: dest, shared: &shared)
+                return tunnel(&b, &f, &p, dest: dest, interface: 0, shared: &shared)
             case .directRouting, .local:
                 break
             }

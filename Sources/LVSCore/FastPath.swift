@@ -17,8 +17,9 @@ extension Director {
     mutating func fastPath(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, now: UInt64) -> Verdict? {
         let s = f.start, frameLength = f.length
         guard s >= 0, s <= b.count &- Self.window, frameLength >= 42, frameLength <= b.count &- s else { return nil }
-        var raw = b.mutableBytes
-        var h = raw.extracting(s ..< s &+ Self.window)
+        // `unsafe` because raw writes could break a typed element; these are bytes.
+        var raw = unsafe b.mutableBytes
+        var h = raw._mutatingExtracting(s ..< s &+ Self.window)
         guard h.be16(at: 12) == EtherType.ipv4, h.byte(at: 14) == 0x45 else { return nil }
         let total = Int(h.be16(at: 16))
         let ttl = h.byte(at: 22), proto = h.byte(at: 23)

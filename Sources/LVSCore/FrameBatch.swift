@@ -9,6 +9,7 @@ public struct FrameDescriptor: Sendable {
 /// A batch of frames in one preallocated arena of fixed-size slots, each with
 /// headroom for encapsulation and TOA. The I/O backend fills it, `Director`
 /// rewrites it in place. This is the one place the core touches raw memory.
+@safe
 public struct FrameBatch: ~Copyable {
     let storage: UnsafeMutableRawBufferPointer
     public let slotSize: Int
@@ -22,7 +23,7 @@ public struct FrameBatch: ~Copyable {
         self.capacity = capacity
         self.slotSize = slotSize
         self.headroom = headroom
-        storage = unsafe UnsafeMutableRawBufferPointer.allocate(byteCount: capacity * slotSize, alignment: 64)
+        unsafe storage = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity * slotSize, alignment: 64)
         unsafe storage.initializeMemory(as: UInt8.self, repeating: 0)
         descriptors = [FrameDescriptor](repeating: FrameDescriptor(bounds: FrameBounds(start: headroom, length: 0), interface: 0, verdict: .pass), count: capacity)
     }

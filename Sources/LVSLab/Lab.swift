@@ -218,7 +218,7 @@ public final class Lab: @unchecked Sendable {
                   keepalive_timeout 0;
                   server {
                     listen 80 reuseport; listen 8080; listen [::]:80; listen [::]:8080;
-                    location / { return 200 "rs\(i) $remote_addr $remote_port\\n"; }
+                    location / { return 200 "rs\(i) $remote_addr $remote_port $server_port\\n"; }
                   }
                 }
                 """

@@ -34,19 +34,19 @@ extension MutableSpan where Element == UInt8 {
 
     @inlinable @inline(__always)
     public mutating func setBE16(_ value: UInt16, at offset: Int) {
-        var raw = mutableBytes
+        var raw = unsafe mutableBytes  // bytes into bytes: no element can be broken
         raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
     @inlinable @inline(__always)
     public mutating func setBE32(_ value: UInt32, at offset: Int) {
-        var raw = mutableBytes
+        var raw = unsafe mutableBytes  // bytes into bytes: no element can be broken
         raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
     @inlinable @inline(__always)
     public mutating func setBE64(_ value: UInt64, at offset: Int) {
-        var raw = mutableBytes
+        var raw = unsafe mutableBytes  // bytes into bytes: no element can be broken
         raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 
