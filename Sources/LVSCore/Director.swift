@@ -36,7 +36,7 @@ public struct ServiceRuntime: Sendable {
     var deleted = false
 }
 
-struct ServiceLookupKey<A: IPAddressProtocol>: Hashable {
+struct ServiceLookupKey<A: IPAddressProtocol>: Hashable, Sendable {
     var proto: UInt8
     var address: A
     var port: UInt16
@@ -48,7 +48,7 @@ public struct DirectorShared: Sendable {
     var serviceByKey: [ServiceKey: Int] = [:]
     var markServices: [UInt32: Int] = [:]
     public var neighbours: [Neighbour] = []
-    var neighbourByAddress: [IPAddress: UInt32] = [:]
+    var neighbourByAddress = FlatMap<IPAddress, UInt32>()
     var interfaces: [InterfaceConfiguration] = []
     var routes: [Route] = []
     var markRules: [FirewallMarkRule] = []

@@ -16,7 +16,7 @@ struct FragmentEntry<A: IPAddressProtocol>: Sendable {
 /// address, owned addresses and FULLNAT pools.
 public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     public var table: ConnectionTable<A>
-    var services: [ServiceLookupKey<A>: Int] = [:]
+    var services = FlatMap<ServiceLookupKey<A>, Int>()
     /// VIPs and LIPs: answered for ARP/ND, never passed to the kernel.
     public internal(set) var owned: Set<A> = []
     var pools: [Int: FullNATPortPool<A>] = [:]
@@ -42,7 +42,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     }
 
     mutating func rebuild(shared: inout DirectorShared, wanted: Set<ServiceKey>) {
-        services = [:]
+        services = FlatMap()
         owned = []
         servicesSeeReplies = false
         for (key, i) in shared.serviceByKey where wanted.contains(key) {
@@ -126,18 +126,19 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
             return shared.drop(.notSYN)
         }
-        let config = shared.services[service].configuration
+        // Field by field: copying the configuration would retain its arrays.
+        let key = shared.services[service].configuration.key
         let isMark: Bool
-        if case .firewallMark = config.key { isMark = true } else { isMark = false }
+        if case .firewallMark = key { isMark = true } else { isMark = false }
         var template: Int? = nil
         var slot: Int
-        if let persistence = config.persistence {
+        if let persistence = shared.services[service].configuration.persistence {
             // Template key: <proto, client network, 0, vaddr, vport>; fwmark
             // services use the mark and port 0, port-0 services port 0.
-            let network = src.masked(prefixLength: config.persistenceNetmask)
-            let markAddress = isMark ? Self.markAddress(config.key) : dst
+            let network = src.masked(prefixLength: shared.services[service].configuration.persistenceNetmask)
+            let markAddress = isMark ? Self.markAddress(key) : dst
             let templateProto: UInt8 = isMark ? 0xFF : proto
-            let vport: UInt16 = isMark || Self.servicePort(config.key) == 0 || p.destinationPort == 21 ? 0 : p.destinationPort
+            let vport: UInt16 = isMark || Self.servicePort(key) == 0 || p.destinationPort == 21 ? 0 : p.destinationPort
             let tproto = ConnectionTable<A>.key(proto: templateProto, template: true)
             if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport), table[t].expires > now,
                templateValid(table[t], shared: shared) {
@@ -189,12 +190,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             c.localPort = p.sourcePort
             c.flags.insert(.replyIndexed)
         case .fullNAT:
-            guard let r = Self.address(dest.address), var pool = pools[service] else { return shared.drop(.fullNATPortsExhausted) }
-            guard let (lip, lport) = pool.allocate(real: r, port: c.realPort) else {
-                pools[service] = pool
-                return shared.drop(.fullNATPortsExhausted)
-            }
-            pools[service] = pool
+            // In place: a copy of the pool would copy its port arrays.
+            guard let r = Self.address(dest.address), pools[service] != nil,
+                  let (lip, lport) = pools[service]!.allocate(real: r, port: c.realPort) else { return shared.drop(.fullNATPortsExhausted) }
             c.local = lip
             c.localPort = lport
             c.flags.insert(.replyIndexed)
@@ -217,7 +215,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
         c.expires = now &+ 3000
         c.state = proto == IPProtocolNumber.udp ? .udp : .none
-        let onePacket = config.onePacket && proto == IPProtocolNumber.udp
+        let onePacket = shared.services[service].configuration.onePacket && proto == IPProtocolNumber.udp
         if onePacket { c.flags.insert(.unhashed) }
         guard let index = table.allocate() ?? evict(now: now, shared: &shared) else {
             releasePort(c)
@@ -264,9 +262,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     mutating func schedule(_ service: Int, _ p: ParsedPacket, src: A, dst: A, now: UInt64, shared: inout DirectorShared) -> Int? {
         let input = ScheduleInput(sourceFold: src.kernelFold, sourcePort: p.sourcePort, destinationFold: dst.kernelFold)
-        let rt = shared.services[service]
-        var scheduler = rt.scheduler
-        let slot = scheduler.schedule(order: rt.order.span, dests: rt.destinations.span, input: input, now: now)
+        // The two arrays it reads, not the whole runtime (whose copy retains everything in it).
+        var scheduler = shared.services[service].scheduler
+        let order = shared.services[service].order, dests = shared.services[service].destinations
+        let slot = scheduler.schedule(order: order.span, dests: dests.span, input: input, now: now)
         shared.services[service].scheduler = scheduler
         return slot
     }
