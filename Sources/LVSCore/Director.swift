@@ -292,17 +292,10 @@ public struct Director: Sendable {
     }
 
     /// Processes every frame of a batch; verdicts land in the batch.
-    public mutating func process(_ batch: inout FrameBatch, now: UInt64) {
-        var i = 0
-        while i < batch.count {
-            var bounds = batch.descriptors[i].bounds
-            let iface = batch.descriptors[i].interface
-            let verdict = batch.withSlot(i) { span in process(&span, frame: &bounds, interface: iface, now: now) }
-            batch.descriptors[i].bounds = bounds
-            batch.descriptors[i].verdict = verdict
-            i &+= 1
-        }
+    public mutating func process(_ batch: FrameBatch, now: UInt64) {
+        batch.forEach { span, d in d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now) }
     }
+
 
     /// ARP for owned IPv4 addresses is answered in place; senders that are
     /// known next hops are learned.

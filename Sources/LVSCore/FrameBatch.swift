@@ -9,8 +9,10 @@ public struct FrameDescriptor: Sendable {
 /// A batch of frames in one preallocated arena of fixed-size slots, each with
 /// headroom for encapsulation and TOA. The I/O backend fills it, `Director`
 /// rewrites it in place. This is the one place the core touches raw memory.
+/// A class: it owns its arena, and one batch is one identity (a noncopyable
+/// struct holding it was miscompiled by Swift 6.3 in places).
 @safe
-public struct FrameBatch: ~Copyable {
+public final class FrameBatch {
     let storage: UnsafeMutableRawBufferPointer
     public let slotSize: Int
     public let headroom: Int
@@ -32,12 +34,29 @@ public struct FrameBatch: ~Copyable {
 
     /// Runs `body` over the whole slot `i` (headroom included) as a
     /// bounds-checked span.
-    public mutating func withSlot<R>(_ i: Int, _ body: (inout MutableSpan<UInt8>) -> R) -> R {
+    public func withSlot<R>(_ i: Int, _ body: (inout MutableSpan<UInt8>) -> R) -> R {
         precondition(i >= 0 && i < capacity)
         let base = unsafe storage.baseAddress!.advanced(by: i * slotSize).assumingMemoryBound(to: UInt8.self)
         let buffer = unsafe UnsafeMutableBufferPointer(start: base, count: slotSize)
         var span = unsafe buffer.mutableSpan
         return body(&span)
+    }
+
+    /// Runs `body` over every frame with its slot and descriptor: one access
+    /// to the class's storage for the whole batch, not one per frame.
+    public func forEach(_ body: (inout MutableSpan<UInt8>, inout FrameDescriptor) -> Void) {
+        var ds = descriptors
+        descriptors = []  // `ds` is now the only reference: no copy on write
+        let n = count
+        var i = 0
+        while i < n {
+            let base = unsafe storage.baseAddress!.advanced(by: i &* slotSize).assumingMemoryBound(to: UInt8.self)
+            let buffer = unsafe UnsafeMutableBufferPointer(start: base, count: slotSize)
+            var span = unsafe buffer.mutableSpan
+            body(&span, &ds[i])
+            i &+= 1
+        }
+        descriptors = ds
     }
 
     /// Runs `body` over the frame in slot `i` as it is now.
@@ -51,7 +70,7 @@ public struct FrameBatch: ~Copyable {
 
     /// Copies a received frame into the next slot. False when the batch is
     /// full or the frame does not fit.
-    public mutating func append(_ bytes: Span<UInt8>, interface: UInt16) -> Bool {
+    public func append(_ bytes: Span<UInt8>, interface: UInt16) -> Bool {
         guard count < capacity, bytes.count <= slotSize - headroom else { return false }
         let h = headroom
         withSlot(count) { s in for k in 0..<bytes.count { s[h + k] = bytes[k] } }
@@ -60,11 +79,11 @@ public struct FrameBatch: ~Copyable {
         return true
     }
 
-    public mutating func removeAll() { count = 0 }
+    public func removeAll() { count = 0 }
 
     /// Lets `body` write a frame of its own into the next slot (at the
     /// headroom); when it names an interface, the frame is queued for it.
-    public mutating func emit(_ body: (inout MutableSpan<UInt8>, inout FrameBounds) -> UInt16?) -> Bool {
+    public func emit(_ body: (inout MutableSpan<UInt8>, inout FrameBounds) -> UInt16?) -> Bool {
         guard count < capacity else { return false }
         var bounds = FrameBounds(start: headroom, length: 0)
         guard let iface = withSlot(count, { body(&$0, &bounds) }) else { return false }
@@ -78,7 +97,7 @@ public struct FrameBatch: ~Copyable {
 
     /// Copies `length` bytes at `bytes` into the next slot.
     @unsafe
-    public mutating func append(unsafe bytes: UnsafeRawPointer, length: Int, interface: UInt16) -> Bool {
+    public func append(unsafe bytes: UnsafeRawPointer, length: Int, interface: UInt16) -> Bool {
         guard count < capacity, length >= 0, length <= slotSize - headroom else { return false }
         unsafe storage.baseAddress!.advanced(by: count * slotSize + headroom).copyMemory(from: bytes, byteCount: length)
         descriptors[count] = FrameDescriptor(bounds: FrameBounds(start: headroom, length: length), interface: interface, verdict: .pass)

@@ -46,7 +46,7 @@ enum FuzzDirector {
         batch.removeAll()
         guard batch.append(frame, interface: UInt16(control & 1) + 1) else { return }
         now &+= UInt64(control >> 1) * 100
-        director.process(&batch, now: now)
+        director.process(batch, now: now)
         if control & 0x80 != 0 { director.tick(now: now) }
     }
 }

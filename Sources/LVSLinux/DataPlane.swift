@@ -67,7 +67,7 @@ final class Worker: @unchecked Sendable {
     let logger: Logger
     var rings: [UnsafeMutablePointer<lvs_ring>] = []
     var ringInterface: [UInt16] = []
-    var batch = FrameBatch(capacity: 64)
+    let batch = FrameBatch(capacity: 64)
     var thread = pthread_t()
     var announced: Set<IPAddress> = []
     /// Reused per batch: frames and lengths for sendmmsg.
@@ -145,7 +145,7 @@ final class Worker: @unchecked Sendable {
     /// Runs the batch through the engine and sends what it says to send.
     func flush() {
         let now = ControlPlane.now()
-        engine.director.withLock { d in d.process(&batch, now: now) }
+        engine.director.withLock { d in d.process(batch, now: now) }
         transmit()
     }
 

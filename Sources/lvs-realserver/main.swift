@@ -108,6 +108,7 @@ struct Tunnel: ParsableCommand {
     @Option(help: "The TUN device's name.") var device = "lvstun0"
 
     func run() throws {
+        if guePort == nil && kernelHasIPIP() { return try runInKernel() }
         let tun = lvs_tun_open(device)
         guard tun >= 0 else { fail("lvs-realserver: cannot open a TUN device: \(String(cString: strerror(-tun)))") }
         _ = sh(["ip", "link", "set", device, "up"])
@@ -165,6 +166,23 @@ struct Tunnel: ParsableCommand {
     }
 
     enum Kind { case ipv4Outer, ipv6Outer, gue }
+
+    /// The kernel's ipip module (tunl0), when this kernel has one.
+    func kernelHasIPIP() -> Bool {
+        access("/sys/module/ipip", F_OK) == 0 || (sh(["modprobe", "-q", "ipip"]) == 0 && access("/sys/module/ipip", F_OK) == 0)
+    }
+
+    /// IPIP by the kernel: the VIPs on tunl0, reverse-path filtering off for it.
+    func runInKernel() throws {
+        _ = sh(["ip", "link", "set", "tunl0", "up"])
+        for v in vips { _ = sh(["ip", "addr", "add", "\(v)/32", "dev", "tunl0"]) }
+        for conf in ["all", "default", "tunl0"] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
+        sysctl("net.ipv4.conf.all.arp_ignore", "1")
+        sysctl("net.ipv4.conf.all.arp_announce", "2")
+        say("decapsulating for \(vips.joined(separator: " ")) in the kernel (tunl0)")
+        waitForStop()
+        for v in vips { _ = sh(["ip", "addr", "del", "\(v)/32", "dev", "tunl0"]) }
+    }
 }
 
 // MARK: toa

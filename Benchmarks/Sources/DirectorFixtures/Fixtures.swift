@@ -5,7 +5,7 @@ import LVSPacket
 /// batch of frames to push through it.
 public final class Scenario {
     public var director: Director
-    public var batch: FrameBatch
+    public let batch: FrameBatch
     var frames: [[UInt8]]
     public var now: UInt64 = 1_000_000
 
@@ -56,7 +56,7 @@ public final class Scenario {
     func push(_ frame: [UInt8], interface: UInt16 = 1) -> Verdict {
         batch.removeAll()
         _ = batch.append(frame.span, interface: interface)
-        director.process(&batch, now: now)
+        director.process(batch, now: now)
         return batch.descriptors[0].verdict
     }
 
@@ -69,7 +69,7 @@ public final class Scenario {
             _ = batch.append(frame.span, interface: 1)
             k &+= 1
         }
-        director.process(&batch, now: now)
+        director.process(batch, now: now)
     }
 
     /// For the new-connection case: forget every connection so SYNs stay new.
