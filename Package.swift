@@ -39,7 +39,11 @@ let package = Package(
         // Namespaces, veths and processes for the demo and the end-to-end tests.
         .target(name: "LVSLab"),
         // libFuzzer entry point: swift build -c release -Xswiftc -sanitize=fuzzer,address --product lvs-fuzz-director
-        .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore"], path: "Sources/LVSFuzz"),
+        .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore", "LVSFuzzDriver"], path: "Sources/LVSFuzz"),
+        .target(name: "LVSFuzzDriver"),
+        // libFuzzer entry point over the control protocol and config parsers.
+        .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSControl", "LVSFuzzDriver", .product(name: "Logging", package: "swift-log")],
+                          path: "Sources/LVSFuzzControl"),
         // Builds test frames with checksums computed independently of LVSPacket.
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
