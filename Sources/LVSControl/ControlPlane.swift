@@ -46,6 +46,10 @@ public final class ControlPlane: Sendable {
 
     func configureEngines(_ table: ServiceTable, base: DirectorConfiguration) {
         let config = table.configuration(base: base)
+        if engines.count > 1, table.services.contains(where: { $0.realServers.contains { $0.method.seesReplies } }) {
+            // PACKET_FANOUT_HASH hashes a reply's tuple, not its request's: it may reach another worker's table.
+            logger.warning("NAT and FULLNAT replies need --workers 1: with \(engines.count) workers some replies miss their connection")
+        }
         for e in engines { e.director.withLock { $0.apply(config) } }
     }
 
