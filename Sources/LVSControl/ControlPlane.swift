@@ -100,6 +100,18 @@ public final class ControlPlane: Sendable {
 
     public var table: ServiceTable { state.withLock { $0.table } }
 
+    /// New interfaces and routes from the kernel (addresses or routes
+    /// changed): re-applied only when they differ.
+    public func updateBase(interfaces: [InterfaceConfiguration], routes: [Route]) {
+        state.withLock { s in
+            guard s.base.interfaces != interfaces || s.base.routes != routes else { return }
+            s.base.interfaces = interfaces
+            s.base.routes = routes
+            configureEngines(s.table, base: s.base)
+            logger.info("interfaces or routes changed", metadata: ["routes": "\(routes.count)"])
+        }
+    }
+
     // MARK: time
 
     /// Expiry sweep; every 2 s the rate estimators.

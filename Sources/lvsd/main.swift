@@ -117,7 +117,22 @@ struct LVSD: ParsableCommand {
         timer.setEventHandler { plane.tick() }
         timer.resume()
 
+        // Addresses, routes and neighbours change under a running director.
+        let names = interface
+        let refresh = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.netlink"))
+        refresh.schedule(deadline: .now() + .seconds(5), repeating: .seconds(5))
+        refresh.setEventHandler {
+            guard !names.isEmpty, let view = try? KernelView.read(), let c = try? view.configuration(serving: names) else { return }
+            plane.updateBase(interfaces: c.interfaces, routes: c.routes)
+            let served = Set(c.interfaces.map { Int($0.index) })
+            for n in view.neighbours where served.contains(n.index) {
+                for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
+            }
+        }
+        refresh.resume()
+
         stop.wait()
+        refresh.cancel()
         timer.cancel()
         dataPlane?.stop()
         server.stop()
