@@ -84,7 +84,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
         let proto = p.proto
         if let i = table.lookup(.client, proto: proto, src, p.sourcePort, dst, p.destinationPort) {
-            if table[i].expires > now {
+            if table[i].expires > now && !Self.isReused(table[i], p) {
                 return forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
             }
             expire(i, now: now, shared: &shared, force: true)
@@ -99,6 +99,15 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             return .pass
         }
         return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
+    }
+
+    /// `conn_reuse_mode` 1 (the kernel's default): a new SYN on an
+    /// uncontrolled entry in TIME_WAIT or CLOSE (a client reusing its port)
+    /// is a new connection and is scheduled again.
+    static func isReused(_ c: Connection<A>, _ p: ParsedPacket) -> Bool {
+        guard c.proto == IPProtocolNumber.tcp, c.controller == 0, !c.flags.contains(.template),
+              p.tcpFlags & (TCPFlags.syn | TCPFlags.ack | TCPFlags.fin | TCPFlags.rst) == TCPFlags.syn else { return false }
+        return c.state == .timeWait || c.state == .close
     }
 
     func findService(proto: UInt8, src: A, dst: A, sport: UInt16, dport: UInt16, shared: DirectorShared) -> Int? {

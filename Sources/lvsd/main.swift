@@ -30,6 +30,9 @@ struct LVSD: ParsableCommand {
     @Option(help: "Worker threads; more than one spreads flows by hash (DR and TUN; NAT and FULLNAT replies need one).")
     var workers = 1
 
+    @Flag(help: "Do not install the nftables ingress drop for owned addresses.")
+    var noKernelFilter = false
+
     @Option(help: "Connections the table holds (56 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
@@ -117,6 +120,15 @@ struct LVSD: ParsableCommand {
         timer.setEventHandler { plane.tick() }
         timer.resume()
 
+        let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, logger: logger)
+        let filterTimer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.filter"))
+        filterTimer.schedule(deadline: .now(), repeating: .milliseconds(500))
+        filterTimer.setEventHandler {
+            guard let filter, let engine = plane.engines.first else { return }
+            filter.update(owned: engine.director.withLock { $0.ownedAddresses })
+        }
+        filterTimer.resume()
+
         // Addresses, routes and neighbours change under a running director.
         let names = interface
         let refresh = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.netlink"))
@@ -133,6 +145,8 @@ struct LVSD: ParsableCommand {
 
         stop.wait()
         refresh.cancel()
+        filterTimer.cancel()
+        filter?.remove()
         timer.cancel()
         dataPlane?.stop()
         server.stop()

@@ -298,6 +298,25 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         #expect(d[firstIndex].persistentConnections == 0 && d[1 - firstIndex].persistentConnections == 1)
     }
 
+    @Test func aSYNOnAClosedEntryIsANewConnection() {
+        // conn_reuse_mode 1: a client reusing its port after CLOSE/TIME_WAIT is scheduled again.
+        let vip = ip("198.18.0.10"), client = ip("198.18.0.100")
+        let svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat),
+                                                            RealServerConfiguration(address: ip("198.19.0.3"), port: 8080, method: .nat)])
+        var h = Harness([svc])
+        func send(_ flags: UInt8) -> [UInt8] { h.send(h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: flags))).1 }
+        let first = field(send(0x02), 30, 4)
+        _ = send(0x10)  // ACK: ESTABLISHED
+        _ = send(0x04)  // RST: CLOSE
+        let second = field(send(0x02), 30, 4)
+        #expect(first != second)
+        #expect(h.director.service(svc.key)!.counters.connections == 2)
+        // A retransmitted SYN of a live connection is not.
+        let third = field(send(0x02), 30, 4)
+        #expect(third == second && h.director.service(svc.key)!.counters.connections == 2)
+    }
+
     @Test func upperThresholdOverloadsTheServer() {
         var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
                                                      realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat, upperThreshold: 2),
