@@ -169,7 +169,7 @@ public final class Lab: @unchecked Sendable {
         p.arguments = ["ip", "netns", "exec", ns(role)] + args
         p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
         let logURL = directory.appendingPathComponent(logName + ".log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let handle = try FileHandle(forWritingTo: logURL)
         p.standardOutput = handle
         p.standardError = handle
@@ -245,7 +245,7 @@ public final class Lab: @unchecked Sendable {
     public func requests(_ url: String, count: Int, timeout: Int = 5) throws -> [String] {
         let urls = Array(repeating: url, count: count)
         let out = try inside("c", arguments: ["curl", "-sS", "-g", "--max-time", String(timeout * 10), "--connect-timeout", String(timeout),
-                                              "-H", "Connection: close"] + urls.flatMap { [$0] })
+                                              "-H", "Connection: close"] + urls)
         return out.split(separator: "\n").map(String.init)
     }
 

@@ -17,7 +17,6 @@ public final class DataPlane: Sendable {
     let plane: ControlPlane
     let interfaces: [InterfaceConfiguration]
     let logger: Logger
-    let running = Atomic<Bool>(true)
     let workers: Mutex<[Worker]> = Mutex([])
 
     public init(plane: ControlPlane, interfaces: [InterfaceConfiguration], logger: Logger) {
@@ -33,7 +32,7 @@ public final class DataPlane: Sendable {
         var made: [Worker] = []
         let fanout = plane.engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
         for (w, engine) in plane.engines.enumerated() {
-            let worker = Worker(index: w, engine: engine, running: running, logger: logger)
+            let worker = Worker(index: w, engine: engine, logger: logger)
             for iface in interfaces {
                 let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
                 let rc = lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index))
@@ -53,7 +52,6 @@ public final class DataPlane: Sendable {
     }
 
     public func stop() {
-        running.store(false, ordering: .relaxed)
         let all = workers.withLock { $0 }
         for w in all { w.join(); w.close() }
     }
@@ -63,7 +61,7 @@ public final class DataPlane: Sendable {
 final class Worker: @unchecked Sendable {
     let index: Int
     let engine: Engine
-    let running: Atomic<Bool>
+    let running = Atomic<Bool>(true)
     let logger: Logger
     var rings: [UnsafeMutablePointer<lvs_ring>] = []
     var ringInterface: [UInt16] = []
@@ -74,12 +72,10 @@ final class Worker: @unchecked Sendable {
     var frames = [UnsafePointer<UInt8>?](repeating: nil, count: 64)
     var lengths = [UInt32](repeating: 0, count: 64)
 
-    init(index: Int, engine: Engine, running: borrowing Atomic<Bool>, logger: Logger) {
+    init(index: Int, engine: Engine, logger: Logger) {
         self.index = index
         self.engine = engine
-        self.running = Atomic(true)
         self.logger = logger
-        _ = running
     }
 
     var stopped: Bool { !running.load(ordering: .relaxed) }
