@@ -488,4 +488,29 @@ enum ICMPWriter {
         b.setBE16(InternetChecksum.finish(InternetChecksum.sum(b.span, from: icmp, count: 8 &+ quoted)), at: icmp &+ 2)
         f.length = 42 &+ quoted
     }
+
+    /// Turns an IPv6 packet into "packet too big" (ICMPv6 type 2) quoting as
+    /// much of it as keeps the error within the minimum MTU of 1280.
+    static func packetTooBig(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, mtu: Int, from mac: MACAddress) {
+        let s = f.start
+        let previousHop = MACAddress(b.span, at: s &+ 6)
+        let client = IPv6Address(b.span, at: p.sourceAddressOffset), vip = IPv6Address(b.span, at: p.destinationAddressOffset)
+        let quoted = min(p.ipEnd &- p.l3Offset, 1280 &- 48)
+        b.moveBytes(from: p.l3Offset, to: s &+ 62, count: quoted)
+        PacketRewriter.setMACs(&b, frameStart: s, destination: previousHop, source: mac)
+        b.setBE16(EtherType.ipv6, at: s &+ 12)
+        let ip = s &+ 14, icmp = s &+ 54
+        b.setBE32(0x6000_0000, at: ip)
+        b.setBE16(UInt16(truncatingIfNeeded: 8 &+ quoted), at: ip &+ 4)
+        b[ip &+ 6] = IPProtocolNumber.icmpv6
+        b[ip &+ 7] = 64
+        vip.store(&b, at: ip &+ 8)
+        client.store(&b, at: ip &+ 24)
+        b.setBE32(0x0200_0000, at: icmp)
+        b.setBE32(UInt32(truncatingIfNeeded: mtu), at: icmp &+ 4)
+        let sum = InternetChecksum.sum(b.span, from: icmp, count: 8 &+ quoted,
+                                       initial: InternetChecksum.pseudoHeaderSum(source: vip, destination: client, protocol: IPProtocolNumber.icmpv6, length: 8 &+ quoted))
+        b.setBE16(InternetChecksum.finish(sum), at: icmp &+ 2)
+        f.length = 62 &+ quoted
+    }
 }

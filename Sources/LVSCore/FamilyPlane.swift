@@ -357,9 +357,14 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if p.ipEnd &- p.l3Offset &+ overhead > iface.mtu {
             // As ip_vs_tunnel_xmit: a packet that may not be fragmented gets
             // "fragmentation needed" with the MTU left inside the tunnel.
-            guard p.isIPv4, b[p.l3Offset &+ 6] & 0x40 != 0, let back = shared.interface(interface) else { return shared.drop(.edit(.exceedsMTU)) }
+            // IPv6 is never fragmented on the way: it always gets "packet too big".
+            guard p.isIPv6 || b[p.l3Offset &+ 6] & 0x40 != 0, let back = shared.interface(interface) else { return shared.drop(.edit(.exceedsMTU)) }
             shared.icmpSent &+= 1
-            ICMPWriter.fragmentationNeeded(&b, &f, p, mtu: iface.mtu &- overhead, from: back.mac)
+            if p.isIPv4 {
+                ICMPWriter.fragmentationNeeded(&b, &f, p, mtu: iface.mtu &- overhead, from: back.mac)
+            } else {
+                ICMPWriter.packetTooBig(&b, &f, p, mtu: iface.mtu &- overhead, from: back.mac)
+            }
             return .transmit(interface: interface)
         }
         shared.nextIdentification &+= 1

@@ -105,6 +105,40 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])
     }
 
+    @Test func tooBigForTheTunnelGetsICMPBack() {
+        // IPv4 with DF: "fragmentation needed" with the MTU left inside the tunnel (1500 − 20).
+        var h = Harness([service(.tunnel, port: 80)])
+        _ = h.send(h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02)))
+        var big = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 1, flags: 0x10,
+                                                                           payload: [UInt8](repeating: 7, count: 1460)))
+        big[20] |= 0x40
+        big[24] = 0; big[25] = 0
+        let c = FrameBuilder.checksum(big, 14..<34)
+        big[24] = UInt8(c >> 8); big[25] = UInt8(c & 255)
+        let (v, out) = h.send(big)
+        #expect(v == .transmit(interface: 1))
+        #expect(out.count == 14 + 20 + 8 + 28)
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && field(out, 26, 4) == [198, 18, 0, 10] && field(out, 30, 4) == [198, 18, 0, 100])
+        #expect(out[23] == 1 && out[34] == 3 && out[35] == 4 && be16(out, 40) == 1480)
+        #expect(FrameBuilder.checksum(out, 14..<34) == 0 && FrameBuilder.checksum(out, 34..<out.count) == 0)
+        #expect(field(out, 42 + 12, 8) == field(big, 26, 8))  // the quoted header
+        // IPv6: "packet too big" (1500 − 40 for an IPv6 outer header).
+        let vip6 = ip("2001:db8::10"), client6 = ip("2001:db8::100")
+        var h6 = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip6, 80), scheduler: "rr",
+                                                      realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 80, method: .tunnel)])])
+        _ = h6.send(h6.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02)))
+        let big6 = h6.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 1, flags: 0x10,
+                                                                             payload: [UInt8](repeating: 7, count: 1440)))
+        let (v6, out6) = h6.send(big6)
+        #expect(v6 == .transmit(interface: 1))
+        #expect(out6[20] == 58 && out6[54] == 2 && be16(out6, 58) == 0 && be16(out6, 60) == 1460)
+        #expect(field(out6, 22, 16) == field(big6, 38, 16) && field(out6, 38, 16) == field(big6, 22, 16))
+        #expect(out6.count == 14 + 40 + 8 + 1232)
+        var pseudo: UInt32 = 58 + UInt32(out6.count - 54)
+        for i in stride(from: 22, to: 54, by: 2) { pseudo += UInt32(out6[i]) << 8 | UInt32(out6[i + 1]) }
+        #expect(FrameBuilder.checksum(out6, 54..<out6.count, initial: pseudo) == 0)
+    }
+
     @Test func fullNATTranslatesBothSidesAndCarriesTOA() {
         var h = Harness([service(.fullNAT, lips: [ip("198.19.0.100")])])
         let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1000, flags: 0x02, options: [2, 4, 5, 0xB4]))
