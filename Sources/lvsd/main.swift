@@ -96,6 +96,8 @@ struct LVSD: ParsableCommand {
             dataPlane = dp
         }
         logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)"])
+        let systemd = SystemdNotifier()
+        systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
 
         let stop = DispatchSemaphore(value: 0)
         let signals = DispatchQueue(label: "lvsd.signals")
@@ -106,9 +108,12 @@ struct LVSD: ParsableCommand {
             s.setEventHandler {
                 if sig == SIGHUP {
                     logger.info("SIGHUP: reloading")
+                    systemd.notify("RELOADING=1")
                     do { try plane.reload() } catch { logger.error("reload refused, nothing changed: \(error)") }
+                    systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
                 } else {
                     logger.info("\(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
+                    systemd.notify("STOPPING=1")
                     stop.signal()
                 }
             }
@@ -117,7 +122,14 @@ struct LVSD: ParsableCommand {
         }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.tick"))
         timer.schedule(deadline: .now(), repeating: .milliseconds(100))
-        timer.setEventHandler { plane.tick() }
+        // The watchdog is fed from the same timer that drives the engine: a stuck engine stops feeding it.
+        let watchdogEvery = systemd.watchdogInterval.map { max(1, $0 / 100) }
+        var ticks: UInt64 = 0
+        timer.setEventHandler {
+            plane.tick()
+            ticks &+= 1
+            if let every = watchdogEvery, ticks % every == 0 { systemd.notify("WATCHDOG=1") }
+        }
         timer.resume()
 
         let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, logger: logger)
