@@ -94,8 +94,10 @@ public final class Lab: @unchecked Sendable {
                 _ = try? inside(r, "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
             }
         }
-        // TIME_WAIT would otherwise run out of ports with a new connection per request.
-        try sysctl("c", "net.ipv4.tcp_tw_reuse", "1")
+        // Many ports, none reused while in TIME_WAIT: a reused port would meet
+        // its old entry in lvsd and go where that went (as in the kernel), which
+        // exact distributions must not depend on.
+        try sysctl("c", "net.ipv4.tcp_tw_reuse", "0")
         try sysctl("c", "net.ipv4.ip_local_port_range", "10000 65000")
     }
 
