@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
-        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["LVSLab", "LVSRealServer"]),
+        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LVSLab", "LVSTestSupport"]),
     ]
 )

@@ -89,6 +89,8 @@ extension SchedulerFlags: Codable {
 
 extension TunnelType: Codable {}
 
+
+
 extension TunnelConfiguration: Codable {
     enum CodingKeys: String, CodingKey { case type, port, checksum }
     public init(from decoder: Decoder) throws {

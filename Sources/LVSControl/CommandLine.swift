@@ -449,43 +449,28 @@ public enum AdminCommandLine {
     /// ipvsadm's `generic_opt_check`.
     static func check(_ command: AdminCommand, _ options: Set<AdminOption>) throws(UsageError) {
         let row = Array(compatibility[command.rawValue])
-        var first: AdminOption? = nil
-        for option in AdminOption.allCases {
-            let rule = row[option.rawValue]
-            if !options.contains(option) {
-                if rule == "+" {
-                    throw UsageError("You need to supply the '\(option.name)' option for the '\(command.name)' command")
-                }
-                continue
-            }
-            if rule == "x" { throw UsageError("Illegal '\(option.name)' option with the '\(command.name)' command") }
-            if rule == "1" {
-                if let first {
-                    throw UsageError("The option '\(option.name)' conflicts with the '\(first.name)' option in the '\(command.name)' command")
-                }
-                first = option
-            }
-        }
+        try checkRules(AdminOption.allCases.map { ($0, row[$0.rawValue]) }, options, context: "the '\(command.name)' command")
     }
 
     /// ipvsadm's `tunnel_opt_check`: GUE needs a port and at most one checksum option; IPIP takes none.
     static func checkTunnel(_ type: TunnelType, _ options: Set<AdminOption>) throws(UsageError) {
-        let names = ["ipip", "gue", "gre"]
         let columns: [AdminOption] = [.tunnelPort, .tunnelNoChecksum, .tunnelChecksum, .tunnelRemoteChecksum]
         let rules: [Character] = type == .gue ? ["+", "1", "1", "1"] : ["x", "x", "x", "x"]
+        try checkRules(Array(zip(columns, rules)), options, context: "the '\(["ipip", "gue", "gre"][Int(type.rawValue)])' tunnel type")
+    }
+
+    /// One row of an ipvsadm compatibility table: '+' required, 'x' illegal,
+    /// '1' at most one of them, ' ' optional.
+    static func checkRules(_ row: [(AdminOption, Character)], _ options: Set<AdminOption>, context: String) throws(UsageError) {
         var first: AdminOption? = nil
-        for (option, rule) in zip(columns, rules) {
-            if !options.contains(option) {
-                if rule == "+" {
-                    throw UsageError("You need to supply the '\(option.name)' option for the '\(names[Int(type.rawValue)])' tunnel type")
-                }
+        for (option, rule) in row {
+            guard options.contains(option) else {
+                if rule == "+" { throw UsageError("You need to supply the '\(option.name)' option for \(context)") }
                 continue
             }
-            if rule == "x" { throw UsageError("Illegal '\(option.name)' option with the '\(names[Int(type.rawValue)])' tunnel type") }
+            if rule == "x" { throw UsageError("Illegal '\(option.name)' option with \(context)") }
             if rule == "1" {
-                if let first {
-                    throw UsageError("The option '\(option.name)' conflicts with the '\(first.name)' option in the '\(names[Int(type.rawValue)])' tunnel type")
-                }
+                if let first { throw UsageError("The option '\(option.name)' conflicts with the '\(first.name)' option in \(context)") }
                 first = option
             }
         }

@@ -188,8 +188,8 @@ public final class ControlPlane: Sendable {
                                            localAddresses: svc.localAddresses)
                 let rt = service(svc.key)
                 if let rt {
-                    snap.stats = Statistics(rt.counters)
-                    snap.rates = Rates(s.serviceRates[svc.key]?.rates ?? RateEstimator().rates)
+                    snap.stats = rt.counters
+                    snap.rates = s.serviceRates[svc.key]?.rates ?? Rates()
                 }
                 for server in svc.realServers {
                     var d = ServerSnapshot(server: server)
@@ -197,9 +197,9 @@ public final class ControlPlane: Sendable {
                         d.activeConnections = state.activeConnections
                         d.inactiveConnections = state.inactiveConnections
                         d.persistentConnections = state.persistentConnections
-                        d.stats = Statistics(state.counters)
+                        d.stats = state.counters
                         let key = ServerRateKey(service: svc.key, address: server.address, port: server.port)
-                        d.rates = Rates(s.serverRates[key]?.rates ?? RateEstimator().rates)
+                        d.rates = s.serverRates[key]?.rates ?? Rates()
                     }
                     snap.servers.append(d)
                 }

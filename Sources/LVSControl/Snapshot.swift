@@ -1,32 +1,10 @@
 import LVSCore
 import LVSPacket
 
-/// ip_vs_stats: what `--stats` lists.
-public struct Statistics: Sendable, Hashable, Codable {
-    public var connections: UInt64 = 0
-    public var inPackets: UInt64 = 0
-    public var outPackets: UInt64 = 0
-    public var inBytes: UInt64 = 0
-    public var outBytes: UInt64 = 0
-    public init() {}
-    public init(_ c: Counters) {
-        connections = c.connections; inPackets = c.inPackets; outPackets = c.outPackets; inBytes = c.inBytes; outBytes = c.outBytes
-    }
-}
-
-/// The estimator's rates: what `--rate` lists (bytes per second for BPS).
-public struct Rates: Sendable, Hashable, Codable {
-    public var connectionsPerSecond: UInt64 = 0
-    public var inPacketsPerSecond: UInt64 = 0
-    public var outPacketsPerSecond: UInt64 = 0
-    public var inBytesPerSecond: UInt64 = 0
-    public var outBytesPerSecond: UInt64 = 0
-    public init() {}
-    public init(_ r: RateEstimator.Rates) {
-        connectionsPerSecond = r.connectionsPerSecond; inPacketsPerSecond = r.inPacketsPerSecond
-        outPacketsPerSecond = r.outPacketsPerSecond; inBytesPerSecond = r.inBytesPerSecond; outBytesPerSecond = r.outBytesPerSecond
-    }
-}
+/// `--stats` lists the core's `Counters` (ip_vs_stats); `--rate` lists the
+/// estimator's rates, bytes per second for BPS.
+public typealias Statistics = Counters
+public typealias Rates = RateEstimator.Rates
 
 public struct ServerSnapshot: Sendable, Hashable, Codable {
     public var server: RealServerConfiguration

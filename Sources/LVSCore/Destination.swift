@@ -1,7 +1,7 @@
 import LVSPacket
 
 /// Packet and byte counters, as `ip_vs_stats`.
-public struct Counters: Sendable, Hashable {
+public struct Counters: Sendable, Hashable, Codable {
     public var connections: UInt64 = 0
     public var inPackets: UInt64 = 0
     public var outPackets: UInt64 = 0

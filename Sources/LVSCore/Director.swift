@@ -392,14 +392,6 @@ public struct Director: Sendable {
         return rt
     }
 
-    /// A gratuitous ARP for `address` from `interface`, written at `frame.start`
-    /// (42 bytes); sent when a VIP or LIP is added.
-    public func gratuitousARP(_ b: inout MutableSpan<UInt8>, frame: inout FrameBounds, address: IPv4Address, interface: UInt16) -> Bool {
-        guard let iface = shared.interface(interface) else { return false }
-        ARPWriter.write(&b, at: frame.start, operation: 1, senderMAC: iface.mac, sender: address, targetMAC: .zero, target: address, ethernetDestination: .broadcast)
-        frame.length = 42
-        return true
-    }
 }
 
 enum ARPWriter {

@@ -59,15 +59,6 @@ public final class FrameBatch {
         descriptors = ds
     }
 
-    /// Runs `body` over the frame in slot `i` as it is now.
-    public func withFrame<R>(_ i: Int, _ body: (Span<UInt8>) -> R) -> R {
-        precondition(i >= 0 && i < count)
-        let b = descriptors[i].bounds
-        let base = unsafe storage.baseAddress!.advanced(by: i * slotSize + b.start).assumingMemoryBound(to: UInt8.self)
-        let buffer = unsafe UnsafeBufferPointer(start: base, count: b.length)
-        return body(unsafe buffer.span)
-    }
-
     /// Copies a received frame into the next slot. False when the batch is
     /// full or the frame does not fit.
     public func append(_ bytes: Span<UInt8>, interface: UInt16) -> Bool {

@@ -25,12 +25,17 @@ public struct RateEstimator: Sendable, Hashable {
     /// Restarts from `counters` (`-Z`).
     public mutating func reset(_ counters: Counters = Counters()) { self = RateEstimator(); last = counters }
 
-    public struct Rates: Sendable, Hashable {
-        public var connectionsPerSecond: UInt64
-        public var inPacketsPerSecond: UInt64
-        public var outPacketsPerSecond: UInt64
-        public var inBytesPerSecond: UInt64
-        public var outBytesPerSecond: UInt64
+    public struct Rates: Sendable, Hashable, Codable {
+        public var connectionsPerSecond: UInt64 = 0
+        public var inPacketsPerSecond: UInt64 = 0
+        public var outPacketsPerSecond: UInt64 = 0
+        public var inBytesPerSecond: UInt64 = 0
+        public var outBytesPerSecond: UInt64 = 0
+        public init() {}
+        init(connectionsPerSecond: UInt64, inPacketsPerSecond: UInt64, outPacketsPerSecond: UInt64, inBytesPerSecond: UInt64, outBytesPerSecond: UInt64) {
+            self.connectionsPerSecond = connectionsPerSecond; self.inPacketsPerSecond = inPacketsPerSecond
+            self.outPacketsPerSecond = outPacketsPerSecond; self.inBytesPerSecond = inBytesPerSecond; self.outBytesPerSecond = outBytesPerSecond
+        }
     }
 
     public var rates: Rates {

@@ -1,5 +1,6 @@
 import Foundation
 import LVSLab
+import LVSTestSupport
 import Testing
 
 /// Real clients (curl, iperf3) through lvsd to real servers (nginx) in
@@ -7,14 +8,7 @@ import Testing
 /// They need root, as CI has; elsewhere they say why they cannot run.
 @Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces"))
 struct ForwardingTests {
-    static let bin: URL = {
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for dir in [here, here.deletingLastPathComponent()] where FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("lvsd").path) {
-            return dir
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent(".build/debug")
-    }()
+    static let bin = Executables.directory
 
     /// A lab with lvsd and nginx running, removed afterwards whatever happens.
     func withLab(_ prefix: String, nginx: Bool = true, _ body: (Lab) throws -> Void) throws {

@@ -1,18 +1,11 @@
 import Foundation
+import LVSTestSupport
 import Testing
 @testable import LVSControl
 
 /// lvsd and lvsadm as processes, driven the way a script drives ipvsadm.
 @Suite(.serialized) struct EndToEndTests {
-    /// Where SwiftPM put the executables: next to the test bundle.
-    static let bin: URL = {
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for dir in [here, here.deletingLastPathComponent()] where FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("lvsd").path) {
-            return dir
-        }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent(".build/debug")
-    }()
+    static let bin = Executables.directory
 
     struct Result { var status: Int32; var out: String; var err: String }
 
