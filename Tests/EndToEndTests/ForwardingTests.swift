@@ -60,10 +60,16 @@ struct ForwardingTests {
             try setUp(lab, method: "-g", service: "\(Lab.vip):8080", port: 8080)
             let answers = try lab.requests("http://\(Lab.vip):8080/", count: 1000)
             #expect(answers.count == 1000)
-            #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 }, "\(spread(answers))")
-            // Replies bypass lvsd: it counts no outgoing packets.
-            #expect(try lab.lvsadm("-L -n --stats --exact").contains("TCP  \(Lab.vip):8080                 1000"))
+            // nginx closes first, so the client may reuse a port at once; lvsd only saw the
+            // client's side (FIN_WAIT), and like the kernel (conn_reuse_mode 1) it sends that
+            // SYN where the old entry went instead of scheduling it. Each such reuse is one
+            // connection fewer and one request off the round robin.
             let row = try lab.lvsadm("-L -n -t \(Lab.vip):8080 --stats --exact").split(separator: "\n")[2].split(separator: " ")
+            let connections = Int(row[2]) ?? 0
+            let reused = 1000 - connections
+            #expect(connections <= 1000 && reused < 20, "\(row)")
+            #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 + reused }, "\(spread(answers))")
+            // Replies bypass lvsd: it counts no outgoing packets.
             #expect(row[4] == "0", "\(row)")
         }
     }
@@ -77,7 +83,11 @@ struct ForwardingTests {
             try lab.lvsadm("-e -t \(Lab.vip):8080 -r \(Lab.real(3)):8080 -i --tun-type gue --tun-port 6080 --tun-csum")
             let answers = try lab.requests("http://\(Lab.vip):8080/", count: 1000)
             #expect(answers.count == 1000)
-            #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 }, "\(spread(answers))")
+            // As in DR, a client port reused at once meets its FIN_WAIT entry.
+            let row = try lab.lvsadm("-L -n -t \(Lab.vip):8080 --stats --exact").split(separator: "\n")[2].split(separator: " ")
+            let reused = 1000 - (Int(row[2]) ?? 0)
+            #expect(reused >= 0 && reused < 20, "\(row)")
+            #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 + reused }, "\(spread(answers))")
             #expect(try lab.lvsadm("-L -n --tun-info").contains("Tunnel  gue:6080:+c"))
         }
     }
