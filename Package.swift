@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSControl", "LVSFuzzDriver", .product(name: "Logging", package: "swift-log")],
                           path: "Sources/LVSFuzzControl"),
         // Builds test frames with checksums computed independently of LVSPacket.
-        .target(name: "LVSTestSupport", dependencies: ["LVSPacket"], path: "Tests/LVSTestSupport"),
+        .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
         .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSTestSupport"]),

@@ -55,6 +55,7 @@ public struct Admin {
     }
 
     public func run(_ arguments: [String]) -> Int32 {
+        if arguments.first == "trace" { return runTrace(Array(arguments.dropFirst())) }
         // No arguments lists everything, with names (ipvsadm's list_all).
         let inv: Invocation
         if arguments.isEmpty {
@@ -87,7 +88,7 @@ public struct Admin {
             switch try send(.snapshot(connections: connections)) {
             case .snapshot(let s): return s
             case .failed(let e): writeError(e.message + "\n"); return nil
-            case .done: return nil
+            case .done, .trace: return nil
             }
         }
         func outcome(_ r: ControlResponse) -> Int32 {
@@ -173,6 +174,7 @@ public struct Admin {
           \(program) -P|Q -z local-address virtual-service
           \(program) -G [virtual-service]
           \(program) -h
+          \(program) trace [virtual-service] [--count N] [--wait seconds] [--json]
 
         Commands:
         Either long or short options are allowed.

@@ -24,6 +24,8 @@ public final class ControlPlane: Sendable {
         var serverRates: [ServerRateKey: RateEstimator] = [:]
         var lastEstimate: UInt64 = 0
         var base: DirectorConfiguration
+        /// When lvsadm last collected traced packets; nil: nobody traces.
+        var tracePolled: UInt64? = nil
     }
 
     struct ServerRateKey: Hashable { var service: ServiceKey; var address: IPAddress; var port: UInt16 }
@@ -118,6 +120,10 @@ public final class ControlPlane: Sendable {
     public func tick(now: UInt64 = ControlPlane.now()) {
         for e in engines { e.director.withLock { $0.tick(now: now) } }
         state.withLock { s in
+            if let polled = s.tracePolled, now &- polled > 3000 {
+                s.tracePolled = nil
+                for e in engines { _ = e.director.withLock { $0.trace(filter: nil, budget: 0) } }
+            }
             guard now &- s.lastEstimate >= RateEstimator.periodMilliseconds else { return }
             s.lastEstimate = now
             for svc in s.table.services {
@@ -168,6 +174,17 @@ public final class ControlPlane: Sendable {
                 }
                 return .done
             }
+        case .trace(let filter, let limit):
+            let now = Self.now()
+            var wall = timespec()
+            clock_gettime(CLOCK_REALTIME, &wall)
+            let offset = Int64(wall.tv_sec) * 1_000_000 + Int64(wall.tv_nsec) / 1000 - Int64(now) * 1000
+            var entries: [TraceEntry] = []
+            for e in engines {
+                entries += e.director.withLock { $0.trace(filter: filter, budget: max(0, limit)) }.map { TraceEntry($0, wallOffset: offset) }
+            }
+            state.withLock { $0.tracePolled = limit > 0 ? now : nil }
+            return .trace(entries.sorted { $0.time < $1.time })
         case .reload:
             do {
                 try reload()

@@ -16,12 +16,16 @@ public enum ControlRequest: Sendable, Hashable, Codable {
     case zero(ServiceKey?)
     /// Re-reads lvsd's configuration files (as SIGHUP does).
     case reload
+    /// Takes the packets traced since the last call and arms tracing for up
+    /// to `limit` more (0 disarms); unpolled for 3 s, tracing disarms itself.
+    case trace(filter: ServiceKey?, limit: Int)
 }
 
 public enum ControlResponse: Sendable, Codable {
     case snapshot(TableSnapshot)
     case done
     case failed(TableError)
+    case trace([TraceEntry])
 }
 
 /// The wire format: a 4-byte big-endian length, then a JSON object

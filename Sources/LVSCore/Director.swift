@@ -66,6 +66,9 @@ public struct DirectorShared: Sendable {
     /// ICMP errors lvsd generated (fragmentation needed).
     public var icmpSent: UInt64 = 0
     var nextIdentification: UInt16 = 1
+    /// Set only while a traced packet is processed.
+    var tracing = false
+    var traceNote = TraceNote()
 
     /// Counts a packet for the totals, its service and its real server, as
     /// `ip_vs_in_stats`/`ip_vs_out_stats` do.
@@ -149,6 +152,8 @@ public struct Director: Sendable {
     public var sweepBudget = 4096
     /// Off only in tests that check the fast path against the general one.
     var fastPathEnabled = true
+    /// Armed by `lvsadm trace`; nil costs one check per batch.
+    var traceSession: TraceSession? = nil
 
     public init(configuration: DirectorConfiguration = .init(), capacity: Int = 65536, ipv6Capacity: Int? = nil, worker: Int = 0, workers: Int = 1) {
         v4 = FamilyPlane(capacity: capacity, worker: worker, workers: workers)
@@ -293,6 +298,7 @@ public struct Director: Sendable {
 
     /// Processes every frame of a batch; verdicts land in the batch.
     public mutating func process(_ batch: FrameBatch, now: UInt64) {
+        guard traceSession == nil else { return processTraced(batch, now: now) }
         batch.forEach { span, d in d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now) }
     }
 

@@ -85,12 +85,14 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let proto = p.proto
         if let i = table.lookup(.client, proto: proto, src, p.sourcePort, dst, p.destinationPort) {
             if table[i].expires > now && !Self.isReused(table[i], p) {
+                noteTrace(.existing, connection: i, shared: &shared)
                 return forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
             }
             expire(i, now: now, shared: &shared, force: true)
         }
         if hasReplyTraffic, let i = table.lookup(.reply, proto: proto, src, p.sourcePort, dst, p.destinationPort) {
             if table[i].expires > now {
+                noteTrace(.reply, connection: i, shared: &shared)
                 return forwardToClient(&b, &f, &p, i, now: now, shared: &shared)
             }
             expire(i, now: now, shared: &shared, force: true)
@@ -140,6 +142,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let isMark: Bool
         if case .firewallMark = key { isMark = true } else { isMark = false }
         var template: Int? = nil
+        var templateHit = false
         var slot: Int
         if let persistence = shared.services[service].configuration.persistence {
             // Template key: <proto, client network, 0, vaddr, vport>; fwmark
@@ -152,6 +155,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport), table[t].expires > now,
                templateValid(table[t], shared: shared) {
                 template = t
+                templateHit = true
                 slot = Int(table[t].destination)
             } else {
                 if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport) { expire(t, now: now, shared: &shared, force: true) }
@@ -240,6 +244,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         shared.services[service].destinations[slot].checkOverloadOnBind()
         let (sc, dc) = shared.counterSlots(service: service, destination: slot)
         shared.countConnection(service: sc, destination: dc)
+        noteTrace(templateHit ? .persistent : .scheduled, connection: index, shared: &shared)
         let verdict = forwardToReal(&b, &f, &p, index, now: now, shared: &shared, first: true)
         if onePacket {
             // OPS: scheduled per datagram, never hashed, freed at once.

@@ -3,46 +3,6 @@ import LVSTestSupport
 @testable import LVSCore
 import LVSPacket
 
-let clientMAC: UInt64 = 0x02_00_00_00_00_AA
-let ifaceClientMAC = MACAddress(0x02_00_00_00_00_01)
-let ifaceRealMAC = MACAddress(0x02_00_00_00_00_02)
-let rsMAC = MACAddress(0x02_00_00_00_01_02)
-func ip(_ s: String) -> IPAddress { IPAddress(s)! }
-
-/// A director between a client network (198.18.0.0/24, 2001:db8::/64) and a
-/// real-server network (198.19.0.0/24, 2001:db8:1::/64), with a fake clock.
-struct Harness {
-    var director: Director
-    var now: UInt64 = 1_000_000
-    let builder = FrameBuilder(srcMAC: clientMAC, dstMAC: 0x02_00_00_00_00_01)
-
-    init(_ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false) {
-        let config = DirectorConfiguration(
-            services: services, timeouts: timeouts,
-            interfaces: [InterfaceConfiguration(index: 1, mac: ifaceClientMAC, ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
-                         InterfaceConfiguration(index: 2, mac: ifaceRealMAC, ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1"))],
-            routes: [Route(destination: ip("198.18.0.0"), prefixLength: 24, interface: 1),
-                     Route(destination: ip("198.19.0.0"), prefixLength: 24, interface: 2),
-                     Route(destination: ip("2001:db8::"), prefixLength: 64, interface: 1),
-                     Route(destination: ip("2001:db8:1::"), prefixLength: 64, interface: 2)],
-            expireNoDestinationConnections: expireNoDest)
-        director = Director(configuration: config, capacity: capacity)
-        for a in ["198.19.0.2", "198.19.0.3", "198.19.0.4", "2001:db8:1::2", "2001:db8:1::3", "198.18.0.100", "2001:db8::100"] {
-            director.learnNeighbour(ip(a), mac: a.hasPrefix("198.18") || a.hasPrefix("2001:db8::") ? MACAddress(clientMAC) : rsMAC)
-        }
-    }
-
-    /// Sends a frame in on `interface`; returns the verdict and the bytes out.
-    mutating func send(_ frame: [UInt8], interface: UInt16 = 1) -> (Verdict, [UInt8]) {
-        var buf = [UInt8](repeating: 0, count: 128) + frame + [UInt8](repeating: 0, count: 64)
-        var bounds = FrameBounds(start: 128, length: frame.count)
-        var span = buf.mutableSpan
-        let v = director.process(&span, frame: &bounds, interface: interface, now: now)
-        _ = consume span
-        return (v, Array(buf[bounds.start..<bounds.end]))
-    }
-}
-
 func field(_ f: [UInt8], _ at: Int, _ n: Int) -> [UInt8] { Array(f[at..<(at + n)]) }
 func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at + 1]) }
 
