@@ -18,6 +18,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "LVSPacket", swiftSettings: strict),
@@ -27,13 +29,17 @@ let package = Package(
         .target(name: "LVSControl", dependencies: ["LVSCore", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
         // The Linux data plane: AF_PACKET rings, netlink, worker threads.
         .target(name: "LVSLinux", dependencies: ["LVSControl", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
+        // lvsd's HTTP side: Prometheus metrics and the live status page.
+        .target(name: "LVSStatus", dependencies: ["LVSControl", .product(name: "Prometheus", package: "swift-prometheus"),
+                                                  .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                                                  .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
         // The real server's side: TOA, tunnel decapsulation.
         .target(name: "LVSRealServer", dependencies: ["LVSPacket"]),
         .executableTarget(name: "lvs-realserver", dependencies: ["LVSRealServer", "CLVSLinux",
                                                                  .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // C only where Swift cannot import a header.
         .target(name: "CLVSLinux"),
-        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", "LVSStatus", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                        .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "lvsadm", dependencies: ["LVSControl", "LVSLab"]),
         // Namespaces, veths and processes for the demo and the end-to-end tests.
@@ -48,7 +54,7 @@ let package = Package(
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
-        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSTestSupport"]),
+        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSStatus", "LVSTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LVSLab", "LVSTestSupport"]),
     ]
 )

@@ -22,6 +22,7 @@ public final class ControlPlane: Sendable {
         var table = ServiceTable()
         var serviceRates: [ServiceKey: RateEstimator] = [:]
         var serverRates: [ServerRateKey: RateEstimator] = [:]
+        var totalRates = RateEstimator()
         var lastEstimate: UInt64 = 0
         var base: DirectorConfiguration
         /// When lvsadm last collected traced packets; nil: nobody traces.
@@ -37,6 +38,8 @@ public final class ControlPlane: Sendable {
     public let sources: ConfigurationSources
     /// One per worker.
     public let engines: [Engine]
+
+    let started = ControlPlane.now()
 
     public init(capacity: Int, workers: Int = 1, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(), logger: Logger) {
         self.capacity = capacity
@@ -126,6 +129,7 @@ public final class ControlPlane: Sendable {
             }
             guard now &- s.lastEstimate >= RateEstimator.periodMilliseconds else { return }
             s.lastEstimate = now
+            s.totalRates.update(engines.reduce(Counters()) { $0 + $1.director.withLock { $0.shared.totals } })
             for svc in s.table.services {
                 guard let rt = service(svc.key) else { continue }
                 s.serviceRates[svc.key, default: RateEstimator()].update(rt.counters)
@@ -166,6 +170,7 @@ public final class ControlPlane: Sendable {
             return state.withLock { s in
                 if let key, s.table.service(key) == nil { return .failed(TableError("ESRCH", "No such service")) }
                 for e in engines { e.director.withLock { $0.zeroCounters(key) } }
+                if key == nil { s.totalRates.reset() }
                 for k in s.serviceRates.keys where key == nil || k == key {
                     s.serviceRates[k]?.reset()
                 }
@@ -233,6 +238,23 @@ public final class ControlPlane: Sendable {
             return TableSnapshot(connectionTableSize: capacity * engines.count, services: services, timeouts: Timeouts(s.table.timeouts),
                                  connections: connections ? entries : nil, drops: drops)
         }
+    }
+
+    /// The snapshot with the totals and every worker's figures.
+    public func status(now: UInt64 = ControlPlane.now()) -> StatusReport {
+        let table = snapshot(connections: false, now: now)
+        var engineStatus: [EngineStatus] = []
+        for (i, e) in engines.enumerated() {
+            engineStatus.append(e.director.withLock { d in
+                EngineStatus(worker: i, totals: d.shared.totals, drops: d.shared.drops.reduce(0, &+),
+                             toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
+                             ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
+                             ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)
+            })
+        }
+        return StatusReport(table: table, totals: engineStatus.reduce(Counters()) { $0 + $1.totals },
+                            totalRates: state.withLock { $0.totalRates.rates }, engines: engineStatus,
+                            uptimeSeconds: (now &- started) / 1000)
     }
 
     static func connections(_ d: borrowing Director, now: UInt64) -> [ConnectionEntry] {

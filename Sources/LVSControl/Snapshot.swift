@@ -79,3 +79,30 @@ public struct TableSnapshot: Sendable, Hashable, Codable {
         self.connections = connections; self.drops = drops
     }
 }
+
+/// One worker's engine, for lvsd's own metrics.
+public struct EngineStatus: Sendable, Hashable, Codable {
+    public var worker: Int
+    /// Packets and bytes of virtual-service traffic (ip_vs_stats totals).
+    public var totals: Statistics
+    public var drops: UInt64
+    /// FULLNAT TOA options inserted, and those that did not fit.
+    public var toaInserted: UInt64
+    public var toaFailures: UInt64
+    /// ICMP errors lvsd sent (fragmentation needed, packet too big).
+    public var icmpSent: UInt64
+    public var ipv4Connections: Int
+    public var ipv4Capacity: Int
+    public var ipv6Connections: Int
+    public var ipv6Capacity: Int
+}
+
+/// What `/metrics` and the status page show: the listings' snapshot, the
+/// totals and each worker.
+public struct StatusReport: Sendable, Hashable, Codable {
+    public var table: TableSnapshot
+    public var totals: Statistics
+    public var totalRates: Rates
+    public var engines: [EngineStatus]
+    public var uptimeSeconds: UInt64
+}

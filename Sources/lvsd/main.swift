@@ -6,6 +6,7 @@ import Glibc
 import LVSControl
 import LVSCore
 import LVSLinux
+import LVSStatus
 import Logging
 
 @main
@@ -35,6 +36,9 @@ struct LVSD: ParsableCommand {
 
     @Option(help: "Connections the table holds (56 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
+
+    @Option(help: ArgumentHelp("Serve Prometheus /metrics and the status page on ADDR:PORT (a bare port binds loopback).", valueName: "addr:port"))
+    var metrics: String?
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
@@ -81,6 +85,22 @@ struct LVSD: ParsableCommand {
             throw ExitCode(1)
         }
         server.start()
+        var statusServer: StatusServer? = nil
+        if let metrics {
+            guard let (host, port) = StatusServer.parseListen(metrics) else {
+                logger.critical("--metrics \(metrics): expected ADDR:PORT, [V6ADDR]:PORT or PORT")
+                server.stop()
+                throw ExitCode(1)
+            }
+            do {
+                statusServer = try StatusServer(host: host, port: port, logger: logger) { plane.status() }
+            } catch {
+                logger.critical("cannot serve metrics on \(metrics): \(error)")
+                server.stop()
+                throw ExitCode(1)
+            }
+            logger.info("serving metrics and the status page", metadata: ["address": "http://\(statusServer!.address)/"])
+        }
         var dataPlane: DataPlane? = nil
         if !base.interfaces.isEmpty {
             let served = Set(base.interfaces.map { Int($0.index) })
@@ -161,6 +181,7 @@ struct LVSD: ParsableCommand {
         filter?.remove()
         timer.cancel()
         dataPlane?.stop()
+        statusServer?.stop()
         server.stop()
         logger.info("stopped")
         _ = sources

@@ -86,4 +86,101 @@ struct OperationsTests {
         let bad = try trace(lab, ["-t", "\(Lab.vip):80", "--count", "1"], name: "trace-bad") { try sendRaw(lab, frame) }
         #expect(bad.contains("dropped: bad-ihl") && bad.contains("malformed: bad-ihl"), "\(bad)")
     }
+
+    /// `name{labels}` → value, from the Prometheus text format.
+    func samples(_ text: String) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let v = Double(line[line.index(after: space)...]) else { continue }
+            out[String(line[..<space])] = v
+        }
+        return out
+    }
+
+    /// Headless chromium inside the director's namespace (where lvsd's
+    /// loopback port is): the page's DOM after `ms` of its own time.
+    func chromium(_ lab: Lab, _ args: [String], ms: Int = 4000) throws -> String {
+        try lab.inside("d", arguments: ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+                                        "--user-data-dir=\(lab.directory.path)/chromium", "--virtual-time-budget=\(ms)"] + args)
+    }
+
+    @Test func metricsMatchTheListingsAndTheStatusPageShowsLiveRates() throws {
+        let lab = try Lab(prefix: "ltmetric", bin: Self.bin)
+        defer { lab.teardown() }
+        let base = "http://127.0.0.1:19180"
+        try lab.startDirector(extra: ["--metrics", "127.0.0.1:19180"])
+        try lab.startNginx()
+        try lab.gateway(viaDirector: true)
+        try lab.lvsadm("-A -t \(Lab.vip):80 -s wrr")
+        for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m -w \(i)") }
+        try lab.lvsadm("-A -f 7 -s rr")
+        try lab.lvsadm("-a -f 7 -r \(Lab.real(1)):0 -g -w 0")
+
+        // Before traffic: the page renders every service and real server, rates at 0.
+        let idle = try chromium(lab, ["--dump-dom", base + "/"], ms: 2500)
+        #expect(idle.contains("data-service=\"TCP \(Lab.vip):80\"") && idle.contains("data-service=\"FWM 7\""), "\(idle.prefix(3000))")
+        for i in 1...3 { #expect(idle.contains("data-server=\"\(Lab.real(i)):8080\"")) }
+        #expect(idle.contains("id=\"total-inpps\" data-value=\"0\""), "\(idle.prefix(3000))")
+
+        // During traffic: the rates the page shows move, and a screenshot.
+        let urls = Array(repeating: "http://\(Lab.vip)/", count: 3000)
+        let load = try lab.start("c", ["curl", "-sS", "-o", "/dev/null", "--max-time", "60", "-H", "Connection: close"] + urls, logName: "load")
+        usleep(2_500_000)
+        let busy = try chromium(lab, ["--dump-dom", base + "/"], ms: 2500)
+        let shown = busy.range(of: "id=\"total-inpps\" data-value=\"([0-9]+)\"", options: .regularExpression).map { busy[$0] } ?? ""
+        let inpps = Int(shown.split(separator: "\"").last ?? "") ?? 0
+        #expect(inpps > 0, "\(shown)")
+        #expect((Int(busy.range(of: "data-polls=\"[0-9]+\"", options: .regularExpression).map { busy[$0].filter(\.isNumber) } ?? "") ?? 0) >= 2)
+        let png = lab.directory.appendingPathComponent("status-page.png").path
+        try chromium(lab, ["--screenshot=\(png)", "--window-size=1280,1400", base + "/"], ms: 2500)
+        let size = (try? FileManager.default.attributesOfItem(atPath: png)[.size] as? Int) ?? 0
+        #expect(size > 20_000, "screenshot \(size) bytes")
+        if let docs = ProcessInfo.processInfo.environment["LVS_UPDATE_DOCS"] {
+            try? FileManager.default.removeItem(atPath: docs + "/status-page.png")
+            try FileManager.default.copyItem(atPath: png, toPath: docs + "/status-page.png")
+        }
+        let during = samples(try lab.inside("d", "curl", "-sS", base + "/metrics"))
+        #expect((during["node_ipvs_incoming_packets_total"] ?? 0) > 0)
+
+        // After it: every series equals what lvsadm lists.
+        let deadline = Date().addingTimeInterval(70)
+        while load.isRunning && Date() < deadline { usleep(50_000) }
+        usleep(700_000)  // past the metrics cache
+        let m = samples(try lab.inside("d", "curl", "-sS", base + "/metrics"))
+        let stats = try lab.lvsadm("-L -n --stats --exact")
+        let listing = try lab.lvsadm("-L -n")
+        var service = ""
+        var conns = 0.0
+        for line in stats.split(separator: "\n").dropFirst(3) {
+            let f = line.split(separator: " ")
+            if f[0] == "TCP" {
+                service = "local_address=\"\(Lab.vip)\",local_port=\"80\",proto=\"TCP\",local_mark=\"\""
+                #expect(m["lvsd_service_connections_total{\(service)}"] == Double(f[2]), "\(line)")
+                #expect(m["lvsd_service_incoming_packets_total{\(service)}"] == Double(f[3]), "\(line)")
+                #expect(m["lvsd_service_outgoing_bytes_total{\(service)}"] == Double(f[6]), "\(line)")
+                conns += Double(f[2]) ?? 0
+            } else if f[0] == "FWM" {
+                service = "local_address=\"\",local_port=\"0\",proto=\"FWM\",local_mark=\"00000007\""
+                #expect(m["lvsd_service_connections_total{\(service)}"] == Double(f[2]))
+            } else if f[0] == "->" {
+                let hostPort = f[1].split(separator: ":")
+                let labels = service.replacingOccurrences(of: ",proto=", with: ",remote_address=\"\(hostPort[0])\",remote_port=\"\(hostPort[1])\",proto=")
+                let names = ["lvsd_backend_connections_total", "lvsd_backend_incoming_packets_total", "lvsd_backend_outgoing_packets_total",
+                             "lvsd_backend_incoming_bytes_total", "lvsd_backend_outgoing_bytes_total"]
+                for (k, name) in names.enumerated() { #expect(m["\(name){\(labels)}"] == Double(f[2 + k]), "\(name) \(line)") }
+            }
+        }
+        #expect(conns == 3000 && m["node_ipvs_connections_total"] == conns, "\(stats)")
+        for line in listing.split(separator: "\n") where line.hasPrefix("  -> ") && line.contains(":8080") {
+            let f = line.split(separator: " ")
+            let hostPort = f[1].split(separator: ":")
+            let labels = "local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(hostPort[0])\",remote_port=\"\(hostPort[1])\",proto=\"TCP\",local_mark=\"\""
+            #expect(m["node_ipvs_backend_weight{\(labels)}"] == Double(f[3]), "\(line)")
+            #expect(m["node_ipvs_backend_connections_active{\(labels)}"] == Double(f[4]), "\(line)")
+            #expect(m["node_ipvs_backend_connections_inactive{\(labels)}"] == Double(f[5]), "\(line)")
+        }
+        #expect(m["node_ipvs_backend_weight{local_address=\"\",local_port=\"0\",remote_address=\"\(Lab.real(1))\",remote_port=\"0\",proto=\"FWM\",local_mark=\"00000007\"}"] == 0)
+        #expect(m["lvsd_drops_total{reason=\"bad-ihl\"}"] == 0)
+        #expect((m["lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}"] ?? 0) > 0)
+    }
 }
