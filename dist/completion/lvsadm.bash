@@ -3,6 +3,10 @@ _lvsadm() {
     local cur prev
     cur="${COMP_WORDS[COMP_CWORD]}"
     prev="${COMP_WORDS[COMP_CWORD-1]}"
+    if [ "${COMP_WORDS[1]}" = trace ]; then
+        COMPREPLY=($(compgen -W "-t -u -f -6 --count --wait --json --socket" -- "$cur"))
+        return
+    fi
     case "$prev" in
         -s|--scheduler) COMPREPLY=($(compgen -W "rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos ch" -- "$cur")); return ;;
         --tun-type) COMPREPLY=($(compgen -W "ipip gue" -- "$cur")); return ;;
@@ -14,6 +18,6 @@ _lvsadm() {
         -r -g -i -m -w -x -y --tun-type --tun-port --tun-nocsum --tun-csum --tun-remcsum -n -c --timeout --daemon --stats
         --rate --thresholds --persistent-conn --tun-info --exact --sort --nosort --start-daemon --stop-daemon
         --mcast-interface --syncid --mcast-group --mcast-port --mcast-ttl --sync-maxlen --add-laddr --del-laddr --get-laddr
-        -z --json --socket demo" -- "$cur"))
+        -z --json --socket demo trace" -- "$cur"))
 }
 complete -F _lvsadm lvsadm
