@@ -101,7 +101,9 @@ public struct Admin {
             guard let s = try snapshot(connections: conns) else { return 1 }
             let list = listing(inv.format)
             if inv.json {
-                if conns { write(ControlProtocol.json(s.connections ?? [])) } else if let key = inv.service?.key {
+                if conns { write(ControlProtocol.json(s.connections ?? [])) } else if inv.options.contains(.drops) {
+                    write(ControlProtocol.json(s.drops))
+                } else if let key = inv.service?.key {
                     guard let one = s.services.first(where: { $0.service.key == key }) else { writeError("No such service\n"); return 1 }
                     write(ControlProtocol.json(one))
                 } else {
@@ -111,6 +113,8 @@ public struct Admin {
             }
             if conns {
                 write(list.connections(s.connections ?? []))
+            } else if inv.options.contains(.drops) {
+                write(Listing.drops(s.drops))
             } else if inv.options.contains(.timeout) {
                 write(Listing.timeouts(s.timeouts))
             } else if inv.options.contains(.daemon) {
@@ -241,6 +245,7 @@ public struct Admin {
           --numeric      -n                   numeric output of addresses and ports
           --sched-flags  -b flags             scheduler flags (comma-separated)
           --json                              listings as JSON, for automation
+          --drops                             output of frames lvsd dropped, by reason
           --socket       path                 lvsd's control socket (default \(defaultSocket), or $LVSADM_SOCKET)
 
         """

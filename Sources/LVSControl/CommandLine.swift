@@ -16,45 +16,45 @@ public enum AdminCommand: Int, Sendable, CaseIterable {
 }
 
 /// ipvsadm's options that its compatibility table knows (`OPTC_*`), plus
-/// DPVS's `-z` and lvsadm's `--json`.
+/// DPVS's `-z` and lvsadm's `--json` and `--drops`.
 public enum AdminOption: Int, Sendable, CaseIterable {
     case numeric = 0, connection, service, scheduler, persistent, netmask, server, forward, weight, upperThreshold
     case lowerThreshold, mcastInterface, timeout, daemon, stats, rate, thresholds, persistentConnections, noSort, syncID
     case exact, onePacket, persistenceEngine, schedulerFlags, mcastGroup, mcastPort, mcastTTL, syncMaxLength
     case tunnelInfo, tunnelType, tunnelPort, tunnelNoChecksum, tunnelChecksum, tunnelRemoteChecksum
-    case localAddress, json
+    case localAddress, json, drops
 
     /// `optnames[]`.
     public var name: String {
         ["numeric", "connection", "service-address", "scheduler", "persistent", "netmask", "real-server", "forwarding-method",
          "weight", "u-threshold", "l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
          "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
-         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json"][rawValue]
+         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops"][rawValue]
     }
 }
 
 /// ipvsadm's `commands_v_options`: '+' required, 'x' illegal, '1' at most
 /// one of them, ' ' optional. Rows by command, columns by option; the last
-/// two columns (laddr, json) are lvsadm's.
+/// three columns (laddr, json, drops) are lvsadm's.
 let compatibility: [String] = [
-    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxx",  // add-service
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxx",  // edit-service
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
-    " 11xxxxxxxxx11       xxxxxxx xxxxxx ",  // list
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xx",  // add-server
-    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xx",  // edit-server
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
-    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxx",  // start-daemon
-    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxx",  // stop-daemon
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
-    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
-    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+x",  // add-laddr
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+x",  // del-laddr
-    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx ",  // get-laddr
+    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx",  // add-service
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx",  // edit-service
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
+    " 11xxxxxxxxx11       xxxxxxx xxxxxx  ",  // list
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxx",  // add-server
+    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxx",  // edit-server
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
+    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxx",  // start-daemon
+    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxx",  // stop-daemon
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
+    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xx",  // add-laddr
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xx",  // del-laddr
+    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx x",  // get-laddr
 ]
 
 /// How a listing prints (`FMT_*`).
@@ -142,7 +142,7 @@ public enum AdminCommandLine {
         Spec(long: "del-laddr", short: "Q", argument: .none), Spec(long: "get-laddr", short: "G", argument: .none),
         Spec(long: "laddr", short: "z", argument: .required),
         // lvsadm's own.
-        Spec(long: "json", short: nil, argument: .none), Spec(long: "socket", short: nil, argument: .required),
+        Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none), Spec(long: "socket", short: nil, argument: .required),
     ]
 
     /// 6 × 60 s, libipvs's IPVS_SVC_PERSISTENT_TIMEOUT.
@@ -378,6 +378,7 @@ public enum AdminCommandLine {
                 }
                 inv.localAddress = a
             case "json": try setOption(.json); inv.json = true
+            case "drops": try setOption(.drops)
             case "socket": inv.socketPath = v
             default: break
             }

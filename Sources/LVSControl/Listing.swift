@@ -296,6 +296,15 @@ public struct Listing {
     /// `list_timeout`.
     public static func timeouts(_ t: Timeouts) -> String { "Timeout (tcp tcpfin udp): \(t.tcp) \(t.tcpFin) \(t.udp)\n" }
 
+    /// lvsadm's `--drops`: every reason that dropped a frame, in the core's order.
+    public static func drops(_ drops: [String: UInt64]) -> String {
+        var out = left("Drop reason", 32) + " Frames\n"
+        for reason in DropReason.all.map(\.description) {
+            if let n = drops[reason], n > 0 { out += left(reason, 32) + " " + String(n) + "\n" }
+        }
+        return out
+    }
+
     /// DPVS's `--get-laddr`.
     public func localAddresses(_ services: [ServiceSnapshot], connections: [ConnectionEntry]) -> String {
         var out = Self.left("VIP:VPORT", 20) + " " + Self.left("TOTAL", 8) + " " + Self.left("SNAT_IP", 20) + " " + Self.left("CONFLICTS", 10) + " CONNS\n"

@@ -460,12 +460,32 @@ enum NeighbourDiscovery {
     }
 }
 
-/// ICMP errors lvsd sends itself.
+/// ICMP errors lvsd sends itself, from the address the packet was sent to,
+/// back to the hop it came from.
 enum ICMPWriter {
-    /// Turns an IPv4 packet into "fragmentation needed" (type 3, code 4)
-    /// quoting its header and first 8 bytes, sent back to the hop it came
-    /// from, from the address it was sent to.
+    /// "Fragmentation needed" (3/4) with the MTU left.
     static func fragmentationNeeded(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, mtu: Int, from mac: MACAddress) {
+        ipv4Error(&b, &f, p, type: 3, code: 4, rest: UInt32(truncatingIfNeeded: mtu) & 0xFFFF, from: mac)
+    }
+
+    /// ICMPv6 "packet too big" (2) with the MTU left.
+    static func packetTooBig(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, mtu: Int, from mac: MACAddress) {
+        ipv6Error(&b, &f, p, type: 2, code: 0, rest: UInt32(truncatingIfNeeded: mtu), from: mac)
+    }
+
+    /// "Time exceeded in transit" (ICMP 11/0, ICMPv6 3/0), as the kernel's
+    /// decrement_ttl sends it.
+    static func timeExceeded(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, from mac: MACAddress) {
+        if p.isIPv4 {
+            ipv4Error(&b, &f, p, type: 11, code: 0, rest: 0, from: mac)
+        } else {
+            ipv6Error(&b, &f, p, type: 3, code: 0, rest: 0, from: mac)
+        }
+    }
+
+    /// Turns an IPv4 packet into an ICMP error quoting its header and first 8 bytes.
+    static func ipv4Error(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, type: UInt8, code: UInt8, rest: UInt32,
+                          from mac: MACAddress) {
         let s = f.start
         let previousHop = MACAddress(b.span, at: s &+ 6)
         let client = IPv4Address(b.span, at: p.sourceAddressOffset), vip = IPv4Address(b.span, at: p.destinationAddressOffset)
@@ -481,15 +501,16 @@ enum ICMPWriter {
         vip.store(&b, at: ip &+ 12)
         client.store(&b, at: ip &+ 16)
         b.setBE16(InternetChecksum.finish(InternetChecksum.sum(b.span, from: ip, count: 20)), at: ip &+ 10)
-        b.setBE32(0x0304_0000, at: icmp)
-        b.setBE32(UInt32(truncatingIfNeeded: mtu) & 0xFFFF, at: icmp &+ 4)
+        b.setBE32(UInt32(type) &<< 24 | UInt32(code) &<< 16, at: icmp)
+        b.setBE32(rest, at: icmp &+ 4)
         b.setBE16(InternetChecksum.finish(InternetChecksum.sum(b.span, from: icmp, count: 8 &+ quoted)), at: icmp &+ 2)
         f.length = 42 &+ quoted
     }
 
-    /// Turns an IPv6 packet into "packet too big" (ICMPv6 type 2) quoting as
-    /// much of it as keeps the error within the minimum MTU of 1280.
-    static func packetTooBig(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, mtu: Int, from mac: MACAddress) {
+    /// Turns an IPv6 packet into an ICMPv6 error quoting as much of it as
+    /// keeps the error within the minimum MTU of 1280.
+    static func ipv6Error(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, type: UInt8, code: UInt8, rest: UInt32,
+                          from mac: MACAddress) {
         let s = f.start
         let previousHop = MACAddress(b.span, at: s &+ 6)
         let client = IPv6Address(b.span, at: p.sourceAddressOffset), vip = IPv6Address(b.span, at: p.destinationAddressOffset)
@@ -504,8 +525,8 @@ enum ICMPWriter {
         b[ip &+ 7] = 64
         vip.store(&b, at: ip &+ 8)
         client.store(&b, at: ip &+ 24)
-        b.setBE32(0x0200_0000, at: icmp)
-        b.setBE32(UInt32(truncatingIfNeeded: mtu), at: icmp &+ 4)
+        b.setBE32(UInt32(type) &<< 24 | UInt32(code) &<< 16, at: icmp)
+        b.setBE32(rest, at: icmp &+ 4)
         let sum = InternetChecksum.sum(b.span, from: icmp, count: 8 &+ quoted,
                                        initial: InternetChecksum.pseudoHeaderSum(source: vip, destination: client, protocol: IPProtocolNumber.icmpv6, length: 8 &+ quoted))
         b.setBE16(InternetChecksum.finish(sum), at: icmp &+ 2)

@@ -245,7 +245,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let (sc, dc) = shared.counterSlots(service: service, destination: slot)
         shared.countConnection(service: sc, destination: dc)
         noteTrace(templateHit ? .persistent : .scheduled, connection: index, shared: &shared)
-        let verdict = forwardToReal(&b, &f, &p, index, now: now, shared: &shared, first: true)
+        let verdict = forwardToReal(&b, &f, &p, index, interface: interface, now: now, shared: &shared, first: true)
         if onePacket {
             // OPS: scheduled per datagram, never hashed, freed at once.
             unbind(index, shared: &shared)
@@ -328,7 +328,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let length = UInt64(p.ipEnd &- p.l3Offset)
         let (sc, dc) = shared.counterSlots(service: s, destination: d)
         shared.count(inbound: true, service: sc, destination: dc, bytes: length)
-        guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
+        guard PacketRewriter.decrementTTL(&b, p) else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
         switch dest.method {
         case .nat:
             PacketRewriter.rewrite(&b, p, destination: c.real, destinationPort: c.realPort)
@@ -351,6 +351,17 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             return tunnel(&b, &f, &p, dest: dest, interface: interface, shared: &shared)
         }
         return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+    }
+
+    /// A packet for a real server whose TTL ran out: dropped (and counted),
+    /// and "time exceeded" sent back as the kernel's IPVS does.
+    func timeExceeded(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, interface: UInt16,
+                      shared: inout DirectorShared) -> Verdict {
+        let verdict = shared.drop(.ttlExceeded)
+        guard let back = shared.interface(interface) else { return verdict }
+        shared.icmpSent &+= 1
+        ICMPWriter.timeExceeded(&b, &f, p, from: back.mac)
+        return .transmit(interface: interface)
     }
 
     mutating func tunnel(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState,

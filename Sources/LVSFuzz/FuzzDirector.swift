@@ -3,7 +3,8 @@ import LVSPacket
 
 /// Arbitrary bytes into a Director serving all four forwarding methods, both
 /// directions: the frame goes in as received, then as if a real server sent
-/// it (first byte picks the interface and clock step).
+/// it (first byte picks the interface and clock step, and whether the frame
+/// is traced).
 enum FuzzDirector {
     nonisolated(unsafe) static var director: Director = makeDirector()
     nonisolated(unsafe) static var batch = FrameBatch(capacity: 1, slotSize: 4096, headroom: 128)
@@ -46,7 +47,10 @@ enum FuzzDirector {
         batch.removeAll()
         guard batch.append(frame, interface: UInt16(control & 1) + 1) else { return }
         now &+= UInt64(control >> 1) * 100
+        let traced = control & 0x40 != 0
+        if traced { _ = director.trace(filter: nil, budget: 4) }
         director.process(batch, now: now)
+        if traced { _ = director.trace(filter: nil, budget: 0) }
         if control & 0x80 != 0 { director.tick(now: now) }
     }
 }

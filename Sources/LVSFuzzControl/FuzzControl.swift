@@ -4,7 +4,8 @@ import Logging
 
 /// The control plane's parsers under arbitrary bytes: the control protocol
 /// decoder and lvsd's answer to a request, ipvsadm rules files, keepalived.conf
-/// and the ipvsadm command line. None may trap; errors are answers.
+/// the ipvsadm command line, and lvsadm trace's decoding of captured frames.
+/// None may trap; errors are answers.
 let plane = ControlPlane(capacity: 1024, logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -15,6 +16,7 @@ public func fuzzControl(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = try? RulesFile.parse(text, file: "fuzz")
     _ = try? KeepalivedConfiguration.parse(text, file: "fuzz")
     _ = try? AdminCommandLine.parse(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+    _ = FrameFields.describe(bytes, tunnelled: size & 1 == 1)
     return 0
 }
 

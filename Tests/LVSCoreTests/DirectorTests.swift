@@ -127,6 +127,19 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         #expect(h.director.shared.toaInserted == 1)
     }
 
+    @Test func ttlOneGetsTimeExceededFromTheVIP() {
+        var h = Harness([service(.nat)])
+        let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02), ttl: 1)
+        let (v, out) = h.send(syn)
+        #expect(v == .transmit(interface: 1))
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && field(out, 6, 6) == [2, 0, 0, 0, 0, 1])  // back to the hop it came from
+        #expect(out[23] == 1 && field(out, 26, 4) == [198, 18, 0, 10] && field(out, 30, 4) == [198, 18, 0, 100])
+        #expect(out[34] == 11 && out[35] == 0)                          // time exceeded in transit
+        #expect(Array(out[42..<62]) == Array(syn[14..<34]))             // the original header, TTL 1
+        #expect(out.count == 42 + 28 && FrameBuilder.checksumsValid(out))
+        #expect(h.director.drops(.ttlExceeded) == 1 && h.director.shared.icmpSent == 1)
+    }
+
     @Test func ipv6NATAndFullNATWithTOA() {
         let vip6 = ip("2001:db8::10"), client6 = ip("2001:db8::100")
         var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip6, 80), scheduler: "rr",
