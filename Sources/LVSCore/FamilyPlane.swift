@@ -621,12 +621,14 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
     }
 
-    /// When the table is full: an expired entry, else a half-open one
-    /// (SYN_RECV/SYNACK, IPVS's drop_entry), found from the sweep hand within
-    /// a bounded scan. nil when none is found: the new flow is dropped.
+    /// When the table is full: an expired entry, else a half-open TCP one
+    /// (SYN_RECV/SYNACK, as IPVS's drop_entry), else a datagram flow that saw
+    /// one packet, found from the sweep hand within a bounded scan. nil when
+    /// none is found: the new flow is dropped.
     mutating func evict(now: UInt64, shared: inout DirectorShared) -> Int? {
         let n = min(256, table.capacity)
         var halfOpen: Int? = nil
+        var unanswered: Int? = nil
         for _ in 0..<n {
             let i = table.advanceHand()
             let e = table.entries[i]
@@ -635,10 +637,17 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 expire(i, now: now, shared: &shared)
                 return table.allocate()
             }
-            if halfOpen == nil && (e.state == .synReceived || e.state == .synAck) { halfOpen = i }
+            if e.proto == IPProtocolNumber.tcp {
+                if halfOpen == nil && (e.state == .synReceived || e.state == .synAck) { halfOpen = i }
+            } else if unanswered == nil && e.packets <= 1 && !e.flags.contains(.template) {
+                // A datagram flow nobody answered: what a spoofed UDP flood leaves,
+                // the UDP kin of half-open (drop_entry's todrop_entry drops these first too).
+                unanswered = i
+            }
         }
-        guard let h = halfOpen else { return nil }
-        expire(h, now: now, shared: &shared, force: true)
+        guard let victim = halfOpen ?? unanswered else { return nil }
+        expire(victim, now: now, shared: &shared, force: true)
         return table.allocate()
     }
+
 }

@@ -186,11 +186,12 @@ public final class Lab: @unchecked Sendable {
     }
 
     /// lvsd on the director's LAN interface.
-    public func startDirector(extra: [String] = []) throws {
-        try start("d", [bin.appendingPathComponent("lvsd").path, "--socket", socket, "--interface", ns("d0"),
+    @discardableResult
+    public func startDirector(extra: [String] = []) throws -> Process {
+        let p = try start("d", [bin.appendingPathComponent("lvsd").path, "--socket", socket, "--interface", ns("d0"),
                         "--connection-table-size", "65536"] + extra, logName: "lvsd")
         for _ in 0..<250 {
-            if FileManager.default.fileExists(atPath: socket) { return }
+            if FileManager.default.fileExists(atPath: socket) { return p }
             usleep(20_000)
         }
         throw Failure(description: "lvsd did not start: \(logText("lvsd"))")

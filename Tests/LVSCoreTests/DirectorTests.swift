@@ -377,6 +377,32 @@ func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at 
         #expect(h.director.drops(.connectionTableFull) == 1)
     }
 
+    @Test func fullTableEvictsUnansweredDatagramFlowsAfterHalfOpen() {
+        let udp = VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat)])
+        let tcp = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)])
+        var h = Harness([udp, tcp], capacity: 4)
+        func datagram(_ sport: UInt16) -> Verdict {
+            h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: sport, dport: 53))).0
+        }
+        for p in UInt16(1)...3 { _ = datagram(p) }
+        // Flow 1 is answered: it stays.
+        let answer = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value).frame(src: ip("198.19.0.2"), dst: ip("198.18.0.100"),
+                                                                                          FrameBuilder.udp(sport: 53, dport: 1))
+        #expect(h.send(answer, interface: 2).0 == .transmit(interface: 1))
+        #expect(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 7, dport: 80, flags: 0x02))).0 == .transmit(interface: 2))
+        // Full: a new SYN evicts the half-open one; once that is established,
+        // a new flow evicts a datagram flow nobody answered, never the answered one.
+        #expect(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 8, dport: 80, flags: 0x02))).0 == .transmit(interface: 2))
+        _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 8, dport: 80, flags: 0x10)))
+        #expect(datagram(9) == .transmit(interface: 2))
+        var flows = Set<String>()
+        h.director.v4.table.forEach { _, c in flows.insert("\(c.proto == 17 ? "udp" : "tcp"):\(c.clientPort)") }
+        #expect(flows.count == 4 && flows.isSuperset(of: ["udp:1", "tcp:8", "udp:9"]) && !flows.contains("tcp:7"), "\(flows)")
+        #expect(h.director.drops(.connectionTableFull) == 0)
+    }
+
     @Test func connectionTableKeepsProbeChainsThroughDeletes() {
         var t = ConnectionTable<IPv4Address>(capacity: 2000)
         var ids: [Int] = []
