@@ -16,45 +16,45 @@ public enum AdminCommand: Int, Sendable, CaseIterable {
 }
 
 /// ipvsadm's options that its compatibility table knows (`OPTC_*`), plus
-/// DPVS's `-z` and lvsadm's `--json` and `--drops`.
+/// DPVS's `-z` and `-j`, and lvsadm's `--json` and `--drops`.
 public enum AdminOption: Int, Sendable, CaseIterable {
     case numeric = 0, connection, service, scheduler, persistent, netmask, server, forward, weight, upperThreshold
     case lowerThreshold, mcastInterface, timeout, daemon, stats, rate, thresholds, persistentConnections, noSort, syncID
     case exact, onePacket, persistenceEngine, schedulerFlags, mcastGroup, mcastPort, mcastTTL, syncMaxLength
     case tunnelInfo, tunnelType, tunnelPort, tunnelNoChecksum, tunnelChecksum, tunnelRemoteChecksum
-    case localAddress, json, drops
+    case localAddress, json, drops, synproxy
 
     /// `optnames[]`.
     public var name: String {
         ["numeric", "connection", "service-address", "scheduler", "persistent", "netmask", "real-server", "forwarding-method",
          "weight", "u-threshold", "l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
          "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
-         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops"][rawValue]
+         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops", "synproxy"][rawValue]
     }
 }
 
 /// ipvsadm's `commands_v_options`: '+' required, 'x' illegal, '1' at most
 /// one of them, ' ' optional. Rows by command, columns by option; the last
-/// three columns (laddr, json, drops) are lvsadm's.
+/// four columns (laddr, json, drops, synproxy) are lvsadm's and DPVS's.
 let compatibility: [String] = [
-    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx",  // add-service
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx",  // edit-service
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
-    " 11xxxxxxxxx11       xxxxxxx xxxxxx  ",  // list
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxx",  // add-server
-    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxx",  // edit-server
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
-    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxx",  // start-daemon
-    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxx",  // stop-daemon
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
-    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
-    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xx",  // add-laddr
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xx",  // del-laddr
-    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx x",  // get-laddr
+    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr sy
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx ",  // add-service
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx ",  // edit-service
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
+    " 11xxxxxxxxx11       xxxxxxx xxxxxx  x",  // list
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxx",  // add-server
+    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxx",  // edit-server
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
+    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxxx",  // start-daemon
+    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxxx",  // stop-daemon
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
+    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxx",  // add-laddr
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxx",  // del-laddr
+    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xx",  // get-laddr
 ]
 
 /// How a listing prints (`FMT_*`).
@@ -142,7 +142,8 @@ public enum AdminCommandLine {
         Spec(long: "del-laddr", short: "Q", argument: .none), Spec(long: "get-laddr", short: "G", argument: .none),
         Spec(long: "laddr", short: "z", argument: .required),
         // lvsadm's own.
-        Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none), Spec(long: "socket", short: nil, argument: .required),
+        Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none),
+        Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "socket", short: nil, argument: .required),
     ]
 
     /// 6 × 60 s, libipvs's IPVS_SVC_PERSISTENT_TIMEOUT.
@@ -226,6 +227,7 @@ public enum AdminCommandLine {
         var netmask: Int? = nil
         var pe: String? = nil
         var onePacket = false
+        var synproxy = false
         var serverAddress: IPAddress? = nil
         var serverPort: UInt16? = nil
         var method: ForwardingMethod = .directRouting
@@ -379,6 +381,13 @@ public enum AdminCommandLine {
                 inv.localAddress = a
             case "json": try setOption(.json); inv.json = true
             case "drops": try setOption(.drops)
+            case "synproxy":
+                try setOption(.synproxy)
+                switch v {
+                case "enable": synproxy = true
+                case "disable": synproxy = false
+                default: throw UsageError("synproxy switch must be enable or disable")
+                }
             case "socket": inv.socketPath = v
             default: break
             }
@@ -418,7 +427,7 @@ public enum AdminCommandLine {
                 }
             }
             inv.service = ServiceSpec(key: key, scheduler: scheduler ?? "wlc", schedulerFlags: flags, persistence: persistence,
-                                      netmask: netmask, persistenceEngine: pe, onePacket: onePacket)
+                                      netmask: netmask, persistenceEngine: pe, onePacket: onePacket, synproxy: synproxy)
         }
         if command == .addServer || command == .editServer || command == .deleteServer, let key, let serverAddress {
             var port = serverPort ?? key.port

@@ -206,7 +206,8 @@ public final class ControlPlane: Sendable {
             for svc in s.table.services {
                 var snap = ServiceSnapshot(service: ServiceSpec(key: svc.key, scheduler: svc.scheduler, schedulerFlags: svc.schedulerFlags,
                                                                 persistence: svc.persistence, netmask: svc.persistenceNetmask,
-                                                                persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket),
+                                                                persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket,
+                                                                synproxy: svc.synproxy),
                                            localAddresses: svc.localAddresses)
                 let rt = service(svc.key)
                 if let rt {
@@ -248,6 +249,7 @@ public final class ControlPlane: Sendable {
             engineStatus.append(e.director.withLock { d in
                 EngineStatus(worker: i, totals: d.shared.totals, drops: d.shared.drops.reduce(0, &+),
                              toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
+                             synproxyCookies: d.shared.synproxyCookies,
                              ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
                              ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)
             })

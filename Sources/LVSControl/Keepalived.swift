@@ -274,6 +274,7 @@ public struct KeepalivedConfiguration: Sendable {
         var netmask: Int? = nil
         var engine: String? = nil
         var onePacket = false
+        var synproxy = false
         var vsInhibit = false
         var vs = VirtualServer(services: [], realServers: [], sorryServer: nil, localAddresses: [], quorum: 1, hysteresis: 0,
                                alpha: false, omega: false, delayLoop: 60, block: b)
@@ -293,6 +294,7 @@ public struct KeepalivedConfiguration: Sendable {
             case "sh-fallback", "mh-fallback": flags.insert(.flag1)
             case "sh-port", "mh-port": flags.insert(.flag2)
             case "ops": onePacket = true
+            case "syn_proxy": synproxy = true  // DPVS's keepalived
             case "persistence_timeout":
                 persistence = c.arguments.isEmpty ? 360 : UInt32(try number(c, file: file, in: 1...(86400 * 31)))
             case "persistence_granularity":
@@ -376,7 +378,7 @@ public struct KeepalivedConfiguration: Sendable {
                 throw ConfigurationError(file: file, line: b.line, keyword: "ops", message: "one-packet scheduling is only for UDP")
             }
             vs.services.append(ServiceSpec(key: key, scheduler: scheduler, schedulerFlags: flags, persistence: persistence,
-                                           netmask: netmask, persistenceEngine: engine, onePacket: onePacket))
+                                           netmask: netmask, persistenceEngine: engine, onePacket: onePacket, synproxy: synproxy))
         }
         return vs
     }

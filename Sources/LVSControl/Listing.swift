@@ -195,6 +195,7 @@ public struct Listing {
             }
             if let pe = spec.persistenceEngine { out += " --pe \(pe)" }
             if spec.onePacket { out += " -o" }
+            if spec.synproxy { out += " -j enable" }
             if !spec.schedulerFlags.isEmpty { out += " -b \(Self.schedulerFlags(spec))" }
         } else if format.contains(.stats) {
             out += Self.left(name, 33)
@@ -215,6 +216,7 @@ public struct Listing {
                 if let pe = spec.persistenceEngine { out += " pe \(pe)" }
             }
             if spec.onePacket { out += " ops" }
+            if spec.synproxy { out += " synproxy" }
         }
         out += "\n"
         for d in ordered(s.servers) {

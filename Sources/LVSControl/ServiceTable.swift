@@ -21,6 +21,7 @@ public struct TableError: Error, Equatable, Sendable, Codable, CustomStringConve
     static let thresholdRange = TableError("ERANGE", "Numerical result out of range")
     static let localAddressExists = TableError("EEXIST", "Local address already exists")
     static let noSuchLocalAddress = TableError("ENOENT", "No such local address")
+    static let synproxyMethod = TableError("EINVAL", "SYN proxy needs NAT or FULLNAT real servers (-m, -b) and a TCP service")
 }
 
 /// One change to the table: what one ipvsadm command asks of the kernel.
@@ -46,11 +47,14 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     public var netmask: Int
     public var persistenceEngine: String?
     public var onePacket: Bool
+    /// DPVS's `-j enable`.
+    public var synproxy: Bool
 
     public init(key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
-                netmask: Int? = nil, persistenceEngine: String? = nil, onePacket: Bool = false) {
+                netmask: Int? = nil, persistenceEngine: String? = nil, onePacket: Bool = false, synproxy: Bool = false) {
         self.key = key; self.scheduler = scheduler; self.schedulerFlags = schedulerFlags; self.persistence = persistence
         self.netmask = netmask ?? (key.isIPv6 ? 128 : 32); self.persistenceEngine = persistenceEngine; self.onePacket = onePacket
+        self.synproxy = synproxy
     }
 }
 
@@ -83,11 +87,15 @@ public struct ServiceTable: Sendable, Hashable {
             try Self.validate(spec)
             var svc = VirtualServiceConfiguration(key: spec.key)
             Self.set(&svc, spec)
+            try Self.checkSynproxy(svc)
             services.append(svc)
         case .editService(let spec):
             guard let i = index(of: spec.key) else { throw .noSuchService }
             try Self.validate(spec)
-            Self.set(&services[i], spec)
+            var svc = services[i]
+            Self.set(&svc, spec)
+            try Self.checkSynproxy(svc)
+            services[i] = svc
         case .deleteService(let key):
             guard let i = index(of: key) else { throw .noSuchService }
             services.remove(at: i)
@@ -97,12 +105,18 @@ public struct ServiceTable: Sendable, Hashable {
             guard let i = index(of: key) else { throw .serviceNotDefined }
             try Self.validate(server)
             guard !services[i].realServers.contains(where: { $0.address == server.address && $0.port == server.port }) else { throw .destinationExists }
-            services[i].realServers.append(server)
+            var svc = services[i]
+            svc.realServers.append(server)
+            try Self.checkSynproxy(svc)
+            services[i] = svc
         case .editServer(let key, let server):
             guard let i = index(of: key) else { throw .serviceNotDefined }
             try Self.validate(server)
             guard let j = services[i].realServers.firstIndex(where: { $0.address == server.address && $0.port == server.port }) else { throw .noSuchDestination }
-            services[i].realServers[j] = server
+            var svc = services[i]
+            svc.realServers[j] = server
+            try Self.checkSynproxy(svc)
+            services[i] = svc
         case .deleteServer(let key, let address, let port):
             guard let i = index(of: key) else { throw .serviceNotDefined }
             guard let j = services[i].realServers.firstIndex(where: { $0.address == address && $0.port == port }) else { throw .noSuchDestination }
@@ -128,6 +142,15 @@ public struct ServiceTable: Sendable, Hashable {
         svc.persistenceNetmask = spec.netmask
         svc.persistenceEngine = spec.persistenceEngine
         svc.onePacket = spec.onePacket
+        svc.synproxy = spec.synproxy
+    }
+
+    /// The SYN proxy translates sequence numbers both ways: it must see the
+    /// replies (NAT, FULLNAT), and it speaks TCP only.
+    static func checkSynproxy(_ svc: VirtualServiceConfiguration) throws(TableError) {
+        guard svc.synproxy else { return }
+        if case .address(let p, _, _) = svc.key, p != .tcp { throw .synproxyMethod }
+        guard svc.realServers.allSatisfy({ $0.method == .nat || $0.method == .fullNAT }) else { throw .synproxyMethod }
     }
 
     /// What the kernel checks in `ip_vs_add_service`/`ip_vs_edit_service`.

@@ -89,8 +89,10 @@ public struct EngineStatus: Sendable, Hashable, Codable {
     /// FULLNAT TOA options inserted, and those that did not fit.
     public var toaInserted: UInt64
     public var toaFailures: UInt64
-    /// ICMP errors lvsd sent (fragmentation needed, packet too big).
+    /// ICMP errors lvsd sent (fragmentation needed, packet too big, time exceeded).
     public var icmpSent: UInt64
+    /// SYN-ACKs with a cookie the SYN proxy answered.
+    public var synproxyCookies: UInt64
     public var ipv4Connections: Int
     public var ipv4Capacity: Int
     public var ipv6Connections: Int

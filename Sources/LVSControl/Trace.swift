@@ -36,6 +36,7 @@ public struct TraceEntry: Sendable, Hashable, Codable {
         case .transmit(let i): verdict = "transmit"; outInterface = i
         case .drop(let reason): verdict = "drop"; dropReason = reason.description
         case .pass: verdict = "pass"
+        case .held: verdict = "held"
         }
         switch r.decision {
         case .none: decision = nil
@@ -265,6 +266,7 @@ public enum TraceFormatter {
         switch e.verdict {
         case "transmit": "sent out if\(e.outInterface ?? 0)"
         case "drop": "dropped: \(e.dropReason ?? "?")"
+        case "held": "held until the real server completes the SYN proxy's handshake"
         default: "passed to the kernel (not lvsd's)"
         }
     }

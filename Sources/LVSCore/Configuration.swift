@@ -123,14 +123,16 @@ public struct VirtualServiceConfiguration: Sendable, Hashable {
     public var realServers: [RealServerConfiguration]
     /// FULLNAT local addresses (`--add-laddr`).
     public var localAddresses: [IPAddress]
+    /// SYN proxy (DPVS's `-j enable`): TCP handshakes complete at the director first.
+    public var synproxy: Bool
 
     public init(key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
                 persistenceNetmask: Int? = nil, onePacket: Bool = false, persistenceEngine: String? = nil,
-                realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = []) {
+                realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = [], synproxy: Bool = false) {
         self.key = key; self.scheduler = scheduler; self.schedulerFlags = schedulerFlags; self.persistence = persistence
         self.persistenceNetmask = persistenceNetmask ?? (key.isIPv6 ? 128 : 32)
         self.onePacket = onePacket; self.persistenceEngine = persistenceEngine
-        self.realServers = realServers; self.localAddresses = localAddresses
+        self.realServers = realServers; self.localAddresses = localAddresses; self.synproxy = synproxy
     }
 }
 

@@ -18,6 +18,10 @@ public struct ConnectionFlags: OptionSet, Sendable, Hashable {
     /// Not in the index but allocated: a one-packet connection, or a template
     /// replaced while it still controls connections (freed with the last one).
     public static let unhashed = ConnectionFlags(rawValue: 1 << 6)
+    /// Opened by the SYN proxy: sequence numbers are translated by `synproxySequence`.
+    public static let synproxy = ConnectionFlags(rawValue: 1 << 7)
+    /// The SYN proxy's SYN went to the real server, its SYN-ACK has not come.
+    public static let synproxyPending = ConnectionFlags(rawValue: 1 << 8)
 }
 
 /// One tracked flow (or persistence template). `local`/`localPort` is the
@@ -46,12 +50,15 @@ public struct Connection<A: IPAddressProtocol>: Sendable {
     public var controller: UInt32
     /// Neighbour slot of the client-side next hop, for replies.
     public var replyNeighbour: UInt32
+    /// SYN proxy: the cookie while `.synproxyPending`, then the real server's
+    /// ISN minus the cookie.
+    public var synproxySequence: UInt32
 
     public init() {
         client = .zero; virtual = .zero; real = .zero; local = .zero
         clientPort = 0; virtualPort = 0; realPort = 0; localPort = 0
         expires = 0; service = 0; destination = 0; proto = 0; state = .none; flags = []
-        packets = 0; toaSequence = 0; controller = 0; replyNeighbour = 0
+        packets = 0; toaSequence = 0; controller = 0; replyNeighbour = 0; synproxySequence = 0
     }
 }
 

@@ -63,8 +63,11 @@ public struct DirectorShared: Sendable {
     /// TOA insertions that did not fit; the packet went on without TOA.
     public var toaFailures: UInt64 = 0
     public var toaInserted: UInt64 = 0
-    /// ICMP errors lvsd generated (fragmentation needed).
+    /// ICMP errors lvsd generated (fragmentation needed, time exceeded).
     public var icmpSent: UInt64 = 0
+    /// SYN-ACKs with a cookie the SYN proxy sent.
+    public var synproxyCookies: UInt64 = 0
+    var held = HeldFrames()
     var nextIdentification: UInt16 = 1
     /// Set only while a traced packet is processed.
     var tracing = false
@@ -298,8 +301,25 @@ public struct Director: Sendable {
 
     /// Processes every frame of a batch; verdicts land in the batch.
     public mutating func process(_ batch: FrameBatch, now: UInt64) {
-        guard traceSession == nil else { return processTraced(batch, now: now) }
-        batch.forEach { span, d in d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now) }
+        if traceSession == nil {
+            batch.forEach { span, d in d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now) }
+        } else {
+            processTraced(batch, now: now)
+        }
+        if shared.held.readyCount > 0 { releaseHeld(into: batch, now: now) }
+    }
+
+    /// Held frames whose connection is ready go through the pipeline again,
+    /// into the batch's free slots (the rest wait for the next batch).
+    mutating func releaseHeld(into batch: FrameBatch, now: UInt64) {
+        while batch.count < batch.capacity, let k = shared.held.nextReady() {
+            _ = batch.emit { span, bounds in
+                guard let (length, interface) = shared.held.take(k, into: &span, at: bounds.start) else { return nil }
+                bounds.length = length
+                if case .transmit(let out) = process(&span, frame: &bounds, interface: interface, now: now) { return out }
+                return nil
+            }
+        }
     }
 
 
@@ -371,6 +391,7 @@ public struct Director: Sendable {
 
     /// Runs the expiry sweep; call it between batches.
     public mutating func tick(now: UInt64) {
+        shared.held.expire(now: now)
         v4.sweep(budget: sweepBudget, now: now, shared: &shared)
         v6.sweep(budget: sweepBudget, now: now, shared: &shared)
     }

@@ -21,11 +21,16 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
     case unrelatedICMP
     /// An IP protocol the service cannot carry.
     case unsupportedProtocol
+    /// SYN proxy: an ACK without a valid cookie, or a header it cannot answer in place.
+    case synproxyRefused
+    /// SYN proxy: client data before the real server completed its handshake,
+    /// with no room to hold it (the client sends it again).
+    case synproxyPending
 
     public static let all: [DropReason] = PacketError.allCases.map { .malformed($0) } + [
         .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
         .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
-        .noRoute, .unrelatedICMP, .unsupportedProtocol,
+        .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
     ]
 
     /// Dense index for the counter array.
@@ -43,6 +48,8 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .noRoute: Self.base + 11
         case .unrelatedICMP: Self.base + 12
         case .unsupportedProtocol: Self.base + 13
+        case .synproxyRefused: Self.base + 14
+        case .synproxyPending: Self.base + 15
         }
     }
 
@@ -62,6 +69,8 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .noRoute: "no-route"
         case .unrelatedICMP: "unrelated-icmp"
         case .unsupportedProtocol: "unsupported-protocol"
+        case .synproxyRefused: "synproxy-refused"
+        case .synproxyPending: "synproxy-pending"
         }
     }
 }
@@ -73,4 +82,7 @@ public enum Verdict: Sendable, Equatable {
     case drop(DropReason)
     /// Not the director's: hand it to the kernel's stack.
     case pass
+    /// Kept to be sent later (a SYN-proxied client's data that came before
+    /// the real server's handshake).
+    case held
 }

@@ -100,6 +100,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         guard let svc = findService(proto: proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else {
             return .pass
         }
+        if proto == IPProtocolNumber.tcp && shared.services[svc].configuration.synproxy {
+            return synproxy(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
+        }
         return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
     }
 
@@ -132,7 +135,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     // MARK: new connections
 
     mutating func newConnection(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
-                                src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict {
+                                src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared,
+                                synproxyCookie: UInt32? = nil) -> Verdict {
         let proto = p.proto
         if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
             return shared.drop(.notSYN)
@@ -228,6 +232,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
         c.expires = now &+ 3000
         c.state = proto == IPProtocolNumber.udp ? .udp : .none
+        if let cookie = synproxyCookie {
+            c.flags.formUnion([.synproxy, .synproxyPending])
+            c.synproxySequence = cookie
+        }
         let onePacket = shared.services[service].configuration.onePacket && proto == IPProtocolNumber.udp
         if onePacket { c.flags.insert(.unhashed) }
         guard let index = table.allocate() ?? evict(now: now, shared: &shared) else {
@@ -321,6 +329,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             guard let svc = findService(proto: p.proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else { return .pass }
             return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
+        if !first && table[i].flags.contains(.synproxy), let v = synproxyInbound(&b, &f, &p, i, interface: interface, now: now, shared: &shared) { return v }
         if p.fragment != .subsequent { updateState(i, direction: .input, flags: p.tcpFlags, now: now, shared: &shared) }
         if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: false, now: now) }
         let c = table[i]
@@ -401,6 +410,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     mutating func forwardToClient(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
                                   now: UInt64, shared: inout DirectorShared) -> Verdict {
+        if table[i].flags.contains(.synproxy), let v = synproxyOutbound(&b, &f, &p, i, now: now, shared: &shared) { return v }
         if p.fragment != .subsequent { updateState(i, direction: .output, flags: p.tcpFlags, now: now, shared: &shared) }
         if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: true, now: now) }
         var c = table[i]

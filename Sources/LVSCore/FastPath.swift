@@ -46,7 +46,7 @@ extension Director {
 
         if let i = v4.table.lookup(.client, proto: proto, src, sport, dst, dport) {
             let c = v4.table[i]
-            guard c.expires > now, c.state == .established || c.state == .udp else { return nil }
+            guard c.expires > now, c.state == .established || c.state == .udp, !c.flags.contains(.synproxy) else { return nil }
             let sv = Int(c.service), d = Int(c.destination)
             let method = shared.services[sv].destinations[d].method
             let neighbour = Int(shared.services[sv].destinations[d].neighbour)
@@ -73,7 +73,7 @@ extension Director {
         }
         guard v4.hasReplyTraffic, let i = v4.table.lookup(.reply, proto: proto, src, sport, dst, dport) else { return nil }
         let c = v4.table[i]
-        guard c.expires > now, c.state == .established || c.state == .udp, !c.flags.contains(.noOutput),
+        guard c.expires > now, c.state == .established || c.state == .udp, !c.flags.contains(.noOutput), !c.flags.contains(.synproxy),
               Int(c.replyNeighbour) < shared.neighbours.count, shared.neighbours[Int(c.replyNeighbour)].resolved else { return nil }
         // NAT replies keep their destination; FULLNAT ones go back to the client.
         let fullNAT = c.local != c.client || c.localPort != c.clientPort

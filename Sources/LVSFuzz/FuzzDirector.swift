@@ -7,7 +7,7 @@ import LVSPacket
 /// is traced).
 enum FuzzDirector {
     nonisolated(unsafe) static var director: Director = makeDirector()
-    nonisolated(unsafe) static var batch = FrameBatch(capacity: 1, slotSize: 4096, headroom: 128)
+    nonisolated(unsafe) static var batch = FrameBatch(capacity: 4, slotSize: 4096, headroom: 128)  // room for released held frames
     nonisolated(unsafe) static var now: UInt64 = 1_000
 
     static func makeDirector() -> Director {
@@ -25,6 +25,9 @@ enum FuzzDirector {
             VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::11"), 80), scheduler: "lc",
                                         realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")]),
             VirtualServiceConfiguration(key: .firewallMark(7, ipv6: false), scheduler: "lblc", onePacket: true, realServers: [rs("198.19.0.3", 0, .directRouting)]),
+            VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.14"), 80), scheduler: "rr", realServers: [rs("198.19.0.2", 8080, .nat)], synproxy: true),
+            VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::12"), 80), scheduler: "rr",
+                                        realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")], synproxy: true),
         ]
         let config = DirectorConfiguration(
             services: services,

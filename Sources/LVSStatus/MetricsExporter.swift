@@ -76,7 +76,8 @@ public enum MetricsExporter {
             counter("lvsd_worker_drops_total", "Frames a worker dropped.", [("worker", w)], e.drops)
             counter("lvsd_toa_inserted_total", "FULLNAT TOA options inserted.", [("worker", w)], e.toaInserted)
             counter("lvsd_toa_failures_total", "FULLNAT packets sent without TOA because it did not fit.", [("worker", w)], e.toaFailures)
-            counter("lvsd_icmp_sent_total", "ICMP errors lvsd sent (fragmentation needed, packet too big).", [("worker", w)], e.icmpSent)
+            counter("lvsd_icmp_sent_total", "ICMP errors lvsd sent (fragmentation needed, packet too big, time exceeded).", [("worker", w)], e.icmpSent)
+            counter("lvsd_synproxy_cookies_total", "SYNs the SYN proxy answered with a cookie.", [("worker", w)], e.synproxyCookies)
             for (family, used, capacity) in [("ipv4", e.ipv4Connections, e.ipv4Capacity), ("ipv6", e.ipv6Connections, e.ipv6Capacity)] {
                 gauge("lvsd_connection_table_entries", "Connection-table entries in use (connections and templates).",
                       [("worker", w), ("family", family)], Double(used))

@@ -34,7 +34,7 @@ struct LVSD: ParsableCommand {
     @Flag(help: "Do not install the nftables ingress drop for owned addresses.")
     var noKernelFilter = false
 
-    @Option(help: "Connections the table holds (56 bytes each for IPv4, plus the index).")
+    @Option(help: "Connections the table holds (64 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
     @Option(help: ArgumentHelp("Serve Prometheus /metrics and the status page on ADDR:PORT (a bare port binds loopback).", valueName: "addr:port"))

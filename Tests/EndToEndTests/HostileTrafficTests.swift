@@ -126,6 +126,50 @@ struct HostileTrafficTests {
         let after = residentKiB(lvsd.processIdentifier)
         #expect(after < before + 64 * 1024, "RSS \(before) KiB → \(after) KiB")
     }
+
+    @Test func synproxyKeepsASpoofedSYNFloodFromTheRealServers() throws {
+        let lab = try Lab(prefix: "ltsynp", bin: Self.bin)
+        defer { lab.teardown() }
+        try lab.startDirector(extra: ["--metrics", "127.0.0.1:19183"])
+        try lab.startNginx()
+        try lab.gateway(viaDirector: true)
+        try lab.lvsadm("-A -t \(Lab.vip):80 -s rr -j enable")
+        for i in 1...3 {
+            try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m")
+            // What each real server's kernel receives: SYNs from the flood's sources, and the client's.
+            try lab.inside("r\(i)", "nft", """
+                add table inet lvssyn; add chain inet lvssyn in { type filter hook input priority 0; };
+                add rule inet lvssyn in ip saddr 198.18.128.0/17 tcp flags & (syn | ack) == syn counter;
+                add rule inet lvssyn in ip saddr \(Lab.client) tcp flags & (syn | ack) == syn counter
+                """)
+        }
+        #expect(try lab.lvsadm("-L -n").contains("TCP  \(Lab.vip):80 rr synproxy"))
+        // The first request of each connection comes before the real server's SYN-ACK: held, not lost.
+        let t0 = Date()
+        #expect(try lab.requests("http://\(Lab.vip)/", count: 50).count == 50)
+        #expect(Date().timeIntervalSince(t0) < 5, "the client had to retransmit")
+        var sent = ""
+        let legit = try served(lab, requests: 400, rate: 40) {
+            sent = try lab.inside("rt", "/usr/bin/python3", Self.script, "flood", "br0", try directorMAC(lab), Lab.vip, "80", "10", "syn")
+        }
+        var spoofed = 0, genuine = 0
+        for i in 1...3 {
+            let rules = try lab.inside("r\(i)", "nft", "list chain inet lvssyn in")
+            let counts = rules.split(separator: "\n").filter { $0.contains("counter packets") }
+                .map { Int($0.split(separator: " ").drop { $0 != "packets" }.dropFirst().first ?? "") ?? -1 }
+            spoofed += counts.first ?? -1
+            genuine += counts.last ?? 0
+        }
+        let cookies = try metric(lab, 19183, "lvsd_synproxy_cookies_total")
+        let entries = try metric(lab, 19183, "lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}")
+        let report = "\(sent.trimmingCharacters(in: .whitespacesAndNewlines)); legitimate \(legit.ok)/\(legit.total); real servers saw \(spoofed) spoofed and \(genuine) genuine SYNs; \(Int(cookies)) cookies; \(Int(entries)) entries"
+        print("synproxy flood: " + report)
+        #expect(spoofed == 0, "\(report)")
+        #expect(genuine >= 50 + legit.ok, "\(report)")
+        #expect(Double(legit.ok) >= 0.99 * Double(legit.total), "\(report)")
+        #expect(entries < 5000, "\(report)")
+        #expect(try lab.requests("http://\(Lab.vip)/", count: 100).count == 100)
+    }
 }
 
 

@@ -75,6 +75,8 @@ func failure(_ line: String) -> UsageError? {
             ("--set 1 2", "--set option requires 3 timeout values", 2),
             ("-L extra", "unexpected argument extra", 2),
             ("-n", "no command specified", 2),
+            ("-A -t 198.18.0.10:80 -j on", "synproxy switch must be enable or disable", 2),
+            ("-a -t 198.18.0.10:80 -r 198.19.0.2 -m -j enable", "Illegal 'synproxy' option with the 'add-server' command", 2),
         ]
         for (line, message, status) in cases {
             let e = failure(line)
@@ -103,5 +105,12 @@ func failure(_ line: String) -> UsageError? {
             try t.apply([.addService(ServiceSpec(key: .address(.udp, ip("198.18.0.10"), 53))), .addService(ServiceSpec(key: key))])
         }
         #expect(t == before)
+        // The SYN proxy must see the replies: NAT or FULLNAT servers, TCP only.
+        let proxied = ServiceKey.address(.tcp, ip("198.18.0.20"), 80)
+        try t.apply(.addService(ServiceSpec(key: proxied, synproxy: true)))
+        #expect(throws: TableError.synproxyMethod) { try t.apply(.addServer(proxied, RealServerConfiguration(address: ip("198.19.0.2"), port: 80))) }
+        try t.apply(.addServer(proxied, RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)))
+        #expect(throws: TableError.synproxyMethod) { try t.apply(.addService(ServiceSpec(key: .address(.udp, ip("198.18.0.20"), 53), synproxy: true))) }
+        #expect(throws: TableError.synproxyMethod) { try t.apply(.editService(ServiceSpec(key: key, synproxy: true))) }
     }
 }

@@ -123,4 +123,4 @@ import LVSPacket
     }
 }
 
-func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at + 1]) }
+

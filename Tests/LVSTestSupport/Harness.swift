@@ -46,7 +46,7 @@ extension Harness {
     /// Sends frames as one batch (the data plane's path, where tracing
     /// happens); returns each verdict and the bytes out.
     public mutating func sendBatch(_ frames: [(frame: [UInt8], interface: UInt16)]) -> [(Verdict, [UInt8])] {
-        let batch = FrameBatch(capacity: max(1, frames.count))
+        let batch = FrameBatch(capacity: frames.count + 8)  // room for frames the director adds
         for f in frames { _ = batch.append(f.frame.span, interface: f.interface) }
         director.process(batch, now: now)
         var out: [(Verdict, [UInt8])] = []
@@ -57,3 +57,8 @@ extension Harness {
         return out
     }
 }
+
+/// `n` bytes of a frame at `at`.
+public func field(_ f: [UInt8], _ at: Int, _ n: Int) -> [UInt8] { Array(f[at..<(at + n)]) }
+/// A big-endian 16-bit field of a frame.
+public func be16(_ f: [UInt8], _ at: Int) -> UInt16 { UInt16(f[at]) << 8 | UInt16(f[at + 1]) }
