@@ -246,6 +246,7 @@ public struct Admin {
           --sched-flags  -b flags             scheduler flags (comma-separated)
           --json                              listings as JSON, for automation
           --drops                             output of frames lvsd dropped, by reason
+          --synproxy     -j enable|disable    SYN proxy: SYN cookies at lvsd (with -A|E)
           --socket       path                 lvsd's control socket (default \(defaultSocket), or $LVSADM_SOCKET)
 
         """
