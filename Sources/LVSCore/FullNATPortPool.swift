@@ -4,12 +4,15 @@ import LVSPacket
 /// into sub-pools by a hash of the real server, so the same (LIP, port) can
 /// serve different real servers and allocation is a pop, never a search.
 /// With several workers each owns the ports whose low bits equal its index,
-/// so replies can be steered back to it by port.
+/// so replies can be steered back to it by port. Free ports queue first in,
+/// first out: a port just released is the last one taken again, long after
+/// the real server's TIME_WAIT for it has ended (a port reused at once meets
+/// that TIME_WAIT, and the real server may refuse the new SYN).
 public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
     public static var subPools: Int { 16 }
     public let addresses: [A]
     /// [address][sub-pool] → free ports.
-    var pools: [[[UInt16]]]
+    var pools: [[PortQueue]]
     var next = 0
     public private(set) var misses: UInt64 = 0
 
@@ -19,7 +22,7 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
         while mask < workers { mask <<= 1 }
         mask -= 1
         let owned = ports.filter { Int($0) & mask == worker }
-        pools = addresses.map { _ in (0..<Self.subPools).map { _ in Array(owned.reversed()) } }
+        pools = addresses.map { _ in (0..<Self.subPools).map { _ in PortQueue(owned) } }
     }
 
     static func subPool(real: A, port: UInt16) -> Int {
@@ -33,7 +36,7 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
         let sub = Self.subPool(real: real, port: port)
         for k in 0..<addresses.count {
             let a = (next &+ k) % addresses.count
-            if let p = pools[a][sub].popLast() {
+            if let p = pools[a][sub].pop() {
                 next = (a &+ 1) % addresses.count
                 return (addresses[a], p)
             }
@@ -44,11 +47,40 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
 
     public mutating func release(local: A, port: UInt16, real: A, realPort: UInt16) {
         guard let a = addresses.firstIndex(of: local) else { return }
-        pools[a][Self.subPool(real: real, port: realPort)].append(port)
+        pools[a][Self.subPool(real: real, port: realPort)].push(port)
     }
 
     public func available(real: A, port: UInt16) -> Int {
         let sub = Self.subPool(real: real, port: port)
         return pools.reduce(0) { $0 + $1[sub].count }
+    }
+}
+
+/// A fixed ring of free ports, oldest first.
+struct PortQueue: Sendable {
+    var ports: [UInt16]
+    var head = 0
+    var count: Int
+
+    init(_ free: [UInt16]) {
+        ports = free
+        count = free.count
+    }
+
+    mutating func pop() -> UInt16? {
+        guard count > 0 else { return nil }
+        let p = ports[head]
+        head = head &+ 1 == ports.count ? 0 : head &+ 1
+        count &-= 1
+        return p
+    }
+
+    /// A port beyond the ring's size (released twice) is ignored.
+    mutating func push(_ port: UInt16) {
+        guard count < ports.count else { return }
+        var tail = head &+ count
+        if tail >= ports.count { tail &-= ports.count }
+        ports[tail] = port
+        count &+= 1
     }
 }

@@ -99,7 +99,13 @@ struct ForwardingTests {
             try setUp(lab, method: "-b", service: "\(Lab.vip):80", port: 8080)
             let answers = try lab.requests("http://\(Lab.vip)/", count: 1000)
             #expect(answers.count == 1000)
-            #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 }, "\(spread(answers))")
+            // A real server that refuses a local port still in its TIME_WAIT (RST) makes the
+            // client send its SYN again, and lvsd schedules that connection once more: each
+            // such retry is one connection more and one step of the round robin.
+            let row = try lab.lvsadm("-L -n -t \(Lab.vip):80 --stats --exact").split(separator: "\n")[2].split(separator: " ")
+            let retried = (Int(row[2]) ?? 0) - 1000
+            #expect(retried >= 0 && retried < 20, "\(row)")
+            #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 + retried }, "\(spread(answers))")
             #expect(answers.allSatisfy { $0.contains(" \(Lab.lip) ") })
             // The last connection to rs1: its peer as nginx saw it, and the client TOA names.
             let last = try #require(answers.last { $0.hasPrefix("rs1 ") })

@@ -10,9 +10,10 @@ import Testing
     struct Result { var status: Int32; var out: String; var err: String }
 
     @discardableResult
+    /// Runs one of ours by name, or any program by absolute path.
     static func run(_ tool: String, _ args: [String], input: String? = nil, socket: String) throws -> Result {
         let p = Process()
-        p.executableURL = bin.appendingPathComponent(tool)
+        p.executableURL = tool.hasPrefix("/") ? URL(fileURLWithPath: tool) : bin.appendingPathComponent(tool)
         p.arguments = args
         p.environment = ["LVSADM_SOCKET": socket, "PATH": "/usr/bin:/bin"]
         let out = Pipe(), err = Pipe(), inp = Pipe()
@@ -155,6 +156,27 @@ import Testing
         var st = stat()
         stat(d.socket, &st)
         #expect(st.st_mode & 0o777 == 0o600)
+    }
+
+    @Test(.enabled(if: getuid() == 0, "needs root to run lvsadm as another user"))
+    func otherUsersAreRefusedAndTheDaemonKeepsServing() throws {
+        let d = try Daemon(name: "users")
+        defer { #expect(d.stop() == 0) }
+        try #require(d.waitUntilServing())
+        func asNobody() throws -> Result {
+            try Self.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Self.bin.appendingPathComponent("lvsadm").path,
+                                              "--socket", d.socket, "-L", "-n"], socket: d.socket)
+        }
+        // The socket's mode keeps others out…
+        let denied = try asNobody()
+        #expect(denied.status == 1 && denied.err.contains("Permission denied"), "\(denied)")
+        // …and with the mode loosened, lvsd itself refuses them (SO_PEERCRED).
+        chmod(d.socket, 0o666)
+        let refused = try asNobody()
+        #expect(refused.status == 1 && refused.out.isEmpty, "\(refused)")
+        chmod(d.socket, 0o600)
+        #expect(try d.lvsadm("-A -t 198.18.0.10:80").status == 0)
+        #expect(try d.lvsadm("-L -n").out.contains("TCP  198.18.0.10:80 wlc\n"))
     }
 
     @Test func reloadIsAllOrNothing() throws {

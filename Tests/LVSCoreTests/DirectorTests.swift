@@ -416,6 +416,18 @@ import LVSPacket
         }
     }
 
+    @Test func fullNATPortsAreReusedLastReleasedLast() {
+        let rs = IPv4Address("198.19.0.2")!, lip = IPv4Address("198.19.0.100")!
+        var pool = FullNATPortPool(addresses: [lip], ports: 2000...2003)
+        let first = pool.allocate(real: rs, port: 80)!
+        #expect(first == (lip, 2000))
+        pool.release(local: lip, port: 2000, real: rs, realPort: 80)
+        // The port just released waits behind every other free one.
+        #expect([pool.allocate(real: rs, port: 80)!.1, pool.allocate(real: rs, port: 80)!.1, pool.allocate(real: rs, port: 80)!.1,
+                 pool.allocate(real: rs, port: 80)!.1] == [2001, 2002, 2003, 2000])
+        #expect(pool.allocate(real: rs, port: 80) == nil)
+    }
+
     @Test func tenMillionIPv4ConnectionsFitInOneGiB() {
         let capacity = 10_000_000
         var size = 16
