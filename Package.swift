@@ -33,13 +33,15 @@ let package = Package(
         .target(name: "LVSStatus", dependencies: ["LVSControl", .product(name: "Prometheus", package: "swift-prometheus"),
                                                   .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                                                   .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
+        // keepalived's checkers, run by lvsd.
+        .target(name: "LVSHealth", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log")]),
         // The real server's side: TOA, tunnel decapsulation.
         .target(name: "LVSRealServer", dependencies: ["LVSPacket"]),
         .executableTarget(name: "lvs-realserver", dependencies: ["LVSRealServer", "CLVSLinux",
                                                                  .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // C only where Swift cannot import a header.
         .target(name: "CLVSLinux"),
-        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", "LVSStatus", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", "LVSStatus", "LVSHealth", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                        .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "lvsadm", dependencies: ["LVSControl", "LVSLab"]),
         // Namespaces, veths and processes for the demo and the end-to-end tests.
@@ -54,7 +56,7 @@ let package = Package(
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
-        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSStatus", "LVSTestSupport"]),
+        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSStatus", "LVSHealth", "LVSTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LVSLab", "LVSTestSupport"]),
     ]
 )

@@ -115,6 +115,8 @@ public struct Admin {
                 write(list.connections(s.connections ?? []))
             } else if inv.options.contains(.drops) {
                 write(Listing.drops(s.drops))
+            } else if inv.options.contains(.health) {
+                write(list.health(s.health))
             } else if inv.options.contains(.timeout) {
                 write(Listing.timeouts(s.timeouts))
             } else if inv.options.contains(.daemon) {
@@ -246,6 +248,7 @@ public struct Admin {
           --sched-flags  -b flags             scheduler flags (comma-separated)
           --json                              listings as JSON, for automation
           --drops                             output of frames lvsd dropped, by reason
+          --health                            output of health checks (keepalived.conf's checkers)
           --synproxy     -j enable|disable    SYN proxy: SYN cookies at lvsd (with -A|E)
           --socket       path                 lvsd's control socket (default \(defaultSocket), or $LVSADM_SOCKET)
 

@@ -16,45 +16,45 @@ public enum AdminCommand: Int, Sendable, CaseIterable {
 }
 
 /// ipvsadm's options that its compatibility table knows (`OPTC_*`), plus
-/// DPVS's `-z` and `-j`, and lvsadm's `--json` and `--drops`.
+/// DPVS's `-z` and `-j`, and lvsadm's `--json`, `--drops` and `--health`.
 public enum AdminOption: Int, Sendable, CaseIterable {
     case numeric = 0, connection, service, scheduler, persistent, netmask, server, forward, weight, upperThreshold
     case lowerThreshold, mcastInterface, timeout, daemon, stats, rate, thresholds, persistentConnections, noSort, syncID
     case exact, onePacket, persistenceEngine, schedulerFlags, mcastGroup, mcastPort, mcastTTL, syncMaxLength
     case tunnelInfo, tunnelType, tunnelPort, tunnelNoChecksum, tunnelChecksum, tunnelRemoteChecksum
-    case localAddress, json, drops, synproxy
+    case localAddress, json, drops, synproxy, health
 
     /// `optnames[]`.
     public var name: String {
         ["numeric", "connection", "service-address", "scheduler", "persistent", "netmask", "real-server", "forwarding-method",
          "weight", "u-threshold", "l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
          "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
-         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops", "synproxy"][rawValue]
+         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops", "synproxy", "health"][rawValue]
     }
 }
 
 /// ipvsadm's `commands_v_options`: '+' required, 'x' illegal, '1' at most
 /// one of them, ' ' optional. Rows by command, columns by option; the last
-/// four columns (laddr, json, drops, synproxy) are lvsadm's and DPVS's.
+/// five columns (laddr, json, drops, synproxy, health) are lvsadm's and DPVS's.
 let compatibility: [String] = [
-    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr sy
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx ",  // add-service
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx ",  // edit-service
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
-    " 11xxxxxxxxx11       xxxxxxx xxxxxx  x",  // list
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxx",  // add-server
-    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxx",  // edit-server
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
-    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxxx",  // start-daemon
-    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxxx",  // stop-daemon
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
-    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
-    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxx",  // add-laddr
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxx",  // del-laddr
-    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xx",  // get-laddr
+    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr sy he
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx x",  // add-service
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx x",  // edit-service
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
+    " 11xxxxxxxxx11       xxxxxxx xxxxxx  x ",  // list
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxxx",  // add-server
+    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxxx",  // edit-server
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
+    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxxxx",  // start-daemon
+    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxxxx",  // stop-daemon
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
+    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxx",  // add-laddr
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxx",  // del-laddr
+    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xxx",  // get-laddr
 ]
 
 /// How a listing prints (`FMT_*`).
@@ -143,7 +143,7 @@ public enum AdminCommandLine {
         Spec(long: "laddr", short: "z", argument: .required),
         // lvsadm's own.
         Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none),
-        Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "socket", short: nil, argument: .required),
+        Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "health", short: nil, argument: .none), Spec(long: "socket", short: nil, argument: .required),
     ]
 
     /// 6 × 60 s, libipvs's IPVS_SVC_PERSISTENT_TIMEOUT.
@@ -381,6 +381,7 @@ public enum AdminCommandLine {
                 inv.localAddress = a
             case "json": try setOption(.json); inv.json = true
             case "drops": try setOption(.drops)
+            case "health": try setOption(.health)
             case "synproxy":
                 try setOption(.synproxy)
                 switch v {

@@ -27,6 +27,15 @@ public final class ControlPlane: Sendable {
         var base: DirectorConfiguration
         /// When lvsadm last collected traced packets; nil: nobody traces.
         var tracePolled: UInt64? = nil
+        /// Checked real servers by `HealthTarget.id`.
+        var health: [String: HealthRecord] = [:]
+    }
+
+    struct HealthRecord {
+        var target: HealthTarget
+        var up: Bool
+        var since: UInt64
+        var detail: String
     }
 
     struct ServerRateKey: Hashable { var service: ServiceKey; var address: IPAddress; var port: UInt16 }
@@ -38,6 +47,8 @@ public final class ControlPlane: Sendable {
     public let sources: ConfigurationSources
     /// One per worker.
     public let engines: [Engine]
+    /// Runs after each successful reload (lvsd restarts its health checks).
+    public let afterReload = Mutex<(@Sendable () -> Void)?>(nil)
 
     let started = ControlPlane.now()
 
@@ -94,6 +105,7 @@ public final class ControlPlane: Sendable {
             configureEngines(table, base: s.base)
         }
         logger.info("configuration loaded", metadata: ["services": "\(table.services.count)", "files": "\(sources.files.joined(separator: ","))"])
+        afterReload.withLock { $0 }?()
     }
 
     public func apply(_ operations: [TableOperation]) throws(TableError) {
@@ -200,6 +212,45 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    // MARK: health
+
+    /// A checker's verdict on a real server. A change takes it out of its
+    /// services (or, with inhibit_on_failure, sets its weight to 0) or puts
+    /// it back, as keepalived does to the kernel's table.
+    public func healthChanged(_ t: HealthTarget, up: Bool, weight: Int32? = nil, detail: String, now: UInt64 = ControlPlane.now()) {
+        state.withLock { s in
+            let before = s.health[t.id]
+            s.health[t.id] = HealthRecord(target: t, up: up, since: before?.up == up ? before!.since : now, detail: detail)
+            guard before?.up != up || (up && weight != nil) else { return }
+            var server = t.server
+            if let weight { server.weight = weight }
+            for key in t.services {
+                guard let svc = s.table.service(key) else { continue }
+                let present = svc.realServers.first { $0.address == server.address && $0.port == server.port }
+                let op: TableOperation?
+                switch (up, t.inhibitOnFailure) {
+                case (true, true): op = present != nil ? .editServer(key, server) : .addServer(key, server)
+                case (true, false): op = present == nil ? .addServer(key, server) : (weight != nil ? .editServer(key, server) : nil)
+                case (false, true):
+                    var zero = present ?? server
+                    zero.weight = 0
+                    op = present != nil ? .editServer(key, zero) : .addServer(key, zero)
+                case (false, false): op = present != nil ? .deleteServer(key, address: server.address, port: server.port) : nil
+                }
+                // Each service on its own: one refusing must not keep the others unchanged.
+                if let op { do { try s.table.apply(op) } catch { logger.error("health: \(t.name): \(error)") } }
+            }
+            configureEngines(s.table, base: s.base)
+            if before?.up != up {
+                logger.notice("real server \(up ? "up" : "down")", metadata: ["server": "\(t.name)", "detail": "\(detail)",
+                                                                           "action": "\(t.inhibitOnFailure ? "weight" : up ? "added" : "removed")"])
+            }
+        }
+    }
+
+    /// Forgets every checked server (the checkers are about to be replaced).
+    public func resetHealth() { state.withLock { $0.health = [:] } }
+
     public func snapshot(connections: Bool, now: UInt64 = ControlPlane.now()) -> TableSnapshot {
         state.withLock { s in
             var services: [ServiceSnapshot] = []
@@ -236,8 +287,15 @@ public final class ControlPlane: Sendable {
                     if connections { entries += Self.connections(d, now: now) }
                 }
             }
+            var health: [HealthEntry] = []
+            for r in s.health.values.sorted(by: { $0.target.id < $1.target.id }) {
+                for key in r.target.services {
+                    health.append(HealthEntry(service: key, address: r.target.server.address, port: r.target.server.port, up: r.up,
+                                              checks: r.target.checks.map(\.kind.name), since: (now &- r.since) / 1000, detail: r.detail))
+                }
+            }
             return TableSnapshot(connectionTableSize: capacity * engines.count, services: services, timeouts: Timeouts(s.table.timeouts),
-                                 connections: connections ? entries : nil, drops: drops)
+                                 connections: connections ? entries : nil, drops: drops, health: health)
         }
     }
 

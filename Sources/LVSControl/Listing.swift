@@ -298,6 +298,24 @@ public struct Listing {
     /// `list_timeout`.
     public static func timeouts(_ t: Timeouts) -> String { "Timeout (tcp tcpfin udp): \(t.tcp) \(t.tcpFin) \(t.udp)\n" }
 
+    /// lvsadm's `--health`: each checked real server, grouped by service.
+    public func health(_ entries: [HealthEntry]) -> String {
+        var out = "Prot LocalAddress:Port\n  -> RemoteAddress:Port           Check          State Since   Detail\n"
+        var last: ServiceKey? = nil
+        for e in entries.sorted(by: { ($0.service.description, $0.address, $0.port) < ($1.service.description, $1.address, $1.port) }) {
+            if e.service != last {
+                out += serviceName(ServiceSpec(key: e.service)) + "\n"
+                last = e.service
+            }
+            let proto = Self.protocolName(e.service)
+            out += "  -> " + Self.left(addressPort(e.address, e.port, proto), 28) + " " + Self.left(e.checks.joined(separator: ","), 14)
+                + " " + Self.left(e.up ? "up" : "down", 5) + " " + Self.left("\(e.since)s", 7) + " " + e.detail
+            while out.hasSuffix(" ") { out.removeLast() }
+            out += "\n"
+        }
+        return out
+    }
+
     /// lvsadm's `--drops`: every reason that dropped a frame, in the core's order.
     public static func drops(_ drops: [String: UInt64]) -> String {
         var out = left("Drop reason", 32) + " Frames\n"

@@ -73,10 +73,12 @@ public struct TableSnapshot: Sendable, Hashable, Codable {
     public var connections: [ConnectionEntry]?
     /// Drops by reason, lvsd's addition.
     public var drops: [String: UInt64]
+    /// Checked real servers, lvsd's addition.
+    public var health: [HealthEntry]
     public init(connectionTableSize: Int, services: [ServiceSnapshot], timeouts: Timeouts, connections: [ConnectionEntry]? = nil,
-                drops: [String: UInt64] = [:]) {
+                drops: [String: UInt64] = [:], health: [HealthEntry] = []) {
         self.connectionTableSize = connectionTableSize; self.services = services; self.timeouts = timeouts
-        self.connections = connections; self.drops = drops
+        self.connections = connections; self.drops = drops; self.health = health
     }
 }
 

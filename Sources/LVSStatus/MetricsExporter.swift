@@ -66,6 +66,10 @@ public enum MetricsExporter {
         }
 
         // lvsd's own.
+        for h in report.table.health {
+            let server = RealServerConfiguration(address: h.address, port: h.port)
+            gauge("lvsd_backend_up", "1 when the real server passes its health checks, 0 when it fails them.", backendLabels(h.service, server), h.up ? 1 : 0)
+        }
         for reason in DropReason.all.map(\.description) {
             counter("lvsd_drops_total", "Frames lvsd dropped, by reason.", [("reason", reason)], report.table.drops[reason] ?? 0)
         }

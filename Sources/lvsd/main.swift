@@ -5,9 +5,11 @@ import Glibc
 #endif
 import LVSControl
 import LVSCore
+import LVSHealth
 import LVSLinux
 import LVSStatus
 import Logging
+import Synchronization
 
 @main
 struct LVSD: ParsableCommand {
@@ -116,6 +118,24 @@ struct LVSD: ParsableCommand {
             dataPlane = dp
         }
         logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)"])
+        // keepalived.conf's checkers; replaced on each successful reload.
+        let health = Mutex<HealthMonitor?>(nil)
+        @Sendable func restartHealthChecks() {
+            do {
+                let targets = try plane.sources.loadHealthTargets()
+                let next = HealthMonitor(plane: plane, targets: targets, logger: logger)
+                health.withLock { current in
+                    current?.stop()
+                    plane.resetHealth()
+                    current = next
+                }
+                next.start()
+            } catch {
+                logger.error("health checks not restarted: \(error)")
+            }
+        }
+        restartHealthChecks()
+        plane.afterReload.withLock { $0 = restartHealthChecks }
         let systemd = SystemdNotifier()
         systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
 
@@ -177,6 +197,7 @@ struct LVSD: ParsableCommand {
 
         stop.wait()
         refresh.cancel()
+        health.withLock { $0?.stop() }
         filterTimer.cancel()
         filter?.remove()
         timer.cancel()

@@ -168,6 +168,21 @@ let everyOptionRules = """
         #expect(config.vrrpInstances.first?.first("virtual_router_id")?.arguments == ["51"])
     }
 
+    @Test func keepalivedCheckersBecomeHealthTargets() throws {
+        let targets = try KeepalivedConfiguration.parse(Self.keepalived, file: "k").healthTargets(file: "k")
+        #expect(targets.count == 3)
+        let http = try #require(targets.first { $0.server.address == ip("198.19.0.2") })
+        #expect(http.inhibitOnFailure && http.server.weight == 3 && http.services == [.address(.tcp, ip("198.18.0.10"), 80)])
+        #expect(http.checks.count == 1 && http.checks[0].kind.name == "HTTP_GET" && http.checks[0].kind.detail == "/healthz=200")
+        #expect(http.checks[0].connectTimeout == 3 && http.checks[0].retry == 3 && http.checks[0].delayBeforeRetry == 3 && http.checks[0].delayLoop == 6)
+        let tcp = try #require(targets.first { $0.server.address == ip("198.19.0.3") })
+        #expect(!tcp.inhibitOnFailure && tcp.checks[0].kind == .tcp && tcp.checks[0].connectPort == 8080 && tcp.checks[0].connectTimeout == 5)
+        let misc = try #require(targets.first { $0.server.address == ip("198.19.0.4") })
+        #expect(misc.checks[0].kind == .misc(command: "/usr/local/bin/check-dns 198.19.0.4", timeout: 60, dynamic: true))
+        // Without a checker a server is simply served (198.19.0.5).
+        #expect(!targets.contains { $0.server.address == ip("198.19.0.5") })
+    }
+
     @Test func keepalivedErrorsNameFileLineAndKeyword() {
         func error(_ text: String) -> ConfigurationError? {
             do { _ = try KeepalivedConfiguration.parse(text, file: "k.conf"); return nil } catch { return error }

@@ -19,6 +19,6 @@ _lvsadm() {
         -r -g -i -m -w -x -y --tun-type --tun-port --tun-nocsum --tun-csum --tun-remcsum -n -c --timeout --daemon --stats
         --rate --thresholds --persistent-conn --tun-info --exact --sort --nosort --start-daemon --stop-daemon
         --mcast-interface --syncid --mcast-group --mcast-port --mcast-ttl --sync-maxlen --add-laddr --del-laddr --get-laddr
-        -z -j --synproxy --drops --json --socket demo trace" -- "$cur"))
+        -z -j --synproxy --drops --health --json --socket demo trace" -- "$cur"))
 }
 complete -F _lvsadm lvsadm

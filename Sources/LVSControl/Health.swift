@@ -1,0 +1,156 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import LVSCore
+import LVSPacket
+
+/// One checker of a real server, from a keepalived.conf `real_server` block.
+public struct HealthCheck: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        case tcp
+        /// HTTP_GET: each path must answer with its status code.
+        case http([(path: String, status: Int)])
+        /// MISC_CHECK: exit 0 up, 1 down, 2–255 up with weight rc − 2 when dynamic.
+        case misc(command: String, timeout: Double, dynamic: Bool)
+
+        public static func == (a: Kind, b: Kind) -> Bool { a.name == b.name && a.detail == b.detail }
+        public func hash(into h: inout Hasher) { h.combine(name); h.combine(detail) }
+        var detail: String {
+            switch self {
+            case .tcp: ""
+            case .http(let urls): urls.map { "\($0.path)=\($0.status)" }.joined(separator: ",")
+            case .misc(let c, let t, let d): "\(c)|\(t)|\(d)"
+            }
+        }
+        public var name: String {
+            switch self {
+            case .tcp: "TCP_CHECK"
+            case .http: "HTTP_GET"
+            case .misc: "MISC_CHECK"
+            }
+        }
+    }
+
+    public var kind: Kind
+    public var connectAddress: IPAddress?
+    public var connectPort: UInt16?
+    public var connectTimeout: Double = 5
+    /// Failures in a row before the server is down (keepalived's `retry`).
+    public var retry = 1
+    public var delayBeforeRetry: Double = 1
+    /// Seconds between checks (the virtual server's `delay_loop`).
+    public var delayLoop: Double = 60
+}
+
+/// A real server under health checks, in every service it belongs to.
+public struct HealthTarget: Sendable, Hashable {
+    public var services: [ServiceKey]
+    public var server: RealServerConfiguration
+    public var inhibitOnFailure: Bool
+    /// keepalived's `alpha`: start down until a check succeeds.
+    public var startsDown: Bool
+    public var checks: [HealthCheck]
+
+    public var name: String {
+        server.address.isIPv6 ? "[\(server.address)]:\(server.port)" : "\(server.address):\(server.port)"
+    }
+
+    /// One record per server per virtual server block.
+    var id: String { services.map(\.description).joined(separator: ",") + " " + name }
+}
+
+/// What `lvsadm -L --health` and `/metrics` show of a checked server.
+public struct HealthEntry: Sendable, Hashable, Codable {
+    public var service: ServiceKey
+    public var address: IPAddress
+    public var port: UInt16
+    public var up: Bool
+    public var checks: [String]
+    /// Seconds since the last change.
+    public var since: UInt64
+    public var detail: String
+}
+
+extension KeepalivedConfiguration {
+    /// The servers that have checkers, with the checks as lvsd runs them.
+    public func healthTargets(file: String) throws(ConfigurationError) -> [HealthTarget] {
+        var out: [HealthTarget] = []
+        for vs in virtualServers {
+            for rs in vs.realServers where !rs.checks.isEmpty {
+                var server = rs.server
+                if let key = vs.services.first?.key, case .address = key, server.method == .directRouting || server.method == .tunnel { server.port = key.port }
+                var checks: [HealthCheck] = []
+                for block in rs.checks {
+                    if let c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), file: file) { checks.append(c) }
+                }
+                guard !checks.isEmpty else { continue }
+                out.append(HealthTarget(services: vs.services.map(\.key), server: server, inhibitOnFailure: rs.inhibitOnFailure,
+                                        startsDown: vs.alpha, checks: checks))
+            }
+        }
+        return out
+    }
+}
+
+extension HealthCheck {
+    /// nil for checkers lvsd does not run (SMTP_CHECK, DNS_CHECK, …).
+    init?(_ b: ConfigBlock, delayLoop: Double, file: String) throws(ConfigurationError) {
+        func number(_ c: ConfigBlock) throws(ConfigurationError) -> Double {
+            guard let t = c.arguments.first, let v = Double(t), v >= 0 else {
+                throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a number")
+            }
+            return v
+        }
+        switch b.keyword {
+        case "TCP_CHECK", "SSL_GET": kind = .tcp
+        case "HTTP_GET":
+            var urls: [(String, Int)] = []
+            for u in b.children where u.keyword == "url" {
+                let path = u.first("path")?.arguments.first ?? "/"
+                let status = u.first("status_code").flatMap { $0.arguments.first }.flatMap { Int($0) } ?? 200
+                urls.append((path, status))
+            }
+            kind = .http(urls.isEmpty ? [("/", 200)] : urls)
+        case "MISC_CHECK":
+            guard let command = b.first("misc_path")?.arguments.joined(separator: " "), !command.isEmpty else {
+                throw ConfigurationError(file: file, line: b.line, keyword: "MISC_CHECK", message: "needs misc_path")
+            }
+            let timeout = try b.first("misc_timeout").map { (c) throws(ConfigurationError) in try number(c) } ?? delayLoop
+            kind = .misc(command: command, timeout: timeout, dynamic: b.first("misc_dynamic") != nil)
+        default:
+            return nil
+        }
+        self.delayLoop = max(1, delayLoop)
+        for c in b.children {
+            switch c.keyword {
+            case "connect_ip", "connect_address":
+                guard let a = c.arguments.first.flatMap({ IPAddress($0) }) else {
+                    throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs an address")
+                }
+                connectAddress = a
+            case "connect_port":
+                guard let p = c.arguments.first.flatMap({ UInt16($0) }) else {
+                    throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a port")
+                }
+                connectPort = p
+            case "connect_timeout": connectTimeout = max(0.1, try number(c))
+            case "retry", "nb_get_retry": retry = max(1, Int(try number(c)))
+            case "delay_before_retry": delayBeforeRetry = try number(c)
+            default: break
+            }
+        }
+    }
+}
+
+extension ConfigurationSources {
+    /// The health checkers of the keepalived.conf files.
+    public func loadHealthTargets() throws(ConfigurationError) -> [HealthTarget] {
+        var out: [HealthTarget] = []
+        for file in keepalived {
+            out += try KeepalivedConfiguration.parse(try Self.read(file), file: file).healthTargets(file: file)
+        }
+        return out
+    }
+}

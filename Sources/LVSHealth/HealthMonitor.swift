@@ -1,0 +1,198 @@
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import LVSControl
+import LVSPacket
+import Logging
+import Synchronization
+
+/// keepalived's checkers, run by lvsd: each checked real server on its own
+/// schedule (`delay_loop`), at most `concurrency` checks at a time, on
+/// threads of their own (never the data plane's). Verdicts go to the control
+/// plane, which takes a failed server out of its services or sets its weight
+/// to 0 (`inhibit_on_failure`), and puts it back when it passes again.
+public final class HealthMonitor: Sendable {
+    let plane: ControlPlane
+    public let targets: [HealthTarget]
+    let logger: Logger
+    let queue = DispatchQueue(label: "lvsd.health", attributes: .concurrent)
+    let slots: DispatchSemaphore
+    let stopped = Atomic<Bool>(false)
+
+    public init(plane: ControlPlane, targets: [HealthTarget], logger: Logger, concurrency: Int = 16) {
+        self.plane = plane
+        self.targets = targets
+        self.logger = logger
+        slots = DispatchSemaphore(value: concurrency)
+    }
+
+    public func start() {
+        for t in targets {
+            if t.startsDown { plane.healthChanged(t, up: false, detail: "alpha: down until a check passes") }
+            schedule(t, after: 0)
+        }
+        if !targets.isEmpty { logger.info("health checks running", metadata: ["servers": "\(targets.count)"]) }
+    }
+
+    /// No verdict is reported after this returns; checks under way finish on their own.
+    public func stop() { stopped.store(true, ordering: .sequentiallyConsistent) }
+
+    func schedule(_ t: HealthTarget, after seconds: Double) {
+        queue.asyncAfter(deadline: .now() + seconds) { [self] in
+            guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
+            slots.wait()
+            let verdict = Self.check(t)
+            slots.signal()
+            guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
+            plane.healthChanged(t, up: verdict.up, weight: verdict.weight, detail: verdict.detail)
+            schedule(t, after: t.checks.map(\.delayLoop).min() ?? 60)
+        }
+    }
+
+    public struct Verdict: Sendable, Equatable {
+        public var up: Bool
+        public var weight: Int32?
+        public var detail: String
+    }
+
+    /// Every checker of the server, each given `retry` tries: up when all pass.
+    public static func check(_ t: HealthTarget) -> Verdict {
+        var weight: Int32? = nil
+        for c in t.checks {
+            var last = Verdict(up: false, detail: "")
+            for attempt in 0..<c.retry {
+                if attempt > 0 && c.delayBeforeRetry > 0 { usleep(UInt32(min(c.delayBeforeRetry, 60) * 1_000_000)) }
+                last = run(c, address: c.connectAddress ?? t.server.address, port: c.connectPort ?? t.server.port)
+                if last.up { break }
+            }
+            guard last.up else { return Verdict(up: false, detail: "\(c.kind.name): \(last.detail)") }
+            if let w = last.weight { weight = w }
+        }
+        return Verdict(up: true, weight: weight, detail: "")
+    }
+
+    static func run(_ c: HealthCheck, address: IPAddress, port: UInt16) -> Verdict {
+        switch c.kind {
+        case .tcp:
+            switch TCPProbe.connect(address, port, timeout: c.connectTimeout) {
+            case .success(let fd): close(fd); return Verdict(up: true, detail: "")
+            case .failure(let e): return Verdict(up: false, detail: e.description)
+            }
+        case .http(let urls):
+            for u in urls {
+                switch TCPProbe.httpStatus(address, port, path: u.path, timeout: c.connectTimeout) {
+                case .success(let status) where status == u.status: continue
+                case .success(let status): return Verdict(up: false, detail: "\(u.path): status \(status), expected \(u.status)")
+                case .failure(let e): return Verdict(up: false, detail: "\(u.path): \(e.description)")
+                }
+            }
+            return Verdict(up: true, detail: "")
+        case .misc(let command, let timeout, let dynamic):
+            guard let rc = Script.run(command, timeout: timeout) else { return Verdict(up: false, detail: "timed out after \(timeout) s") }
+            if rc == 0 { return Verdict(up: true, detail: "") }
+            if rc >= 2 && dynamic { return Verdict(up: true, weight: Int32(rc - 2), detail: "") }
+            return Verdict(up: false, detail: "exit status \(rc)")
+        }
+    }
+}
+
+/// A connect with a deadline, and a one-request HTTP/1.0 exchange.
+enum TCPProbe {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    static func connect(_ address: IPAddress, _ port: UInt16, timeout: Double) -> Result<Int32, Failure> {
+        let family = address.isIPv6 ? AF_INET6 : AF_INET
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(Failure(description: "socket: \(String(cString: strerror(errno)))")) }
+        var rc: Int32
+        switch address {
+        case .v4(let a):
+            var sa = sockaddr_in()
+            sa.sin_family = sa_family_t(AF_INET)
+            sa.sin_port = port.bigEndian
+            sa.sin_addr.s_addr = a.value.bigEndian
+            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        case .v6(let a):
+            var sa = sockaddr_in6()
+            sa.sin6_family = sa_family_t(AF_INET6)
+            sa.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sa.sin6_addr) { b in
+                for k in 0..<8 { b[k] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * UInt64(k))); b[8 + k] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * UInt64(k))) }
+            }
+            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        }
+        if rc != 0 && errno != EINPROGRESS {
+            let e = errno
+            close(fd)
+            return .failure(Failure(description: "connect: \(String(cString: strerror(e)))"))
+        }
+        if rc != 0 {
+            guard wait(fd, events: Int16(POLLOUT), timeout: timeout) else { close(fd); return .failure(Failure(description: "connect: timed out")) }
+            var err: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+            if err != 0 { close(fd); return .failure(Failure(description: "connect: \(String(cString: strerror(err)))")) }
+        }
+        return .success(fd)
+    }
+
+    static func wait(_ fd: Int32, events: Int16, timeout: Double) -> Bool {
+        var p = pollfd(fd: fd, events: events, revents: 0)
+        let n = poll(&p, 1, Int32(max(1, timeout * 1000)))
+        return n == 1 && p.revents & events != 0
+    }
+
+    /// The status code of `GET path`, within `timeout` for the whole exchange.
+    static func httpStatus(_ address: IPAddress, _ port: UInt16, path: String, timeout: Double) -> Result<Int, Failure> {
+        let started = Date()
+        let fd: Int32
+        switch connect(address, port, timeout: timeout) {
+        case .success(let s): fd = s
+        case .failure(let e): return .failure(e)
+        }
+        defer { close(fd) }
+        let host = address.isIPv6 ? "[\(address)]" : "\(address)"
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nUser-Agent: lvsd-healthcheck\r\nConnection: close\r\n\r\n".utf8)
+        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == request.count else { return .failure(Failure(description: "send: \(String(cString: strerror(errno)))")) }
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while reply.count < 1 << 16 {
+            let left = timeout - Date().timeIntervalSince(started)
+            guard left > 0, wait(fd, events: Int16(POLLIN), timeout: left) else { break }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            reply += chunk[0..<n]
+            if reply.contains(UInt8(ascii: "\n")) { break }
+        }
+        let line = String(decoding: reply.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        let parts = line.split(separator: " ")
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) else {
+            return .failure(Failure(description: reply.isEmpty ? "no answer within \(timeout) s" : "not HTTP: \(line.prefix(40))"))
+        }
+        return .success(status)
+    }
+}
+
+/// MISC_CHECK's script, run by /bin/sh, killed at its timeout.
+enum Script {
+    static func run(_ command: String, timeout: Double) -> Int32? {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        let done = DispatchSemaphore(value: 0)
+        p.terminationHandler = { _ in done.signal() }
+        do { try p.run() } catch { return 1 }
+        if done.wait(timeout: .now() + max(0.1, timeout)) == .timedOut {
+            kill(p.processIdentifier, SIGKILL)
+            done.wait()
+            return nil
+        }
+        return p.terminationStatus
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import LVSLab
+import LVSTestSupport
+import Testing
+
+/// keepalived.conf's checkers run by lvsd against real nginx: a stopped
+/// server leaves the rotation, comes back when it starts again, and with
+/// inhibit_on_failure stays listed at weight 0.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces"))
+struct HealthCheckTests {
+    static let bin = Executables.directory
+
+    func nginx(_ lab: Lab, _ i: Int, _ signal: String? = nil) throws {
+        let dir = lab.directory.appendingPathComponent("nginx\(i)").path
+        if let signal {
+            try lab.inside("r\(i)", "nginx", "-c", "\(dir)/nginx.conf", "-p", dir, "-s", signal)
+        } else {
+            try lab.start("r\(i)", ["nginx", "-c", "\(dir)/nginx.conf", "-p", dir], logName: "nginx\(i)-again")
+        }
+    }
+
+    /// Polls `lvsadm -L -n` until `condition` holds; the seconds it took, or nil after `limit`.
+    func waitFor(_ lab: Lab, limit: Double = 10, _ condition: (String) -> Bool) throws -> Double? {
+        let start = Date()
+        while Date().timeIntervalSince(start) < limit {
+            if condition(try lab.lvsadm("-L -n")) { return Date().timeIntervalSince(start) }
+            usleep(100_000)
+        }
+        return nil
+    }
+
+    @Test func aStoppedServerLeavesTheRotationAndComesBack() throws {
+        let lab = try Lab(prefix: "lthealth", bin: Self.bin)
+        defer { lab.teardown() }
+        let conf = lab.directory.appendingPathComponent("keepalived.conf")
+        try """
+            virtual_server \(Lab.vip) 80 {
+                delay_loop 1
+                lb_algo rr
+                lb_kind NAT
+                protocol TCP
+                real_server \(Lab.real(1)) 8080 {
+                    weight 1
+                    TCP_CHECK { connect_timeout 1 }
+                }
+                real_server \(Lab.real(2)) 8080 {
+                    weight 1
+                    TCP_CHECK { connect_timeout 1 }
+                }
+                real_server \(Lab.real(3)) 8080 {
+                    weight 2
+                    inhibit_on_failure
+                    HTTP_GET {
+                        url { path / status_code 200 }
+                        connect_timeout 1
+                        retry 2
+                        delay_before_retry 0.2
+                    }
+                }
+            }
+            """.write(to: conf, atomically: true, encoding: .utf8)
+        try lab.startDirector(extra: ["--keepalived", conf.path, "--metrics", "127.0.0.1:19184"])
+        try lab.startNginx()
+        try lab.gateway(viaDirector: true)
+        let allUp = try waitFor(lab) { _ in (try? lab.lvsadm("-L -n --health"))?.components(separatedBy: " up ").count == 4 }
+        #expect(allUp != nil)
+
+        // rs2 stops: out within delay_loop + connect_timeout, and no request fails after that.
+        try nginx(lab, 2, "stop")
+        let out = try waitFor(lab) { !$0.contains(Lab.real(2)) }
+        #expect(out != nil && out! <= 2.5, "\(String(describing: out)) s")
+        let health = try lab.lvsadm("-L -n --health")
+        #expect(health.contains("\(Lab.real(2)):8080") && health.contains("down") && health.contains("Connection refused"), "\(health)")
+        let metrics = try lab.inside("d", "curl", "-sS", "http://127.0.0.1:19184/metrics")
+        #expect(metrics.contains("lvsd_backend_up{local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(Lab.real(2))\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 0"))
+        let without = try lab.requests("http://\(Lab.vip)/", count: 100)
+        #expect(without.count == 100 && !without.contains { $0.hasPrefix("rs2 ") })
+
+        // It starts again: back in the rotation.
+        try nginx(lab, 2)
+        let back = try waitFor(lab) { $0.contains("\(Lab.real(2)):8080") }
+        #expect(back != nil && back! <= 3, "\(String(describing: back)) s")
+        #expect(try lab.requests("http://\(Lab.vip)/", count: 40).contains { $0.hasPrefix("rs2 ") })
+
+        // rs3 stops: inhibit_on_failure keeps it listed at weight 0, unused.
+        try nginx(lab, 3, "stop")
+        let inhibited = try waitFor(lab) { $0.range(of: "\(Lab.real(3)):8080 +Masq +0 ", options: .regularExpression) != nil }
+        #expect(inhibited != nil)
+        let without3 = try lab.requests("http://\(Lab.vip)/", count: 40)
+        #expect(without3.count == 40 && !without3.contains { $0.hasPrefix("rs3 ") })
+        try nginx(lab, 3)
+        let restored = try waitFor(lab) { $0.range(of: "\(Lab.real(3)):8080 +Masq +2 ", options: .regularExpression) != nil }
+        #expect(restored != nil)
+    }
+}
