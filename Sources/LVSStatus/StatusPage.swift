@@ -114,6 +114,8 @@ function rateCells(row, r, stats, id) {
 function drawServices(report) {
   const body = document.getElementById("services");
   body.replaceChildren();
+  const health = {};
+  for (const h of report.table.health || []) health[serviceName(h.service) + " " + host(h.address) + ":" + h.port] = h;
   for (const s of report.table.services) {
     const name = serviceName(s.service.key);
     const row = el("tr", { class: "service", "data-service": name });
@@ -126,6 +128,15 @@ function drawServices(report) {
     rateCells(row, s.rates, s.stats, name);
     cell(row, s.localAddresses.length ? "LIP " + s.localAddresses.join(", ") : "", "l");
     body.appendChild(row);
+    for (const h of (report.table.health || []).filter(h => serviceName(h.service) === name && !h.up)) {
+      if (s.servers.some(d => d.server.address === h.address && d.server.port === h.port)) continue;
+      const r = el("tr", { class: "server", "data-server": host(h.address) + ":" + h.port });
+      cell(r, host(h.address) + ":" + h.port);
+      cell(r, "out", "l state-drained");
+      for (let k = 0; k < 9; k++) cell(r, "");
+      cell(r, "down: " + h.detail + " (" + h.checks.join(", ") + ")", "l state-drained");
+      body.appendChild(r);
+    }
     for (const d of s.servers) {
       const method = METHOD[d.server.method] || d.server.method;
       const r = el("tr", { class: "server", "data-server": host(d.server.address) + ":" + d.server.port });
@@ -135,8 +146,11 @@ function drawServices(report) {
       cell(r, String(d.activeConnections));
       cell(r, String(d.inactiveConnections));
       rateCells(r, d.rates, d.stats, name + " " + d.server.address);
+      const h = health[name + " " + host(d.server.address) + ":" + d.server.port];
       const drained = d.server.weight === 0;
-      cell(r, drained ? "weight 0: no new connections" : "in rotation", "l" + (drained ? " state-drained" : ""));
+      let state = drained ? "weight 0: no new connections" : "in rotation";
+      if (h) state = (h.up ? "up" : "down: " + h.detail) + " (" + h.checks.join(", ") + ")" + (drained ? ", weight 0" : "");
+      cell(r, state, "l" + (drained || (h && !h.up) ? " state-drained" : ""));
       body.appendChild(r);
     }
   }
