@@ -29,6 +29,8 @@ public final class ControlPlane: Sendable {
         var tracePolled: UInt64? = nil
         /// Checked real servers by `HealthTarget.id`.
         var health: [String: HealthRecord] = [:]
+        /// Virtual servers' quorums, and whether each is lost (its sorry server in).
+        var quorum: [(group: QuorumGroup, lost: Bool)] = []
     }
 
     struct HealthRecord {
@@ -240,6 +242,7 @@ public final class ControlPlane: Sendable {
                 // Each service on its own: one refusing must not keep the others unchanged.
                 if let op { do { try s.table.apply(op) } catch { logger.error("health: \(t.name): \(error)") } }
             }
+            evaluateQuorum(&s)
             configureEngines(s.table, base: s.base)
             if before?.up != up {
                 logger.notice("real server \(up ? "up" : "down")", metadata: ["server": "\(t.name)", "detail": "\(detail)",
@@ -248,8 +251,36 @@ public final class ControlPlane: Sendable {
         }
     }
 
-    /// Forgets every checked server (the checkers are about to be replaced).
-    public func resetHealth() { state.withLock { $0.health = [:] } }
+    /// Forgets every checked server and takes the virtual servers' quorums
+    /// (the checkers are about to be replaced).
+    public func resetHealth(quorum groups: [QuorumGroup] = []) {
+        state.withLock { s in
+            s.health = [:]
+            s.quorum = groups.map { ($0, false) }
+            evaluateQuorum(&s)
+            configureEngines(s.table, base: s.base)
+        }
+    }
+
+    /// keepalived's quorum: the weights of a virtual server's real servers
+    /// (the sorry server aside) against `quorum`, with `hysteresis` on the way up.
+    func evaluateQuorum(_ s: inout State) {
+        for k in s.quorum.indices {
+            let (g, lost) = s.quorum[k]
+            guard let first = g.services.first, let svc = s.table.service(first) else { continue }
+            let sorry = g.sorryServer
+            let alive = svc.realServers.filter { $0.address != sorry?.address || $0.port != sorry?.port }.reduce(0) { $0 + Int(max(0, $1.weight)) }
+            let nowLost = lost ? alive < g.quorum + g.hysteresis : alive < g.quorum
+            guard nowLost != lost else { continue }
+            s.quorum[k].lost = nowLost
+            logger.notice(nowLost ? "quorum lost" : "quorum regained", metadata: ["service": "\(first)", "weight": "\(alive)", "quorum": "\(g.quorum)"])
+            guard let sorry else { continue }
+            for key in g.services {
+                let op: TableOperation = nowLost ? .addServer(key, sorry) : .deleteServer(key, address: sorry.address, port: sorry.port)
+                do { try s.table.apply(op) } catch { logger.error("sorry server \(sorry.address): \(error)") }
+            }
+        }
+    }
 
     public func snapshot(connections: Bool, now: UInt64 = ControlPlane.now()) -> TableSnapshot {
         state.withLock { s in

@@ -42,6 +42,8 @@ public struct HealthCheck: Sendable, Hashable {
     public var delayBeforeRetry: Double = 1
     /// Seconds between checks (the virtual server's `delay_loop`).
     public var delayLoop: Double = 60
+    /// Seconds within which the first check starts (a random moment).
+    public var warmup: Double = 0
 }
 
 /// A real server under health checks, in every service it belongs to.
@@ -52,13 +54,26 @@ public struct HealthTarget: Sendable, Hashable {
     /// keepalived's `alpha`: start down until a check succeeds.
     public var startsDown: Bool
     public var checks: [HealthCheck]
+    /// Commands run when the server goes up or down.
+    public var notifyUp: String? = nil
+    public var notifyDown: String? = nil
 
     public var name: String {
         server.address.isIPv6 ? "[\(server.address)]:\(server.port)" : "\(server.address):\(server.port)"
     }
 
     /// One record per server per virtual server block.
-    var id: String { services.map(\.description).joined(separator: ",") + " " + name }
+    public var id: String { services.map(\.description).joined(separator: ",") + " " + name }
+}
+
+/// A virtual server's quorum: while the weights of its live real servers sum
+/// below `quorum`, its sorry server serves; it leaves again once they reach
+/// `quorum + hysteresis`.
+public struct QuorumGroup: Sendable, Hashable {
+    public var services: [ServiceKey]
+    public var quorum: Int
+    public var hysteresis: Int
+    public var sorryServer: RealServerConfiguration?
 }
 
 /// What `lvsadm -L --health` and `/metrics` show of a checked server.
@@ -86,11 +101,22 @@ extension KeepalivedConfiguration {
                     if let c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), file: file) { checks.append(c) }
                 }
                 guard !checks.isEmpty else { continue }
+                let block = vs.block.children.first { $0.keyword == "real_server" && $0.line == rs.line }
+                func command(_ keyword: String) -> String? {
+                    block?.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 }
+                }
                 out.append(HealthTarget(services: vs.services.map(\.key), server: server, inhibitOnFailure: rs.inhibitOnFailure,
-                                        startsDown: vs.alpha, checks: checks))
+                                        startsDown: vs.alpha, checks: checks, notifyUp: command("notify_up"), notifyDown: command("notify_down")))
             }
         }
         return out
+    }
+}
+
+extension KeepalivedConfiguration {
+    /// Every virtual server's quorum and sorry server.
+    public var quorumGroups: [QuorumGroup] {
+        virtualServers.map { QuorumGroup(services: $0.services.map(\.key), quorum: $0.quorum, hysteresis: $0.hysteresis, sorryServer: $0.sorryServer) }
     }
 }
 
@@ -138,6 +164,7 @@ extension HealthCheck {
             case "connect_timeout": connectTimeout = max(0.1, try number(c))
             case "retry", "nb_get_retry": retry = max(1, Int(try number(c)))
             case "delay_before_retry": delayBeforeRetry = try number(c)
+            case "warmup": warmup = try number(c)
             default: break
             }
         }
@@ -145,12 +172,15 @@ extension HealthCheck {
 }
 
 extension ConfigurationSources {
-    /// The health checkers of the keepalived.conf files.
-    public func loadHealthTargets() throws(ConfigurationError) -> [HealthTarget] {
-        var out: [HealthTarget] = []
+    /// The health checkers and quorum groups of the keepalived.conf files.
+    public func loadHealth() throws(ConfigurationError) -> (targets: [HealthTarget], quorum: [QuorumGroup]) {
+        var targets: [HealthTarget] = []
+        var groups: [QuorumGroup] = []
         for file in keepalived {
-            out += try KeepalivedConfiguration.parse(try Self.read(file), file: file).healthTargets(file: file)
+            let config = try KeepalivedConfiguration.parse(try Self.read(file), file: file)
+            targets += try config.healthTargets(file: file)
+            groups += config.quorumGroups
         }
-        return out
+        return (targets, groups)
     }
 }

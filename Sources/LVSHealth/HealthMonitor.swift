@@ -20,6 +20,8 @@ public final class HealthMonitor: Sendable {
     let queue = DispatchQueue(label: "lvsd.health", attributes: .concurrent)
     let slots: DispatchSemaphore
     let stopped = Atomic<Bool>(false)
+    /// Each server's last verdict, for notify_up / notify_down.
+    let last = Mutex<[String: Bool]>([:])
 
     public init(plane: ControlPlane, targets: [HealthTarget], logger: Logger, concurrency: Int = 16) {
         self.plane = plane
@@ -30,8 +32,8 @@ public final class HealthMonitor: Sendable {
 
     public func start() {
         for t in targets {
-            if t.startsDown { plane.healthChanged(t, up: false, detail: "alpha: down until a check passes") }
-            schedule(t, after: 0)
+            if t.startsDown { report(t, Verdict(up: false, detail: "alpha: down until a check passes")) }
+            schedule(t, after: Double.random(in: 0...max(0, t.checks.map(\.warmup).max() ?? 0)))
         }
         if !targets.isEmpty { logger.info("health checks running", metadata: ["servers": "\(targets.count)"]) }
     }
@@ -46,9 +48,19 @@ public final class HealthMonitor: Sendable {
             let verdict = Self.check(t)
             slots.signal()
             guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
-            plane.healthChanged(t, up: verdict.up, weight: verdict.weight, detail: verdict.detail)
+            report(t, verdict)
             schedule(t, after: t.checks.map(\.delayLoop).min() ?? 60)
         }
+    }
+
+    func report(_ t: HealthTarget, _ v: Verdict) {
+        plane.healthChanged(t, up: v.up, weight: v.weight, detail: v.detail)
+        let changed = last.withLock { seen in
+            defer { seen[t.id] = v.up }
+            return seen[t.id].map { $0 != v.up } ?? !v.up
+        }
+        guard changed, let command = v.up ? t.notifyUp : t.notifyDown else { return }
+        queue.async { _ = Script.run(command, timeout: 30) }
     }
 
     public struct Verdict: Sendable, Equatable {

@@ -122,11 +122,11 @@ struct LVSD: ParsableCommand {
         let health = Mutex<HealthMonitor?>(nil)
         @Sendable func restartHealthChecks() {
             do {
-                let targets = try plane.sources.loadHealthTargets()
+                let (targets, quorum) = try plane.sources.loadHealth()
                 let next = HealthMonitor(plane: plane, targets: targets, logger: logger)
                 health.withLock { current in
                     current?.stop()
-                    plane.resetHealth()
+                    plane.resetHealth(quorum: quorum)
                     current = next
                 }
                 next.start()

@@ -2,6 +2,7 @@ import Testing
 @testable import LVSControl
 import LVSCore
 import LVSPacket
+import Logging
 
 /// A rules file that uses every option `-S` can write.
 let everyOptionRules = """
@@ -181,6 +182,40 @@ let everyOptionRules = """
         #expect(misc.checks[0].kind == .misc(command: "/usr/local/bin/check-dns 198.19.0.4", timeout: 60, dynamic: true))
         // Without a checker a server is simply served (198.19.0.5).
         #expect(!targets.contains { $0.server.address == ip("198.19.0.5") })
+    }
+
+    @Test func quorumLostBringsTheSorryServerAndHysteresisHoldsItUntilRegained() throws {
+        let conf = """
+            virtual_server 198.18.0.10 80 {
+                lb_kind NAT
+                quorum 2
+                hysteresis 1
+                sorry_server 198.19.0.99 8080
+                real_server 198.19.0.2 8080 { weight 1
+                    TCP_CHECK { connect_timeout 1 } }
+                real_server 198.19.0.3 8080 { weight 1
+                    TCP_CHECK { connect_timeout 1 } }
+                real_server 198.19.0.4 8080 { weight 1 }
+            }
+            """
+        let config = try KeepalivedConfiguration.parse(conf, file: "k")
+        let plane = ControlPlane(capacity: 64, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        try plane.apply(config.operations.flatMap(\.operations))
+        plane.resetHealth(quorum: config.quorumGroups)
+        let targets = try config.healthTargets(file: "k")
+        let key = ServiceKey.address(.tcp, ip("198.18.0.10"), 80)
+        func servers() -> [String] { plane.table.service(key)!.realServers.map { "\($0.address)" } }
+        #expect(servers() == ["198.19.0.2", "198.19.0.3", "198.19.0.4"])
+        plane.healthChanged(targets[0], up: false, detail: "refused")     // weight 2 left: quorum holds
+        #expect(servers() == ["198.19.0.3", "198.19.0.4"])
+        plane.healthChanged(targets[1], up: false, detail: "refused")     // weight 1 < 2: the sorry server serves
+        #expect(servers() == ["198.19.0.4", "198.19.0.99"])
+        plane.healthChanged(targets[1], up: true, detail: "")             // weight 2 < 2 + 1: it stays
+        #expect(servers().contains("198.19.0.99"))
+        plane.healthChanged(targets[0], up: true, detail: "")             // weight 3: it goes
+        #expect(servers() == ["198.19.0.4", "198.19.0.3", "198.19.0.2"])
+        let health = plane.snapshot(connections: false).health
+        #expect(health.count == 2 && health.allSatisfy(\.up))
     }
 
     @Test func keepalivedErrorsNameFileLineAndKeyword() {
