@@ -92,4 +92,46 @@ struct HealthCheckTests {
         let restored = try waitFor(lab) { $0.range(of: "\(Lab.real(3)):8080 +Masq +2 ", options: .regularExpression) != nil }
         #expect(restored != nil)
     }
+
+    @Test func losingQuorumSwitchesToTheSorryServerAndBack() throws {
+        let lab = try Lab(prefix: "ltquorum", bin: Self.bin)
+        defer { lab.teardown() }
+        let conf = lab.directory.appendingPathComponent("keepalived.conf")
+        try """
+            virtual_server \(Lab.vip) 80 {
+                delay_loop 1
+                lb_algo rr
+                lb_kind NAT
+                quorum 2
+                sorry_server \(Lab.real(3)) 8080
+                real_server \(Lab.real(1)) 8080 {
+                    TCP_CHECK { connect_timeout 1 }
+                }
+                real_server \(Lab.real(2)) 8080 {
+                    TCP_CHECK { connect_timeout 1 }
+                }
+            }
+            """.write(to: conf, atomically: true, encoding: .utf8)
+        try lab.startDirector(extra: ["--keepalived", conf.path])
+        try lab.startNginx()
+        try lab.gateway(viaDirector: true)
+        let allUp = try waitFor(lab) { _ in (try? lab.lvsadm("-L -n --health"))?.components(separatedBy: " up ").count == 3 }
+        #expect(allUp != nil)
+        #expect(try waitFor(lab) { !$0.contains(Lab.real(3)) } != nil)
+
+        // One of two down: weight 1 < quorum 2, the sorry server serves with the other.
+        try nginx(lab, 1, "stop")
+        let lost = try waitFor(lab) { $0.contains("\(Lab.real(3)):8080") && !$0.contains("\(Lab.real(1)):8080") }
+        #expect(lost != nil)
+        let during = Set(try lab.requests("http://\(Lab.vip)/", count: 20).map { String($0.prefix(3)) })
+        #expect(during == ["rs2", "rs3"], "\(during)")
+
+        // Back: quorum regained, the sorry server leaves.
+        try nginx(lab, 1)
+        let regained = try waitFor(lab) { $0.contains("\(Lab.real(1)):8080") && !$0.contains("\(Lab.real(3)):8080") }
+        #expect(regained != nil)
+        let after = Set(try lab.requests("http://\(Lab.vip)/", count: 20).map { String($0.prefix(3)) })
+        #expect(after == ["rs1", "rs2"], "\(after)")
+    }
 }
+
