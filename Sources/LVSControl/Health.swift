@@ -37,7 +37,8 @@ public struct HealthCheck: Sendable, Hashable {
     public var connectAddress: IPAddress?
     public var connectPort: UInt16?
     public var connectTimeout: Double = 5
-    /// Failures in a row before the server is down (keepalived's `retry`).
+    /// keepalived's `retry`: further tries, `delayBeforeRetry` apart, before
+    /// a server that is up is declared down (a server already down gets one).
     public var retry = 1
     public var delayBeforeRetry: Double = 1
     /// Seconds between checks (the virtual server's `delay_loop`).
@@ -162,7 +163,7 @@ extension HealthCheck {
                 }
                 connectPort = p
             case "connect_timeout": connectTimeout = max(0.1, try number(c))
-            case "retry", "nb_get_retry": retry = max(1, Int(try number(c)))
+            case "retry", "nb_get_retry": retry = Int(try number(c))
             case "delay_before_retry": delayBeforeRetry = try number(c)
             case "warmup": warmup = try number(c)
             default: break

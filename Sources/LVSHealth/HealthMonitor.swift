@@ -45,7 +45,7 @@ public final class HealthMonitor: Sendable {
         queue.asyncAfter(deadline: .now() + seconds) { [self] in
             guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
             slots.wait()
-            let verdict = Self.check(t)
+            let verdict = Self.check(t, wasUp: last.withLock { $0[t.id] })
             slots.signal()
             guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
             report(t, verdict)
@@ -69,12 +69,14 @@ public final class HealthMonitor: Sendable {
         public var detail: String
     }
 
-    /// Every checker of the server, each given `retry` tries: up when all pass.
-    public static func check(_ t: HealthTarget) -> Verdict {
+    /// Every checker of the server: up when all pass. As keepalived, a server
+    /// that is up (or not checked yet) gets `retry` more tries before it is
+    /// down; one that is down gets one.
+    public static func check(_ t: HealthTarget, wasUp: Bool?) -> Verdict {
         var weight: Int32? = nil
         for c in t.checks {
             var last = Verdict(up: false, detail: "")
-            for attempt in 0..<c.retry {
+            for attempt in 0...(wasUp ?? true ? c.retry : 0) {
                 if attempt > 0 && c.delayBeforeRetry > 0 { usleep(UInt32(min(c.delayBeforeRetry, 60) * 1_000_000)) }
                 last = run(c, address: c.connectAddress ?? t.server.address, port: c.connectPort ?? t.server.port)
                 if last.up { break }

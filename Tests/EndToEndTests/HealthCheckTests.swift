@@ -41,11 +41,17 @@ struct HealthCheckTests {
                 protocol TCP
                 real_server \(Lab.real(1)) 8080 {
                     weight 1
-                    TCP_CHECK { connect_timeout 1 }
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
                 }
                 real_server \(Lab.real(2)) 8080 {
                     weight 1
-                    TCP_CHECK { connect_timeout 1 }
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
                 }
                 real_server \(Lab.real(3)) 8080 {
                     weight 2
@@ -105,10 +111,16 @@ struct HealthCheckTests {
                 quorum 2
                 sorry_server \(Lab.real(3)) 8080
                 real_server \(Lab.real(1)) 8080 {
-                    TCP_CHECK { connect_timeout 1 }
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
                 }
                 real_server \(Lab.real(2)) 8080 {
-                    TCP_CHECK { connect_timeout 1 }
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
                 }
             }
             """.write(to: conf, atomically: true, encoding: .utf8)
