@@ -20,8 +20,9 @@ public final class HealthMonitor: Sendable {
     let queue = DispatchQueue(label: "lvsd.health", attributes: .concurrent)
     let slots: DispatchSemaphore
     let stopped = Atomic<Bool>(false)
-    /// Each server's last verdict, for notify_up / notify_down.
-    let last = Mutex<[String: Bool]>([:])
+    /// Each server's last verdict: for notify_up / notify_down, for retries,
+    /// and for the monitor that replaces this one on a reload.
+    let last = Mutex<[String: Verdict]>([:])
 
     public init(plane: ControlPlane, targets: [HealthTarget], logger: Logger, concurrency: Int = 16) {
         self.plane = plane
@@ -30,9 +31,18 @@ public final class HealthMonitor: Sendable {
         slots = DispatchSemaphore(value: concurrency)
     }
 
-    public func start() {
+    /// Starts every checker. A server `previous` (the monitor this one
+    /// replaces on a reload) found down stays down until a check passes, so
+    /// that a reload never puts a failed server back into rotation.
+    public func start(after previous: HealthMonitor? = nil) {
+        let before = previous?.last.withLock { $0 } ?? [:]
         for t in targets {
-            if t.startsDown { report(t, Verdict(up: false, detail: "alpha: down until a check passes")) }
+            if let v = before[t.id] {
+                last.withLock { $0[t.id] = v }
+                if !v.up { plane.healthChanged(t, up: false, detail: v.detail) }
+            } else if t.startsDown {
+                report(t, Verdict(up: false, detail: "alpha: down until a check passes"))
+            }
             schedule(t, after: Double.random(in: 0...max(0, t.checks.map(\.warmup).max() ?? 0)))
         }
         if !targets.isEmpty { logger.info("health checks running", metadata: ["servers": "\(targets.count)"]) }
@@ -45,7 +55,7 @@ public final class HealthMonitor: Sendable {
         queue.asyncAfter(deadline: .now() + seconds) { [self] in
             guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
             slots.wait()
-            let verdict = Self.check(t, wasUp: last.withLock { $0[t.id] })
+            let verdict = Self.check(t, wasUp: last.withLock { $0[t.id]?.up })
             slots.signal()
             guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
             report(t, verdict)
@@ -56,8 +66,8 @@ public final class HealthMonitor: Sendable {
     func report(_ t: HealthTarget, _ v: Verdict) {
         plane.healthChanged(t, up: v.up, weight: v.weight, detail: v.detail)
         let changed = last.withLock { seen in
-            defer { seen[t.id] = v.up }
-            return seen[t.id].map { $0 != v.up } ?? !v.up
+            defer { seen[t.id] = v }
+            return seen[t.id].map { $0.up != v.up } ?? !v.up
         }
         guard changed, let command = v.up ? t.notifyUp : t.notifyDown else { return }
         queue.async { _ = Script.run(command, timeout: 30) }

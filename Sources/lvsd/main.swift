@@ -124,12 +124,13 @@ struct LVSD: ParsableCommand {
             do {
                 let (targets, quorum) = try plane.sources.loadHealth()
                 let next = HealthMonitor(plane: plane, targets: targets, logger: logger)
-                health.withLock { current in
+                let previous = health.withLock { current in
+                    defer { current = next }
                     current?.stop()
                     plane.resetHealth(quorum: quorum)
-                    current = next
+                    return current
                 }
-                next.start()
+                next.start(after: previous)
             } catch {
                 logger.error("health checks not restarted: \(error)")
             }

@@ -65,7 +65,7 @@ struct HealthCheckTests {
                 }
             }
             """.write(to: conf, atomically: true, encoding: .utf8)
-        try lab.startDirector(extra: ["--keepalived", conf.path, "--metrics", "127.0.0.1:19184"])
+        let lvsd = try lab.startDirector(extra: ["--keepalived", conf.path, "--metrics", "127.0.0.1:19184"])
         try lab.startNginx()
         try lab.gateway(viaDirector: true)
         let allUp = try waitFor(lab) { _ in (try? lab.lvsadm("-L -n --health"))?.components(separatedBy: " up ").count == 4 }
@@ -81,6 +81,15 @@ struct HealthCheckTests {
         #expect(metrics.contains("lvsd_backend_up{local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(Lab.real(2))\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 0"))
         let without = try lab.requests("http://\(Lab.vip)/", count: 100)
         #expect(without.count == 100 && !without.contains { $0.hasPrefix("rs2 ") })
+        // A reload keeps it out: the new checkers start from what the old ones knew.
+        // (Its port now drops rather than refuses, so a check takes connect_timeout.)
+        try lab.inside("r2", "nft", "add table inet hc; add chain inet hc in { type filter hook input priority 0; }; add rule inet hc in tcp dport 8080 drop")
+        kill(lvsd.processIdentifier, SIGHUP)
+        for _ in 0..<10 {
+            usleep(100_000)
+            #expect(!(try lab.lvsadm("-L -n")).contains("\(Lab.real(2)):8080"))
+        }
+        try lab.inside("r2", "nft", "delete table inet hc")
 
         // It starts again: back in the rotation.
         try nginx(lab, 2)
