@@ -70,9 +70,17 @@ public struct Admin {
         }
         if inv.help { write(Self.usage(program)); return 0 }
         if inv.version { write("ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n\(program) (swift-lvs) 0.1\n"); return 0 }
-        let socket = inv.socketPath ?? environment["LVSADM_SOCKET"] ?? Self.defaultSocket
+        let socket = socketPath(inv.socketPath)
+        return reportingFailures(socket: socket) { try perform(inv, socket: socket) }
+    }
+
+    /// `--socket`, else `$LVSADM_SOCKET`, else /run/lvsd.sock.
+    func socketPath(_ option: String?) -> String { option ?? environment["LVSADM_SOCKET"] ?? Self.defaultSocket }
+
+    /// Runs `body`; an unreachable lvsd or any other failure is one line and status 1.
+    func reportingFailures(socket: String, _ body: () throws -> Int32) -> Int32 {
         do {
-            return try perform(inv, socket: socket)
+            return try body()
         } catch let e as Unreachable {
             writeError("\(program): cannot reach lvsd at \(socket): \(e.description)\n")
             return 1

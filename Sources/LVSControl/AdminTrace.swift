@@ -85,12 +85,12 @@ extension Admin {
             writeError("\(program) trace: \(e.message)\nUsage: \(program) trace [-t|-u service-address | -f fwmark] [--count N] [--wait seconds] [--json]\n")
             return 2
         }
-        let socket = o.socket ?? environment["LVSADM_SOCKET"] ?? Self.defaultSocket
+        let socket = socketPath(o.socket)
         var remaining = o.count ?? Int.max
         let deadline = o.waitSeconds.map { ControlPlane.now() + UInt64($0 * 1000) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        do {
+        return reportingFailures(socket: socket) {
             defer { _ = try? exchange(.trace(filter: o.filter, limit: 0), socket) }
             while remaining > 0 {
                 switch try exchange(.trace(filter: o.filter, limit: min(remaining, TraceSession.maxRecords)), socket) {
@@ -113,13 +113,7 @@ extension Admin {
                 if let deadline, ControlPlane.now() >= deadline { break }
                 if remaining > 0 { usleep(100_000) }
             }
-        } catch let e as Unreachable {
-            writeError("\(program): cannot reach lvsd at \(socket): \(e.description)\n")
-            return 1
-        } catch {
-            writeError("\(program): \(error)\n")
-            return 1
+            return 0
         }
-        return 0
     }
 }

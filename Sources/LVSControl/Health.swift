@@ -11,19 +11,10 @@ public struct HealthCheck: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
         case tcp
         /// HTTP_GET: each path must answer with its status code.
-        case http([(path: String, status: Int)])
+        case http([URLCheck])
         /// MISC_CHECK: exit 0 up, 1 down, 2–255 up with weight rc − 2 when dynamic.
         case misc(command: String, timeout: Double, dynamic: Bool)
 
-        public static func == (a: Kind, b: Kind) -> Bool { a.name == b.name && a.detail == b.detail }
-        public func hash(into h: inout Hasher) { h.combine(name); h.combine(detail) }
-        var detail: String {
-            switch self {
-            case .tcp: ""
-            case .http(let urls): urls.map { "\($0.path)=\($0.status)" }.joined(separator: ",")
-            case .misc(let c, let t, let d): "\(c)|\(t)|\(d)"
-            }
-        }
         public var name: String {
             switch self {
             case .tcp: "TCP_CHECK"
@@ -31,6 +22,13 @@ public struct HealthCheck: Sendable, Hashable {
             case .misc: "MISC_CHECK"
             }
         }
+    }
+
+    /// One `url` block of HTTP_GET.
+    public struct URLCheck: Sendable, Hashable {
+        public var path: String
+        public var status: Int
+        public init(path: String, status: Int) { self.path = path; self.status = status }
     }
 
     public var kind: Kind
@@ -133,13 +131,11 @@ extension HealthCheck {
         switch b.keyword {
         case "TCP_CHECK", "SSL_GET": kind = .tcp
         case "HTTP_GET":
-            var urls: [(String, Int)] = []
-            for u in b.children where u.keyword == "url" {
-                let path = u.first("path")?.arguments.first ?? "/"
-                let status = u.first("status_code").flatMap { $0.arguments.first }.flatMap { Int($0) } ?? 200
-                urls.append((path, status))
+            let urls = b.children.filter { $0.keyword == "url" }.map { u in
+                URLCheck(path: u.first("path")?.arguments.first ?? "/",
+                         status: u.first("status_code").flatMap { $0.arguments.first }.flatMap { Int($0) } ?? 200)
             }
-            kind = .http(urls.isEmpty ? [("/", 200)] : urls)
+            kind = .http(urls.isEmpty ? [URLCheck(path: "/", status: 200)] : urls)
         case "MISC_CHECK":
             guard let command = b.first("misc_path")?.arguments.joined(separator: " "), !command.isEmpty else {
                 throw ConfigurationError(file: file, line: b.line, keyword: "MISC_CHECK", message: "needs misc_path")

@@ -346,13 +346,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             if c.flags.contains(.toaArmed) && p.proto == IPProtocolNumber.tcp && p.fragment == .none
                 && p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0 && p.tcpFlags & TCPFlags.ack != 0
                 && b.be32(at: p.l4Offset &+ 8) == c.toaSequence {
-                let mtu = shared.interface(dest.interface)?.mtu ?? 1500
-                do {
-                    try TCPOptionEditor.insertTOA(&b, frame: &f, packet: &p, address: c.client, port: c.clientPort, mtu: mtu)
-                    shared.toaInserted &+= 1
-                } catch {
-                    shared.toaFailures &+= 1
-                }
+                insertTOA(&b, &f, &p, c, dest: dest, shared: &shared)
             }
         case .directRouting, .local:
             break
@@ -360,6 +354,19 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             return tunnel(&b, &f, &p, dest: dest, interface: interface, shared: &shared)
         }
         return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+    }
+
+    /// The client's address and port in TOA; a packet without room for it goes
+    /// on without (counted).
+    func insertTOA(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ c: Connection<A>,
+                   dest: DestinationState, shared: inout DirectorShared) {
+        let mtu = shared.interface(dest.interface)?.mtu ?? 1500
+        do {
+            try TCPOptionEditor.insertTOA(&b, frame: &f, packet: &p, address: c.client, port: c.clientPort, mtu: mtu)
+            shared.toaInserted &+= 1
+        } catch {
+            shared.toaFailures &+= 1
+        }
     }
 
     /// A packet for a real server whose TTL ran out: dropped (and counted),

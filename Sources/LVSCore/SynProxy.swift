@@ -41,23 +41,6 @@ enum SynProxy {
         return nil
     }
 
-    /// The MSS option of a TCP header, or nil.
-    static func mss(_ b: borrowing MutableSpan<UInt8>, _ p: ParsedPacket) -> UInt16? {
-        var k = p.l4Offset &+ HeaderLength.tcp
-        let end = p.l4Offset &+ p.l4HeaderLength
-        while k < end {
-            let kind = b[k]
-            if kind == 0 { return nil }
-            if kind == 1 { k &+= 1; continue }
-            guard k &+ 1 < end else { return nil }
-            let len = Int(b[k &+ 1])
-            guard len >= 2, k &+ len <= end else { return nil }
-            if kind == TCPOptionEditor.mssKind && len == 4 { return b.be16(at: k &+ 2) }
-            k &+= len
-        }
-        return nil
-    }
-
     /// Proxying needs a plain header in front of TCP (no IPv4 options, no
     /// IPv6 extension headers), so that the answer can be written in place.
     static func plain(_ p: ParsedPacket) -> Bool {
@@ -117,7 +100,7 @@ extension FamilyPlane {
         if flags == TCPFlags.syn {
             guard let iface = shared.interface(interface) else { return shared.drop(.noRoute) }
             let isn = b.be32(at: p.l4Offset &+ 4)
-            let clientMSS = SynProxy.mss(b, p) ?? 536
+            let clientMSS = TCPOptionEditor.optionOffset(b, p, kind: TCPOptionEditor.mssKind, length: 4).map { b.be16(at: $0 &+ 2) } ?? 536
             let cookie = SynProxy.cookie(src, dst, p.sourcePort, p.destinationPort, isn: isn, slot: now / SynProxy.slotMilliseconds,
                                          mss: SynProxy.mssIndex(clientMSS))
             // What the client may send: the link's, less room for a TOA.
@@ -200,15 +183,7 @@ extension FamilyPlane {
             guard SynProxy.writeSegment(&b, &f, &p, source: c.local, destination: c.real, sourcePort: c.localPort, destinationPort: c.realPort,
                                         seq: ack, ack: rsISN &+ 1, flags: TCPFlags.ack, mss: nil, ttl: 64) else { return shared.drop(.edit(.noHeadroom)) }
             updateState(i, direction: .input, flags: TCPFlags.ack, now: now, shared: &shared)
-            if c.flags.contains(.toaArmed) {
-                let mtu = shared.interface(dest.interface)?.mtu ?? 1500
-                do {
-                    try TCPOptionEditor.insertTOA(&b, frame: &f, packet: &p, address: c.client, port: c.clientPort, mtu: mtu)
-                    shared.toaInserted &+= 1
-                } catch {
-                    shared.toaFailures &+= 1
-                }
-            }
+            if c.flags.contains(.toaArmed) { insertTOA(&b, &f, &p, c, dest: dest, shared: &shared) }
             return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
         }
         guard !c.flags.contains(.synproxyPending) else { return nil }

@@ -197,6 +197,16 @@ public final class Lab: @unchecked Sendable {
         throw Failure(description: "lvsd did not start: \(logText("lvsd"))")
     }
 
+    /// lvsd (with `extra` arguments) and nginx on every real server, the real
+    /// servers' replies routed back through lvsd (NAT); returns lvsd's process.
+    @discardableResult
+    public func startNAT(director extra: [String] = []) throws -> Process {
+        let lvsd = try startDirector(extra: extra)
+        try startNginx()
+        try gateway(viaDirector: true)
+        return lvsd
+    }
+
     /// lvsadm against this lab's lvsd; throws with its message on failure.
     @discardableResult
     public func lvsadm(_ line: String, input: String? = nil) throws -> String {

@@ -20,27 +20,33 @@ public enum TCPOptionEditor {
     /// not 0). Returns true when changed.
     @inlinable
     public static func clampMSS(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, maximum: UInt16, reduceBy: UInt16 = 0) -> Bool {
-        guard p.proto == IPProtocolNumber.tcp else { return false }
+        guard let i = optionOffset(b, p, kind: mssKind, length: 4) else { return false }
+        let mss = b.be16(at: i &+ 2)
+        let target = reduceBy != 0 ? (mss > reduceBy ? mss &- reduceBy : mss) : maximum
+        guard mss > target else { return false }
+        b.setBE16(target, at: i &+ 2)
+        PacketRewriter.updateTransportChecksum(&b, p, removing: UInt64(mss), adding: UInt64(target))
+        return true
+    }
+
+    /// Where the TCP option `kind` of `length` bytes starts, or nil (also
+    /// for options that run past the header).
+    @inlinable
+    public static func optionOffset(_ b: borrowing MutableSpan<UInt8>, _ p: ParsedPacket, kind wanted: UInt8, length: Int) -> Int? {
+        guard p.proto == IPProtocolNumber.tcp else { return nil }
         var i = p.l4Offset &+ HeaderLength.tcp
         let end = p.l4Offset &+ p.l4HeaderLength
         while i < end {
             let kind = b[i]
-            if kind == 0 { return false }
+            if kind == 0 { return nil }
             if kind == 1 { i &+= 1; continue }
-            guard i &+ 1 < end else { return false }
+            guard i &+ 1 < end else { return nil }
             let len = Int(b[i &+ 1])
-            guard len >= 2, i &+ len <= end else { return false }
-            if kind == mssKind && len == 4 {
-                let mss = b.be16(at: i &+ 2)
-                let target = reduceBy != 0 ? (mss > reduceBy ? mss &- reduceBy : mss) : maximum
-                guard mss > target else { return false }
-                b.setBE16(target, at: i &+ 2)
-                PacketRewriter.updateTransportChecksum(&b, p, removing: UInt64(mss), adding: UInt64(target))
-                return true
-            }
+            guard len >= 2, i &+ len <= end else { return nil }
+            if kind == wanted && len == length { return i }
             i &+= len
         }
-        return false
+        return nil
     }
 
     /// Inserts a TOA option carrying `address`:`port` right after the fixed TCP

@@ -29,45 +29,44 @@ struct HealthCheckTests {
         return nil
     }
 
+    /// A real server block with a TCP_CHECK that fails at the first refusal.
+    func tcpChecked(_ i: Int) -> String {
+        """
+        real_server \(Lab.real(i)) 8080 {
+            TCP_CHECK {
+                connect_timeout 1
+                retry 0
+            }
+        }
+        """
+    }
+
+    /// The lab serving one NAT virtual server from a keepalived.conf with
+    /// these lines inside (checks every second); returns lvsd's process.
+    @discardableResult
+    func startKeepalived(_ lab: Lab, _ lines: String, extra: [String] = []) throws -> Process {
+        let conf = lab.directory.appendingPathComponent("keepalived.conf")
+        try "virtual_server \(Lab.vip) 80 {\ndelay_loop 1\nlb_algo rr\nlb_kind NAT\n\(lines)\n}\n".write(to: conf, atomically: true, encoding: .utf8)
+        return try lab.startNAT(director: ["--keepalived", conf.path] + extra)
+    }
+
     @Test func aStoppedServerLeavesTheRotationAndComesBack() throws {
         let lab = try Lab(prefix: "lthealth", bin: Self.bin)
         defer { lab.teardown() }
-        let conf = lab.directory.appendingPathComponent("keepalived.conf")
-        try """
-            virtual_server \(Lab.vip) 80 {
-                delay_loop 1
-                lb_algo rr
-                lb_kind NAT
-                protocol TCP
-                real_server \(Lab.real(1)) 8080 {
-                    weight 1
-                    TCP_CHECK {
-                        connect_timeout 1
-                        retry 0
-                    }
-                }
-                real_server \(Lab.real(2)) 8080 {
-                    weight 1
-                    TCP_CHECK {
-                        connect_timeout 1
-                        retry 0
-                    }
-                }
-                real_server \(Lab.real(3)) 8080 {
-                    weight 2
-                    inhibit_on_failure
-                    HTTP_GET {
-                        url { path / status_code 200 }
-                        connect_timeout 1
-                        retry 2
-                        delay_before_retry 0.2
-                    }
+        let lvsd = try startKeepalived(lab, """
+            \(tcpChecked(1))
+            \(tcpChecked(2))
+            real_server \(Lab.real(3)) 8080 {
+                weight 2
+                inhibit_on_failure
+                HTTP_GET {
+                    url { path / status_code 200 }
+                    connect_timeout 1
+                    retry 2
+                    delay_before_retry 0.2
                 }
             }
-            """.write(to: conf, atomically: true, encoding: .utf8)
-        let lvsd = try lab.startDirector(extra: ["--keepalived", conf.path, "--metrics", "127.0.0.1:19184"])
-        try lab.startNginx()
-        try lab.gateway(viaDirector: true)
+            """, extra: ["--metrics", "127.0.0.1:19184"])
         let allUp = try waitFor(lab) { _ in (try? lab.lvsadm("-L -n --health"))?.components(separatedBy: " up ").count == 4 }
         #expect(allUp != nil)
 
@@ -111,31 +110,12 @@ struct HealthCheckTests {
     @Test func losingQuorumSwitchesToTheSorryServerAndBack() throws {
         let lab = try Lab(prefix: "ltquorum", bin: Self.bin)
         defer { lab.teardown() }
-        let conf = lab.directory.appendingPathComponent("keepalived.conf")
-        try """
-            virtual_server \(Lab.vip) 80 {
-                delay_loop 1
-                lb_algo rr
-                lb_kind NAT
-                quorum 2
-                sorry_server \(Lab.real(3)) 8080
-                real_server \(Lab.real(1)) 8080 {
-                    TCP_CHECK {
-                        connect_timeout 1
-                        retry 0
-                    }
-                }
-                real_server \(Lab.real(2)) 8080 {
-                    TCP_CHECK {
-                        connect_timeout 1
-                        retry 0
-                    }
-                }
-            }
-            """.write(to: conf, atomically: true, encoding: .utf8)
-        try lab.startDirector(extra: ["--keepalived", conf.path])
-        try lab.startNginx()
-        try lab.gateway(viaDirector: true)
+        try startKeepalived(lab, """
+            quorum 2
+            sorry_server \(Lab.real(3)) 8080
+            \(tcpChecked(1))
+            \(tcpChecked(2))
+            """)
         let allUp = try waitFor(lab) { _ in (try? lab.lvsadm("-L -n --health"))?.components(separatedBy: " up ").count == 3 }
         #expect(allUp != nil)
         #expect(try waitFor(lab) { !$0.contains(Lab.real(3)) } != nil)

@@ -31,9 +31,7 @@ struct HostileTrafficTests {
     @Test func malformedFramesAreCountedByReasonAnsweredAndSurvived() throws {
         let lab = try Lab(prefix: "lthost", bin: Self.bin)
         defer { lab.teardown() }
-        let lvsd = try lab.startDirector(extra: ["--metrics", "127.0.0.1:19181"])
-        try lab.startNginx()
-        try lab.gateway(viaDirector: true)
+        let lvsd = try lab.startNAT(director: ["--metrics", "127.0.0.1:19181"])
         try lab.lvsadm("-A -t \(Lab.vip):80 -s rr")
         try lab.lvsadm("-A -t [\(Lab.vip6)]:80 -s rr")
         try lab.lvsadm("-A -t \(Lab.vip):81 -s rr")
@@ -96,9 +94,7 @@ struct HostileTrafficTests {
     @Test func floodsLeaveLegitimateClientsServedAndTheTableBounded() throws {
         let lab = try Lab(prefix: "ltflood", bin: Self.bin)
         defer { lab.teardown() }
-        let lvsd = try lab.startDirector(extra: ["--metrics", "127.0.0.1:19182"])
-        try lab.startNginx()
-        try lab.gateway(viaDirector: true)
+        let lvsd = try lab.startNAT(director: ["--metrics", "127.0.0.1:19182"])
         try lab.lvsadm("-A -t \(Lab.vip):80 -s wlc")
         try lab.lvsadm("-A -u \(Lab.vip):53 -s rr")
         for i in 1...3 {
@@ -117,7 +113,8 @@ struct HostileTrafficTests {
             let entries = try metric(lab, 19182, "lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}")
             report += "\(kind) flood: \(sent.trimmingCharacters(in: .whitespacesAndNewlines)) in 10 s, legitimate \(legit.ok)/\(legit.total), table \(Int(entries))/65536\n"
             #expect(Double(legit.ok) >= 0.99 * Double(legit.total), "\(report)")
-            #expect(entries <= 65536)
+            // The flood filled the table: legitimate clients got in only through eviction.
+            #expect(entries >= 60_000, "\(report)")
             // After it, everyone.
             #expect(try lab.requests("http://\(Lab.vip)/", count: 100).count == 100, "\(report)")
         }
@@ -130,9 +127,7 @@ struct HostileTrafficTests {
     @Test func synproxyKeepsASpoofedSYNFloodFromTheRealServers() throws {
         let lab = try Lab(prefix: "ltsynp", bin: Self.bin)
         defer { lab.teardown() }
-        try lab.startDirector(extra: ["--metrics", "127.0.0.1:19183"])
-        try lab.startNginx()
-        try lab.gateway(viaDirector: true)
+        try lab.startNAT(director: ["--metrics", "127.0.0.1:19183"])
         try lab.lvsadm("-A -t \(Lab.vip):80 -s rr -j enable")
         for i in 1...3 {
             try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m")

@@ -108,9 +108,7 @@ struct OperationsTests {
         let lab = try Lab(prefix: "ltmetric", bin: Self.bin)
         defer { lab.teardown() }
         let base = "http://127.0.0.1:19180"
-        try lab.startDirector(extra: ["--metrics", "127.0.0.1:19180"])
-        try lab.startNginx()
-        try lab.gateway(viaDirector: true)
+        try lab.startNAT(director: ["--metrics", "127.0.0.1:19180"])
         try lab.lvsadm("-A -t \(Lab.vip):80 -s wrr")
         for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m -w \(i)") }
         try lab.lvsadm("-A -f 7 -s rr")

@@ -174,7 +174,7 @@ let everyOptionRules = """
         #expect(targets.count == 3)
         let http = try #require(targets.first { $0.server.address == ip("198.19.0.2") })
         #expect(http.inhibitOnFailure && http.server.weight == 3 && http.services == [.address(.tcp, ip("198.18.0.10"), 80)])
-        #expect(http.checks.count == 1 && http.checks[0].kind.name == "HTTP_GET" && http.checks[0].kind.detail == "/healthz=200")
+        #expect(http.checks.count == 1 && http.checks[0].kind == .http([HealthCheck.URLCheck(path: "/healthz", status: 200)]))
         #expect(http.checks[0].connectTimeout == 3 && http.checks[0].retry == 3 && http.checks[0].delayBeforeRetry == 3 && http.checks[0].delayLoop == 6)
         let tcp = try #require(targets.first { $0.server.address == ip("198.19.0.3") })
         #expect(!tcp.inhibitOnFailure && tcp.checks[0].kind == .tcp && tcp.checks[0].connectPort == 8080 && tcp.checks[0].connectTimeout == 5)
