@@ -53,12 +53,14 @@ public struct Connection<A: IPAddressProtocol>: Sendable {
     /// SYN proxy: the cookie while `.synproxyPending`, then the real server's
     /// ISN minus the cookie.
     public var synproxySequence: UInt32
+    /// Client-side packets (the kernel's `in_pkts`): when to sync it.
+    public var inPackets: UInt32
 
     public init() {
         client = .zero; virtual = .zero; real = .zero; local = .zero
         clientPort = 0; virtualPort = 0; realPort = 0; localPort = 0
         expires = 0; service = 0; destination = 0; proto = 0; state = .none; flags = []
-        packets = 0; toaSequence = 0; controller = 0; replyNeighbour = 0; synproxySequence = 0
+        packets = 0; toaSequence = 0; controller = 0; replyNeighbour = 0; synproxySequence = 0; inPackets = 0
     }
 }
 
@@ -151,9 +153,10 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
 
     /// A packet of a live connection: one write for both fields.
     @inline(__always)
-    public mutating func touch(_ index: Int, expires: UInt64) {
+    public mutating func touch(_ index: Int, expires: UInt64, inbound: Bool) {
         var e = entries.mutableSpan
         e[index].packets &+= 1
+        if inbound { e[index].inPackets &+= 1 }
         e[index].expires = expires
     }
 

@@ -69,6 +69,12 @@ public struct DirectorShared: Sendable {
     public var synproxyCookies: UInt64 = 0
     var held = HeldFrames()
     var nextIdentification: UInt16 = 1
+    /// A sync master: connections are queued for the sync daemon.
+    var syncing = false
+    var syncQueue = SyncQueue()
+    /// See `Director.setOwnership`.
+    var extraOwned: Set<IPAddress> = []
+    var standby: Set<IPAddress> = []
     /// Set only while a traced packet is processed.
     var tracing = false
     var traceNote = TraceNote()

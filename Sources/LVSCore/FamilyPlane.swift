@@ -60,6 +60,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             }
             if rt.destinations.contains(where: { $0.method.seesReplies }) { servicesSeeReplies = true }
         }
+        owned.formUnion(shared.extraOwned.compactMap(Self.address))
+        owned.subtract(shared.standby.compactMap(Self.address))
     }
 
     /// Packets need a reply-direction lookup only while something can reply.
@@ -297,6 +299,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     mutating func updateState(_ i: Int, direction: StateDirection, flags: UInt8, now: UInt64, shared: inout DirectorShared) {
         var c = table[i]
         c.packets &+= 1
+        if direction != .output { c.inPackets &+= 1 }
+        var changed = false
         if c.proto == IPProtocolNumber.tcp {
             var dir = direction
             if dir == .output { c.flags.remove(.noOutput) } else if c.flags.contains(.noOutput) { dir = .inputOnly }
@@ -313,10 +317,12 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                     c.flags.remove(.inactive)
                 }
                 c.state = next
+                changed = true
             }
         }
         c.expires = now &+ shared.timeouts[Int(c.state.rawValue)]
         table[i] = c
+        if shared.syncing && direction != .output { noteSync(i, stateChanged: changed, shared: &shared) }
     }
 
     mutating func forwardToReal(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,

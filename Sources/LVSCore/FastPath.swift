@@ -66,7 +66,8 @@ extension Director {
                 return nil
             }
             Self.rewrite(&h, checksumOffset: checksumOffset, ttl: ttl, proto: proto, from: (src, sport, dst, dport), to: new)
-            v4.table.touch(i, expires: now &+ shared.timeouts[Int(c.state.rawValue)])
+            v4.table.touch(i, expires: now &+ shared.timeouts[Int(c.state.rawValue)], inbound: true)
+            if shared.syncing { v4.noteSync(i, stateChanged: false, shared: &shared) }
             let (sc, dc) = shared.counterSlots(service: sv, destination: d)
             shared.count(inbound: true, service: sc, destination: dc, bytes: length)
             return Self.transmit(&h, to: shared.neighbours[neighbour])
@@ -79,7 +80,7 @@ extension Director {
         let fullNAT = c.local != c.client || c.localPort != c.clientPort
         Self.rewrite(&h, checksumOffset: checksumOffset, ttl: ttl, proto: proto, from: (src, sport, dst, dport),
                      to: (c.virtual, c.virtualPort, fullNAT ? c.client : dst, fullNAT ? c.clientPort : dport))
-        v4.table.touch(i, expires: now &+ shared.timeouts[Int(c.state.rawValue)])
+        v4.table.touch(i, expires: now &+ shared.timeouts[Int(c.state.rawValue)], inbound: false)
         let (sc, dc) = shared.counterSlots(service: Int(c.service), destination: Int(c.destination))
         shared.count(inbound: false, service: sc, destination: dc, bytes: length)
         return Self.transmit(&h, to: shared.neighbours[Int(c.replyNeighbour)])
