@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "LVSStatus", dependencies: ["LVSControl", .product(name: "Prometheus", package: "swift-prometheus"),
                                                   .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                                                   .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
+        // Director high availability: VRRP, tied to the sync daemons.
+        .target(name: "LVSVRRP", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log")]),
         // keepalived's checkers, run by lvsd.
         .target(name: "LVSHealth", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log")]),
         // The real server's side: TOA, tunnel decapsulation.
@@ -41,7 +43,7 @@ let package = Package(
                                                                  .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // C only where Swift cannot import a header.
         .target(name: "CLVSLinux"),
-        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", "LVSStatus", "LVSHealth", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", "LVSStatus", "LVSHealth", "LVSVRRP", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                        .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "lvsadm", dependencies: ["LVSControl", "LVSLab"]),
         // Namespaces, veths and processes for the demo and the end-to-end tests.
@@ -56,7 +58,7 @@ let package = Package(
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport"),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),
         .testTarget(name: "LVSCoreTests", dependencies: ["LVSCore", "LVSTestSupport"]),
-        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSStatus", "LVSHealth", "LVSTestSupport"]),
+        .testTarget(name: "LVSControlTests", dependencies: ["LVSControl", "LVSStatus", "LVSHealth", "LVSVRRP", "LVSTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LVSLab", "LVSTestSupport"]),
     ]
 )

@@ -128,7 +128,7 @@ public struct Admin {
             } else if inv.options.contains(.timeout) {
                 write(Listing.timeouts(s.timeouts))
             } else if inv.options.contains(.daemon) {
-                // No sync daemon runs until connection sync lands; ipvsadm prints nothing then.
+                write(Listing.daemons(s.daemons))
             } else if let key = inv.service?.key {
                 guard let one = s.services.first(where: { $0.service.key == key }) else { writeError("No such service\n"); return 1 }
                 write(list.one(one))
@@ -160,9 +160,10 @@ public struct Admin {
             return outcome(try send(.apply(parsed.flatMap(\.operations))))
         case .zero:
             return outcome(try send(.zero(inv.service?.key)))
-        case .startDaemon, .stopDaemon:
-            writeError("\(program): connection synchronisation is not available in this lvsd yet\n")
-            return 1
+        case .startDaemon:
+            return outcome(try send(.startDaemon(inv.syncDaemon)))
+        case .stopDaemon:
+            return outcome(try send(.stopDaemon(inv.syncDaemon.role)))
         default:
             guard let ops = inv.operations() else { writeError("\(program): nothing to do\n"); return 2 }
             return outcome(try send(.apply(ops)))

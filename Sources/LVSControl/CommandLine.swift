@@ -92,6 +92,8 @@ public struct Invocation: Sendable, Equatable {
     public var localAddress: IPAddress?
     /// `--start-daemon`/`--stop-daemon` state (master|backup).
     public var daemonState: String?
+    /// The daemon options (`--mcast-interface`, `--syncid`, …).
+    public var syncDaemon = SyncDaemonConfiguration()
     public var json = false
     public var socketPath: String?
 }
@@ -272,6 +274,7 @@ public enum AdminCommandLine {
                 try setCommand(spec.long == "start-daemon" ? .startDaemon : .stopDaemon)
                 guard v == "master" || v == "backup" else { throw UsageError("illegal start-daemon parameter specified") }
                 inv.daemonState = v
+                inv.syncDaemon.role = v == "master" ? .master : .backup
             case "tcp-service", "udp-service", "sctp-service":
                 try setOption(.service)
                 proto = spec.long == "tcp-service" ? .tcp : spec.long == "udp-service" ? .udp : .sctp
@@ -332,20 +335,30 @@ public enum AdminCommandLine {
                 lower = UInt32(n)
             case "numeric": try setOption(.numeric); inv.format.insert(.numeric)
             case "connection": try setOption(.connection)
-            case "mcast-interface": try setOption(.mcastInterface)
+            case "mcast-interface":
+                try setOption(.mcastInterface)
+                guard !v.isEmpty, v.utf8.count < 16 else { throw UsageError("illegal mcast-interface specified") }
+                inv.syncDaemon.interface = v
             case "syncid":
                 try setOption(.syncID)
-                guard number(v, 0, 255) != nil else { throw UsageError("illegal syncid specified") }
-            case "mcast-group": try setOption(.mcastGroup)
+                guard let n = number(v, 0, 255) else { throw UsageError("illegal syncid specified") }
+                inv.syncDaemon.syncID = UInt8(n)
+            case "mcast-group":
+                try setOption(.mcastGroup)
+                guard let g = IPAddress(v), g.isMulticast else { throw UsageError("illegal mcast-group specified") }
+                inv.syncDaemon.group = g
             case "mcast-port":
                 try setOption(.mcastPort)
-                guard number(v, 1, 65535) != nil else { throw UsageError("illegal mcast-port specified") }
+                guard let n = number(v, 1, 65535) else { throw UsageError("illegal mcast-port specified") }
+                inv.syncDaemon.port = UInt16(n)
             case "mcast-ttl":
                 try setOption(.mcastTTL)
-                guard number(v, 1, 255) != nil else { throw UsageError("illegal mcast-ttl specified") }
+                guard let n = number(v, 1, 255) else { throw UsageError("illegal mcast-ttl specified") }
+                inv.syncDaemon.ttl = UInt8(n)
             case "sync-maxlen":
                 try setOption(.syncMaxLength)
-                guard number(v, 1, 65535 - 20 - 8) != nil else { throw UsageError("illegal sync-maxlen specified") }
+                guard let n = number(v, 1, 65535 - 20 - 8) else { throw UsageError("illegal sync-maxlen specified") }
+                inv.syncDaemon.maxLength = n
             case "timeout": try setOption(.timeout)
             case "daemon": try setOption(.daemon)
             case "stats": try setOption(.stats); inv.format.insert(.stats)

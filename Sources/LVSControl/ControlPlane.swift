@@ -51,6 +51,10 @@ public final class ControlPlane: Sendable {
     public let engines: [Engine]
     /// Runs after each successful reload (lvsd restarts its health checks).
     public let afterReload = Mutex<(@Sendable () -> Void)?>(nil)
+    /// The connection sync daemons (`--start-daemon`).
+    public let sync: SyncDaemons
+    /// VRRP instances, published by whoever runs them; `since` in ms of `now()`.
+    public let vrrp = Mutex<[(status: VRRPInstanceStatus, since: UInt64)]>([])
 
     let started = ControlPlane.now()
 
@@ -60,6 +64,7 @@ public final class ControlPlane: Sendable {
         self.logger = logger
         engines = (0..<max(1, workers)).map { Engine(Director(configuration: base, capacity: capacity, worker: $0, workers: max(1, workers))) }
         state = Mutex(State(base: base))
+        sync = SyncDaemons(engines: engines, logger: logger)
     }
 
     func configureEngines(_ table: ServiceTable, base: DirectorConfiguration) {
@@ -136,6 +141,7 @@ public final class ControlPlane: Sendable {
     /// Expiry sweep; every 2 s the rate estimators.
     public func tick(now: UInt64 = ControlPlane.now()) {
         for e in engines { e.director.withLock { $0.tick(now: now) } }
+        sync.flush()
         state.withLock { s in
             if let polled = s.tracePolled, now &- polled > 3000 {
                 s.tracePolled = nil
@@ -211,6 +217,12 @@ public final class ControlPlane: Sendable {
             } catch {
                 return .failed(TableError("EINVAL", error.description))
             }
+        case .startDaemon(let c):
+            do { try sync.start(c) } catch { return .failed(error) }
+            return .done
+        case .stopDaemon(let role):
+            do { try sync.stop(role) } catch { return .failed(error) }
+            return .done
         }
     }
 
@@ -326,7 +338,8 @@ public final class ControlPlane: Sendable {
                 }
             }
             return TableSnapshot(connectionTableSize: capacity * engines.count, services: services, timeouts: Timeouts(s.table.timeouts),
-                                 connections: connections ? entries : nil, drops: drops, health: health)
+                                 connections: connections ? entries : nil, drops: drops, health: health, daemons: sync.running,
+                                 vrrp: vrrp.withLock { $0.map { v in var s = v.status; s.seconds = (now &- v.since) / 1000; return s } })
         }
     }
 
@@ -345,7 +358,7 @@ public final class ControlPlane: Sendable {
         }
         return StatusReport(table: table, totals: engineStatus.reduce(Counters()) { $0 + $1.totals },
                             totalRates: state.withLock { $0.totalRates.rates }, engines: engineStatus,
-                            uptimeSeconds: (now &- started) / 1000)
+                            uptimeSeconds: (now &- started) / 1000, sync: sync.statistics)
     }
 
     static func connections(_ d: borrowing Director, now: UInt64) -> [ConnectionEntry] {

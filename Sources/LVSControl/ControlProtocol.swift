@@ -19,6 +19,8 @@ public enum ControlRequest: Sendable, Hashable, Codable {
     /// Takes the packets traced since the last call and arms tracing for up
     /// to `limit` more (0 disarms); unpolled for 3 s, tracing disarms itself.
     case trace(filter: ServiceKey?, limit: Int)
+    case startDaemon(SyncDaemonConfiguration)
+    case stopDaemon(SyncDaemonConfiguration.Role)
 }
 
 public enum ControlResponse: Sendable, Codable {

@@ -41,6 +41,7 @@ public struct KeepalivedConfiguration: Sendable {
 
     public var virtualServers: [VirtualServer] = []
     public var vrrpInstances: [ConfigBlock] = []
+    public var globalDefinitions: ConfigBlock?
     public var timeouts: Timeouts?
     /// Keywords lvsd does not know, reported rather than failed on, as keepalived does.
     public var ignored: [(line: Int, keyword: String)] = []
@@ -87,6 +88,7 @@ public struct KeepalivedConfiguration: Sendable {
             case "vrrp_instance", "vrrp_sync_group", "vrrp_script":
                 config.vrrpInstances.append(b)
             case "global_defs":
+                config.globalDefinitions = b
                 if let t = b.first("lvs_timeouts") {
                     var timeouts = Timeouts(tcp: 0, tcpFin: 0, udp: 0)
                     var args = t.arguments[...]

@@ -298,6 +298,14 @@ public struct Listing {
     /// `list_timeout`.
     public static func timeouts(_ t: Timeouts) -> String { "Timeout (tcp tcpfin udp): \(t.tcp) \(t.tcpFin) \(t.udp)\n" }
 
+    /// `--daemon`, as ipvsadm prints what a current kernel reports (which
+    /// always includes maxlen, group, port and ttl).
+    public static func daemons(_ daemons: [SyncDaemonConfiguration]) -> String {
+        daemons.map { d in
+            "\(d.role.rawValue) sync daemon (mcast=\(d.interface), syncid=\(d.syncID), maxlen=\(d.maxLength), group=\(d.group), port=\(d.port), ttl=\(d.ttl))\n"
+        }.joined()
+    }
+
     /// lvsadm's `--health`: each checked real server, grouped by service.
     public func health(_ entries: [HealthEntry]) -> String {
         var out = "Prot LocalAddress:Port\n  -> RemoteAddress:Port           Check          State Since   Detail\n"

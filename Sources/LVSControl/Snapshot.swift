@@ -75,10 +75,37 @@ public struct TableSnapshot: Sendable, Hashable, Codable {
     public var drops: [String: UInt64]
     /// Checked real servers, lvsd's addition.
     public var health: [HealthEntry]
+    /// Running sync daemons (`-L --daemon`), master first.
+    public var daemons: [SyncDaemonConfiguration]
+    /// VRRP instances, lvsd's addition.
+    public var vrrp: [VRRPInstanceStatus]
     public init(connectionTableSize: Int, services: [ServiceSnapshot], timeouts: Timeouts, connections: [ConnectionEntry]? = nil,
-                drops: [String: UInt64] = [:], health: [HealthEntry] = []) {
+                drops: [String: UInt64] = [:], health: [HealthEntry] = [], daemons: [SyncDaemonConfiguration] = [],
+                vrrp: [VRRPInstanceStatus] = []) {
         self.connectionTableSize = connectionTableSize; self.services = services; self.timeouts = timeouts
-        self.connections = connections; self.drops = drops; self.health = health
+        self.connections = connections; self.drops = drops; self.health = health; self.daemons = daemons; self.vrrp = vrrp
+    }
+}
+
+/// One VRRP instance as lvsd runs it.
+public struct VRRPInstanceStatus: Sendable, Hashable, Codable {
+    public var name: String
+    public var interface: String
+    public var virtualRouterID: UInt8
+    public var priority: UInt8
+    /// INIT, BACKUP, MASTER or FAULT.
+    public var state: String
+    /// The current master's address, when known.
+    public var master: IPAddress?
+    public var addresses: [IPAddress]
+    /// Seconds in this state (at the snapshot).
+    public var seconds: UInt64
+    /// Transitions since start.
+    public var transitions: UInt64
+    public init(name: String, interface: String, virtualRouterID: UInt8, priority: UInt8, state: String, master: IPAddress?,
+                addresses: [IPAddress], seconds: UInt64, transitions: UInt64) {
+        self.name = name; self.interface = interface; self.virtualRouterID = virtualRouterID; self.priority = priority
+        self.state = state; self.master = master; self.addresses = addresses; self.seconds = seconds; self.transitions = transitions
     }
 }
 
@@ -109,4 +136,5 @@ public struct StatusReport: Sendable, Hashable, Codable {
     public var totalRates: Rates
     public var engines: [EngineStatus]
     public var uptimeSeconds: UInt64
+    public var sync: SyncStatistics
 }

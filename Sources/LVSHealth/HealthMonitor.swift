@@ -70,7 +70,7 @@ public final class HealthMonitor: Sendable {
             return seen[t.id].map { $0.up != v.up } ?? !v.up
         }
         guard changed, let command = v.up ? t.notifyUp : t.notifyDown else { return }
-        queue.async { _ = Script.run(command, timeout: 30) }
+        queue.async { _ = ShellCommand.run(command, timeout: 30) }
     }
 
     public struct Verdict: Sendable, Equatable {
@@ -114,7 +114,7 @@ public final class HealthMonitor: Sendable {
             }
             return Verdict(up: true, detail: "")
         case .misc(let command, let timeout, let dynamic):
-            guard let rc = Script.run(command, timeout: timeout) else { return Verdict(up: false, detail: "timed out after \(timeout) s") }
+            guard let rc = ShellCommand.run(command, timeout: timeout) else { return Verdict(up: false, detail: "timed out after \(timeout) s") }
             if rc == 0 { return Verdict(up: true, detail: "") }
             if rc >= 2 && dynamic { return Verdict(up: true, weight: Int32(rc - 2), detail: "") }
             return Verdict(up: false, detail: "exit status \(rc)")
@@ -201,22 +201,3 @@ enum TCPProbe {
 }
 
 /// MISC_CHECK's script, run by /bin/sh, killed at its timeout.
-enum Script {
-    static func run(_ command: String, timeout: Double) -> Int32? {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", command]
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        let done = DispatchSemaphore(value: 0)
-        p.terminationHandler = { _ in done.signal() }
-        do { try p.run() } catch { return 1 }
-        if done.wait(timeout: .now() + max(0.1, timeout)) == .timedOut {
-            kill(p.processIdentifier, SIGKILL)
-            done.wait()
-            return nil
-        }
-        return p.terminationStatus
-    }
-}

@@ -8,6 +8,7 @@ import LVSCore
 import LVSHealth
 import LVSLinux
 import LVSStatus
+import LVSVRRP
 import Logging
 import Synchronization
 
@@ -79,6 +80,15 @@ struct LVSD: ParsableCommand {
             logger.critical("cannot load the configuration: \(error)")
             throw ExitCode(1)
         }
+        // VRRP first: its addresses stay unowned until an instance is master.
+        var vrrp: VRRPService? = nil
+        do {
+            let ha = try plane.sources.loadHighAvailability()
+            if !ha.instances.isEmpty { vrrp = try VRRPService(plane: plane, configuration: ha, logger: logger) }
+        } catch {
+            logger.critical("cannot run VRRP: \(error)")
+            throw ExitCode(1)
+        }
         let server: ControlServer
         do {
             server = try ControlServer(path: socket, logger: logger) { plane.handle($0) }
@@ -117,6 +127,7 @@ struct LVSD: ParsableCommand {
             }
             dataPlane = dp
         }
+        vrrp?.start()
         logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)"])
         // keepalived.conf's checkers; replaced on each successful reload.
         let health = Mutex<HealthMonitor?>(nil)
@@ -197,6 +208,7 @@ struct LVSD: ParsableCommand {
         refresh.resume()
 
         stop.wait()
+        vrrp?.stop()
         refresh.cancel()
         health.withLock { $0?.stop() }
         filterTimer.cancel()

@@ -1,0 +1,145 @@
+import LVSControl
+import LVSPacket
+
+/// One VRRP instance's state machine (RFC 5798 §6.4), time in milliseconds
+/// of a clock the caller supplies: events in, actions out, nothing else.
+public struct VRRPRouter: Sendable {
+    public enum State: String, Sendable, Hashable, Codable {
+        case initialize = "INIT", backup = "BACKUP", master = "MASTER", fault = "FAULT"
+    }
+
+    public enum Action: Sendable, Hashable {
+        /// Send an advertisement with this priority (0: resigning).
+        case advertise(priority: UInt8)
+        case enter(State)
+    }
+
+    public let configuration: VRRPInstanceConfiguration
+    /// This router's address on the interface: the tie-breaker.
+    public let primaryAddress: IPv4Address
+    public private(set) var state: State = .initialize
+    /// The current master's advertisement interval (centiseconds).
+    public private(set) var masterInterval: UInt16
+    /// The address the current master advertises from, as far as known.
+    public private(set) var master: IPv4Address?
+    var masterDownAt: UInt64 = 0
+    var advertiseAt: UInt64 = 0
+    var startedAt: UInt64 = 0
+
+    public init(_ configuration: VRRPInstanceConfiguration, primaryAddress: IPv4Address) {
+        self.configuration = configuration
+        self.primaryAddress = primaryAddress
+        masterInterval = configuration.advertisementInterval
+    }
+
+    var priority: UInt8 { configuration.priority }
+    var interval: UInt64 { UInt64(configuration.advertisementInterval) * 10 }
+    /// Skew_Time: lower priorities wait longer.
+    var skew: UInt64 { UInt64(256 - Int(priority)) * UInt64(masterInterval) * 10 / 256 }
+    /// Master_Down_Interval: 3 × the master's interval + skew.
+    public var masterDownInterval: UInt64 { 3 * UInt64(masterInterval) * 10 + skew }
+
+    /// The advertisement this router sends.
+    public func advertisement(priority: UInt8) -> VRRPAdvertisement {
+        VRRPAdvertisement(version: configuration.version, virtualRouterID: configuration.virtualRouterID, priority: priority,
+                          interval: configuration.advertisementInterval,
+                          addresses: configuration.addresses.compactMap { if case .v4(let a) = $0 { a } else { nil } })
+    }
+
+    /// When `tick` has something to do next.
+    public var deadline: UInt64 {
+        switch state {
+        case .master: advertiseAt
+        case .backup: masterDownAt
+        case .initialize, .fault: UInt64.max
+        }
+    }
+
+    public mutating func start(now: UInt64) -> [Action] {
+        startedAt = now
+        if priority == 255 { return becomeMaster(now: now) }
+        return becomeBackup(interval: configuration.advertisementInterval, now: now)
+    }
+
+    mutating func becomeMaster(now: UInt64) -> [Action] {
+        state = .master
+        master = primaryAddress
+        advertiseAt = now + interval
+        return [.advertise(priority: priority), .enter(.master)]
+    }
+
+    mutating func becomeBackup(interval: UInt16, now: UInt64) -> [Action] {
+        masterInterval = interval
+        masterDownAt = now + masterDownInterval
+        guard state != .backup else { return [] }
+        state = .backup
+        return [.enter(.backup)]
+    }
+
+    /// Preemption holds off for `preempt_delay` after start-up.
+    func preempts(now: UInt64) -> Bool { configuration.preempt && now >= startedAt + configuration.preemptDelay }
+
+    /// An advertisement for this virtual router (same id and version).
+    public mutating func received(_ a: VRRPAdvertisement, from source: IPv4Address, now: UInt64) -> [Action] {
+        switch state {
+        case .backup:
+            if a.priority == 0 {
+                masterDownAt = now + skew
+                return []
+            }
+            if !preempts(now: now) || a.priority >= priority {
+                master = source
+                // Version 2 has no interval to learn: its interval must match ours.
+                return becomeBackup(interval: a.version == 3 ? max(1, a.interval) : masterInterval, now: now)
+            }
+            return []
+        case .master:
+            if a.priority == 0 {
+                advertiseAt = now + interval
+                return [.advertise(priority: priority)]
+            }
+            if a.priority > priority || (a.priority == priority && source.value > primaryAddress.value) {
+                master = source
+                return becomeBackup(interval: a.version == 3 ? max(1, a.interval) : masterInterval, now: now)
+            }
+            return []
+        case .initialize, .fault:
+            return []
+        }
+    }
+
+    public mutating func tick(now: UInt64) -> [Action] {
+        switch state {
+        case .backup where now >= masterDownAt:
+            return becomeMaster(now: now)
+        case .master where now >= advertiseAt:
+            advertiseAt = max(advertiseAt + interval, now + 1)
+            return [.advertise(priority: priority)]
+        default:
+            return []
+        }
+    }
+
+    /// A tracked interface went down: give up mastership and wait.
+    public mutating func fault() -> [Action] {
+        guard state != .fault else { return [] }
+        let was = state
+        state = .fault
+        master = nil
+        return (was == .master ? [.advertise(priority: 0)] : []) + [.enter(.fault)]
+    }
+
+    /// Every tracked interface is up again.
+    public mutating func recover(now: UInt64) -> [Action] {
+        guard state == .fault else { return [] }
+        state = .initialize
+        return becomeBackup(interval: configuration.advertisementInterval, now: now)
+    }
+
+    /// Stopping: a master resigns with priority 0 so a backup takes over at once.
+    public mutating func shutdown() -> [Action] {
+        let was = state
+        state = .initialize
+        return was == .master ? [.advertise(priority: 0)] : []
+    }
+}

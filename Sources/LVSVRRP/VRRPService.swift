@@ -1,0 +1,257 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import LVSControl
+import LVSCore
+import LVSPacket
+import Logging
+import Synchronization
+
+/// lvsd's VRRP: each `vrrp_instance` on its own thread with a raw socket
+/// (protocol 112, joined to 224.0.0.18 on its interface, as keepalived
+/// opens it). A master owns its addresses in the engines (answers ARP for
+/// them, announces them); a backup leaves them alone. The instance named by
+/// `lvs_sync_daemon` drives the sync daemons: master daemon while master,
+/// backup daemon otherwise.
+public final class VRRPService: Sendable {
+    let plane: ControlPlane
+    let configuration: HighAvailabilityConfiguration
+    let logger: Logger
+    let instances: [Instance]
+    let states: Mutex<[String: VRRPRouter.State]>
+
+    public struct Failure: Error, CustomStringConvertible { public var description: String }
+
+    final class Instance: Sendable {
+        let configuration: VRRPInstanceConfiguration
+        let fd: Int32
+        let primary: IPv4Address
+        let stop = Atomic<Bool>(false)
+        let finished = DispatchSemaphore(value: 0)
+        init(_ c: VRRPInstanceConfiguration, fd: Int32, primary: IPv4Address) {
+            configuration = c; self.fd = fd; self.primary = primary
+        }
+    }
+
+    /// Opens every instance's socket and leaves every VRRP address unowned
+    /// until its instance is master (a director starting up must not take
+    /// addresses another one holds).
+    public init(plane: ControlPlane, configuration: HighAvailabilityConfiguration, logger: Logger) throws(Failure) {
+        self.plane = plane
+        self.configuration = configuration
+        self.logger = logger
+        var made: [Instance] = []
+        for c in configuration.instances {
+            do throws(Failure) {
+                guard let primary = Self.primaryAddress(c.interface) else { throw Failure(description: "\(c.name): \(c.interface) has no IPv4 address") }
+                made.append(Instance(c, fd: try Self.open(c.interface), primary: primary))
+            } catch {
+                for m in made { close(m.fd) }
+                throw error
+            }
+        }
+        instances = made
+        states = Mutex(Dictionary(uniqueKeysWithValues: configuration.instances.map { ($0.name, VRRPRouter.State.initialize) }))
+        publishOwnership()
+        plane.vrrp.withLock { s in
+            s = made.map { i in (Self.status(i.configuration, state: .initialize, master: nil, transitions: 0), ControlPlane.now()) }
+        }
+    }
+
+    public func start() {
+        for i in instances {
+            DispatchQueue(label: "lvsd.vrrp.\(i.configuration.name)").async { self.run(i) }
+        }
+    }
+
+    /// Masters resign (priority 0, so that a backup takes over at once) and
+    /// every instance's `notify_stop` runs.
+    public func stop() {
+        for i in instances { i.stop.store(true, ordering: .relaxed) }
+        for i in instances {
+            i.finished.wait()
+            close(i.fd)
+        }
+    }
+
+    func run(_ i: Instance) {
+        var router = VRRPRouter(i.configuration, primaryAddress: i.primary)
+        var transitions: UInt64 = 0
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var trackedUp = true
+        var lastTrackCheck: UInt64 = 0
+        func perform(_ actions: [VRRPRouter.Action]) {
+            for a in actions {
+                switch a {
+                case .advertise(let priority):
+                    send(i, router.advertisement(priority: priority))
+                case .enter(let s):
+                    transitions += 1
+                    entered(i.configuration, s, master: router.master, transitions: transitions)
+                }
+            }
+        }
+        perform(router.start(now: ControlPlane.now()))
+        while !i.stop.load(ordering: .relaxed) {
+            var now = ControlPlane.now()
+            let wait = router.deadline > now ? min(100, router.deadline - now) : 0
+            var p = pollfd(fd: i.fd, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, Int32(wait)) > 0 {
+                let n = buffer.withUnsafeMutableBytes { recv(i.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                now = ControlPlane.now()
+                if n > 0, let (a, source) = try? VRRPAdvertisement.decode(Array(buffer[0..<n])),
+                   a.virtualRouterID == i.configuration.virtualRouterID, source != i.primary {
+                    if a.version != i.configuration.version {
+                        logger.warning("VRRP_Instance(\(i.configuration.name)) advertisement of version \(a.version) from \(source) ignored (vrrp_version \(i.configuration.version))")
+                    } else {
+                        let before = router.master
+                        perform(router.received(a, from: source, now: now))
+                        if router.master != before { publishStatus(i.configuration, router, transitions) }
+                    }
+                }
+            }
+            if !i.configuration.trackInterfaces.isEmpty && now &- lastTrackCheck >= 250 {
+                lastTrackCheck = now
+                let up = i.configuration.trackInterfaces.allSatisfy(Self.isUp)
+                if up != trackedUp {
+                    trackedUp = up
+                    logger.notice("VRRP_Instance(\(i.configuration.name)) tracked interface \(up ? "up" : "down")")
+                    perform(up ? router.recover(now: now) : router.fault())
+                }
+            }
+            perform(router.tick(now: now))
+        }
+        for a in router.shutdown() { if case .advertise(let p) = a { send(i, router.advertisement(priority: p)) } }
+        if let script = i.configuration.notifyStop { run(script) }
+        i.finished.signal()
+    }
+
+    var identification: UInt16 { UInt16(truncatingIfNeeded: ControlPlane.now()) }
+
+    func send(_ i: Instance, _ a: VRRPAdvertisement) {
+        let packet = a.encode(source: i.primary, identification: identification)
+        var to = sockaddr_in()
+        to.sin_family = sa_family_t(AF_INET)
+        to.sin_addr.s_addr = VRRPAdvertisement.group.value.bigEndian
+        let sent = packet.withUnsafeBytes { b in
+            withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(i.fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            } }
+        }
+        if sent != packet.count { logger.warning("VRRP_Instance(\(i.configuration.name)) send: \(String(cString: strerror(errno)))") }
+    }
+
+    /// A state change: ownership, the sync daemons, the notify scripts.
+    func entered(_ c: VRRPInstanceConfiguration, _ state: VRRPRouter.State, master: IPv4Address?, transitions: UInt64) {
+        logger.notice("VRRP_Instance(\(c.name)) Entering \(state.rawValue) STATE")
+        states.withLock { $0[c.name] = state }
+        publishOwnership()
+        plane.vrrp.withLock { all in
+            if let k = all.firstIndex(where: { $0.status.name == c.name }) {
+                all[k] = (Self.status(c, state: state, master: master, transitions: transitions), ControlPlane.now())
+            }
+        }
+        if let tie = configuration.sync, tie.instance == c.name || tie.instance == nil {
+            let master = state == .master
+            try? plane.sync.stop(master ? .backup : .master)
+            if let daemon = configuration.syncDaemon(master: master) {
+                do { try plane.sync.start(daemon) } catch where error.code != "EEXIST" {
+                    logger.error("lvs_sync_daemon: \(error)")
+                } catch {}
+            }
+        }
+        let specific: String? = switch state {
+        case .master: c.notifyMaster
+        case .backup: c.notifyBackup
+        case .fault: c.notifyFault
+        case .initialize: nil
+        }
+        if let specific { run(specific) }
+        if let notify = c.notify { run("\(notify) INSTANCE \(c.name) \(state.rawValue) \(c.priority)") }
+    }
+
+    func publishStatus(_ c: VRRPInstanceConfiguration, _ router: VRRPRouter, _ transitions: UInt64) {
+        plane.vrrp.withLock { all in
+            if let k = all.firstIndex(where: { $0.status.name == c.name }) {
+                all[k].status.master = router.master.map { .v4($0) }
+            }
+        }
+    }
+
+    static func status(_ c: VRRPInstanceConfiguration, state: VRRPRouter.State, master: IPv4Address?, transitions: UInt64) -> VRRPInstanceStatus {
+        VRRPInstanceStatus(name: c.name, interface: c.interface, virtualRouterID: c.virtualRouterID, priority: c.priority, state: state.rawValue,
+                           master: master.map { .v4($0) }, addresses: c.ownedAddresses, seconds: 0, transitions: transitions)
+    }
+
+    /// Every VRRP address is owned; those of instances that are not master
+    /// are on standby.
+    func publishOwnership() {
+        let states = states.withLock { $0 }
+        var extra = Set<IPAddress>(), standby = Set<IPAddress>()
+        for c in configuration.instances {
+            extra.formUnion(c.ownedAddresses)
+            if states[c.name] != .master { standby.formUnion(c.ownedAddresses) }
+        }
+        // An address two instances hold is owned while either is master.
+        for c in configuration.instances where states[c.name] == .master { standby.subtract(c.ownedAddresses) }
+        for e in plane.engines { e.director.withLock { $0.setOwnership(extra: extra, standby: standby) } }
+    }
+
+    func run(_ script: String) {
+        DispatchQueue.global().async { _ = ShellCommand.run(script, timeout: 30) }
+    }
+
+    static func isUp(_ interface: String) -> Bool {
+        guard let f = fopen("/sys/class/net/\(interface)/operstate", "r") else { return false }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 32)
+        guard fgets(&line, 32, f) != nil else { return false }
+        let s = String(cString: line)
+        return s.hasPrefix("up") || s.hasPrefix("unknown")
+    }
+
+    static func primaryAddress(_ interface: String) -> IPv4Address? {
+        var list: UnsafeMutablePointer<ifaddrs>? = nil
+        guard getifaddrs(&list) == 0 else { return nil }
+        defer { freeifaddrs(list) }
+        var p = list
+        while let a = p {
+            defer { p = a.pointee.ifa_next }
+            guard let sa = a.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET),
+                  String(cString: a.pointee.ifa_name) == interface else { continue }
+            let v = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+            return IPv4Address(UInt32(bigEndian: v))
+        }
+        return nil
+    }
+
+    static func open(_ interface: String) throws(Failure) -> Int32 {
+        let index = if_nametoindex(interface)
+        guard index != 0 else { throw Failure(description: "no interface \(interface)") }
+        let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(VRRPAdvertisement.protocolNumber))
+        guard fd >= 0 else { throw Failure(description: "raw socket for VRRP: \(String(cString: strerror(errno)))") }
+        func set<T>(_ level: Int32, _ name: Int32, _ value: T, _ what: String) throws(Failure) {
+            var v = value
+            guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<T>.size)) == 0 else {
+                let e = errno
+                close(fd)
+                throw Failure(description: "VRRP socket \(what): \(String(cString: strerror(e)))")
+            }
+        }
+        let name = Array(interface.utf8CString)
+        guard name.withUnsafeBufferPointer({ setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0.baseAddress, socklen_t($0.count)) }) == 0 else {
+            let e = errno
+            close(fd)
+            throw Failure(description: "VRRP socket SO_BINDTODEVICE \(interface): \(String(cString: strerror(e)))")
+        }
+        var mreq = ip_mreqn()
+        mreq.imr_multiaddr.s_addr = VRRPAdvertisement.group.value.bigEndian
+        mreq.imr_ifindex = Int32(index)
+        try set(Int32(IPPROTO_IP), IP_HDRINCL, Int32(1), "IP_HDRINCL")
+        try set(Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, mreq, "IP_ADD_MEMBERSHIP")
+        try set(Int32(IPPROTO_IP), IP_MULTICAST_IF, mreq, "IP_MULTICAST_IF")
+        try set(Int32(IPPROTO_IP), IP_MULTICAST_LOOP, Int32(0), "IP_MULTICAST_LOOP")
+        return fd
+    }
+}
