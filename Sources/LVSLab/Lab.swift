@@ -52,7 +52,8 @@ public final class Lab: @unchecked Sendable {
     }
 
     static func removeNamespaces(prefix: String, servers: Int) {
-        for role in ["c", "rt", "d"] + (1...servers).map({ "r\($0)" }) { _ = try? Self.exec(["ip", "netns", "del", prefix + role], check: false) }
+        // "e" and "k": a second director and a keepalived router, when a test adds them.
+        for role in ["c", "rt", "d", "e", "k"] + (1...servers).map({ "r\($0)" }) { _ = try? Self.exec(["ip", "netns", "del", prefix + role], check: false) }
     }
 
     func build() throws {
@@ -99,6 +100,23 @@ public final class Lab: @unchecked Sendable {
         // exact distributions must not depend on.
         try sysctl("c", "net.ipv4.tcp_tw_reuse", "0")
         try sysctl("c", "net.ipv4.ip_local_port_range", "10000 65000")
+    }
+
+    /// Another host on the LAN (a second director, a keepalived router):
+    /// namespace `role` with interface `role`0 at `address`, routed like
+    /// the director, offloads off, forwarding off.
+    public func addHost(_ role: String, address v4: String, address6 v6: String) throws {
+        try ip("netns", "add", ns(role))
+        try inside(role, "ip", "link", "set", "lo", "up")
+        try ip("link", "add", ns(role + "0"), "netns", ns(role), "type", "veth", "peer", "name", ns("b" + role), "netns", ns("rt"))
+        try inside("rt", "ip", "link", "set", ns("b" + role), "master", "br0", "up")
+        try address(role, ns(role + "0"), v4 + "/24", v6 + "/64")
+        try inside(role, "ip", "route", "add", "default", "via", Self.router)
+        try sysctl(role, "net.ipv4.ip_forward", "0")
+        try sysctl(role, "net.ipv6.conf.all.forwarding", "0")
+        for l in [ns(role + "0"), ns("b" + role)] {
+            _ = try? inside(l.hasSuffix("0") ? role : "rt", "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
+        }
     }
 
     func address(_ role: String, _ link: String, _ v4: String, _ v6: String) throws {
@@ -185,16 +203,25 @@ public final class Lab: @unchecked Sendable {
         (try? String(contentsOf: directory.appendingPathComponent(name + ".log"), encoding: .utf8)) ?? ""
     }
 
-    /// lvsd on the director's LAN interface.
+    /// lvsd on the director's LAN interface (or on another host's: its
+    /// control socket is then `socket(for:)`).
     @discardableResult
-    public func startDirector(extra: [String] = []) throws -> Process {
-        let p = try start("d", [bin.appendingPathComponent("lvsd").path, "--socket", socket, "--interface", ns("d0"),
-                        "--connection-table-size", "65536"] + extra, logName: "lvsd")
+    public func startDirector(extra: [String] = [], role: String = "d") throws -> Process {
+        let path = socket(for: role)
+        try? FileManager.default.removeItem(atPath: path)
+        let log = role == "d" ? "lvsd" : "lvsd-" + role
+        let p = try start(role, [bin.appendingPathComponent("lvsd").path, "--socket", path, "--interface", ns(role + "0"),
+                        "--connection-table-size", "65536"] + extra, logName: log)
         for _ in 0..<250 {
-            if FileManager.default.fileExists(atPath: socket) { return p }
+            if FileManager.default.fileExists(atPath: path) { return p }
             usleep(20_000)
         }
-        throw Failure(description: "lvsd did not start: \(logText("lvsd"))")
+        throw Failure(description: "lvsd did not start: \(logText(log))")
+    }
+
+    /// The control socket of the lvsd in namespace `role`.
+    public func socket(for role: String) -> String {
+        role == "d" ? socket : directory.appendingPathComponent("lvsd-\(role).sock").path
     }
 
     /// lvsd (with `extra` arguments) and nginx on every real server, the real
@@ -207,15 +234,15 @@ public final class Lab: @unchecked Sendable {
         return lvsd
     }
 
-    /// lvsadm against this lab's lvsd; throws with its message on failure.
+    /// lvsadm against this lab's lvsd (or the one in `role`); throws with its message on failure.
     @discardableResult
-    public func lvsadm(_ line: String, input: String? = nil) throws -> String {
-        try Self.exec([bin.appendingPathComponent("lvsadm").path, "--socket", socket] + line.split(separator: " ").map(String.init), input: input)
+    public func lvsadm(_ line: String, input: String? = nil, role: String = "d") throws -> String {
+        try Self.exec([bin.appendingPathComponent("lvsadm").path, "--socket", socket(for: role)] + line.split(separator: " ").map(String.init), input: input)
     }
 
     /// nginx on every real server: ports 80 and 8080, answering its name and
-    /// the peer it sees.
-    public func startNginx() throws {
+    /// the peer it sees; connections kept open `keepalive` seconds.
+    public func startNginx(keepalive: Int = 0) throws {
         for i in 1...servers {
             let dir = directory.appendingPathComponent("nginx\(i)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -228,7 +255,7 @@ public final class Lab: @unchecked Sendable {
                 events { worker_connections 4096; }
                 http {
                   access_log off;
-                  keepalive_timeout 0;
+                  keepalive_timeout \(keepalive);
                   server {
                     listen 80 reuseport; listen 8080; listen [::]:80; listen [::]:8080;
                     location / { return 200 "rs\(i) $remote_addr $remote_port $server_port\\n"; }
