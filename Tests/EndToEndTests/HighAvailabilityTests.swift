@@ -109,4 +109,137 @@ struct HighAvailabilityTests {
         #expect(waitFor(limit: 3) { ((try? routerSees(lab, vip)) ?? "").contains((try? mac(lab, "d")) ?? "?") } != nil)
         _ = lvsd
     }
+
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("ha")
+
+    /// Both directors' keepalived.conf: one service per method for iperf3
+    /// (5201) and for HTTP (80), each on its own real server, and one VRRP
+    /// instance holding the VIPs, the NAT servers' gateway and the LIP.
+    func haConfiguration(interface: String, priority: Int) -> String {
+        func service(_ vip: String, _ port: Int, _ method: String, _ rs: Int) -> String {
+            """
+            virtual_server \(vip) \(port) {
+                lvs_sched rr
+                lvs_method \(method)
+                protocol TCP
+            \(method == "FNAT" ? "    laddr_group_name laddr\n" : "")    real_server \(Lab.real(rs)) \(port) {
+                    weight 1
+                }
+            }
+
+            """
+        }
+        return """
+            global_defs {
+                vrrp_version 3
+                lvs_sync_daemon \(interface) VI_1
+            }
+            local_address_group laddr {
+                \(Lab.lip)
+            }
+
+            """ + [(Self.natVIP, "NAT", 1), (Self.drVIP, "DR", 2), (Self.fullNATVIP, "FNAT", 3)].map { v, m, rs in
+                service(v, 5201, m, rs) + service(v, 80, m, rs)
+            }.joined() + vrrpInstance(interface: interface, priority: priority,
+                                      addresses: [Self.natVIP, Self.drVIP, Self.fullNATVIP, Self.gateway, Lab.lip])
+    }
+
+    static let natVIP = "198.19.0.10"
+    static let drVIP = "198.19.0.20"
+    static let fullNATVIP = "198.19.0.30"
+    /// The NAT real server's default gateway, which moves with the master.
+    static let gateway = "198.19.0.3"
+
+    /// Longest stretch without data in an iperf3 `--json` run of 0.1 s
+    /// intervals (ms), and the bits per second of its last second.
+    func interruption(_ json: String) -> (gap: Int, lastSecond: Double)? {
+        guard let start = json.firstIndex(of: "{"),
+              let o = try? JSONSerialization.jsonObject(with: Data(json[start...].utf8)) as? [String: Any],
+              let intervals = o["intervals"] as? [[String: Any]] else { return nil }
+        let rates = intervals.compactMap { ($0["sum"] as? [String: Any])?["bits_per_second"] as? Double }
+        var gap = 0, run = 0
+        for r in rates {
+            run = r < 1_000_000 ? run + 1 : 0
+            gap = max(gap, run)
+        }
+        let last = rates.suffix(10)
+        return (gap * 100, last.reduce(0, +) / Double(max(1, last.count)))
+    }
+
+    @Test func aKilledMasterLosesNoConnectionAndTheSyncTrafficDecodes() throws {
+        let lab = try Lab(prefix: "ltha", bin: Self.bin)
+        defer { lab.teardown() }
+        try lab.addHost("e", address: Self.secondDirector, address6: "2001:db8:1::2")
+        try lab.startNginx(keepalive: 120)
+        try lab.inside("r2", Self.bin.appendingPathComponent("lvs-realserver").path, "dr-setup", Self.drVIP)
+        try lab.inside("r1", "ip", "route", "replace", "default", "via", Self.gateway)
+        for i in [2, 3] { try lab.inside("r\(i)", "ip", "route", "replace", "default", "via", Lab.router) }
+        for i in 1...3 { try lab.start("r\(i)", ["iperf3", "-s", "-p", "5201"], logName: "iperf3-server\(i)") }
+        try lab.start("e", ["tcpdump", "-i", lab.ns("e0"), "-U", "-n", "-w", lab.directory.appendingPathComponent("sync.pcap").path,
+                             "udp", "port", "8848"], logName: "tcpdump")
+        let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", haConfiguration(interface: lab.ns("d0"), priority: 150))])
+        let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
+        #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
+        try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100))], role: "e")
+        #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")
+        #expect(try lab.lvsadm("-L --daemon") == "master sync daemon (mcast=\(lab.ns("d0")), syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n")
+        #expect(try lab.lvsadm("-L --daemon", role: "e").hasPrefix("backup sync daemon (mcast=\(lab.ns("e0")), syncid=51,"))
+
+        // Idle keep-alive connections and a 20-second iperf3 stream through each method.
+        let go = lab.directory.appendingPathComponent("go").path
+        try lab.start("c", ["/usr/bin/python3", Self.scripts.appendingPathComponent("idle_clients.py").path, go,
+                            "\(Self.natVIP):80", "\(Self.drVIP):80", "\(Self.fullNATVIP):80"], logName: "idle")
+        #expect(waitFor(limit: 10) { lab.logText("idle").contains("ready") } != nil, "\(lab.logText("idle"))")
+        var streams: [(String, Process)] = []
+        for (name, vip) in [("NAT", Self.natVIP), ("DR", Self.drVIP), ("FULLNAT", Self.fullNATVIP)] {
+            streams.append((name, try lab.start("c", ["iperf3", "-c", vip, "-p", "5201", "-t", "20", "-b", "20M", "-i", "0.1", "--json"],
+                                                logName: "iperf3-\(name)")))
+        }
+        usleep(5_000_000)
+        let synced = try lab.lvsadm("-L -n -c", role: "e")
+        for vip in [Self.natVIP, Self.drVIP, Self.fullNATVIP] {
+            // The iperf3 control and data connections and the 5 idle ones, on the backup before the master dies.
+            #expect(synced.components(separatedBy: "\(vip):5201").count - 1 >= 2 && synced.components(separatedBy: "\(vip):80").count - 1 == 5,
+                    "\(synced)")
+        }
+
+        kill(master.processIdentifier, SIGKILL)
+        master.waitUntilExit()
+        let takeover = waitFor(limit: 8) { vrrp(lab, role: "e")?.state == "MASTER" }
+        // 3 × advert_int + skew at priority 100 (3.61 s after the master's last advertisement, which came before the kill),
+        // and what polling lvsadm adds.
+        #expect(takeover != nil && takeover! <= 4000, "backup took over after \(String(describing: takeover)) ms\n\(context())")
+        #expect(try lab.lvsadm("-L --daemon", role: "e").hasPrefix("master sync daemon"))
+
+        try Data().write(to: URL(fileURLWithPath: go))
+        #expect(waitFor(limit: 20) { lab.logText("idle").contains("[{") } != nil, "\(lab.logText("idle"))")
+        let line = lab.logText("idle").split(separator: "\n").last.map(String.init) ?? ""
+        let idle = (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [[String: String]]) ?? []
+        #expect(idle.count == 15 && idle.allSatisfy { $0["first"] == $0["second"] }, "\(line)")
+
+        var report: [String] = ["takeover \(takeover ?? -1) ms"]
+        for (name, p) in streams {
+            p.waitUntilExit()
+            let out = lab.logText("iperf3-\(name)")
+            let result = interruption(out)
+            #expect(p.terminationStatus == 0 && result != nil && result!.lastSecond > 5_000_000, "\(name): \(out.suffix(2000))\n\(context())")
+            report.append("\(name) stream interrupted \(result?.gap ?? -1) ms, last second \(Int((result?.lastSecond ?? 0) / 1e6)) Mbit/s")
+        }
+        print("failover: " + report.joined(separator: "; "))
+
+        // The capture, read by a decoder written from the kernel's description of the protocol.
+        usleep(300_000)
+        let decoded = try lab.inside("e", "/usr/bin/python3", Self.scripts.appendingPathComponent("ipvs_sync_decode.py").path,
+                                     lab.directory.appendingPathComponent("sync.pcap").path)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(decoded.utf8)) as? [String: Any])
+        let conns = (json["connections"] as? [[String: Any]]) ?? []
+        #expect((json["messages"] as? Int ?? 0) > 0 && conns.allSatisfy { $0["syncid"] as? Int == 51 && $0["protocol"] as? Int == 6 })
+        func methods(_ vip: String) -> Set<Int> { Set(conns.filter { $0["vaddr"] as? String == vip }.compactMap { $0["method"] as? Int }) }
+        #expect(methods(Self.natVIP) == [0] && methods(Self.drVIP) == [3] && methods(Self.fullNATVIP) == [5])
+        let fullNAT = conns.filter { $0["vaddr"] as? String == Self.fullNATVIP }
+        #expect(!fullNAT.isEmpty && fullNAT.allSatisfy { c in
+            ((c["options"] as? [[String: Any]]) ?? []).contains { $0["type"] as? Int == 0x48 && ($0["data"] as? String)?.hasPrefix("c6130064") == true }
+        })
+        #expect(conns.contains { $0["state"] as? Int == 1 && $0["timeout"] as? Int == 900 && $0["caddr"] as? String == Lab.client })
+    }
 }
