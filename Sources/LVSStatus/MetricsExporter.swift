@@ -88,6 +88,31 @@ public enum MetricsExporter {
                 gauge("lvsd_connection_table_capacity", "Connection-table entries available.", [("worker", w), ("family", family)], Double(capacity))
             }
         }
+        // Connection sync: which daemons run, and what they carried.
+        for role in ["master", "backup"] {
+            let d = report.table.daemons.first { $0.role.rawValue == role }
+            gauge("lvsd_sync_daemon_running", "1 while the sync daemon of this role runs.",
+                  [("role", role), ("interface", d?.interface ?? ""), ("syncid", d.map { String($0.syncID) } ?? "")], d == nil ? 0 : 1)
+        }
+        let s = report.sync
+        counter("lvsd_sync_messages_total", "Sync messages, by direction.", [("direction", "sent")], s.messagesSent)
+        counter("lvsd_sync_messages_total", "Sync messages, by direction.", [("direction", "received")], s.messagesReceived)
+        counter("lvsd_sync_records_total", "Connections in sync messages, by what became of them.", [("result", "sent")], s.recordsSent)
+        counter("lvsd_sync_records_total", "Connections in sync messages, by what became of them.", [("result", "lost")], s.recordsLost)
+        counter("lvsd_sync_records_total", "Connections in sync messages, by what became of them.", [("result", "applied")], s.recordsApplied)
+        counter("lvsd_sync_records_total", "Connections in sync messages, by what became of them.", [("result", "rejected")], s.recordsRejected)
+        counter("lvsd_sync_malformed_messages_total", "Received sync messages that did not decode.", [], s.malformedMessages)
+        counter("lvsd_sync_send_errors_total", "Sync messages the socket refused.", [], s.sendErrors)
+        // VRRP: one series per instance and state, 1 for the state it is in (keepalived_exporter's shape).
+        for v in report.table.vrrp {
+            let labels = [("instance", v.name), ("interface", v.interface), ("vrid", String(v.virtualRouterID))]
+            for state in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+                gauge("lvsd_vrrp_state", "1 for the state the VRRP instance is in.", labels + [("state", state)], v.state == state ? 1 : 0)
+            }
+            gauge("lvsd_vrrp_priority", "The VRRP instance's configured priority.", labels, Double(v.priority))
+            counter("lvsd_vrrp_transitions_total", "State changes of the VRRP instance.", labels, v.transitions)
+            gauge("lvsd_vrrp_state_seconds", "Seconds the VRRP instance has been in its state.", labels, Double(v.seconds))
+        }
         gauge("lvsd_services", "Virtual services configured.", [], Double(report.table.services.count))
         gauge("lvsd_uptime_seconds", "Seconds since lvsd started.", [], Double(report.uptimeSeconds))
         return registry.emitToBuffer()

@@ -67,6 +67,13 @@ enum StatusPage {
     <div class="paths" id="paths"></div>
   </section>
   <section>
+    <h2>High availability</h2>
+    <table>
+      <thead><tr><th class="l">VRRP instance / sync daemon</th><th class="l">Interface</th><th class="l">State</th><th class="l">Master</th><th>Priority</th><th>Since (s)</th><th class="l">Addresses</th></tr></thead>
+      <tbody id="ha"></tbody>
+    </table>
+  </section>
+  <section>
     <h2>Workers and drops</h2>
     <table>
       <thead><tr><th class="l">Worker</th><th>In packets</th><th>Out packets</th><th>Drops</th><th>IPv4 entries</th><th>IPv6 entries</th><th>TOA inserted</th></tr></thead>
@@ -231,6 +238,27 @@ function drawPaths(report) {
   }
 }
 
+function drawHA(report) {
+  const body = document.getElementById("ha");
+  body.replaceChildren();
+  for (const v of report.table.vrrp || []) {
+    const r = el("tr");
+    cell(r, v.name + " (vrid " + v.virtualRouterID + ")"); cell(r, v.interface); cell(r, v.state); cell(r, v.master || "");
+    cell(r, String(v.priority)); cell(r, num(v.seconds)); cell(r, v.addresses.join(" "));
+    body.appendChild(r);
+  }
+  const s = report.sync;
+  for (const d of report.table.daemons || []) {
+    const r = el("tr");
+    const moved = d.role === "master" ? num(s.recordsSent) + " sent, " + num(s.recordsLost) + " lost"
+                                      : num(s.recordsApplied) + " applied, " + num(s.recordsRejected) + " rejected";
+    cell(r, d.role + " sync daemon (syncid " + d.syncID + ")"); cell(r, d.interface); cell(r, "running"); cell(r, "");
+    cell(r, ""); cell(r, ""); cell(r, d.group + ":" + d.port + ", " + moved);
+    body.appendChild(r);
+  }
+  if (!body.children.length) body.appendChild(el("tr")).appendChild(el("td", { colspan: 7, class: "muted" }, "no VRRP instance, no sync daemon"));
+}
+
 function drawWorkers(report) {
   const body = document.getElementById("workers");
   body.replaceChildren();
@@ -263,6 +291,7 @@ function draw(report) {
   drawServices(report);
   drawTopology(report);
   drawPaths(report);
+  drawHA(report);
   drawWorkers(report);
 }
 

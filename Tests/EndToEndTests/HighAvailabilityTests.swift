@@ -180,7 +180,8 @@ struct HighAvailabilityTests {
         let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", haConfiguration(interface: lab.ns("d0"), priority: 150))])
         let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
         #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
-        try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100))], role: "e")
+        try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100)),
+                                      "--metrics", "127.0.0.1:19190"], role: "e")
         #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")
         #expect(try lab.lvsadm("-L --daemon") == "master sync daemon (mcast=\(lab.ns("d0")), syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n")
         #expect(try lab.lvsadm("-L --daemon", role: "e").hasPrefix("backup sync daemon (mcast=\(lab.ns("e0")), syncid=51,"))
@@ -210,6 +211,13 @@ struct HighAvailabilityTests {
         // and what polling lvsadm adds.
         #expect(takeover != nil && takeover! <= 4000, "backup took over after \(String(describing: takeover)) ms\n\(context())")
         #expect(try lab.lvsadm("-L --daemon", role: "e").hasPrefix("master sync daemon"))
+        let metrics = try lab.inside("e", "curl", "-sS", "http://127.0.0.1:19190/metrics")
+        let labels = "instance=\"VI_1\",interface=\"\(lab.ns("e0"))\",vrid=\"51\""
+        #expect(metrics.contains("lvsd_vrrp_state{\(labels),state=\"MASTER\"} 1") && metrics.contains("lvsd_vrrp_state{\(labels),state=\"BACKUP\"} 0"))
+        #expect(metrics.contains("lvsd_vrrp_transitions_total{\(labels)} 2"))
+        #expect(metrics.contains("lvsd_sync_daemon_running{role=\"master\",interface=\"\(lab.ns("e0"))\",syncid=\"51\"} 1"))
+        let applied = metrics.split(separator: "\n").first { $0.hasPrefix("lvsd_sync_records_total{result=\"applied\"}") }
+        #expect(applied.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0 > 20, "\(metrics)")
 
         try Data().write(to: URL(fileURLWithPath: go))
         #expect(waitFor(limit: 20) { lab.logText("idle").contains("[{") } != nil, "\(lab.logText("idle"))")
