@@ -31,6 +31,7 @@ public final class ControlPlane: Sendable {
         var health: [String: HealthRecord] = [:]
         /// Virtual servers' quorums, and whether each is lost (its sorry server in).
         var quorum: [(group: QuorumGroup, lost: Bool)] = []
+        var passive = PassiveHealth()
     }
 
     struct HealthRecord {
@@ -143,6 +144,7 @@ public final class ControlPlane: Sendable {
         for e in engines { e.director.withLock { $0.tick(now: now) } }
         sync.flush()
         state.withLock { s in
+            runPassiveCheck(&s, now: now)
             if let polled = s.tracePolled, now &- polled > 3000 {
                 s.tracePolled = nil
                 for e in engines { _ = e.director.withLock { $0.trace(filter: nil, budget: 0) } }
@@ -330,7 +332,7 @@ public final class ControlPlane: Sendable {
                     if connections { entries += Self.connections(d, now: now) }
                 }
             }
-            var health: [HealthEntry] = []
+            var health: [HealthEntry] = s.passive.entries(now: now)
             for r in s.health.values.sorted(by: { $0.target.id < $1.target.id }) {
                 for key in r.target.services {
                     health.append(HealthEntry(service: key, address: r.target.server.address, port: r.target.server.port, up: r.up,

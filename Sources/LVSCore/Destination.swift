@@ -37,6 +37,8 @@ public struct DestinationState: Sendable {
     /// Removed from the service (in the kernel's dest_trash): connections
     /// bound to it stay, nothing new is scheduled to it.
     public var removed = false
+    /// The passive check waits for its next SYN-ACK (see `PassiveEvent`).
+    public var suspect = false
     /// Filled in snapshots; live in `DirectorShared.counters`.
     public var counters = Counters()
     var counterSlot: UInt32 = 0

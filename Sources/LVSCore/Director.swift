@@ -75,6 +75,8 @@ public struct DirectorShared: Sendable {
     /// See `Director.setOwnership`.
     var extraOwned: Set<IPAddress> = []
     var standby: Set<IPAddress> = []
+    var passiveCheck = true
+    var passiveEvents = PassiveEvents()
     /// Set only while a traced packet is processed.
     var tracing = false
     var traceNote = TraceNote()

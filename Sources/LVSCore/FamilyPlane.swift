@@ -323,6 +323,13 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         c.expires = now &+ shared.timeouts[Int(c.state.rawValue)]
         table[i] = c
         if shared.syncing && direction != .output { noteSync(i, stateChanged: changed, shared: &shared) }
+        if shared.passiveCheck && c.proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
+            if direction == .output {
+                if flags & TCPFlags.ack != 0 { notePassiveAnswer(i, shared: &shared) }
+            } else if c.state == .synReceived {
+                notePassiveSYN(i, shared: &shared)
+            }
+        }
     }
 
     mutating func forwardToReal(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,

@@ -37,6 +37,9 @@ struct LVSD: ParsableCommand {
     @Flag(help: "Do not install the nftables ingress drop for owned addresses.")
     var noKernelFilter = false
 
+    @Flag(help: "Do not give weight 0 to NAT and FULLNAT real servers that leave SYNs unanswered (DPVS's passive dest-check, on by default).")
+    var noPassiveCheck = false
+
     @Option(help: "Connections the table holds (64 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
@@ -74,6 +77,7 @@ struct LVSD: ParsableCommand {
         }
         let plane = ControlPlane(capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
                                  base: base, logger: logger)
+        plane.setPassiveCheck(!noPassiveCheck)
         do {
             try plane.reload()
         } catch {

@@ -29,6 +29,11 @@ struct HealthCheckTests {
         return nil
     }
 
+    /// A real server's weight in a `-L -n` listing.
+    func weight(_ listing: String, _ server: String) -> Int? {
+        listing.split(separator: "\n").first { $0.contains(" \(server):") }.flatMap { Int($0.split(separator: " ")[3]) }
+    }
+
     /// A real server block with a TCP_CHECK that fails at the first refusal.
     func tcpChecked(_ i: Int) -> String {
         """
@@ -134,5 +139,40 @@ struct HealthCheckTests {
         let after = Set(try lab.requests("http://\(Lab.vip)/", count: 20).map { String($0.prefix(3)) })
         #expect(after == ["rs1", "rs2"], "\(after)")
     }
-}
 
+    /// DPVS's passive dest-check, with no checker configured: a real server
+    /// that silently drops SYNs gets weight 0 within seconds, and its weight
+    /// back on probation when it answers again.
+    @Test func aServerThatDropsSYNsIsInhibitedPassivelyAndComesBack() throws {
+        let lab = try Lab(prefix: "ltpass", bin: Self.bin)
+        defer { lab.teardown() }
+        try lab.startNAT()
+        try lab.lvsadm("-A -t \(Lab.vip):80 -s rr")
+        for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m") }
+        try lab.inside("r2", "nft", "add table inet blackhole")
+        try lab.inside("r2", arguments: ["nft", "add chain inet blackhole in { type filter hook input priority 0 ; }"])
+        try lab.inside("r2", arguments: ["nft", "add rule inet blackhole in tcp dport 8080 drop"])
+
+        // Three clients at once: the one sent to rs2 hangs until its third SYN (about 3 s) tells lvsd.
+        let start = Date()
+        try lab.start("c", ["curl", "-sS", "--connect-timeout", "5", "-Z", "http://\(Lab.vip)/", "http://\(Lab.vip)/", "http://\(Lab.vip)/"],
+                      logName: "curl")
+        let out = try waitFor(lab) { weight($0, Lab.real(2)) == 0 }
+        #expect(out != nil && out! < 4.5, "\(String(describing: out)) s")
+        let listing = try lab.lvsadm("-L -n")
+        #expect(out != nil, "\(listing)\n\(lab.logText("lvsd"))")
+        print("rs2 inhibited \(Int(Date().timeIntervalSince(start) * 1000)) ms after the first request")
+        let health = try lab.lvsadm("-L -n --health")
+        #expect(health.contains("passive") && health.contains("no SYN-ACK to 3 SYNs"), "\(health)")
+        let during = try lab.requests("http://\(Lab.vip)/", count: 30, timeout: 2)
+        #expect(during.count == 30 && !during.contains { $0.hasPrefix("rs2") })
+
+        // It answers again: after 5 s its weight is back, and its first SYN-ACK ends the probation.
+        try lab.inside("r2", "nft", "delete table inet blackhole")
+        #expect(try waitFor(lab, limit: 8) { weight($0, Lab.real(2)) == 1 } != nil)
+        let after = try lab.requests("http://\(Lab.vip)/", count: 30)
+        #expect(after.filter { $0.hasPrefix("rs2") }.count == 10, "\(after)")
+        let cleared = try lab.lvsadm("-L -n --health")
+        #expect(!cleared.contains("passive"), "\(cleared)")
+    }
+}
