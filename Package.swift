@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(name: "LVSPacket", swiftSettings: strict),
@@ -36,7 +38,9 @@ let package = Package(
         // Director high availability: VRRP, tied to the sync daemons.
         .target(name: "LVSVRRP", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log")]),
         // keepalived's checkers, run by lvsd.
-        .target(name: "LVSHealth", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "LVSHealth", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log"),
+                                                  .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                                                  .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto")]),
         // The real server's side: TOA, tunnel decapsulation.
         .target(name: "LVSRealServer", dependencies: ["LVSPacket"]),
         .executableTarget(name: "lvs-realserver", dependencies: ["LVSRealServer", "CLVSLinux",

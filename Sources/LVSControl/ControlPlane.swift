@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import LVSCore
 import LVSPacket
 import Logging
@@ -276,6 +277,12 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// keepalived's `omega` at shutdown: `quorum_down` of every quorum still held.
+    public func runOmegaQuorumDown() {
+        let scripts = state.withLock { s in s.quorum.filter { $0.group.omega && !$0.lost }.compactMap(\.group.down) }
+        for script in scripts { _ = ShellCommand.run(script, timeout: 10) }
+    }
+
     /// keepalived's quorum: the weights of a virtual server's real servers
     /// (the sorry server aside) against `quorum`, with `hysteresis` on the way up.
     func evaluateQuorum(_ s: inout State) {
@@ -288,6 +295,7 @@ public final class ControlPlane: Sendable {
             guard nowLost != lost else { continue }
             s.quorum[k].lost = nowLost
             logger.notice(nowLost ? "quorum lost" : "quorum regained", metadata: ["service": "\(first)", "weight": "\(alive)", "quorum": "\(g.quorum)"])
+            if let script = nowLost ? g.down : g.up { DispatchQueue.global().async { _ = ShellCommand.run(script, timeout: 30) } }
             guard let sorry else { continue }
             for key in g.services {
                 let op: TableOperation = nowLost ? .addServer(key, sorry) : .deleteServer(key, address: sorry.address, port: sorry.port)

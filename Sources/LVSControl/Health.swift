@@ -10,25 +10,33 @@ import LVSPacket
 public struct HealthCheck: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
         case tcp
-        /// HTTP_GET: each path must answer with its status code.
-        case http([URLCheck])
+        /// HTTP_GET, or SSL_GET with `tls`: each path must answer with one
+        /// of its status codes, and with its digest when it has one.
+        case http([URLCheck], tls: Bool)
         /// MISC_CHECK: exit 0 up, 1 down, 2–255 up with weight rc − 2 when dynamic.
         case misc(command: String, timeout: Double, dynamic: Bool)
 
         public var name: String {
             switch self {
             case .tcp: "TCP_CHECK"
-            case .http: "HTTP_GET"
+            case .http(_, let tls): tls ? "SSL_GET" : "HTTP_GET"
             case .misc: "MISC_CHECK"
             }
         }
     }
 
-    /// One `url` block of HTTP_GET.
+    /// One `url` block of HTTP_GET or SSL_GET.
     public struct URLCheck: Sendable, Hashable {
         public var path: String
-        public var status: Int
-        public init(path: String, status: Int) { self.path = path; self.status = status }
+        /// `status_code 200 301-303 …`; keepalived's default is any 2xx.
+        public var statuses: [ClosedRange<Int>]
+        /// The body's MD5 in hex (`genhash` prints it), when given.
+        public var digest: String?
+        public init(path: String, statuses: [ClosedRange<Int>] = [200...299], digest: String? = nil) {
+            self.path = path; self.statuses = statuses; self.digest = digest?.lowercased()
+        }
+
+        public func accepts(_ status: Int) -> Bool { statuses.contains { $0.contains(status) } }
     }
 
     public var kind: Kind
@@ -56,6 +64,8 @@ public struct HealthTarget: Sendable, Hashable {
     /// Commands run when the server goes up or down.
     public var notifyUp: String? = nil
     public var notifyDown: String? = nil
+    /// keepalived's `omega`: `notify_down` runs at shutdown for a server that is up.
+    public var omega = false
 
     public var name: String {
         server.address.isIPv6 ? "[\(server.address)]:\(server.port)" : "\(server.address):\(server.port)"
@@ -73,6 +83,11 @@ public struct QuorumGroup: Sendable, Hashable {
     public var quorum: Int
     public var hysteresis: Int
     public var sorryServer: RealServerConfiguration?
+    /// `quorum_up` / `quorum_down`: run when the quorum is regained or lost
+    /// (and `quorum_down` at shutdown with `omega`).
+    public var up: String? = nil
+    public var down: String? = nil
+    public var omega = false
 }
 
 /// What `lvsadm -L --health` and `/metrics` show of a checked server.
@@ -105,7 +120,8 @@ extension KeepalivedConfiguration {
                     block?.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 }
                 }
                 out.append(HealthTarget(services: vs.services.map(\.key), server: server, inhibitOnFailure: rs.inhibitOnFailure,
-                                        startsDown: vs.alpha, checks: checks, notifyUp: command("notify_up"), notifyDown: command("notify_down")))
+                                        startsDown: vs.alpha, checks: checks, notifyUp: command("notify_up"), notifyDown: command("notify_down"),
+                                        omega: vs.omega))
             }
         }
         return out
@@ -115,7 +131,11 @@ extension KeepalivedConfiguration {
 extension KeepalivedConfiguration {
     /// Every virtual server's quorum and sorry server.
     public var quorumGroups: [QuorumGroup] {
-        virtualServers.map { QuorumGroup(services: $0.services.map(\.key), quorum: $0.quorum, hysteresis: $0.hysteresis, sorryServer: $0.sorryServer) }
+        virtualServers.map { vs in
+            func command(_ keyword: String) -> String? { vs.block.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 } }
+            return QuorumGroup(services: vs.services.map(\.key), quorum: vs.quorum, hysteresis: vs.hysteresis, sorryServer: vs.sorryServer,
+                               up: command("quorum_up"), down: command("quorum_down"), omega: vs.omega)
+        }
     }
 }
 
@@ -129,13 +149,25 @@ extension HealthCheck {
             return v
         }
         switch b.keyword {
-        case "TCP_CHECK", "SSL_GET": kind = .tcp
-        case "HTTP_GET":
-            let urls = b.children.filter { $0.keyword == "url" }.map { u in
-                URLCheck(path: u.first("path")?.arguments.first ?? "/",
-                         status: u.first("status_code").flatMap { $0.arguments.first }.flatMap { Int($0) } ?? 200)
+        case "TCP_CHECK": kind = .tcp
+        case "HTTP_GET", "SSL_GET":
+            var urls: [URLCheck] = []
+            for u in b.children where u.keyword == "url" {
+                var statuses: [ClosedRange<Int>] = []
+                for text in u.first("status_code")?.arguments ?? [] {
+                    let ends = text.split(separator: "-").compactMap { Int($0) }
+                    guard (1...2).contains(ends.count), ends.allSatisfy({ (100...999).contains($0) }), ends[0] <= ends[ends.count - 1] else {
+                        throw ConfigurationError(file: file, line: u.line, keyword: "status_code", message: "'\(text)' is not a status code or range")
+                    }
+                    statuses.append(ends[0]...ends[ends.count - 1])
+                }
+                let digest = u.first("digest")?.arguments.first
+                if let d = digest, d.count != 32 || !d.allSatisfy(\.isHexDigit) {
+                    throw ConfigurationError(file: file, line: u.line, keyword: "digest", message: "expects the 32 hex digits of an MD5 (genhash)")
+                }
+                urls.append(URLCheck(path: u.first("path")?.arguments.first ?? "/", statuses: statuses.isEmpty ? [200...299] : statuses, digest: digest))
             }
-            kind = .http(urls.isEmpty ? [URLCheck(path: "/", status: 200)] : urls)
+            kind = .http(urls.isEmpty ? [URLCheck(path: "/")] : urls, tls: b.keyword == "SSL_GET")
         case "MISC_CHECK":
             guard let command = b.first("misc_path")?.arguments.joined(separator: " "), !command.isEmpty else {
                 throw ConfigurationError(file: file, line: b.line, keyword: "MISC_CHECK", message: "needs misc_path")

@@ -51,6 +51,15 @@ public final class HealthMonitor: Sendable {
     /// No verdict is reported after this returns; checks under way finish on their own.
     public func stop() { stopped.store(true, ordering: .sequentiallyConsistent) }
 
+    /// lvsd is stopping: with keepalived's `omega`, the `notify_down` of
+    /// every server that is up runs now (each within 10 s).
+    public func runOmegaNotifiers() {
+        let seen = last.withLock { $0 }
+        for t in targets where t.omega && seen[t.id]?.up != false {
+            if let command = t.notifyDown { _ = ShellCommand.run(command, timeout: 10) }
+        }
+    }
+
     func schedule(_ t: HealthTarget, after seconds: Double) {
         queue.asyncAfter(deadline: .now() + seconds) { [self] in
             guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
@@ -104,11 +113,18 @@ public final class HealthMonitor: Sendable {
             case .success(let fd): close(fd); return Verdict(up: true, detail: "")
             case .failure(let e): return Verdict(up: false, detail: e.description)
             }
-        case .http(let urls):
+        case .http(let urls, let tls):
             for u in urls {
-                switch TCPProbe.httpStatus(address, port, path: u.path, timeout: c.connectTimeout) {
-                case .success(let status) where status == u.status: continue
-                case .success(let status): return Verdict(up: false, detail: "\(u.path): status \(status), expected \(u.status)")
+                let request = HTTPProbe.request(address, path: u.path)
+                let reply = tls ? TLSProbe.exchange(address, port, request: request, timeout: c.connectTimeout)
+                                : TCPProbe.exchange(address, port, request: request, timeout: c.connectTimeout)
+                switch reply.flatMap(HTTPProbe.parse) {
+                case .success(let r) where !u.accepts(r.status):
+                    return Verdict(up: false, detail: "\(u.path): status \(r.status), expected \(u.statuses.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))")
+                case .success(let r):
+                    if let digest = u.digest, HTTPProbe.md5(r.body) != digest {
+                        return Verdict(up: false, detail: "\(u.path): digest \(HTTPProbe.md5(r.body)), expected \(digest)")
+                    }
                 case .failure(let e): return Verdict(up: false, detail: "\(u.path): \(e.description)")
                 }
             }
@@ -168,8 +184,9 @@ enum TCPProbe {
         return n == 1 && p.revents & events != 0
     }
 
-    /// The status code of `GET path`, within `timeout` for the whole exchange.
-    static func httpStatus(_ address: IPAddress, _ port: UInt16, path: String, timeout: Double) -> Result<Int, Failure> {
+    /// Sends `request` and reads until the server closes (at most 1 MiB),
+    /// within `timeout` for the whole exchange.
+    static func exchange(_ address: IPAddress, _ port: UInt16, request: [UInt8], timeout: Double) -> Result<[UInt8], Failure> {
         let started = Date()
         let fd: Int32
         switch connect(address, port, timeout: timeout) {
@@ -177,27 +194,19 @@ enum TCPProbe {
         case .failure(let e): return .failure(e)
         }
         defer { close(fd) }
-        let host = address.isIPv6 ? "[\(address)]" : "\(address)"
-        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nUser-Agent: lvsd-healthcheck\r\nConnection: close\r\n\r\n".utf8)
         let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         guard sent == request.count else { return .failure(Failure(description: "send: \(String(cString: strerror(errno)))")) }
         var reply: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while reply.count < 1 << 16 {
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while reply.count < HTTPProbe.limit {
             let left = timeout - Date().timeIntervalSince(started)
-            guard left > 0, wait(fd, events: Int16(POLLIN), timeout: left) else { break }
+            guard left > 0, wait(fd, events: Int16(POLLIN), timeout: left) else {
+                return .failure(Failure(description: reply.isEmpty ? "no answer within \(timeout) s" : "answer not finished within \(timeout) s"))
+            }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
             reply += chunk[0..<n]
-            if reply.contains(UInt8(ascii: "\n")) { break }
         }
-        let line = String(decoding: reply.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-        let parts = line.split(separator: " ")
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) else {
-            return .failure(Failure(description: reply.isEmpty ? "no answer within \(timeout) s" : "not HTTP: \(line.prefix(40))"))
-        }
-        return .success(status)
+        return .success(reply)
     }
 }
-
-/// MISC_CHECK's script, run by /bin/sh, killed at its timeout.

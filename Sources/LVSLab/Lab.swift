@@ -240,9 +240,22 @@ public final class Lab: @unchecked Sendable {
         try Self.exec([bin.appendingPathComponent("lvsadm").path, "--socket", socket(for: role)] + line.split(separator: " ").map(String.init), input: input)
     }
 
-    /// nginx on every real server: ports 80 and 8080, answering its name and
-    /// the peer it sees; connections kept open `keepalive` seconds.
-    public func startNginx(keepalive: Int = 0) throws {
+    /// nginx on every real server: ports 80 and 8080 (and 8443 with TLS, a
+    /// self-signed certificate), answering its name and the peer it sees, or
+    /// at /static only its name; connections kept open `keepalive` seconds.
+    public func startNginx(keepalive: Int = 0, tls: Bool = false) throws {
+        if tls {
+            try Self.exec(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lab",
+                           "-keyout", directory.appendingPathComponent("key.pem").path, "-out", directory.appendingPathComponent("cert.pem").path])
+        }
+        let tlsServer = tls ? """
+                  server {
+                    listen 8443 ssl;
+                    ssl_certificate \(directory.appendingPathComponent("cert.pem").path);
+                    ssl_certificate_key \(directory.appendingPathComponent("key.pem").path);
+                    location / { return 200 "tls\\n"; }
+                  }
+            """ : ""
         for i in 1...servers {
             let dir = directory.appendingPathComponent("nginx\(i)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -259,7 +272,9 @@ public final class Lab: @unchecked Sendable {
                   server {
                     listen 80 reuseport; listen 8080; listen [::]:80; listen [::]:8080;
                     location / { return 200 "rs\(i) $remote_addr $remote_port $server_port\\n"; }
+                    location /static { return 200 "rs\(i) static\\n"; }
                   }
+                \(tlsServer)
                 }
                 """
             try conf.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)

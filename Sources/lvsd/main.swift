@@ -214,7 +214,11 @@ struct LVSD: ParsableCommand {
         stop.wait()
         vrrp?.stop()
         refresh.cancel()
-        health.withLock { $0?.stop() }
+        health.withLock { h in
+            h?.stop()
+            h?.runOmegaNotifiers()
+        }
+        plane.runOmegaQuorumDown()
         filterTimer.cancel()
         filter?.remove()
         timer.cancel()

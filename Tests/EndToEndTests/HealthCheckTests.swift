@@ -175,4 +175,78 @@ struct HealthCheckTests {
         let cleared = try lab.lvsadm("-L -n --health")
         #expect(!cleared.contains("passive"), "\(cleared)")
     }
+
+    /// SSL_GET against nginx's TLS port, HTTP_GET with a digest (genhash's
+    /// MD5 of the body), quorum_up/quorum_down, and omega at shutdown.
+    @Test func tlsChecksDigestsAndTheirScripts() throws {
+        let lab = try Lab(prefix: "ltdig", bin: Self.bin)
+        defer { lab.teardown() }
+        let log = lab.directory.appendingPathComponent("scripts.log").path
+        let good = try lab.inside("c", "/bin/sh", "-c", "printf 'rs2 static\\n' | md5sum").prefix(32)
+        let conf = lab.directory.appendingPathComponent("keepalived.conf")
+        try """
+            virtual_server \(Lab.vip) 80 {
+                delay_loop 1
+                lb_algo rr
+                lb_kind NAT
+                quorum 2
+                quorum_up "/bin/sh -c 'echo quorum-up >> \(log)'"
+                quorum_down "/bin/sh -c 'echo quorum-down >> \(log)'"
+                omega
+                real_server \(Lab.real(1)) 8080 {
+                    notify_down "/bin/sh -c 'echo rs1-down >> \(log)'"
+                    SSL_GET {
+                        url { path / }
+                        connect_port 8443
+                        connect_timeout 1
+                        retry 0
+                    }
+                }
+                real_server \(Lab.real(2)) 8080 {
+                    HTTP_GET {
+                        url {
+                            path /static
+                            digest \(good)
+                        }
+                        connect_timeout 1
+                    }
+                }
+                real_server \(Lab.real(3)) 8080 {
+                    HTTP_GET {
+                        url {
+                            path /static
+                            digest \(String(repeating: "0", count: 32))
+                            status_code 200-299
+                        }
+                        connect_timeout 1
+                        retry 0
+                    }
+                }
+            }
+            """.write(to: conf, atomically: true, encoding: .utf8)
+        let lvsd = try lab.startDirector(extra: ["--keepalived", conf.path])
+        try lab.startNginx(tls: true)
+        try lab.gateway(viaDirector: true)
+        func health() -> String { (try? lab.lvsadm("-L -n --health")) ?? "" }
+        func lines() -> [String] { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+
+        // rs1 passes over TLS, rs2 with the right digest; rs3's digest is wrong.
+        let settled = try waitFor(lab) { _ in health().components(separatedBy: " up ").count == 3 && health().contains(" down ") }
+        #expect(settled != nil, "\(health())\n\(lab.logText("lvsd"))")
+        let h = health()
+        #expect(h.contains("SSL_GET") && h.contains("digest ") && h.contains("expected 00000000000000000000000000000000"), "\(h)")
+        #expect(try lab.lvsadm("-L -n").contains(Lab.real(1)) && !(try lab.lvsadm("-L -n")).contains(Lab.real(3)))
+
+        // rs1 stops: weight 1 is below quorum 2.
+        try nginx(lab, 1, "stop")
+        #expect(try waitFor(lab) { _ in lines().contains("quorum-down") && lines().contains("rs1-down") } != nil, "\(lines())")
+        try nginx(lab, 1)
+        #expect(try waitFor(lab) { _ in lines().contains("quorum-up") } != nil, "\(lines())")
+
+        // omega: stopping runs rs1's notify_down and the held quorum's quorum_down.
+        let before = lines().count
+        kill(lvsd.processIdentifier, SIGTERM)
+        lvsd.waitUntilExit()
+        #expect(Array(lines().dropFirst(before)) == ["rs1-down", "quorum-down"], "\(lines())")
+    }
 }

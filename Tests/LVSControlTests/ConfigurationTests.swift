@@ -106,6 +106,11 @@ let everyOptionRules = """
                       path /healthz
                       status_code 200
                     }
+                    url {
+                      path /index.html
+                      digest 9B3A0C85A887A256D6939DA88AABD8CD
+                      status_code 200-299 304
+                    }
                     connect_timeout 3
                     retry 3
                     delay_before_retry 3
@@ -174,7 +179,9 @@ let everyOptionRules = """
         #expect(targets.count == 3)
         let http = try #require(targets.first { $0.server.address == ip("198.19.0.2") })
         #expect(http.inhibitOnFailure && http.server.weight == 3 && http.services == [.address(.tcp, ip("198.18.0.10"), 80)])
-        #expect(http.checks.count == 1 && http.checks[0].kind == .http([HealthCheck.URLCheck(path: "/healthz", status: 200)]))
+        #expect(http.checks.count == 1 && http.checks[0].kind == .http([HealthCheck.URLCheck(path: "/healthz", statuses: [200...200]),
+                                                                        HealthCheck.URLCheck(path: "/index.html", statuses: [200...299, 304...304],
+                                                                                             digest: "9b3a0c85a887a256d6939da88aabd8cd")], tls: false))
         #expect(http.checks[0].connectTimeout == 3 && http.checks[0].retry == 3 && http.checks[0].delayBeforeRetry == 3 && http.checks[0].delayLoop == 6)
         let tcp = try #require(targets.first { $0.server.address == ip("198.19.0.3") })
         #expect(!tcp.inhibitOnFailure && tcp.checks[0].kind == .tcp && tcp.checks[0].connectPort == 8080 && tcp.checks[0].connectTimeout == 5)
