@@ -63,12 +63,13 @@ struct HighAvailabilityTests {
         try lab.inside(role, "cat", "/sys/class/net/\(lab.ns(role + "0"))/address").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    @Test func lvsdAndKeepalivedShareOneVirtualRouter() throws {
-        let lab = try Lab(prefix: "ltvr", bin: Self.bin, servers: 1)
+    /// VRRP version 3 (RFC 5798) and version 2, keepalived's default.
+    @Test(arguments: [3, 2]) func lvsdAndKeepalivedShareOneVirtualRouter(version: Int) throws {
+        let lab = try Lab(prefix: "ltvr\(version)", bin: Self.bin, servers: 1)
         defer { lab.teardown() }
         try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
         let vip = "198.19.0.50"
-        let global = "global_defs {\n    vrrp_version 3\n    script_user root\n}\n"
+        let global = "global_defs {\n    vrrp_version \(version)\n    script_user root\n}\n"
         let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/24"]))
         let keepalivedArgs = ["keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
                               "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path]
@@ -107,6 +108,22 @@ struct HighAvailabilityTests {
         print("lvsd took over from a stopping keepalived in \(resign ?? -1) ms")
         #expect(waitFor(limit: 5) { !keepalivedHoldsVIP() } != nil)
         #expect(waitFor(limit: 3) { ((try? routerSees(lab, vip)) ?? "").contains((try? mac(lab, "d")) ?? "?") } != nil)
+
+        // The sync daemons by hand, as with ipvsadm.
+        let d0 = lab.ns("d0")
+        try lab.lvsadm("--start-daemon backup --mcast-interface \(d0) --syncid 7 --mcast-port 8850")
+        try lab.lvsadm("--start-daemon master --mcast-interface \(d0) --sync-maxlen 1000 --mcast-group 239.1.2.3 --mcast-ttl 2")
+        #expect(try lab.lvsadm("-L --daemon") == """
+            master sync daemon (mcast=\(d0), syncid=0, maxlen=1000, group=239.1.2.3, port=8848, ttl=2)
+            backup sync daemon (mcast=\(d0), syncid=7, maxlen=1472, group=224.0.0.81, port=8850, ttl=1)
+
+            """)
+        #expect(throws: (any Error).self) { try lab.lvsadm("--start-daemon master --mcast-interface \(d0)") }
+        #expect(throws: (any Error).self) { try lab.lvsadm("--start-daemon backup --mcast-interface nosuchif0") }
+        try lab.lvsadm("--stop-daemon master")
+        try lab.lvsadm("--stop-daemon backup")
+        #expect(try lab.lvsadm("-L --daemon").isEmpty)
+        #expect(throws: (any Error).self) { try lab.lvsadm("--stop-daemon backup") }
         _ = lvsd
     }
 
