@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore", "LVSFuzzDriver"], path: "Sources/LVSFuzz"),
         .target(name: "LVSFuzzDriver"),
         // libFuzzer entry point over the control protocol and config parsers.
-        .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSControl", "LVSFuzzDriver", .product(name: "Logging", package: "swift-log")],
+        .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSControl", "LVSVRRP", "LVSFuzzDriver", .product(name: "Logging", package: "swift-log")],
                           path: "Sources/LVSFuzzControl"),
         // Builds test frames with checksums computed independently of LVSPacket.
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport"),

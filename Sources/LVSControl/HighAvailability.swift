@@ -60,7 +60,7 @@ public struct HighAvailabilityConfiguration: Sendable {
         return d
     }
 
-    static func parse(_ config: KeepalivedConfiguration, file: String) throws(ConfigurationError) -> HighAvailabilityConfiguration {
+    public static func parse(_ config: KeepalivedConfiguration, file: String) throws(ConfigurationError) -> HighAvailabilityConfiguration {
         var ha = HighAvailabilityConfiguration()
         var version = 2
         if let g = config.globalDefinitions {

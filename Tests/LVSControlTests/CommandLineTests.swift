@@ -25,6 +25,18 @@ func failure(_ line: String) -> UsageError? {
         #expect(m.server?.port == 80 && m.server?.method == .nat)
     }
 
+    @Test func daemonOptionsAreKept() throws {
+        let d = try parse("--start-daemon backup --mcast-interface eth1 --syncid 9 --mcast-group 239.0.0.1 --mcast-port 9000 --mcast-ttl 3 --sync-maxlen 1200")
+        #expect(d.command == .startDaemon)
+        #expect(d.syncDaemon == SyncDaemonConfiguration(role: .backup, interface: "eth1", syncID: 9, group: ip("239.0.0.1"), port: 9000, ttl: 3, maxLength: 1200))
+        #expect(try parse("--start-daemon master").syncDaemon == SyncDaemonConfiguration(role: .master, interface: "eth0"))
+        #expect(try parse("--stop-daemon backup").syncDaemon.role == .backup)
+        #expect(failure("--start-daemon master --mcast-group 10.0.0.1")?.message == "illegal mcast-group specified")
+        #expect(failure("--start-daemon master --syncid 256")?.message == "illegal syncid specified")
+        #expect(failure("--start-daemon primary")?.message == "illegal start-daemon parameter specified")
+        #expect(Listing.daemons([d.syncDaemon]) == "backup sync daemon (mcast=eth1, syncid=9, maxlen=1200, group=239.0.0.1, port=9000, ttl=3)\n")
+    }
+
     @Test func popStyleClustersAndLongForms() throws {
         let l = try parse("-Ln")
         #expect(l.command == .list && l.format == .numeric)
