@@ -32,20 +32,21 @@ int lvs_accept_cloexec(int fd) {
     return accept4(fd, 0, 0, SOCK_CLOEXEC);
 }
 
+#define LVS_FRAME_SIZE 2048
+
 int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group) {
     memset(r, 0, sizeof(*r));
     r->fd = -1;
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
     if (fd < 0) return -errno;
-    int v = TPACKET_V3;
+    int v = TPACKET_V2;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0) goto fail;
-    struct tpacket_req3 req;
+    struct tpacket_req req;
     memset(&req, 0, sizeof(req));
     req.tp_block_size = block_size;
     req.tp_block_nr = block_count;
-    req.tp_frame_size = 2048;
-    req.tp_frame_nr = (block_size / 2048) * block_count;
-    req.tp_retire_blk_tov = 1;  /* ms: a partly filled block is handed over after 1 ms */
+    req.tp_frame_size = LVS_FRAME_SIZE;
+    req.tp_frame_nr = (block_size / LVS_FRAME_SIZE) * block_count;
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0) goto fail;
     size_t length = (size_t)block_size * block_count;
     void *map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED | MAP_POPULATE, fd, 0);
@@ -74,8 +75,7 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     r->fd = fd;
     r->map = map;
     r->map_length = length;
-    r->block_size = block_size;
-    r->block_count = block_count;
+    r->frame_count = req.tp_frame_nr;
     return 0;
 fail:;
     int e = errno;
@@ -90,28 +90,33 @@ void lvs_ring_close(lvs_ring *r) {
     r->fd = -1;
 }
 
-static struct tpacket_block_desc *current_block(lvs_ring *r) {
-    return (struct tpacket_block_desc *)((unsigned char *)r->map + (size_t)r->current * r->block_size);
+static struct tpacket2_hdr *frame_at(lvs_ring *r, unsigned i) {
+    return (struct tpacket2_hdr *)((unsigned char *)r->map + (size_t)i * LVS_FRAME_SIZE);
 }
 
 void *lvs_ring_block(lvs_ring *r, unsigned *count) {
-    struct tpacket_block_desc *b = current_block(r);
-    if (!(__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return NULL;
-    *count = b->hdr.bh1.num_pkts;
-    return (unsigned char *)b + b->hdr.bh1.offset_to_first_pkt;
+    unsigned n = 0;
+    while (n < 64 && r->current + n < r->frame_count &&
+           (__atomic_load_n(&frame_at(r, r->current + n)->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+        n++;
+    r->taken = n;
+    if (n == 0) return NULL;
+    *count = n;
+    return frame_at(r, r->current);
 }
 
 const unsigned char *lvs_ring_frame(void *frame, unsigned *length, void **next) {
-    struct tpacket3_hdr *h = frame;
+    struct tpacket2_hdr *h = frame;
     *length = h->tp_snaplen;
-    *next = (unsigned char *)frame + h->tp_next_offset;
+    *next = (unsigned char *)frame + LVS_FRAME_SIZE;
     return (const unsigned char *)frame + h->tp_mac;
 }
 
 void lvs_ring_release(lvs_ring *r) {
-    struct tpacket_block_desc *b = current_block(r);
-    __atomic_store_n(&b->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-    r->current = (r->current + 1) % r->block_count;
+    for (unsigned k = 0; k < r->taken; k++)
+        __atomic_store_n(&frame_at(r, r->current + k)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    r->current = (r->current + r->taken) % r->frame_count;
+    r->taken = 0;
 }
 
 int lvs_ring_wait(lvs_ring *const *rings, unsigned count, int timeout_ms) {
@@ -151,7 +156,7 @@ int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *
 }
 
 unsigned lvs_ring_drops(lvs_ring *r) {
-    struct tpacket_stats_v3 st;
+    struct tpacket_stats st;
     socklen_t len = sizeof(st);
     if (getsockopt(r->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0) return 0;
     return st.tp_drops;

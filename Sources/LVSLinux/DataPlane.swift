@@ -8,7 +8,7 @@ import LVSPacket
 import Logging
 import Synchronization
 
-/// The AF_PACKET data plane: per worker, one TPACKET_V3 receive ring per
+/// The AF_PACKET data plane: per worker, one TPACKET_V2 receive ring per
 /// interface (a PACKET_FANOUT_HASH group spreads flows when there are
 /// several workers), frames copied into the worker's batch arena, run
 /// through its engine's `Director` under one lock per batch, and sent with

@@ -13,28 +13,33 @@ long long lvs_peer_uid(int fd);
 /// accept4 with SOCK_CLOEXEC.
 int lvs_accept_cloexec(int fd);
 
-/// An AF_PACKET socket bound to one interface with a TPACKET_V3 receive
-/// ring: the kernel fills blocks of frames, userspace walks and returns them.
+/// An AF_PACKET socket bound to one interface with a TPACKET_V2 receive
+/// ring of 2 KiB frames: each frame is the user's as soon as it lands
+/// (TPACKET_V3 holds a partly filled block back until its retire timer,
+/// a millisecond or more of latency for every packet of a quiet flow).
+/// Userspace takes runs of ready frames and gives them back.
 typedef struct lvs_ring {
     int fd;
     void *map;
     size_t map_length;
-    unsigned block_size;
-    unsigned block_count;
+    unsigned frame_count;
     unsigned current;
+    /// Frames of the run `lvs_ring_block` handed out, until `lvs_ring_release`.
+    unsigned taken;
 } lvs_ring;
 
 /// Opens the ring on `ifindex` (0 or -errno). `fanout_group` > 0 joins a
 /// PACKET_FANOUT_HASH group so that several workers share the interface.
 int lvs_ring_open(lvs_ring *ring, int ifindex, unsigned block_size, unsigned block_count, int fanout_group);
 void lvs_ring_close(lvs_ring *ring);
-/// The first frame of the next block the kernel handed over, or NULL; `count` frames in it.
+/// The first of the ready frames from the current position (at most 64, not
+/// wrapping), or NULL; `count` frames in the run.
 void *lvs_ring_block(lvs_ring *ring, unsigned *count);
-/// A frame's bytes (from the Ethernet header) and length; `next` is the frame after it in the block.
+/// A frame's bytes (from the Ethernet header) and length; `next` is the frame after it.
 const unsigned char *lvs_ring_frame(void *frame, unsigned *length, void **next);
-/// Gives the current block back to the kernel.
+/// Gives the run back to the kernel.
 void lvs_ring_release(lvs_ring *ring);
-/// Waits until the ring has a block or `timeout_ms` passes (poll).
+/// Waits until the ring has a frame or `timeout_ms` passes (poll).
 int lvs_ring_wait(lvs_ring *const *rings, unsigned count, int timeout_ms);
 /// Sends `count` frames with one sendmmsg; returns how many went, or -errno.
 int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
