@@ -44,7 +44,7 @@ public struct SyncDaemonTie: Sendable, Hashable {
 }
 
 /// keepalived.conf's director-HA part: VRRP instances and the sync daemon tie.
-public struct HighAvailabilityConfiguration: Sendable {
+public struct HighAvailabilityConfiguration: Sendable, Equatable {
     public var instances: [VRRPInstanceConfiguration] = []
     public var sync: SyncDaemonTie?
 

@@ -86,8 +86,10 @@ struct LVSD: ParsableCommand {
         }
         // VRRP first: its addresses stay unowned until an instance is master.
         var vrrp: VRRPService? = nil
+        var started = HighAvailabilityConfiguration()
         do {
             let ha = try plane.sources.loadHighAvailability()
+            started = ha
             if !ha.instances.isEmpty { vrrp = try VRRPService(plane: plane, configuration: ha, logger: logger) }
         } catch {
             logger.critical("cannot run VRRP: \(error)")
@@ -151,7 +153,20 @@ struct LVSD: ParsableCommand {
             }
         }
         restartHealthChecks()
-        plane.afterReload.withLock { $0 = restartHealthChecks }
+        let runningHA = started
+        plane.afterReload.withLock {
+            $0 = {
+                restartHealthChecks()
+                // A reload must not make a master resign: VRRP keeps what it started with.
+                do {
+                    if try plane.sources.loadHighAvailability() != runningHA {
+                        logger.warning("vrrp_instance or lvs_sync_daemon changed: VRRP keeps its configuration until lvsd restarts")
+                    }
+                } catch {
+                    logger.error("vrrp_instance or lvs_sync_daemon broken, VRRP unchanged: \(error)")
+                }
+            }
+        }
         let systemd = SystemdNotifier()
         systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
 
