@@ -107,7 +107,7 @@ public final class VRRPService: Sendable {
                     } else {
                         let before = router.master
                         perform(router.received(a, from: source, now: now))
-                        if router.master != before { publishStatus(i.configuration, router, transitions) }
+                        if router.master != before { publishMaster(i.configuration, router.master) }
                     }
                 }
             }
@@ -171,10 +171,11 @@ public final class VRRPService: Sendable {
         if let notify = c.notify { run("\(notify) INSTANCE \(c.name) \(state.rawValue) \(c.priority)") }
     }
 
-    func publishStatus(_ c: VRRPInstanceConfiguration, _ router: VRRPRouter, _ transitions: UInt64) {
+    /// The master a backup hears from (a new one, or the same one again).
+    func publishMaster(_ c: VRRPInstanceConfiguration, _ master: IPv4Address?) {
         plane.vrrp.withLock { all in
             if let k = all.firstIndex(where: { $0.status.name == c.name }) {
-                all[k].status.master = router.master.map { .v4($0) }
+                all[k].status.master = master.map { .v4($0) }
             }
         }
     }
