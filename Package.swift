@@ -36,7 +36,7 @@ let package = Package(
                                                   .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                                                   .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
         // Director high availability: VRRP, tied to the sync daemons.
-        .target(name: "LVSVRRP", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "LVSVRRP", dependencies: ["LVSControl", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),
         // keepalived's checkers, run by lvsd.
         .target(name: "LVSHealth", dependencies: ["LVSControl", .product(name: "Logging", package: "swift-log"),
                                                   .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore", "LVSFuzzDriver"], path: "Sources/LVSFuzz"),
         .target(name: "LVSFuzzDriver"),
         // libFuzzer entry point over the control protocol and config parsers.
-        .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSControl", "LVSVRRP", "LVSFuzzDriver", .product(name: "Logging", package: "swift-log")],
+        .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSControl", "LVSPacket", "LVSVRRP", "LVSFuzzDriver", .product(name: "Logging", package: "swift-log")],
                           path: "Sources/LVSFuzzControl"),
         // Builds test frames with checksums computed independently of LVSPacket.
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport"),

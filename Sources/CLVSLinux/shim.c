@@ -8,6 +8,7 @@
 #include <linux/rtnetlink.h>
 #include <net/ethernet.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -153,6 +154,28 @@ int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *
         if ((unsigned)r < n) break;
     }
     return (int)sent;
+}
+
+long lvs_recv6(int fd, unsigned char *buffer, size_t capacity, unsigned char *source16, int *hop_limit) {
+    struct sockaddr_in6 from;
+    struct iovec iov = { buffer, capacity };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof(from);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+    if (n < 0) return -errno;
+    memcpy(source16, &from.sin6_addr, 16);
+    *hop_limit = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT) memcpy(hop_limit, CMSG_DATA(c), sizeof(int));
+    }
+    return n;
 }
 
 unsigned lvs_ring_drops(lvs_ring *r) {

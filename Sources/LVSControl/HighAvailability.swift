@@ -25,7 +25,7 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     public var notifyStop: String?
     /// `notify`: called with `INSTANCE <name> <state> <priority>`.
     public var notify: String?
-    /// 2 (keepalived's default `vrrp_version`) or 3 (RFC 5798).
+    /// 2 (keepalived's default `vrrp_version`) or 3 (RFC 5798; always, for IPv6).
     public var version: Int = 2
 
     public init(name: String) { self.name = name }
@@ -171,9 +171,11 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         guard !i.interface.isEmpty else { throw error(b, file, "\(name): no interface") }
         guard i.virtualRouterID != 0 else { throw error(b, file, "\(name): no virtual_router_id") }
         guard !i.addresses.isEmpty else { throw error(b, file, "\(name): no virtual_ipaddress") }
-        guard i.addresses.allSatisfy({ !$0.isIPv6 }) else {
-            throw error(b, file, "\(name): IPv6 virtual_ipaddress needs an IPv6 instance, which lvsd does not run yet (use virtual_ipaddress_excluded)")
+        guard Set(i.addresses.map(\.isIPv6)).count == 1 else {
+            throw error(b, file, "\(name): virtual_ipaddress mixes IPv4 and IPv6 (use two instances, or virtual_ipaddress_excluded)")
         }
+        // VRRP over IPv6 is version 3 only; keepalived makes the same choice.
+        if i.addresses[0].isIPv6 { i.version = 3 }
         if i.version == 2 && i.advertisementInterval % 100 != 0 { throw error(b, file, "\(name): VRRP version 2 takes whole seconds for advert_int") }
         return i
     }

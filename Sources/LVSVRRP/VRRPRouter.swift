@@ -16,17 +16,17 @@ public struct VRRPRouter: Sendable {
 
     public let configuration: VRRPInstanceConfiguration
     /// This router's address on the interface: the tie-breaker.
-    public let primaryAddress: IPv4Address
+    public let primaryAddress: IPAddress
     public private(set) var state: State = .initialize
     /// The current master's advertisement interval (centiseconds).
     public private(set) var masterInterval: UInt16
     /// The address the current master advertises from, as far as known.
-    public private(set) var master: IPv4Address?
+    public private(set) var master: IPAddress?
     var masterDownAt: UInt64 = 0
     var advertiseAt: UInt64 = 0
     var startedAt: UInt64 = 0
 
-    public init(_ configuration: VRRPInstanceConfiguration, primaryAddress: IPv4Address) {
+    public init(_ configuration: VRRPInstanceConfiguration, primaryAddress: IPAddress) {
         self.configuration = configuration
         self.primaryAddress = primaryAddress
         masterInterval = configuration.advertisementInterval
@@ -43,7 +43,7 @@ public struct VRRPRouter: Sendable {
     public func advertisement(priority: UInt8) -> VRRPAdvertisement {
         VRRPAdvertisement(version: configuration.version, virtualRouterID: configuration.virtualRouterID, priority: priority,
                           interval: configuration.advertisementInterval,
-                          addresses: configuration.addresses.compactMap { if case .v4(let a) = $0 { a } else { nil } })
+                          addresses: configuration.addresses)
     }
 
     /// When `tick` has something to do next.
@@ -80,7 +80,7 @@ public struct VRRPRouter: Sendable {
     func preempts(now: UInt64) -> Bool { configuration.preempt && now >= startedAt + configuration.preemptDelay }
 
     /// An advertisement for this virtual router (same id and version).
-    public mutating func received(_ a: VRRPAdvertisement, from source: IPv4Address, now: UInt64) -> [Action] {
+    public mutating func received(_ a: VRRPAdvertisement, from source: IPAddress, now: UInt64) -> [Action] {
         switch state {
         case .backup:
             if a.priority == 0 {
@@ -98,7 +98,7 @@ public struct VRRPRouter: Sendable {
                 advertiseAt = now + interval
                 return [.advertise(priority: priority)]
             }
-            if a.priority > priority || (a.priority == priority && source.value > primaryAddress.value) {
+            if a.priority > priority || (a.priority == priority && VRRPAdvertisement.bytes(primaryAddress).lexicographicallyPrecedes(VRRPAdvertisement.bytes(source))) {
                 master = source
                 return becomeBackup(interval: a.version == 3 ? max(1, a.interval) : masterInterval, now: now)
             }

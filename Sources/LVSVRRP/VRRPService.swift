@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLVSLinux
 import Dispatch
 import LVSControl
 import LVSCore
@@ -9,7 +10,8 @@ import Logging
 import Synchronization
 
 /// lvsd's VRRP: each `vrrp_instance` on its own thread with a raw socket
-/// (protocol 112, joined to 224.0.0.18 on its interface, as keepalived
+/// (protocol 112, joined to 224.0.0.18, or ff02::12 from the interface's
+/// link-local address for an instance of IPv6 addresses, as keepalived
 /// opens it). A master owns its addresses in the engines (answers ARP for
 /// them, announces them); a backup leaves them alone. The instance named by
 /// `lvs_sync_daemon` drives the sync daemons: master daemon while master,
@@ -26,12 +28,14 @@ public final class VRRPService: Sendable {
     final class Instance: Sendable {
         let configuration: VRRPInstanceConfiguration
         let fd: Int32
-        let primary: IPv4Address
+        let primary: IPAddress
+        let index: UInt32
         let stop = Atomic<Bool>(false)
         let finished = DispatchSemaphore(value: 0)
-        init(_ c: VRRPInstanceConfiguration, fd: Int32, primary: IPv4Address) {
-            configuration = c; self.fd = fd; self.primary = primary
+        init(_ c: VRRPInstanceConfiguration, fd: Int32, primary: IPAddress, index: UInt32) {
+            configuration = c; self.fd = fd; self.primary = primary; self.index = index
         }
+        var isIPv6: Bool { primary.isIPv6 }
     }
 
     /// Opens every instance's socket and leaves every VRRP address unowned
@@ -44,8 +48,11 @@ public final class VRRPService: Sendable {
         var made: [Instance] = []
         for c in configuration.instances {
             do throws(Failure) {
-                guard let primary = Self.primaryAddress(c.interface) else { throw Failure(description: "\(c.name): \(c.interface) has no IPv4 address") }
-                made.append(Instance(c, fd: try Self.open(c.interface), primary: primary))
+                let v6 = c.addresses.first?.isIPv6 ?? false
+                guard let primary = Self.primaryAddress(c.interface, ipv6: v6) else {
+                    throw Failure(description: "\(c.name): \(c.interface) has no \(v6 ? "IPv6 link-local" : "IPv4") address")
+                }
+                made.append(Instance(c, fd: try Self.open(c.interface, address: primary), primary: primary, index: if_nametoindex(c.interface)))
             } catch {
                 for m in made { close(m.fd) }
                 throw error
@@ -98,10 +105,9 @@ public final class VRRPService: Sendable {
             let wait = router.deadline > now ? min(100, router.deadline - now) : 0
             var p = pollfd(fd: i.fd, events: Int16(POLLIN), revents: 0)
             if poll(&p, 1, Int32(wait)) > 0 {
-                let n = buffer.withUnsafeMutableBytes { recv(i.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                let received = Self.receive(i, &buffer)
                 now = ControlPlane.now()
-                if n > 0, let (a, source) = try? VRRPAdvertisement.decode(Array(buffer[0..<n])),
-                   a.virtualRouterID == i.configuration.virtualRouterID, source != i.primary {
+                if let (a, source) = received, a.virtualRouterID == i.configuration.virtualRouterID, source != i.primary {
                     if a.version != i.configuration.version {
                         logger.warning("VRRP_Instance(\(i.configuration.name)) advertisement of version \(a.version) from \(source) ignored (vrrp_version \(i.configuration.version))")
                     } else {
@@ -129,21 +135,62 @@ public final class VRRPService: Sendable {
 
     var identification: UInt16 { UInt16(truncatingIfNeeded: ControlPlane.now()) }
 
-    func send(_ i: Instance, _ a: VRRPAdvertisement) {
-        let packet = a.encode(source: i.primary, identification: identification)
-        var to = sockaddr_in()
-        to.sin_family = sa_family_t(AF_INET)
-        to.sin_addr.s_addr = VRRPAdvertisement.group.value.bigEndian
-        let sent = packet.withUnsafeBytes { b in
-            withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                sendto(i.fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            } }
+    /// One advertisement off the socket, or nil for anything else (not VRRP, malformed, a wrong TTL).
+    static func receive(_ i: Instance, _ buffer: inout [UInt8]) -> (VRRPAdvertisement, IPAddress)? {
+        if !i.isIPv6 {
+            let n = buffer.withUnsafeMutableBytes { recv(i.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            return n > 0 ? try? VRRPAdvertisement.decode(Array(buffer[0..<n])) : nil
         }
-        if sent != packet.count { logger.warning("VRRP_Instance(\(i.configuration.name)) send: \(String(cString: strerror(errno)))") }
+        var source = [UInt8](repeating: 0, count: 16)
+        var hopLimit: Int32 = -1
+        let n = buffer.withUnsafeMutableBytes { b in source.withUnsafeMutableBytes { s in
+            lvs_recv6(i.fd, b.baseAddress!.assumingMemoryBound(to: UInt8.self), b.count, s.baseAddress!.assumingMemoryBound(to: UInt8.self), &hopLimit)
+        } }
+        guard n > 0 else { return nil }
+        let from = IPv6Address(source.span, at: 0)
+        guard let a = try? VRRPAdvertisement.decode6(Array(buffer[0..<n]), source: from, hopLimit: Int(hopLimit)) else { return nil }
+        return (a, .v6(from))
+    }
+
+    func send(_ i: Instance, _ a: VRRPAdvertisement) {
+        let sent: Int
+        let length: Int
+        switch i.primary {
+        case .v4(let source):
+            let packet = a.encode(source: source, identification: identification)
+            length = packet.count
+            var to = sockaddr_in()
+            to.sin_family = sa_family_t(AF_INET)
+            to.sin_addr.s_addr = VRRPAdvertisement.group.value.bigEndian
+            sent = packet.withUnsafeBytes { b in
+                withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(i.fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                } }
+            }
+        case .v6:
+            let message = a.message(source: i.primary)
+            length = message.count
+            var to = Self.socketAddress6(VRRPAdvertisement.group6, index: i.index)
+            sent = message.withUnsafeBytes { b in
+                withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(i.fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                } }
+            }
+        }
+        if sent != length { logger.warning("VRRP_Instance(\(i.configuration.name)) send: \(String(cString: strerror(errno)))") }
+    }
+
+    static func socketAddress6(_ a: IPv6Address, index: UInt32) -> sockaddr_in6 {
+        var s = sockaddr_in6()
+        s.sin6_family = sa_family_t(AF_INET6)
+        let bytes = VRRPAdvertisement.bytes(.v6(a))
+        withUnsafeMutableBytes(of: &s.sin6_addr) { for k in 0..<16 { $0[k] = bytes[k] } }
+        s.sin6_scope_id = index
+        return s
     }
 
     /// A state change: ownership, the sync daemons, the notify scripts.
-    func entered(_ c: VRRPInstanceConfiguration, _ state: VRRPRouter.State, master: IPv4Address?, transitions: UInt64) {
+    func entered(_ c: VRRPInstanceConfiguration, _ state: VRRPRouter.State, master: IPAddress?, transitions: UInt64) {
         logger.notice("VRRP_Instance(\(c.name)) Entering \(state.rawValue) STATE")
         states.withLock { $0[c.name] = state }
         publishOwnership()
@@ -172,17 +219,17 @@ public final class VRRPService: Sendable {
     }
 
     /// The master a backup hears from (a new one, or the same one again).
-    func publishMaster(_ c: VRRPInstanceConfiguration, _ master: IPv4Address?) {
+    func publishMaster(_ c: VRRPInstanceConfiguration, _ master: IPAddress?) {
         plane.vrrp.withLock { all in
             if let k = all.firstIndex(where: { $0.status.name == c.name }) {
-                all[k].status.master = master.map { .v4($0) }
+                all[k].status.master = master
             }
         }
     }
 
-    static func status(_ c: VRRPInstanceConfiguration, state: VRRPRouter.State, master: IPv4Address?, transitions: UInt64) -> VRRPInstanceStatus {
+    static func status(_ c: VRRPInstanceConfiguration, state: VRRPRouter.State, master: IPAddress?, transitions: UInt64) -> VRRPInstanceStatus {
         VRRPInstanceStatus(name: c.name, interface: c.interface, virtualRouterID: c.virtualRouterID, priority: c.priority, state: state.rawValue,
-                           master: master.map { .v4($0) }, addresses: c.ownedAddresses, seconds: 0, transitions: transitions)
+                           master: master, addresses: c.ownedAddresses, seconds: 0, transitions: transitions)
     }
 
     /// Every VRRP address is owned; those of instances that are not master
@@ -212,25 +259,33 @@ public final class VRRPService: Sendable {
         return s.hasPrefix("up") || s.hasPrefix("unknown")
     }
 
-    static func primaryAddress(_ interface: String) -> IPv4Address? {
+    /// The interface's IPv4 address, or its IPv6 link-local one (VRRP's source for IPv6).
+    static func primaryAddress(_ interface: String, ipv6: Bool) -> IPAddress? {
         var list: UnsafeMutablePointer<ifaddrs>? = nil
         guard getifaddrs(&list) == 0 else { return nil }
         defer { freeifaddrs(list) }
         var p = list
         while let a = p {
             defer { p = a.pointee.ifa_next }
-            guard let sa = a.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET),
-                  String(cString: a.pointee.ifa_name) == interface else { continue }
-            let v = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-            return IPv4Address(UInt32(bigEndian: v))
+            guard let sa = a.pointee.ifa_addr, String(cString: a.pointee.ifa_name) == interface else { continue }
+            if !ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET) {
+                let v = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+                return .v4(IPv4Address(UInt32(bigEndian: v)))
+            }
+            if ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET6) {
+                let bytes = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { s in withUnsafeBytes(of: s.pointee.sin6_addr) { Array($0) } }
+                let address = IPv6Address(bytes.span, at: 0)
+                if address.high >> 54 == 0x3FA { return .v6(address) }  // fe80::/10
+            }
         }
         return nil
     }
 
-    static func open(_ interface: String) throws(Failure) -> Int32 {
+    static func open(_ interface: String, address: IPAddress) throws(Failure) -> Int32 {
         let index = if_nametoindex(interface)
         guard index != 0 else { throw Failure(description: "no interface \(interface)") }
-        let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(VRRPAdvertisement.protocolNumber))
+        let v6 = address.isIPv6
+        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(VRRPAdvertisement.protocolNumber))
         guard fd >= 0 else { throw Failure(description: "raw socket for VRRP: \(String(cString: strerror(errno)))") }
         func set<T>(_ level: Int32, _ name: Int32, _ value: T, _ what: String) throws(Failure) {
             var v = value
@@ -245,6 +300,31 @@ public final class VRRPService: Sendable {
             let e = errno
             close(fd)
             throw Failure(description: "VRRP socket SO_BINDTODEVICE \(interface): \(String(cString: strerror(e)))")
+        }
+        if case .v6(let source) = address {
+            var mreq = ipv6_mreq()
+            mreq.ipv6mr_multiaddr = socketAddress6(VRRPAdvertisement.group6, index: index).sin6_addr
+            mreq.ipv6mr_interface = index
+            try set(Int32(IPPROTO_IPV6), IPV6_ADD_MEMBERSHIP, mreq, "IPV6_ADD_MEMBERSHIP")
+            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, Int32(index), "IPV6_MULTICAST_IF")
+            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_HOPS, Int32(255), "IPV6_MULTICAST_HOPS")
+            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_LOOP, Int32(0), "IPV6_MULTICAST_LOOP")
+            try set(Int32(IPPROTO_IPV6), IPV6_RECVHOPLIMIT, Int32(1), "IPV6_RECVHOPLIMIT")
+            // From the link-local address, as RFC 5798 wants (and the checksum
+            // assumes); just after the link comes up it may still be tentative (DAD).
+            var local = socketAddress6(source, index: index)
+            var rc: Int32 = -1
+            for _ in 0..<50 {
+                rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+                if rc == 0 || errno != EADDRNOTAVAIL { break }
+                usleep(100_000)
+            }
+            guard rc == 0 else {
+                let e = errno
+                close(fd)
+                throw Failure(description: "VRRP socket bind \(address): \(String(cString: strerror(e)))")
+            }
+            return fd
         }
         var mreq = ip_mreqn()
         mreq.imr_multiaddr.s_addr = VRRPAdvertisement.group.value.bigEndian

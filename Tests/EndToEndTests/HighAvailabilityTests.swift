@@ -54,7 +54,8 @@ struct HighAvailabilityTests {
 
     /// The router's neighbour entry for `address`, after a datagram made it ask.
     func routerSees(_ lab: Lab, _ address: String) throws -> String {
-        _ = try lab.inside("rt", "/usr/bin/python3", "-c", "import socket; socket.socket(2, 2).sendto(b'?', ('\(address)', 9))", check: false)
+        let family = address.contains(":") ? "10" : "2"
+        _ = try lab.inside("rt", "/usr/bin/python3", "-c", "import socket; socket.socket(\(family), 2).sendto(b'?', ('\(address)', 9))", check: false)
         usleep(200_000)
         return try lab.inside("rt", "ip", "neigh", "show", address)
     }
@@ -63,20 +64,37 @@ struct HighAvailabilityTests {
         try lab.inside(role, "cat", "/sys/class/net/\(lab.ns(role + "0"))/address").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// VRRP version 3 (RFC 5798) and version 2, keepalived's default.
-    @Test(arguments: [3, 2]) func lvsdAndKeepalivedShareOneVirtualRouter(version: Int) throws {
-        let lab = try Lab(prefix: "ltvr\(version)", bin: Self.bin, servers: 1)
+    /// One interoperability run: the VRRP version, and the family of the virtual address.
+    struct Interop: Sendable, CustomTestStringConvertible {
+        var version: Int
+        var ipv6: Bool
+        var testDescription: String { "VRRPv\(version) over IPv\(ipv6 ? 6 : 4)" }
+    }
+
+    /// An address's link-local IPv6 address, the source of its VRRP over IPv6.
+    func linkLocal(_ lab: Lab, _ role: String) -> String? {
+        let out = (try? lab.inside(role, "ip", "-6", "-o", "addr", "show", "dev", lab.ns(role + "0"), "scope", "link")) ?? ""
+        return out.split(separator: " ").first { $0.hasPrefix("fe80::") }.map { String($0.split(separator: "/")[0]) }
+    }
+
+    /// VRRP version 3 (RFC 5798) over IPv4 and IPv6, and version 2, keepalived's default.
+    @Test(arguments: [Interop(version: 3, ipv6: false), Interop(version: 2, ipv6: false), Interop(version: 3, ipv6: true)])
+    func lvsdAndKeepalivedShareOneVirtualRouter(_ run: Interop) throws {
+        let lab = try Lab(prefix: "ltvr\(run.version)\(run.ipv6 ? "6" : "")", bin: Self.bin, servers: 1)
         defer { lab.teardown() }
         try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
-        let vip = "198.19.0.50"
-        let global = "global_defs {\n    vrrp_version \(version)\n    script_user root\n}\n"
-        let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/24"]))
+        let vip = run.ipv6 ? "2001:db8:1::50" : "198.19.0.50"
+        let family = run.ipv6 ? "-6" : "-4"
+        let global = "global_defs {\n    vrrp_version \(run.version)\n    script_user root\n}\n"
+        let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/\(run.ipv6 ? 64 : 24)"]))
         let keepalivedArgs = ["keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
                               "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path]
         let keepalived = try lab.start("k", keepalivedArgs, logName: "keepalived")
         let lconf = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip]))
         var lvsd = try lab.startDirector(extra: ["--keepalived", lconf])
-        func keepalivedHoldsVIP() -> Bool { ((try? lab.inside("k", "ip", "-4", "addr", "show", "dev", lab.ns("k0"))) ?? "").contains(vip + "/") }
+        func keepalivedHoldsVIP() -> Bool { ((try? lab.inside("k", "ip", family, "addr", "show", "dev", lab.ns("k0"))) ?? "").contains(vip + "/") }
+        func routerFinds(_ role: String) -> Bool { ((try? routerSees(lab, vip)) ?? "").contains((try? mac(lab, role)) ?? "?") }
+        let keepalivedAddress = run.ipv6 ? linkLocal(lab, "k") : Self.keepalivedHost
         let context = { "--- lvsd ---\n\(lab.logText("lvsd"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
 
         // Higher priority: lvsd is master, keepalived backup; the router reaches the VIP at lvsd.
@@ -84,20 +102,20 @@ struct HighAvailabilityTests {
         #expect(elected != nil, "\(context())")
         #expect(waitFor(limit: 5) { lab.logText("keepalived").contains("Entering BACKUP STATE") } != nil)
         #expect(!keepalivedHoldsVIP())
-        #expect(try routerSees(lab, vip).contains(try mac(lab, "d")))
+        #expect(waitFor(limit: 3) { routerFinds("d") } != nil)
 
         // lvsd dies: keepalived takes over within 3 × advert_int + skew (3.61 s at priority 100).
         kill(lvsd.processIdentifier, SIGKILL)
         lvsd.waitUntilExit()
         let takeover = waitFor(limit: 8) { keepalivedHoldsVIP() }
         #expect(takeover != nil && takeover! <= 4500, "keepalived took over after \(String(describing: takeover)) ms\n\(context())")
-        print("keepalived took over from a killed lvsd in \(takeover ?? -1) ms")
-        #expect(waitFor(limit: 3) { ((try? routerSees(lab, vip)) ?? "").contains((try? mac(lab, "k")) ?? "?") } != nil)
+        print("\(run.testDescription): keepalived took over from a killed lvsd in \(takeover ?? -1) ms")
+        #expect(waitFor(limit: 3) { routerFinds("k") } != nil)
 
         // lvsd back at a lower priority: backup, and it names keepalived as the master.
         _ = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 50, addresses: [vip]))
         lvsd = try lab.startDirector(extra: ["--keepalived", lconf])
-        #expect(waitFor(limit: 5) { vrrp(lab)?.master == Self.keepalivedHost } != nil, "\(String(describing: vrrp(lab)))\n\(context())")
+        #expect(waitFor(limit: 5) { vrrp(lab)?.master != nil && vrrp(lab)?.master == keepalivedAddress } != nil, "\(String(describing: vrrp(lab)))\n\(context())")
         usleep(4_500_000)  // longer than its master-down interval: it must still be backup
         #expect(vrrp(lab)?.state == "BACKUP" && keepalivedHoldsVIP())
 
@@ -105,9 +123,10 @@ struct HighAvailabilityTests {
         kill(keepalived.processIdentifier, SIGTERM)
         let resign = waitFor(limit: 5) { vrrp(lab)?.state == "MASTER" }
         #expect(resign != nil && resign! <= 2000, "lvsd took over after \(String(describing: resign)) ms\n\(context())")
-        print("lvsd took over from a stopping keepalived in \(resign ?? -1) ms")
+        print("\(run.testDescription): lvsd took over from a stopping keepalived in \(resign ?? -1) ms")
         #expect(waitFor(limit: 5) { !keepalivedHoldsVIP() } != nil)
-        #expect(waitFor(limit: 3) { ((try? routerSees(lab, vip)) ?? "").contains((try? mac(lab, "d")) ?? "?") } != nil)
+        #expect(waitFor(limit: 3) { routerFinds("d") } != nil)
+        guard !run.ipv6 && run.version == 3 else { return }
 
         // The sync daemons by hand, as with ipvsadm.
         let d0 = lab.ns("d0")

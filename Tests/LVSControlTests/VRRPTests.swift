@@ -18,7 +18,7 @@ import LVSPacket
     }
 
     @Test func version3CarriesCentisecondsAndAPseudoHeaderChecksum() throws {
-        let a = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [IPv4Address("198.19.0.10")!])
+        let a = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [ip("198.19.0.10")])
         let p = a.encode(source: IPv4Address("198.19.0.1")!)
         #expect(p.count == 20 + 12)
         #expect(Array(p[8..<10]) == [255, 112] && Array(p[16..<20]) == [224, 0, 0, 18] && Array(p[12..<16]) == [198, 19, 0, 1])
@@ -28,11 +28,32 @@ import LVSPacket
         let pseudo = 0xC613 + 0x0001 + 0xE000 + 0x0012 + 112 + 12
         #expect(FrameBuilder.checksum(p, 20..<32, initial: UInt32(pseudo)) == 0)
         let (d, source) = try VRRPAdvertisement.decode(p)
-        #expect(d == a && source == IPv4Address("198.19.0.1")!)
+        #expect(d == a && source == ip("198.19.0.1"))
+    }
+
+    @Test func overIPv6TheChecksumCoversTheIPv6PseudoHeader() throws {
+        let a = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [ip("2001:db8:1::50")])
+        let source = ip("fe80::1")
+        let m = a.message(source: source)
+        #expect(m.count == 8 + 16 && Array(m[0..<6]) == [0x31, 51, 150, 1, 0x00, 100] && Array(m[8..<24]) == FrameBuilder.addressBytes(ip("2001:db8:1::50")))
+        // Pseudo-header: source, ff02::12, upper-layer length, next header 112.
+        let pseudo = FrameBuilder.addressBytes(source) + FrameBuilder.addressBytes(ip("ff02::12")) + [0, 0, 0, 24, 0, 0, 0, 112]
+        #expect(FrameBuilder.checksum(pseudo + m, 0..<(pseudo.count + m.count)) == 0)
+        #expect(try VRRPAdvertisement.decode6(m, source: IPv6Address("fe80::1")!, hopLimit: 255) == a)
+        #expect(throws: VRRPAdvertisement.DecodeError.ttl(64)) { try VRRPAdvertisement.decode6(m, source: IPv6Address("fe80::1")!, hopLimit: 64) }
+        #expect(throws: VRRPAdvertisement.DecodeError.checksum) { try VRRPAdvertisement.decode6(m, source: IPv6Address("fe80::2")!, hopLimit: 255) }
+        // Between equal priorities the higher address wins, IPv6 as IPv4.
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("fe80::2"))
+        _ = r.start(now: 0)
+        _ = r.tick(now: 3609)
+        var peer = a
+        peer.priority = 100
+        #expect(r.received(peer, from: ip("fe80::1"), now: 4000).isEmpty && r.state == .master)
+        #expect(r.received(peer, from: ip("fe80::3"), now: 4000) == [.enter(.backup)] && r.master == ip("fe80::3"))
     }
 
     @Test func version2CarriesSecondsAndAuthenticationData() throws {
-        let a = VRRPAdvertisement(version: 2, virtualRouterID: 7, priority: 100, interval: 300, addresses: [IPv4Address("198.19.0.10")!])
+        let a = VRRPAdvertisement(version: 2, virtualRouterID: 7, priority: 100, interval: 300, addresses: [ip("198.19.0.10")])
         let p = a.encode(source: IPv4Address("198.19.0.2")!)
         #expect(p.count == 20 + 8 + 4 + 8 && Array(p[20..<26]) == [0x21, 7, 100, 1, 0, 3])
         #expect(FrameBuilder.checksum(p, 20..<p.count) == 0)
@@ -47,49 +68,49 @@ import LVSPacket
     }
 
     @Test func aBackupTakesOverAfterThreeIntervalsAndSkew() {
-        var r = VRRPRouter(instance(priority: 100), primaryAddress: IPv4Address("198.19.0.2")!)
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
         #expect(r.start(now: 0) == [.enter(.backup)])
         // 3 × 1 s + (256 − 100) / 256 s = 3609 ms.
         #expect(r.masterDownInterval == 3609 && r.deadline == 3609)
         let master = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [])
-        #expect(r.received(master, from: IPv4Address("198.19.0.1")!, now: 1000).isEmpty)
+        #expect(r.received(master, from: ip("198.19.0.1"), now: 1000).isEmpty)
         #expect(r.tick(now: 4608).isEmpty && r.state == .backup)
         #expect(r.tick(now: 4609) == [.advertise(priority: 100), .enter(.master)])
         #expect(r.tick(now: 5608).isEmpty && r.tick(now: 5609) == [.advertise(priority: 100)])
         // The higher router returns and preempts; equal priorities go to the higher address.
-        #expect(r.received(master, from: IPv4Address("198.19.0.1")!, now: 6000) == [.enter(.backup)])
+        #expect(r.received(master, from: ip("198.19.0.1"), now: 6000) == [.enter(.backup)])
         var peer = master
         peer.priority = 100
-        var s = VRRPRouter(instance(priority: 100), primaryAddress: IPv4Address("198.19.0.2")!)
+        var s = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
         _ = s.start(now: 0)
         _ = s.tick(now: 3609)
-        #expect(s.received(peer, from: IPv4Address("198.19.0.1")!, now: 4000).isEmpty && s.state == .master)
-        #expect(s.received(peer, from: IPv4Address("198.19.0.3")!, now: 4000) == [.enter(.backup)])
+        #expect(s.received(peer, from: ip("198.19.0.1"), now: 4000).isEmpty && s.state == .master)
+        #expect(s.received(peer, from: ip("198.19.0.3"), now: 4000) == [.enter(.backup)])
     }
 
     @Test func resigningMastersAndPreemptionRules() {
         // A master stopping sends priority 0: the backup waits only its skew.
-        var r = VRRPRouter(instance(priority: 100), primaryAddress: IPv4Address("198.19.0.2")!)
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
         _ = r.start(now: 0)
         let resign = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 0, interval: 100, addresses: [])
-        _ = r.received(resign, from: IPv4Address("198.19.0.1")!, now: 1000)
+        _ = r.received(resign, from: ip("198.19.0.1"), now: 1000)
         #expect(r.deadline == 1000 + 609)
         // Without preemption a higher backup leaves a lower master alone.
-        var high = VRRPRouter(instance(priority: 200, preempt: false), primaryAddress: IPv4Address("198.19.0.3")!)
+        var high = VRRPRouter(instance(priority: 200, preempt: false), primaryAddress: ip("198.19.0.3"))
         _ = high.start(now: 0)
         let low = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 50, interval: 100, addresses: [])
-        for t in stride(from: UInt64(500), to: 10_000, by: 1000) { _ = high.received(low, from: IPv4Address("198.19.0.1")!, now: t) }
+        for t in stride(from: UInt64(500), to: 10_000, by: 1000) { _ = high.received(low, from: ip("198.19.0.1"), now: t) }
         #expect(high.tick(now: 10_000).isEmpty && high.state == .backup)
         // With it, the lower master's adverts are ignored and the timer runs out.
-        var preempting = VRRPRouter(instance(priority: 200), primaryAddress: IPv4Address("198.19.0.3")!)
+        var preempting = VRRPRouter(instance(priority: 200), primaryAddress: ip("198.19.0.3"))
         _ = preempting.start(now: 0)
-        #expect(preempting.received(low, from: IPv4Address("198.19.0.1")!, now: 500).isEmpty)
+        #expect(preempting.received(low, from: ip("198.19.0.1"), now: 500).isEmpty)
         #expect(preempting.tick(now: 3000 + 218) == [.advertise(priority: 200), .enter(.master)])
         // A fault gives mastership up with priority 0; recovery waits as a backup.
         #expect(preempting.fault() == [.advertise(priority: 0), .enter(.fault)])
         #expect(preempting.recover(now: 20_000) == [.enter(.backup)] && preempting.deadline == 20_000 + 3218)
         // Priority 255 owns the addresses: master at once.
-        var owner = VRRPRouter(instance(priority: 255), primaryAddress: IPv4Address("198.19.0.3")!)
+        var owner = VRRPRouter(instance(priority: 255), primaryAddress: ip("198.19.0.3"))
         #expect(owner.start(now: 0) == [.advertise(priority: 255), .enter(.master)])
         #expect(owner.shutdown() == [.advertise(priority: 0)])
     }

@@ -43,6 +43,9 @@ void lvs_ring_release(lvs_ring *ring);
 int lvs_ring_wait(lvs_ring *const *rings, unsigned count, int timeout_ms);
 /// Sends `count` frames with one sendmmsg; returns how many went, or -errno.
 int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
+/// recvmsg on an IPv6 raw socket with IPV6_RECVHOPLIMIT on: the payload's
+/// length (or -errno), its source and the hop limit it arrived with (-1 if absent).
+long lvs_recv6(int fd, unsigned char *buffer, size_t capacity, unsigned char *source16, int *hop_limit);
 /// Dropped frames since the last call (PACKET_STATISTICS).
 unsigned lvs_ring_drops(lvs_ring *ring);
 
