@@ -22,6 +22,7 @@ public final class VRRPService: Sendable {
     let logger: Logger
     let instances: [Instance]
     let states: Mutex<[String: VRRPRouter.State]>
+    let started = Atomic<Bool>(false)
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
@@ -67,6 +68,7 @@ public final class VRRPService: Sendable {
     }
 
     public func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for i in instances {
             DispatchQueue(label: "lvsd.vrrp.\(i.configuration.name)").async { self.run(i) }
         }
@@ -76,8 +78,9 @@ public final class VRRPService: Sendable {
     /// every instance's `notify_stop` runs.
     public func stop() {
         for i in instances { i.stop.store(true, ordering: .relaxed) }
+        let running = started.load(ordering: .acquiring)
         for i in instances {
-            i.finished.wait()
+            if running { i.finished.wait() }
             close(i.fd)
         }
     }
@@ -88,6 +91,7 @@ public final class VRRPService: Sendable {
         var buffer = [UInt8](repeating: 0, count: 2048)
         var trackedUp = true
         var lastTrackCheck: UInt64 = 0
+        var warnedVersion = false
         func perform(_ actions: [VRRPRouter.Action]) {
             for a in actions {
                 switch a {
@@ -109,7 +113,11 @@ public final class VRRPService: Sendable {
                 now = ControlPlane.now()
                 if let (a, source) = received, a.virtualRouterID == i.configuration.virtualRouterID, source != i.primary {
                     if a.version != i.configuration.version {
-                        logger.warning("VRRP_Instance(\(i.configuration.name)) advertisement of version \(a.version) from \(source) ignored (vrrp_version \(i.configuration.version))")
+                        // Once: a peer of the other version advertises every second.
+                        if !warnedVersion {
+                            logger.warning("VRRP_Instance(\(i.configuration.name)) advertisements of version \(a.version) from \(source) ignored (vrrp_version \(i.configuration.version))")
+                        }
+                        warnedVersion = true
                     } else {
                         let before = router.master
                         perform(router.received(a, from: source, now: now))

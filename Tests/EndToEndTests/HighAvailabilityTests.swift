@@ -240,6 +240,8 @@ struct HighAvailabilityTests {
                     "\(synced)")
         }
 
+        try lab.start("rt", ["tcpdump", "-i", "br0", "-n", "-l", "arp"], logName: "arp")
+        usleep(300_000)
         kill(master.processIdentifier, SIGKILL)
         master.waitUntilExit()
         let takeover = waitFor(limit: 8) { vrrp(lab, role: "e")?.state == "MASTER" }
@@ -247,6 +249,9 @@ struct HighAvailabilityTests {
         // and what polling lvsadm adds.
         #expect(takeover != nil && takeover! <= 4000, "backup took over after \(String(describing: takeover)) ms\n\(context())")
         #expect(try lab.lvsadm("-L --daemon", role: "e").hasPrefix("master sync daemon"))
+        // Gratuitous ARP for each VIP at once, after 1 s and after 5 s (as keepalived repeats it).
+        let announced = waitFor(limit: 8) { lab.logText("arp").components(separatedBy: "who-has \(Self.natVIP) tell \(Self.natVIP)").count - 1 >= 3 }
+        #expect(announced != nil, "\(lab.logText("arp"))")
         let metrics = try lab.inside("e", "curl", "-sS", "http://127.0.0.1:19190/metrics")
         let labels = "instance=\"VI_1\",interface=\"\(lab.ns("e0"))\",vrid=\"51\""
         #expect(metrics.contains("lvsd_vrrp_state{\(labels),state=\"MASTER\"} 1") && metrics.contains("lvsd_vrrp_state{\(labels),state=\"BACKUP\"} 0"))
