@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import LVSCore
 import LVSPacket
 import Logging
@@ -295,7 +294,7 @@ public final class ControlPlane: Sendable {
             guard nowLost != lost else { continue }
             s.quorum[k].lost = nowLost
             logger.notice(nowLost ? "quorum lost" : "quorum regained", metadata: ["service": "\(first)", "weight": "\(alive)", "quorum": "\(g.quorum)"])
-            if let script = nowLost ? g.down : g.up { DispatchQueue.global().async { _ = ShellCommand.run(script, timeout: 30) } }
+            if let script = nowLost ? g.down : g.up { ShellCommand.spawn(script) }
             guard let sorry else { continue }
             for key in g.services {
                 let op: TableOperation = nowLost ? .addServer(key, sorry) : .deleteServer(key, address: sorry.address, port: sorry.port)

@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 #endif
 
-/// keepalived's scripts (MISC_CHECK, notify_*): run by /bin/sh, output discarded.
+/// keepalived's scripts (MISC_CHECK, notify_*, quorum_*): run by /bin/sh, output discarded.
 public enum ShellCommand {
     /// `command` under /bin/sh, its exit status, or nil when it ran over `timeout` seconds (it is killed).
     public static func run(_ command: String, timeout: Double) -> Int32? {
@@ -23,5 +23,10 @@ public enum ShellCommand {
             return nil
         }
         return p.terminationStatus
+    }
+
+    /// Runs `command` in the background (notify and quorum scripts): nobody waits for it.
+    public static func spawn(_ command: String, timeout: Double = 30) {
+        DispatchQueue.global().async { _ = run(command, timeout: timeout) }
     }
 }

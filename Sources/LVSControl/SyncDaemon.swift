@@ -103,9 +103,9 @@ public final class SyncDaemons: Sendable {
         try state.withLock { (s) throws(TableError) in
             switch role {
             case .master:
-                guard let (_, fd) = s.master else { throw Self.notRunning }
+                guard let (c, fd) = s.master else { throw Self.notRunning }
                 // What is queued still goes out, as the kernel's master thread flushes before it ends.
-                flush(fd: fd, configuration: s.master!.0)
+                flush(fd: fd, configuration: c)
                 for e in engines { e.director.withLock { $0.setSyncing(false) } }
                 close(fd)
                 s.master = nil
@@ -160,32 +160,27 @@ public final class SyncDaemons: Sendable {
             // A backup with syncid 0 takes every master's messages.
             guard c.syncID == 0 || decoded.syncID == c.syncID else { continue }
             let now = ControlPlane.now()
+            // Every engine gets every record (any worker may see the flow); the first one's outcomes are counted.
             var applied: UInt64 = 0, rejected = UInt64(decoded.skipped)
-            for e in engines {
+            for (k, e) in engines.enumerated() {
                 e.director.withLock { d in
                     for r in decoded.records {
-                        switch d.applySync(r, now: now) {
-                        case .created, .updated: applied += 1
-                        default: rejected += 1
-                        }
+                        let outcome = d.applySync(r, now: now)
+                        guard k == 0 else { continue }
+                        if outcome == .created || outcome == .updated { applied += 1 } else { rejected += 1 }
                     }
                 }
             }
-            let each = UInt64(engines.count)
             stats.withLock {
                 $0.messagesReceived += 1
-                $0.recordsApplied += applied / each
-                $0.recordsRejected += rejected / each
+                $0.recordsApplied += applied
+                $0.recordsRejected += rejected
             }
         }
     }
 
     static func mtu(_ interface: String) -> Int? {
-        guard let f = fopen("/sys/class/net/\(interface)/mtu", "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 32)
-        guard fgets(&line, 32, f) != nil else { return nil }
-        return Int(String(cString: line).filter(\.isNumber))
+        KernelFile.firstLine("/sys/class/net/\(interface)/mtu").flatMap { Int($0) }
     }
 
     /// The daemon's socket: the master's connected to the group, the

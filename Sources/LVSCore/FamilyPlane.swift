@@ -151,12 +151,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         var templateHit = false
         var slot: Int
         if let persistence = shared.services[service].configuration.persistence {
-            // Template key: <proto, client network, 0, vaddr, vport>; fwmark
-            // services use the mark and port 0, port-0 services port 0.
-            let network = src.masked(prefixLength: shared.services[service].configuration.persistenceNetmask)
-            let markAddress = isMark ? Self.markAddress(key) : dst
-            let templateProto: UInt8 = isMark ? 0xFF : proto
-            let vport: UInt16 = isMark || Self.servicePort(key) == 0 || p.destinationPort == 21 ? 0 : p.destinationPort
+            let (templateProto, network, markAddress, vport) = Self.templateKey(key, netmask: shared.services[service].configuration.persistenceNetmask,
+                                                                                proto: proto, client: src, virtual: dst, virtualPort: p.destinationPort)
             let tproto = ConnectionTable<A>.key(proto: templateProto, template: true)
             if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport), table[t].expires > now,
                templateValid(table[t], shared: shared) {
@@ -262,6 +258,17 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             table.remove(index)
         }
         return verdict
+    }
+
+    /// A persistence template's key: <proto, client network, 0, vaddr, vport>;
+    /// firewall-mark services use protocol 0xFF, the mark as address and port
+    /// 0; port-0 services and FTP's port 21 use port 0.
+    static func templateKey(_ key: ServiceKey, netmask: Int, proto: UInt8, client: A, virtual: A, virtualPort: UInt16)
+        -> (proto: UInt8, network: A, address: A, port: UInt16) {
+        let isMark: Bool
+        if case .firewallMark = key { isMark = true } else { isMark = false }
+        let port: UInt16 = isMark || servicePort(key) == 0 || virtualPort == 21 ? 0 : virtualPort
+        return (isMark ? 0xFF : proto, client.masked(prefixLength: netmask), isMark ? markAddress(key) : virtual, port)
     }
 
     static func markAddress(_ key: ServiceKey) -> A {

@@ -50,6 +50,12 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
         pools[a][Self.subPool(real: real, port: realPort)].push(port)
     }
 
+    /// Takes a given port out of the free ports (a synced connection holds it).
+    mutating func reserve(local: A, port: UInt16, real: A, realPort: UInt16) {
+        guard let a = addresses.firstIndex(of: local) else { return }
+        pools[a][Self.subPool(real: real, port: realPort)].remove(port)
+    }
+
     public func available(real: A, port: UInt16) -> Int {
         let sub = Self.subPool(real: real, port: port)
         return pools.reduce(0) { $0 + $1[sub].count }
@@ -82,5 +88,20 @@ struct PortQueue: Sendable {
         if tail >= ports.count { tail &-= ports.count }
         ports[tail] = port
         count &+= 1
+    }
+
+    /// Removes one free port wherever it is in the ring (a linear search:
+    /// only synced connections ask for this).
+    mutating func remove(_ port: UInt16) {
+        for k in 0..<count {
+            var i = head &+ k
+            if i >= ports.count { i &-= ports.count }
+            guard ports[i] == port else { continue }
+            // The head port moves into the hole, then the head advances.
+            ports[i] = ports[head]
+            head = head &+ 1 == ports.count ? 0 : head &+ 1
+            count &-= 1
+            return
+        }
     }
 }

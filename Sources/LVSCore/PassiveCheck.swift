@@ -13,17 +13,22 @@ public struct PassiveEvent: Sendable, Hashable {
     public var port: UInt16
 }
 
-/// Events between ticks, in a ring allocated once (a packet never allocates).
+/// Events between ticks, in an array allocated once (a packet never
+/// allocates); more than it holds are dropped, the next SYN reports again.
 struct PassiveEvents: Sendable {
+    struct Event: Sendable {
+        var kind: PassiveEvent.Kind
+        var service: UInt16
+        var destination: UInt16
+    }
+
     static var capacity: Int { 64 }
-    var kinds = [PassiveEvent.Kind](repeating: .answered, count: capacity)
-    var slots = [(UInt16, UInt16)](repeating: (0, 0), count: capacity)
+    var events = [Event](repeating: Event(kind: .answered, service: 0, destination: 0), count: capacity)
     var count = 0
 
     mutating func push(_ kind: PassiveEvent.Kind, service: Int, destination: Int) {
         guard count < Self.capacity else { return }
-        kinds[count] = kind
-        slots[count] = (UInt16(service), UInt16(destination))
+        events[count] = Event(kind: kind, service: UInt16(service), destination: UInt16(destination))
         count &+= 1
     }
 }
@@ -41,11 +46,10 @@ extension Director {
 
     /// Hands over what the data path saw since the last call.
     public mutating func takePassiveEvents(_ body: (PassiveEvent) -> Void) {
-        for k in 0..<shared.passiveEvents.count {
-            let (s, d) = shared.passiveEvents.slots[k]
-            let dest = shared.services[Int(s)].destinations[Int(d)]
-            body(PassiveEvent(kind: shared.passiveEvents.kinds[k], service: shared.services[Int(s)].configuration.key,
-                              address: dest.address, port: dest.port))
+        for e in shared.passiveEvents.events.prefix(shared.passiveEvents.count) {
+            let s = Int(e.service), d = Int(e.destination)
+            body(PassiveEvent(kind: e.kind, service: shared.services[s].configuration.key,
+                              address: shared.services[s].destinations[d].address, port: shared.services[s].destinations[d].port))
         }
         shared.passiveEvents.count = 0
     }

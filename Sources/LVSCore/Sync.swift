@@ -172,16 +172,17 @@ extension FamilyPlane {
     }
 
     func syncRecord(_ c: Connection<A>, shared: DirectorShared) -> SyncRecord {
-        let service = shared.services[Int(c.service)]
-        let method = service.destinations[Int(c.destination)].method
+        // Field by field: a copy of the service's runtime would retain its arrays on the packet path.
+        let s = Int(c.service)
+        let method = shared.services[s].destinations[Int(c.destination)].method
         let template = c.flags.contains(.template)
         var flags = UInt32(method.rawValue)
         if template { flags |= SyncConnectionFlags.template }
         if c.flags.contains(.noOutput) { flags |= SyncConnectionFlags.noOutput }
         if c.flags.contains(.inactive) { flags |= SyncConnectionFlags.inactive }
         var mark: UInt32 = 0
-        if case .firewallMark(let m, _) = service.configuration.key { mark = m }
-        let timeout = template ? service.configuration.persistence ?? 0 : UInt32(shared.timeouts[Int(c.state.rawValue)] / 1000)
+        if case .firewallMark(let m, _) = shared.services[s].configuration.key { mark = m }
+        let timeout = template ? shared.services[s].configuration.persistence ?? 0 : UInt32(shared.timeouts[Int(c.state.rawValue)] / 1000)
         let fullNAT = method == .fullNAT && !template
         return SyncRecord(proto: c.proto == 0xFF ? 0 : c.proto, flags: flags,
                           state: template || c.state == .udp ? 0 : UInt16(c.state.rawValue),
@@ -230,9 +231,15 @@ extension FamilyPlane {
             if template || (Int(table[i].service) == s && Int(table[i].destination) == slot) {
                 var c = table[i]
                 if !template && c.flags.contains(.inactive) != inactive {
-                    shared.services[s].destinations[slot].activeConnections &+= inactive ? UInt32.max : 1
-                    shared.services[s].destinations[slot].inactiveConnections &+= inactive ? 1 : UInt32.max
-                    if inactive { c.flags.insert(.inactive) } else { c.flags.remove(.inactive) }
+                    if inactive {
+                        shared.services[s].destinations[slot].activeConnections &-= 1
+                        shared.services[s].destinations[slot].inactiveConnections &+= 1
+                        c.flags.insert(.inactive)
+                    } else {
+                        shared.services[s].destinations[slot].activeConnections &+= 1
+                        shared.services[s].destinations[slot].inactiveConnections &-= 1
+                        c.flags.remove(.inactive)
+                    }
                 }
                 c.state = state
                 c.expires = expires
@@ -302,38 +309,9 @@ extension FamilyPlane {
     /// A synced connection's template, if it came first, so that it is
     /// controlled as one scheduled here would be.
     func syncTemplate(for c: Connection<A>, service s: Int, shared: DirectorShared) -> Int? {
-        let configuration = shared.services[s].configuration
-        guard configuration.persistence != nil else { return nil }
-        let isMark = c.flags.contains(.firewallMark)
-        let network = c.client.masked(prefixLength: configuration.persistenceNetmask)
-        let address = isMark ? Self.markAddress(configuration.key) : c.virtual
-        let vport: UInt16 = isMark || Self.servicePort(configuration.key) == 0 || c.virtualPort == 21 ? 0 : c.virtualPort
-        let key = ConnectionTable<A>.key(proto: isMark ? 0xFF : c.proto, template: true)
-        return table.lookup(.client, proto: key, network, 0, address, vport)
-    }
-}
-
-extension FullNATPortPool {
-    /// Takes a given port out of the free ports (a synced connection holds it).
-    mutating func reserve(local: A, port: UInt16, real: A, realPort: UInt16) {
-        guard let a = addresses.firstIndex(of: local) else { return }
-        pools[a][Self.subPool(real: real, port: realPort)].remove(port)
-    }
-}
-
-extension PortQueue {
-    /// Removes one free port wherever it is in the ring (a linear search:
-    /// only synced connections ask for this).
-    mutating func remove(_ port: UInt16) {
-        for k in 0..<count {
-            var i = head &+ k
-            if i >= ports.count { i &-= ports.count }
-            guard ports[i] == port else { continue }
-            // The head port moves into the hole, then the head advances.
-            ports[i] = ports[head]
-            head = head &+ 1 == ports.count ? 0 : head &+ 1
-            count &-= 1
-            return
-        }
+        guard shared.services[s].configuration.persistence != nil else { return nil }
+        let t = Self.templateKey(shared.services[s].configuration.key, netmask: shared.services[s].configuration.persistenceNetmask,
+                                 proto: c.proto, client: c.client, virtual: c.virtual, virtualPort: c.virtualPort)
+        return table.lookup(.client, proto: ConnectionTable<A>.key(proto: t.proto, template: true), t.network, 0, t.address, t.port)
     }
 }

@@ -79,7 +79,7 @@ public final class HealthMonitor: Sendable {
             return seen[t.id].map { $0.up != v.up } ?? !v.up
         }
         guard changed, let command = v.up ? t.notifyUp : t.notifyDown else { return }
-        queue.async { _ = ShellCommand.run(command, timeout: 30) }
+        ShellCommand.spawn(command)
     }
 
     public struct Verdict: Sendable, Equatable {

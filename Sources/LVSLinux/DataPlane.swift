@@ -68,12 +68,12 @@ final class Worker: @unchecked Sendable {
     let batch = FrameBatch(capacity: 64)
     var thread = pthread_t()
     var announced: Set<IPAddress> = []
-    /// Announcements still to repeat: when, and how many are left. A new
-    /// owner (a VRRP master taking over) announces at once, after 1 s and
-    /// after 5 s, as keepalived repeats its gratuitous ARPs: one lost frame
-    /// must not leave a router sending to the old owner.
-    var repeats: [IPAddress: (due: UInt64, left: Int)] = [:]
-    static let repeatDelays: [UInt64] = [1000, 4000]
+    /// When each newly owned address is announced again. A new owner (a
+    /// VRRP master taking over) announces at once, after 1 s and after 5 s,
+    /// as keepalived repeats its gratuitous ARPs: one lost frame must not
+    /// leave a router sending to the old owner.
+    var repeats: [IPAddress: ArraySlice<UInt64>] = [:]
+    static let repeatAfter: [UInt64] = [1000, 5000]
     /// Reused per batch: frames and lengths for sendmmsg.
     var frames = [UnsafePointer<UInt8>?](repeating: nil, count: 64)
     var lengths = [UInt32](repeating: 0, count: 64)
@@ -182,8 +182,8 @@ final class Worker: @unchecked Sendable {
         }
         let fresh = owned.filter { !announced.contains($0) }
         let ownedSet = Set(owned)
-        for a in fresh { repeats[a] = (now &+ Self.repeatDelays[0], Self.repeatDelays.count) }
-        let again = repeats.filter { ownedSet.contains($0.key) && $0.value.due <= now }.map(\.key)
+        for a in fresh { repeats[a] = Self.repeatAfter.map { now &+ $0 }[...] }
+        let again = repeats.filter { ownedSet.contains($0.key) && ($0.value.first ?? .max) <= now }.map(\.key)
         if !fresh.isEmpty || !again.isEmpty {
             engine.director.withLock { d in
                 for a in fresh + again {
@@ -196,13 +196,9 @@ final class Worker: @unchecked Sendable {
                 logger.info("announcing", metadata: ["addresses": "\(fresh.map(\.description).joined(separator: ","))", "worker": "\(index)"])
             }
         }
-        for a in again {
-            guard let r = repeats[a] else { continue }
-            let sent = Self.repeatDelays.count - r.left + 1
-            repeats[a] = r.left > 1 ? (now &+ Self.repeatDelays[sent], r.left - 1) : nil
-        }
-        for a in repeats.keys where !ownedSet.contains(a) { repeats[a] = nil }
-        announced = Set(owned)
+        for a in again { repeats[a]?.removeFirst() }
+        repeats = repeats.filter { ownedSet.contains($0.key) && !$0.value.isEmpty }
+        announced = ownedSet
         if batch.count > 0 { transmit() }
     }
 }

@@ -137,7 +137,7 @@ public final class VRRPService: Sendable {
             perform(router.tick(now: now))
         }
         for a in router.shutdown() { if case .advertise(let p) = a { send(i, router.advertisement(priority: p)) } }
-        if let script = i.configuration.notifyStop { run(script) }
+        if let script = i.configuration.notifyStop { ShellCommand.spawn(script) }
         i.finished.signal()
     }
 
@@ -222,8 +222,8 @@ public final class VRRPService: Sendable {
         case .fault: c.notifyFault
         case .initialize: nil
         }
-        if let specific { run(specific) }
-        if let notify = c.notify { run("\(notify) INSTANCE \(c.name) \(state.rawValue) \(c.priority)") }
+        if let specific { ShellCommand.spawn(specific) }
+        if let notify = c.notify { ShellCommand.spawn("\(notify) INSTANCE \(c.name) \(state.rawValue) \(c.priority)") }
     }
 
     /// The master a backup hears from (a new one, or the same one again).
@@ -254,17 +254,9 @@ public final class VRRPService: Sendable {
         for e in plane.engines { e.director.withLock { $0.setOwnership(extra: extra, standby: standby) } }
     }
 
-    func run(_ script: String) {
-        DispatchQueue.global().async { _ = ShellCommand.run(script, timeout: 30) }
-    }
-
     static func isUp(_ interface: String) -> Bool {
-        guard let f = fopen("/sys/class/net/\(interface)/operstate", "r") else { return false }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 32)
-        guard fgets(&line, 32, f) != nil else { return false }
-        let s = String(cString: line)
-        return s.hasPrefix("up") || s.hasPrefix("unknown")
+        let state = KernelFile.firstLine("/sys/class/net/\(interface)/operstate")
+        return state == "up" || state == "unknown"
     }
 
     /// The interface's IPv4 address, or its IPv6 link-local one (VRRP's source for IPv6).

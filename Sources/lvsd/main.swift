@@ -86,10 +86,9 @@ struct LVSD: ParsableCommand {
         }
         // VRRP first: its addresses stay unowned until an instance is master.
         var vrrp: VRRPService? = nil
-        var started = HighAvailabilityConfiguration()
+        let ha: HighAvailabilityConfiguration
         do {
-            let ha = try plane.sources.loadHighAvailability()
-            started = ha
+            ha = try plane.sources.loadHighAvailability()
             if !ha.instances.isEmpty { vrrp = try VRRPService(plane: plane, configuration: ha, logger: logger) }
         } catch {
             logger.critical("cannot run VRRP: \(error)")
@@ -153,13 +152,12 @@ struct LVSD: ParsableCommand {
             }
         }
         restartHealthChecks()
-        let runningHA = started
         plane.afterReload.withLock {
             $0 = {
                 restartHealthChecks()
                 // A reload must not make a master resign: VRRP keeps what it started with.
                 do {
-                    if try plane.sources.loadHighAvailability() != runningHA {
+                    if try plane.sources.loadHighAvailability() != ha {
                         logger.warning("vrrp_instance or lvs_sync_daemon changed: VRRP keeps its configuration until lvsd restarts")
                     }
                 } catch {
@@ -245,8 +243,6 @@ struct LVSD: ParsableCommand {
     }
 
     static func readFlag(_ path: String) -> Bool {
-        guard let f = fopen(path, "r") else { return false }
-        defer { fclose(f) }
-        return fgetc(f) == Int32(UInt8(ascii: "1"))
+        KernelFile.firstLine(path) == "1"
     }
 }
