@@ -77,7 +77,8 @@ public enum ConnectionDirection: UInt8, Sendable {
 /// both directions. Capacity is fixed: when it is full the caller evicts or
 /// drops (see `Director`).
 public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
-    public private(set) var entries: [Connection<A>]
+    /// Written directly only by the fast path, which holds it as a span for a whole batch.
+    public internal(set) var entries: [Connection<A>]
     /// 0 = empty, else tag (32 bits) | (entry + 1) << 1 | direction.
     var slots: [UInt64]
     let mask: Int
@@ -115,26 +116,33 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     /// Key of a template: protocol with bit 8 set so it never meets a flow.
     static func key(proto: UInt8, template: Bool) -> UInt8 { template ? proto | 0x80 : proto }
 
-    func matches(_ e: Connection<A>, _ dir: Int, _ proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16) -> Bool {
-        let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
-        if dir == 0 {
-            return p == proto && e.clientPort == ap && e.virtualPort == bp && e.client == a && e.virtual == b
-        }
-        return p == proto && e.realPort == ap && e.localPort == bp && e.real == a && e.local == b
-    }
-
     /// Finds the entry whose key in `direction` is (proto, a:ap, b:bp).
     public func lookup(_ direction: ConnectionDirection, proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16) -> Int? {
-        let h = Self.hash(proto, a, ap, b, bp)
+        let i = Self.find(slots.span, entries.span, mask: mask, direction, proto: proto, a, ap, b, bp)
+        return i >= 0 ? i : nil
+    }
+
+    /// The probe itself, over spans that the fast path holds for a batch;
+    /// -1 when there is no such entry.
+    @inline(__always)
+    static func find(_ slots: Span<UInt64>, _ entries: Span<Connection<A>>, mask: Int, _ direction: ConnectionDirection,
+                     proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16) -> Int {
+        let h = hash(proto, a, ap, b, bp)
         let tag = h & 0xFFFF_FFFF
-        let dir = Int(direction.rawValue)
+        let dir = UInt64(direction.rawValue)
         var i = Int(truncatingIfNeeded: tag) & mask
         while true {
             let s = slots[i]
-            if s == 0 { return nil }
-            if s &>> 32 == tag && Int(s & 1) == dir {
+            if s == 0 { return -1 }
+            if s &>> 32 == tag && s & 1 == dir {
                 let index = Int((s & 0xFFFF_FFFF) &>> 1) &- 1
-                if matches(entries[index], dir, proto, a, ap, b, bp) { return index }
+                let e = entries[index]
+                let p = key(proto: e.proto, template: e.flags.contains(.template))
+                if p == proto && (dir == 0
+                    ? e.clientPort == ap && e.virtualPort == bp && e.client == a && e.virtual == b
+                    : e.realPort == ap && e.localPort == bp && e.real == a && e.local == b) {
+                    return index
+                }
             }
             i = (i &+ 1) & mask
         }
@@ -149,15 +157,6 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     public subscript(index: Int) -> Connection<A> {
         get { entries[index] }
         _modify { yield &entries[index] }
-    }
-
-    /// A packet of a live connection: one write for both fields.
-    @inline(__always)
-    public mutating func touch(_ index: Int, expires: UInt64, inbound: Bool) {
-        var e = entries.mutableSpan
-        e[index].packets &+= 1
-        if inbound { e[index].inPackets &+= 1 }
-        e[index].expires = expires
     }
 
     /// Indexes an allocated entry: the client direction always, the reply

@@ -48,6 +48,9 @@ public struct DirectorShared: Sendable {
     var serviceByKey: [ServiceKey: Int] = [:]
     var markServices: [UInt32: Int] = [:]
     public var neighbours: [Neighbour] = []
+    /// The fast path's flat view of every service's real servers (see `ForwardingTarget`).
+    var targets: [ForwardingTarget] = []
+    var targetBase: [UInt32] = []
     var neighbourByAddress = FlatMap<IPAddress, UInt32>()
     var interfaces: [InterfaceConfiguration] = []
     var routes: [Route] = []
@@ -220,6 +223,7 @@ public struct Director: Sendable {
         }
         v4.rebuild(shared: &shared, wanted: wanted)
         v6.rebuild(shared: &shared, wanted: wanted)
+        shared.rebuildTargets()
     }
 
     mutating func update(service i: Int, _ svc: VirtualServiceConfiguration) {
@@ -290,7 +294,6 @@ public struct Director: Sendable {
     /// Processes one frame occupying `frame` within `buffer`, rewriting it in
     /// place (it may grow into the headroom before it).
     public mutating func process(_ buffer: inout MutableSpan<UInt8>, frame: inout FrameBounds, interface: UInt16, now: UInt64) -> Verdict {
-        if fastPathEnabled, let verdict = fastPath(&buffer, frame, now: now) { return verdict }
         var p: ParsedPacket
         do {
             p = try PacketParser.parse(buffer.span, start: frame.start, end: frame.end)
@@ -307,10 +310,28 @@ public struct Director: Sendable {
         }
     }
 
-    /// Processes every frame of a batch; verdicts land in the batch.
+    /// Processes every frame of a batch; verdicts land in the batch. Runs of
+    /// frames the fast path takes alternate with single frames it leaves to
+    /// the general path, in order. Never inlined: one call per batch, and
+    /// the unit `scripts/bench-instructions` counts.
+    @inline(never)
     public mutating func process(_ batch: FrameBatch, now: UInt64) {
         if traceSession == nil {
-            batch.forEach { span, d in d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now) }
+            let slotSize = batch.slotSize
+            batch.withFrames { arena, ds in
+                var k = 0
+                while k < ds.count {
+                    if fastPathEnabled && Self.fastCandidate(&arena, ds[k].bounds, slot: k, slotSize: slotSize) {
+                        k = fastRun(&arena, &ds, from: k, slotSize: slotSize, now: now)
+                        if k == ds.count { break }
+                    }
+                    var slot = arena._mutatingExtracting(k &* slotSize ..< (k &+ 1) &* slotSize)
+                    var bounds = ds[k].bounds
+                    ds[k].verdict = process(&slot, frame: &bounds, interface: ds[k].interface, now: now)
+                    ds[k].bounds = bounds
+                    k &+= 1
+                }
+            }
         } else {
             processTraced(batch, now: now)
         }

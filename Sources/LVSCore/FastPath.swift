@@ -1,116 +1,223 @@
 import LVSPacket
 
-/// The path nearly every packet takes, in one pass and without building a
-/// `ParsedPacket`: an IPv4 TCP or UDP segment (untagged, no IP options, not
-/// a fragment) of a live connection whose state it does not change,
-/// forwarded by NAT, DR or FULLNAT in either direction. Everything is
-/// checked before anything is written, so a frame it declines reaches the
-/// general path untouched; that path then decides and counts it exactly as
-/// it would have anyway (new flows, state changes, TOA, tunnels, unresolved
-/// neighbours, malformed frames, expired entries).
+/// What the fast path needs of a real server, in one flat array indexed by
+/// `targetBase[service] + destination`, rebuilt with every configuration
+/// (the nested `services[s].destinations[d]` costs two bounds checks and
+/// a stride multiply per level).
+struct ForwardingTarget: Sendable, BitwiseCopyable {
+    /// How a client packet is rewritten; `.general` leaves it to the general path.
+    enum Rewrite: UInt8, Sendable, BitwiseCopyable { case general, destination, both, none }
+    var rewrite: Rewrite
+    var neighbour: UInt32
+    var serviceCounter: UInt32
+    var destinationCounter: UInt32
+}
+
+extension DirectorShared {
+    /// Derives `targets` from the services; called after every change to them.
+    mutating func rebuildTargets() {
+        targets.removeAll(keepingCapacity: true)
+        targetBase.removeAll(keepingCapacity: true)
+        for s in services {
+            targetBase.append(UInt32(targets.count))
+            for d in s.destinations {
+                let rewrite: ForwardingTarget.Rewrite = switch d.method {
+                case _ where d.removed || d.neighbour == UInt32.max: .general
+                case .nat: .destination
+                case .fullNAT: .both
+                case .directRouting, .local: .none
+                case .tunnel: .general
+                }
+                targets.append(ForwardingTarget(rewrite: rewrite, neighbour: d.neighbour, serviceCounter: UInt32(s.counterSlot),
+                                                destinationCounter: d.counterSlot))
+            }
+        }
+    }
+}
+
+/// The path nearly every packet takes: an IPv4 TCP or UDP segment (untagged,
+/// no IP options, not a fragment) of a live connection whose state it does
+/// not change, forwarded by NAT, DR or FULLNAT in either direction. It runs
+/// over consecutive frames of a batch with the tables' spans taken once, and
+/// stops at the first frame it declines; that frame is untouched, and the
+/// general path then decides and counts it exactly as it would have anyway
+/// (new flows, state changes, TOA, tunnels, unresolved neighbours, sync
+/// records, malformed frames, expired entries).
 extension Director {
     /// Bytes the fast path reads and writes: Ethernet, IPv4 without options
     /// and a TCP header (a UDP frame is shorter; the frame's own length is
-    /// checked separately, the window only has to lie inside the buffer).
+    /// checked separately, the window only has to lie inside the slot).
     static var window: Int { 54 }
 
-    mutating func fastPath(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, now: UInt64) -> Verdict? {
-        let s = f.start, frameLength = f.length
-        guard s >= 0, s <= b.count &- Self.window, frameLength >= 42, frameLength <= b.count &- s else { return nil }
-        // `unsafe` because raw writes could break a typed element; these are bytes.
-        var raw = unsafe b.mutableBytes
-        var h = raw._mutatingExtracting(s ..< s &+ Self.window)
-        guard h.be16(at: 12) == EtherType.ipv4, h.byte(at: 14) == 0x45 else { return nil }
+    /// Where the fast path's window of frame `k` starts in the arena, or nil
+    /// when the frame is too short or lies too close to its slot's end.
+    @inline(__always)
+    static func windowStart(_ f: FrameBounds, slot k: Int, slotSize: Int) -> Int? {
+        let s = f.start
+        guard s >= 0, s <= slotSize &- window, f.length >= 42, f.length <= slotSize &- s else { return nil }
+        return k &* slotSize &+ s
+    }
+
+    /// The checks on the headers alone, which need no table: the offset of
+    /// the transport checksum (−1 for a UDP datagram without one), or nil
+    /// when the frame is not the fast path's.
+    @inline(__always)
+    static func transportChecksumOffset(_ h: borrowing MutableRawSpan, frameLength: Int) -> Int? {
+        guard h.be32(at: 12) & 0xFFFF_FF00 == 0x0800_4500 else { return nil }
         let total = Int(h.be16(at: 16))
         let ttl = h.byte(at: 22), proto = h.byte(at: 23)
         guard 14 &+ total <= frameLength, ttl > 1, h.be16(at: 20) & 0x3FFF == 0 else { return nil }
-        let headerSum = UInt64(h.be32(at: 14)) &+ UInt64(h.be32(at: 18)) &+ UInt64(h.be32(at: 22))
-            &+ UInt64(h.be32(at: 26)) &+ UInt64(h.be32(at: 30))
+        // A ones-complement sum does not depend on byte order.
+        let headerSum = UInt64(h.word32(at: 14)) &+ UInt64(h.word32(at: 18)) &+ UInt64(h.word32(at: 22))
+            &+ UInt64(h.word32(at: 26)) &+ UInt64(h.word32(at: 30))
         guard InternetChecksum.fold(headerSum) == 0xFFFF else { return nil }
-        let checksumOffset: Int
         if proto == IPProtocolNumber.tcp {
             let dataOffset = Int(h.byte(at: 46) &>> 4) &* 4
             // Segments that carry SYN, FIN or RST move the state machine.
             guard total >= 40, dataOffset >= 20, dataOffset <= total &- 20, h.byte(at: 47) & 0x07 == 0 else { return nil }
-            checksumOffset = 50
-        } else if proto == IPProtocolNumber.udp {
-            let length = Int(h.be16(at: 38))
-            guard total >= 28, length >= 8, length <= total &- 20 else { return nil }
-            checksumOffset = h.be16(at: 40) == 0 ? -1 : 40
-        } else {
-            return nil
+            return 50
         }
-        let src = IPv4Address(h.be32(at: 26)), dst = IPv4Address(h.be32(at: 30))
-        let sport = h.be16(at: 34), dport = h.be16(at: 36)
-        let length = UInt64(total)
-
-        if let i = v4.table.lookup(.client, proto: proto, src, sport, dst, dport) {
-            let c = v4.table[i]
-            guard c.expires > now, c.state == .established || c.state == .udp, !c.flags.contains(.synproxy) else { return nil }
-            let sv = Int(c.service), d = Int(c.destination)
-            let method = shared.services[sv].destinations[d].method
-            let neighbour = Int(shared.services[sv].destinations[d].neighbour)
-            guard !shared.services[sv].destinations[d].removed, neighbour < shared.neighbours.count,
-                  shared.neighbours[neighbour].resolved else { return nil }
-            var new = (src, sport, dst, dport)
-            switch method {
-            case .nat:
-                new.2 = c.real; new.3 = c.realPort
-            case .fullNAT:
-                // The ACK that gets TOA takes the general path.
-                if c.flags.contains(.toaArmed) && proto == IPProtocolNumber.tcp && h.be32(at: 42) == c.toaSequence { return nil }
-                new = (c.local, c.localPort, c.real, c.realPort)
-            case .directRouting, .local:
-                break
-            case .tunnel:
-                return nil
-            }
-            Self.rewrite(&h, checksumOffset: checksumOffset, ttl: ttl, proto: proto, from: (src, sport, dst, dport), to: new)
-            v4.table.touch(i, expires: now &+ shared.timeouts[Int(c.state.rawValue)], inbound: true)
-            if shared.syncing { v4.noteSync(i, stateChanged: false, shared: &shared) }
-            let (sc, dc) = shared.counterSlots(service: sv, destination: d)
-            shared.count(inbound: true, service: sc, destination: dc, bytes: length)
-            return Self.transmit(&h, to: shared.neighbours[neighbour])
-        }
-        guard v4.hasReplyTraffic, let i = v4.table.lookup(.reply, proto: proto, src, sport, dst, dport) else { return nil }
-        let c = v4.table[i]
-        guard c.expires > now, c.state == .established || c.state == .udp, !c.flags.contains(.noOutput), !c.flags.contains(.synproxy),
-              Int(c.replyNeighbour) < shared.neighbours.count, shared.neighbours[Int(c.replyNeighbour)].resolved else { return nil }
-        // NAT replies keep their destination; FULLNAT ones go back to the client.
-        let fullNAT = c.local != c.client || c.localPort != c.clientPort
-        Self.rewrite(&h, checksumOffset: checksumOffset, ttl: ttl, proto: proto, from: (src, sport, dst, dport),
-                     to: (c.virtual, c.virtualPort, fullNAT ? c.client : dst, fullNAT ? c.clientPort : dport))
-        v4.table.touch(i, expires: now &+ shared.timeouts[Int(c.state.rawValue)], inbound: false)
-        let (sc, dc) = shared.counterSlots(service: Int(c.service), destination: Int(c.destination))
-        shared.count(inbound: false, service: sc, destination: dc, bytes: length)
-        return Self.transmit(&h, to: shared.neighbours[Int(c.replyNeighbour)])
+        guard proto == IPProtocolNumber.udp else { return nil }
+        let length = Int(h.be16(at: 38))
+        guard total >= 28, length >= 8, length <= total &- 20 else { return nil }
+        return h.be16(at: 40) == 0 ? -1 : 40
     }
 
-    /// Writes the four-tuple, decrements the TTL and adjusts both checksums
-    /// incrementally in one go (RFC 1624). Offsets are from the frame start.
+    /// Whether frame `k` passes the header checks: a run is started only
+    /// for one that does, since starting it takes the tables' spans.
+    static func fastCandidate(_ arena: inout MutableSpan<UInt8>, _ f: FrameBounds, slot k: Int, slotSize: Int) -> Bool {
+        guard let at = windowStart(f, slot: k, slotSize: slotSize) else { return false }
+        var raw = unsafe arena.mutableBytes  // read only
+        return transportChecksumOffset(raw._mutatingExtracting(at ..< at &+ window), frameLength: f.length) != nil
+    }
+
+    /// Forwards frames `first...` of a batch (slots of `slotSize` bytes in
+    /// `arena`) until one it declines; returns that frame's index, or
+    /// `ds.count` when it took them all.
+    mutating func fastRun(_ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
+                          slotSize: Int, now: UInt64) -> Int {
+        let replies = v4.hasReplyTraffic, mask = v4.table.mask
+        let tcpTimeout = shared.timeouts[Int(ConnectionState.established.rawValue)]
+        let udpTimeout = shared.timeouts[Int(ConnectionState.udp.rawValue)]
+        return Self.fastRun(&v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.targetBase,
+                            shared.neighbours, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
+                            &arena, &ds, from: first, slotSize: slotSize, now: now)
+    }
+
+    /// The tables come as separate arguments so that each is a span of its own for the whole run.
+    static func fastRun(_ connections: inout [Connection<IPv4Address>], _ index: [UInt64], mask: Int, replies: Bool,
+                        _ counterArray: inout [Counters], _ targetArray: [ForwardingTarget], _ baseArray: [UInt32], _ neighbourArray: [Neighbour],
+                        timeouts: (tcp: UInt64, udp: UInt64), syncing: Bool,
+                        _ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
+                        slotSize: Int, now: UInt64) -> Int {
+        let slots = index.span
+        var entries = connections.mutableSpan
+        var counters = counterArray.mutableSpan
+        let targets = targetArray.span, bases = baseArray.span, neighbours = neighbourArray.span
+        // `unsafe` because raw writes could break a typed element; these are bytes.
+        var raw = unsafe arena.mutableBytes
+        var k = first
+        while k < ds.count {
+            guard let at = windowStart(ds[k].bounds, slot: k, slotSize: slotSize) else { return k }
+            var h = raw._mutatingExtracting(at ..< at &+ window)
+            guard let checksumOffset = transportChecksumOffset(h, frameLength: ds[k].bounds.length) else { return k }
+            let total = Int(h.be16(at: 16)), proto = h.byte(at: 23)
+            let src = IPv4Address(h.be32(at: 26)), dst = IPv4Address(h.be32(at: 30))
+            let ports = h.be32(at: 34)
+            let sport = UInt16(truncatingIfNeeded: ports &>> 16), dport = UInt16(truncatingIfNeeded: ports)
+            let bytes = UInt64(total)
+            let timeout = proto == IPProtocolNumber.tcp ? timeouts.tcp : timeouts.udp
+
+            var i = ConnectionTable.find(slots, entries.span, mask: mask, .client, proto: proto, src, sport, dst, dport)
+            let inbound = i >= 0
+            if !inbound {
+                guard replies else { return k }
+                i = ConnectionTable.find(slots, entries.span, mask: mask, .reply, proto: proto, src, sport, dst, dport)
+                guard i >= 0 else { return k }
+            }
+            // Field by field: a copy of the whole entry spills most of it to the stack.
+            let state = entries[i].state, flags = entries[i].flags, service = Int(entries[i].service)
+            guard entries[i].expires > now, state == .established || state == .udp, !flags.contains(.synproxy), service < bases.count else { return k }
+            let t = Int(bases[service]) &+ Int(entries[i].destination)
+            guard t < targets.count else { return k }
+            let target = targets[t]
+            let next: Neighbour
+            if inbound {
+                guard target.rewrite != .general else { return k }
+                // The ACK that gets TOA takes the general path.
+                if target.rewrite == .both && flags.contains(.toaArmed) && proto == IPProtocolNumber.tcp && h.be32(at: 42) == entries[i].toaSequence {
+                    return k
+                }
+                // The packet that makes a sync record takes the general path.
+                if syncing && (entries[i].inPackets &+ 1) % FamilyPlane<IPv4Address>.syncPeriod == FamilyPlane<IPv4Address>.syncThreshold { return k }
+                guard Int(target.neighbour) < neighbours.count else { return k }
+                next = neighbours[Int(target.neighbour)]
+                guard next.resolved else { return k }
+                switch target.rewrite {
+                case .destination:
+                    rewrite(&h, checksumOffset: checksumOffset, proto: proto, src, dst, ports, to: src, entries[i].real, ports & 0xFFFF_0000 | UInt32(entries[i].realPort))
+                case .both:
+                    rewrite(&h, checksumOffset: checksumOffset, proto: proto, src, dst, ports,
+                            to: entries[i].local, entries[i].real, UInt32(entries[i].localPort) &<< 16 | UInt32(entries[i].realPort))
+                case .none, .general:
+                    decrementTTL(&h, addresses: 0)
+                }
+                entries[i].inPackets &+= 1
+            } else {
+                let hop = Int(entries[i].replyNeighbour)
+                guard !flags.contains(.noOutput), hop < neighbours.count else { return k }
+                next = neighbours[hop]
+                guard next.resolved else { return k }
+                // NAT replies keep their destination; FULLNAT ones go back to the client.
+                let client = entries[i].client, clientPort = entries[i].clientPort
+                let fullNAT = entries[i].local != client || entries[i].localPort != clientPort
+                rewrite(&h, checksumOffset: checksumOffset, proto: proto, src, dst, ports, to: entries[i].virtual, fullNAT ? client : dst,
+                        UInt32(entries[i].virtualPort) &<< 16 | UInt32(fullNAT ? clientPort : dport))
+            }
+            entries[i].packets &+= 1
+            entries[i].expires = now &+ timeout
+            let sc = Int(target.serviceCounter), dc = Int(target.destinationCounter)
+            if inbound {
+                counters[0].inPackets &+= 1; counters[0].inBytes &+= bytes
+                counters[sc].inPackets &+= 1; counters[sc].inBytes &+= bytes
+                counters[dc].inPackets &+= 1; counters[dc].inBytes &+= bytes
+            } else {
+                counters[0].outPackets &+= 1; counters[0].outBytes &+= bytes
+                counters[sc].outPackets &+= 1; counters[sc].outBytes &+= bytes
+                counters[dc].outPackets &+= 1; counters[dc].outBytes &+= bytes
+            }
+            // Destination and source MAC in two stores.
+            h.setBE64(next.mac.value &<< 16 | next.sourceMAC.value &>> 32, at: 0)
+            h.setBE32(UInt32(truncatingIfNeeded: next.sourceMAC.value), at: 8)
+            ds[k].verdict = .transmit(interface: next.interface)
+            k &+= 1
+        }
+        return k
+    }
+
+    /// TTL − 1 lowers the word (TTL, protocol) by 0x100, so ~m + m' is 0xFEFF;
+    /// `addresses` is the addresses' change, if any.
     @inline(__always)
-    static func rewrite(_ h: inout MutableRawSpan, checksumOffset: Int, ttl: UInt8, proto: UInt8,
-                        from old: (IPv4Address, UInt16, IPv4Address, UInt16), to new: (IPv4Address, UInt16, IPv4Address, UInt16)) {
-        let ttlWord = UInt64(ttl) &<< 8 | UInt64(proto)
-        let oldAddresses = old.0.wordSum &+ old.2.wordSum, newAddresses = new.0.wordSum &+ new.2.wordSum
-        h.setByte(ttl &- 1, at: 22)
-        h.setBE16(InternetChecksum.update(h.be16(at: 24), removing: ttlWord &+ oldAddresses, adding: ttlWord &- 0x100 &+ newAddresses), at: 24)
-        h.setBE32(new.0.value, at: 26)
-        h.setBE32(new.2.value, at: 30)
-        h.setBE16(new.1, at: 34)
-        h.setBE16(new.3, at: 36)
+    static func decrementTTL(_ h: inout MutableRawSpan, addresses: UInt64) {
+        h.setByte(h.byte(at: 22) &- 1, at: 22)
+        h.setBE16(~InternetChecksum.fold(UInt64(~h.be16(at: 24)) &+ addresses &+ 0xFEFF), at: 24)
+    }
+
+    /// Writes source, destination and both ports (`newPorts`: source port in
+    /// the high half), decrements the TTL and adjusts both checksums
+    /// incrementally (RFC 1624), the addresses' change computed once for both.
+    @inline(__always)
+    static func rewrite(_ h: inout MutableRawSpan, checksumOffset: Int, proto: UInt8, _ oldSource: IPv4Address, _ oldDestination: IPv4Address,
+                        _ oldPorts: UInt32, to source: IPv4Address, _ destination: IPv4Address, _ newPorts: UInt32) {
+        let addresses = UInt64(InternetChecksum.fold(UInt64(~oldSource.value) &+ UInt64(~oldDestination.value)
+            &+ UInt64(source.value) &+ UInt64(destination.value)))
+        decrementTTL(&h, addresses: addresses)
+        h.setBE32(source.value, at: 26)
+        h.setBE32(destination.value, at: 30)
+        h.setBE32(newPorts, at: 34)
         guard checksumOffset >= 0 else { return }
-        let v = InternetChecksum.update(h.be16(at: checksumOffset), removing: oldAddresses &+ UInt64(old.1) &+ UInt64(old.3),
-                                        adding: newAddresses &+ UInt64(new.1) &+ UInt64(new.3))
+        let v = ~InternetChecksum.fold(UInt64(~h.be16(at: checksumOffset)) &+ addresses &+ UInt64(~oldPorts) &+ UInt64(newPorts))
         // A UDP checksum that computes to 0 is sent as 0xFFFF (0 means none).
         h.setBE16(v == 0 && proto == IPProtocolNumber.udp ? 0xFFFF : v, at: checksumOffset)
-    }
-
-    @inline(__always)
-    static func transmit(_ h: inout MutableRawSpan, to n: Neighbour) -> Verdict {
-        // Destination and source MAC in two stores.
-        h.setBE64(n.mac.value &<< 16 | n.sourceMAC.value &>> 32, at: 0)
-        h.setBE32(UInt32(truncatingIfNeeded: n.sourceMAC.value), at: 8)
-        return .transmit(interface: n.interface)
     }
 }

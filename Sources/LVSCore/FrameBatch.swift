@@ -59,6 +59,20 @@ public final class FrameBatch {
         descriptors = ds
     }
 
+    /// Runs `body` over the whole arena (slot `i` at `i * slotSize`) and the
+    /// descriptors of the frames in it: the fast path's view, which takes
+    /// its spans once per batch.
+    public func withFrames<R>(_ body: (inout MutableSpan<UInt8>, inout MutableSpan<FrameDescriptor>) -> R) -> R {
+        var ds = descriptors
+        descriptors = []  // `ds` is now the only reference: no copy on write
+        defer { descriptors = ds }
+        let base = unsafe storage.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var arena = unsafe UnsafeMutableBufferPointer(start: base, count: capacity &* slotSize).mutableSpan
+        var all = ds.mutableSpan
+        var frames = all._mutatingExtracting(0 ..< count)
+        return body(&arena, &frames)
+    }
+
     /// Copies a received frame into the next slot. False when the batch is
     /// full or the frame does not fit.
     public func append(_ bytes: Span<UInt8>, interface: UInt16) -> Bool {

@@ -79,10 +79,7 @@ extension Director {
             let beforeLength = d.bounds.length
             shared.tracing = true
             shared.traceNote = TraceNote()
-            let fast = fastPathEnabled
-            fastPathEnabled = false
             d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now)
-            fastPathEnabled = fast
             shared.tracing = false
             var record = TraceRecord(time: now, worker: v4.worker, interface: d.interface, verdict: d.verdict, decision: shared.traceNote.decision,
                                      before: before, beforeLength: beforeLength, after: [], afterLength: 0)

@@ -85,6 +85,13 @@ extension MutableRawSpan {
         UInt32(bigEndian: unsafe unsafeLoadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
+    /// Four bytes in the machine's order, for ones-complement sums (which
+    /// do not depend on byte order).
+    @inlinable @inline(__always)
+    public func word32(at offset: Int) -> UInt32 {
+        unsafe unsafeLoadUnaligned(fromByteOffset: offset, as: UInt32.self)
+    }
+
     @inlinable @inline(__always)
     public func byte(at offset: Int) -> UInt8 {
         unsafe unsafeLoad(fromByteOffset: offset, as: UInt8.self)

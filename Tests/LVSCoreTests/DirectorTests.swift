@@ -478,9 +478,9 @@ import LVSPacket
         for (frame, iface) in frames(localPort).dropFirst() {
             fast.now += 10; slow.now += 10
             var probe = fast.director
-            var buf = [UInt8](repeating: 0, count: 128) + frame + [UInt8](repeating: 0, count: 64)
-            var span = buf.mutableSpan
-            if probe.fastPath(&span, FrameBounds(start: 128, length: frame.count), now: fast.now) != nil { taken += 1 }
+            let one = FrameBatch(capacity: 1)
+            _ = one.append(frame.span, interface: iface)
+            if one.withFrames({ probe.fastRun(&$0, &$1, from: 0, slotSize: one.slotSize, now: fast.now) }) == 1 { taken += 1 }
             let (v1, o1) = fast.send(frame, interface: iface)
             let (v2, o2) = slow.send(frame, interface: iface)
             #expect(v1 == v2)
@@ -522,6 +522,49 @@ import LVSPacket
     }
 
     func h(_ l4: (UInt8, [UInt8]), ttl: UInt8 = 64) -> [UInt8] { Harness([]).builder.frame(src: client, dst: vip, l4, ttl: ttl) }
+
+    /// A batch mixing frames the fast path takes with frames it declines (a
+    /// new flow, a FIN, a broken header checksum) ends exactly as the same
+    /// frames sent one at a time through the general path: runs stop at the
+    /// declined frame and resume after it, in order.
+    @Test func batchesInterleaveRunsWithTheGeneralPath() {
+        let servers = ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 8080, method: .nat) }
+        let svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", realServers: servers)
+        var fast = Harness([svc]), slow = Harness([svc])
+        slow.director.fastPathEnabled = false
+        func data(_ port: UInt16, flags: UInt8 = 0x18) -> [UInt8] {
+            h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1001, ack: 5001, flags: flags, payload: [1, 2, 3]))
+        }
+        // Four established flows: SYN, the real server's SYN-ACK, ACK.
+        for port: UInt16 in 40000..<40004 {
+            let (_, out) = fast.send(h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1000, flags: 0x02)))
+            _ = slow.send(h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1000, flags: 0x02)))
+            let real = IPAddress.v4(IPv4Address(UInt32(be16(out, 30)) << 16 | UInt32(be16(out, 32))))
+            let synAck = rs.frame(src: real, dst: client, FrameBuilder.tcp(sport: 8080, dport: port, seq: 5000, ack: 1001, flags: 0x12))
+            _ = fast.send(synAck, interface: 2); _ = slow.send(synAck, interface: 2)
+            let ack = h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1001, ack: 5001, flags: 0x10))
+            _ = fast.send(ack); _ = slow.send(ack)
+        }
+        var broken = data(40000)
+        broken[24] ^= 0xFF
+        let frames = [data(40000), data(40001), h(FrameBuilder.tcp(sport: 40009, dport: 80, seq: 1000, flags: 0x02)), data(40002),
+                      data(40003, flags: 0x11), broken, data(40001), data(40002), data(40003)]
+        fast.now += 10; slow.now += 10
+        let batched = fast.sendBatch(frames.map { ($0, 1) })
+        #expect(batched.count == frames.count)
+        for (k, f) in frames.enumerated() {
+            let (v, o) = slow.send(f)
+            #expect(batched[k].0 == v, "frame \(k)")
+            #expect(batched[k].1 == o, "frame \(k)")
+        }
+        #expect(fast.director.service(svc.key)!.counters == slow.director.service(svc.key)!.counters)
+        #expect(fast.director.shared.totals == slow.director.shared.totals)
+        #expect(fast.director.drops(.malformed(.badIPv4Checksum)) == 1)
+        for i in 0..<fast.director.v4.table.capacity {
+            let x = fast.director.v4.table[i], y = slow.director.v4.table[i]
+            #expect(x.expires == y.expires && x.state == y.state && x.packets == y.packets && x.inPackets == y.inPackets)
+        }
+    }
 
     // Taken: the data segments, URG|ACK and the reply data; not SYN, FIN,
     // the state-changing first ACK, TTL 1 or the TOA-carrying ACK.

@@ -149,6 +149,21 @@ struct Pool {
         #expect(abs(Double(heavy) / 4093 - 0.75) < 0.01)
     }
 
+    @Test func mhAtThePapersSizeGivesEveryServerItsShare() {
+        // M = 65537 and 1000 servers of equal weight: one entry each per
+        // round, so every server holds 65 or 66 entries.
+        let dests = (0..<1000).map {
+            DestinationState(RealServerConfiguration(address: .v4(IPv4Address(0xC613_0000 + UInt32($0))), port: 80, weight: 1))
+        }
+        var m = MaglevHashing(flags: [], tableSize: 65537)
+        m.destinationsChanged(order: Array(dests.indices.reversed()), dests: dests)
+        var counts = [Int](repeating: 0, count: 1000)
+        for slot in m.lookup { counts[Int(slot)] += 1 }
+        #expect(m.lookup.count == 65537 && counts.reduce(0, +) == 65537)
+        #expect(counts.allSatisfy { $0 == 65 || $0 == 66 })
+        #expect(counts.filter { $0 == 66 }.count == 537)
+    }
+
     @Test func hsiphashIsSipHash13OfOneWord() {
         // Values from a separate SipHash-1-3 implementation (Python) with the
         // kernel's mh key; the Maglev permutation depends on them.

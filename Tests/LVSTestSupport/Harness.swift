@@ -30,14 +30,15 @@ public struct Harness {
         }
     }
 
-    /// Sends a frame in on `interface`; returns the verdict and the bytes out.
+    /// Sends a frame in on `interface` as a batch of one, the way the data
+    /// plane does (fast path first); returns the verdict and the bytes out.
+    /// The slot leaves 128 bytes before the frame and 64 after it.
     public mutating func send(_ frame: [UInt8], interface: UInt16 = 1) -> (Verdict, [UInt8]) {
-        var buf = [UInt8](repeating: 0, count: 128) + frame + [UInt8](repeating: 0, count: 64)
-        var bounds = FrameBounds(start: 128, length: frame.count)
-        var span = buf.mutableSpan
-        let v = director.process(&span, frame: &bounds, interface: interface, now: now)
-        _ = consume span
-        return (v, Array(buf[bounds.start..<bounds.end]))
+        let batch = FrameBatch(capacity: 1, slotSize: 128 + frame.count + 64, headroom: 128)
+        precondition(batch.append(frame.span, interface: interface))
+        director.process(batch, now: now)
+        let d = batch.descriptors[0]
+        return (d.verdict, batch.withSlot(0) { span in (d.bounds.start..<d.bounds.end).map { span[$0] } })
     }
 }
 

@@ -1,8 +1,11 @@
 import DirectorFixtures
+import LVSCore
 
 // Usage: lvs-bench-probe SCENARIO FLOWS BATCHES
 // Processes BATCHES batches of 32 frames; callgrind's instruction totals for
 // two batch counts give the instructions per packet (scripts/bench-instructions).
+//    or: lvs-bench-probe maglev [SERVERS] [TABLE]   rebuild time of a Maglev table
+//    or: lvs-bench-probe memory [CONNECTIONS]        resident memory of a full IPv4 table
 func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
     let s = Scenario(kind, flows: flows)
     for b in 0..<batches {
@@ -13,5 +16,21 @@ func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
 }
 
 let args = CommandLine.arguments
-let kind = Scenario.Kind(rawValue: args.count > 1 ? args[1] : "natEstablished")!
-print(probe(kind, flows: args.count > 2 ? Int(args[2])! : 1, batches: args.count > 3 ? Int(args[3])! : 1000))
+func argument(_ i: Int, _ fallback: Int) -> Int { args.count > i ? Int(args[i])! : fallback }
+switch args.count > 1 ? args[1] : "natEstablished" {
+case "maglev":
+    let (servers, size) = (argument(2, 1000), argument(3, 65537))
+    var rebuild = MaglevRebuild(servers: servers, tableSize: size)
+    let best = rebuild.fastest(of: 20)
+    let ms = Double(best.components.seconds) * 1000 + Double(best.components.attoseconds) / 1e15
+    print("Maglev rebuild, M = \(size), \(servers) servers: \(ms) ms (fastest of 20)")
+case "memory":
+    let n = argument(2, 10_000_000)
+    let before = residentBytes()
+    let table = FullTable(connections: n)
+    let after = residentBytes()
+    print("\(n) IPv4 connections: \(after - before) bytes resident (\(Double(after - before) / Double(1 << 30)) GiB); the table counts \(table.footprint) bytes")
+default:
+    let kind = Scenario.Kind(rawValue: args[1])!
+    print(probe(kind, flows: argument(2, 1), batches: argument(3, 1000)))
+}

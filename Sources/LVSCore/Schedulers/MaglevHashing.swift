@@ -1,19 +1,27 @@
-/// mh (`ip_vs_mh.c`): Maglev lookup table of M = 4093 entries populated from
-/// each server's permutation (hsiphash of address + port), `last_weight`
-/// turns per round, so weight 0 keeps the table and only marks unavailable.
+/// mh (`ip_vs_mh.c`): Maglev lookup table of M entries (the kernel's default
+/// 4093; any prime, such as the paper's 65537) populated from each server's
+/// permutation (hsiphash of address + port), `last_weight` turns per round,
+/// so weight 0 keeps the table and only marks unavailable.
 public struct MaglevHashing: Scheduler {
-    public static let tableSize = 4093
+    /// `CONFIG_IP_VS_MH_TAB_INDEX` 12.
+    public static let defaultTableSize = 4093
     static let tableBits = 6
     static let key1 = SipHashKey(k0: 2_654_435_761, k1: 2_654_435_761)
     static let key2 = SipHashKey(k0: 2_654_446_892, k1: 2_654_446_892)
     let fallback: Bool
     let usePort: Bool
+    public let tableSize: Int
     /// Slot per table entry, -1 when empty.
-    public private(set) var lookup: [Int] = []
+    public private(set) var lookup: [Int32] = []
 
-    public init(flags: SchedulerFlags) {
+    public init(flags: SchedulerFlags) { self.init(flags: flags, tableSize: Self.defaultTableSize) }
+
+    /// `tableSize` must be a prime (every skip then visits every entry).
+    public init(flags: SchedulerFlags, tableSize: Int) {
+        precondition(tableSize > 1)
         fallback = flags.contains(.mhFallback)
         usePort = flags.contains(.mhPort)
+        self.tableSize = tableSize
     }
 
     static func hashKey(fold: UInt32, port: UInt16, key: SipHashKey, offset: UInt32) -> UInt32 {
@@ -21,7 +29,7 @@ public struct MaglevHashing: Scheduler {
     }
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
-        let m = Self.tableSize
+        let m = tableSize
         var g: Int32 = 0, maxWeight: Int32 = 0
         for slot in order {
             let w = dests[slot].lastWeight
@@ -32,36 +40,38 @@ public struct MaglevHashing: Scheduler {
         let mw = maxWeight / g
         let fls = mw > 0 ? 32 - mw.leadingZeroBitCount : 0
         let rshift = max(0, fls - Self.tableBits)
-        var offset = [Int](), skip = [Int](), perm = [Int](), turns = [Int]()
+        var perm = [Int](), skip = [Int](), turns = [Int]()
+        perm.reserveCapacity(order.count); skip.reserveCapacity(order.count); turns.reserveCapacity(order.count)
         for slot in order {
             let d = dests[slot]
             let fold = d.address.kernelFold
-            offset.append(Int(Self.hashKey(fold: fold, port: d.port, key: Self.key1, offset: 0)) % m)
+            perm.append(Int(Self.hashKey(fold: fold, port: d.port, key: Self.key1, offset: 0)) % m)
             skip.append(Int(Self.hashKey(fold: fold, port: d.port, key: Self.key2, offset: 0)) % (m - 1) + 1)
-            perm.append(offset.last!)
             let lw = d.lastWeight
             let t = Int((lw / g) >> Int32(rshift))
             turns.append(t != 0 ? t : (lw != 0 ? 1 : 0))
         }
-        var table = [Int](repeating: -1, count: m)
-        var taken = [Bool](repeating: false, count: m)
+        // An empty entry is -1: the table doubles as the "taken" map.
+        var table = [Int32](repeating: -1, count: m)
+        var entries = table.mutableSpan
+        var permutation = perm.mutableSpan
+        let skips = skip.span, rounds = turns.span, slots = order.span
         var n = 0, dtCount = 0
         outer: while n < m {
             var i = 0
-            while i < order.count {
-                if turns[i] < 1 { i += 1; continue }
-                var c = perm[i]
-                while taken[c] {
-                    perm[i] += skip[i]
-                    if perm[i] >= m { perm[i] -= m }
-                    c = perm[i]
+            while i < slots.count {
+                if rounds[i] < 1 { i &+= 1; continue }
+                var c = permutation[i]
+                while entries[c] >= 0 {
+                    c &+= skips[i]
+                    if c >= m { c &-= m }
                 }
-                taken[c] = true
-                table[c] = order[i]
-                n += 1
+                permutation[i] = c
+                entries[c] = Int32(truncatingIfNeeded: slots[i])
+                n &+= 1
                 if n == m { break outer }
-                dtCount += 1
-                if dtCount >= turns[i] { dtCount = 0; i += 1 }
+                dtCount &+= 1
+                if dtCount >= rounds[i] { dtCount = 0; i &+= 1 }
             }
         }
         lookup = table
@@ -70,16 +80,16 @@ public struct MaglevHashing: Scheduler {
     
     public func select(dests: Span<DestinationState>, input: ScheduleInput) -> Int? {
         guard !lookup.isEmpty else { return nil }
-        let m = UInt32(Self.tableSize)
+        let m = UInt32(tableSize)
         let port = usePort ? input.sourcePort : 0
         let ihash = Int(Self.hashKey(fold: input.sourceFold, port: port, key: Self.key1, offset: 0) % m)
-        let slot = lookup[ihash]
+        let slot = Int(lookup[ihash])
         if slot < 0 { return nil }
         if dests[slot].isAvailable { return slot }
         guard fallback else { return nil }
         for offset in 0..<m {
             let roffset = (offset + UInt32(ihash)) % m
-            let s = lookup[Int(Self.hashKey(fold: input.sourceFold, port: port, key: Self.key1, offset: roffset) % m)]
+            let s = Int(lookup[Int(Self.hashKey(fold: input.sourceFold, port: port, key: Self.key1, offset: roffset) % m)])
             if s < 0 { break }
             if dests[s].isAvailable { return s }
         }
