@@ -94,7 +94,9 @@ struct HostileTrafficTests {
     @Test func floodsLeaveLegitimateClientsServedAndTheTableBounded() throws {
         let lab = try Lab(prefix: "ltflood", bin: Self.bin)
         defer { lab.teardown() }
-        let lvsd = try lab.startNAT(director: ["--metrics", "127.0.0.1:19182"])
+        // A table the floods overfill on this machine (a SYN flood here kept about 55,000 entries live in one of 65,536).
+        let capacity = 32768
+        let lvsd = try lab.startNAT(director: ["--metrics", "127.0.0.1:19182", "--connection-table-size", "\(capacity)"])
         try lab.lvsadm("-A -t \(Lab.vip):80 -s wlc")
         try lab.lvsadm("-A -u \(Lab.vip):53 -s rr")
         for i in 1...3 {
@@ -106,15 +108,16 @@ struct HostileTrafficTests {
         let mac = try directorMAC(lab)
         var report = ""
         for (kind, port) in [("syn", "80"), ("udp", "53")] {
-            var sent = ""
+            var sent = "", entries = 0.0
             let legit = try served(lab, requests: 400, rate: 40) {
                 sent = try lab.inside("rt", "/usr/bin/python3", Self.script, "flood", "br0", mac, Lab.vip, port, "10", kind)
+                // Read as the flood ends: its entries then start to leave (the real servers give up on them).
+                entries = try metric(lab, 19182, "lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}")
             }
-            let entries = try metric(lab, 19182, "lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}")
-            report += "\(kind) flood: \(sent.trimmingCharacters(in: .whitespacesAndNewlines)) in 10 s, legitimate \(legit.ok)/\(legit.total), table \(Int(entries))/65536\n"
+            report += "\(kind) flood: \(sent.trimmingCharacters(in: .whitespacesAndNewlines)) in 10 s, legitimate \(legit.ok)/\(legit.total), table \(Int(entries))/\(capacity)\n"
             #expect(Double(legit.ok) >= 0.99 * Double(legit.total), "\(report)")
             // The flood filled the table: legitimate clients got in only through eviction.
-            #expect(entries >= 60_000, "\(report)")
+            #expect(entries >= 0.9 * Double(capacity), "\(report)")
             // After it, everyone.
             #expect(try lab.requests("http://\(Lab.vip)/", count: 100).count == 100, "\(report)")
         }
