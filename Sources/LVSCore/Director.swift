@@ -89,15 +89,7 @@ public struct DirectorShared: Sendable {
     @inline(__always)
     mutating func count(inbound: Bool, service: Int, destination: Int, bytes: UInt64) {
         var c = counters.mutableSpan
-        if inbound {
-            c[0].inPackets &+= 1; c[0].inBytes &+= bytes
-            c[service].inPackets &+= 1; c[service].inBytes &+= bytes
-            c[destination].inPackets &+= 1; c[destination].inBytes &+= bytes
-        } else {
-            c[0].outPackets &+= 1; c[0].outBytes &+= bytes
-            c[service].outPackets &+= 1; c[service].outBytes &+= bytes
-            c[destination].outPackets &+= 1; c[destination].outBytes &+= bytes
-        }
+        c.count(inbound: inbound, service: service, destination: destination, bytes: bytes)
     }
 
     mutating func countConnection(service: Int, destination: Int) {
@@ -581,5 +573,21 @@ enum ICMPWriter {
                                        initial: InternetChecksum.pseudoHeaderSum(source: vip, destination: client, protocol: IPProtocolNumber.icmpv6, length: 8 &+ quoted))
         b.setBE16(InternetChecksum.finish(sum), at: icmp &+ 2)
         f.length = 62 &+ quoted
+    }
+}
+
+extension MutableSpan where Element == Counters {
+    /// The counting itself, on the span the fast path holds for a run.
+    @inline(__always)
+    mutating func count(inbound: Bool, service: Int, destination: Int, bytes: UInt64) {
+        if inbound {
+            self[0].inPackets &+= 1; self[0].inBytes &+= bytes
+            self[service].inPackets &+= 1; self[service].inBytes &+= bytes
+            self[destination].inPackets &+= 1; self[destination].inBytes &+= bytes
+        } else {
+            self[0].outPackets &+= 1; self[0].outBytes &+= bytes
+            self[service].outPackets &+= 1; self[service].outBytes &+= bytes
+            self[destination].outPackets &+= 1; self[destination].outBytes &+= bytes
+        }
     }
 }

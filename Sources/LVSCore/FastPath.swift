@@ -176,16 +176,7 @@ extension Director {
             }
             entries[i].packets &+= 1
             entries[i].expires = now &+ timeout
-            let sc = Int(target.serviceCounter), dc = Int(target.destinationCounter)
-            if inbound {
-                counters[0].inPackets &+= 1; counters[0].inBytes &+= bytes
-                counters[sc].inPackets &+= 1; counters[sc].inBytes &+= bytes
-                counters[dc].inPackets &+= 1; counters[dc].inBytes &+= bytes
-            } else {
-                counters[0].outPackets &+= 1; counters[0].outBytes &+= bytes
-                counters[sc].outPackets &+= 1; counters[sc].outBytes &+= bytes
-                counters[dc].outPackets &+= 1; counters[dc].outBytes &+= bytes
-            }
+            counters.count(inbound: inbound, service: Int(target.serviceCounter), destination: Int(target.destinationCounter), bytes: bytes)
             // Destination and source MAC in two stores.
             h.setBE64(next.mac.value &<< 16 | next.sourceMAC.value &>> 32, at: 0)
             h.setBE32(UInt32(truncatingIfNeeded: next.sourceMAC.value), at: 8)
