@@ -283,8 +283,9 @@ public struct Director: Sendable {
 
     // MARK: the data path
 
-    /// Processes one frame occupying `frame` within `buffer`, rewriting it in
-    /// place (it may grow into the headroom before it).
+    /// Processes one frame occupying `frame` within `buffer` by the general
+    /// path (the fast path runs over batches), rewriting it in place (it may
+    /// grow into the headroom before it).
     public mutating func process(_ buffer: inout MutableSpan<UInt8>, frame: inout FrameBounds, interface: UInt16, now: UInt64) -> Verdict {
         var p: ParsedPacket
         do {

@@ -45,18 +45,15 @@ public final class FrameBatch {
     /// Runs `body` over every frame with its slot and descriptor: one access
     /// to the class's storage for the whole batch, not one per frame.
     public func forEach(_ body: (inout MutableSpan<UInt8>, inout FrameDescriptor) -> Void) {
-        var ds = descriptors
-        descriptors = []  // `ds` is now the only reference: no copy on write
-        let n = count
-        var i = 0
-        while i < n {
-            let base = unsafe storage.baseAddress!.advanced(by: i &* slotSize).assumingMemoryBound(to: UInt8.self)
-            let buffer = unsafe UnsafeMutableBufferPointer(start: base, count: slotSize)
-            var span = unsafe buffer.mutableSpan
-            body(&span, &ds[i])
-            i &+= 1
+        let size = slotSize
+        withFrames { arena, ds in
+            var i = 0
+            while i < ds.count {
+                var slot = arena._mutatingExtracting(i &* size ..< (i &+ 1) &* size)
+                body(&slot, &ds[i])
+                i &+= 1
+            }
         }
-        descriptors = ds
     }
 
     /// Runs `body` over the whole arena (slot `i` at `i * slotSize`) and the
