@@ -46,7 +46,7 @@ let package = Package(
         .executableTarget(name: "lvs-realserver", dependencies: ["LVSRealServer", "CLVSLinux",
                                                                  .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // C only where Swift cannot import a header.
-        .target(name: "CLVSLinux"),
+        .target(name: "CLVSLinux", linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf")]),
         .executableTarget(name: "lvsd", dependencies: ["LVSControl", "LVSLinux", "LVSStatus", "LVSHealth", "LVSVRRP", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                        .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "lvsadm", dependencies: ["LVSControl", "LVSLab"]),

@@ -120,15 +120,15 @@ void lvs_ring_release(lvs_ring *r) {
     r->taken = 0;
 }
 
-int lvs_ring_wait(lvs_ring *const *rings, unsigned count, int timeout_ms) {
-    struct pollfd fds[16];
-    if (count > 16) count = 16;
+int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms) {
+    struct pollfd p[32];
+    if (count > 32) count = 32;
     for (unsigned i = 0; i < count; i++) {
-        fds[i].fd = rings[i]->fd;
-        fds[i].events = POLLIN | POLLRDNORM | POLLERR;
-        fds[i].revents = 0;
+        p[i].fd = fds[i];
+        p[i].events = POLLIN | POLLRDNORM | POLLERR;
+        p[i].revents = 0;
     }
-    int n = poll(fds, count, timeout_ms);
+    int n = poll(p, count, timeout_ms);
     return n < 0 ? -errno : n;
 }
 

@@ -53,7 +53,11 @@ public struct DirectorShared: Sendable {
     var targetBase: [UInt32] = []
     var neighbourByAddress = FlatMap<IPAddress, UInt32>()
     var interfaces: [InterfaceConfiguration] = []
-    var routes: [Route] = []
+    var routes: [Route] = [] { didSet { gatewaySlots = [UInt32](repeating: .max, count: routes.count) } }
+    /// Per route with a gateway, the gateway's neighbour slot once known:
+    /// a new connection from behind a router then costs a route match, not
+    /// a hash of the neighbour table. (Slots are never reused.)
+    var gatewaySlots: [UInt32] = []
     var markRules: [FirewallMarkRule] = []
     var timeouts: [UInt64] = TimeoutTable().milliseconds
     var expireNoDestination = false
@@ -118,24 +122,35 @@ public struct DirectorShared: Sendable {
         interfaces.first { $0.index == index }
     }
 
-    /// Longest-prefix match; the next hop is the gateway or the address itself.
-    func nextHop(for address: IPAddress) -> (IPAddress, UInt16)? {
-        var best: Route? = nil
-        for r in routes where r.destination.isIPv6 == address.isIPv6 && r.prefixLength >= (best?.prefixLength ?? -1) {
-            if prefixMatches(address, r.destination, r.prefixLength) { best = r }
+    /// Longest-prefix match: the route's index.
+    func route(for address: IPAddress) -> Int? {
+        var best: Int? = nil
+        for (i, r) in routes.enumerated() where r.destination.isIPv6 == address.isIPv6 && r.prefixLength >= (best.map { routes[$0].prefixLength } ?? -1) {
+            if prefixMatches(address, r.destination, r.prefixLength) { best = i }
         }
-        guard let r = best else { return nil }
-        return (r.gateway ?? address, r.interface)
+        return best
+    }
+
+    /// The next hop (the gateway or the address itself) and its interface.
+    func nextHop(for address: IPAddress) -> (IPAddress, UInt16)? {
+        route(for: address).map { (routes[$0].gateway ?? address, routes[$0].interface) }
     }
 
     /// The neighbour slot for the next hop towards `address`.
     mutating func neighbourSlot(for address: IPAddress) -> UInt32? {
-        guard let (hop, iface) = nextHop(for: address) else { return nil }
-        if let s = neighbourByAddress[hop] { return s }
-        let s = UInt32(neighbours.count)
-        neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false,
-                                    sourceMAC: interface(iface)?.mac ?? .zero))
-        neighbourByAddress[hop] = s
+        guard let r = route(for: address) else { return nil }
+        if gatewaySlots[r] != .max { return gatewaySlots[r] }
+        let hop = routes[r].gateway ?? address, iface = routes[r].interface
+        let s: UInt32
+        if let known = neighbourByAddress[hop] {
+            s = known
+        } else {
+            s = UInt32(neighbours.count)
+            neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false,
+                                        sourceMAC: interface(iface)?.mac ?? .zero))
+            neighbourByAddress[hop] = s
+        }
+        if routes[r].gateway != nil { gatewaySlots[r] = s }
         return s
     }
 }
@@ -410,6 +425,16 @@ public struct Director: Sendable {
 
     /// Addresses lvsd answers for: VIPs and FULLNAT local addresses.
     public var ownedAddresses: [IPAddress] { v4.owned.map { .v4($0) } + v6.owned.map { .v6($0) } }
+
+    /// NAT real servers, whose replies come back through lvsd to be
+    /// rewritten although they are not addressed to an owned address.
+    public var replySources: Set<IPAddress> {
+        var found: Set<IPAddress> = []
+        for rt in shared.services where !rt.deleted {
+            for d in rt.destinations where d.method == .nat && !d.removed { found.insert(d.address) }
+        }
+        return found
+    }
 
     /// Runs the expiry sweep; call it between batches.
     public mutating func tick(now: UInt64) {

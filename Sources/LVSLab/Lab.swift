@@ -29,7 +29,7 @@ public final class Lab: @unchecked Sendable {
     /// Where lvsd, lvsadm and lvs-realserver are.
     public let bin: URL
     public let servers: Int
-    var started: [Process] = []
+    public private(set) var started: [Process] = []
     public private(set) var socket: String
     let log: (String) -> Void
 

@@ -8,26 +8,46 @@ import LVSPacket
 import Logging
 import Synchronization
 
-/// The AF_PACKET data plane: per worker, one TPACKET_V2 receive ring per
-/// interface (a PACKET_FANOUT_HASH group spreads flows when there are
-/// several workers), frames copied into the worker's batch arena, run
-/// through its engine's `Director` under one lock per batch, and sent with
-/// one sendmmsg per interface per batch. An idle worker sleeps in poll.
+/// How frames reach lvsd.
+public enum PacketIO: String, Sendable, CaseIterable {
+    /// An AF_PACKET ring per interface: every frame, also the kernel's.
+    case packet
+    /// AF_XDP sockets for lvsd's frames (`XDPAttachment`), with the
+    /// AF_PACKET ring kept for what the kernel keeps (ARP, neighbour discovery).
+    case xdp
+}
+
+/// The data plane: per worker, one TPACKET_V2 receive ring per interface
+/// (a PACKET_FANOUT_HASH group spreads flows when there are several
+/// workers) and, with `--io xdp`, the AF_XDP sockets of its queues; frames
+/// copied into the worker's batch arena, run through its engine's
+/// `Director` under one lock per batch, and sent with one sendmmsg (or one
+/// AF_XDP kick) per interface per batch. An idle worker sleeps in poll.
 public final class DataPlane: Sendable {
     let plane: ControlPlane
     let interfaces: [InterfaceConfiguration]
+    let io: PacketIO
+    let hostAddresses: [IPAddress]
     let logger: Logger
     let workers: Mutex<[Worker]> = Mutex([])
+    let xdp: Mutex<XDPAttachment?> = Mutex(nil)
 
-    public init(plane: ControlPlane, interfaces: [InterfaceConfiguration], logger: Logger) {
+    /// `hostAddresses`: the kernel's own addresses, whose frames XDP leaves
+    /// to the kernel even when they come from a NAT real server (health checks).
+    public init(plane: ControlPlane, interfaces: [InterfaceConfiguration], io: PacketIO = .packet, hostAddresses: [IPAddress] = [], logger: Logger) {
         self.plane = plane
         self.interfaces = interfaces
+        self.io = io
+        self.hostAddresses = hostAddresses
         self.logger = logger
     }
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
-    /// Opens every ring, then starts the workers.
+    /// The I/O actually in use: AF_PACKET where XDP was asked for and failed.
+    public var activeIO: PacketIO { xdp.withLock { $0 == nil } ? .packet : .xdp }
+
+    /// Opens every ring (and the XDP sockets), then starts the workers.
     public func start() throws(Failure) {
         var made: [Worker] = []
         let fanout = plane.engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
@@ -47,13 +67,32 @@ public final class DataPlane: Sendable {
             }
             made.append(worker)
         }
+        if io == .xdp {
+            do {
+                let attachment = try XDPAttachment(interfaces: interfaces.map(\.index), workers: made, logger: logger)
+                attachment.update(owned: made[0].engine.director.withLock { $0.ownedAddresses }, replySources: made[0].engine.director.withLock { $0.replySources },
+                                  host: hostAddresses)
+                xdp.withLock { $0 = attachment }
+            } catch {
+                logger.warning("AF_XDP unavailable, using AF_PACKET: \(error.description)")
+            }
+        }
         workers.withLock { $0 = made }
         for w in made { w.start() }
     }
 
+    /// Tells the XDP program which frames are lvsd's; call it when the
+    /// configuration changes (cheap when nothing did).
+    public func updateAddresses(owned: [IPAddress], replySources: Set<IPAddress>) {
+        xdp.withLock { $0?.update(owned: owned, replySources: replySources, host: hostAddresses) }
+    }
+
     public func stop() {
         let all = workers.withLock { $0 }
-        for w in all { w.join(); w.close() }
+        for w in all { w.join() }
+        // Detached first, so that no frame is sent to a closed socket.
+        xdp.withLock { $0?.detach(); $0 = nil }
+        for w in all { w.close() }
     }
 }
 
@@ -65,6 +104,10 @@ final class Worker: @unchecked Sendable {
     let logger: Logger
     var rings: [UnsafeMutablePointer<lvs_ring>] = []
     var ringInterface: [UInt16] = []
+    var sockets: [OpaquePointer] = []
+    var socketInterface: [UInt16] = []
+    /// Every ring's and socket's descriptor, for poll.
+    var readable: [Int32] = []
     let batch = FrameBatch(capacity: 64)
     var thread = pthread_t()
     var announced: Set<IPAddress> = []
@@ -102,13 +145,30 @@ final class Worker: @unchecked Sendable {
 
     func close() {
         for r in rings { lvs_ring_close(r); r.deallocate() }
+        for s in sockets { lvs_xsk_close(s) }
         rings = []
+        sockets = []
     }
 
     func run() {
         var lastHousekeeping: UInt64 = 0
+        readable = rings.map(\.pointee.fd) + sockets.map(lvs_xsk_fd)
         while !stopped {
             var busy = false
+            for s in sockets.indices {
+                for _ in 0..<4 {
+                    if batch.count == batch.capacity { flush() }
+                    let n = frames.withUnsafeMutableBufferPointer { f in
+                        lengths.withUnsafeMutableBufferPointer { l in lvs_xsk_receive(sockets[s], f.baseAddress, l.baseAddress, UInt32(batch.capacity - batch.count)) }
+                    }
+                    guard n > 0 else { break }
+                    busy = true
+                    for k in 0..<Int(n) {
+                        _ = batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s])
+                    }
+                    lvs_xsk_release(sockets[s])
+                }
+            }
             for r in rings.indices {
                 // At most a few blocks per ring per round, so that one busy interface cannot starve the others.
                 for _ in 0..<4 {
@@ -135,11 +195,7 @@ final class Worker: @unchecked Sendable {
                 housekeeping(now: now)
             }
             if !busy {
-                rings.withUnsafeBufferPointer { p in
-                    p.withMemoryRebound(to: UnsafeMutablePointer<lvs_ring>?.self) { q in
-                        _ = lvs_ring_wait(q.baseAddress, UInt32(q.count), 50)
-                    }
-                }
+                _ = readable.withUnsafeBufferPointer { lvs_wait_readable($0.baseAddress, UInt32($0.count), 50) }
             }
         }
     }
@@ -154,6 +210,7 @@ final class Worker: @unchecked Sendable {
     func transmit() {
         for r in rings.indices {
             let iface = ringInterface[r]
+            let socket = socketInterface.firstIndex(of: iface).map { sockets[$0] }
             var n = 0
             for i in 0..<batch.count {
                 guard case .transmit(let out) = batch.descriptors[i].verdict, out == iface else { continue }
@@ -163,7 +220,10 @@ final class Worker: @unchecked Sendable {
             }
             guard n > 0 else { continue }
             let sent = frames.withUnsafeBufferPointer { f in
-                lengths.withUnsafeBufferPointer { l in lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n)) }
+                lengths.withUnsafeBufferPointer { l in
+                    if let socket { lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n)) }
+                    else { lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n)) }
+                }
             }
             if sent < 0 { logger.debug("send on \(iface): \(String(cString: strerror(-sent)))") }
         }

@@ -28,8 +28,12 @@ struct LVSD: ParsableCommand {
     @Option(help: ArgumentHelp("A keepalived.conf whose virtual_server blocks to load; repeatable.", valueName: "file"))
     var keepalived: [String] = []
 
-    @Option(help: ArgumentHelp("An interface to serve (AF_PACKET); repeatable. Without one lvsd runs its tables only.", valueName: "name"))
+    @Option(help: ArgumentHelp("An interface to serve; repeatable. Without one lvsd runs its tables only.", valueName: "name"))
     var interface: [String] = []
+
+    @Option(help: ArgumentHelp("How frames reach lvsd: packet (AF_PACKET rings) or xdp (AF_XDP sockets fed by an XDP program, AF_PACKET where XDP is unavailable).",
+                               valueName: "packet|xdp"))
+    var io: PacketIO = .packet
 
     @Option(help: "Worker threads; more than one spreads flows by hash (DR and TUN; NAT and FULLNAT replies need one).")
     var workers = 1
@@ -124,7 +128,7 @@ struct LVSD: ParsableCommand {
             for n in kernel.neighbours where served.contains(n.index) {
                 for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
             }
-            let dp = DataPlane(plane: plane, interfaces: base.interfaces, logger: logger)
+            let dp = DataPlane(plane: plane, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
             do { try dp.start() } catch {
                 logger.critical("cannot start the data plane: \(error)")
                 server.stop()
@@ -133,7 +137,8 @@ struct LVSD: ParsableCommand {
             dataPlane = dp
         }
         vrrp?.start()
-        logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)"])
+        logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)",
+                                          "io": "\(dataPlane?.activeIO.rawValue ?? "-")"])
         // keepalived.conf's checkers; replaced on each successful reload.
         let health = Mutex<HealthMonitor?>(nil)
         @Sendable func restartHealthChecks() {
@@ -202,11 +207,14 @@ struct LVSD: ParsableCommand {
         timer.resume()
 
         let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, logger: logger)
+        let served = dataPlane
         let filterTimer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.filter"))
         filterTimer.schedule(deadline: .now(), repeating: .milliseconds(500))
         filterTimer.setEventHandler {
-            guard let filter, let engine = plane.engines.first else { return }
-            filter.update(owned: engine.director.withLock { $0.ownedAddresses })
+            guard let engine = plane.engines.first else { return }
+            let (owned, replySources) = engine.director.withLock { ($0.ownedAddresses, $0.replySources) }
+            filter?.update(owned: owned)
+            served?.updateAddresses(owned: owned, replySources: replySources)
         }
         filterTimer.resume()
 
@@ -246,3 +254,5 @@ struct LVSD: ParsableCommand {
         KernelFile.firstLine(path) == "1"
     }
 }
+
+extension PacketIO: ExpressibleByArgument {}

@@ -11,10 +11,10 @@ struct ForwardingTests {
     static let bin = Executables.directory
 
     /// A lab with lvsd and nginx running, removed afterwards whatever happens.
-    func withLab(_ prefix: String, nginx: Bool = true, _ body: (Lab) throws -> Void) throws {
+    func withLab(_ prefix: String, nginx: Bool = true, director extra: [String] = [], _ body: (Lab) throws -> Void) throws {
         let lab = try Lab(prefix: prefix, bin: Self.bin)
         defer { lab.teardown() }
-        try lab.startDirector()
+        try lab.startDirector(extra: extra)
         if nginx { try lab.startNginx() }
         do { try body(lab) } catch {
             Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
@@ -113,6 +113,54 @@ struct ForwardingTests {
             let client = try lab.inside("r1", Self.bin.appendingPathComponent("lvs-realserver").path, "toa", "--socket",
                                         lab.directory.appendingPathComponent("toa1.sock").path, "--query", "\(parts[1]):\(parts[2])")
             #expect(client.hasPrefix("\(Lab.client):"), "\(client)")
+        }
+    }
+
+    /// `--io xdp`: the XDP program hands lvsd the frames to its addresses and
+    /// from its NAT servers (IPv4 and IPv6), natively on veth, and leaves the kernel its own
+    /// (the director reaching a NAT server itself, as a health check does).
+    /// A second lvsd finds the interface taken, says so, and serves through
+    /// AF_PACKET once the first has gone; the first leaves no program behind.
+    @Test func afXDPServesNATAndFullNATAndFallsBackToAFPacket() throws {
+        try withLab("ltxdp", director: ["--io", "xdp"]) { lab in
+            try setUp(lab, method: "-m", service: "\(Lab.vip):80", port: 8080)
+            try lab.lvsadm("-A -t \(Lab.vip):81 -s rr")
+            try lab.lvsadm("--add-laddr -t \(Lab.vip):81 -z \(Lab.lip)")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):81 -r \(Lab.real(i)):8080 -b") }
+            #expect(lab.logText("lvsd").contains("interface=\(lab.ns("d0")) mode=native queues=1 [LVSLinux] AF_XDP attached"), "\(lab.logText("lvsd"))")
+            #expect(try lab.inside("d", "ip", "link", "show", lab.ns("d0")).contains("prog/xdp"))
+            usleep(700_000)  // the address map follows the configuration every 500 ms
+            let nat = try lab.requests("http://\(Lab.vip)/", count: 300)
+            #expect(spread(nat) == ["rs1": 100, "rs2": 100, "rs3": 100], "\(spread(nat))")
+            #expect(nat.allSatisfy { $0.contains(" \(Lab.client) ") })
+            let full = try lab.requests("http://\(Lab.vip):81/", count: 30)
+            #expect(spread(full) == ["rs1": 10, "rs2": 10, "rs3": 10] && full.allSatisfy { $0.contains(" \(Lab.lip) ") }, "\(full)")
+            try lab.lvsadm("-A -t [\(Lab.vip6)]:80 -s rr")
+            for i in 1...3 { try lab.lvsadm("-a -t [\(Lab.vip6)]:80 -r [\(Lab.real6(i))]:8080 -m") }
+            usleep(700_000)
+            let v6 = try lab.requests("http://[\(Lab.vip6)]/", count: 30)
+            #expect(spread(v6) == ["rs1": 10, "rs2": 10, "rs3": 10] && v6.allSatisfy { $0.contains(" \(Lab.client6) ") }, "\(v6)")
+            let own = try lab.inside("d", "curl", "-sS", "--max-time", "5", "http://\(Lab.real(1)):8080/")
+            #expect(own.hasPrefix("rs1 \(Lab.director) "), "\(own)")
+
+            let second = lab.socket(for: "second")
+            let fallback = try lab.start("d", [Self.bin.appendingPathComponent("lvsd").path, "--socket", second, "--interface", lab.ns("d0"), "--io", "xdp"],
+                                         logName: "lvsd-second")
+            var waited = 0
+            while !lab.logText("lvsd-second").contains("io=") && waited < 250 { usleep(20_000); waited += 1 }
+            #expect(lab.logText("lvsd-second").contains("AF_XDP unavailable, using AF_PACKET"), "\(lab.logText("lvsd-second"))")
+            #expect(lab.logText("lvsd-second").contains("io=packet"))
+            try lab.lvsadm("-A -t \(Lab.vip):80 -s rr", role: "second")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m", role: "second") }
+            let first = lab.started[0]
+            kill(first.processIdentifier, SIGTERM)
+            first.waitUntilExit()
+            let link = try lab.inside("d", "ip", "link", "show", lab.ns("d0"))
+            #expect(!link.contains("prog/xdp"), "\(link)\n\(lab.logText("lvsd"))")
+            usleep(700_000)
+            let after = try lab.requests("http://\(Lab.vip)/", count: 30)
+            #expect(spread(after) == ["rs1": 10, "rs2": 10, "rs3": 10], "\(after)\n\(lab.logText("lvsd-second"))")
+            _ = fallback
         }
     }
 

@@ -39,8 +39,8 @@ void *lvs_ring_block(lvs_ring *ring, unsigned *count);
 const unsigned char *lvs_ring_frame(void *frame, unsigned *length, void **next);
 /// Gives the run back to the kernel.
 void lvs_ring_release(lvs_ring *ring);
-/// Waits until the ring has a frame or `timeout_ms` passes (poll).
-int lvs_ring_wait(lvs_ring *const *rings, unsigned count, int timeout_ms);
+/// Waits until one of `fds` is readable or `timeout_ms` passes (poll).
+int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms);
 /// Sends `count` frames with one sendmmsg; returns how many went, or -errno.
 int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
 /// recvmsg on an IPv6 raw socket with IPV6_RECVHOPLIMIT on: the payload's
@@ -58,5 +58,43 @@ int lvs_packet_socket(int ifindex);
 
 /// Opens a TUN device (IFF_TUN | IFF_NO_PI) named `name`; the fd or -errno.
 int lvs_tun_open(const char *name);
+
+// MARK: AF_XDP (xdp.c)
+
+/// Address-map flags: frames to an owned address (VIP, local address) go to
+/// lvsd; frames to a host address stay the kernel's; frames from a real
+/// server whose replies lvsd rewrites (NAT) go to lvsd.
+#define LVS_XDP_OWNED 1
+#define LVS_XDP_REPLY_SOURCE 2
+#define LVS_XDP_HOST 4
+#define LVS_XDP_MODE_NATIVE 1
+#define LVS_XDP_MODE_GENERIC 2
+
+/// The hash map of addresses (16 bytes; IPv4 as ::ffff:a.b.c.d) to flags
+/// that every interface's program reads: its fd or -errno.
+int lvs_xdp_address_map(unsigned capacity);
+/// Sets an address's flags (0 removes it): 0 or -errno.
+int lvs_xdp_address_set(int map, const unsigned char *address16, unsigned flags);
+
+typedef struct lvs_xdp_program lvs_xdp_program;
+/// Loads the program for one interface and attaches it, natively where the
+/// driver can, in generic mode where not (`mode`). NULL on failure, with the
+/// reason in `error`; on a generic attach `error` says why native failed.
+lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, int *mode, char *error, size_t capacity);
+void lvs_xdp_detach(lvs_xdp_program *program);
+
+/// An AF_XDP socket on one queue with its own UMEM (2048 receive and 2048
+/// transmit frames of 2 KiB); frames are copied out on receive and in on
+/// send, as with the AF_PACKET ring. NULL with -errno in `error`.
+typedef struct lvs_xsk lvs_xsk;
+lvs_xsk *lvs_xsk_open(lvs_xdp_program *program, const char *ifname, unsigned queue, int *error);
+void lvs_xsk_close(lvs_xsk *socket);
+int lvs_xsk_fd(lvs_xsk *socket);
+/// Up to `max` received frames (pointers into the UMEM), valid until lvs_xsk_release.
+unsigned lvs_xsk_receive(lvs_xsk *socket, const unsigned char **frames, unsigned *lengths, unsigned max);
+/// Gives the frames of the last receive back to the kernel.
+void lvs_xsk_release(lvs_xsk *socket);
+/// Copies `count` frames into transmit frames and sends them; how many went.
+int lvs_xsk_send(lvs_xsk *socket, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
 
 #endif

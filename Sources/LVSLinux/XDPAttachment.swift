@@ -1,0 +1,113 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLVSLinux
+import Foundation
+import LVSPacket
+import Logging
+
+/// `--io xdp`: an XDP program on every served interface that redirects
+/// lvsd's frames (to an owned address, or from a NAT real server to anything
+/// but a host address) to an AF_XDP socket per receive queue, and passes the
+/// rest to the kernel, where the AF_PACKET ring still sees it. The program
+/// attaches natively where the driver can (veth can) and in generic mode
+/// where not; the sockets bind zero-copy where the driver can, copy where not.
+final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock only
+    var addressMap: Int32
+    var programs: [(interface: UInt16, program: OpaquePointer)] = []
+    var installed: [IPAddress: UInt32] = [:]
+    let logger: Logger
+
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    /// Attaches to every interface and gives each worker the sockets of its
+    /// queues (queue q to worker q mod workers). All or nothing: on failure
+    /// nothing stays attached.
+    init(interfaces: [UInt16], workers: [Worker], logger: Logger) throws(Failure) {
+        self.logger = logger
+        let map = lvs_xdp_address_map(16384)
+        guard map >= 0 else { throw Failure(description: "address map: \(String(cString: strerror(-map)))") }
+        addressMap = map
+        var opened: [(Worker, OpaquePointer)] = []
+        do throws(Failure) {
+            for index in interfaces {
+                var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+                guard if_indextoname(UInt32(index), &buffer) != nil else { throw Failure(description: "interface \(index): no name") }
+                let name = Self.text(buffer)
+                let queues = Self.receiveQueues(name)
+                var mode: Int32 = 0
+                var error = [CChar](repeating: 0, count: 512)
+                guard let program = lvs_xdp_attach(Int32(index), map, UInt32(queues), &mode, &error, error.count) else {
+                    throw Failure(description: "\(name): \(Self.text(error))")
+                }
+                programs.append((index, program))
+                for q in 0..<queues {
+                    var rc: Int32 = 0
+                    guard let socket = lvs_xsk_open(program, name, UInt32(q), &rc) else {
+                        throw Failure(description: "\(name) queue \(q): AF_XDP socket: \(String(cString: strerror(-rc)))")
+                    }
+                    let worker = workers[q % workers.count]
+                    worker.sockets.append(socket)
+                    worker.socketInterface.append(index)
+                    opened.append((worker, socket))
+                }
+                logger.info("AF_XDP attached", metadata: ["interface": "\(name)", "queues": "\(queues)",
+                                                          "mode": "\(mode == LVS_XDP_MODE_NATIVE ? "native" : "generic (\(Self.text(error)))")"])
+            }
+        } catch {
+            for (worker, socket) in opened {
+                lvs_xsk_close(socket)
+                if let k = worker.sockets.firstIndex(of: socket) {
+                    worker.sockets.remove(at: k)
+                    worker.socketInterface.remove(at: k)
+                }
+            }
+            detach()
+            throw error
+        }
+    }
+
+    static func text(_ c: [CChar]) -> String { String(decoding: c.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+
+    /// Receive queues, as sysfs lists them (1 if it cannot tell).
+    static func receiveQueues(_ name: String) -> Int {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net/\(name)/queues")) ?? []
+        return max(1, entries.filter { $0.hasPrefix("rx-") }.count)
+    }
+
+    /// Brings the address map to `owned`, `replySources` and `host`, changing only what differs.
+    func update(owned: [IPAddress], replySources: Set<IPAddress>, host: [IPAddress]) {
+        var wanted: [IPAddress: UInt32] = [:]
+        for a in owned { wanted[a, default: 0] |= UInt32(LVS_XDP_OWNED) }
+        for a in replySources { wanted[a, default: 0] |= UInt32(LVS_XDP_REPLY_SOURCE) }
+        for a in host { wanted[a, default: 0] |= UInt32(LVS_XDP_HOST) }
+        guard wanted != installed else { return }
+        for (a, flags) in wanted where installed[a] != flags { set(a, flags) }
+        for a in installed.keys where wanted[a] == nil { set(a, 0) }
+        installed = wanted
+    }
+
+    func set(_ address: IPAddress, _ flags: UInt32) {
+        var key = [UInt8](repeating: 0, count: 16)
+        switch address {
+        case .v4(let a):
+            key[10] = 0xFF; key[11] = 0xFF
+            for k in 0..<4 { key[12 + k] = UInt8(truncatingIfNeeded: a.value >> (24 - 8 * k)) }
+        case .v6(let a):
+            for k in 0..<8 {
+                key[k] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * k))
+                key[8 + k] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * k))
+            }
+        }
+        let rc = lvs_xdp_address_set(addressMap, key, flags)
+        if rc < 0 { logger.warning("XDP address map: \(address): \(String(cString: strerror(-rc)))") }
+    }
+
+    /// Detaches every program; the kernel has the interfaces' frames back.
+    func detach() {
+        for p in programs { lvs_xdp_detach(p.program) }
+        programs = []
+        if addressMap >= 0 { Glibc.close(addressMap) }
+        addressMap = -1
+    }
+}
