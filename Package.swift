@@ -25,7 +25,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "LVSPacket", swiftSettings: strict),
-        .target(name: "LVSCore", dependencies: ["LVSPacket"], swiftSettings: strict),
+        .target(name: "LVSCore", dependencies: ["LVSPacket", "CLVSPrefetch"], swiftSettings: strict),
+        // The connection-table prefetch of the fast path (Swift has none).
+        .target(name: "CLVSPrefetch"),
         // Control plane: the service table, the ipvsadm command line and its
         // listings, config files, the control protocol and socket.
         .target(name: "LVSControl", dependencies: ["LVSCore", "CLVSLinux", .product(name: "Logging", package: "swift-log")]),

@@ -113,6 +113,10 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         return h ^ (h &>> 32)
     }
 
+    /// Where the probe for `hash` starts.
+    @inline(__always)
+    static func firstSlot(_ hash: UInt64, mask: Int) -> Int { Int(truncatingIfNeeded: hash & 0xFFFF_FFFF) & mask }
+
     /// Key of a template: protocol with bit 8 set so it never meets a flow.
     static func key(proto: UInt8, template: Bool) -> UInt8 { template ? proto | 0x80 : proto }
 
@@ -130,7 +134,7 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         let h = hash(proto, a, ap, b, bp)
         let tag = h & 0xFFFF_FFFF
         let dir = UInt64(direction.rawValue)
-        var i = Int(truncatingIfNeeded: tag) & mask
+        var i = firstSlot(h, mask: mask)
         while true {
             let s = slots[i]
             if s == 0 { return -1 }
@@ -174,7 +178,7 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
 
     mutating func place(_ h: UInt64, _ index: Int, _ dir: UInt64) {
         let tag = h & 0xFFFF_FFFF
-        var i = Int(truncatingIfNeeded: tag) & mask
+        var i = Self.firstSlot(h, mask: mask)
         while slots[i] != 0 { i = (i &+ 1) & mask }
         slots[i] = tag &<< 32 | UInt64(index &+ 1) &<< 1 | dir
     }
@@ -201,7 +205,7 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
 
     mutating func unplace(_ h: UInt64, _ index: Int, _ dir: UInt64) {
         let wanted = (h & 0xFFFF_FFFF) &<< 32 | UInt64(index &+ 1) &<< 1 | dir
-        var i = Int(truncatingIfNeeded: h & 0xFFFF_FFFF) & mask
+        var i = Self.firstSlot(h, mask: mask)
         while slots[i] != wanted {
             guard slots[i] != 0 else { return }
             i = (i &+ 1) & mask

@@ -52,7 +52,8 @@ public struct DestinationState: Sendable {
     }
 
     /// `ip_vs_dest_conn_overhead`.
-    public var overhead: Int64 { Int64(activeConnections) << 8 + Int64(inactiveConnections) }
+    public var overhead: Int64 { Self.overhead(active: activeConnections, inactive: inactiveConnections) }
+    static func overhead(active: UInt32, inactive: UInt32) -> Int64 { Int64(active) << 8 + Int64(inactive) }
 
     /// Schedulers skip weight ≤ 0 and OVERLOAD servers.
     public var isAvailable: Bool { weight > 0 && !overloaded && !removed }

@@ -42,6 +42,17 @@ struct ServiceLookupKey<A: IPAddressProtocol>: Hashable, Sendable {
     var port: UInt16
 }
 
+extension ServiceRuntime {
+    /// The scheduler is swapped out (with an empty one) rather than copied, so
+    /// that it stays unique, and the arrays it reads are not retained.
+    mutating func schedule(_ input: ScheduleInput, now: UInt64) -> Int? {
+        var s = SchedulerInstance.wlc(.init(flags: []))
+        swap(&s, &scheduler)
+        defer { swap(&s, &scheduler) }
+        return s.schedule(order: order.span, dests: destinations.span, input: input, now: now)
+    }
+}
+
 /// State shared by both address families of one worker.
 public struct DirectorShared: Sendable {
     public var services: [ServiceRuntime] = []
@@ -53,7 +64,20 @@ public struct DirectorShared: Sendable {
     var targetBase: [UInt32] = []
     var neighbourByAddress = FlatMap<IPAddress, UInt32>()
     var interfaces: [InterfaceConfiguration] = []
-    var routes: [Route] = [] { didSet { gatewaySlots = [UInt32](repeating: .max, count: routes.count) } }
+    var routes: [Route] = [] {
+        didSet {
+            gatewaySlots = [UInt32](repeating: .max, count: routes.count)
+            // Longest prefix first, and of equal ones the later route, as the scan in `route(for:)` picks.
+            routes4 = routes.indices.compactMap { i -> IPv4Route? in
+                guard case .v4(let d) = routes[i].destination else { return nil }
+                let mask: UInt32 = routes[i].prefixLength <= 0 ? 0 : UInt32.max << UInt32(32 - min(32, routes[i].prefixLength))
+                return IPv4Route(network: d.value & mask, mask: mask, prefixLength: routes[i].prefixLength, route: i)
+            }.sorted { ($0.prefixLength, $0.route) > ($1.prefixLength, $1.route) }
+        }
+    }
+    /// The IPv4 routes as masks, in match order: a new connection's route
+    /// lookup is a few compares.
+    var routes4: [IPv4Route] = []
     /// Per route with a gateway, the gateway's neighbour slot once known:
     /// a new connection from behind a router then costs a route match, not
     /// a hash of the neighbour table. (Slots are never reused.)
@@ -122,8 +146,19 @@ public struct DirectorShared: Sendable {
         interfaces.first { $0.index == index }
     }
 
+    struct IPv4Route: Sendable {
+        var network: UInt32
+        var mask: UInt32
+        var prefixLength: Int
+        var route: Int
+    }
+
     /// Longest-prefix match: the route's index.
     func route(for address: IPAddress) -> Int? {
+        if case .v4(let a) = address {
+            for r in routes4 where a.value & r.mask == r.network { return r.route }
+            return nil
+        }
         var best: Int? = nil
         for (i, r) in routes.enumerated() where r.destination.isIPv6 == address.isIPv6 && r.prefixLength >= (best.map { routes[$0].prefixLength } ?? -1) {
             if prefixMatches(address, r.destination, r.prefixLength) { best = i }
@@ -173,6 +208,10 @@ public struct Director: Sendable {
     public var sweepBudget = 4096
     /// Off only in tests that check the fast path against the general one.
     var fastPathEnabled = true
+    /// Live connections above which a fast-path run prefetches its entries
+    /// (64 bytes each: 4 MiB, about what a cache holds); tests and the
+    /// prefetch benchmark change it.
+    public var prefetchAbove = 1 << 16
     /// Armed by `lvsadm trace`; nil costs one check per batch.
     var traceSession: TraceSession? = nil
 

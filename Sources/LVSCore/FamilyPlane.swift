@@ -185,7 +185,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             guard let s = schedule(service, p, src: src, dst: dst, now: now, shared: &shared) else { return shared.drop(.noRealServer) }
             slot = s
         }
-        let dest = shared.services[service].destinations[slot]
+        let destAddress = shared.services[service].destinations[slot].address
+        let destPort = shared.services[service].destinations[slot].port
         var c = Connection<A>()
         c.proto = proto
         c.client = src
@@ -196,17 +197,18 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         c.destination = UInt16(slot)
         c.flags = [.inactive]
         if isMark { c.flags.insert(.firewallMark) }
-        c.realPort = dest.port == 0 ? p.destinationPort : dest.port
-        if let r = Self.address(dest.address) { c.real = r }
-        switch dest.method {
+        c.realPort = destPort == 0 ? p.destinationPort : destPort
+        let real = Self.address(destAddress)
+        if let real { c.real = real }
+        switch shared.services[service].destinations[slot].method {
         case .nat:
-            guard Self.address(dest.address) != nil else { return shared.drop(.noRoute) }
+            guard real != nil else { return shared.drop(.noRoute) }
             c.local = src
             c.localPort = p.sourcePort
             c.flags.insert(.replyIndexed)
         case .fullNAT:
             // In place: a copy of the pool would copy its port arrays.
-            guard let r = Self.address(dest.address), pools[service] != nil,
+            guard let r = real, pools[service] != nil,
                   let (lip, lport) = pools[service]!.allocate(real: r, port: c.realPort) else { return shared.drop(.fullNATPortsExhausted) }
             c.local = lip
             c.localPort = lport
@@ -293,12 +295,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     mutating func schedule(_ service: Int, _ p: ParsedPacket, src: A, dst: A, now: UInt64, shared: inout DirectorShared) -> Int? {
         let input = ScheduleInput(sourceFold: src.kernelFold, sourcePort: p.sourcePort, destinationFold: dst.kernelFold)
-        // The two arrays it reads, not the whole runtime (whose copy retains everything in it).
-        var scheduler = shared.services[service].scheduler
-        let order = shared.services[service].order, dests = shared.services[service].destinations
-        let slot = scheduler.schedule(order: order.span, dests: dests.span, input: input, now: now)
-        shared.services[service].scheduler = scheduler
-        return slot
+        return shared.services[service].schedule(input, now: now)
     }
 
     // MARK: forwarding

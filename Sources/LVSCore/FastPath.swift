@@ -1,3 +1,4 @@
+import CLVSPrefetch
 import LVSPacket
 
 /// What the fast path needs of a real server, in one flat array indexed by
@@ -88,6 +89,9 @@ extension Director {
     static func fastCandidate(_ arena: inout MutableSpan<UInt8>, _ f: FrameBounds, slot k: Int, slotSize: Int) -> Bool {
         guard let at = windowStart(f, slot: k, slotSize: slotSize) else { return false }
         var raw = unsafe arena.mutableBytes  // read only
+        // A segment with SYN, FIN or RST is declined before the checks (a
+        // new connection's SYN would pay for them for nothing).
+        if raw.byte(at: at &+ 23) == IPProtocolNumber.tcp && raw.byte(at: at &+ 47) & 0x07 != 0 { return false }
         return transportChecksumOffset(raw._mutatingExtracting(at ..< at &+ window), frameLength: f.length) != nil
     }
 
@@ -97,11 +101,49 @@ extension Director {
     mutating func fastRun(_ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
                           slotSize: Int, now: UInt64) -> Int {
         let replies = v4.hasReplyTraffic, mask = v4.table.mask
+        if v4.table.count > prefetchAbove {
+            Self.prefetch(first ..< ds.count, &arena, ds, slotSize: slotSize, slots: v4.table.slots, entries: v4.table.entries, mask: mask)
+        }
         let tcpTimeout = shared.timeouts[Int(ConnectionState.established.rawValue)]
         let udpTimeout = shared.timeouts[Int(ConnectionState.udp.rawValue)]
         return Self.fastRun(&v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.targetBase,
                             shared.neighbours, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
                             &arena, &ds, from: first, slotSize: slotSize, now: now)
+    }
+
+    /// With a table bigger than the cache, each lookup waits for two misses
+    /// (index slot, then entry). Before a run, the slots of all its frames
+    /// are fetched, then, by the slots, their entries: the misses overlap.
+    /// The addresses only go to the prefetch, which never reads or faults.
+    @inline(never)
+    static func prefetch(_ frames: Range<Int>, _ arena: inout MutableSpan<UInt8>, _ ds: borrowing MutableSpan<FrameDescriptor>, slotSize: Int,
+                         slots: [UInt64], entries: [Connection<IPv4Address>], mask: Int) {
+        var raw = unsafe arena.mutableBytes  // read only
+        var buckets = InlineArray<64, Int>(repeating: -1)
+        let frames = frames.clamped(to: frames.lowerBound ..< frames.lowerBound &+ 64)
+        unsafe slots.withUnsafeBufferPointer { slotBase in
+            guard let base = unsafe slotBase.baseAddress else { return }
+            for k in frames {
+                guard let at = windowStart(ds[k].bounds, slot: k, slotSize: slotSize) else { continue }
+                let h = raw._mutatingExtracting(at ..< at &+ window)
+                guard h.be16(at: 12) == 0x0800 else { continue }
+                let ports = h.be32(at: 34)
+                let hash = ConnectionTable<IPv4Address>.hash(h.byte(at: 23), IPv4Address(h.be32(at: 26)), UInt16(truncatingIfNeeded: ports &>> 16),
+                                                              IPv4Address(h.be32(at: 30)), UInt16(truncatingIfNeeded: ports))
+                let b = ConnectionTable<IPv4Address>.firstSlot(hash, mask: mask)
+                buckets[k &- frames.lowerBound] = b
+                unsafe lvs_prefetch(base + b)
+            }
+        }
+        unsafe entries.withUnsafeBufferPointer { entryBase in
+            guard let base = unsafe entryBase.baseAddress else { return }
+            for k in frames {
+                let b = buckets[k &- frames.lowerBound]
+                guard b >= 0, b < slots.count else { continue }
+                let index = Int((slots[b] & 0xFFFF_FFFF) &>> 1) &- 1
+                if index >= 0 && index < entryBase.count { unsafe lvs_prefetch(base + index) }
+            }
+        }
     }
 
     /// The tables come as separate arguments so that each is a span of its own for the whole run.

@@ -526,12 +526,14 @@ import LVSPacket
     /// A batch mixing frames the fast path takes with frames it declines (a
     /// new flow, a FIN, a broken header checksum) ends exactly as the same
     /// frames sent one at a time through the general path: runs stop at the
-    /// declined frame and resume after it, in order.
-    @Test func batchesInterleaveRunsWithTheGeneralPath() {
+    /// declined frame and resume after it, in order. With the prefetch of a
+    /// big table on, too (it only hints the cache).
+    @Test(arguments: [false, true]) func batchesInterleaveRunsWithTheGeneralPath(prefetching: Bool) {
         let servers = ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 8080, method: .nat) }
         let svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", realServers: servers)
         var fast = Harness([svc]), slow = Harness([svc])
         slow.director.fastPathEnabled = false
+        if prefetching { fast.director.prefetchAbove = 0 }
         func data(_ port: UInt16, flags: UInt8 = 0x18) -> [UInt8] {
             h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1001, ack: 5001, flags: flags, payload: [1, 2, 3]))
         }

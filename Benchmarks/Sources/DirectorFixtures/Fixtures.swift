@@ -49,7 +49,14 @@ public final class Scenario {
                 _ = push(Self.tcp(src: c.real, dst: c.local, sport: c.realPort, dport: c.localPort, seq: 5000, ack: 1001, flags: 0x12), interface: 2)
             }
             let pkt = kind == .newConnectionWLC ? syn : Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1001, ack: 5001, flags: 0x10)
-            if frames.count < 4096 { frames.append(pkt) }
+            frames.append(pkt)
+        }
+        // Every flow, in an order that scatters them over the table, as
+        // packets of many flows arrive: a table bigger than the cache is
+        // then measured with its misses.
+        if frames.count > 4096 {
+            let n = frames.count
+            frames = (0..<n).map { frames[($0 &* 7919) % n] }
         }
     }
 

@@ -37,7 +37,7 @@ public struct LocalityBasedLeastConnection: Scheduler {
                 return e.slot
             }
         }
-        guard let slot = weightedLeast(order: order, dests: dests, overhead: { $0.overhead }) else { return nil }
+        guard let slot = weightedLeast(order: order, dests: dests, overhead: DestinationState.overhead) else { return nil }
         cache[key] = Entry(slot: slot, lastUse: now)
         return slot
     }

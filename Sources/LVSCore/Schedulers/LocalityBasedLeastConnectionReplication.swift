@@ -41,7 +41,7 @@ public struct LocalityBasedLeastConnectionReplication: Scheduler {
             cache[key] = entry
             return p
         }
-        guard let slot = weightedLeast(order: order, dests: dests, overhead: { $0.overhead }) else {
+        guard let slot = weightedLeast(order: order, dests: dests, overhead: DestinationState.overhead) else {
             cache[key] = entry.members.isEmpty ? nil : entry
             return pick
         }

@@ -3,7 +3,7 @@ public struct ShortestExpectedDelay: Scheduler {
     public init(flags: SchedulerFlags) {}
     
     public func select(order: Span<Int>, dests: Span<DestinationState>) -> Int? {
-        weightedLeast(order: order, dests: dests) { Int64($0.activeConnections) + 1 }
+        weightedLeast(order: order, dests: dests) { active, _ in Int64(active) + 1 }
     }
     public mutating func schedule(order: Span<Int>, dests: Span<DestinationState>, input: ScheduleInput, now: UInt64) -> Int? {
         select(order: order, dests: dests)

@@ -4,7 +4,7 @@ public struct WeightedLeastConnection: Scheduler {
     public init(flags: SchedulerFlags) {}
     
     public func select(order: Span<Int>, dests: Span<DestinationState>) -> Int? {
-        weightedLeast(order: order, dests: dests) { $0.overhead }
+        weightedLeast(order: order, dests: dests, overhead: DestinationState.overhead)
     }
     public mutating func schedule(order: Span<Int>, dests: Span<DestinationState>, input: ScheduleInput, now: UInt64) -> Int? {
         select(order: order, dests: dests)
@@ -14,7 +14,7 @@ public struct WeightedLeastConnection: Scheduler {
 /// The shape wlc, sed and lblc share: the first available server, then any
 /// later one with a strictly lower overhead/weight.
 
-func weightedLeast(order: Span<Int>, dests: Span<DestinationState>, overhead: (DestinationState) -> Int64) -> Int? {
+func weightedLeast(order: Span<Int>, dests: Span<DestinationState>, overhead: (_ active: UInt32, _ inactive: UInt32) -> Int64) -> Int? {
     var i = 0
     var least = -1
     while i < order.count {
@@ -22,15 +22,16 @@ func weightedLeast(order: Span<Int>, dests: Span<DestinationState>, overhead: (D
         i += 1
     }
     guard least >= 0 else { return nil }
-    var loh = overhead(dests[least])
+    var loh = overhead(dests[least].activeConnections, dests[least].inactiveConnections), lweight = Int64(dests[least].weight)
     i += 1
+    // Fields read in place: a copy of each server's whole state cost more than the compare.
     while i < order.count {
         let slot = order[i]
-        let d = dests[slot]
         i += 1
-        if d.overloaded || d.removed { continue }
-        let doh = overhead(d)
-        if loh * Int64(d.weight) > doh * Int64(dests[least].weight) { least = slot; loh = doh }
+        if dests[slot].overloaded { continue }
+        if dests[slot].removed { continue }
+        let doh = overhead(dests[slot].activeConnections, dests[slot].inactiveConnections), weight = Int64(dests[slot].weight)
+        if loh * weight > doh * lweight { least = slot; loh = doh; lweight = weight }
     }
     return least
 }

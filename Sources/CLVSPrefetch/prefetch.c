@@ -1,0 +1,2 @@
+// The header is all there is; SwiftPM needs a source file in a C target.
+#include "CLVSPrefetch.h"
