@@ -43,7 +43,7 @@ typedef struct {
     struct bpf_insn insn[160];
     int count;
     int label[L_COUNT];
-    int fixup[32], fixup_label[32], fixups;
+    int fixup[64], fixup_label[64], fixups;
 } program_text;
 
 static void emit(program_text *p, struct bpf_insn i) { p->insn[p->count++] = i; }
@@ -67,6 +67,36 @@ static void lookup(program_text *p, int map, int mask, int miss) {
     jump(p, BPF_JEQ, BPF_K, BPF_REG_0, 0, miss);
     emit(p, LOAD(BPF_W, BPF_REG_0, BPF_REG_0, 0));
     if (mask) emit(p, AND_IMM(BPF_REG_0, mask));
+}
+
+/// The address at r7 + `offset` into the key at fp-16 (IPv4: its last four bytes).
+static void key_from(program_text *p, int v6, int offset) {
+    if (v6) {
+        emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, offset));
+        emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
+        emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, offset + 8));
+        emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
+    } else {
+        emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, offset));
+        emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
+    }
+}
+
+/// To lvsd if the destination is owned; to the kernel if it is the host's;
+/// else to lvsd if the source is a NAT real server; else to the kernel.
+static void classify(program_text *p, int addresses, int v6, int source) {
+    key_from(p, v6, v6 ? 24 : 16);
+    lookup(p, addresses, 0, source);
+    emit(p, MOV_REG(BPF_REG_1, BPF_REG_0));
+    emit(p, AND_IMM(BPF_REG_1, LVS_XDP_OWNED));
+    jump(p, BPF_JNE, BPF_K, BPF_REG_1, 0, L_REDIRECT);
+    emit(p, AND_IMM(BPF_REG_0, LVS_XDP_HOST));
+    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_PASS);
+    label(p, source);
+    key_from(p, v6, v6 ? 8 : 12);
+    lookup(p, addresses, LVS_XDP_REPLY_SOURCE, L_PASS);
+    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_REDIRECT);
+    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
 }
 
 // Registers: r6 the context, r7 the network header, r8 the frame's end.
@@ -100,43 +130,13 @@ static void build(program_text *p, int addresses, int sockets) {
     jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
     emit(p, STORE_IMM(BPF_DW, FP, -16, 0));
     emit(p, STORE_IMM(BPF_W, FP, -8, (int)0xFFFF0000));
-    emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, 16));
-    emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
-    lookup(p, addresses, 0, L_V4_SOURCE);
-    emit(p, MOV_REG(BPF_REG_1, BPF_REG_0));
-    emit(p, AND_IMM(BPF_REG_1, LVS_XDP_OWNED));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_1, 0, L_REDIRECT);
-    emit(p, AND_IMM(BPF_REG_0, LVS_XDP_HOST));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_PASS);
-    label(p, L_V4_SOURCE);
-    emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, 12));
-    emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
-    lookup(p, addresses, LVS_XDP_REPLY_SOURCE, L_PASS);
-    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_REDIRECT);
-    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
+    classify(p, addresses, 0, L_V4_SOURCE);
 
     label(p, L_V6);
     emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
     emit(p, ADD_IMM(BPF_REG_2, 40));
     jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
-    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, 24));
-    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
-    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, 32));
-    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
-    lookup(p, addresses, 0, L_V6_SOURCE);
-    emit(p, MOV_REG(BPF_REG_1, BPF_REG_0));
-    emit(p, AND_IMM(BPF_REG_1, LVS_XDP_OWNED));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_1, 0, L_REDIRECT);
-    emit(p, AND_IMM(BPF_REG_0, LVS_XDP_HOST));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_PASS);
-    label(p, L_V6_SOURCE);
-    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, 8));
-    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
-    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, 16));
-    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
-    lookup(p, addresses, LVS_XDP_REPLY_SOURCE, L_PASS);
-    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_REDIRECT);
-    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
+    classify(p, addresses, 1, L_V6_SOURCE);
 
     // A queue without a socket passes the frame (the flags' XDP_PASS).
     label(p, L_REDIRECT);
