@@ -175,6 +175,12 @@ public struct DirectorShared: Sendable {
     mutating func neighbourSlot(for address: IPAddress) -> UInt32? {
         guard let r = route(for: address) else { return nil }
         if gatewaySlots[r] != .max { return gatewaySlots[r] }
+        return neighbourSlot(route: r, address: address)
+    }
+
+    /// The first connection through a gateway, or one to an on-link host.
+    @inline(never)
+    mutating func neighbourSlot(route r: Int, address: IPAddress) -> UInt32 {
         let hop = routes[r].gateway ?? address, iface = routes[r].interface
         let s: UInt32
         if let known = neighbourByAddress[hop] {

@@ -99,7 +99,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             }
             expire(i, now: now, shared: &shared, force: true)
         }
-        guard let svc = findService(proto: proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else {
+        guard let svc = findService(proto: proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: &shared) else {
             return .pass
         }
         if proto == IPProtocolNumber.tcp && shared.services[svc].configuration.synproxy {
@@ -117,11 +117,18 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         return c.state == .timeWait || c.state == .close
     }
 
-    func findService(proto: UInt8, src: A, dst: A, sport: UInt16, dport: UInt16, shared: DirectorShared) -> Int? {
+    /// `shared` is inout, though only read: passed by value, the whole of it was copied for every new connection.
+    func findService(proto: UInt8, src: A, dst: A, sport: UInt16, dport: UInt16, shared: inout DirectorShared) -> Int? {
         if let s = services[ServiceLookupKey(proto: proto, address: dst, port: dport)] { return s }
         // A port-0 service takes every port of the VIP.
         if let s = services[ServiceLookupKey(proto: proto, address: dst, port: 0)] { return s }
         guard !shared.markRules.isEmpty else { return nil }
+        return markedService(proto: proto, src: src, dst: dst, dport: dport, shared: shared)
+    }
+
+    /// The firewall-mark service of the first rule that matches (lvsd's classifier).
+    @inline(never)
+    func markedService(proto: UInt8, src: A, dst: A, dport: UInt16, shared: borrowing DirectorShared) -> Int? {
         for rule in shared.markRules {
             if let rp = rule.proto, rp.rawValue != proto { continue }
             guard let d = Self.address(rule.destination), dst.masked(prefixLength: rule.destinationPrefixLength) == d.masked(prefixLength: rule.destinationPrefixLength) else { continue }
@@ -286,7 +293,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     /// `ip_vs_check_template`: the server must still be there and available
     /// (weight 0 only counts with expire_quiescent_template).
-    func templateValid(_ t: Connection<A>, shared: DirectorShared) -> Bool {
+    func templateValid(_ t: Connection<A>, shared: borrowing DirectorShared) -> Bool {
         let d = shared.services[Int(t.service)].destinations[Int(t.destination)]
         if d.removed || d.overloaded { return false }
         if d.weight <= 0 && shared.expireQuiescentTemplate { return false }
@@ -343,7 +350,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             guard shared.expireNoDestination else { return shared.drop(.destinationRemoved) }
             expire(i, now: now, shared: &shared, force: true)
             let src = A(b.span, at: p.sourceAddressOffset), dst = A(b.span, at: p.destinationAddressOffset)
-            guard let svc = findService(proto: p.proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: shared) else { return .pass }
+            guard let svc = findService(proto: p.proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: &shared) else { return .pass }
             return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
         if !first && table[i].flags.contains(.synproxy), let v = synproxyInbound(&b, &f, &p, i, interface: interface, now: now, shared: &shared) { return v }

@@ -171,7 +171,7 @@ extension FamilyPlane {
         shared.syncQueue.push(syncRecord(c, shared: shared))
     }
 
-    func syncRecord(_ c: Connection<A>, shared: DirectorShared) -> SyncRecord {
+    func syncRecord(_ c: Connection<A>, shared: borrowing DirectorShared) -> SyncRecord {
         // Field by field: a copy of the service's runtime would retain its arrays on the packet path.
         let s = Int(c.service)
         let method = shared.services[s].destinations[Int(c.destination)].method
@@ -298,7 +298,7 @@ extension FamilyPlane {
 
     /// The server a record names: same address and port, or same address
     /// where the port is not rewritten (port 0, DR, TUN).
-    func syncDestination(_ s: Int, real: A, port: UInt16, shared: DirectorShared) -> Int? {
+    func syncDestination(_ s: Int, real: A, port: UInt16, shared: borrowing DirectorShared) -> Int? {
         let dests = shared.services[s].destinations
         if let k = shared.services[s].slotByKey[RealServerKey(address: real.ipAddress, port: port)], !dests[k].removed { return k }
         return dests.indices.first { k in
@@ -308,7 +308,7 @@ extension FamilyPlane {
 
     /// A synced connection's template, if it came first, so that it is
     /// controlled as one scheduled here would be.
-    func syncTemplate(for c: Connection<A>, service s: Int, shared: DirectorShared) -> Int? {
+    func syncTemplate(for c: Connection<A>, service s: Int, shared: borrowing DirectorShared) -> Int? {
         guard shared.services[s].configuration.persistence != nil else { return nil }
         let t = Self.templateKey(shared.services[s].configuration.key, netmask: shared.services[s].configuration.persistenceNetmask,
                                  proto: c.proto, client: c.client, virtual: c.virtual, virtualPort: c.virtualPort)
