@@ -20,7 +20,9 @@ let package = Package(
             path: "Benchmarks/DirectorBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
-        // Runs one scenario N times, for instruction counts under callgrind.
-        .executableTarget(name: "lvs-bench-probe", dependencies: ["DirectorFixtures"], path: "Sources/lvs-bench-probe"),
+        // Runs one scenario N times, for instruction counts under callgrind; counts the hot path's allocations.
+        .executableTarget(name: "lvs-bench-probe", dependencies: ["DirectorFixtures", "CAllocationCounter"], path: "Sources/lvs-bench-probe"),
+        // Interposes malloc in the probe to count allocations, as SwiftNIO's allocation-counter tests do.
+        .target(name: "CAllocationCounter", path: "Sources/CAllocationCounter"),
     ]
 )

@@ -1,5 +1,9 @@
+import CAllocationCounter
 import DirectorFixtures
 import LVSCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // Usage: lvs-bench-probe SCENARIO FLOWS BATCHES
 // Processes BATCHES batches of 32 frames; callgrind's instruction totals for
@@ -7,6 +11,7 @@ import LVSCore
 //    or: lvs-bench-probe maglev [SERVERS] [TABLE]   rebuild time of a Maglev table
 //    or: lvs-bench-probe memory [CONNECTIONS]        resident memory of a full IPv4 table
 //    or: lvs-bench-probe prefetch [FLOWS]             established NAT time per packet, prefetch on and off
+//    or: lvs-bench-probe allocations                  the hot path's allocations per scenario; exits 1 unless all are 0
 func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
     let s = Scenario(kind, flows: flows)
     for b in 0..<batches {
@@ -31,6 +36,32 @@ case "memory":
     let table = FullTable(connections: n)
     let after = residentBytes()
     print("\(n) IPv4 connections: \(after - before) bytes resident (\(Double(after - before) / Double(1 << 30)) GiB); the table counts \(table.footprint) bytes")
+case "allocations":
+    // In the release build the data plane runs: debug code allocates where
+    // optimised code does not. Each scenario is warmed up first (the first
+    // batches fill tables that then stay).
+    // The counter must see an allocation, or its zeros prove nothing.
+    let before = lvs_allocations()
+    let probe = [Int](unsafeUninitializedCapacity: 1000) { $1 = 1000 }
+    guard lvs_allocations() > before, probe.count == 1000 else {
+        print("allocations: the malloc counter saw nothing; it is not interposed")
+        exit(2)
+    }
+    var clean = true
+    for kind in Scenario.Kind.allCases {
+        let s = Scenario(kind, flows: 1000)
+        for b in 0..<16 { s.runBatch(offset: b &* 32) }
+        var counted: UInt64 = 0
+        for b in 16..<400 {
+            if kind == .newConnectionWLC && b % 16 == 0 { s.reset() }  // the SYNs stay new; the sweep is not counted
+            let before = lvs_allocations()
+            s.runBatch(offset: b &* 32)
+            counted &+= lvs_allocations() &- before
+        }
+        print("\(kind.rawValue): \(counted) allocations in \(384 * 32) packets")
+        if counted != 0 { clean = false }
+    }
+    exit(clean ? 0 : 1)
 case "prefetch":
     // The same packets through the same director, timed with the prefetch on
     // and off in turn (three rounds each; the fastest counts).
