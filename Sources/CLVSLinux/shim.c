@@ -121,8 +121,7 @@ void lvs_ring_release(lvs_ring *r) {
 }
 
 int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms) {
-    struct pollfd p[32];
-    if (count > 32) count = 32;
+    struct pollfd p[count ? count : 1];  /* a worker's rings and sockets: a NIC may have many queues */
     for (unsigned i = 0; i < count; i++) {
         p[i].fd = fds[i];
         p[i].events = POLLIN | POLLRDNORM | POLLERR;

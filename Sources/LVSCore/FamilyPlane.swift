@@ -99,7 +99,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             }
             expire(i, now: now, shared: &shared, force: true)
         }
-        guard let svc = findService(proto: proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: &shared) else {
+        guard let svc = findService(proto: proto, src: src, dst: dst, dport: p.destinationPort, shared: &shared) else {
             return .pass
         }
         if proto == IPProtocolNumber.tcp && shared.services[svc].configuration.synproxy {
@@ -118,7 +118,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     }
 
     /// `shared` is inout, though only read: passed by value, the whole of it was copied for every new connection.
-    func findService(proto: UInt8, src: A, dst: A, sport: UInt16, dport: UInt16, shared: inout DirectorShared) -> Int? {
+    func findService(proto: UInt8, src: A, dst: A, dport: UInt16, shared: inout DirectorShared) -> Int? {
         if let s = services[ServiceLookupKey(proto: proto, address: dst, port: dport)] { return s }
         // A port-0 service takes every port of the VIP.
         if let s = services[ServiceLookupKey(proto: proto, address: dst, port: 0)] { return s }
@@ -350,7 +350,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             guard shared.expireNoDestination else { return shared.drop(.destinationRemoved) }
             expire(i, now: now, shared: &shared, force: true)
             let src = A(b.span, at: p.sourceAddressOffset), dst = A(b.span, at: p.destinationAddressOffset)
-            guard let svc = findService(proto: p.proto, src: src, dst: dst, sport: p.sourcePort, dport: p.destinationPort, shared: &shared) else { return .pass }
+            guard let svc = findService(proto: p.proto, src: src, dst: dst, dport: p.destinationPort, shared: &shared) else { return .pass }
             return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
         if !first && table[i].flags.contains(.synproxy), let v = synproxyInbound(&b, &f, &p, i, interface: interface, now: now, shared: &shared) { return v }

@@ -70,8 +70,8 @@ public final class DataPlane: Sendable {
         if io == .xdp {
             do {
                 let attachment = try XDPAttachment(interfaces: interfaces.map(\.index), workers: made, logger: logger)
-                attachment.update(owned: made[0].engine.director.withLock { $0.ownedAddresses }, replySources: made[0].engine.director.withLock { $0.replySources },
-                                  host: hostAddresses)
+                let (owned, replySources) = made[0].engine.director.withLock { ($0.ownedAddresses, $0.replySources) }
+                attachment.update(owned: owned, replySources: replySources, host: hostAddresses)
                 xdp.withLock { $0 = attachment }
             } catch {
                 logger.warning("AF_XDP unavailable, using AF_PACKET: \(error.description)")

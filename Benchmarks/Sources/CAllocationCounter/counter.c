@@ -8,7 +8,7 @@ extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
-// Per thread: what other threads of the test process allocate meanwhile does not count.
+// Per thread: what other threads allocate meanwhile does not count.
 static __thread unsigned long long allocations;
 
 unsigned long long lvs_allocations(void) { return allocations; }

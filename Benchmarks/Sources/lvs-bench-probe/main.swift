@@ -23,7 +23,8 @@ func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
 
 let args = CommandLine.arguments
 func argument(_ i: Int, _ fallback: Int) -> Int { args.count > i ? Int(args[i])! : fallback }
-switch args.count > 1 ? args[1] : "natEstablished" {
+let mode = args.count > 1 ? args[1] : "natEstablished"
+switch mode {
 case "maglev":
     let (servers, size) = (argument(2, 1000), argument(3, 65537))
     var rebuild = MaglevRebuild(servers: servers, tableSize: size)
@@ -39,11 +40,11 @@ case "memory":
 case "allocations":
     // In the release build the data plane runs: debug code allocates where
     // optimised code does not. Each scenario is warmed up first (the first
-    // batches fill tables that then stay).
-    // The counter must see an allocation, or its zeros prove nothing.
+    // batches fill tables that then stay). The counter must see an
+    // allocation first, or its zeros prove nothing.
     let before = lvs_allocations()
-    let probe = [Int](unsafeUninitializedCapacity: 1000) { $1 = 1000 }
-    guard lvs_allocations() > before, probe.count == 1000 else {
+    let sample = [Int](unsafeUninitializedCapacity: 1000) { $1 = 1000 }
+    guard lvs_allocations() > before, sample.count == 1000 else {
         print("allocations: the malloc counter saw nothing; it is not interposed")
         exit(2)
     }
@@ -78,6 +79,9 @@ case "prefetch":
     func ns(_ d: Duration) -> Double { (Double(d.components.seconds) * 1e18 + Double(d.components.attoseconds)) / 1e9 / Double(batches * 32) }
     print("established NAT, \(argument(2, 1_000_000)) flows: \(ns(best[false]!)) ns/packet without prefetch, \(ns(best[true]!)) with (batches of 32, frames copied in included)")
 default:
-    let kind = Scenario.Kind(rawValue: args[1])!
+    guard let kind = Scenario.Kind(rawValue: mode) else {
+        print("lvs-bench-probe: no scenario \(mode); one of \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")), maglev, memory, prefetch, allocations")
+        exit(2)
+    }
     print(probe(kind, flows: argument(2, 1), batches: argument(3, 1000)))
 }

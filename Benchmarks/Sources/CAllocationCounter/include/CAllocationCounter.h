@@ -1,6 +1,6 @@
-// Counts the process's allocations, as SwiftNIO's allocation-counter tests
-// do: malloc and its relatives are interposed in the test binary and
-// forwarded to glibc's own entry points.
+// Counts allocations, as SwiftNIO's allocation-counter tests do: malloc and
+// its relatives are interposed in lvs-bench-probe and forwarded to glibc's
+// own entry points.
 #ifndef CALLOCATIONCOUNTER_H
 #define CALLOCATIONCOUNTER_H
 
