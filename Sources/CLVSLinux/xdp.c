@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include <linux/bpf.h>
 #include <linux/if_link.h>
@@ -37,7 +38,8 @@
 #define EXIT()              INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 #define FP 10
 
-enum { L_NOVLAN, L_V4, L_V4_SOURCE, L_V6, L_V6_SOURCE, L_REDIRECT, L_PASS, L_COUNT };
+enum { L_NOVLAN, L_V4, L_V4_SOURCE, L_V6, L_V6_SOURCE, L_REDIRECT, L_PASS,
+       L_GUE, L_INNER, L_INNER4, L_INNER6, L_STRIP, L_COUNT };
 
 typedef struct {
     struct bpf_insn insn[160];
@@ -47,6 +49,12 @@ typedef struct {
 } program_text;
 
 static void emit(program_text *p, struct bpf_insn i) { p->insn[p->count++] = i; }
+static void resolve(program_text *p) {
+    for (int k = 0; k < p->fixups; k++) {
+        int at = p->fixup[k];
+        p->insn[at].off = (short)(p->label[p->fixup_label[k]] - at - 1);
+    }
+}
 static void label(program_text *p, int l) { p->label[l] = p->count; }
 static void jump(program_text *p, int op, int src_kind, int dst, int src_or_imm, int l) {
     p->fixup[p->fixups] = p->count;
@@ -149,10 +157,120 @@ static void build(program_text *p, int addresses, int sockets) {
     emit(p, MOV_IMM(BPF_REG_0, XDP_PASS));
     emit(p, EXIT());
 
-    for (int k = 0; k < p->fixups; k++) {
-        int at = p->fixup[k];
-        p->insn[at].off = (short)(p->label[p->fixup_label[k]] - at - 1);
+    resolve(p);
+}
+
+/// A real server's decapsulator: IPIP, IPv6-in-IPv4, IPv4- and
+/// IPv6-in-IPv6 and (with `gue_port`) GUE variant 0, each only when the
+/// inner destination is in `vips`, lose their outer headers and pass to the
+/// kernel as if they had arrived bare. Anything else passes untouched.
+// Registers: r6 the context, r7 the frame, r8 its end, r9 the outer
+// headers' length (from the end of the Ethernet header to the inner one).
+static void build_decapsulator(program_text *p, int vips, unsigned short gue_port) {
+    memset(p, 0, sizeof(*p));
+    emit(p, MOV_REG(BPF_REG_6, BPF_REG_1));
+    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, offsetof(struct xdp_md, data)));
+    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, offsetof(struct xdp_md, data_end)));
+    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+    emit(p, ADD_IMM(BPF_REG_2, 14));
+    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 12));
+    jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0x0008, L_V4);
+    jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0xDD86, L_V6);
+    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
+
+    // An outer IPv4 header without options, not a fragment (DF allowed).
+    label(p, L_V4);
+    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+    emit(p, ADD_IMM(BPF_REG_2, 34));
+    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    emit(p, LOAD(BPF_B, BPF_REG_3, BPF_REG_7, 14));
+    jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0x45, L_PASS);
+    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 20));
+    emit(p, AND_IMM(BPF_REG_3, 0xFF3F));
+    jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0, L_PASS);
+    emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_7, 23));
+    emit(p, MOV_IMM(BPF_REG_9, 20));
+    jump(p, BPF_JA, BPF_K, 0, 0, gue_port ? L_GUE : L_INNER);
+
+    // An outer IPv6 header whose next header is the tunnel's (no extension headers).
+    label(p, L_V6);
+    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+    emit(p, ADD_IMM(BPF_REG_2, 54));
+    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_7, 20));
+    emit(p, MOV_IMM(BPF_REG_9, 40));
+
+    // UDP to the GUE port, then the 4-byte GUE header and its hlen words of options.
+    label(p, L_GUE);
+    if (gue_port) {
+        jump(p, BPF_JNE, BPF_K, BPF_REG_4, IPPROTO_UDP, L_INNER);
+        emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+        emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
+        emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
+        emit(p, ADD_IMM(BPF_REG_3, 14 + 12));
+        jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+        emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_2, 14 + 2));
+        jump(p, BPF_JNE, BPF_K, BPF_REG_3, (unsigned short)((gue_port >> 8) | (gue_port << 8)), L_PASS);
+        emit(p, LOAD(BPF_B, BPF_REG_3, BPF_REG_2, 14 + 8));
+        emit(p, MOV_REG(BPF_REG_1, BPF_REG_3));
+        emit(p, INSN(BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_1, 0, 0, 6));
+        jump(p, BPF_JNE, BPF_K, BPF_REG_1, 0, L_PASS);
+        emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_2, 14 + 9));
+        emit(p, AND_IMM(BPF_REG_3, 0x1F));
+        emit(p, INSN(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_3, 0, 0, 2));
+        emit(p, ADD_REG(BPF_REG_9, BPF_REG_3));
+        emit(p, ADD_IMM(BPF_REG_9, 12));
     }
+
+    // r2: the inner header; its destination into the key at fp-16, its EtherType at fp-24.
+    label(p, L_INNER);
+    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+    emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
+    jump(p, BPF_JEQ, BPF_K, BPF_REG_4, IPPROTO_IPIP, L_INNER4);
+    jump(p, BPF_JEQ, BPF_K, BPF_REG_4, IPPROTO_IPV6, L_INNER6);
+    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
+    label(p, L_INNER4);
+    emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
+    emit(p, ADD_IMM(BPF_REG_3, 14 + 20));
+    jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+    emit(p, STORE_IMM(BPF_DW, FP, -16, 0));
+    emit(p, STORE_IMM(BPF_W, FP, -8, (int)0xFFFF0000));
+    emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_2, 14 + 16));
+    emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
+    emit(p, STORE_IMM(BPF_DW, FP, -24, 0x0008));
+    jump(p, BPF_JA, BPF_K, 0, 0, L_STRIP);
+    label(p, L_INNER6);
+    emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
+    emit(p, ADD_IMM(BPF_REG_3, 14 + 40));
+    jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 24));
+    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
+    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 32));
+    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
+    emit(p, STORE_IMM(BPF_DW, FP, -24, 0xDD86));
+
+    // A VIP's: the Ethernet header moves up to the inner header, the head follows it.
+    label(p, L_STRIP);
+    lookup(p, vips, 0, L_PASS);
+    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+    emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
+    emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
+    emit(p, ADD_IMM(BPF_REG_3, 14));
+    jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+    for (int o = 0; o < 12; o += 4) {
+        emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, o));
+        emit(p, STORE(BPF_W, BPF_REG_2, BPF_REG_3, o));
+    }
+    emit(p, LOAD(BPF_H, BPF_REG_3, FP, -24));
+    emit(p, STORE(BPF_H, BPF_REG_2, BPF_REG_3, 12));
+    emit(p, MOV_REG(BPF_REG_1, BPF_REG_6));
+    emit(p, MOV_REG(BPF_REG_2, BPF_REG_9));
+    emit(p, CALL(BPF_FUNC_xdp_adjust_head));
+    label(p, L_PASS);
+    emit(p, MOV_IMM(BPF_REG_0, XDP_PASS));
+    emit(p, EXIT());
+    resolve(p);
 }
 
 // MARK: maps and attachment
@@ -176,10 +294,41 @@ int lvs_xdp_address_set(int map, const unsigned char *address16, unsigned flags)
     return 0;
 }
 
+/// Loads `text` and attaches it to `ifindex`: natively where the driver can,
+/// in generic mode where not. 0, or -1 with the reason in `error`.
+static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *name, int *mode, char *error, size_t capacity) {
+    char log[4096] = "";
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_buf = log, .log_size = sizeof(log), .log_level = 0);
+    x->program = bpf_prog_load(BPF_PROG_TYPE_XDP, name, "GPL", text->insn, (size_t)text->count, &opts);
+    if (x->program < 0) {
+        int e = errno;
+        if (!log[0]) {  // the verifier's reasons, only asked for on failure
+            opts.log_level = 1;
+            bpf_prog_load(BPF_PROG_TYPE_XDP, name, "GPL", text->insn, (size_t)text->count, &opts);
+        }
+        snprintf(error, capacity, "loading the XDP program: %s%s%.400s", strerror(e), log[0] ? ": " : "", log);
+        return -1;
+    }
+    unsigned flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE;
+    int native = bpf_xdp_attach(x->ifindex, x->program, flags, NULL);
+    int native_errno = errno;
+    if (native < 0) {
+        flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE;
+        if (bpf_xdp_attach(x->ifindex, x->program, flags, NULL) < 0) {
+            snprintf(error, capacity, "attaching XDP: native %s, generic %s", strerror(native_errno), strerror(errno));
+            close(x->program);
+            return -1;
+        }
+        snprintf(error, capacity, "native XDP: %s", strerror(native_errno));
+    }
+    x->attach_flags = flags;
+    *mode = native < 0 ? LVS_XDP_MODE_GENERIC : LVS_XDP_MODE_NATIVE;
+    return 0;
+}
+
 lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, int *mode, char *error, size_t capacity) {
     lvs_xdp_program *x = calloc(1, sizeof(*x));
     x->ifindex = ifindex;
-    x->program = -1;
     x->sockets = bpf_map_create(BPF_MAP_TYPE_XSKMAP, "lvsd_sockets", sizeof(int), sizeof(int), queues ? queues : 1, NULL);
     if (x->sockets < 0) {
         snprintf(error, capacity, "XSKMAP: %s", strerror(errno));
@@ -188,37 +337,24 @@ lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, i
     }
     program_text text;
     build(&text, address_map, x->sockets);
-    char log[4096] = "";
-    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_buf = log, .log_size = sizeof(log), .log_level = 0);
-    x->program = bpf_prog_load(BPF_PROG_TYPE_XDP, "lvsd_xdp", "GPL", text.insn, (size_t)text.count, &opts);
-    if (x->program < 0) {
-        int e = errno;
-        if (!log[0]) {  // the verifier's reasons, only asked for on failure
-            opts.log_level = 1;
-            bpf_prog_load(BPF_PROG_TYPE_XDP, "lvsd_xdp", "GPL", text.insn, (size_t)text.count, &opts);
-        }
-        snprintf(error, capacity, "loading the XDP program: %s%s%.400s", strerror(e), log[0] ? ": " : "", log);
+    if (load_and_attach(x, &text, "lvsd_xdp", mode, error, capacity) < 0) {
         close(x->sockets);
         free(x);
         return NULL;
     }
-    // Native (driver) mode where the driver has it, generic (skb) mode where not.
-    unsigned flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE;
-    int native = bpf_xdp_attach(ifindex, x->program, flags, NULL);
-    int native_errno = errno;
-    if (native < 0) {
-        flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE;
-        if (bpf_xdp_attach(ifindex, x->program, flags, NULL) < 0) {
-            snprintf(error, capacity, "attaching XDP: native %s, generic %s", strerror(native_errno), strerror(errno));
-            close(x->program);
-            close(x->sockets);
-            free(x);
-            return NULL;
-        }
-        snprintf(error, capacity, "native XDP: %s", strerror(native_errno));
+    return x;
+}
+
+lvs_xdp_program *lvs_xdp_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int *mode, char *error, size_t capacity) {
+    lvs_xdp_program *x = calloc(1, sizeof(*x));
+    x->ifindex = ifindex;
+    x->sockets = -1;
+    program_text text;
+    build_decapsulator(&text, vips, gue_port);
+    if (load_and_attach(x, &text, "lvs_decap", mode, error, capacity) < 0) {
+        free(x);
+        return NULL;
     }
-    x->attach_flags = flags;
-    *mode = native < 0 ? LVS_XDP_MODE_GENERIC : LVS_XDP_MODE_NATIVE;
     return x;
 }
 
@@ -227,7 +363,7 @@ void lvs_xdp_detach(lvs_xdp_program *x) {
     LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = x->program);
     bpf_xdp_detach(x->ifindex, x->attach_flags & ~XDP_FLAGS_UPDATE_IF_NOEXIST, &opts);
     close(x->program);
-    close(x->sockets);
+    if (x->sockets >= 0) close(x->sockets);
     free(x);
 }
 

@@ -61,6 +61,7 @@ public struct DirectorShared: Sendable {
     public var neighbours: [Neighbour] = []
     /// The fast path's flat view of every service's real servers (see `ForwardingTarget`).
     var targets: [ForwardingTarget] = []
+    var tunnels: [TunnelTarget] = []
     var targetBase: [UInt32] = []
     var neighbourByAddress = FlatMap<IPAddress, UInt32>()
     var interfaces: [InterfaceConfiguration] = []

@@ -7,38 +7,55 @@ import LVSPacket
 /// a stride multiply per level).
 struct ForwardingTarget: Sendable, BitwiseCopyable {
     /// How a client packet is rewritten; `.general` leaves it to the general path.
-    enum Rewrite: UInt8, Sendable, BitwiseCopyable { case general, destination, both, none }
+    enum Rewrite: UInt8, Sendable, BitwiseCopyable { case general, destination, both, none, tunnel }
     var rewrite: Rewrite
     var neighbour: UInt32
     var serviceCounter: UInt32
     var destinationCounter: UInt32
 }
 
+/// IPIP to an IPv4 real server: the outer source (the interface's address)
+/// and the interface's MTU, which the outer packet must fit. By the index of
+/// `ForwardingTarget`s, and empty when no target is a tunnel.
+struct TunnelTarget: Sendable, BitwiseCopyable {
+    var source: UInt32
+    var mtu: UInt32
+}
+
 extension DirectorShared {
     /// Derives `targets` from the services; called after every change to them.
     mutating func rebuildTargets() {
         targets.removeAll(keepingCapacity: true)
+        tunnels.removeAll(keepingCapacity: true)
         targetBase.removeAll(keepingCapacity: true)
         for s in services {
             targetBase.append(UInt32(targets.count))
             for d in s.destinations {
-                let rewrite: ForwardingTarget.Rewrite = switch d.method {
-                case _ where d.removed || d.neighbour == UInt32.max: .general
-                case .nat: .destination
-                case .fullNAT: .both
-                case .directRouting, .local: .none
-                case .tunnel: .general
+                var target = ForwardingTarget(rewrite: .general, neighbour: d.neighbour, serviceCounter: UInt32(s.counterSlot),
+                                              destinationCounter: d.counterSlot)
+                var tunnel = TunnelTarget(source: 0, mtu: 0)
+                switch d.method {
+                case _ where d.removed || d.neighbour == UInt32.max: break
+                case .nat: target.rewrite = .destination
+                case .fullNAT: target.rewrite = .both
+                case .directRouting, .local: target.rewrite = .none
+                case .tunnel:
+                    // IPv6 and GUE tunnels take the general path.
+                    guard d.tunnel.type == .ipip, case .v4 = d.address, let iface = interface(d.interface), let source = iface.ipv4 else { break }
+                    target.rewrite = .tunnel
+                    tunnel = TunnelTarget(source: source.value, mtu: UInt32(clamping: iface.mtu))
                 }
-                targets.append(ForwardingTarget(rewrite: rewrite, neighbour: d.neighbour, serviceCounter: UInt32(s.counterSlot),
-                                                destinationCounter: d.counterSlot))
+                targets.append(target)
+                tunnels.append(tunnel)
             }
         }
+        if !targets.contains(where: { $0.rewrite == .tunnel }) { tunnels.removeAll() }
     }
 }
 
 /// The path nearly every packet takes: an IPv4 TCP or UDP segment (untagged,
 /// no IP options, not a fragment) of a live connection whose state it does
-/// not change, forwarded by NAT, DR or FULLNAT in either direction. It runs
+/// not change, forwarded by NAT, DR, TUN (IPIP) or FULLNAT in either direction. It runs
 /// over consecutive frames of a batch with the tables' spans taken once, and
 /// stops at the first frame it declines; that frame is untouched, and the
 /// general path then decides and counts it exactly as it would have anyway
@@ -106,9 +123,13 @@ extension Director {
         }
         let tcpTimeout = shared.timeouts[Int(ConnectionState.established.rawValue)]
         let udpTimeout = shared.timeouts[Int(ConnectionState.udp.rawValue)]
-        return Self.fastRun(&v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.targetBase,
-                            shared.neighbours, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
-                            &arena, &ds, from: first, slotSize: slotSize, now: now)
+        @inline(__always) func run(tunnelling: Bool) -> Int {
+            Self.fastRun(&v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels, shared.targetBase,
+                         shared.neighbours, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing, identification: &shared.nextIdentification,
+                         &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: tunnelling)
+        }
+        // Two copies of the loop: the one for directors without IPIP targets has no tunnel code.
+        return shared.tunnels.isEmpty ? run(tunnelling: false) : run(tunnelling: true)
     }
 
     /// With a table bigger than the cache, each lookup waits for two misses
@@ -147,15 +168,16 @@ extension Director {
     }
 
     /// The tables come as separate arguments so that each is a span of its own for the whole run.
+    @inline(__always)
     static func fastRun(_ connections: inout [Connection<IPv4Address>], _ index: [UInt64], mask: Int, replies: Bool,
-                        _ counterArray: inout [Counters], _ targetArray: [ForwardingTarget], _ baseArray: [UInt32], _ neighbourArray: [Neighbour],
-                        timeouts: (tcp: UInt64, udp: UInt64), syncing: Bool,
+                        _ counterArray: inout [Counters], _ targetArray: [ForwardingTarget], _ tunnelArray: [TunnelTarget], _ baseArray: [UInt32], _ neighbourArray: [Neighbour],
+                        timeouts: (tcp: UInt64, udp: UInt64), syncing: Bool, identification: inout UInt16,
                         _ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
-                        slotSize: Int, now: UInt64) -> Int {
+                        slotSize: Int, now: UInt64, tunnelling: Bool) -> Int {
         let slots = index.span
         var entries = connections.mutableSpan
         var counters = counterArray.mutableSpan
-        let targets = targetArray.span, bases = baseArray.span, neighbours = neighbourArray.span
+        let targets = targetArray.span, tunnels = tunnelArray.span, bases = baseArray.span, neighbours = neighbourArray.span
         // `unsafe` because raw writes could break a typed element; these are bytes.
         var raw = unsafe arena.mutableBytes
         var k = first
@@ -201,6 +223,11 @@ extension Director {
                 case .both:
                     rewrite(&h, checksumOffset: checksumOffset, proto: proto, src, dst, ports,
                             to: entries[i].local, entries[i].real, UInt32(entries[i].localPort) &<< 16 | UInt32(entries[i].realPort))
+                case .tunnel:
+                    guard tunnelling else { return k }
+                    // The outer header goes in the headroom; one too big for the MTU gets the general path's ICMP.
+                    guard ds[k].bounds.start >= HeaderLength.ipv4, total &+ HeaderLength.ipv4 <= Int(tunnels[t].mtu) else { return k }
+                    decrementTTL(&h, addresses: 0)
                 case .none, .general:
                     decrementTTL(&h, addresses: 0)
                 }
@@ -219,13 +246,48 @@ extension Director {
             entries[i].packets &+= 1
             entries[i].expires = now &+ timeout
             counters.count(inbound: inbound, service: Int(target.serviceCounter), destination: Int(target.destinationCounter), bytes: bytes)
-            // Destination and source MAC in two stores.
-            h.setBE64(next.mac.value &<< 16 | next.sourceMAC.value &>> 32, at: 0)
-            h.setBE32(UInt32(truncatingIfNeeded: next.sourceMAC.value), at: 8)
+            if tunnelling && inbound && target.rewrite == .tunnel {
+                identification &+= 1
+                encapsulate(&raw, at: at, source: tunnels[t].source, destination: entries[i].real.value, identification: identification, next)
+                ds[k].bounds.start &-= HeaderLength.ipv4
+                ds[k].bounds.length &+= HeaderLength.ipv4
+            } else {
+                setMACs(&h, next)
+            }
             ds[k].verdict = .transmit(interface: next.interface)
             k &+= 1
         }
         return k
+    }
+
+    /// Destination and source MAC in two stores.
+    @inline(__always)
+    static func setMACs(_ h: inout MutableRawSpan, _ next: Neighbour) {
+        h.setBE64(next.mac.value &<< 16 | next.sourceMAC.value &>> 32, at: 0)
+        h.setBE32(UInt32(truncatingIfNeeded: next.sourceMAC.value), at: 8)
+    }
+
+    /// IPIP as `Encapsulation.encapsulate` writes it for the frame whose
+    /// Ethernet header is at `at`: a new Ethernet header 20 bytes earlier,
+    /// then the outer IPv4 header (TOS, TTL and DF from the inner one) where
+    /// the old Ethernet header was, its checksum summed in five words.
+    @inline(__always)
+    static func encapsulate(_ raw: inout MutableRawSpan, at: Int, source: UInt32, destination: UInt32, identification: UInt16, _ next: Neighbour) {
+        var o = raw._mutatingExtracting(at &- HeaderLength.ipv4 ..< at &- HeaderLength.ipv4 &+ window)
+        let inner = 14 &+ HeaderLength.ipv4
+        let tos = o.byte(at: inner &+ 1), ttl = o.byte(at: inner &+ 8)
+        let total = o.be16(at: inner &+ 2) &+ UInt16(HeaderLength.ipv4), df = o.be16(at: inner &+ 6) & 0x4000
+        let first = 0x4500_0000 | UInt32(tos) &<< 16 | UInt32(total)
+        let second = UInt32(identification) &<< 16 | UInt32(df)
+        let third = UInt32(ttl) &<< 24 | UInt32(IPProtocolNumber.ipip) &<< 16
+        let sum = UInt64(first) &+ UInt64(second) &+ UInt64(third) &+ UInt64(source) &+ UInt64(destination)
+        setMACs(&o, next)
+        o.setBE16(EtherType.ipv4, at: 12)
+        o.setBE32(first, at: 14)
+        o.setBE32(second, at: 18)
+        o.setBE32(third | UInt32(~InternetChecksum.fold(sum)), at: 22)
+        o.setBE32(source, at: 26)
+        o.setBE32(destination, at: 30)
     }
 
     /// TTL − 1 lowers the word (TTL, protocol) by 0x100, so ~m + m' is 0xFEFF;

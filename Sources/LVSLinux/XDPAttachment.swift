@@ -88,18 +88,7 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
     }
 
     func set(_ address: IPAddress, _ flags: UInt32) {
-        var key = [UInt8](repeating: 0, count: 16)
-        switch address {
-        case .v4(let a):
-            key[10] = 0xFF; key[11] = 0xFF
-            for k in 0..<4 { key[12 + k] = UInt8(truncatingIfNeeded: a.value >> (24 - 8 * k)) }
-        case .v6(let a):
-            for k in 0..<8 {
-                key[k] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * k))
-                key[8 + k] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * k))
-            }
-        }
-        let rc = lvs_xdp_address_set(addressMap, key, flags)
+        let rc = lvs_xdp_address_set(addressMap, address.mappedBytes, flags)
         if rc < 0 { logger.warning("XDP address map: \(address): \(String(cString: strerror(-rc)))") }
     }
 

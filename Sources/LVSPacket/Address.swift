@@ -156,6 +156,15 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public var isIPv6: Bool { if case .v6 = self { true } else { false } }
 
+    /// The 16 bytes in network order, IPv4 as ::ffff:a.b.c.d (the XDP maps' key).
+    public var mappedBytes: [UInt8] {
+        let (high, low): (UInt64, UInt64) = switch self {
+        case .v4(let a): (0, 0xFFFF_0000_0000 | UInt64(a.value))
+        case .v6(let a): (a.high, a.low)
+        }
+        return (0..<16).map { k in UInt8(truncatingIfNeeded: (k < 8 ? high : low) >> (56 - 8 * UInt64(k % 8))) }
+    }
+
     public var description: String {
         switch self {
         case .v4(let a): a.description

@@ -27,6 +27,11 @@ func sh(_ args: [String]) -> Int32 {
     return (status >> 8) & 0xFF
 }
 
+/// `ip addr add|del` of a host address (/32 or /128) on `device`: ip's exit status.
+func address(_ a: IPAddress, _ verb: String, device: String) -> Int32 {
+    sh(["ip", a.isIPv6 ? "-6" : "-4", "addr", verb, "\(a)/\(a.isIPv6 ? 128 : 32)", "dev", device])
+}
+
 func sysctl(_ path: String, _ value: String) {
     guard let f = fopen("/proc/sys/" + path.replacingDots(), "w") else { return }
     fputs(value, f)
@@ -41,6 +46,14 @@ func fail(_ message: String) -> Never {
     var m = message + "\n"
     m.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     exit(1)
+}
+
+func readText(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard fgets(&buffer, Int32(buffer.count), f) != nil else { return nil }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func say(_ message: String) {
@@ -84,7 +97,7 @@ struct DRSetup: ParsableCommand {
     func run() throws {
         for v in vips {
             guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
-            let rc = sh(["ip", a.isIPv6 ? "-6" : "-4", "addr", remove ? "del" : "add", "\(a)/\(a.isIPv6 ? 128 : 32)", "dev", "lo"])
+            let rc = address(a, remove ? "del" : "add", device: "lo")
             if rc != 0 && !remove { fail("lvs-realserver: ip addr add \(a) dev lo failed (\(rc))") }
         }
         if !remove {
@@ -101,24 +114,110 @@ struct DRSetup: ParsableCommand {
 
 struct Tunnel: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Accepts IPIP (and IPv6-in-IPv4) and GUE for the VIPs: through a TUN device and a userspace decapsulator, since this kernel may lack ipip.",
-        discussion: "Runs until SIGTERM. The VIPs go on the TUN device, reverse-path filtering is loosened for it, and replies leave by the normal route.")
+        abstract: "Accepts IPIP (and IPv6-in-IP) and GUE for the VIPs: in the kernel's ipip where it has one, else with an XDP decapsulator, else through a TUN device.",
+        discussion: """
+            Runs until SIGTERM. The XDP decapsulator strips the outer headers of tunnel packets for the VIPs as they arrive \
+            and the kernel takes the inner packets as if they had come bare (the VIPs go on lo, as for DR). The TUN \
+            device is the slow way: a userspace loop reads each packet from a raw socket and writes it to the device. \
+            Either way reverse-path filtering is loosened and replies leave by the normal route.
+            """)
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Option(help: "Also accept GUE on this UDP port.") var guePort: UInt16?
+    @Option(help: "Decapsulate with: kernel (ipip, tunl0), xdp or tun. Default: kernel where it has ipip and no GUE is asked for, else xdp, else tun.")
+    var decapsulator: Decapsulator?
+    @Option(help: ArgumentHelp("An interface for the XDP decapsulator, repeatable (default: every interface that is up but lo).", valueName: "name"))
+    var interface: [String] = []
     @Option(help: "The TUN device's name.") var device = "lvstun0"
 
+    enum Decapsulator: String, ExpressibleByArgument, CaseIterable { case kernel, xdp, tun }
+
     func run() throws {
-        if guePort == nil && kernelHasIPIP() { return try runInKernel() }
+        let addresses = vips.map { v in
+            guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
+            return a
+        }
+        switch decapsulator {
+        case .kernel:
+            guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator xdp or tun") }
+            guard kernelHasIPIP() else { fail("lvs-realserver: this kernel has no ipip module") }
+            runInKernel()
+        case .xdp:
+            if let reason = runXDP(addresses) { fail("lvs-realserver: XDP decapsulator: \(reason)") }
+        case .tun:
+            runTUN(addresses)
+        case nil:
+            if guePort == nil && kernelHasIPIP() { return runInKernel() }
+            guard let reason = runXDP(addresses) else { return }
+            say("XDP decapsulator unavailable, using a TUN device: \(reason)")
+            runTUN(addresses)
+        }
+    }
+
+    /// Until SIGTERM with the XDP decapsulator on every interface; the
+    /// reason when it cannot attach (then nothing stays attached).
+    func runXDP(_ addresses: [IPAddress]) -> String? {
+        let names = interface.isEmpty ? upInterfaces().filter { $0 != "lo" && $0 != device } : interface
+        guard !names.isEmpty else { return "no interface" }
+        let map = lvs_xdp_address_map(UInt32(max(16, addresses.count)))
+        guard map >= 0 else { return "address map: \(String(cString: strerror(-map)))" }
+        defer { close(map) }
+        for a in addresses {
+            let rc = lvs_xdp_address_set(map, a.mappedBytes, 1)
+            guard rc == 0 else { return "address map: \(String(cString: strerror(-rc)))" }
+        }
+        var programs: [OpaquePointer] = []
+        var modes: [String] = []
+        for name in names {
+            var mode: Int32 = 0
+            var error = [CChar](repeating: 0, count: 512)
+            let index = Int32(if_nametoindex(name))
+            guard index > 0, let program = lvs_xdp_decapsulator_attach(index, map, guePort ?? 0, &mode, &error, error.count) else {
+                for p in programs { lvs_xdp_detach(p) }
+                return index > 0 ? "\(name): \(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))" : "no interface \(name)"
+            }
+            programs.append(program)
+            modes.append("\(name) (\(mode == LVS_XDP_MODE_NATIVE ? "native" : "generic"))")
+        }
+        let added = addresses.filter { a in
+            address(a, "add", device: "lo") == 0
+        }
+        for conf in ["all", "default"] + names { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
+        hideVIPsFromARP()
+        say("decapsulating for \(vips.joined(separator: " ")) by XDP on \(modes.joined(separator: ", "))" + (guePort.map { ", GUE on \($0)" } ?? ""))
+        waitForStop()
+        for p in programs { lvs_xdp_detach(p) }
+        for a in added { _ = address(a, "del", device: "lo") }
+        return nil
+    }
+
+    /// The interfaces that are up.
+    func upInterfaces() -> [String] {
+        guard let list = if_nameindex() else { return [] }
+        defer { if_freenameindex(list) }
+        var names: [String] = []
+        var k = 0
+        while list[k].if_index != 0, let name = list[k].if_name {
+            let text = String(cString: name)
+            if let flags = readText("/sys/class/net/\(text)/flags"), let value = Int(flags.dropFirst(2).prefix { $0.isHexDigit }, radix: 16),
+               value & IFF_UP != 0 {
+                names.append(text)
+            }
+            k += 1
+        }
+        return names
+    }
+
+    /// Until SIGTERM: a raw socket per tunnel protocol (and a UDP socket for
+    /// GUE) read in userspace, each inner packet written to a TUN device.
+    func runTUN(_ addresses: [IPAddress]) {
         let tun = lvs_tun_open(device)
         guard tun >= 0 else { fail("lvs-realserver: cannot open a TUN device: \(String(cString: strerror(-tun)))") }
         _ = sh(["ip", "link", "set", device, "up"])
-        for v in vips {
-            guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
-            _ = sh(["ip", a.isIPv6 ? "-6" : "-4", "addr", "add", "\(a)/\(a.isIPv6 ? 128 : 32)", "dev", device])
+        for a in addresses {
+            _ = address(a, "add", device: device)
         }
         for conf in ["all", "default", device] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
-        sysctl("net.ipv4.conf.all.arp_ignore", "1")
-        sysctl("net.ipv4.conf.all.arp_announce", "2")
+        hideVIPsFromARP()
         var fds: [(Int32, Kind)] = []
         for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
             let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(proto))
@@ -161,8 +260,13 @@ struct Tunnel: ParsableCommand {
             }
         }
         waitForStop()
-        for v in vips { _ = sh(["ip", "addr", "del", v, "dev", device]) }
+        for a in addresses { _ = address(a, "del", device: device) }
         close(tun)
+    }
+
+    func hideVIPsFromARP() {
+        sysctl("net.ipv4.conf.all.arp_ignore", "1")
+        sysctl("net.ipv4.conf.all.arp_announce", "2")
     }
 
     enum Kind { case ipv4Outer, ipv6Outer, gue }
@@ -173,12 +277,11 @@ struct Tunnel: ParsableCommand {
     }
 
     /// IPIP by the kernel: the VIPs on tunl0, reverse-path filtering off for it.
-    func runInKernel() throws {
+    func runInKernel() {
         _ = sh(["ip", "link", "set", "tunl0", "up"])
         for v in vips { _ = sh(["ip", "addr", "add", "\(v)/32", "dev", "tunl0"]) }
         for conf in ["all", "default", "tunl0"] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
-        sysctl("net.ipv4.conf.all.arp_ignore", "1")
-        sysctl("net.ipv4.conf.all.arp_announce", "2")
+        hideVIPsFromARP()
         say("decapsulating for \(vips.joined(separator: " ")) in the kernel (tunl0)")
         waitForStop()
         for v in vips { _ = sh(["ip", "addr", "del", "\(v)/32", "dev", "tunl0"]) }

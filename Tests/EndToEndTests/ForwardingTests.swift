@@ -74,12 +74,18 @@ struct ForwardingTests {
         }
     }
 
-    @Test func tunnelReachesServersThroughUserspaceDecapsulation() throws {
+    @Test func tunnelReachesServersThroughXDPAndUserspaceDecapsulation() throws {
         try withLab("lttun") { lab in
-            for i in 1...3 { try lab.startRealServerTool(i, ["tunnel", Lab.vip, "--gue-port", "6080"], logName: "tun\(i)") }
+            // rs1 and rs3 strip the outer headers in XDP (rs3 GUE), rs2 in a userspace loop into a TUN device.
+            try lab.startRealServerTool(1, ["tunnel", Lab.vip, Lab.vip6], logName: "tun1")
+            try lab.startRealServerTool(2, ["tunnel", Lab.vip, Lab.vip6, "--decapsulator", "tun"], logName: "tun2")
+            try lab.startRealServerTool(3, ["tunnel", Lab.vip, Lab.vip6, "--gue-port", "6080", "--decapsulator", "xdp"], logName: "tun3")
             usleep(300_000)
+            #expect(lab.logText("tun1").contains("by XDP on \(lab.ns("r1")) (native)"), "\(lab.logText("tun1"))")
+            #expect(lab.logText("tun2").contains("into lvstun0"), "\(lab.logText("tun2"))")
+            #expect(lab.logText("tun3").contains("by XDP on \(lab.ns("r3")) (native), GUE on 6080"), "\(lab.logText("tun3"))")
+            #expect(try lab.inside("r1", "ip", "link", "show", lab.ns("r1")).contains("prog/xdp"))
             try setUp(lab, method: "-i", service: "\(Lab.vip):8080", port: 8080)
-            // One server over GUE, the others over IPIP.
             try lab.lvsadm("-e -t \(Lab.vip):8080 -r \(Lab.real(3)):8080 -i --tun-type gue --tun-port 6080 --tun-csum")
             let answers = try lab.requests("http://\(Lab.vip):8080/", count: 1000)
             #expect(answers.count == 1000)
@@ -88,8 +94,16 @@ struct ForwardingTests {
             let reused = 1000 - (Int(row[2]) ?? 0)
             #expect(reused >= 0 && reused < 50, "\(row)")
             #expect(spread(answers).values.allSatisfy { abs($0 - 333) <= 1 + reused }, "\(spread(answers))")
+            // The real servers see the client itself.
+            #expect(answers.allSatisfy { $0.contains(" \(Lab.client) ") }, "\(answers.first ?? "")")
             #expect(try lab.lvsadm("-L -n --tun-info").contains("Tunnel  gue:6080:+c"))
+            // IPv6 in IPv6, GUE over IPv6 to rs3.
+            try setUp(lab, method: "-i", service: "[\(Lab.vip6)]:8080", port: 8080, v6: true)
+            try lab.lvsadm("-e -t [\(Lab.vip6)]:8080 -r [\(Lab.real6(3))]:8080 -i --tun-type gue --tun-port 6080")
+            let v6 = try lab.requests("http://[\(Lab.vip6)]:8080/", count: 30)
+            #expect(v6.count == 30 && spread(v6).values.allSatisfy { $0 == 10 }, "\(spread(v6))")
         }
+        // Stopped, the decapsulator leaves no program behind (the lab removes the namespaces only after).
     }
 
     @Test func fullNATShowsALocalAddressAndTOANamesTheClient() throws {

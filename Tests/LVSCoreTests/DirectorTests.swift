@@ -449,6 +449,11 @@ import LVSPacket
     }
 }
 
+extension ForwardingMethod {
+    /// DR and TUN deliver to the virtual port.
+    var keepsPort: Bool { self == .directRouting || self == .tunnel }
+}
+
 /// The fast path must be invisible: for every frame, the same bytes, verdict,
 /// counters and connection state as the general path.
 @Suite(.serialized) struct FastPathTests {
@@ -462,7 +467,7 @@ import LVSPacket
     @discardableResult
     func conversation(_ method: ForwardingMethod, proto: TransportProtocol, _ frames: (UInt16) -> [([UInt8], UInt16)]) -> Int {
         let svc = VirtualServiceConfiguration(key: .address(proto, vip, 80), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: method == .directRouting ? 80 : 8080, method: method)],
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: method.keepsPort ? 80 : 8080, method: method)],
                                               localAddresses: method == .fullNAT ? [ip("198.19.0.100")] : [])
         var fast = Harness([svc]), slow = Harness([svc])
         slow.director.fastPathEnabled = false
@@ -501,7 +506,7 @@ import LVSPacket
     func tcp(_ method: ForwardingMethod) -> Int {
         conversation(method, proto: .tcp) { lport in
             let replyTo = method == .fullNAT ? ip("198.19.0.100") : client
-            let realPort: UInt16 = method == .directRouting ? 80 : 8080
+            let realPort: UInt16 = method.keepsPort ? 80 : 8080
             let replyPort = method == .fullNAT ? lport : 40000
             var f: [([UInt8], UInt16)] = [(h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1000, flags: 0x02)), 1)]
             if method.seesReplies {
@@ -572,6 +577,8 @@ import LVSPacket
     // the state-changing first ACK, TTL 1 or the TOA-carrying ACK.
     @Test func nat() { #expect(tcp(.nat) == 3) }
     @Test func directRouting() { #expect(tcp(.directRouting) == 2) }
+    // IPIP: the outer header built in the fast path byte for byte as the general path builds it.
+    @Test func tunnel() { #expect(tcp(.tunnel) == 2) }
     // Under FULLNAT every client segment acknowledging the server's ISN + 1
     // carries TOA (DPVS's fdata_seq rule), so only the reply is taken.
     @Test func fullNAT() { #expect(tcp(.fullNAT) == 1) }

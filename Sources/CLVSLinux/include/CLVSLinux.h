@@ -81,6 +81,11 @@ typedef struct lvs_xdp_program lvs_xdp_program;
 /// driver can, in generic mode where not (`mode`). NULL on failure, with the
 /// reason in `error`; on a generic attach `error` says why native failed.
 lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, int *mode, char *error, size_t capacity);
+/// lvs-realserver's decapsulator on one interface: tunnel packets (IPIP,
+/// IPv6-in-IP, and GUE variant 0 on `gue_port` unless 0) whose inner
+/// destination is in the address map `vips` lose their outer headers and go
+/// on into the kernel. Attached as lvs_xdp_attach does; lvs_xdp_detach removes it.
+lvs_xdp_program *lvs_xdp_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int *mode, char *error, size_t capacity);
 void lvs_xdp_detach(lvs_xdp_program *program);
 
 /// An AF_XDP socket on one queue with its own UMEM (2048 receive and 2048
