@@ -308,36 +308,39 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     // MARK: forwarding
 
     mutating func updateState(_ i: Int, direction: StateDirection, flags: UInt8, now: UInt64, shared: inout DirectorShared) {
-        var c = table[i]
-        c.packets &+= 1
-        if direction != .output { c.inPackets &+= 1 }
+        // In place: a copy of the entry in and out cost more than the transition.
+        table[i].packets &+= 1
+        if direction != .output { table[i].inPackets &+= 1 }
         var changed = false
-        if c.proto == IPProtocolNumber.tcp {
+        let proto = table[i].proto
+        if proto == IPProtocolNumber.tcp {
             var dir = direction
-            if dir == .output { c.flags.remove(.noOutput) } else if c.flags.contains(.noOutput) { dir = .inputOnly }
-            let next = TCPStateTable.next(c.state, direction: dir, flags: flags)
-            if next != c.state {
-                let s = Int(c.service), d = Int(c.destination)
-                if !c.flags.contains(.inactive) && !next.isActive {
+            if dir == .output { table[i].flags.remove(.noOutput) } else if table[i].flags.contains(.noOutput) { dir = .inputOnly }
+            let state = table[i].state
+            let next = TCPStateTable.next(state, direction: dir, flags: flags)
+            if next != state {
+                let s = Int(table[i].service), d = Int(table[i].destination)
+                let inactive = table[i].flags.contains(.inactive)
+                if !inactive && !next.isActive {
                     shared.services[s].destinations[d].activeConnections &-= 1
                     shared.services[s].destinations[d].inactiveConnections &+= 1
-                    c.flags.insert(.inactive)
-                } else if c.flags.contains(.inactive) && next.isActive {
+                    table[i].flags.insert(.inactive)
+                } else if inactive && next.isActive {
                     shared.services[s].destinations[d].activeConnections &+= 1
                     shared.services[s].destinations[d].inactiveConnections &-= 1
-                    c.flags.remove(.inactive)
+                    table[i].flags.remove(.inactive)
                 }
-                c.state = next
+                table[i].state = next
                 changed = true
             }
         }
-        c.expires = now &+ shared.timeouts[Int(c.state.rawValue)]
-        table[i] = c
+        let state = table[i].state
+        table[i].expires = now &+ shared.timeouts[Int(state.rawValue)]
         if shared.syncing && direction != .output { noteSync(i, stateChanged: changed, shared: &shared) }
-        if shared.passiveCheck && c.proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
+        if shared.passiveCheck && proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
             if direction == .output {
                 if flags & TCPFlags.ack != 0 { notePassiveAnswer(i, shared: &shared) }
-            } else if c.state == .synReceived {
+            } else if state == .synReceived {
                 notePassiveSYN(i, shared: &shared)
             }
         }
@@ -356,28 +359,28 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if !first && table[i].flags.contains(.synproxy), let v = synproxyInbound(&b, &f, &p, i, interface: interface, now: now, shared: &shared) { return v }
         if p.fragment != .subsequent { updateState(i, direction: .input, flags: p.tcpFlags, now: now, shared: &shared) }
         if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: false, now: now) }
-        let c = table[i]
-        let dest = shared.services[s].destinations[d]
         let length = UInt64(p.ipEnd &- p.l3Offset)
         let (sc, dc) = shared.counterSlots(service: s, destination: d)
         shared.count(inbound: true, service: sc, destination: dc, bytes: length)
         guard PacketRewriter.decrementTTL(&b, p) else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
-        switch dest.method {
+        // The entry's and the server's fields read where needed: copies of both whole cost more than the rewrite.
+        switch shared.services[s].destinations[d].method {
         case .nat:
-            PacketRewriter.rewrite(&b, p, destination: c.real, destinationPort: c.realPort)
+            PacketRewriter.rewrite(&b, p, destination: table[i].real, destinationPort: table[i].realPort)
         case .fullNAT:
+            let c = table[i]
             PacketRewriter.rewrite(&b, p, source: c.local, sourcePort: c.localPort, destination: c.real, destinationPort: c.realPort)
             if c.flags.contains(.toaArmed) && p.proto == IPProtocolNumber.tcp && p.fragment == .none
                 && p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0 && p.tcpFlags & TCPFlags.ack != 0
                 && b.be32(at: p.l4Offset &+ 8) == c.toaSequence {
-                insertTOA(&b, &f, &p, c, dest: dest, shared: &shared)
+                insertTOA(&b, &f, &p, c, dest: shared.services[s].destinations[d], shared: &shared)
             }
         case .directRouting, .local:
             break
         case .tunnel:
-            return tunnel(&b, &f, &p, dest: dest, interface: interface, shared: &shared)
+            return tunnel(&b, &f, &p, dest: shared.services[s].destinations[d], interface: interface, shared: &shared)
         }
-        return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+        return sendTo(&b, f, neighbour: shared.services[s].destinations[d].neighbour, shared: &shared)
     }
 
     /// The client's address and port in TOA; a packet without room for it goes

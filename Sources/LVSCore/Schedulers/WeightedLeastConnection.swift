@@ -31,7 +31,8 @@ func weightedLeast(order: Span<Int>, dests: Span<DestinationState>, overhead: (_
         if dests[slot].overloaded { continue }
         if dests[slot].removed { continue }
         let doh = overhead(dests[slot].activeConnections, dests[slot].inactiveConnections), weight = Int64(dests[slot].weight)
-        if loh * weight > doh * lweight { least = slot; loh = doh; lweight = weight }
+        // Wrapping, as the kernel's: no input may trap the data path.
+        if loh &* weight > doh &* lweight { least = slot; loh = doh; lweight = weight }
     }
     return least
 }
