@@ -23,11 +23,12 @@ public enum InternetChecksum {
     /// Folds a sum to 16 bits with end-around carry.
     @inlinable @inline(__always)
     public static func fold(_ sum: UInt64) -> UInt16 {
-        var s = (sum & 0xFFFF_FFFF) &+ (sum &>> 32)
-        s = (s & 0xFFFF) &+ (s &>> 16)
-        s = (s & 0xFFFF) &+ (s &>> 16)
-        s = (s & 0xFFFF) &+ (s &>> 16)
-        return UInt16(truncatingIfNeeded: s)
+        // 64 to 32 bits twice (the second cannot carry), then 32 to 16 as
+        // Linux's csum_fold: in x + (x rotated by 16) the high half is the
+        // two halves' sum, its carry out of the low half added back.
+        let s = (sum & 0xFFFF_FFFF) &+ (sum &>> 32)
+        let x = UInt32(truncatingIfNeeded: s) &+ UInt32(truncatingIfNeeded: s &>> 32)
+        return UInt16(truncatingIfNeeded: (x &+ (x &>> 16 | x &<< 16)) &>> 16)
     }
 
     /// The checksum field value for a sum: its complement.

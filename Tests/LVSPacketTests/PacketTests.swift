@@ -100,6 +100,21 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
         #expect(InternetChecksum.fold(InternetChecksum.sum(bytes.span, from: 0, count: 8)) == 0xDDF2)
     }
 
+    /// The rotate-and-add fold gives what adding the halves until nothing
+    /// carries gives, zero's two forms included (0 stays 0, 0xFFFF stays 0xFFFF).
+    @Test func foldMatchesRepeatedHalfSums() {
+        func reference(_ sum: UInt64) -> UInt16 {
+            var s = sum
+            while s > 0xFFFF { s = (s & 0xFFFF) &+ (s &>> 16) }
+            return UInt16(s)
+        }
+        var values: [UInt64] = [0, 1, 0xFFFF, 0x1_0000, 0x1_FFFE, 0xFFFF_0000, 0xFFFE_FFFF, 0xFFFF_FFFF, 0x1_0000_0000,
+                                0x1_FFFF_FFFE, 0xFFFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0000]
+        var g = SystemRandomNumberGenerator()
+        for bits in 1...64 { for _ in 0..<2000 { values.append(g.next() &>> (64 - UInt64(bits))) } }
+        for v in values { #expect(InternetChecksum.fold(v) == reference(v), "\(v)") }
+    }
+
     @Test func incrementalMatchesFullRecomputation() throws {
         var f = FrameBuilder().frame(src: c4, dst: v4, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x10, payload: Array(0..<33)))
         let p = try parse(f)
