@@ -1,3 +1,5 @@
+import LVSPacket
+
 /// IPVS connection states (`ip_vs_proto_tcp.c`); UDP has its own single state.
 public enum ConnectionState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case none = 0, established, synSent, synReceived, finWait, timeWait, close, closeWait, lastAck, listen, synAck
@@ -115,4 +117,34 @@ public struct TimeoutTable: Sendable, Hashable {
 
     /// Milliseconds per state, for the data path.
     public var milliseconds: [UInt64] { seconds.map { UInt64($0) * 1000 } }
+}
+
+extension Connection {
+    /// One packet in `direction`: counts it, moves the TCP state and sets the
+    /// expiry, in one access to the entry. Returns whether the state changed
+    /// and how the server's active count moves (+1, −1 or 0; its inactive
+    /// count moves the other way).
+    mutating func advance(direction: StateDirection, flags tcpFlags: UInt8, now: UInt64, timeouts: Span<UInt64>) -> (changed: Bool, activity: Int32) {
+        packets &+= 1
+        if direction != .output { inPackets &+= 1 }
+        var changed = false, activity: Int32 = 0
+        if proto == IPProtocolNumber.tcp {
+            var dir = direction
+            if dir == .output { flags.remove(.noOutput) } else if flags.contains(.noOutput) { dir = .inputOnly }
+            let next = TCPStateTable.next(state, direction: dir, flags: tcpFlags)
+            if next != state {
+                if !flags.contains(.inactive) && !next.isActive {
+                    activity = -1
+                    flags.insert(.inactive)
+                } else if flags.contains(.inactive) && next.isActive {
+                    activity = 1
+                    flags.remove(.inactive)
+                }
+                state = next
+                changed = true
+            }
+        }
+        expires = now &+ timeouts[Int(state.rawValue)]
+        return (changed, activity)
+    }
 }

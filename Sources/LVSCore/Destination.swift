@@ -68,9 +68,17 @@ public struct DestinationState: Sendable {
         removed = false
     }
 
-    /// OVERLOAD set on bind (`ip_vs_bind_dest`).
-    mutating func checkOverloadOnBind() {
+    /// A new connection, inactive until established, and OVERLOAD set when
+    /// it reaches the upper threshold (`ip_vs_bind_dest`).
+    mutating func bindInactive() {
+        inactiveConnections &+= 1
         if upperThreshold != 0 && activeConnections &+ inactiveConnections >= upperThreshold { overloaded = true }
+    }
+
+    /// A connection turned active (+1) or inactive (−1).
+    mutating func moveActivity(_ change: Int32) {
+        activeConnections = activeConnections &+ UInt32(bitPattern: change)
+        inactiveConnections = inactiveConnections &- UInt32(bitPattern: change)
     }
 
     /// OVERLOAD cleared on unbind (`ip_vs_unbind_dest`).

@@ -255,8 +255,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
         table[index] = c
         table.insert(index)
-        shared.services[service].destinations[slot].inactiveConnections &+= 1
-        shared.services[service].destinations[slot].checkOverloadOnBind()
+        shared.services[service].destinations[slot].bindInactive()
         let (sc, dc) = shared.counterSlots(service: service, destination: slot)
         shared.countConnection(service: sc, destination: dc)
         noteTrace(templateHit ? .persistent : .scheduled, connection: index, shared: &shared)
@@ -308,34 +307,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     // MARK: forwarding
 
     mutating func updateState(_ i: Int, direction: StateDirection, flags: UInt8, now: UInt64, shared: inout DirectorShared) {
-        // In place: a copy of the entry in and out cost more than the transition.
-        table[i].packets &+= 1
-        if direction != .output { table[i].inPackets &+= 1 }
-        var changed = false
-        let proto = table[i].proto
-        if proto == IPProtocolNumber.tcp {
-            var dir = direction
-            if dir == .output { table[i].flags.remove(.noOutput) } else if table[i].flags.contains(.noOutput) { dir = .inputOnly }
-            let state = table[i].state
-            let next = TCPStateTable.next(state, direction: dir, flags: flags)
-            if next != state {
-                let s = Int(table[i].service), d = Int(table[i].destination)
-                let inactive = table[i].flags.contains(.inactive)
-                if !inactive && !next.isActive {
-                    shared.services[s].destinations[d].activeConnections &-= 1
-                    shared.services[s].destinations[d].inactiveConnections &+= 1
-                    table[i].flags.insert(.inactive)
-                } else if inactive && next.isActive {
-                    shared.services[s].destinations[d].activeConnections &+= 1
-                    shared.services[s].destinations[d].inactiveConnections &-= 1
-                    table[i].flags.remove(.inactive)
-                }
-                table[i].state = next
-                changed = true
-            }
-        }
-        let state = table[i].state
-        table[i].expires = now &+ shared.timeouts[Int(state.rawValue)]
+        let (changed, activity) = table[i].advance(direction: direction, flags: flags, now: now, timeouts: shared.timeouts.span)
+        if activity != 0 { shared.services[Int(table[i].service)].destinations[Int(table[i].destination)].moveActivity(activity) }
+        let proto = table[i].proto, state = table[i].state
         if shared.syncing && direction != .output { noteSync(i, stateChanged: changed, shared: &shared) }
         if shared.passiveCheck && proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
             if direction == .output {

@@ -143,7 +143,7 @@ extension Director {
         var buckets = InlineArray<64, Int>(repeating: -1)
         let frames = frames.clamped(to: frames.lowerBound ..< frames.lowerBound &+ 64)
         unsafe slots.withUnsafeBufferPointer { slotBase in
-            guard let base = unsafe slotBase.baseAddress else { return }
+            guard let base = slotBase.baseAddress else { return }
             for k in frames {
                 guard let at = windowStart(ds[k].bounds, slot: k, slotSize: slotSize) else { continue }
                 let h = raw._mutatingExtracting(at ..< at &+ window)
@@ -157,7 +157,7 @@ extension Director {
             }
         }
         unsafe entries.withUnsafeBufferPointer { entryBase in
-            guard let base = unsafe entryBase.baseAddress else { return }
+            guard let base = entryBase.baseAddress else { return }
             for k in frames {
                 let b = buckets[k &- frames.lowerBound]
                 guard b >= 0, b < slots.count else { continue }

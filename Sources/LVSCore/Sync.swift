@@ -231,15 +231,8 @@ extension FamilyPlane {
             if template || (Int(table[i].service) == s && Int(table[i].destination) == slot) {
                 var c = table[i]
                 if !template && c.flags.contains(.inactive) != inactive {
-                    if inactive {
-                        shared.services[s].destinations[slot].activeConnections &-= 1
-                        shared.services[s].destinations[slot].inactiveConnections &+= 1
-                        c.flags.insert(.inactive)
-                    } else {
-                        shared.services[s].destinations[slot].activeConnections &+= 1
-                        shared.services[s].destinations[slot].inactiveConnections &-= 1
-                        c.flags.remove(.inactive)
-                    }
+                    shared.services[s].destinations[slot].moveActivity(inactive ? -1 : 1)
+                    if inactive { c.flags.insert(.inactive) } else { c.flags.remove(.inactive) }
                 }
                 c.state = state
                 c.expires = expires
