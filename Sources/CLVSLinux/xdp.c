@@ -279,7 +279,9 @@ struct lvs_xdp_program {
     int ifindex;
     int program;
     int sockets;
-    unsigned attach_flags;
+    /// A BPF link: the program stays attached while this descriptor is
+    /// open, so a process that dies, even by SIGKILL, leaves none behind.
+    int link;
 };
 
 int lvs_xdp_address_map(unsigned capacity) {
@@ -309,20 +311,23 @@ static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *n
         snprintf(error, capacity, "loading the XDP program: %s%s%.400s", strerror(e), log[0] ? ": " : "", log);
         return -1;
     }
-    unsigned flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE;
-    int native = bpf_xdp_attach(x->ifindex, x->program, flags, NULL);
+    // A link never replaces a program already attached (EBUSY), nor joins one in the other mode.
+    LIBBPF_OPTS(bpf_link_create_opts, native_opts, .flags = XDP_FLAGS_DRV_MODE);
+    x->link = bpf_link_create(x->program, x->ifindex, BPF_XDP, &native_opts);
     int native_errno = errno;
-    if (native < 0) {
-        flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE;
-        if (bpf_xdp_attach(x->ifindex, x->program, flags, NULL) < 0) {
+    if (x->link < 0) {
+        LIBBPF_OPTS(bpf_link_create_opts, generic_opts, .flags = XDP_FLAGS_SKB_MODE);
+        x->link = bpf_link_create(x->program, x->ifindex, BPF_XDP, &generic_opts);
+        if (x->link < 0) {
             snprintf(error, capacity, "attaching XDP: native %s, generic %s", strerror(native_errno), strerror(errno));
             close(x->program);
             return -1;
         }
         snprintf(error, capacity, "native XDP: %s", strerror(native_errno));
+        *mode = LVS_XDP_MODE_GENERIC;
+    } else {
+        *mode = LVS_XDP_MODE_NATIVE;
     }
-    x->attach_flags = flags;
-    *mode = native < 0 ? LVS_XDP_MODE_GENERIC : LVS_XDP_MODE_NATIVE;
     return 0;
 }
 
@@ -360,8 +365,7 @@ lvs_xdp_program *lvs_xdp_decapsulator_attach(int ifindex, int vips, unsigned sho
 
 void lvs_xdp_detach(lvs_xdp_program *x) {
     if (!x) return;
-    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = x->program);
-    bpf_xdp_detach(x->ifindex, x->attach_flags & ~XDP_FLAGS_UPDATE_IF_NOEXIST, &opts);
+    close(x->link);
     close(x->program);
     if (x->sockets >= 0) close(x->sockets);
     free(x);
