@@ -77,6 +77,24 @@ static void lookup(program_text *p, int map, int mask, int miss) {
     if (mask) emit(p, AND_IMM(BPF_REG_0, mask));
 }
 
+/// To L_PASS unless `bytes` bytes from the pointer in `base` lie inside the
+/// frame (r8 its end), checked through `scratch` as the verifier wants.
+static void need(program_text *p, int base, int bytes, int scratch) {
+    emit(p, MOV_REG(scratch, base));
+    emit(p, ADD_IMM(scratch, bytes));
+    jump(p, BPF_JGT, BPF_X, scratch, BPF_REG_8, L_PASS);
+}
+
+/// r6 the context, r7 the frame, r8 its end, r3 the EtherType as loaded
+/// (little-endian: 0x0800 reads 0x0008); to L_PASS without an Ethernet header.
+static void prologue(program_text *p) {
+    emit(p, MOV_REG(BPF_REG_6, BPF_REG_1));
+    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, offsetof(struct xdp_md, data)));
+    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, offsetof(struct xdp_md, data_end)));
+    need(p, BPF_REG_7, 14, BPF_REG_2);
+    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 12));
+}
+
 /// The address at r7 + `offset` into the key at fp-16 (IPv4: its last four bytes).
 static void key_from(program_text *p, int v6, int offset) {
     if (v6) {
@@ -110,19 +128,11 @@ static void classify(program_text *p, int addresses, int v6, int source) {
 // Registers: r6 the context, r7 the network header, r8 the frame's end.
 static void build(program_text *p, int addresses, int sockets) {
     memset(p, 0, sizeof(*p));
-    emit(p, MOV_REG(BPF_REG_6, BPF_REG_1));
-    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, offsetof(struct xdp_md, data)));
-    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, offsetof(struct xdp_md, data_end)));
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 14));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
-    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 12));
+    prologue(p);
     emit(p, MOV_IMM(BPF_REG_9, 14));
     // One 802.1Q tag, as the engine takes. (Loads are little-endian: 0x8100 reads 0x0081.)
     jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0x0081, L_NOVLAN);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 18));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_7, 18, BPF_REG_2);
     emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 16));
     emit(p, MOV_IMM(BPF_REG_9, 18));
     label(p, L_NOVLAN);
@@ -133,17 +143,13 @@ static void build(program_text *p, int addresses, int sockets) {
 
     // IPv4: the key is the IPv4-mapped IPv6 address ::ffff:a.b.c.d.
     label(p, L_V4);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 20));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_7, 20, BPF_REG_2);
     emit(p, STORE_IMM(BPF_DW, FP, -16, 0));
     emit(p, STORE_IMM(BPF_W, FP, -8, (int)0xFFFF0000));
     classify(p, addresses, 0, L_V4_SOURCE);
 
     label(p, L_V6);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 40));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_7, 40, BPF_REG_2);
     classify(p, addresses, 1, L_V6_SOURCE);
 
     // A queue without a socket passes the frame (the flags' XDP_PASS).
@@ -168,22 +174,14 @@ static void build(program_text *p, int addresses, int sockets) {
 // headers' length (from the end of the Ethernet header to the inner one).
 static void build_decapsulator(program_text *p, int vips, unsigned short gue_port) {
     memset(p, 0, sizeof(*p));
-    emit(p, MOV_REG(BPF_REG_6, BPF_REG_1));
-    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, offsetof(struct xdp_md, data)));
-    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, offsetof(struct xdp_md, data_end)));
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 14));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
-    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 12));
+    prologue(p);
     jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0x0008, L_V4);
     jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0xDD86, L_V6);
     jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
 
     // An outer IPv4 header without options, not a fragment (DF allowed).
     label(p, L_V4);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 34));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_7, 34, BPF_REG_2);
     emit(p, LOAD(BPF_B, BPF_REG_3, BPF_REG_7, 14));
     jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0x45, L_PASS);
     emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 20));
@@ -195,9 +193,7 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
 
     // An outer IPv6 header whose next header is the tunnel's (no extension headers).
     label(p, L_V6);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_IMM(BPF_REG_2, 54));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_2, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_7, 54, BPF_REG_2);
     emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_7, 20));
     emit(p, MOV_IMM(BPF_REG_9, 40));
 
@@ -207,9 +203,7 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
         jump(p, BPF_JNE, BPF_K, BPF_REG_4, IPPROTO_UDP, L_INNER);
         emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
         emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
-        emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
-        emit(p, ADD_IMM(BPF_REG_3, 14 + 12));
-        jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+        need(p, BPF_REG_2, 14 + 12, BPF_REG_3);
         emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_2, 14 + 2));
         jump(p, BPF_JNE, BPF_K, BPF_REG_3, (unsigned short)((gue_port >> 8) | (gue_port << 8)), L_PASS);
         emit(p, LOAD(BPF_B, BPF_REG_3, BPF_REG_2, 14 + 8));
@@ -231,9 +225,7 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
     jump(p, BPF_JEQ, BPF_K, BPF_REG_4, IPPROTO_IPV6, L_INNER6);
     jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
     label(p, L_INNER4);
-    emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
-    emit(p, ADD_IMM(BPF_REG_3, 14 + 20));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_2, 14 + 20, BPF_REG_3);
     emit(p, STORE_IMM(BPF_DW, FP, -16, 0));
     emit(p, STORE_IMM(BPF_W, FP, -8, (int)0xFFFF0000));
     emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_2, 14 + 16));
@@ -241,9 +233,7 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
     emit(p, STORE_IMM(BPF_DW, FP, -24, 0x0008));
     jump(p, BPF_JA, BPF_K, 0, 0, L_STRIP);
     label(p, L_INNER6);
-    emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
-    emit(p, ADD_IMM(BPF_REG_3, 14 + 40));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_2, 14 + 40, BPF_REG_3);
     emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 24));
     emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
     emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 32));
@@ -255,9 +245,7 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
     lookup(p, vips, 0, L_PASS);
     emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
     emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
-    emit(p, MOV_REG(BPF_REG_3, BPF_REG_2));
-    emit(p, ADD_IMM(BPF_REG_3, 14));
-    jump(p, BPF_JGT, BPF_X, BPF_REG_3, BPF_REG_8, L_PASS);
+    need(p, BPF_REG_2, 14, BPF_REG_3);
     for (int o = 0; o < 12; o += 4) {
         emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, o));
         emit(p, STORE(BPF_W, BPF_REG_2, BPF_REG_3, o));
