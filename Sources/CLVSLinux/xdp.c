@@ -85,12 +85,17 @@ static void need(program_text *p, int base, int bytes, int scratch) {
     jump(p, BPF_JGT, BPF_X, scratch, BPF_REG_8, L_PASS);
 }
 
+/// r7 the frame and r8 its end, from the context in r6 (an XDP or a tc one).
+static void frame_pointers(program_text *p, int tc) {
+    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, tc ? offsetof(struct __sk_buff, data) : offsetof(struct xdp_md, data)));
+    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, tc ? offsetof(struct __sk_buff, data_end) : offsetof(struct xdp_md, data_end)));
+}
+
 /// r6 the context, r7 the frame, r8 its end, r3 the EtherType as loaded
 /// (little-endian: 0x0800 reads 0x0008); to L_PASS without an Ethernet header.
-static void prologue(program_text *p) {
+static void prologue(program_text *p, int tc) {
     emit(p, MOV_REG(BPF_REG_6, BPF_REG_1));
-    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, offsetof(struct xdp_md, data)));
-    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, offsetof(struct xdp_md, data_end)));
+    frame_pointers(p, tc);
     need(p, BPF_REG_7, 14, BPF_REG_2);
     emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 12));
 }
@@ -128,7 +133,7 @@ static void classify(program_text *p, int addresses, int v6, int source) {
 // Registers: r6 the context, r7 the network header, r8 the frame's end.
 static void build(program_text *p, int addresses, int sockets) {
     memset(p, 0, sizeof(*p));
-    prologue(p);
+    prologue(p, 0);
     emit(p, MOV_IMM(BPF_REG_9, 14));
     // One 802.1Q tag, as the engine takes. (Loads are little-endian: 0x8100 reads 0x0081.)
     jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0x0081, L_NOVLAN);
@@ -166,15 +171,21 @@ static void build(program_text *p, int addresses, int sockets) {
     resolve(p);
 }
 
+// Newer than this machine's headers (Linux 6.1): tcx (6.6) and the
+// decapsulation flags of bpf_skb_adjust_room (6.3).
+enum { LVS_TCX_INGRESS = 46, LVS_TCX_NEXT = -1, LVS_ADJ_ROOM_DECAP_IPV4 = 1 << 7, LVS_ADJ_ROOM_DECAP_IPV6 = 1 << 8 };
+
 /// A real server's decapsulator: IPIP, IPv6-in-IPv4, IPv4- and
 /// IPv6-in-IPv6 and (with `gue_port`) GUE variant 0, each only when the
-/// inner destination is in `vips`, lose their outer headers and pass to the
-/// kernel as if they had arrived bare. Anything else passes untouched.
+/// inner destination is in `vips`, lose their outer headers and go on into
+/// the kernel as if they had arrived bare. Anything else passes untouched.
+/// As a tc program (`tc`) it works on the skb; as an XDP one, on the frame
+/// before there is one (but veth copies a frame short of XDP's headroom).
 // Registers: r6 the context, r7 the frame, r8 its end, r9 the outer
 // headers' length (from the end of the Ethernet header to the inner one).
-static void build_decapsulator(program_text *p, int vips, unsigned short gue_port) {
+static void build_decapsulator(program_text *p, int vips, unsigned short gue_port, int tc) {
     memset(p, 0, sizeof(*p));
-    prologue(p);
+    prologue(p, tc);
     jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0x0008, L_V4);
     jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0xDD86, L_V6);
     jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
@@ -231,6 +242,7 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
     emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_2, 14 + 16));
     emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
     emit(p, STORE_IMM(BPF_DW, FP, -24, 0x0008));
+    emit(p, STORE_IMM(BPF_DW, FP, -32, LVS_ADJ_ROOM_DECAP_IPV4));
     jump(p, BPF_JA, BPF_K, 0, 0, L_STRIP);
     label(p, L_INNER6);
     need(p, BPF_REG_2, 14 + 40, BPF_REG_3);
@@ -239,24 +251,40 @@ static void build_decapsulator(program_text *p, int vips, unsigned short gue_por
     emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 32));
     emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
     emit(p, STORE_IMM(BPF_DW, FP, -24, 0xDD86));
+    emit(p, STORE_IMM(BPF_DW, FP, -32, LVS_ADJ_ROOM_DECAP_IPV6));
 
-    // A VIP's: the Ethernet header moves up to the inner header, the head follows it.
     label(p, L_STRIP);
     lookup(p, vips, 0, L_PASS);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
-    need(p, BPF_REG_2, 14, BPF_REG_3);
-    for (int o = 0; o < 12; o += 4) {
-        emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, o));
-        emit(p, STORE(BPF_W, BPF_REG_2, BPF_REG_3, o));
+    if (tc) {
+        // A VIP's: the kernel removes the outer headers (the flag names the inner family), then the EtherType follows.
+        emit(p, MOV_REG(BPF_REG_1, BPF_REG_6));
+        emit(p, MOV_REG(BPF_REG_2, BPF_REG_9));
+        emit(p, INSN(BPF_ALU64 | BPF_NEG, BPF_REG_2, 0, 0, 0));
+        emit(p, MOV_IMM(BPF_REG_3, BPF_ADJ_ROOM_MAC));
+        emit(p, LOAD(BPF_DW, BPF_REG_4, FP, -32));
+        emit(p, CALL(BPF_FUNC_skb_adjust_room));
+        jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_PASS);
+        frame_pointers(p, tc);
+        need(p, BPF_REG_7, 14, BPF_REG_2);
+        emit(p, LOAD(BPF_H, BPF_REG_3, FP, -24));
+        emit(p, STORE(BPF_H, BPF_REG_7, BPF_REG_3, 12));
+    } else {
+        // A VIP's: the Ethernet header moves up to the inner header, the head follows it.
+        emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
+        emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
+        need(p, BPF_REG_2, 14, BPF_REG_3);
+        for (int o = 0; o < 12; o += 4) {
+            emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, o));
+            emit(p, STORE(BPF_W, BPF_REG_2, BPF_REG_3, o));
+        }
+        emit(p, LOAD(BPF_H, BPF_REG_3, FP, -24));
+        emit(p, STORE(BPF_H, BPF_REG_2, BPF_REG_3, 12));
+        emit(p, MOV_REG(BPF_REG_1, BPF_REG_6));
+        emit(p, MOV_REG(BPF_REG_2, BPF_REG_9));
+        emit(p, CALL(BPF_FUNC_xdp_adjust_head));
     }
-    emit(p, LOAD(BPF_H, BPF_REG_3, FP, -24));
-    emit(p, STORE(BPF_H, BPF_REG_2, BPF_REG_3, 12));
-    emit(p, MOV_REG(BPF_REG_1, BPF_REG_6));
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_9));
-    emit(p, CALL(BPF_FUNC_xdp_adjust_head));
     label(p, L_PASS);
-    emit(p, MOV_IMM(BPF_REG_0, XDP_PASS));
+    emit(p, MOV_IMM(BPF_REG_0, tc ? LVS_TCX_NEXT : XDP_PASS));
     emit(p, EXIT());
     resolve(p);
 }
@@ -284,21 +312,28 @@ int lvs_xdp_address_set(int map, const unsigned char *address16, unsigned flags)
     return 0;
 }
 
-/// Loads `text` and attaches it to `ifindex`: natively where the driver can,
-/// in generic mode where not. 0, or -1 with the reason in `error`.
-static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *name, int *mode, char *error, size_t capacity) {
+/// Loads `text` as a program of `type`: 0, or -1 with the reason (the
+/// verifier's, when it refused) in `error`.
+static int load(lvs_xdp_program *x, program_text *text, enum bpf_prog_type type, const char *name, char *error, size_t capacity) {
     char log[4096] = "";
     LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_buf = log, .log_size = sizeof(log), .log_level = 0);
-    x->program = bpf_prog_load(BPF_PROG_TYPE_XDP, name, "GPL", text->insn, (size_t)text->count, &opts);
+    x->program = bpf_prog_load(type, name, "GPL", text->insn, (size_t)text->count, &opts);
     if (x->program < 0) {
         int e = errno;
         if (!log[0]) {  // the verifier's reasons, only asked for on failure
             opts.log_level = 1;
-            bpf_prog_load(BPF_PROG_TYPE_XDP, name, "GPL", text->insn, (size_t)text->count, &opts);
+            bpf_prog_load(type, name, "GPL", text->insn, (size_t)text->count, &opts);
         }
-        snprintf(error, capacity, "loading the XDP program: %s%s%.400s", strerror(e), log[0] ? ": " : "", log);
+        snprintf(error, capacity, "loading the BPF program: %s%s%.400s", strerror(e), log[0] ? ": " : "", log);
         return -1;
     }
+    return 0;
+}
+
+/// Loads `text` as XDP and attaches it to `ifindex`: natively where the
+/// driver can, in generic mode where not. 0, or -1 with the reason in `error`.
+static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *name, int *mode, char *error, size_t capacity) {
+    if (load(x, text, BPF_PROG_TYPE_XDP, name, error, capacity) < 0) return -1;
     // A link never replaces a program already attached (EBUSY), nor joins one in the other mode.
     LIBBPF_OPTS(bpf_link_create_opts, native_opts, .flags = XDP_FLAGS_DRV_MODE);
     x->link = bpf_link_create(x->program, x->ifindex, BPF_XDP, &native_opts);
@@ -338,16 +373,25 @@ lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, i
     return x;
 }
 
-lvs_xdp_program *lvs_xdp_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int *mode, char *error, size_t capacity) {
+lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int tc, int *mode, char *error, size_t capacity) {
     lvs_xdp_program *x = calloc(1, sizeof(*x));
     x->ifindex = ifindex;
     x->sockets = -1;
     program_text text;
-    build_decapsulator(&text, vips, gue_port);
-    if (load_and_attach(x, &text, "lvs_decap", mode, error, capacity) < 0) {
+    build_decapsulator(&text, vips, gue_port, tc);
+    if (!tc) {
+        if (load_and_attach(x, &text, "lvs_decap", mode, error, capacity) < 0) { free(x); return NULL; }
+        return x;
+    }
+    if (load(x, &text, BPF_PROG_TYPE_SCHED_CLS, "lvs_decap", error, capacity) < 0) { free(x); return NULL; }
+    x->link = bpf_link_create(x->program, ifindex, LVS_TCX_INGRESS, NULL);
+    if (x->link < 0) {
+        snprintf(error, capacity, "attaching to tc ingress (tcx): %s", strerror(errno));
+        close(x->program);
         free(x);
         return NULL;
     }
+    *mode = LVS_MODE_TC;
     return x;
 }
 

@@ -123,13 +123,13 @@ struct Tunnel: ParsableCommand {
             """)
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Option(help: "Also accept GUE on this UDP port.") var guePort: UInt16?
-    @Option(help: "Decapsulate with: kernel (ipip, tunl0), xdp or tun. Default: kernel where it has ipip and no GUE is asked for, else xdp, else tun.")
+    @Option(help: "Decapsulate with: kernel (ipip, tunl0), tc, xdp or tun. Default: kernel where it has ipip and no GUE is asked for, else tc, else xdp, else tun.")
     var decapsulator: Decapsulator?
-    @Option(help: ArgumentHelp("An interface for the XDP decapsulator, repeatable (default: every interface that is up but lo).", valueName: "name"))
+    @Option(help: ArgumentHelp("An interface for the BPF decapsulator, repeatable (default: every interface that is up but lo).", valueName: "name"))
     var interface: [String] = []
     @Option(help: "The TUN device's name.") var device = "lvstun0"
 
-    enum Decapsulator: String, ExpressibleByArgument, CaseIterable { case kernel, xdp, tun }
+    enum Decapsulator: String, ExpressibleByArgument, CaseIterable { case kernel, tc, xdp, tun }
 
     func run() throws {
         let addresses = vips.map { v in
@@ -138,24 +138,28 @@ struct Tunnel: ParsableCommand {
         }
         switch decapsulator {
         case .kernel:
-            guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator xdp or tun") }
+            guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator tc, xdp or tun") }
             guard kernelHasIPIP() else { fail("lvs-realserver: this kernel has no ipip module") }
             runInKernel()
-        case .xdp:
-            if let reason = runXDP(addresses) { fail("lvs-realserver: XDP decapsulator: \(reason)") }
+        case .tc, .xdp:
+            let tc = decapsulator == .tc
+            if let reason = runBPF(addresses, tc: tc) { fail("lvs-realserver: \(tc ? "tc" : "XDP") decapsulator: \(reason)") }
         case .tun:
             runTUN(addresses)
         case nil:
             if guePort == nil && kernelHasIPIP() { return runInKernel() }
-            guard let reason = runXDP(addresses) else { return }
-            say("XDP decapsulator unavailable, using a TUN device: \(reason)")
+            guard let tcReason = runBPF(addresses, tc: true) else { return }
+            say("tc decapsulator unavailable, trying XDP: \(tcReason)")
+            guard let xdpReason = runBPF(addresses, tc: false) else { return }
+            say("XDP decapsulator unavailable, using a TUN device: \(xdpReason)")
             runTUN(addresses)
         }
     }
 
-    /// Until SIGTERM with the XDP decapsulator on every interface; the
-    /// reason when it cannot attach (then nothing stays attached).
-    func runXDP(_ addresses: [IPAddress]) -> String? {
+    /// Until SIGTERM with the BPF decapsulator (at tc ingress or in XDP) on
+    /// every interface; the reason when it cannot attach (then nothing stays
+    /// attached).
+    func runBPF(_ addresses: [IPAddress], tc: Bool) -> String? {
         let names = interface.isEmpty ? upInterfaces().filter { $0 != "lo" && $0 != device } : interface
         guard !names.isEmpty else { return "no interface" }
         let map = lvs_xdp_address_map(UInt32(max(16, addresses.count)))
@@ -171,19 +175,19 @@ struct Tunnel: ParsableCommand {
             var mode: Int32 = 0
             var error = [CChar](repeating: 0, count: 512)
             let index = Int32(if_nametoindex(name))
-            guard index > 0, let program = lvs_xdp_decapsulator_attach(index, map, guePort ?? 0, &mode, &error, error.count) else {
+            guard index > 0, let program = lvs_decapsulator_attach(index, map, guePort ?? 0, tc ? 1 : 0, &mode, &error, error.count) else {
                 for p in programs { lvs_xdp_detach(p) }
                 return index > 0 ? "\(name): \(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))" : "no interface \(name)"
             }
             programs.append(program)
-            modes.append("\(name) (\(mode == LVS_XDP_MODE_NATIVE ? "native" : "generic"))")
+            modes.append(tc ? name : "\(name) (\(mode == LVS_XDP_MODE_NATIVE ? "native" : "generic"))")
         }
         let added = addresses.filter { a in
             address(a, "add", device: "lo") == 0
         }
         for conf in ["all", "default"] + names { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
-        say("decapsulating for \(vips.joined(separator: " ")) by XDP on \(modes.joined(separator: ", "))" + (guePort.map { ", GUE on \($0)" } ?? ""))
+        say("decapsulating for \(vips.joined(separator: " ")) \(tc ? "at tc ingress" : "by XDP") on \(modes.joined(separator: ", "))" + (guePort.map { ", GUE on \($0)" } ?? ""))
         waitForStop()
         for p in programs { lvs_xdp_detach(p) }
         for a in added { _ = address(a, "del", device: "lo") }

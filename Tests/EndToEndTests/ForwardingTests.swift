@@ -74,17 +74,18 @@ struct ForwardingTests {
         }
     }
 
-    @Test func tunnelReachesServersThroughXDPAndUserspaceDecapsulation() throws {
+    @Test func tunnelReachesServersThroughTCXDPAndUserspaceDecapsulation() throws {
         try withLab("lttun") { lab in
-            // rs1 and rs3 strip the outer headers in XDP (rs3 GUE), rs2 in a userspace loop into a TUN device.
-            let first = try lab.start("r1", [Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Lab.vip, Lab.vip6], logName: "tun1")
+            // rs1 strips the outer headers at tc ingress, rs3 in XDP (GUE), rs2 in a userspace loop into a TUN device.
+            try lab.startRealServerTool(1, ["tunnel", Lab.vip, Lab.vip6], logName: "tun1")
             try lab.startRealServerTool(2, ["tunnel", Lab.vip, Lab.vip6, "--decapsulator", "tun"], logName: "tun2")
-            try lab.startRealServerTool(3, ["tunnel", Lab.vip, Lab.vip6, "--gue-port", "6080", "--decapsulator", "xdp"], logName: "tun3")
+            let third = try lab.start("r3", [Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Lab.vip, Lab.vip6,
+                                             "--gue-port", "6080", "--decapsulator", "xdp"], logName: "tun3")
             usleep(300_000)
-            #expect(lab.logText("tun1").contains("by XDP on \(lab.ns("r1")) (native)"), "\(lab.logText("tun1"))")
+            #expect(lab.logText("tun1").contains("at tc ingress on \(lab.ns("r1"))"), "\(lab.logText("tun1"))")
             #expect(lab.logText("tun2").contains("into lvstun0"), "\(lab.logText("tun2"))")
             #expect(lab.logText("tun3").contains("by XDP on \(lab.ns("r3")) (native), GUE on 6080"), "\(lab.logText("tun3"))")
-            #expect(try lab.inside("r1", "ip", "link", "show", lab.ns("r1")).contains("prog/xdp"))
+            #expect(try lab.inside("r3", "ip", "link", "show", lab.ns("r3")).contains("prog/xdp"))
             try setUp(lab, method: "-i", service: "\(Lab.vip):8080", port: 8080)
             try lab.lvsadm("-e -t \(Lab.vip):8080 -r \(Lab.real(3)):8080 -i --tun-type gue --tun-port 6080 --tun-csum")
             let answers = try lab.requests("http://\(Lab.vip):8080/", count: 1000)
@@ -103,9 +104,9 @@ struct ForwardingTests {
             let v6 = try lab.requests("http://[\(Lab.vip6)]:8080/", count: 30)
             #expect(v6.count == 30 && spread(v6).values.allSatisfy { $0 == 10 }, "\(spread(v6))")
             // The program hangs on a BPF link: even killed outright, the decapsulator leaves none behind.
-            kill(first.processIdentifier, SIGKILL)
-            first.waitUntilExit()
-            #expect(try !lab.inside("r1", "ip", "link", "show", lab.ns("r1")).contains("prog/xdp"))
+            kill(third.processIdentifier, SIGKILL)
+            third.waitUntilExit()
+            #expect(try !lab.inside("r3", "ip", "link", "show", lab.ns("r3")).contains("prog/xdp"))
         }
     }
 

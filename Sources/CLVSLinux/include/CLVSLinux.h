@@ -69,6 +69,7 @@ int lvs_tun_open(const char *name);
 #define LVS_XDP_HOST 4
 #define LVS_XDP_MODE_NATIVE 1
 #define LVS_XDP_MODE_GENERIC 2
+#define LVS_MODE_TC 3
 
 /// The hash map of addresses (16 bytes; IPv4 as ::ffff:a.b.c.d) to flags
 /// that every interface's program reads: its fd or -errno.
@@ -84,8 +85,9 @@ lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, i
 /// lvs-realserver's decapsulator on one interface: tunnel packets (IPIP,
 /// IPv6-in-IP, and GUE variant 0 on `gue_port` unless 0) whose inner
 /// destination is in the address map `vips` lose their outer headers and go
-/// on into the kernel. Attached as lvs_xdp_attach does; lvs_xdp_detach removes it.
-lvs_xdp_program *lvs_xdp_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int *mode, char *error, size_t capacity);
+/// on into the kernel. At tc ingress (tcx, `tc`; mode LVS_MODE_TC) or in
+/// XDP, attached as lvs_xdp_attach does; lvs_xdp_detach removes it.
+lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int tc, int *mode, char *error, size_t capacity);
 void lvs_xdp_detach(lvs_xdp_program *program);
 
 /// An AF_XDP socket on one queue with its own UMEM (2048 receive and 2048
