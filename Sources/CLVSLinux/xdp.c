@@ -1,11 +1,12 @@
 // The AF_XDP backend: an XDP program that sends lvsd's frames to an AF_XDP
 // socket and passes every other frame to the kernel, the sockets, and the
 // UMEM they share. libbpf creates the maps and loads the program; libxdp
-// opens the sockets.
+// opens the sockets. Also lvs-realserver's tunnel decapsulator, for tc
+// ingress or XDP.
 //
-// The program is a dozen lines of logic, so it is written here as BPF
-// instructions rather than built by clang -target bpf: lvsd needs no object
-// file at run time and the build needs no BPF toolchain.
+// Each program is a few dozen lines of logic, so it is written here as BPF
+// instructions rather than built by clang -target bpf: nothing needs an
+// object file at run time and the build needs no BPF toolchain.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
