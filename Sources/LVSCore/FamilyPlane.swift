@@ -354,7 +354,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         case .tunnel:
             return tunnel(&b, &f, &p, dest: shared.services[s].destinations[d], interface: interface, shared: &shared)
         }
-        return sendTo(&b, f, neighbour: shared.services[s].destinations[d].neighbour, shared: &shared)
+        return Self.sendTo(&b, f, neighbour: shared.services[s].destinations[d].neighbour, shared: &shared)
     }
 
     /// The client's address and port in TOA; a packet without room for it goes
@@ -413,7 +413,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         } catch {
             return shared.drop(.edit(error))
         }
-        return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+        return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
     }
 
     mutating func forwardToClient(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
@@ -439,13 +439,13 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             }
             PacketRewriter.rewrite(&b, p, source: c.virtual, sourcePort: c.virtualPort, destination: c.client, destinationPort: c.clientPort)
         }
-        return sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
+        return Self.sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
     }
 
     /// Writes the next hop's MAC, or turns the frame into an ARP request for
     /// it when it is not resolved yet (the packet is lost, as when the
     /// kernel's neighbour queue overflows; TCP retransmits).
-    func sendTo(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, neighbour: UInt32, shared: inout DirectorShared) -> Verdict {
+    static func sendTo(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, neighbour: UInt32, shared: inout DirectorShared) -> Verdict {
         guard neighbour != UInt32.max, Int(neighbour) < shared.neighbours.count else { return shared.drop(.noRoute) }
         let n = shared.neighbours[Int(neighbour)]
         if n.resolved {
@@ -508,7 +508,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             case .directRouting, .local:
                 break
             }
-            return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+            return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
         }
         if hasReplyTraffic, let i = table.lookup(.reply, proto: q.proto, qd, q.destinationPort, qs, q.sourcePort) {
             let c = table[i]
@@ -516,7 +516,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             let fromReal = A(b.span, at: p.sourceAddressOffset) == c.real
             PacketRewriter.rewrite(&b, p, source: fromReal ? c.virtual : nil, destination: c.client)
             rewriteQuoted(&b, p, q, source: c.client, sourcePort: c.clientPort, destination: c.virtual, destinationPort: c.virtualPort)
-            return sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
+            return Self.sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
         }
         return owned.contains(A(b.span, at: p.destinationAddressOffset)) ? shared.drop(.unrelatedICMP) : .pass
     }

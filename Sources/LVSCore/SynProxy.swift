@@ -184,7 +184,7 @@ extension FamilyPlane {
                                         seq: ack, ack: rsISN &+ 1, flags: TCPFlags.ack, mss: nil, ttl: 64) else { return shared.drop(.edit(.noHeadroom)) }
             updateState(i, direction: .input, flags: TCPFlags.ack, now: now, shared: &shared)
             if c.flags.contains(.toaArmed) { insertTOA(&b, &f, &p, c, dest: dest, shared: &shared) }
-            return sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+            return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
         }
         guard !c.flags.contains(.synproxyPending) else { return nil }
         let o = p.l4Offset &+ 4

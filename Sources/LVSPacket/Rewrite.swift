@@ -54,7 +54,7 @@ public enum PacketRewriter {
 
     /// Decrements the TTL or hop limit; IPv4's checksum is adjusted.
     /// Returns false when the packet must not be forwarded (TTL ≤ 1).
-    @inlinable
+    @inlinable @inline(__always)  // a call copied the whole ParsedPacket to pass it
     public static func decrementTTL(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket) -> Bool {
         if p.ipVersion == 4 {
             let ttlOffset = p.l3Offset &+ 8
