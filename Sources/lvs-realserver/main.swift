@@ -114,12 +114,12 @@ struct DRSetup: ParsableCommand {
 
 struct Tunnel: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Accepts IPIP (and IPv6-in-IP) and GUE for the VIPs: in the kernel's ipip where it has one, else with an XDP decapsulator, else through a TUN device.",
+        abstract: "Accepts IPIP (and IPv6-in-IP) and GUE for the VIPs: in the kernel's ipip where it has one, else with a BPF decapsulator (tc, else XDP), else through a TUN device.",
         discussion: """
-            Runs until SIGTERM. The XDP decapsulator strips the outer headers of tunnel packets for the VIPs as they arrive \
-            and the kernel takes the inner packets as if they had come bare (the VIPs go on lo, as for DR). The TUN \
-            device is the slow way: a userspace loop reads each packet from a raw socket and writes it to the device. \
-            Either way reverse-path filtering is loosened and replies leave by the normal route.
+            Runs until SIGTERM. The BPF decapsulator strips the outer headers of tunnel packets for the VIPs as they \
+            arrive (at tc ingress, or in XDP) and the kernel takes the inner packets as if they had come bare (the VIPs \
+            go on lo, as for DR). The TUN device is the slow way: a userspace loop reads each packet from a raw socket \
+            and writes it to the device. Either way reverse-path filtering is loosened and replies leave by the normal route.
             """)
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Option(help: "Also accept GUE on this UDP port.") var guePort: UInt16?
