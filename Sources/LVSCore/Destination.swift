@@ -68,21 +68,17 @@ public struct DestinationState: Sendable {
         removed = false
     }
 
-    /// A new connection, inactive until established, and OVERLOAD set when
-    /// it reaches the upper threshold (`ip_vs_bind_dest`).
-    mutating func bindInactive() {
-        inactiveConnections &+= 1
+    /// A connection bound to this server (`ip_vs_bind_dest`): counted active
+    /// or inactive, and OVERLOAD set when it reaches the upper threshold.
+    mutating func bind(inactive: Bool) {
+        if inactive { inactiveConnections &+= 1 } else { activeConnections &+= 1 }
         if upperThreshold != 0 && activeConnections &+ inactiveConnections >= upperThreshold { overloaded = true }
     }
 
-    /// A connection turned active (+1) or inactive (−1).
-    mutating func moveActivity(_ change: Int32) {
-        activeConnections = activeConnections &+ UInt32(bitPattern: change)
-        inactiveConnections = inactiveConnections &- UInt32(bitPattern: change)
-    }
-
-    /// OVERLOAD cleared on unbind (`ip_vs_unbind_dest`).
-    mutating func checkOverloadOnUnbind() {
+    /// A connection let go (`ip_vs_unbind_dest`): uncounted, and OVERLOAD
+    /// cleared below the lower threshold (without one, below ¾ of the upper).
+    mutating func unbind(inactive: Bool) {
+        if inactive { inactiveConnections &-= 1 } else { activeConnections &-= 1 }
         guard overloaded else { return }
         let total = activeConnections &+ inactiveConnections
         if lowerThreshold != 0 {
@@ -90,5 +86,11 @@ public struct DestinationState: Sendable {
         } else if UInt64(total) * 4 < UInt64(upperThreshold) * 3 {
             overloaded = false
         }
+    }
+
+    /// A connection turned active (+1) or inactive (−1).
+    mutating func moveActivity(_ change: Int32) {
+        activeConnections = activeConnections &+ UInt32(bitPattern: change)
+        inactiveConnections = inactiveConnections &- UInt32(bitPattern: change)
     }
 }

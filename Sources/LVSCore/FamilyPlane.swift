@@ -255,7 +255,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
         table[index] = c
         table.insert(index)
-        shared.services[service].destinations[slot].bindInactive()
+        shared.services[service].destinations[slot].bind(inactive: true)
         let (sc, dc) = shared.counterSlots(service: service, destination: slot)
         shared.countConnection(service: sc, destination: dc)
         noteTrace(templateHit ? .persistent : .scheduled, connection: index, shared: &shared)
@@ -589,12 +589,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             shared.services[s].destinations[d].persistentConnections &-= 1
             return
         }
-        if c.flags.contains(.inactive) {
-            shared.services[s].destinations[d].inactiveConnections &-= 1
-        } else {
-            shared.services[s].destinations[d].activeConnections &-= 1
-        }
-        shared.services[s].destinations[d].checkOverloadOnUnbind()
+        shared.services[s].destinations[d].unbind(inactive: c.flags.contains(.inactive))
         releasePort(c)
         if c.controller != 0 {
             let t = Int(c.controller) &- 1

@@ -274,11 +274,8 @@ extension FamilyPlane {
             case .directRouting, .tunnel, .local:
                 c.flags.insert(.noOutput)
             }
-            if inactive {
-                shared.services[s].destinations[slot].inactiveConnections &+= 1
-            } else {
-                shared.services[s].destinations[slot].activeConnections &+= 1
-            }
+            // As the kernel's sync: a connection made from a message binds like any other (thresholds included).
+            shared.services[s].destinations[slot].bind(inactive: inactive)
             if let t = syncTemplate(for: c, service: s, shared: shared) {
                 c.controller = UInt32(t) &+ 1
                 table[t].controller &+= 1

@@ -91,6 +91,21 @@ import LVSPacket
         #expect(h.director.applySync(other, now: h.now) == .invalid)
     }
 
+    /// A connection built from a message binds as any other (ip_vs_bind_dest):
+    /// at its server's upper threshold the server turns OVERLOAD.
+    @Test func aSyncedConnectionCountsTowardsTheUpperThreshold() {
+        var svc = service(.nat)
+        svc.realServers[0].upperThreshold = 1
+        var h = Harness([svc])
+        let r = SyncRecord(proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
+                           client: client, virtual: vip, real: rs)
+        #expect(h.director.applySync(r, now: h.now) == .created)
+        #expect(h.director.service(.address(.tcp, vip, 80))!.destinations[0].overloaded)
+        // A new client finds no server that will take it.
+        let (v, _) = h.send(fromClient(h, port: 40001, flags: TCPFlags.syn))
+        #expect(v == .drop(.noRealServer))
+    }
+
     @Test func fullNATSyncCarriesTheLocalAddressAndTakesItsPort() {
         var master = Harness([service(.fullNAT)])
         master.director.setSyncing(true)
