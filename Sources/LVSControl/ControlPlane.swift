@@ -52,6 +52,10 @@ public final class ControlPlane: Sendable {
     public let engines: [Engine]
     /// Runs after each successful reload (lvsd restarts its health checks).
     public let afterReload = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Runs after the engines' owned addresses may have changed (a new
+    /// configuration, new interfaces, a VRRP transition): lvsd hands them to
+    /// the XDP program and the kernel filter at once, not on their next timer.
+    public let ownershipChanged = Mutex<(@Sendable () -> Void)?>(nil)
     /// The connection sync daemons (`--start-daemon`).
     public let sync: SyncDaemons
     /// VRRP instances, published by whoever runs them; `since` in ms of `now()`.
@@ -75,6 +79,11 @@ public final class ControlPlane: Sendable {
             logger.warning("NAT and FULLNAT replies need --workers 1: with \(engines.count) workers some replies miss their connection")
         }
         for e in engines { e.director.withLock { $0.apply(config) } }
+        noteOwnershipChanged()
+    }
+
+    public func noteOwnershipChanged() {
+        ownershipChanged.withLock { $0 }?()
     }
 
     /// Counters and server states summed over the engines.

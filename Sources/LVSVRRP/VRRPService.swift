@@ -252,6 +252,7 @@ public final class VRRPService: Sendable {
         // An address two instances hold is owned while either is master.
         for c in configuration.instances where states[c.name] == .master { standby.subtract(c.ownedAddresses) }
         for e in plane.engines { e.director.withLock { $0.setOwnership(extra: extra, standby: standby) } }
+        plane.noteOwnershipChanged()
     }
 
     static func isUp(_ interface: String) -> Bool {

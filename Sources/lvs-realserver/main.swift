@@ -123,7 +123,7 @@ struct Tunnel: ParsableCommand {
             """)
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Option(help: "Also accept GUE on this UDP port.") var guePort: UInt16?
-    @Option(help: "Decapsulate with: kernel (ipip, tunl0), tc, xdp or tun. Default: kernel where it has ipip and no GUE is asked for, else tc, else xdp, else tun.")
+    @Option(help: "Decapsulate with: kernel (ipip, tunl0), tc, xdp or tun. Default: kernel where it has ipip and every VIP is IPv4 without GUE, else tc, else xdp, else tun.")
     var decapsulator: Decapsulator?
     @Option(help: ArgumentHelp("An interface for the BPF decapsulator, repeatable (default: every interface that is up but lo).", valueName: "name"))
     var interface: [String] = []
@@ -139,6 +139,8 @@ struct Tunnel: ParsableCommand {
         switch decapsulator {
         case .kernel:
             guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator tc, xdp or tun") }
+            // tunl0 carries IPv4 only; IPv6 inside a tunnel needs sit or ip6tnl, which the BPF decapsulator covers.
+            guard addresses.allSatisfy({ !$0.isIPv6 }) else { fail("lvs-realserver: the kernel's ipip (tunl0) takes IPv4 VIPs only; use --decapsulator tc, xdp or tun") }
             guard kernelHasIPIP() else { fail("lvs-realserver: this kernel has no ipip module") }
             runInKernel()
         case .tc, .xdp:
@@ -147,7 +149,7 @@ struct Tunnel: ParsableCommand {
         case .tun:
             runTUN(addresses)
         case nil:
-            if guePort == nil && kernelHasIPIP() { return runInKernel() }
+            if guePort == nil && addresses.allSatisfy({ !$0.isIPv6 }) && kernelHasIPIP() { return runInKernel() }
             guard let tcReason = runBPF(addresses, tc: true) else { return }
             say("tc decapsulator unavailable, trying XDP: \(tcReason)")
             guard let xdpReason = runBPF(addresses, tc: false) else { return }

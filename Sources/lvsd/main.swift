@@ -208,14 +208,21 @@ struct LVSD: ParsableCommand {
 
         let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, logger: logger)
         let served = dataPlane
-        let filterTimer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.filter"))
-        filterTimer.schedule(deadline: .now(), repeating: .milliseconds(500))
-        filterTimer.setEventHandler {
+        let filterQueue = DispatchQueue(label: "lvsd.filter")
+        @Sendable func followOwnership() {
             guard let engine = plane.engines.first else { return }
             let (owned, replySources) = engine.director.withLock { ($0.ownedAddresses, $0.replySources) }
             filter?.update(owned: owned)
             served?.updateAddresses(owned: owned, replySources: replySources)
         }
+        // At once on every change (a burst of changes, as from -R, coalesces into one update); the timer only backs that up.
+        nonisolated(unsafe) let ownershipChanged = DispatchSource.makeUserDataAddSource(queue: filterQueue)  // add(data:) is thread-safe
+        ownershipChanged.setEventHandler(handler: followOwnership)
+        ownershipChanged.resume()
+        plane.ownershipChanged.withLock { $0 = { ownershipChanged.add(data: 1) } }
+        let filterTimer = DispatchSource.makeTimerSource(queue: filterQueue)
+        filterTimer.schedule(deadline: .now(), repeating: .milliseconds(500))
+        filterTimer.setEventHandler(handler: followOwnership)
         filterTimer.resume()
 
         // Addresses, routes and neighbours change under a running director.
@@ -241,6 +248,7 @@ struct LVSD: ParsableCommand {
         }
         plane.runOmegaQuorumDown()
         filterTimer.cancel()
+        ownershipChanged.cancel()
         filter?.remove()
         timer.cancel()
         dataPlane?.stop()
