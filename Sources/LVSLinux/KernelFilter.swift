@@ -1,4 +1,5 @@
 import Foundation
+import LVSControl
 import LVSCore
 import LVSPacket
 import Logging
@@ -44,27 +45,13 @@ public final class KernelFilter: @unchecked Sendable {
 
     public func remove() {
         guard let nft, installed != nil else { return }
-        _ = run(nft, ["delete", "table", "netdev", table], input: nil)
+        _ = run(nft, ["delete", "table", "netdev", table])
         installed = nil
     }
 
-    func run(_ tool: String, _ args: [String], input: String?) -> Bool {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = args
-        let err = Pipe(), inp = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        p.standardInput = inp
-        do { try p.run() } catch {
-            logger.warning("nft: \(error)")
-            return false
-        }
-        if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
-        try? inp.fileHandleForWriting.close()
-        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        if p.terminationStatus != 0 { logger.warning("nft failed: \(message)") }
-        return p.terminationStatus == 0
+    func run(_ tool: String, _ args: [String], input: String = "") -> Bool {
+        let outcome = ChildProcess.run(tool, args, input: input, timeout: 10)
+        if outcome.status != 0 { logger.warning("nft failed (\(outcome.status.map(String.init) ?? "timed out")): \(outcome.errorOutput)") }
+        return outcome.status == 0
     }
 }

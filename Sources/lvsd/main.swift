@@ -249,7 +249,8 @@ struct LVSD: ParsableCommand {
         plane.runOmegaQuorumDown()
         filterTimer.cancel()
         ownershipChanged.cancel()
-        filter?.remove()
+        // On the filter's queue: behind an update still running, so that none reinstalls the table after this.
+        filterQueue.sync { filter?.remove() }
         timer.cancel()
         dataPlane?.stop()
         statusServer?.stop()

@@ -32,6 +32,26 @@ struct OperationsTests {
         try lab.inside("rt", "python3", "-c", script, frameHex)
     }
 
+    /// A fresh network namespace's lo is down. lvsd's programs (nft here)
+    /// must not need it: Foundation's Process did, never saw nft exit, and
+    /// lvsd hung on SIGTERM.
+    @Test func lvsdStopsAndTakesItsKernelFilterAlongWhereLoopbackIsDown() throws {
+        let lab = try Lab(prefix: "ltstop", bin: Self.bin)
+        defer { lab.teardown() }
+        try lab.inside("d", "ip", "link", "set", "lo", "down")
+        let lvsd = try lab.startDirector()
+        try lab.lvsadm("-A -t \(Lab.vip):80 -s rr")
+        func filtered() throws -> Bool { try lab.inside("d", "nft", "list", "ruleset", "netdev").contains(Lab.vip) }
+        let added = Date()
+        while try !filtered() && Date().timeIntervalSince(added) < 3 { usleep(10_000) }
+        #expect(try filtered(), "\(lab.logText("lvsd"))")
+        kill(lvsd.processIdentifier, SIGTERM)
+        let stopping = Date()
+        while lvsd.isRunning && Date().timeIntervalSince(stopping) < 5 { usleep(10_000) }
+        #expect(!lvsd.isRunning, "lvsd still running 5 s after SIGTERM\n\(lab.logText("lvsd"))")
+        #expect(try !filtered())
+    }
+
     @Test func traceShowsWhatEachMethodChangesAndWhyAMalformedPacketDropped() throws {
         let lab = try Lab(prefix: "lttrace", bin: Self.bin)
         defer { lab.teardown() }
