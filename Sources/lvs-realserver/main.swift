@@ -136,20 +136,21 @@ struct Tunnel: ParsableCommand {
             guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
             return a
         }
+        // tunl0 carries IPv4 only; IPv6 inside a tunnel needs sit or ip6tnl, which the BPF decapsulator covers.
+        let ipv4Only = addresses.allSatisfy { !$0.isIPv6 }
         switch decapsulator {
         case .kernel:
             guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator tc, xdp or tun") }
-            // tunl0 carries IPv4 only; IPv6 inside a tunnel needs sit or ip6tnl, which the BPF decapsulator covers.
-            guard addresses.allSatisfy({ !$0.isIPv6 }) else { fail("lvs-realserver: the kernel's ipip (tunl0) takes IPv4 VIPs only; use --decapsulator tc, xdp or tun") }
+            guard ipv4Only else { fail("lvs-realserver: the kernel's ipip (tunl0) takes IPv4 VIPs only; use --decapsulator tc, xdp or tun") }
             guard kernelHasIPIP() else { fail("lvs-realserver: this kernel has no ipip module") }
-            runInKernel()
+            runInKernel(addresses)
         case .tc, .xdp:
             let tc = decapsulator == .tc
             if let reason = runBPF(addresses, tc: tc) { fail("lvs-realserver: \(tc ? "tc" : "XDP") decapsulator: \(reason)") }
         case .tun:
             runTUN(addresses)
         case nil:
-            if guePort == nil && addresses.allSatisfy({ !$0.isIPv6 }) && kernelHasIPIP() { return runInKernel() }
+            if guePort == nil && ipv4Only && kernelHasIPIP() { return runInKernel(addresses) }
             guard let tcReason = runBPF(addresses, tc: true) else { return }
             say("tc decapsulator unavailable, trying XDP: \(tcReason)")
             guard let xdpReason = runBPF(addresses, tc: false) else { return }
@@ -283,14 +284,14 @@ struct Tunnel: ParsableCommand {
     }
 
     /// IPIP by the kernel: the VIPs on tunl0, reverse-path filtering off for it.
-    func runInKernel() {
+    func runInKernel(_ addresses: [IPAddress]) {
         _ = sh(["ip", "link", "set", "tunl0", "up"])
-        for v in vips { _ = sh(["ip", "addr", "add", "\(v)/32", "dev", "tunl0"]) }
+        for a in addresses { _ = address(a, "add", device: "tunl0") }
         for conf in ["all", "default", "tunl0"] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
         say("decapsulating for \(vips.joined(separator: " ")) in the kernel (tunl0)")
         waitForStop()
-        for v in vips { _ = sh(["ip", "addr", "del", "\(v)/32", "dev", "tunl0"]) }
+        for a in addresses { _ = address(a, "del", device: "tunl0") }
     }
 }
 
