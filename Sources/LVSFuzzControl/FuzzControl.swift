@@ -1,8 +1,11 @@
-import LVSControl
 import LVSPacket
 import LVSVRRP
 import LVSFuzzDriver
 import Logging
+import LVSAdmin
+import LVSControlProtocol
+import LVSConfiguration
+import LVSDaemon
 
 /// The control plane's parsers under arbitrary bytes: the control protocol
 /// decoder and lvsd's answer to a request, ipvsadm rules files, keepalived.conf

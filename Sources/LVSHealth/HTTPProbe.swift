@@ -1,11 +1,13 @@
 import Crypto
 import Dispatch
-import LVSControl
 import LVSPacket
 import NIOCore
 import NIOPosix
 import NIOSSL
 import Synchronization
+import LVSDaemon
+import LVSConfiguration
+import LVSSystem
 
 /// HTTP_GET's and SSL_GET's exchange: one HTTP/1.0 request, the whole
 /// answer read until the server closes.

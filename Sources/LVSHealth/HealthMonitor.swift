@@ -3,10 +3,12 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSControl
 import LVSPacket
 import Logging
 import Synchronization
+import LVSDaemon
+import LVSConfiguration
+import LVSSystem
 
 /// keepalived's checkers, run by lvsd: each checked real server on its own
 /// schedule (`delay_loop`), at most `concurrency` checks at a time, on

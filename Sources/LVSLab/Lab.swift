@@ -1,4 +1,6 @@
 import Foundation
+import LVSSystem
+import SystemPackage
 
 /// A test network in namespaces, as the seed's diagrams draw it: a client,
 /// a router, and on the router's LAN (a bridge) the director and three real
@@ -29,7 +31,7 @@ public final class Lab: @unchecked Sendable {
     /// Where lvsd, lvsadm and lvs-realserver are.
     public let bin: URL
     public let servers: Int
-    public private(set) var started: [Process] = []
+    public private(set) var started: [RunningProcess] = []
     public private(set) var socket: String
     let log: (String) -> Void
 
@@ -140,31 +142,21 @@ public final class Lab: @unchecked Sendable {
 
     // MARK: running things
 
+    /// The tools' PATH: the lab runs as root, with the system's tools.
+    static let environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+
+    /// Runs a tool to its end (at most `timeout` seconds) and returns its
+    /// output; with `check`, a failure throws with its standard error,
+    /// without, the standard error follows the output.
     @discardableResult
-    static func exec(_ args: [String], input: String? = nil, check: Bool = true) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        if let input {
-            let inp = Pipe()
-            p.standardInput = inp
-            try p.run()
-            inp.fileHandleForWriting.write(Data(input.utf8))
-            try inp.fileHandleForWriting.close()
-        } else {
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
+    public static func exec(_ args: [String], input: String? = nil, check: Bool = true, timeout: Double = 900) throws -> String {
+        let outcome = ChildProcess.run(args[0], Array(args.dropFirst()), input: input ?? "", timeout: timeout,
+                                       options: .init(captureOutput: true, searchPath: true, environment: environment))
+        if check && outcome.status != 0 {
+            let status = outcome.status.map(String.init) ?? "killed after \(timeout) s"
+            throw Failure(description: "\(args.joined(separator: " ")): status \(status): \(outcome.errorOutput)")
         }
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        if check && p.terminationStatus != 0 {
-            throw Failure(description: "\(args.joined(separator: " ")): status \(p.terminationStatus): \(String(decoding: e, as: UTF8.self))")
-        }
-        return String(decoding: o, as: UTF8.self) + (check ? "" : String(decoding: e, as: UTF8.self))
+        return outcome.output + (check ? "" : outcome.errorOutput)
     }
 
     @discardableResult
@@ -181,20 +173,13 @@ public final class Lab: @unchecked Sendable {
         try Self.exec(["ip", "netns", "exec", ns(role)] + arguments, input: input, check: check)
     }
 
-    /// Starts a long-running process in a namespace; it is killed at teardown.
+    /// Starts a long-running process in a namespace; it is stopped at teardown.
     @discardableResult
-    public func start(_ role: String, _ args: [String], logName: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["ip", "netns", "exec", ns(role)] + args
-        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
-        let logURL = directory.appendingPathComponent(logName + ".log")
-        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: logURL)
-        p.standardOutput = handle
-        p.standardError = handle
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
+    public func start(_ role: String, _ args: [String], logName: String) throws -> RunningProcess {
+        let log = directory.appendingPathComponent(logName + ".log").path
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let p = try ChildProcess.spawn("ip", ["netns", "exec", ns(role)] + args, log: FilePath(log),
+                                       options: .init(searchPath: true, environment: Self.environment))
         started.append(p)
         return p
     }
@@ -206,7 +191,7 @@ public final class Lab: @unchecked Sendable {
     /// lvsd on the director's LAN interface (or on another host's: its
     /// control socket is then `socket(for:)`).
     @discardableResult
-    public func startDirector(extra: [String] = [], role: String = "d") throws -> Process {
+    public func startDirector(extra: [String] = [], role: String = "d") throws -> RunningProcess {
         let path = socket(for: role)
         try? FileManager.default.removeItem(atPath: path)
         let log = role == "d" ? "lvsd" : "lvsd-" + role
@@ -227,7 +212,7 @@ public final class Lab: @unchecked Sendable {
     /// lvsd (with `extra` arguments) and nginx on every real server, the real
     /// servers' replies routed back through lvsd (NAT); returns lvsd's process.
     @discardableResult
-    public func startNAT(director extra: [String] = []) throws -> Process {
+    public func startNAT(director extra: [String] = []) throws -> RunningProcess {
         let lvsd = try startDirector(extra: extra)
         try startNginx()
         try gateway(viaDirector: true)
@@ -305,12 +290,8 @@ public final class Lab: @unchecked Sendable {
     }
 
     public func teardown() {
-        for p in started where p.isRunning { kill(p.processIdentifier, SIGTERM) }
-        let deadline = Date().addingTimeInterval(3)
-        for p in started {
-            while p.isRunning && Date() < deadline { usleep(10_000) }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
-        }
+        for p in started { p.signal(SIGTERM) }
+        for p in started { p.stop(grace: 3) }
         started = []
         Self.removeNamespaces(prefix: prefix, servers: servers)
         try? FileManager.default.removeItem(at: directory)

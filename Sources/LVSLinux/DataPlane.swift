@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CLVSLinux
-import LVSControl
+import LVSSystem
 import LVSCore
 import LVSPacket
 import Logging
@@ -24,7 +24,7 @@ public enum PacketIO: String, Sendable, CaseIterable {
 /// `Director` under one lock per batch, and sent with one sendmmsg (or one
 /// AF_XDP kick) per interface per batch. An idle worker sleeps in poll.
 public final class DataPlane: Sendable {
-    let plane: ControlPlane
+    let engines: [Engine]
     let interfaces: [InterfaceConfiguration]
     let io: PacketIO
     let hostAddresses: [IPAddress]
@@ -34,8 +34,8 @@ public final class DataPlane: Sendable {
 
     /// `hostAddresses`: the kernel's own addresses, whose frames XDP leaves
     /// to the kernel even when they come from a NAT real server (health checks).
-    public init(plane: ControlPlane, interfaces: [InterfaceConfiguration], io: PacketIO = .packet, hostAddresses: [IPAddress] = [], logger: Logger) {
-        self.plane = plane
+    public init(engines: [Engine], interfaces: [InterfaceConfiguration], io: PacketIO = .packet, hostAddresses: [IPAddress] = [], logger: Logger) {
+        self.engines = engines
         self.interfaces = interfaces
         self.io = io
         self.hostAddresses = hostAddresses
@@ -50,8 +50,8 @@ public final class DataPlane: Sendable {
     /// Opens every ring (and the XDP sockets), then starts the workers.
     public func start() throws(Failure) {
         var made: [Worker] = []
-        let fanout = plane.engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
-        for (w, engine) in plane.engines.enumerated() {
+        let fanout = engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
+        for (w, engine) in engines.enumerated() {
             let worker = Worker(index: w, engine: engine, logger: logger)
             for iface in interfaces {
                 let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
@@ -189,7 +189,7 @@ final class Worker: @unchecked Sendable {
                 }
             }
             if batch.count > 0 { flush() }
-            let now = ControlPlane.now()
+            let now = MonotonicClock.milliseconds()
             if now &- lastHousekeeping >= 100 {
                 lastHousekeeping = now
                 housekeeping(now: now)
@@ -202,7 +202,7 @@ final class Worker: @unchecked Sendable {
 
     /// Runs the batch through the engine and sends what it says to send.
     func flush() {
-        let now = ControlPlane.now()
+        let now = MonotonicClock.milliseconds()
         engine.director.withLock { d in d.process(batch, now: now) }
         transmit()
     }

@@ -1,5 +1,5 @@
 import Foundation
-import LVSControl
+import LVSSystem
 import LVSCore
 import LVSPacket
 import Logging

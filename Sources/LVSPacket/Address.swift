@@ -156,6 +156,22 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public var isIPv6: Bool { if case .v6 = self { true } else { false } }
 
+    /// The address in network order: 4 or 16 bytes.
+    public var bytes: [UInt8] {
+        switch self {
+        case .v4(let a): (0..<4).map { k in UInt8(truncatingIfNeeded: a.value >> (24 - 8 * UInt32(k))) }
+        case .v6: mappedBytes
+        }
+    }
+
+    /// 224.0.0.0/4 or ff00::/8.
+    public var isMulticast: Bool {
+        switch self {
+        case .v4(let a): a.value >> 28 == 0xE
+        case .v6(let a): a.high >> 56 == 0xFF
+        }
+    }
+
     /// The 16 bytes in network order, IPv4 as ::ffff:a.b.c.d (the XDP maps' key).
     public var mappedBytes: [UInt8] {
         let (high, low): (UInt64, UInt64) = switch self {

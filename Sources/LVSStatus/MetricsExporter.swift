@@ -1,7 +1,10 @@
-import LVSControl
 import LVSCore
 import LVSPacket
 import Prometheus
+import LVSDaemon
+import LVSControlProtocol
+import LVSConfiguration
+import LVSSystem
 
 /// `/metrics`: the Prometheus text format. The service and real-server
 /// series carry the names and labels of node_exporter's ipvs collector, so

@@ -1,3 +1,7 @@
+import LVSDaemon
+import LVSControlProtocol
+import LVSConfiguration
+import LVSSystem
 /// The status page: one HTML document with its style and script inline (no
 /// external assets; it works offline). It polls `/status.json` every second
 /// and redraws the services, real servers, rates, the topology and each

@@ -3,12 +3,15 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import LVSControl
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
+import LVSDaemon
+import LVSControlProtocol
+import LVSConfiguration
+import LVSSystem
 
 /// lvsd's HTTP port: `/metrics` (Prometheus), `/` (the status page) and
 /// `/status.json` (what the page polls). Read-only; one event-loop thread.
@@ -66,7 +69,7 @@ final class ReportCache: Sendable {
     init(build: @escaping @Sendable () -> StatusReport) { self.build = build }
 
     var report: StatusReport {
-        let now = ControlPlane.now()
+        let now = MonotonicClock.milliseconds()
         if let c = cached.withLock({ $0 }), now &- c.at < Self.maxAgeMilliseconds { return c.report }
         let r = build()
         cached.withLock { $0 = (now, r) }

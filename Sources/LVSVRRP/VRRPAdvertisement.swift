@@ -1,4 +1,8 @@
 import LVSPacket
+import LVSDaemon
+import LVSControlProtocol
+import LVSConfiguration
+import LVSSystem
 
 /// A VRRP advertisement: version 3 (RFC 5798), over IPv4 or IPv6, or 2
 /// (RFC 3768, IPv4 only; what keepalived sends unless told

@@ -1,5 +1,8 @@
-import LVSControl
 import LVSPacket
+import LVSDaemon
+import LVSControlProtocol
+import LVSConfiguration
+import LVSSystem
 
 /// One VRRP instance's state machine (RFC 5798 §6.4), time in milliseconds
 /// of a clock the caller supplies: events in, actions out, nothing else.

@@ -3,11 +3,14 @@ import Glibc
 #endif
 import CLVSLinux
 import Dispatch
-import LVSControl
 import LVSCore
 import LVSPacket
 import Logging
 import Synchronization
+import LVSDaemon
+import LVSControlProtocol
+import LVSConfiguration
+import LVSSystem
 
 /// lvsd's VRRP: each `vrrp_instance` on its own thread with a raw socket
 /// (protocol 112, joined to 224.0.0.18, or ff02::12 from the interface's
@@ -63,7 +66,7 @@ public final class VRRPService: Sendable {
         states = Mutex(Dictionary(uniqueKeysWithValues: configuration.instances.map { ($0.name, VRRPRouter.State.initialize) }))
         publishOwnership()
         plane.vrrp.withLock { s in
-            s = made.map { i in (Self.status(i.configuration, state: .initialize, master: nil, transitions: 0), ControlPlane.now()) }
+            s = made.map { i in (Self.status(i.configuration, state: .initialize, master: nil, transitions: 0), MonotonicClock.milliseconds()) }
         }
     }
 
@@ -103,14 +106,14 @@ public final class VRRPService: Sendable {
                 }
             }
         }
-        perform(router.start(now: ControlPlane.now()))
+        perform(router.start(now: MonotonicClock.milliseconds()))
         while !i.stop.load(ordering: .relaxed) {
-            var now = ControlPlane.now()
+            var now = MonotonicClock.milliseconds()
             let wait = router.deadline > now ? min(100, router.deadline - now) : 0
             var p = pollfd(fd: i.fd, events: Int16(POLLIN), revents: 0)
             if poll(&p, 1, Int32(wait)) > 0 {
                 let received = Self.receive(i, &buffer)
-                now = ControlPlane.now()
+                now = MonotonicClock.milliseconds()
                 if let (a, source) = received, a.virtualRouterID == i.configuration.virtualRouterID, source != i.primary {
                     if a.version != i.configuration.version {
                         // Once: a peer of the other version advertises every second.
@@ -141,7 +144,7 @@ public final class VRRPService: Sendable {
         i.finished.signal()
     }
 
-    var identification: UInt16 { UInt16(truncatingIfNeeded: ControlPlane.now()) }
+    var identification: UInt16 { UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()) }
 
     /// One advertisement off the socket, or nil for anything else (not VRRP, malformed, a wrong TTL).
     static func receive(_ i: Instance, _ buffer: inout [UInt8]) -> (VRRPAdvertisement, IPAddress)? {
@@ -204,7 +207,7 @@ public final class VRRPService: Sendable {
         publishOwnership()
         plane.vrrp.withLock { all in
             if let k = all.firstIndex(where: { $0.status.name == c.name }) {
-                all[k] = (Self.status(c, state: state, master: master, transitions: transitions), ControlPlane.now())
+                all[k] = (Self.status(c, state: state, master: master, transitions: transitions), MonotonicClock.milliseconds())
             }
         }
         if let tie = configuration.sync, tie.instance == c.name || tie.instance == nil {

@@ -1,16 +1,17 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
-import LVSControl
-import LVSLab
+import LVSAdmin
+import LVSSystem
 
-/// lvsadm: ipvsadm's command line against lvsd; `lvsadm demo` shows it all.
+/// lvsadm: ipvsadm's command line against lvsd. `lvsadm demo` runs the
+/// demo, `lvs-demo` beside lvsadm, so that lvsadm itself links no test lab.
 let program = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "lvsadm") } ?? "lvsadm"
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "demo" {
-    // lvsd and lvs-realserver sit next to lvsadm.
-    let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-    exit(Demo.run(bin: me.deletingLastPathComponent()))
+    let demo = ExecutablePath.sibling("lvs-demo")
+    let error = ChildProcess.replaceProcess(with: demo, Array(arguments.dropFirst()))
+    Admin.output(2, "\(program) demo: cannot run \(demo): \(error)\n")
+    exit(1)
 }
 exit(Admin(program: program).run(arguments))

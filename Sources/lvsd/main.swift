@@ -3,14 +3,17 @@ import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSControl
 import LVSCore
 import LVSHealth
 import LVSLinux
 import LVSStatus
 import LVSVRRP
 import Logging
+import NIOPosix
 import Synchronization
+import LVSDaemon
+import LVSConfiguration
+import LVSSystem
 
 @main
 struct LVSD: ParsableCommand {
@@ -100,12 +103,11 @@ struct LVSD: ParsableCommand {
         }
         let server: ControlServer
         do {
-            server = try ControlServer(path: socket, logger: logger) { plane.handle($0) }
+            server = try ControlServer(path: socket, group: MultiThreadedEventLoopGroup.singleton, logger: logger) { plane.handle($0) }
         } catch {
             logger.critical("cannot serve the control socket: \(error)")
             throw ExitCode(1)
         }
-        server.start()
         var statusServer: StatusServer? = nil
         if let metrics {
             guard let (host, port) = StatusServer.parseListen(metrics) else {
@@ -128,7 +130,7 @@ struct LVSD: ParsableCommand {
             for n in kernel.neighbours where served.contains(n.index) {
                 for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
             }
-            let dp = DataPlane(plane: plane, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
+            let dp = DataPlane(engines: plane.engines, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
             do { try dp.start() } catch {
                 logger.critical("cannot start the data plane: \(error)")
                 server.stop()

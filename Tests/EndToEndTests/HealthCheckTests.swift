@@ -1,5 +1,6 @@
 import Foundation
 import LVSLab
+import LVSSystem
 import LVSTestSupport
 import Testing
 
@@ -49,7 +50,7 @@ struct HealthCheckTests {
     /// The lab serving one NAT virtual server from a keepalived.conf with
     /// these lines inside (checks every second); returns lvsd's process.
     @discardableResult
-    func startKeepalived(_ lab: Lab, _ lines: String, extra: [String] = []) throws -> Process {
+    func startKeepalived(_ lab: Lab, _ lines: String, extra: [String] = []) throws -> RunningProcess {
         let conf = lab.directory.appendingPathComponent("keepalived.conf")
         try "virtual_server \(Lab.vip) 80 {\ndelay_loop 1\nlb_algo rr\nlb_kind NAT\n\(lines)\n}\n".write(to: conf, atomically: true, encoding: .utf8)
         return try lab.startNAT(director: ["--keepalived", conf.path] + extra)

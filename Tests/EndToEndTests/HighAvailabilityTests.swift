@@ -1,5 +1,6 @@
 import Foundation
 import LVSLab
+import LVSSystem
 import LVSTestSupport
 import Testing
 
@@ -227,7 +228,7 @@ struct HighAvailabilityTests {
         try lab.start("c", ["/usr/bin/python3", Self.scripts.appendingPathComponent("idle_clients.py").path, go,
                             "\(Self.natVIP):80", "\(Self.drVIP):80", "\(Self.fullNATVIP):80"], logName: "idle")
         #expect(waitFor(limit: 10) { lab.logText("idle").contains("ready") } != nil, "\(lab.logText("idle"))")
-        var streams: [(String, Process)] = []
+        var streams: [(String, RunningProcess)] = []
         for (name, vip) in [("NAT", Self.natVIP), ("DR", Self.drVIP), ("FULLNAT", Self.fullNATVIP)] {
             streams.append((name, try lab.start("c", ["iperf3", "-c", vip, "-p", "5201", "-t", "20", "-b", "20M", "-i", "0.1", "--json"],
                                                 logName: "iperf3-\(name)")))

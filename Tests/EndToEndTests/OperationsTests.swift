@@ -1,5 +1,6 @@
 import Foundation
 import LVSLab
+import LVSSystem
 import LVSTestSupport
 import Testing
 

@@ -1,0 +1,205 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import LVSCore
+import LVSPacket
+import LVSSystem
+
+/// One checker of a real server, from a keepalived.conf `real_server` block.
+public struct HealthCheck: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        case tcp
+        /// HTTP_GET, or SSL_GET with `tls`: each path must answer with one
+        /// of its status codes, and with its digest when it has one.
+        case http([URLCheck], tls: Bool)
+        /// MISC_CHECK: exit 0 up, 1 down, 2–255 up with weight rc − 2 when dynamic.
+        case misc(command: String, timeout: Double, dynamic: Bool)
+
+        public var name: String {
+            switch self {
+            case .tcp: "TCP_CHECK"
+            case .http(_, let tls): tls ? "SSL_GET" : "HTTP_GET"
+            case .misc: "MISC_CHECK"
+            }
+        }
+    }
+
+    /// One `url` block of HTTP_GET or SSL_GET.
+    public struct URLCheck: Sendable, Hashable {
+        public var path: String
+        /// `status_code 200 301-303 …`; keepalived's default is any 2xx.
+        public var statuses: [ClosedRange<Int>]
+        /// The body's MD5 in hex (`genhash` prints it), when given.
+        public var digest: String?
+        public init(path: String, statuses: [ClosedRange<Int>] = [200...299], digest: String? = nil) {
+            self.path = path; self.statuses = statuses; self.digest = digest?.lowercased()
+        }
+
+        public func accepts(_ status: Int) -> Bool { statuses.contains { $0.contains(status) } }
+    }
+
+    public var kind: Kind
+    public var connectAddress: IPAddress?
+    public var connectPort: UInt16?
+    public var connectTimeout: Double = 5
+    /// keepalived's `retry`: further tries, `delayBeforeRetry` apart, before
+    /// a server that is up is declared down (a server already down gets one).
+    public var retry = 1
+    public var delayBeforeRetry: Double = 1
+    /// Seconds between checks (the virtual server's `delay_loop`).
+    public var delayLoop: Double = 60
+    /// Seconds within which the first check starts (a random moment).
+    public var warmup: Double = 0
+}
+
+/// A real server under health checks, in every service it belongs to.
+public struct HealthTarget: Sendable, Hashable {
+    public var services: [ServiceKey]
+    public var server: RealServerConfiguration
+    public var inhibitOnFailure: Bool
+    /// keepalived's `alpha`: start down until a check succeeds.
+    public var startsDown: Bool
+    public var checks: [HealthCheck]
+    /// Commands run when the server goes up or down.
+    public var notifyUp: String? = nil
+    public var notifyDown: String? = nil
+    /// keepalived's `omega`: `notify_down` runs at shutdown for a server that is up.
+    public var omega = false
+
+    public var name: String {
+        server.address.isIPv6 ? "[\(server.address)]:\(server.port)" : "\(server.address):\(server.port)"
+    }
+
+    /// One record per server per virtual server block.
+    public var id: String { services.map(\.description).joined(separator: ",") + " " + name }
+}
+
+/// A virtual server's quorum: while the weights of its live real servers sum
+/// below `quorum`, its sorry server serves; it leaves again once they reach
+/// `quorum + hysteresis`.
+public struct QuorumGroup: Sendable, Hashable {
+    public var services: [ServiceKey]
+    public var quorum: Int
+    public var hysteresis: Int
+    public var sorryServer: RealServerConfiguration?
+    /// `quorum_up` / `quorum_down`: run when the quorum is regained or lost
+    /// (and `quorum_down` at shutdown with `omega`).
+    public var up: String? = nil
+    public var down: String? = nil
+    public var omega = false
+}
+
+
+extension KeepalivedConfiguration {
+    /// The servers that have checkers, with the checks as lvsd runs them.
+    public func healthTargets(file: String) throws(ConfigurationError) -> [HealthTarget] {
+        var out: [HealthTarget] = []
+        for vs in virtualServers {
+            for rs in vs.realServers where !rs.checks.isEmpty {
+                var server = rs.server
+                if let key = vs.services.first?.key, case .address = key, server.method == .directRouting || server.method == .tunnel { server.port = key.port }
+                var checks: [HealthCheck] = []
+                for block in rs.checks {
+                    if let c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), file: file) { checks.append(c) }
+                }
+                guard !checks.isEmpty else { continue }
+                let block = vs.block.children.first { $0.keyword == "real_server" && $0.line == rs.line }
+                func command(_ keyword: String) -> String? {
+                    block?.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 }
+                }
+                out.append(HealthTarget(services: vs.services.map(\.key), server: server, inhibitOnFailure: rs.inhibitOnFailure,
+                                        startsDown: vs.alpha, checks: checks, notifyUp: command("notify_up"), notifyDown: command("notify_down"),
+                                        omega: vs.omega))
+            }
+        }
+        return out
+    }
+}
+
+extension KeepalivedConfiguration {
+    /// Every virtual server's quorum and sorry server.
+    public var quorumGroups: [QuorumGroup] {
+        virtualServers.map { vs in
+            func command(_ keyword: String) -> String? { vs.block.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 } }
+            return QuorumGroup(services: vs.services.map(\.key), quorum: vs.quorum, hysteresis: vs.hysteresis, sorryServer: vs.sorryServer,
+                               up: command("quorum_up"), down: command("quorum_down"), omega: vs.omega)
+        }
+    }
+}
+
+extension HealthCheck {
+    /// nil for checkers lvsd does not run (SMTP_CHECK, DNS_CHECK, …).
+    init?(_ b: ConfigBlock, delayLoop: Double, file: String) throws(ConfigurationError) {
+        func number(_ c: ConfigBlock) throws(ConfigurationError) -> Double {
+            guard let t = c.arguments.first, let v = Double(t), v >= 0 else {
+                throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a number")
+            }
+            return v
+        }
+        switch b.keyword {
+        case "TCP_CHECK": kind = .tcp
+        case "HTTP_GET", "SSL_GET":
+            var urls: [URLCheck] = []
+            for u in b.children where u.keyword == "url" {
+                var statuses: [ClosedRange<Int>] = []
+                for text in u.first("status_code")?.arguments ?? [] {
+                    let ends = text.split(separator: "-").compactMap { Int($0) }
+                    guard (1...2).contains(ends.count), ends.allSatisfy({ (100...999).contains($0) }), ends[0] <= ends[ends.count - 1] else {
+                        throw ConfigurationError(file: file, line: u.line, keyword: "status_code", message: "'\(text)' is not a status code or range")
+                    }
+                    statuses.append(ends[0]...ends[ends.count - 1])
+                }
+                let digest = u.first("digest")?.arguments.first
+                if let d = digest, d.count != 32 || !d.allSatisfy(\.isHexDigit) {
+                    throw ConfigurationError(file: file, line: u.line, keyword: "digest", message: "expects the 32 hex digits of an MD5 (genhash)")
+                }
+                urls.append(URLCheck(path: u.first("path")?.arguments.first ?? "/", statuses: statuses.isEmpty ? [200...299] : statuses, digest: digest))
+            }
+            kind = .http(urls.isEmpty ? [URLCheck(path: "/")] : urls, tls: b.keyword == "SSL_GET")
+        case "MISC_CHECK":
+            guard let command = b.first("misc_path")?.arguments.joined(separator: " "), !command.isEmpty else {
+                throw ConfigurationError(file: file, line: b.line, keyword: "MISC_CHECK", message: "needs misc_path")
+            }
+            let timeout = try b.first("misc_timeout").map { (c) throws(ConfigurationError) in try number(c) } ?? delayLoop
+            kind = .misc(command: command, timeout: timeout, dynamic: b.first("misc_dynamic") != nil)
+        default:
+            return nil
+        }
+        self.delayLoop = max(1, delayLoop)
+        for c in b.children {
+            switch c.keyword {
+            case "connect_ip", "connect_address":
+                guard let a = c.arguments.first.flatMap({ IPAddress($0) }) else {
+                    throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs an address")
+                }
+                connectAddress = a
+            case "connect_port":
+                guard let p = c.arguments.first.flatMap({ UInt16($0) }) else {
+                    throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a port")
+                }
+                connectPort = p
+            case "connect_timeout": connectTimeout = max(0.1, try number(c))
+            case "retry", "nb_get_retry": retry = Int(try number(c))
+            case "delay_before_retry": delayBeforeRetry = try number(c)
+            case "warmup": warmup = try number(c)
+            default: break
+            }
+        }
+    }
+}
+
+extension ConfigurationSources {
+    /// The health checkers and quorum groups of the keepalived.conf files.
+    public func loadHealth() throws(ConfigurationError) -> (targets: [HealthTarget], quorum: [QuorumGroup]) {
+        var targets: [HealthTarget] = []
+        var groups: [QuorumGroup] = []
+        for file in keepalived {
+            let config = try KeepalivedConfiguration.parse(try Self.read(file), file: file)
+            targets += try config.healthTargets(file: file)
+            groups += config.quorumGroups
+        }
+        return (targets, groups)
+    }
+}

@@ -1,0 +1,196 @@
+import LVSCore
+import LVSPacket
+import LVSSystem
+
+/// One `vrrp_instance` of a keepalived.conf.
+public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
+    public enum State: String, Sendable, Hashable, Codable { case master = "MASTER", backup = "BACKUP" }
+    public var name: String
+    public var state: State = .backup
+    public var interface: String = ""
+    public var virtualRouterID: UInt8 = 0
+    public var priority: UInt8 = 100
+    /// Centiseconds (`advert_int` 1 is 100).
+    public var advertisementInterval: UInt16 = 100
+    /// `virtual_ipaddress`: advertised and owned while master.
+    public var addresses: [IPAddress] = []
+    /// `virtual_ipaddress_excluded`: owned while master, not advertised.
+    public var excludedAddresses: [IPAddress] = []
+    public var preempt = true
+    /// Milliseconds after start-up before this router preempts a lower one.
+    public var preemptDelay: UInt64 = 0
+    public var trackInterfaces: [String] = []
+    public var notifyMaster: String?
+    public var notifyBackup: String?
+    public var notifyFault: String?
+    public var notifyStop: String?
+    /// `notify`: called with `INSTANCE <name> <state> <priority>`.
+    public var notify: String?
+    /// 2 (keepalived's default `vrrp_version`) or 3 (RFC 5798; always, for IPv6).
+    public var version: Int = 2
+
+    public init(name: String) { self.name = name }
+
+    /// Everything it owns while master.
+    public var ownedAddresses: [IPAddress] { addresses + excludedAddresses }
+}
+
+/// `lvs_sync_daemon IF INSTANCE [id N] [maxlen N] [port N] [ttl N] [group A]`
+/// of `global_defs`: the sync daemon follows the instance, master while it is.
+public struct SyncDaemonTie: Sendable, Hashable {
+    public var daemon: SyncDaemonConfiguration
+    public var instance: String?
+    /// `id` given: otherwise the instance's virtual router id is the sync id, as keepalived does.
+    public var explicitID: Bool
+}
+
+/// keepalived.conf's director-HA part: VRRP instances and the sync daemon tie.
+public struct HighAvailabilityConfiguration: Sendable, Equatable {
+    public var instances: [VRRPInstanceConfiguration] = []
+    public var sync: SyncDaemonTie?
+
+    public init(instances: [VRRPInstanceConfiguration] = [], sync: SyncDaemonTie? = nil) { self.instances = instances; self.sync = sync }
+
+    /// The sync daemon's settings for an instance's state.
+    public func syncDaemon(master: Bool) -> SyncDaemonConfiguration? {
+        guard var d = sync?.daemon else { return nil }
+        d.role = master ? .master : .backup
+        if sync?.explicitID == false, let name = sync?.instance, let i = instances.first(where: { $0.name == name }) {
+            d.syncID = i.virtualRouterID
+        }
+        return d
+    }
+
+    public static func parse(_ config: KeepalivedConfiguration, file: String) throws(ConfigurationError) -> HighAvailabilityConfiguration {
+        var ha = HighAvailabilityConfiguration()
+        var version = 2
+        if let g = config.globalDefinitions {
+            if let v = g.first("vrrp_version") {
+                guard let n = Int(v.arguments.first ?? ""), n == 2 || n == 3 else { throw error(v, file, "expects 2 or 3") }
+                version = n
+            }
+            if let s = g.first("lvs_sync_daemon") { ha.sync = try syncTie(s, file: file) }
+        }
+        for b in config.vrrpInstances where b.keyword == "vrrp_instance" {
+            ha.instances.append(try instance(b, version: version, file: file))
+        }
+        for i in ha.instances where ha.instances.contains(where: { $0.name != i.name && $0.interface == i.interface && $0.virtualRouterID == i.virtualRouterID }) {
+            throw ConfigurationError(file: file, line: 0, keyword: "vrrp_instance", message: "\(i.name): virtual_router_id \(i.virtualRouterID) is used twice on \(i.interface)")
+        }
+        if let name = ha.sync?.instance, !ha.instances.contains(where: { $0.name == name }) {
+            throw ConfigurationError(file: file, line: 0, keyword: "lvs_sync_daemon", message: "no vrrp_instance named \(name)")
+        }
+        return ha
+    }
+
+    static func error(_ b: ConfigBlock, _ file: String, _ message: String) -> ConfigurationError {
+        ConfigurationError(file: file, line: b.line, keyword: b.keyword, message: message)
+    }
+
+    static func syncTie(_ b: ConfigBlock, file: String) throws(ConfigurationError) -> SyncDaemonTie {
+        var args = b.arguments[...]
+        guard let interface = args.popFirst() else { throw error(b, file, "expects an interface") }
+        var d = SyncDaemonConfiguration(interface: interface)
+        var instance: String? = nil
+        var explicitID = false
+        if let next = args.first, !["id", "maxlen", "port", "ttl", "group"].contains(next) { instance = String(args.popFirst()!) }
+        while let key = args.popFirst() {
+            guard let value = args.popFirst() else { throw error(b, file, "\(key) expects a value") }
+            switch key {
+            case "id":
+                guard let n = UInt8(value) else { throw error(b, file, "id expects 0-255") }
+                d.syncID = n
+                explicitID = true
+            case "maxlen":
+                guard let n = Int(value), (1...65507).contains(n) else { throw error(b, file, "maxlen expects 1-65507") }
+                d.maxLength = n
+            case "port":
+                guard let n = UInt16(value), n > 0 else { throw error(b, file, "port expects 1-65535") }
+                d.port = n
+            case "ttl":
+                guard let n = UInt8(value), n > 0 else { throw error(b, file, "ttl expects 1-255") }
+                d.ttl = n
+            case "group":
+                guard let a = IPAddress(value), a.isMulticast else { throw error(b, file, "group expects a multicast address") }
+                d.group = a
+            default: throw error(b, file, "unknown option '\(key)'")
+            }
+        }
+        return SyncDaemonTie(daemon: d, instance: instance, explicitID: explicitID)
+    }
+
+    static func instance(_ b: ConfigBlock, version: Int, file: String) throws(ConfigurationError) -> VRRPInstanceConfiguration {
+        guard let name = b.arguments.first else { throw error(b, file, "expects a name") }
+        var i = VRRPInstanceConfiguration(name: name)
+        i.version = version
+        func addresses(_ c: ConfigBlock) throws(ConfigurationError) -> [IPAddress] {
+            var out: [IPAddress] = []
+            for a in c.children {
+                // `198.51.100.1/24 dev eth0 label eth0:1`: the address is what lvsd owns.
+                let text = a.keyword.split(separator: "/").first.map(String.init) ?? a.keyword
+                guard let ip = IPAddress(text) else { throw error(a, file, "not an address") }
+                out.append(ip)
+            }
+            return out
+        }
+        func seconds(_ c: ConfigBlock) throws(ConfigurationError) -> Double {
+            guard let v = Double(c.arguments.first ?? ""), v >= 0, v <= 40.95 * 100 else { throw error(c, file, "expects seconds") }
+            return v
+        }
+        for c in b.children {
+            switch c.keyword {
+            case "state":
+                guard let s = VRRPInstanceConfiguration.State(rawValue: c.arguments.first ?? "") else { throw error(c, file, "expects MASTER or BACKUP") }
+                i.state = s
+            case "interface": i.interface = c.arguments.first ?? ""
+            case "virtual_router_id":
+                guard let n = UInt8(c.arguments.first ?? ""), n > 0 else { throw error(c, file, "expects 1-255") }
+                i.virtualRouterID = n
+            case "priority":
+                guard let n = UInt8(c.arguments.first ?? ""), n > 0 else { throw error(c, file, "expects 1-255") }
+                i.priority = n
+            case "advert_int":
+                let s = try seconds(c)
+                guard s >= 0.01, s <= 40.95 else { throw error(c, file, "expects 0.01-40.95 seconds") }
+                i.advertisementInterval = UInt16((s * 100).rounded())
+            case "virtual_ipaddress": i.addresses = try addresses(c)
+            case "virtual_ipaddress_excluded": i.excludedAddresses = try addresses(c)
+            case "nopreempt": i.preempt = false
+            case "preempt_delay": i.preemptDelay = UInt64(try seconds(c) * 1000)
+            case "track_interface": i.trackInterfaces = c.children.map(\.keyword)
+            case "notify_master": i.notifyMaster = c.arguments.joined(separator: " ")
+            case "notify_backup": i.notifyBackup = c.arguments.joined(separator: " ")
+            case "notify_fault": i.notifyFault = c.arguments.joined(separator: " ")
+            case "notify_stop": i.notifyStop = c.arguments.joined(separator: " ")
+            case "notify": i.notify = c.arguments.joined(separator: " ")
+            case "version":
+                guard let n = Int(c.arguments.first ?? ""), n == 2 || n == 3 else { throw error(c, file, "expects 2 or 3") }
+                i.version = n
+            default: break
+            }
+        }
+        guard !i.interface.isEmpty else { throw error(b, file, "\(name): no interface") }
+        guard i.virtualRouterID != 0 else { throw error(b, file, "\(name): no virtual_router_id") }
+        guard !i.addresses.isEmpty else { throw error(b, file, "\(name): no virtual_ipaddress") }
+        guard Set(i.addresses.map(\.isIPv6)).count == 1 else {
+            throw error(b, file, "\(name): virtual_ipaddress mixes IPv4 and IPv6 (use two instances, or virtual_ipaddress_excluded)")
+        }
+        // VRRP over IPv6 is version 3 only; keepalived makes the same choice.
+        if i.addresses[0].isIPv6 { i.version = 3 }
+        if i.version == 2 && i.advertisementInterval % 100 != 0 { throw error(b, file, "\(name): VRRP version 2 takes whole seconds for advert_int") }
+        return i
+    }
+}
+
+extension ConfigurationSources {
+    /// The VRRP instances and the sync daemon tie of the keepalived.conf files.
+    public func loadHighAvailability() throws(ConfigurationError) -> HighAvailabilityConfiguration {
+        var ha = HighAvailabilityConfiguration()
+        for file in keepalived {
+            let one = try HighAvailabilityConfiguration.parse(try KeepalivedConfiguration.parse(try Self.read(file), file: file), file: file)
+            ha.instances += one.instances
+            ha.sync = one.sync ?? ha.sync
+        }
+        return ha
+    }
+}

@@ -1,0 +1,92 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import LVSCore
+import LVSPacket
+import LVSConfiguration
+import LVSSystem
+
+/// What lvsadm asks lvsd. One request, one response, on one connection.
+public enum ControlRequest: Sendable, Hashable, Codable {
+    /// Everything the listings need; with `connections` also the connection table.
+    case snapshot(connections: Bool)
+    /// Applied all or nothing.
+    case apply([TableOperation])
+    /// Zeroes one service's counters, or all of them.
+    case zero(ServiceKey?)
+    /// Re-reads lvsd's configuration files (as SIGHUP does).
+    case reload
+    /// Takes the packets traced since the last call and arms tracing for up
+    /// to `limit` more (0 disarms); unpolled for 3 s, tracing disarms itself.
+    case trace(filter: ServiceKey?, limit: Int)
+    case startDaemon(SyncDaemonConfiguration)
+    case stopDaemon(SyncDaemonConfiguration.Role)
+}
+
+public enum ControlResponse: Sendable, Codable {
+    case snapshot(TableSnapshot)
+    case done
+    case failed(TableError)
+    case trace([TraceEntry])
+}
+
+/// The wire format: a 4-byte big-endian length, then a JSON object
+/// `{"version": 1, "body": …}`. A peer speaking another version gets an
+/// error naming the versions this side speaks.
+public enum ControlProtocol {
+    public static let version = 1
+    /// Requests are small; listings of big connection tables are not.
+    public static let maxRequest = 1 << 20
+    public static let maxResponse = 256 << 20
+
+    struct Envelope<Body: Codable>: Codable {
+        var version: Int
+        var body: Body
+    }
+
+    struct VersionOnly: Codable { var version: Int }
+
+    /// The body length a 4-byte header announces.
+    public static func length(of header: [UInt8]) -> Int {
+        Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+    }
+
+    public static func encode<Body: Codable>(_ body: Body) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = try encoder.encode(Envelope(version: version, body: body))
+        let n = UInt32(json.count)
+        return [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)] + Array(json)
+    }
+
+    public enum DecodeError: Error, Equatable, CustomStringConvertible {
+        case unsupportedVersion(Int)
+        case malformed(String)
+        public var description: String {
+            switch self {
+            case .unsupportedVersion(let v): "unsupported control protocol version \(v) (this side speaks \(ControlProtocol.version))"
+            case .malformed(let why): "malformed control message: \(why)"
+            }
+        }
+    }
+
+    /// Decodes a message body (without its length prefix).
+    public static func decode<Body: Codable>(_ type: Body.Type, from bytes: [UInt8]) throws(DecodeError) -> Body {
+        let data = Data(bytes)
+        let decoder = JSONDecoder()
+        let v: VersionOnly
+        do { v = try decoder.decode(VersionOnly.self, from: data) } catch { throw .malformed("\(error)") }
+        guard v.version == version else { throw .unsupportedVersion(v.version) }
+        do { return try decoder.decode(Envelope<Body>.self, from: data).body } catch { throw .malformed("\(error)") }
+    }
+
+    /// Pretty JSON for `--json`.
+    public static func json<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        guard let data = try? encoder.encode(value) else { return "{}" }
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}

@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LVSPacket
+
+/// A socket's address, typed: the one place a `sockaddr` is built or read.
+public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
+    case ipv4(IPv4Address, port: UInt16)
+    /// `scope`: the interface index of a link-local or multicast address.
+    case ipv6(IPv6Address, port: UInt16, scope: UInt32)
+    /// A path, or an abstract name when it starts with "@".
+    case unix(String)
+    /// A netlink socket's multicast groups (bits), pid 0: the kernel assigns it.
+    case netlink(groups: UInt32)
+
+    public init(_ address: IPAddress, port: UInt16, scope: UInt32 = 0) {
+        switch address {
+        case .v4(let a): self = .ipv4(a, port: port)
+        case .v6(let a): self = .ipv6(a, port: port, scope: scope)
+        }
+    }
+
+    public var family: Int32 {
+        switch self {
+        case .ipv4: AF_INET
+        case .ipv6: AF_INET6
+        case .unix: AF_UNIX
+        case .netlink: AF_NETLINK
+        }
+    }
+
+    public var ipAddress: IPAddress? {
+        switch self {
+        case .ipv4(let a, _): .v4(a)
+        case .ipv6(let a, _, _): .v6(a)
+        case .unix, .netlink: nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .ipv4(let a, let port): "\(a):\(port)"
+        case .ipv6(let a, let port, _): "[\(a)]:\(port)"
+        case .unix(let path): path
+        case .netlink(let groups): "netlink groups \(groups)"
+        }
+    }
+
+    /// Lends the C form to `body`, with its length.
+    public func withSockaddr<R, E: Error>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(E) -> R) throws(E) -> R {
+        var storage = sockaddr_storage()
+        let length = write(into: &storage)
+        // `storage` is large and aligned enough for every sockaddr, and lives across the call.
+        return try unsafe withUnsafePointer(to: &storage) { (p) throws(E) -> R in
+            try unsafe p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (s) throws(E) -> R in try unsafe body(s, length) }
+        }
+    }
+
+    /// Writes the C form; its length.
+    func write(into storage: inout sockaddr_storage) -> socklen_t {
+        // Bytes into bytes: every field written is a plain integer at its C offset.
+        unsafe withUnsafeMutableBytes(of: &storage) { raw in
+            switch self {
+            case .ipv4(let a, let port):
+                raw.storeBytes(of: sa_family_t(AF_INET), toByteOffset: 0, as: sa_family_t.self)
+                raw.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self)
+                raw.storeBytes(of: a.value.bigEndian, toByteOffset: 4, as: UInt32.self)
+                return socklen_t(MemoryLayout<sockaddr_in>.size)
+            case .ipv6(let a, let port, let scope):
+                raw.storeBytes(of: sa_family_t(AF_INET6), toByteOffset: 0, as: sa_family_t.self)
+                raw.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self)
+                raw.storeBytes(of: a.high.bigEndian, toByteOffset: 8, as: UInt64.self)
+                raw.storeBytes(of: a.low.bigEndian, toByteOffset: 16, as: UInt64.self)
+                raw.storeBytes(of: scope, toByteOffset: 24, as: UInt32.self)
+                return socklen_t(MemoryLayout<sockaddr_in6>.size)
+            case .unix(let path):
+                raw.storeBytes(of: sa_family_t(AF_UNIX), toByteOffset: 0, as: sa_family_t.self)
+                var bytes = Array(path.utf8)
+                let abstract = bytes.first == UInt8(ascii: "@")
+                if abstract { bytes[0] = 0 }
+                // sun_path is 108 bytes; a longer path was refused by `unixPathFits`.
+                let n = min(bytes.count, 107)
+                for k in 0..<n { raw[2 + k] = bytes[k] }
+                raw[2 + n] = 0
+                // An abstract name's length counts exactly its bytes; a path's, the whole structure.
+                return abstract ? socklen_t(2 + n) : socklen_t(MemoryLayout<sockaddr_un>.size)
+            case .netlink(let groups):
+                raw.storeBytes(of: sa_family_t(AF_NETLINK), toByteOffset: 0, as: sa_family_t.self)
+                raw.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+                raw.storeBytes(of: groups, toByteOffset: 8, as: UInt32.self)
+                return 12
+            }
+        }
+    }
+
+    /// Reads a C form the kernel filled in (recvfrom, getsockname).
+    init?(_ storage: sockaddr_storage, length: socklen_t) {
+        // Bytes out of bytes: each read is a plain integer within `length`.
+        let decoded: SocketAddress? = unsafe withUnsafeBytes(of: storage) { raw in
+            let family = Int32(raw.load(fromByteOffset: 0, as: sa_family_t.self))
+            switch family {
+            case AF_INET where length >= 8:
+                let port = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+                return .ipv4(IPv4Address(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self))), port: port)
+            case AF_INET6 where length >= 28:
+                let port = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+                let high = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                let low = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                return .ipv6(IPv6Address(high: high, low: low), port: port, scope: raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+            case AF_NETLINK where length >= 12:
+                return .netlink(groups: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            case AF_UNIX:
+                let path = raw[2..<Int(min(length, socklen_t(raw.count)))].prefix { $0 != 0 }
+                return .unix(String(decoding: path, as: UTF8.self))
+            default:
+                return nil
+            }
+        }
+        guard let decoded else { return nil }
+        self = decoded
+    }
+
+    /// Whether `path` fits a Unix socket address (108 bytes with its NUL).
+    public static func unixPathFits(_ path: String) -> Bool { path.utf8.count < 108 }
+}

@@ -1,0 +1,163 @@
+import Testing
+import LVSTestSupport
+@testable import LVSVRRP
+import LVSPacket
+@testable import LVSDaemon
+@testable import LVSAdmin
+@testable import LVSConfiguration
+@testable import LVSControlProtocol
+@testable import LVSSystem
+
+/// VRRP advertisements byte by byte and the RFC 5798 state machine on a fake clock.
+@Suite struct VRRPTests {
+    func instance(priority: UInt8 = 100, version: Int = 3, preempt: Bool = true) -> VRRPInstanceConfiguration {
+        var c = VRRPInstanceConfiguration(name: "VI_1")
+        c.interface = "eth0"
+        c.virtualRouterID = 51
+        c.priority = priority
+        c.addresses = [ip("198.19.0.10")]
+        c.version = version
+        c.preempt = preempt
+        return c
+    }
+
+    @Test func version3CarriesCentisecondsAndAPseudoHeaderChecksum() throws {
+        let a = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [ip("198.19.0.10")])
+        let p = a.encode(source: IPv4Address("198.19.0.1")!)
+        #expect(p.count == 20 + 12)
+        #expect(Array(p[8..<10]) == [255, 112] && Array(p[16..<20]) == [224, 0, 0, 18] && Array(p[12..<16]) == [198, 19, 0, 1])
+        #expect(Array(p[20..<26]) == [0x31, 51, 150, 1, 0x00, 100] && Array(p[28..<32]) == [198, 19, 0, 10])
+        #expect(FrameBuilder.checksum(p, 0..<20) == 0)
+        // Checksum over the pseudo-header (source, group, 0, 112, length) and the message.
+        let pseudo = 0xC613 + 0x0001 + 0xE000 + 0x0012 + 112 + 12
+        #expect(FrameBuilder.checksum(p, 20..<32, initial: UInt32(pseudo)) == 0)
+        let (d, source) = try VRRPAdvertisement.decode(p)
+        #expect(d == a && source == ip("198.19.0.1"))
+    }
+
+    @Test func overIPv6TheChecksumCoversTheIPv6PseudoHeader() throws {
+        let a = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [ip("2001:db8:1::50")])
+        let source = ip("fe80::1")
+        let m = a.message(source: source)
+        #expect(m.count == 8 + 16 && Array(m[0..<6]) == [0x31, 51, 150, 1, 0x00, 100] && Array(m[8..<24]) == FrameBuilder.addressBytes(ip("2001:db8:1::50")))
+        // Pseudo-header: source, ff02::12, upper-layer length, next header 112.
+        let pseudo = FrameBuilder.addressBytes(source) + FrameBuilder.addressBytes(ip("ff02::12")) + [0, 0, 0, 24, 0, 0, 0, 112]
+        #expect(FrameBuilder.checksum(pseudo + m, 0..<(pseudo.count + m.count)) == 0)
+        #expect(try VRRPAdvertisement.decode6(m, source: IPv6Address("fe80::1")!, hopLimit: 255) == a)
+        #expect(throws: VRRPAdvertisement.DecodeError.ttl(64)) { try VRRPAdvertisement.decode6(m, source: IPv6Address("fe80::1")!, hopLimit: 64) }
+        #expect(throws: VRRPAdvertisement.DecodeError.checksum) { try VRRPAdvertisement.decode6(m, source: IPv6Address("fe80::2")!, hopLimit: 255) }
+        // Between equal priorities the higher address wins, IPv6 as IPv4.
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("fe80::2"))
+        _ = r.start(now: 0)
+        _ = r.tick(now: 3609)
+        var peer = a
+        peer.priority = 100
+        #expect(r.received(peer, from: ip("fe80::1"), now: 4000).isEmpty && r.state == .master)
+        #expect(r.received(peer, from: ip("fe80::3"), now: 4000) == [.enter(.backup)] && r.master == ip("fe80::3"))
+    }
+
+    @Test func version2CarriesSecondsAndAuthenticationData() throws {
+        let a = VRRPAdvertisement(version: 2, virtualRouterID: 7, priority: 100, interval: 300, addresses: [ip("198.19.0.10")])
+        let p = a.encode(source: IPv4Address("198.19.0.2")!)
+        #expect(p.count == 20 + 8 + 4 + 8 && Array(p[20..<26]) == [0x21, 7, 100, 1, 0, 3])
+        #expect(FrameBuilder.checksum(p, 20..<p.count) == 0)
+        #expect(try VRRPAdvertisement.decode(p).0 == a)
+        var ttl = p
+        ttl[8] = 64
+        #expect(throws: VRRPAdvertisement.DecodeError.ttl(64)) { try VRRPAdvertisement.decode(ttl) }
+        var bad = p
+        bad[22] = 101
+        #expect(throws: VRRPAdvertisement.DecodeError.checksum) { try VRRPAdvertisement.decode(bad) }
+        #expect(throws: VRRPAdvertisement.DecodeError.truncated) { try VRRPAdvertisement.decode(Array(p.prefix(24))) }
+    }
+
+    @Test func aBackupTakesOverAfterThreeIntervalsAndSkew() {
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
+        #expect(r.start(now: 0) == [.enter(.backup)])
+        // 3 × 1 s + (256 − 100) / 256 s = 3609 ms.
+        #expect(r.masterDownInterval == 3609 && r.deadline == 3609)
+        let master = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 150, interval: 100, addresses: [])
+        #expect(r.received(master, from: ip("198.19.0.1"), now: 1000).isEmpty)
+        #expect(r.tick(now: 4608).isEmpty && r.state == .backup)
+        #expect(r.tick(now: 4609) == [.advertise(priority: 100), .enter(.master)])
+        #expect(r.tick(now: 5608).isEmpty && r.tick(now: 5609) == [.advertise(priority: 100)])
+        // The higher router returns and preempts; equal priorities go to the higher address.
+        #expect(r.received(master, from: ip("198.19.0.1"), now: 6000) == [.enter(.backup)])
+        var peer = master
+        peer.priority = 100
+        var s = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
+        _ = s.start(now: 0)
+        _ = s.tick(now: 3609)
+        #expect(s.received(peer, from: ip("198.19.0.1"), now: 4000).isEmpty && s.state == .master)
+        #expect(s.received(peer, from: ip("198.19.0.3"), now: 4000) == [.enter(.backup)])
+    }
+
+    @Test func resigningMastersAndPreemptionRules() {
+        // A master stopping sends priority 0: the backup waits only its skew.
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
+        _ = r.start(now: 0)
+        let resign = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 0, interval: 100, addresses: [])
+        _ = r.received(resign, from: ip("198.19.0.1"), now: 1000)
+        #expect(r.deadline == 1000 + 609)
+        // Without preemption a higher backup leaves a lower master alone.
+        var high = VRRPRouter(instance(priority: 200, preempt: false), primaryAddress: ip("198.19.0.3"))
+        _ = high.start(now: 0)
+        let low = VRRPAdvertisement(version: 3, virtualRouterID: 51, priority: 50, interval: 100, addresses: [])
+        for t in stride(from: UInt64(500), to: 10_000, by: 1000) { _ = high.received(low, from: ip("198.19.0.1"), now: t) }
+        #expect(high.tick(now: 10_000).isEmpty && high.state == .backup)
+        // With it, the lower master's adverts are ignored and the timer runs out.
+        var preempting = VRRPRouter(instance(priority: 200), primaryAddress: ip("198.19.0.3"))
+        _ = preempting.start(now: 0)
+        #expect(preempting.received(low, from: ip("198.19.0.1"), now: 500).isEmpty)
+        #expect(preempting.tick(now: 3000 + 218) == [.advertise(priority: 200), .enter(.master)])
+        // A fault gives mastership up with priority 0; recovery waits as a backup.
+        #expect(preempting.fault() == [.advertise(priority: 0), .enter(.fault)])
+        #expect(preempting.recover(now: 20_000) == [.enter(.backup)] && preempting.deadline == 20_000 + 3218)
+        // Priority 255 owns the addresses: master at once.
+        var owner = VRRPRouter(instance(priority: 255), primaryAddress: ip("198.19.0.3"))
+        #expect(owner.start(now: 0) == [.advertise(priority: 255), .enter(.master)])
+        #expect(owner.shutdown() == [.advertise(priority: 0)])
+    }
+
+    @Test func keepalivedConfVRRPAndSyncDaemon() throws {
+        let text = """
+            global_defs {
+              vrrp_version 3
+              lvs_sync_daemon eth1 VI_1 maxlen 1400 port 8849
+            }
+            vrrp_instance VI_1 {
+              state MASTER
+              interface eth1
+              virtual_router_id 51
+              priority 150
+              advert_int 0.5
+              nopreempt
+              preempt_delay 10
+              track_interface { eth2 }
+              virtual_ipaddress {
+                198.19.0.10/24 dev eth1
+                198.19.0.3
+              }
+              virtual_ipaddress_excluded { 2001:db8:1::10 }
+              notify_master "/bin/echo master"
+            }
+            """
+        let k = try KeepalivedConfiguration.parse(text, file: "k.conf")
+        let ha = try HighAvailabilityConfiguration.parse(k, file: "k.conf")
+        let i = try #require(ha.instances.first)
+        #expect(i.name == "VI_1" && i.state == .master && i.interface == "eth1" && i.virtualRouterID == 51 && i.priority == 150)
+        #expect(i.advertisementInterval == 50 && !i.preempt && i.preemptDelay == 10_000 && i.trackInterfaces == ["eth2"] && i.version == 3)
+        #expect(i.addresses == [ip("198.19.0.10"), ip("198.19.0.3")] && i.excludedAddresses == [ip("2001:db8:1::10")])
+        #expect(i.notifyMaster == "/bin/echo master")
+        // The sync id defaults to the instance's virtual router id, as keepalived does.
+        #expect(ha.syncDaemon(master: true) == SyncDaemonConfiguration(role: .master, interface: "eth1", syncID: 51, port: 8849, maxLength: 1400))
+        #expect(ha.syncDaemon(master: false)?.role == .backup)
+        for (bad, message) in [("interface e\nvirtual_router_id 1", "no virtual_ipaddress"),
+                               ("interface e\nvirtual_ipaddress {\n1.2.3.4\n}", "no virtual_router_id"),
+                               ("interface e\nvirtual_router_id 1\nadvert_int 0.5\nvirtual_ipaddress {\n1.2.3.4\n}", "whole seconds"),
+                               ("interface e\nvirtual_router_id 1\nvirtual_ipaddress {\n1.2.3.4\n}\n}\nglobal_defs {\nlvs_sync_daemon e Y", "no vrrp_instance named Y")] {
+            let parsed = try KeepalivedConfiguration.parse("vrrp_instance X {\n" + bad + "\n}\n", file: "b.conf")
+            #expect { try HighAvailabilityConfiguration.parse(parsed, file: "b.conf") } throws: { "\($0)".contains(message) }
+        }
+    }
+}
