@@ -1,12 +1,9 @@
-// The AF_XDP backend: an XDP program that sends lvsd's frames to an AF_XDP
-// socket and passes every other frame to the kernel, the sockets, and the
-// UMEM they share. libbpf creates the maps and loads the program; libxdp
-// opens the sockets. Also lvs-realserver's tunnel decapsulator, for tc
-// ingress or XDP.
-//
-// Each program is a few dozen lines of logic, so it is written here as BPF
-// instructions rather than built by clang -target bpf: nothing needs an
-// object file at run time and the build needs no BPF toolchain.
+// The AF_XDP backend: lvsd's XDP program (bpf/lvsd_xdp.bpf.c) that sends
+// lvsd's frames to an AF_XDP socket and passes every other frame to the
+// kernel, the sockets, and the UMEM they share; and lvs-realserver's tunnel
+// decapsulator (bpf/lvs_decap.bpf.c) for tc ingress or XDP. The programs
+// are C built with clang -target bpf (scripts/bpf-objects), embedded as
+// bytes, and loaded with libbpf; libxdp opens the sockets.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -23,279 +20,21 @@
 #include <bpf/libbpf.h>
 #include <xdp/xsk.h>
 #include "CLVSLinux.h"
+#include "bpf_objects.h"
 
-// MARK: the program
+// MARK: loading
 
-#define INSN(c, d, s, o, i) ((struct bpf_insn){ .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) })
-#define MOV_REG(d, s)       INSN(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 0, 0)
-#define MOV_IMM(d, i)       INSN(BPF_ALU64 | BPF_MOV | BPF_K, d, 0, 0, i)
-#define ADD_IMM(d, i)       INSN(BPF_ALU64 | BPF_ADD | BPF_K, d, 0, 0, i)
-#define ADD_REG(d, s)       INSN(BPF_ALU64 | BPF_ADD | BPF_X, d, s, 0, 0)
-#define AND_IMM(d, i)       INSN(BPF_ALU64 | BPF_AND | BPF_K, d, 0, 0, i)
-#define LOAD(size, d, s, o) INSN(BPF_LDX | BPF_MEM | (size), d, s, o, 0)
-#define STORE(size, d, s, o) INSN(BPF_STX | BPF_MEM | (size), d, s, o, 0)
-#define STORE_IMM(size, d, o, i) INSN(BPF_ST | BPF_MEM | (size), d, 0, o, i)
-#define CALL(f)             INSN(BPF_JMP | BPF_CALL, 0, 0, 0, f)
-#define EXIT()              INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
-#define FP 10
-
-enum { L_NOVLAN, L_V4, L_V4_SOURCE, L_V6, L_V6_SOURCE, L_REDIRECT, L_PASS,
-       L_GUE, L_INNER, L_INNER4, L_INNER6, L_STRIP, L_COUNT };
-
-typedef struct {
-    struct bpf_insn insn[160];
-    int count;
-    int label[L_COUNT];
-    int fixup[64], fixup_label[64], fixups;
-} program_text;
-
-static void emit(program_text *p, struct bpf_insn i) { p->insn[p->count++] = i; }
-static void resolve(program_text *p) {
-    for (int k = 0; k < p->fixups; k++) {
-        int at = p->fixup[k];
-        p->insn[at].off = (short)(p->label[p->fixup_label[k]] - at - 1);
-    }
-}
-static void label(program_text *p, int l) { p->label[l] = p->count; }
-static void jump(program_text *p, int op, int src_kind, int dst, int src_or_imm, int l) {
-    p->fixup[p->fixups] = p->count;
-    p->fixup_label[p->fixups++] = l;
-    if (src_kind == BPF_X) emit(p, INSN(BPF_JMP | op | BPF_X, dst, src_or_imm, 0, 0));
-    else emit(p, INSN(BPF_JMP | op | BPF_K, dst, 0, 0, src_or_imm));
-}
-static void load_map(program_text *p, int d, int fd) {
-    emit(p, INSN(BPF_LD | BPF_DW | BPF_IMM, d, BPF_PSEUDO_MAP_FD, 0, fd));
-    emit(p, INSN(0, 0, 0, 0, 0));
-}
-/// r0 = flags of the 16-byte key at fp-16 & `mask`, or 0.
-static void lookup(program_text *p, int map, int mask, int miss) {
-    load_map(p, BPF_REG_1, map);
-    emit(p, MOV_REG(BPF_REG_2, FP));
-    emit(p, ADD_IMM(BPF_REG_2, -16));
-    emit(p, CALL(BPF_FUNC_map_lookup_elem));
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_0, 0, miss);
-    emit(p, LOAD(BPF_W, BPF_REG_0, BPF_REG_0, 0));
-    if (mask) emit(p, AND_IMM(BPF_REG_0, mask));
-}
-
-/// To L_PASS unless `bytes` bytes from the pointer in `base` lie inside the
-/// frame (r8 its end), checked through `scratch` as the verifier wants.
-static void need(program_text *p, int base, int bytes, int scratch) {
-    emit(p, MOV_REG(scratch, base));
-    emit(p, ADD_IMM(scratch, bytes));
-    jump(p, BPF_JGT, BPF_X, scratch, BPF_REG_8, L_PASS);
-}
-
-/// r7 the frame and r8 its end, from the context in r6 (an XDP or a tc one).
-static void frame_pointers(program_text *p, int tc) {
-    emit(p, LOAD(BPF_W, BPF_REG_7, BPF_REG_6, tc ? offsetof(struct __sk_buff, data) : offsetof(struct xdp_md, data)));
-    emit(p, LOAD(BPF_W, BPF_REG_8, BPF_REG_6, tc ? offsetof(struct __sk_buff, data_end) : offsetof(struct xdp_md, data_end)));
-}
-
-/// r6 the context, r7 the frame, r8 its end, r3 the EtherType as loaded
-/// (little-endian: 0x0800 reads 0x0008); to L_PASS without an Ethernet header.
-static void prologue(program_text *p, int tc) {
-    emit(p, MOV_REG(BPF_REG_6, BPF_REG_1));
-    frame_pointers(p, tc);
-    need(p, BPF_REG_7, 14, BPF_REG_2);
-    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 12));
-}
-
-/// The address at r7 + `offset` into the key at fp-16 (IPv4: its last four bytes).
-static void key_from(program_text *p, int v6, int offset) {
-    if (v6) {
-        emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, offset));
-        emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
-        emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_7, offset + 8));
-        emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
-    } else {
-        emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, offset));
-        emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
-    }
-}
-
-/// To lvsd if the destination is owned; to the kernel if it is the host's;
-/// else to lvsd if the source is a NAT real server; else to the kernel.
-static void classify(program_text *p, int addresses, int v6, int source) {
-    key_from(p, v6, v6 ? 24 : 16);
-    lookup(p, addresses, 0, source);
-    emit(p, MOV_REG(BPF_REG_1, BPF_REG_0));
-    emit(p, AND_IMM(BPF_REG_1, LVS_XDP_OWNED));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_1, 0, L_REDIRECT);
-    emit(p, AND_IMM(BPF_REG_0, LVS_XDP_HOST));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_PASS);
-    label(p, source);
-    key_from(p, v6, v6 ? 8 : 12);
-    lookup(p, addresses, LVS_XDP_REPLY_SOURCE, L_PASS);
-    jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_REDIRECT);
-    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
-}
-
-// Registers: r6 the context, r7 the network header, r8 the frame's end.
-static void build(program_text *p, int addresses, int sockets) {
-    memset(p, 0, sizeof(*p));
-    prologue(p, 0);
-    emit(p, MOV_IMM(BPF_REG_9, 14));
-    // One 802.1Q tag, as the engine takes. (Loads are little-endian: 0x8100 reads 0x0081.)
-    jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0x0081, L_NOVLAN);
-    need(p, BPF_REG_7, 18, BPF_REG_2);
-    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 16));
-    emit(p, MOV_IMM(BPF_REG_9, 18));
-    label(p, L_NOVLAN);
-    emit(p, ADD_REG(BPF_REG_7, BPF_REG_9));
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0x0008, L_V4);
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0xDD86, L_V6);
-    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
-
-    // IPv4: the key is the IPv4-mapped IPv6 address ::ffff:a.b.c.d.
-    label(p, L_V4);
-    need(p, BPF_REG_7, 20, BPF_REG_2);
-    emit(p, STORE_IMM(BPF_DW, FP, -16, 0));
-    emit(p, STORE_IMM(BPF_W, FP, -8, (int)0xFFFF0000));
-    classify(p, addresses, 0, L_V4_SOURCE);
-
-    label(p, L_V6);
-    need(p, BPF_REG_7, 40, BPF_REG_2);
-    classify(p, addresses, 1, L_V6_SOURCE);
-
-    // A queue without a socket passes the frame (the flags' XDP_PASS).
-    label(p, L_REDIRECT);
-    load_map(p, BPF_REG_1, sockets);
-    emit(p, LOAD(BPF_W, BPF_REG_2, BPF_REG_6, offsetof(struct xdp_md, rx_queue_index)));
-    emit(p, MOV_IMM(BPF_REG_3, XDP_PASS));
-    emit(p, CALL(BPF_FUNC_redirect_map));
-    emit(p, EXIT());
-    label(p, L_PASS);
-    emit(p, MOV_IMM(BPF_REG_0, XDP_PASS));
-    emit(p, EXIT());
-
-    resolve(p);
-}
-
-// Newer than this machine's headers (Linux 6.1): tcx (6.6) and the
-// decapsulation flags of bpf_skb_adjust_room (6.3).
-enum { LVS_TCX_INGRESS = 46, LVS_TCX_NEXT = -1, LVS_ADJ_ROOM_DECAP_IPV4 = 1 << 7, LVS_ADJ_ROOM_DECAP_IPV6 = 1 << 8 };
-
-/// A real server's decapsulator: IPIP, IPv6-in-IPv4, IPv4- and
-/// IPv6-in-IPv6 and (with `gue_port`) GUE variant 0, each only when the
-/// inner destination is in `vips`, lose their outer headers and go on into
-/// the kernel as if they had arrived bare. Anything else passes untouched.
-/// As a tc program (`tc`) it works on the skb; as an XDP one, on the frame
-/// before there is one (but veth copies a frame short of XDP's headroom).
-// Registers: r6 the context, r7 the frame, r8 its end, r9 the outer
-// headers' length (from the end of the Ethernet header to the inner one).
-static void build_decapsulator(program_text *p, int vips, unsigned short gue_port, int tc) {
-    memset(p, 0, sizeof(*p));
-    prologue(p, tc);
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0x0008, L_V4);
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_3, 0xDD86, L_V6);
-    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
-
-    // An outer IPv4 header without options, not a fragment (DF allowed).
-    label(p, L_V4);
-    need(p, BPF_REG_7, 34, BPF_REG_2);
-    emit(p, LOAD(BPF_B, BPF_REG_3, BPF_REG_7, 14));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0x45, L_PASS);
-    emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_7, 20));
-    emit(p, AND_IMM(BPF_REG_3, 0xFF3F));
-    jump(p, BPF_JNE, BPF_K, BPF_REG_3, 0, L_PASS);
-    emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_7, 23));
-    emit(p, MOV_IMM(BPF_REG_9, 20));
-    jump(p, BPF_JA, BPF_K, 0, 0, gue_port ? L_GUE : L_INNER);
-
-    // An outer IPv6 header whose next header is the tunnel's (no extension headers).
-    label(p, L_V6);
-    need(p, BPF_REG_7, 54, BPF_REG_2);
-    emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_7, 20));
-    emit(p, MOV_IMM(BPF_REG_9, 40));
-
-    // UDP to the GUE port, then the 4-byte GUE header and its hlen words of options.
-    label(p, L_GUE);
-    if (gue_port) {
-        jump(p, BPF_JNE, BPF_K, BPF_REG_4, IPPROTO_UDP, L_INNER);
-        emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-        emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
-        need(p, BPF_REG_2, 14 + 12, BPF_REG_3);
-        emit(p, LOAD(BPF_H, BPF_REG_3, BPF_REG_2, 14 + 2));
-        jump(p, BPF_JNE, BPF_K, BPF_REG_3, (unsigned short)((gue_port >> 8) | (gue_port << 8)), L_PASS);
-        emit(p, LOAD(BPF_B, BPF_REG_3, BPF_REG_2, 14 + 8));
-        emit(p, MOV_REG(BPF_REG_1, BPF_REG_3));
-        emit(p, INSN(BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_1, 0, 0, 6));
-        jump(p, BPF_JNE, BPF_K, BPF_REG_1, 0, L_PASS);
-        emit(p, LOAD(BPF_B, BPF_REG_4, BPF_REG_2, 14 + 9));
-        emit(p, AND_IMM(BPF_REG_3, 0x1F));
-        emit(p, INSN(BPF_ALU64 | BPF_LSH | BPF_K, BPF_REG_3, 0, 0, 2));
-        emit(p, ADD_REG(BPF_REG_9, BPF_REG_3));
-        emit(p, ADD_IMM(BPF_REG_9, 12));
-    }
-
-    // r2: the inner header; its destination into the key at fp-16, its EtherType at fp-24.
-    label(p, L_INNER);
-    emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-    emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_4, IPPROTO_IPIP, L_INNER4);
-    jump(p, BPF_JEQ, BPF_K, BPF_REG_4, IPPROTO_IPV6, L_INNER6);
-    jump(p, BPF_JA, BPF_K, 0, 0, L_PASS);
-    label(p, L_INNER4);
-    need(p, BPF_REG_2, 14 + 20, BPF_REG_3);
-    emit(p, STORE_IMM(BPF_DW, FP, -16, 0));
-    emit(p, STORE_IMM(BPF_W, FP, -8, (int)0xFFFF0000));
-    emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_2, 14 + 16));
-    emit(p, STORE(BPF_W, FP, BPF_REG_3, -4));
-    emit(p, STORE_IMM(BPF_DW, FP, -24, 0x0008));
-    emit(p, STORE_IMM(BPF_DW, FP, -32, LVS_ADJ_ROOM_DECAP_IPV4));
-    jump(p, BPF_JA, BPF_K, 0, 0, L_STRIP);
-    label(p, L_INNER6);
-    need(p, BPF_REG_2, 14 + 40, BPF_REG_3);
-    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 24));
-    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -16));
-    emit(p, LOAD(BPF_DW, BPF_REG_3, BPF_REG_2, 14 + 32));
-    emit(p, STORE(BPF_DW, FP, BPF_REG_3, -8));
-    emit(p, STORE_IMM(BPF_DW, FP, -24, 0xDD86));
-    emit(p, STORE_IMM(BPF_DW, FP, -32, LVS_ADJ_ROOM_DECAP_IPV6));
-
-    label(p, L_STRIP);
-    lookup(p, vips, 0, L_PASS);
-    if (tc) {
-        // A VIP's: the kernel removes the outer headers (the flag names the inner family), then the EtherType follows.
-        emit(p, MOV_REG(BPF_REG_1, BPF_REG_6));
-        emit(p, MOV_REG(BPF_REG_2, BPF_REG_9));
-        emit(p, INSN(BPF_ALU64 | BPF_NEG, BPF_REG_2, 0, 0, 0));
-        emit(p, MOV_IMM(BPF_REG_3, BPF_ADJ_ROOM_MAC));
-        emit(p, LOAD(BPF_DW, BPF_REG_4, FP, -32));
-        emit(p, CALL(BPF_FUNC_skb_adjust_room));
-        jump(p, BPF_JNE, BPF_K, BPF_REG_0, 0, L_PASS);
-        frame_pointers(p, tc);
-        need(p, BPF_REG_7, 14, BPF_REG_2);
-        emit(p, LOAD(BPF_H, BPF_REG_3, FP, -24));
-        emit(p, STORE(BPF_H, BPF_REG_7, BPF_REG_3, 12));
-    } else {
-        // A VIP's: the Ethernet header moves up to the inner header, the head follows it.
-        emit(p, MOV_REG(BPF_REG_2, BPF_REG_7));
-        emit(p, ADD_REG(BPF_REG_2, BPF_REG_9));
-        need(p, BPF_REG_2, 14, BPF_REG_3);
-        for (int o = 0; o < 12; o += 4) {
-            emit(p, LOAD(BPF_W, BPF_REG_3, BPF_REG_7, o));
-            emit(p, STORE(BPF_W, BPF_REG_2, BPF_REG_3, o));
-        }
-        emit(p, LOAD(BPF_H, BPF_REG_3, FP, -24));
-        emit(p, STORE(BPF_H, BPF_REG_2, BPF_REG_3, 12));
-        emit(p, MOV_REG(BPF_REG_1, BPF_REG_6));
-        emit(p, MOV_REG(BPF_REG_2, BPF_REG_9));
-        emit(p, CALL(BPF_FUNC_xdp_adjust_head));
-    }
-    label(p, L_PASS);
-    emit(p, MOV_IMM(BPF_REG_0, tc ? LVS_TCX_NEXT : XDP_PASS));
-    emit(p, EXIT());
-    resolve(p);
-}
-
-// MARK: maps and attachment
+// Newer than this machine's headers (Linux 6.1): tcx (6.6).
+enum { LVS_TCX_INGRESS = 46 };
 
 struct lvs_xdp_program {
     int ifindex;
+    struct bpf_object *object;
     int program;
+    /// The XSKMAP of lvsd's program (the object's), -1 for the decapsulator.
     int sockets;
+    /// The per-CPU counters (the object's).
+    int counters;
     /// A BPF link: the program stays attached while this descriptor is
     /// open, so a process that dies, even by SIGKILL, leaves none behind.
     int link;
@@ -303,7 +42,7 @@ struct lvs_xdp_program {
 
 int lvs_xdp_address_map(unsigned capacity) {
     LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
-    int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "lvsd_addresses", 16, sizeof(unsigned), capacity, &opts);
+    int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "lvs_addresses", 16, sizeof(unsigned), capacity, &opts);
     return fd < 0 ? -errno : fd;
 }
 
@@ -313,28 +52,65 @@ int lvs_xdp_address_set(int map, const unsigned char *address16, unsigned flags)
     return 0;
 }
 
-/// Loads `text` as a program of `type`: 0, or -1 with the reason (the
-/// verifier's, when it refused) in `error`.
-static int load(lvs_xdp_program *x, program_text *text, enum bpf_prog_type type, const char *name, char *error, size_t capacity) {
-    char log[4096] = "";
-    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_buf = log, .log_size = sizeof(log), .log_level = 0);
-    x->program = bpf_prog_load(type, name, "GPL", text->insn, (size_t)text->count, &opts);
-    if (x->program < 0) {
-        int e = errno;
-        if (!log[0]) {  // the verifier's reasons, only asked for on failure
-            opts.log_level = 1;
-            bpf_prog_load(type, name, "GPL", text->insn, (size_t)text->count, &opts);
-        }
-        snprintf(error, capacity, "loading the BPF program: %s%s%.400s", strerror(e), log[0] ? ": " : "", log);
-        return -1;
-    }
-    return 0;
+static void drop_program(lvs_xdp_program *x) {
+    if (x->link >= 0) close(x->link);
+    if (x->object) bpf_object__close(x->object);
+    free(x);
 }
 
-/// Loads `text` as XDP and attaches it to `ifindex`: natively where the
-/// driver can, in generic mode where not. 0, or -1 with the reason in `error`.
-static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *name, int *mode, char *error, size_t capacity) {
-    if (load(x, text, BPF_PROG_TYPE_XDP, name, error, capacity) < 0) return -1;
+/// Opens an embedded object, gives `shared_map` (when >= 0) to the map
+/// named `shared_name`, sizes `sized_name` to `entries`, and loads it; the
+/// fd of program `program_name`. NULL with the reason in `error`.
+static lvs_xdp_program *open_and_load(const unsigned char *bytes, unsigned long size, const char *object_name, const char *program_name,
+                                      const char *shared_name, int shared_map, const char *sized_name, unsigned entries,
+                                      const char *counters_name, char *error, size_t capacity) {
+    lvs_xdp_program *x = calloc(1, sizeof(*x));
+    x->link = -1;
+    x->sockets = -1;
+    x->counters = -1;
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = object_name);
+    x->object = bpf_object__open_mem(bytes, size, &open_opts);
+    if (!x->object) {
+        snprintf(error, capacity, "opening the BPF object %s: %s", object_name, strerror(errno));
+        free(x);
+        return NULL;
+    }
+    // Each program of an object is loaded; only the one asked for is wanted.
+    struct bpf_program *wanted = NULL, *p;
+    bpf_object__for_each_program(p, x->object) {
+        int is = strcmp(bpf_program__name(p), program_name) == 0;
+        bpf_program__set_autoload(p, is);
+        if (is) wanted = p;
+    }
+    struct bpf_map *shared = shared_name ? bpf_object__find_map_by_name(x->object, shared_name) : NULL;
+    struct bpf_map *sized = sized_name ? bpf_object__find_map_by_name(x->object, sized_name) : NULL;
+    if (!wanted || (shared_name && !shared) || (sized_name && !sized)) {
+        snprintf(error, capacity, "the BPF object %s lacks %s", object_name, !wanted ? program_name : !shared ? shared_name : sized_name);
+        drop_program(x);
+        return NULL;
+    }
+    if (shared && shared_map >= 0 && bpf_map__reuse_fd(shared, shared_map) < 0) {
+        snprintf(error, capacity, "sharing the map %s: %s", shared_name, strerror(errno));
+        drop_program(x);
+        return NULL;
+    }
+    if (sized) bpf_map__set_max_entries(sized, entries ? entries : 1);
+    if (bpf_object__load(x->object) < 0) {
+        snprintf(error, capacity, "loading the BPF program %s: %s", program_name, strerror(errno));
+        drop_program(x);
+        return NULL;
+    }
+    x->program = bpf_program__fd(wanted);
+    if (counters_name) {
+        struct bpf_map *counters = bpf_object__find_map_by_name(x->object, counters_name);
+        x->counters = counters ? bpf_map__fd(counters) : -1;
+    }
+    return x;
+}
+
+/// Attaches the loaded XDP program to `ifindex`: natively where the driver
+/// can, in generic mode where not. 0, or -1 with the reason in `error`.
+static int attach_xdp(lvs_xdp_program *x, int *mode, char *error, size_t capacity) {
     // A link never replaces a program already attached (EBUSY), nor joins one in the other mode.
     LIBBPF_OPTS(bpf_link_create_opts, native_opts, .flags = XDP_FLAGS_DRV_MODE);
     x->link = bpf_link_create(x->program, x->ifindex, BPF_XDP, &native_opts);
@@ -344,7 +120,6 @@ static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *n
         x->link = bpf_link_create(x->program, x->ifindex, BPF_XDP, &generic_opts);
         if (x->link < 0) {
             snprintf(error, capacity, "attaching XDP: native %s, generic %s", strerror(native_errno), strerror(errno));
-            close(x->program);
             return -1;
         }
         snprintf(error, capacity, "native XDP: %s", strerror(native_errno));
@@ -355,41 +130,49 @@ static int load_and_attach(lvs_xdp_program *x, program_text *text, const char *n
     return 0;
 }
 
+lvs_xdp_program *lvs_xdp_load(int address_map, unsigned queues, char *error, size_t capacity) {
+    lvs_xdp_program *x = open_and_load(lvs_bpf_lvsd_xdp, lvs_bpf_lvsd_xdp_size, "lvsd_xdp", "lvsd_xdp", "lvsd_addresses", address_map,
+                                       "lvsd_sockets", queues, "lvsd_xdp_counters", error, capacity);
+    if (!x) return NULL;
+    struct bpf_map *sockets = bpf_object__find_map_by_name(x->object, "lvsd_sockets");
+    x->sockets = bpf_map__fd(sockets);
+    return x;
+}
+
 lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, int *mode, char *error, size_t capacity) {
-    lvs_xdp_program *x = calloc(1, sizeof(*x));
+    lvs_xdp_program *x = lvs_xdp_load(address_map, queues, error, capacity);
+    if (!x) return NULL;
     x->ifindex = ifindex;
-    x->sockets = bpf_map_create(BPF_MAP_TYPE_XSKMAP, "lvsd_sockets", sizeof(int), sizeof(int), queues ? queues : 1, NULL);
-    if (x->sockets < 0) {
-        snprintf(error, capacity, "XSKMAP: %s", strerror(errno));
-        free(x);
-        return NULL;
-    }
-    program_text text;
-    build(&text, address_map, x->sockets);
-    if (load_and_attach(x, &text, "lvsd_xdp", mode, error, capacity) < 0) {
-        close(x->sockets);
-        free(x);
+    if (attach_xdp(x, mode, error, capacity) < 0) { drop_program(x); return NULL; }
+    return x;
+}
+
+lvs_xdp_program *lvs_decapsulator_load(int vips, unsigned short gue_port, int tc, char *error, size_t capacity) {
+    lvs_xdp_program *x = open_and_load(lvs_bpf_lvs_decap, lvs_bpf_lvs_decap_size, "lvs_decap", tc ? "lvs_decap_tc" : "lvs_decap_xdp",
+                                       "lvs_decap_vips", vips, NULL, 0, "lvs_decap_counters", error, capacity);
+    if (!x) return NULL;
+    struct bpf_map *settings = bpf_object__find_map_by_name(x->object, "lvs_decap_settings");
+    unsigned slot = LVS_DECAP_GUE_PORT, port = gue_port;
+    if (!settings || bpf_map_update_elem(bpf_map__fd(settings), &slot, &port, BPF_ANY) < 0) {
+        snprintf(error, capacity, "configuring the decapsulator: %s", strerror(errno));
+        drop_program(x);
         return NULL;
     }
     return x;
 }
 
 lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int tc, int *mode, char *error, size_t capacity) {
-    lvs_xdp_program *x = calloc(1, sizeof(*x));
+    lvs_xdp_program *x = lvs_decapsulator_load(vips, gue_port, tc, error, capacity);
+    if (!x) return NULL;
     x->ifindex = ifindex;
-    x->sockets = -1;
-    program_text text;
-    build_decapsulator(&text, vips, gue_port, tc);
     if (!tc) {
-        if (load_and_attach(x, &text, "lvs_decap", mode, error, capacity) < 0) { free(x); return NULL; }
+        if (attach_xdp(x, mode, error, capacity) < 0) { drop_program(x); return NULL; }
         return x;
     }
-    if (load(x, &text, BPF_PROG_TYPE_SCHED_CLS, "lvs_decap", error, capacity) < 0) { free(x); return NULL; }
     x->link = bpf_link_create(x->program, ifindex, LVS_TCX_INGRESS, NULL);
     if (x->link < 0) {
         snprintf(error, capacity, "attaching to tc ingress (tcx): %s", strerror(errno));
-        close(x->program);
-        free(x);
+        drop_program(x);
         return NULL;
     }
     *mode = LVS_MODE_TC;
@@ -397,11 +180,28 @@ lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short g
 }
 
 void lvs_xdp_detach(lvs_xdp_program *x) {
-    if (!x) return;
-    close(x->link);
-    close(x->program);
-    if (x->sockets >= 0) close(x->sockets);
-    free(x);
+    if (x) drop_program(x);
+}
+
+int lvs_bpf_counters(lvs_xdp_program *x, unsigned long long *totals, unsigned count) {
+    if (x->counters < 0) return -ENOENT;
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) return cpus;
+    unsigned long long values[cpus];
+    for (unsigned slot = 0; slot < count; slot++) {
+        totals[slot] = 0;
+        if (bpf_map_lookup_elem(x->counters, &slot, values) < 0) return -errno;
+        for (int c = 0; c < cpus; c++) totals[slot] += values[c];
+    }
+    return 0;
+}
+
+int lvs_bpf_test_run(lvs_xdp_program *x, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length, unsigned *verdict) {
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = length, .data_out = out, .data_size_out = *out_length, .repeat = 1);
+    if (bpf_prog_test_run_opts(x->program, &opts) < 0) return -errno;
+    *out_length = opts.data_size_out;
+    *verdict = opts.retval;
+    return 0;
 }
 
 // MARK: sockets

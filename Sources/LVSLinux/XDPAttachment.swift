@@ -13,8 +13,8 @@ import Logging
 /// attaches natively where the driver can (veth can) and in generic mode
 /// where not; the sockets bind zero-copy where the driver can, copy where not.
 final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock only
-    var addressMap: Int32
-    var programs: [(interface: UInt16, program: OpaquePointer)] = []
+    let addressMap: BPFAddressMap
+    var programs: [(interface: UInt16, program: BPFProgram)] = []
     var installed: [IPAddress: UInt32] = [:]
     let logger: Logger
 
@@ -25,9 +25,7 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
     /// nothing stays attached.
     init(interfaces: [UInt16], workers: [Worker], logger: Logger) throws(Failure) {
         self.logger = logger
-        let map = lvs_xdp_address_map(16384)
-        guard map >= 0 else { throw Failure(description: "address map: \(String(cString: strerror(-map)))") }
-        addressMap = map
+        do { addressMap = try BPFAddressMap(capacity: 16384) } catch { throw Failure(description: error.description) }
         var opened: [(Worker, OpaquePointer)] = []
         do throws(Failure) {
             for index in interfaces {
@@ -35,15 +33,14 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
                 guard if_indextoname(UInt32(index), &buffer) != nil else { throw Failure(description: "interface \(index): no name") }
                 let name = Self.text(buffer)
                 let queues = Self.receiveQueues(name)
-                var mode: Int32 = 0
-                var error = [CChar](repeating: 0, count: 512)
-                guard let program = lvs_xdp_attach(Int32(index), map, UInt32(queues), &mode, &error, error.count) else {
-                    throw Failure(description: "\(name): \(Self.text(error))")
+                let program: BPFProgram
+                do { program = try BPFProgram.redirect(addresses: addressMap, queues: queues, attachTo: Int32(index)) } catch {
+                    throw Failure(description: "\(name): \(error)")
                 }
                 programs.append((index, program))
                 for q in 0..<queues {
                     var rc: Int32 = 0
-                    guard let socket = lvs_xsk_open(program, name, UInt32(q), &rc) else {
+                    guard let socket = unsafe lvs_xsk_open(program.raw, name, UInt32(q), &rc) else {
                         throw Failure(description: "\(name) queue \(q): AF_XDP socket: \(String(cString: strerror(-rc)))")
                     }
                     let worker = workers[q % workers.count]
@@ -52,7 +49,7 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
                     opened.append((worker, socket))
                 }
                 logger.info("AF_XDP attached", metadata: ["interface": "\(name)", "queues": "\(queues)",
-                                                          "mode": "\(mode == LVS_XDP_MODE_NATIVE ? "native" : "generic (\(Self.text(error)))")"])
+                                                          "mode": "\(program.attachment ?? "-")"])
             }
         } catch {
             for (worker, socket) in opened {
@@ -88,15 +85,11 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
     }
 
     func set(_ address: IPAddress, _ flags: UInt32) {
-        let rc = lvs_xdp_address_set(addressMap, address.mappedBytes, flags)
-        if rc < 0 { logger.warning("XDP address map: \(address): \(String(cString: strerror(-rc)))") }
+        do { try addressMap.set(address, flags: flags) } catch { logger.warning("XDP \(error)") }
     }
 
     /// Detaches every program; the kernel has the interfaces' frames back.
     func detach() {
-        for p in programs { lvs_xdp_detach(p.program) }
         programs = []
-        if addressMap >= 0 { Glibc.close(addressMap) }
-        addressMap = -1
     }
 }

@@ -4,6 +4,7 @@ import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
+import LVSLinux
 import LVSPacket
 import LVSRealServer
 
@@ -165,25 +166,20 @@ struct Tunnel: ParsableCommand {
     func runBPF(_ addresses: [IPAddress], tc: Bool) -> String? {
         let names = interface.isEmpty ? upInterfaces().filter { $0 != "lo" && $0 != device } : interface
         guard !names.isEmpty else { return "no interface" }
-        let map = lvs_xdp_address_map(UInt32(max(16, addresses.count)))
-        guard map >= 0 else { return "address map: \(String(cString: strerror(-map)))" }
-        defer { close(map) }
-        for a in addresses {
-            let rc = lvs_xdp_address_set(map, a.mappedBytes, 1)
-            guard rc == 0 else { return "address map: \(String(cString: strerror(-rc)))" }
-        }
-        var programs: [OpaquePointer] = []
+        var programs: [BPFProgram] = []
         var modes: [String] = []
-        for name in names {
-            var mode: Int32 = 0
-            var error = [CChar](repeating: 0, count: 512)
-            let index = Int32(if_nametoindex(name))
-            guard index > 0, let program = lvs_decapsulator_attach(index, map, guePort ?? 0, tc ? 1 : 0, &mode, &error, error.count) else {
-                for p in programs { lvs_xdp_detach(p) }
-                return index > 0 ? "\(name): \(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))" : "no interface \(name)"
+        do {
+            let map = try BPFAddressMap(capacity: max(16, addresses.count))
+            for a in addresses { try map.set(a, flags: 1) }
+            for name in names {
+                let index = Int32(if_nametoindex(name))
+                guard index > 0 else { return "no interface \(name)" }
+                let program = try BPFProgram.decapsulator(vips: map, guePort: guePort ?? 0, tc: tc, attachTo: index)
+                programs.append(program)
+                modes.append(tc ? name : "\(name) (\(program.attachment ?? "-"))")
             }
-            programs.append(program)
-            modes.append(tc ? name : "\(name) (\(mode == LVS_XDP_MODE_NATIVE ? "native" : "generic"))")
+        } catch {
+            return "\(error)"
         }
         let added = addresses.filter { a in
             address(a, "add", device: "lo") == 0
@@ -192,7 +188,7 @@ struct Tunnel: ParsableCommand {
         hideVIPsFromARP()
         say("decapsulating for \(vips.joined(separator: " ")) \(tc ? "at tc ingress" : "by XDP") on \(modes.joined(separator: ", "))" + (guePort.map { ", GUE on \($0)" } ?? ""))
         waitForStop()
-        for p in programs { lvs_xdp_detach(p) }
+        programs = []
         for a in added { _ = address(a, "del", device: "lo") }
         return nil
     }

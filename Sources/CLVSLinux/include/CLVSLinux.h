@@ -59,36 +59,42 @@ int lvs_packet_socket(int ifindex);
 /// Opens a TUN device (IFF_TUN | IFF_NO_PI) named `name`; the fd or -errno.
 int lvs_tun_open(const char *name);
 
-// MARK: AF_XDP (xdp.c)
+// MARK: BPF programs and AF_XDP (xdp.c; the programs are in bpf/)
 
-/// Address-map flags: frames to an owned address (VIP, local address) go to
-/// lvsd; frames to a host address stay the kernel's; frames from a real
-/// server whose replies lvsd rewrites (NAT) go to lvsd.
-#define LVS_XDP_OWNED 1
-#define LVS_XDP_REPLY_SOURCE 2
-#define LVS_XDP_HOST 4
+#include "lvs_bpf_abi.h"
+
 #define LVS_XDP_MODE_NATIVE 1
 #define LVS_XDP_MODE_GENERIC 2
 #define LVS_MODE_TC 3
 
-/// The hash map of addresses (16 bytes; IPv4 as ::ffff:a.b.c.d) to flags
-/// that every interface's program reads: its fd or -errno.
+/// A hash map of addresses (16 bytes; IPv4 as ::ffff:a.b.c.d) to flags,
+/// which every interface's program reads: its fd or -errno.
 int lvs_xdp_address_map(unsigned capacity);
 /// Sets an address's flags (0 removes it): 0 or -errno.
 int lvs_xdp_address_set(int map, const unsigned char *address16, unsigned flags);
 
 typedef struct lvs_xdp_program lvs_xdp_program;
-/// Loads the program for one interface and attaches it, natively where the
-/// driver can, in generic mode where not (`mode`). NULL on failure, with the
-/// reason in `error`; on a generic attach `error` says why native failed.
+/// lvsd's XDP program, loaded with `address_map` as its addresses and a
+/// socket slot per queue, not attached (tests run it with lvs_bpf_test_run).
+lvs_xdp_program *lvs_xdp_load(int address_map, unsigned queues, char *error, size_t capacity);
+/// The same, attached to `ifindex`: natively where the driver can, in
+/// generic mode where not (`mode`). NULL on failure, with the reason in
+/// `error`; on a generic attach `error` says why native failed.
 lvs_xdp_program *lvs_xdp_attach(int ifindex, int address_map, unsigned queues, int *mode, char *error, size_t capacity);
-/// lvs-realserver's decapsulator on one interface: tunnel packets (IPIP,
-/// IPv6-in-IP, and GUE variant 0 on `gue_port` unless 0) whose inner
-/// destination is in the address map `vips` lose their outer headers and go
-/// on into the kernel. At tc ingress (tcx, `tc`; mode LVS_MODE_TC) or in
-/// XDP, attached as lvs_xdp_attach does; lvs_xdp_detach removes it.
+/// lvs-realserver's decapsulator, for tc ingress (`tc`) or XDP, with the
+/// address map `vips` and GUE (variant 0) on `gue_port` unless 0; not attached.
+lvs_xdp_program *lvs_decapsulator_load(int vips, unsigned short gue_port, int tc, char *error, size_t capacity);
+/// The same, attached to `ifindex`: at tc ingress (tcx; mode LVS_MODE_TC)
+/// or in XDP as lvs_xdp_attach attaches.
 lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int tc, int *mode, char *error, size_t capacity);
+/// Detaches (when attached) and unloads.
 void lvs_xdp_detach(lvs_xdp_program *program);
+/// A program's counters summed over the CPUs, `count` slots: 0 or -errno.
+int lvs_bpf_counters(lvs_xdp_program *program, unsigned long long *totals, unsigned count);
+/// Runs the program once over `frame` (BPF_PROG_TEST_RUN): the frame it
+/// leaves (at most `*out_length` bytes) and its verdict. 0 or -errno.
+int lvs_bpf_test_run(lvs_xdp_program *program, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length,
+                     unsigned *verdict);
 
 /// An AF_XDP socket on one queue with its own UMEM (2048 receive and 2048
 /// transmit frames of 2 KiB); frames are copied out on receive and in on

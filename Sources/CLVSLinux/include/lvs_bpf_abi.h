@@ -1,0 +1,43 @@
+// What lvsd's BPF programs and their loader agree on: map flags, counter
+// slots, configuration slots. Included by the BPF sources in bpf/ (built
+// with clang -target bpf) and by the loader; plain integers only.
+#ifndef LVS_BPF_ABI_H
+#define LVS_BPF_ABI_H
+
+/// Address-map flags: frames to an owned address (VIP, local address) go to
+/// lvsd; frames to a host address stay the kernel's; frames from a real
+/// server whose replies lvsd rewrites (NAT) go to lvsd.
+#define LVS_XDP_OWNED 1
+#define LVS_XDP_REPLY_SOURCE 2
+#define LVS_XDP_HOST 4
+
+/// The redirect program's counters (a per-CPU array, one slot each).
+enum lvs_xdp_counter {
+    /// Frames sent to the queue's AF_XDP socket.
+    LVS_XDP_REDIRECTED = 0,
+    /// lvsd's frames on a queue without a socket: passed to the kernel.
+    LVS_XDP_NO_SOCKET = 1,
+    /// Frames to a host address, or not lvsd's at all: passed.
+    LVS_XDP_PASSED = 2,
+    /// Frames too short for their headers: passed, for the kernel to judge.
+    LVS_XDP_TRUNCATED = 3,
+    LVS_XDP_COUNTERS = 4,
+};
+
+/// The decapsulator's configuration (an array map, one slot each).
+enum lvs_decap_setting {
+    /// The GUE port (host order), 0: no GUE.
+    LVS_DECAP_GUE_PORT = 0,
+    LVS_DECAP_SETTINGS = 1,
+};
+
+/// The decapsulator's counters (a per-CPU array).
+enum lvs_decap_counter {
+    /// Tunnel packets for a VIP whose outer headers came off.
+    LVS_DECAP_STRIPPED = 0,
+    /// Packets left as they were (not a tunnel, not a VIP's).
+    LVS_DECAP_PASSED = 1,
+    LVS_DECAP_COUNTERS = 2,
+};
+
+#endif
