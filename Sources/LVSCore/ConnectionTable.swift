@@ -22,6 +22,49 @@ public struct ConnectionFlags: OptionSet, Sendable, Hashable {
     public static let synproxy = ConnectionFlags(rawValue: 1 << 7)
     /// The SYN proxy's SYN went to the real server, its SYN-ACK has not come.
     public static let synproxyPending = ConnectionFlags(rawValue: 1 << 8)
+    /// Bits 12–14 hold the forwarding method (`Connection.method`).
+    static let methodMask: UInt16 = 0x7000
+
+    /// The forwarding method as the data path tests it: comparing it is one compare.
+    var bound: BoundMethod {
+        @inline(__always) get { BoundMethod(bits: rawValue & Self.methodMask) }
+        @inline(__always) set { self = ConnectionFlags(rawValue: rawValue & ~Self.methodMask | newValue.bits) }
+    }
+}
+
+/// A connection's forwarding method, packed as it sits in its flags, so that
+/// the per-packet tests of it are compares of those bits (decoding them into
+/// `ForwardingMethod` first cost the fast path a dozen instructions a packet).
+struct BoundMethod: Equatable, Sendable {
+    let bits: UInt16
+    static let nat = BoundMethod(bits: 0 &<< 12)
+    static let local = BoundMethod(bits: 1 &<< 12)
+    static let tunnel = BoundMethod(bits: 2 &<< 12)
+    static let directRouting = BoundMethod(bits: 3 &<< 12)
+    static let fullNAT = BoundMethod(bits: 4 &<< 12)
+
+    @inline(__always)
+    init(bits: UInt16) { self.bits = bits }
+
+    init(_ m: ForwardingMethod) {
+        self = switch m {
+        case .nat: .nat
+        case .local: .local
+        case .tunnel: .tunnel
+        case .directRouting: .directRouting
+        case .fullNAT: .fullNAT
+        }
+    }
+
+    var method: ForwardingMethod {
+        switch self {
+        case .nat: .nat
+        case .local: .local
+        case .tunnel: .tunnel
+        case .directRouting: .directRouting
+        default: .fullNAT
+        }
+    }
 }
 
 /// One tracked flow (or persistence template). `local`/`localPort` is the
@@ -43,7 +86,9 @@ public struct Connection<A: IPAddressProtocol>: Sendable {
     public var state: ConnectionState
     public var flags: ConnectionFlags
     public var packets: UInt32
-    /// FULLNAT: the real server's ISN + 1 (DPVS's fdata_seq).
+    /// FULLNAT: the real server's ISN + 1 (DPVS's fdata_seq). While the SYN
+    /// proxy waits for the real server (`.synproxyPending`), the client's
+    /// ISN, for a SYN sent again.
     public var toaSequence: UInt32
     /// For a connection, its template's index + 1 (0: none); for a template,
     /// how many connections it controls.
@@ -55,6 +100,16 @@ public struct Connection<A: IPAddressProtocol>: Sendable {
     public var synproxySequence: UInt32
     /// Client-side packets (the kernel's `in_pkts`): when to sync it.
     public var inPackets: UInt32
+
+    /// How this connection forwards, bound when it is made, as IPVS binds a
+    /// connection's transmitter once (`ip_vs_bind_xmit`): every later packet,
+    /// on the fast path or the general one, is forwarded by it, even if its
+    /// real server's method is edited meanwhile. Kept in `flags`, so that an
+    /// IPv4 entry stays one cache line.
+    public var method: ForwardingMethod {
+        get { flags.bound.method }
+        set { flags.bound = BoundMethod(newValue) }
+    }
 
     public init() {
         client = .zero; virtual = .zero; real = .zero; local = .zero

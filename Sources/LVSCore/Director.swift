@@ -14,6 +14,25 @@ public struct Neighbour: Sendable {
     public var lastSolicited: UInt64 = 0
 }
 
+/// The fast path's view of a next hop: the Ethernet addresses of its frames
+/// as the wire has them, for two stores instead of shifts, byte swaps and
+/// three; its interface; whether it is known yet.
+struct NextHop: Sendable, BitwiseCopyable {
+    /// Destination MAC and the source MAC's first two bytes (frame bytes 0–7, in memory order).
+    var head: UInt64
+    /// The source MAC's last four bytes (frame bytes 8–11, in memory order).
+    var tail: UInt32
+    var interface: UInt16
+    var resolved: Bool
+
+    init(_ n: Neighbour) {
+        head = (n.mac.value &<< 16 | n.sourceMAC.value &>> 32).bigEndian
+        tail = UInt32(truncatingIfNeeded: n.sourceMAC.value).bigEndian
+        interface = n.interface
+        resolved = n.resolved
+    }
+}
+
 /// A real server's identity inside its service.
 struct RealServerKey: Hashable { var address: IPAddress; var port: UInt16 }
 
@@ -58,7 +77,9 @@ public struct DirectorShared: Sendable {
     public var services: [ServiceRuntime] = []
     var serviceByKey: [ServiceKey: Int] = [:]
     var markServices: [UInt32: Int] = [:]
-    public var neighbours: [Neighbour] = []
+    public internal(set) var neighbours: [Neighbour] = []
+    /// The fast path's copy of `neighbours` (see `NextHop`), slot for slot.
+    var nextHops: [NextHop] = []
     /// The fast path's flat view of every service's real servers (see `ForwardingTarget`).
     var targets: [ForwardingTarget] = []
     var tunnels: [TunnelTarget] = []
@@ -138,6 +159,13 @@ public struct DirectorShared: Sendable {
         return counters.count - 1
     }
 
+    /// A next hop's MAC, learned (netlink, ARP, ND, or the frame a flow came in).
+    mutating func resolve(_ slot: Int, mac: MACAddress) {
+        neighbours[slot].mac = mac
+        neighbours[slot].resolved = true
+        nextHops[slot] = NextHop(neighbours[slot])
+    }
+
     mutating func drop(_ reason: DropReason) -> Verdict {
         drops[reason.index] &+= 1
         return .drop(reason)
@@ -190,6 +218,7 @@ public struct DirectorShared: Sendable {
             s = UInt32(neighbours.count)
             neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false,
                                         sourceMAC: interface(iface)?.mac ?? .zero))
+            nextHops.append(NextHop(neighbours[neighbours.count - 1]))
             neighbourByAddress[hop] = s
         }
         if routes[r].gateway != nil { gatewaySlots[r] = s }
@@ -241,6 +270,7 @@ public struct Director: Sendable {
         shared.expireQuiescentTemplate = c.expireQuiescentTemplate
         for k in shared.neighbours.indices {
             shared.neighbours[k].sourceMAC = shared.interface(shared.neighbours[k].interface)?.mac ?? .zero
+            shared.nextHops[k] = NextHop(shared.neighbours[k])
         }
         var wanted = Set<ServiceKey>()
         for svc in c.services {
@@ -332,10 +362,7 @@ public struct Director: Sendable {
         // overwrite the gateway's slot.
         var slot = shared.neighbourByAddress[address]
         if slot == nil, let (hop, _) = shared.nextHop(for: address), hop == address { slot = shared.neighbourSlot(for: address) }
-        if let s = slot {
-            shared.neighbours[Int(s)].mac = mac
-            shared.neighbours[Int(s)].resolved = true
-        }
+        if let s = slot { shared.resolve(Int(s), mac: mac) }
     }
 
     public func neighbour(for address: IPAddress) -> Neighbour? {
@@ -414,10 +441,7 @@ public struct Director: Sendable {
         let senderMAC = MACAddress(b.span, at: a &+ 8)
         let sender = IPv4Address(b.span, at: a &+ 14)
         let target = IPv4Address(b.span, at: a &+ 24)
-        if let slot = shared.neighbourByAddress[.v4(sender)] {
-            shared.neighbours[Int(slot)].mac = senderMAC
-            shared.neighbours[Int(slot)].resolved = true
-        }
+        if let slot = shared.neighbourByAddress[.v4(sender)] { shared.resolve(Int(slot), mac: senderMAC) }
         guard op == 1, v4.owned.contains(target), let iface = shared.interface(interface) else { return .pass }
         b.setBE16(2, at: a &+ 6)
         iface.mac.store(&b, at: a &+ 8)

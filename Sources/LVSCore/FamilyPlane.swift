@@ -145,7 +145,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     mutating func newConnection(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
                                 src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared,
-                                synproxyCookie: UInt32? = nil) -> Verdict {
+                                synproxyCookie: UInt32? = nil, clientISN: UInt32 = 0) -> Verdict {
         let proto = p.proto
         if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
             return shared.drop(.notSYN)
@@ -207,7 +207,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         c.realPort = destPort == 0 ? p.destinationPort : destPort
         let real = Self.address(destAddress)
         if let real { c.real = real }
-        switch shared.services[service].destinations[slot].method {
+        c.method = shared.services[service].destinations[slot].method
+        switch c.method {
         case .nat:
             guard real != nil else { return shared.drop(.noRoute) }
             c.local = src
@@ -230,8 +231,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 // The hop this frame came from is the hop replies go back to:
                 // its MAC saves a round of ARP before the first reply.
                 if !shared.neighbours[Int(n)].resolved && shared.neighbours[Int(n)].interface == interface {
-                    shared.neighbours[Int(n)].mac = MACAddress(b.span, at: f.start &+ 6)
-                    shared.neighbours[Int(n)].resolved = true
+                    shared.resolve(Int(n), mac: MACAddress(b.span, at: f.start &+ 6))
                 }
             } else {
                 c.replyNeighbour = UInt32.max
@@ -242,6 +242,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if let cookie = synproxyCookie {
             c.flags.formUnion([.synproxy, .synproxyPending])
             c.synproxySequence = cookie
+            c.toaSequence = clientISN
         }
         let onePacket = shared.services[service].configuration.onePacket && proto == IPProtocolNumber.udp
         if onePacket { c.flags.insert(.unhashed) }
@@ -336,25 +337,43 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let length = UInt64(p.ipEnd &- p.l3Offset)
         let (sc, dc) = shared.counterSlots(service: s, destination: d)
         shared.count(inbound: true, service: sc, destination: dc, bytes: length)
-        guard PacketRewriter.decrementTTL(&b, p) else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
-        // The entry's and the server's fields read where needed: copies of both whole cost more than the rewrite.
-        switch shared.services[s].destinations[d].method {
-        case .nat:
-            PacketRewriter.rewrite(&b, p, destination: table[i].real, destinationPort: table[i].realPort)
+        guard Self.ttl(b, p) > 1 else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
+        forward(&b, p, i, towardsReal: true)
+        switch table[i].method {
         case .fullNAT:
-            let c = table[i]
-            PacketRewriter.rewrite(&b, p, source: c.local, sourcePort: c.localPort, destination: c.real, destinationPort: c.realPort)
-            if c.flags.contains(.toaArmed) && p.proto == IPProtocolNumber.tcp && p.fragment == .none
-                && p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0 && p.tcpFlags & TCPFlags.ack != 0
-                && b.be32(at: p.l4Offset &+ 8) == c.toaSequence {
-                insertTOA(&b, &f, &p, c, dest: shared.services[s].destinations[d], shared: &shared)
+            if p.proto == IPProtocolNumber.tcp && p.fragment == .none
+                && Forwarding.wantsTOA(table[i].flags, toaSequence: table[i].toaSequence, tcpFlags: p.tcpFlags, acknowledgement: b.be32(at: p.l4Offset &+ 8)) {
+                insertTOA(&b, &f, &p, table[i], dest: shared.services[s].destinations[d], shared: &shared)
             }
-        case .directRouting, .local:
-            break
         case .tunnel:
             return tunnel(&b, &f, &p, dest: shared.services[s].destinations[d], interface: interface, shared: &shared)
+        case .nat, .directRouting, .local:
+            break
         }
         return Self.sendTo(&b, f, neighbour: shared.services[s].destinations[d].neighbour, shared: &shared)
+    }
+
+    /// The TTL or hop limit the packet came with.
+    static func ttl(_ b: borrowing MutableSpan<UInt8>, _ p: ParsedPacket) -> UInt8 {
+        b[p.l3Offset &+ (p.isIPv4 ? 8 : 7)]
+    }
+
+    /// The connection's rewrite (`Forwarding`), over the packet's headers as the parser found them.
+    @inline(__always)
+    func forward(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ i: Int, towardsReal: Bool) {
+        let layout = HeaderLayout(p, in: b)
+        let source = A(b.span, at: p.sourceAddressOffset), destination = A(b.span, at: p.destinationAddressOffset)
+        let ports = UInt32(p.sourcePort) &<< 16 | UInt32(p.destinationPort)
+        // `unsafe` because raw writes could break a typed element; these are bytes.
+        var raw = unsafe b.mutableBytes
+        var h = raw._mutatingExtracting(p.l2Offset ..< p.ipEnd)
+        let c = table[i]
+        if towardsReal {
+            Forwarding.towardsReal(c.flags.bound, &h, layout, source: source, destination: destination, ports: ports, connection: c)
+        } else {
+            Forwarding.towardsClient(fullNAT: c.flags.bound == .fullNAT, &h, layout, source: source, destination: destination, ports: ports,
+                                     virtual: c.virtual, virtualPort: c.virtualPort, client: c.client, clientPort: c.clientPort)
+        }
     }
 
     /// The client's address and port in TOA; a packet without room for it goes
@@ -421,25 +440,18 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if table[i].flags.contains(.synproxy), let v = synproxyOutbound(&b, &f, &p, i, now: now, shared: &shared) { return v }
         if p.fragment != .subsequent { updateState(i, direction: .output, flags: p.tcpFlags, now: now, shared: &shared) }
         if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: true, now: now) }
-        var c = table[i]
-        let s = Int(c.service), d = Int(c.destination)
-        let length = UInt64(p.ipEnd &- p.l3Offset)
-        let (sc, dc) = shared.counterSlots(service: s, destination: d)
-        shared.count(inbound: false, service: sc, destination: dc, bytes: length)
-        guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
-        if c.flags.contains(.noOutput) == false && c.local == c.client && c.localPort == c.clientPort {
-            PacketRewriter.rewrite(&b, p, source: c.virtual, sourcePort: c.virtualPort)
-        } else {
-            if p.proto == IPProtocolNumber.tcp && p.fragment == .none && p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack) {
-                // The real server's SYN-ACK: client ACKs of ISN+1 will carry TOA, so leave room in the MSS.
-                c.toaSequence = b.be32(at: p.l4Offset &+ 4) &+ 1
-                c.flags.insert(.toaArmed)
-                table[i] = c
-                _ = TCPOptionEditor.lowerMSS(&b, p, by: UInt16(TCPOptionEditor.toaLength(for: A.self)))
-            }
-            PacketRewriter.rewrite(&b, p, source: c.virtual, sourcePort: c.virtualPort, destination: c.client, destinationPort: c.clientPort)
+        let (sc, dc) = shared.counterSlots(service: Int(table[i].service), destination: Int(table[i].destination))
+        shared.count(inbound: false, service: sc, destination: dc, bytes: UInt64(p.ipEnd &- p.l3Offset))
+        guard Self.ttl(b, p) > 1 else { return shared.drop(.ttlExceeded) }
+        if table[i].method == .fullNAT && p.proto == IPProtocolNumber.tcp && p.fragment == .none
+            && p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack) {
+            // The real server's SYN-ACK: client ACKs of ISN+1 will carry TOA, so leave room in the MSS.
+            table[i].toaSequence = b.be32(at: p.l4Offset &+ 4) &+ 1
+            table[i].flags.insert(.toaArmed)
+            _ = TCPOptionEditor.lowerMSS(&b, p, by: UInt16(TCPOptionEditor.toaLength(for: A.self)))
         }
-        return Self.sendTo(&b, f, neighbour: c.replyNeighbour, shared: &shared)
+        forward(&b, p, i, towardsReal: false)
+        return Self.sendTo(&b, f, neighbour: table[i].replyNeighbour, shared: &shared)
     }
 
     /// Writes the next hop's MAC, or turns the frame into an ARP request for
@@ -497,9 +509,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             let c = table[i]
             let dest = shared.services[Int(c.service)].destinations[Int(c.destination)]
             guard PacketRewriter.decrementTTL(&b, p) else { return shared.drop(.ttlExceeded) }
-            switch dest.method {
+            switch c.method {
             case .nat, .fullNAT:
-                let natted = dest.method == .fullNAT
+                let natted = c.method == .fullNAT
                 PacketRewriter.rewrite(&b, p, source: natted ? c.local : nil, destination: c.real)
                 rewriteQuoted(&b, p, q, source: c.real, sourcePort: c.realPort,
                               destination: natted ? c.local : nil, destinationPort: natted ? c.localPort : nil)
@@ -549,8 +561,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             if (type == 2 && p.icmpType == 136) || (type == 1 && p.icmpType == 135) { mac = MACAddress(span, at: o &+ 2) }
             o &+= length
         }
-        shared.neighbours[Int(slot)].mac = mac
-        shared.neighbours[Int(slot)].resolved = true
+        shared.resolve(Int(slot), mac: mac)
     }
 
     func answerNeighbourSolicitation(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, _ p: ParsedPacket, interface: UInt16, shared: inout DirectorShared) -> Verdict {
@@ -604,7 +615,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     }
 
     mutating func releasePort(_ c: Connection<A>) {
-        guard c.flags.contains(.replyIndexed), c.local != c.client || c.localPort != c.clientPort else { return }
+        guard c.method == .fullNAT, !c.flags.contains(.template) else { return }
         pools[Int(c.service)]?.release(local: c.local, port: c.localPort, real: c.real, realPort: c.realPort)
     }
 

@@ -47,6 +47,13 @@ struct HeldFrames: Sendable {
         return true
     }
 
+    /// Whether a frame of the connection waits here.
+    func holds(connection: Int, ipv6 v6: Bool) -> Bool {
+        guard used > 0 else { return false }
+        for k in 0..<Self.slots where lengths[k] > 0 && owners[k] == connection && ipv6[k] == v6 { return true }
+        return false
+    }
+
     /// The connection's frames may go now.
     mutating func release(connection: Int, ipv6 v6: Bool) {
         guard used > 0 else { return }

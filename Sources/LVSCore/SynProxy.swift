@@ -126,7 +126,7 @@ extension FamilyPlane {
             return shared.drop(.edit(.noHeadroom))
         }
         return newConnection(&b, &f, &p, service: service, src: src, dst: dst, interface: interface, now: now, shared: &shared,
-                             synproxyCookie: ack &- 1)
+                             synproxyCookie: ack &- 1, clientISN: seq &- 1)
     }
 
     /// A segment of a proxied connection. Client side: while the real
@@ -140,10 +140,12 @@ extension FamilyPlane {
                                   interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict? {
         let c = table[i]
         if c.flags.contains(.synproxyPending) {
-            let seq = b.be32(at: p.l4Offset &+ 4)
             if p.tcpFlags & TCPFlags.rst != 0 { return nil }
-            guard p.tcpFlags & (TCPFlags.syn | TCPFlags.fin) == 0, p.payloadLength == 0 else {
-                // The first request usually comes before the real server's SYN-ACK: keep it for then.
+            // The first request usually comes before the real server's SYN-ACK: keep it for then.
+            // Sent again, it says the SYN may have been lost (its next hop
+            // unresolved, say): it becomes the SYN again, as a pure ACK does.
+            let retransmitted = shared.held.holds(connection: i, ipv6: A.byteCount == 16)
+            guard p.tcpFlags & (TCPFlags.syn | TCPFlags.fin) == 0, p.payloadLength == 0 || retransmitted else {
                 guard shared.held.hold(b, f, connection: i, ipv6: A.byteCount == 16, interface: interface, now: now) else {
                     return shared.drop(.synproxyPending)
                 }
@@ -151,7 +153,7 @@ extension FamilyPlane {
             }
             let mss = SynProxy.mssTable[Int(c.synproxySequence & 3)]
             guard SynProxy.writeSegment(&b, &f, &p, source: c.client, destination: c.virtual, sourcePort: c.clientPort, destinationPort: c.virtualPort,
-                                        seq: seq &- 1, ack: 0, flags: TCPFlags.syn, mss: mss, ttl: nil) else { return shared.drop(.edit(.noHeadroom)) }
+                                        seq: c.toaSequence, ack: 0, flags: TCPFlags.syn, mss: mss, ttl: nil) else { return shared.drop(.edit(.noHeadroom)) }
             return nil
         }
         guard p.tcpFlags & TCPFlags.ack != 0 else { return nil }
@@ -173,7 +175,7 @@ extension FamilyPlane {
                 c.synproxySequence = rsISN &- c.synproxySequence
                 c.flags.remove(.synproxyPending)
                 shared.held.release(connection: i, ipv6: A.byteCount == 16)
-                if c.local != c.client || c.localPort != c.clientPort {
+                if c.method == .fullNAT {
                     c.toaSequence = rsISN &+ 1
                     c.flags.insert(.toaArmed)
                 }

@@ -142,9 +142,6 @@ extension Director {
 }
 
 extension FamilyPlane {
-    /// The kernel's `sync_threshold` and `sync_period` defaults (3, 50).
-    static var syncThreshold: UInt32 { 3 }
-    static var syncPeriod: UInt32 { 50 }
 
     /// `ip_vs_sync_conn_needed` with `sync_refresh_period` 0: TCP only in
     /// ES, FW, CL, CW and TW; a change into any of them but ES is sent at
@@ -160,8 +157,8 @@ extension FamilyPlane {
             case .established, .finWait, .close, .closeWait, .timeWait: break
             default: return
             }
-            if !(stateChanged && c.state != .established) && c.inPackets % Self.syncPeriod != Self.syncThreshold { return }
-        } else if c.inPackets % Self.syncPeriod != Self.syncThreshold {
+            if !(stateChanged && c.state != .established) && !Forwarding.syncDue(inPackets: c.inPackets) { return }
+        } else if !Forwarding.syncDue(inPackets: c.inPackets) {
             return
         }
         if c.controller != 0 {
@@ -174,7 +171,7 @@ extension FamilyPlane {
     func syncRecord(_ c: Connection<A>, shared: borrowing DirectorShared) -> SyncRecord {
         // Field by field: a copy of the service's runtime would retain its arrays on the packet path.
         let s = Int(c.service)
-        let method = shared.services[s].destinations[Int(c.destination)].method
+        let method = c.method
         let template = c.flags.contains(.template)
         var flags = UInt32(method.rawValue)
         if template { flags |= SyncConnectionFlags.template }
@@ -236,7 +233,7 @@ extension FamilyPlane {
                 }
                 c.state = state
                 c.expires = expires
-                c.inPackets = Self.syncThreshold
+                c.inPackets = Forwarding.syncThreshold
                 table[i] = c
                 return .updated
             }
@@ -257,13 +254,15 @@ extension FamilyPlane {
         c.destination = UInt16(slot)
         c.state = state
         c.expires = expires
-        c.inPackets = Self.syncThreshold
+        c.inPackets = Forwarding.syncThreshold
         if template {
             c.flags = markTemplate ? [.template, .firewallMark] : [.template]
             shared.services[s].destinations[slot].persistentConnections &+= 1
         } else {
             c.flags = inactive ? [.inactive] : []
             if r.firewallMark != 0 { c.flags.insert(.firewallMark) }
+            // As the kernel's backup: the method is this director's server's, not the message's.
+            c.method = method
             switch method {
             case .nat, .fullNAT:
                 c.local = local

@@ -117,10 +117,12 @@ extension Director {
             let c = v6.table[note.connection]
             (service, slot) = (Int(c.service), Int(c.destination))
             r.state = c.proto == IPProtocolNumber.udp ? .udp : c.state
+            r.method = c.method
         } else {
             let c = v4.table[note.connection]
             (service, slot) = (Int(c.service), Int(c.destination))
             r.state = c.proto == IPProtocolNumber.udp ? .udp : c.state
+            r.method = c.method
         }
         guard service < shared.services.count, slot < shared.services[service].destinations.count else { return }
         let rt = shared.services[service]
@@ -128,7 +130,6 @@ extension Director {
         r.scheduler = rt.configuration.scheduler
         r.realServer = rt.destinations[slot].address
         r.realPort = rt.destinations[slot].port
-        r.method = rt.destinations[slot].method
     }
 
     /// A filtered trace keeps the service's packets, and drops whose

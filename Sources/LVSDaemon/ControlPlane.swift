@@ -378,7 +378,7 @@ public final class ControlPlane: Sendable {
                 proto = c.proto == 6 ? "TCP" : c.proto == 17 ? "UDP" : c.proto == 132 ? "SCTP" : "IP"
             }
             let state = template ? "NONE" : (c.proto == 17 ? "UDP" : c.state.description)
-            let fullNAT = !template && (c.local != c.client || c.localPort != c.clientPort)
+            let fullNAT = !template && c.method == .fullNAT
             out.append(ConnectionEntry(proto: proto, client: c.client.ipAddress, clientPort: c.clientPort,
                                        virtual: c.virtual.ipAddress, virtualPort: c.virtualPort,
                                        real: c.real.ipAddress, realPort: c.realPort,

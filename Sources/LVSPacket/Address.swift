@@ -6,6 +6,9 @@ public protocol IPAddressProtocol: BitwiseCopyable, Hashable, Sendable, Comparab
     static var zero: Self { get }
     init(_ span: Span<UInt8>, at offset: Int)
     func store(_ span: inout MutableSpan<UInt8>, at offset: Int)
+    /// The same over a raw window (the forwarding rewrites').
+    init(_ raw: borrowing MutableRawSpan, at offset: Int)
+    func store(_ raw: inout MutableRawSpan, at offset: Int)
     /// The address folded to 64 bits, for hashing.
     var folded: UInt64 { get }
     /// Keeps the first `bits` bits.
@@ -13,6 +16,10 @@ public protocol IPAddressProtocol: BitwiseCopyable, Hashable, Sendable, Comparab
     var ipAddress: IPAddress { get }
     /// Sum of the address's 16-bit words, for checksums.
     var wordSum: UInt64 { get }
+    /// Sum of its 32-bit words, and of their complements (removing it from a
+    /// checksum), unfolded: the forwarding rewrites' incremental update.
+    var wordSum32: UInt64 { get }
+    var complementSum: UInt64 { get }
     /// The kernel's `addr_fold` in host order: the IPv4 address, or the XOR
     /// of an IPv6 address's four 32-bit words.
     var kernelFold: UInt32 { get }
@@ -30,6 +37,10 @@ public struct IPv4Address: IPAddressProtocol {
     public init(_ span: Span<UInt8>, at offset: Int) { value = span.be32(at: offset) }
     @inlinable @inline(__always)
     public func store(_ span: inout MutableSpan<UInt8>, at offset: Int) { span.setBE32(value, at: offset) }
+    @inlinable @inline(__always)
+    public init(_ raw: borrowing MutableRawSpan, at offset: Int) { value = raw.be32(at: offset) }
+    @inlinable @inline(__always)
+    public func store(_ raw: inout MutableRawSpan, at offset: Int) { raw.setBE32(value, at: offset) }
     @inlinable public var folded: UInt64 { UInt64(value) }
     @inlinable public func masked(prefixLength bits: Int) -> IPv4Address {
         bits <= 0 ? .zero : bits >= 32 ? self : IPv4Address(value & ~(UInt32.max >> UInt32(bits)))
@@ -68,6 +79,16 @@ public struct IPv6Address: IPAddressProtocol {
     public func store(_ span: inout MutableSpan<UInt8>, at offset: Int) {
         span.setBE64(high, at: offset)
         span.setBE64(low, at: offset &+ 8)
+    }
+    @inlinable @inline(__always)
+    public init(_ raw: borrowing MutableRawSpan, at offset: Int) {
+        high = raw.be64(at: offset)
+        low = raw.be64(at: offset &+ 8)
+    }
+    @inlinable @inline(__always)
+    public func store(_ raw: inout MutableRawSpan, at offset: Int) {
+        raw.setBE64(high, at: offset)
+        raw.setBE64(low, at: offset &+ 8)
     }
     @inlinable public var folded: UInt64 { high ^ (low &* 0x9E37_79B9_7F4A_7C15) }
     @inlinable public func masked(prefixLength bits: Int) -> IPv6Address {

@@ -85,6 +85,11 @@ extension MutableRawSpan {
         UInt32(bigEndian: unsafe unsafeLoadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
+    @inlinable @inline(__always)
+    public func be64(at offset: Int) -> UInt64 {
+        UInt64(bigEndian: unsafe unsafeLoadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+
     /// Four bytes in the machine's order, for ones-complement sums (which
     /// do not depend on byte order).
     @inlinable @inline(__always)

@@ -59,9 +59,23 @@ extension IPv4Address {
     /// Sum of the address's 16-bit words, for checksums.
     @inlinable @inline(__always)
     public var wordSum: UInt64 { UInt64(value &>> 16) &+ UInt64(value & 0xFFFF) }
+    /// The address's ones-complement negative, unfolded: what removing it
+    /// from a checksum adds (its 32-bit words, each complemented).
+    @inlinable @inline(__always)
+    public var complementSum: UInt64 { UInt64(~value) }
+    /// Its 32-bit words, summed unfolded (folding gives the 16-bit words' sum).
+    @inlinable @inline(__always)
+    public var wordSum32: UInt64 { UInt64(value) }
 }
 
 extension IPv6Address {
     @inlinable @inline(__always)
     public var wordSum: UInt64 { _words(high) &+ _words(low) }
+    @inlinable @inline(__always)
+    public var complementSum: UInt64 {
+        UInt64(~UInt32(truncatingIfNeeded: high &>> 32)) &+ UInt64(~UInt32(truncatingIfNeeded: high))
+            &+ UInt64(~UInt32(truncatingIfNeeded: low &>> 32)) &+ UInt64(~UInt32(truncatingIfNeeded: low))
+    }
+    @inlinable @inline(__always)
+    public var wordSum32: UInt64 { (high &>> 32) &+ (high & 0xFFFF_FFFF) &+ (low &>> 32) &+ (low & 0xFFFF_FFFF) }
 }

@@ -8,6 +8,23 @@ public struct GUEOptions: Sendable, Hashable {
 
 /// IP-in-IP (IPIP, IPv6-in-IPv6 and the mixed cases) and GUE tunnels.
 public enum Encapsulation {
+    /// An outer IPv4 header without options at `ip` in a window (the fast
+    /// path's IPIP and the general path's every IPv4 tunnel): TOS, TTL and DF
+    /// as the inner header has them, its checksum summed in five words.
+    @inlinable @inline(__always)
+    public static func writeIPv4Header(_ h: inout MutableRawSpan, at ip: Int, tos: UInt8, total: UInt16, identification: UInt16,
+                                       dontFragment: Bool, ttl: UInt8, protocol proto: UInt8, source: UInt32, destination: UInt32) {
+        let first = 0x4500_0000 | UInt32(tos) &<< 16 | UInt32(total)
+        let second = UInt32(identification) &<< 16 | (dontFragment ? 0x4000 : 0)
+        let third = UInt32(ttl) &<< 24 | UInt32(proto) &<< 16
+        let sum = UInt64(first) &+ UInt64(second) &+ UInt64(third) &+ UInt64(source) &+ UInt64(destination)
+        h.setBE32(first, at: ip)
+        h.setBE32(second, at: ip &+ 4)
+        h.setBE32(third | UInt32(~InternetChecksum.fold(sum)), at: ip &+ 8)
+        h.setBE32(source, at: ip &+ 12)
+        h.setBE32(destination, at: ip &+ 16)
+    }
+
     /// Bytes an outer header of this family (plus GUE) adds.
     @inlinable
     public static func overhead<Outer: IPAddressProtocol>(_: Outer.Type, gue: Bool) -> Int {
@@ -45,17 +62,11 @@ public enum Encapsulation {
         let total = innerLength &+ n
         let proto = gue != nil ? IPProtocolNumber.udp : innerProto
         if outerV4 {
-            b[l3] = 0x45
-            b[l3 &+ 1] = tos
-            b.setBE16(UInt16(truncatingIfNeeded: total), at: l3 &+ 2)
-            b.setBE16(identification, at: l3 &+ 4)
-            b.setBE16(df ? 0x4000 : 0, at: l3 &+ 6)
-            b[l3 &+ 8] = ttl
-            b[l3 &+ 9] = proto
-            b.setBE16(0, at: l3 &+ 10)
-            source.store(&b, at: l3 &+ 12)
-            destination.store(&b, at: l3 &+ 16)
-            PacketRewriter.recomputeIPv4HeaderChecksum(&b, at: l3)
+            // `unsafe` because raw writes could break a typed element; these are bytes.
+            var raw = unsafe b.mutableBytes
+            var h = raw._mutatingExtracting(l3 ..< l3 &+ HeaderLength.ipv4)
+            writeIPv4Header(&h, at: 0, tos: tos, total: UInt16(truncatingIfNeeded: total), identification: identification, dontFragment: df,
+                            ttl: ttl, protocol: proto, source: UInt32(truncatingIfNeeded: source.wordSum32), destination: UInt32(truncatingIfNeeded: destination.wordSum32))
         } else {
             b.setBE32(0x6000_0000 | UInt32(tos) &<< 20 | (flowHash & 0xFFFFF), at: l3)
             b.setBE16(UInt16(truncatingIfNeeded: total &- HeaderLength.ipv6), at: l3 &+ 4)

@@ -37,7 +37,7 @@ extension ParsedPacket {
 
     /// Offset of the transport checksum covering a pseudo-header, or nil when
     /// the packet has none that an address change affects.
-    @inlinable
+    @inlinable @inline(__always)
     public var pseudoHeaderChecksumOffset: Int? {
         guard fragment != .subsequent else { return nil }
         switch proto {

@@ -129,3 +129,84 @@ public enum PacketRewriter {
         b.setBE32(UInt32(truncatingIfNeeded: source.value), at: frameStart &+ 8)
     }
 }
+
+/// Where a packet's headers lie in a window over its frame (offsets from the
+/// window's start), for the rewrites every forwarding method shares: the
+/// fast path's window has them at constant offsets, the general path's
+/// wherever the parser found them.
+public struct HeaderLayout: Sendable, BitwiseCopyable {
+    /// The IP header.
+    public var ip: Int
+    /// The transport header.
+    public var transport: Int
+    /// The transport checksum a pseudo-header covers; −1 when there is none
+    /// to update (an IPv4 UDP datagram sent without one, a fragment after the
+    /// first, ICMP, SCTP).
+    public var checksum: Int
+    /// The transport header starts with ports (not a fragment after the first).
+    public var ports: Bool
+
+    @inlinable @inline(__always)
+    public init(ip: Int, transport: Int, checksum: Int, ports: Bool) {
+        self.ip = ip
+        self.transport = transport
+        self.checksum = checksum
+        self.ports = ports
+    }
+
+    /// The layout of a parsed packet, relative to its Ethernet header.
+    @inlinable @inline(__always)
+    public init(_ p: ParsedPacket, in b: borrowing MutableSpan<UInt8>) {
+        let base = p.l2Offset
+        var checksum = -1
+        if let c = p.pseudoHeaderChecksumOffset, c &+ 2 <= p.ipEnd,
+           !(p.proto == IPProtocolNumber.udp && p.ipVersion == 4 && b.be16(at: c) == 0) {
+            checksum = c &- base
+        }
+        self.init(ip: p.l3Offset &- base, transport: p.l4Offset &- base, checksum: checksum, ports: p.hasPorts)
+    }
+}
+
+extension PacketRewriter {
+    /// The hop every forwarded packet takes: TTL or hop limit down by one
+    /// (the caller has checked it is above 1); IPv4's header checksum takes
+    /// that change and `addresses`, the addresses' change, if any.
+    @inlinable @inline(__always)
+    public static func hop<A: IPAddressProtocol>(_ h: inout MutableRawSpan, _ at: HeaderLayout, _: A.Type, addresses: UInt64 = 0) {
+        if A.byteCount == 4 {
+            // TTL − 1 lowers the word (TTL, protocol) by 0x100, so ~m + m' is 0xFEFF.
+            h.setByte(h.byte(at: at.ip &+ 8) &- 1, at: at.ip &+ 8)
+            h.setBE16(~InternetChecksum.fold(UInt64(~h.be16(at: at.ip &+ 10)) &+ addresses &+ 0xFEFF), at: at.ip &+ 10)
+        } else {
+            h.setByte(h.byte(at: at.ip &+ 7) &- 1, at: at.ip &+ 7)
+        }
+    }
+
+    /// A hop that also changes addresses and ports (NAT, FULLNAT, either way):
+    /// the old values are the caller's (it read them to find the connection),
+    /// `ports` holds the source port in its high half; both checksums follow
+    /// incrementally (RFC 1624), the addresses' change computed once for both.
+    @inlinable @inline(__always)
+    public static func forward<A: IPAddressProtocol>(
+        _ h: inout MutableRawSpan, _ at: HeaderLayout,
+        from oldSource: A, _ oldDestination: A, ports oldPorts: UInt32,
+        to source: A, _ destination: A, ports newPorts: UInt32
+    ) {
+        // Left unfolded: folding once, in each checksum, gives the same result.
+        let addresses = oldSource.complementSum &+ oldDestination.complementSum &+ source.wordSum32 &+ destination.wordSum32
+        hop(&h, at, A.self, addresses: addresses)
+        let addressOffset = at.ip &+ (A.byteCount == 4 ? 12 : 8)
+        source.store(&h, at: addressOffset)
+        destination.store(&h, at: addressOffset &+ A.byteCount)
+        var transport = addresses
+        if at.ports {
+            h.setBE32(newPorts, at: at.transport)
+            transport &+= UInt64(~oldPorts) &+ UInt64(newPorts)
+        }
+        guard at.checksum >= 0 else { return }
+        let v = ~InternetChecksum.fold(UInt64(~h.be16(at: at.checksum)) &+ transport)
+        // UDP sends a checksum that computes to 0 as 0xFFFF (0 means none);
+        // for TCP and ICMPv6 the two are the same ones-complement zero.
+        h.setBE16(v == 0 ? 0xFFFF : v, at: at.checksum)
+    }
+}

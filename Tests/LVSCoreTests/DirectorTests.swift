@@ -358,6 +358,34 @@ import LVSPacket
         #expect(h.send(ack).0 == .drop(.destinationRemoved))
     }
 
+    /// As IPVS binds a connection's transmitter once (`ip_vs_bind_xmit`): a
+    /// real server edited from NAT to DR keeps forwarding its existing
+    /// connections by NAT, on the fast path and the general one; new ones go by DR.
+    @Test func aConnectionKeepsTheMethodItWasMadeWith() {
+        var svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
+                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat)])
+        var h = Harness([svc])
+        let client = ip("198.18.0.100")
+        func segment(_ sport: UInt16, _ flags: UInt8) -> [UInt8] { h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: flags)) }
+        _ = h.send(segment(1, TCPFlags.syn))
+        _ = h.send(segment(1, TCPFlags.ack))
+        svc.realServers[0].method = .directRouting
+        h.director.apply(DirectorConfiguration(services: [svc], interfaces: h.director.shared.interfaces, routes: h.director.shared.routes))
+        for (fastPath, flags) in [(true, TCPFlags.ack), (false, TCPFlags.ack | TCPFlags.psh)] {
+            h.director.fastPathEnabled = fastPath
+            let (verdict, out) = h.send(segment(1, flags))
+            #expect(verdict == .transmit(interface: 2))
+            #expect(field(out, 30, 4) == [198, 19, 0, 2] && be16(out, 36) == 8080, "still NAT: destination rewritten (fast path: \(fastPath))")
+            #expect(FrameBuilder.checksumsValid(out))
+        }
+        let (verdict, out) = h.send(segment(2, TCPFlags.syn))
+        #expect(verdict == .transmit(interface: 2))
+        #expect(field(out, 30, 4) == [198, 18, 0, 10] && be16(out, 36) == 80, "a new connection goes by DR: the VIP stays")
+        var methods: [UInt16: ForwardingMethod] = [:]
+        h.director.v4.table.forEach { _, c in methods[c.clientPort] = c.method }
+        #expect(methods == [1: .nat, 2: .directRouting])
+    }
+
     @Test func fullTableEvictsHalfOpenFirstThenDrops() {
         var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
                                                      realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])], capacity: 4)

@@ -71,6 +71,23 @@ import LVSPacket
         #expect(be32(reply, 38) == cookie &+ 1 && be32(reply, 42) == 1004 && FrameBuilder.checksumsValid(reply))
     }
 
+    /// The SYN to the real server can be lost (its next hop not resolved
+    /// yet): the client's retransmitted first data, already held, sends the
+    /// SYN again with the client's ISN, and the data still follows it once.
+    @Test func aRetransmittedFirstRequestSendsTheLostSYNAgain() {
+        var h = harness(.nat)
+        let (_, synAck) = h.send(fromClient(h, seq: 1000, flags: TCPFlags.syn, options: [2, 4, 0x05, 0xB4]))
+        let cookie = be32(synAck, 38)
+        _ = h.send(fromClient(h, seq: 1001, ack: cookie &+ 1, flags: TCPFlags.ack))  // the SYN: lost on the way
+        let request = fromClient(h, seq: 1001, ack: cookie &+ 1, flags: TCPFlags.ack | TCPFlags.psh, payload: [1, 2, 3])
+        #expect(h.send(request).0 == .held)
+        let (again, syn) = h.send(request)
+        #expect(again == .transmit(interface: 2))
+        #expect(syn[47] == TCPFlags.syn && be32(syn, 38) == 1000 && be32(syn, 42) == 0 && syn.count == 58 && FrameBuilder.checksumsValid(syn))
+        let out = h.sendBatch([(fromReal(client, 40000, seq: 5000, ack: 1001, flags: TCPFlags.syn | TCPFlags.ack), 2)])
+        #expect(out.count == 2 && out[1].0 == .transmit(interface: 2) && Array(out[1].1.suffix(3)) == [1, 2, 3])
+    }
+
     @Test func fullNATCarriesTheTOAInTheHandshakeItCompletes() {
         var h = harness(.fullNAT)
         let cookie = be32(h.send(fromClient(h, seq: 1000, flags: TCPFlags.syn, options: [2, 4, 0x05, 0xB4])).1, 38)
