@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Shared by lvsd's BPF programs: the headers they read, bounds-checked as
 // the verifier wants, and the address key both maps use.
 #ifndef LVS_BPF_H
@@ -13,7 +14,9 @@
 #include <bpf/bpf_helpers.h>
 #include "lvs_bpf_abi.h"
 
-char LICENSE[] SEC("license") = "GPL";
+// Dual-licensed as the kernel's own BPF samples and Cilium's are: GPL-compatible
+// for the verifier's GPL-only helpers, BSD for everyone else.
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /// An 802.1Q tag (linux/if_vlan.h is not a UAPI header).
 struct lvs_vlan_hdr {

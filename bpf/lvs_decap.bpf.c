@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // lvs-realserver's decapsulator: IPIP, IPv6-in-IPv4, IPv4- and IPv6-in-IPv6
 // and GUE variant 0 (on the configured port) lose their outer headers when
 // the inner destination is a VIP, and go on into the kernel as if they had

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // lvsd's XDP program (--io xdp): every frame that is lvsd's goes to the
 // AF_XDP socket of the queue it came in on; the rest passes to the kernel,
 // where lvsd's AF_PACKET ring still sees it (ARP, neighbour discovery).

@@ -4,8 +4,6 @@
 #include <linux/if.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
 #include <net/ethernet.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,17 +19,6 @@
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
 #endif
-
-long long lvs_peer_uid(int fd) {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
-    return (long long)cred.uid;
-}
-
-int lvs_accept_cloexec(int fd) {
-    return accept4(fd, 0, 0, SOCK_CLOEXEC);
-}
 
 #define LVS_FRAME_SIZE 2048
 
@@ -155,67 +142,11 @@ int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *
     return (int)sent;
 }
 
-long lvs_recv6(int fd, unsigned char *buffer, size_t capacity, unsigned char *source16, int *hop_limit) {
-    struct sockaddr_in6 from;
-    struct iovec iov = { buffer, capacity };
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_name = &from;
-    msg.msg_namelen = sizeof(from);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
-    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
-    if (n < 0) return -errno;
-    memcpy(source16, &from.sin6_addr, 16);
-    *hop_limit = -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT) memcpy(hop_limit, CMSG_DATA(c), sizeof(int));
-    }
-    return n;
-}
-
 unsigned lvs_ring_drops(lvs_ring *r) {
     struct tpacket_stats st;
     socklen_t len = sizeof(st);
     if (getsockopt(r->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0) return 0;
     return st.tp_drops;
-}
-
-long lvs_netlink_dump(unsigned short type, unsigned char family, unsigned char *buffer, size_t capacity) {
-    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (fd < 0) return -errno;
-    struct {
-        struct nlmsghdr h;
-        struct rtgenmsg g;
-    } req;
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtgenmsg));
-    req.h.nlmsg_type = type;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.h.nlmsg_seq = 1;
-    req.g.rtgen_family = family;
-    struct sockaddr_nl sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.nl_family = AF_NETLINK;
-    if (sendto(fd, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0) { int e = errno; close(fd); return -e; }
-    size_t used = 0;
-    for (;;) {
-        if (capacity - used < 65536) { close(fd); return -ENOBUFS; }
-        ssize_t n = recv(fd, buffer + used, capacity - used, 0);
-        if (n < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return -e; }
-        int done = 0;
-        ssize_t left = n;  /* NLMSG_NEXT consumes its length argument */
-        for (struct nlmsghdr *h = (struct nlmsghdr *)(buffer + used); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
-            if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) { done = 1; break; }
-        }
-        used += (size_t)n;
-        if (done) break;
-    }
-    close(fd);
-    return (long)used;
 }
 
 int lvs_tun_open(const char *name) {

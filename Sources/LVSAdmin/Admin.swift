@@ -25,22 +25,13 @@ public struct Admin {
     public init(program: String = "lvsadm") {
         self.program = program
         exchange = Admin.socketExchange
-        write = { s in Admin.output(1, s) }
-        writeError = { s in Admin.output(2, s) }
+        write = { StandardStream.output.write($0) }
+        writeError = { StandardStream.error.write($0) }
         readInput = { readLine(strippingNewline: false) }
         var env: [String: String] = [:]
-        if let v = getenv("LVSADM_SOCKET") { env["LVSADM_SOCKET"] = String(cString: v) }
+        if let v = Environment.value("LVSADM_SOCKET") { env["LVSADM_SOCKET"] = v }
         environment = env
         listing = { Listing(format: $0) }
-    }
-
-    public static func output(_ fd: Int32, _ s: String) {
-        var bytes = Array(s.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress!, $0.count) }
-            if n <= 0 { if errno == EINTR { continue }; return }
-            bytes = bytes.dropFirst(n)
-        }
     }
 
     struct Unreachable: Error, CustomStringConvertible { var description: String }

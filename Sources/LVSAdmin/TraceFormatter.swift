@@ -256,11 +256,9 @@ public enum TraceFormatter {
     }
 
     static func timestamp(_ micros: UInt64) -> String {
-        var t = time_t(micros / 1_000_000)
-        var tm = tm()
-        localtime_r(&t, &tm)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let time = WallClock.localTimeOfDay(Int64(micros / 1_000_000))
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
         let us = String(micros % 1_000_000)
-        return "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)).\(String(repeating: "0", count: 6 - us.count))\(us)"
+        return "\(two(time.hour)):\(two(time.minute)):\(two(time.second)).\(String(repeating: "0", count: 6 - us.count))\(us)"
     }
 }

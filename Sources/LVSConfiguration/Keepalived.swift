@@ -329,7 +329,7 @@ public struct KeepalivedConfiguration: Sendable {
                 }
                 for member in g.children { vs.localAddresses.append(contentsOf: try range(member.keyword, member, file: file)) }
             case "connect_timeout", "retry", "delay_before_retry", "warmup", "quorum_up", "quorum_down", "sorry_server_inhibit",
-                 "ha_suspend", "virtualhost", "smtp_alert", "lvs_flags", "syn_proxy", "notify_up", "notify_down", "nb_get_retry":
+                 "ha_suspend", "virtualhost", "smtp_alert", "lvs_flags", "notify_up", "notify_down", "nb_get_retry":
                 break
             default:
                 ignored.append((c.line, c.keyword))

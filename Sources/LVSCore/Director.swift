@@ -242,8 +242,9 @@ public struct Director: Sendable {
     public var v6: FamilyPlane<IPv6Address>
     /// Entries the expiry sweep examines per `tick`.
     public var sweepBudget = 4096
-    /// Off only in tests that check the fast path against the general one.
-    var fastPathEnabled = true
+    /// Off only where the fast path is checked against the general one
+    /// (tests, lvs-fuzz-paths): forwarding must not depend on it.
+    public var fastPathEnabled = true
     /// Live connections above which a fast-path run prefetches its entries
     /// (64 bytes each: 4 MiB, about what a cache holds); tests and the
     /// prefetch benchmark change it.
@@ -515,6 +516,11 @@ public struct Director: Sendable {
 
     /// Counter of a drop reason.
     public func drops(_ reason: DropReason) -> UInt64 { shared.drops[reason.index] }
+
+    /// Frames the I/O lost (they never reached `process`), counted with the engine's own.
+    public mutating func countDrops(_ reason: DropReason, _ frames: UInt64) {
+        shared.drops[reason.index] &+= frames
+    }
 
     /// `-Z`: zeroes one service's counters and its servers', or every counter.
     public mutating func zeroCounters(_ key: ServiceKey?) {

@@ -26,11 +26,18 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
     /// SYN proxy: client data before the real server completed its handshake,
     /// with no room to hold it (the client sends it again).
     case synproxyPending
+    /// Lost in the I/O, counted by the data plane: a frame longer than a
+    /// batch slot holds; one the kernel would not take to send (its queue
+    /// full); one the kernel dropped because lvsd's receive ring was full.
+    case oversizedFrame
+    case transmitFailed
+    case receiveRingFull
 
     public static let all: [DropReason] = PacketError.allCases.map { .malformed($0) } + [
         .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
         .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
         .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
+        .oversizedFrame, .transmitFailed, .receiveRingFull,
     ]
 
     /// Dense index for the counter array.
@@ -50,6 +57,9 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .unsupportedProtocol: Self.base + 13
         case .synproxyRefused: Self.base + 14
         case .synproxyPending: Self.base + 15
+        case .oversizedFrame: Self.base + 16
+        case .transmitFailed: Self.base + 17
+        case .receiveRingFull: Self.base + 18
         }
     }
 
@@ -71,6 +81,9 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .unsupportedProtocol: "unsupported-protocol"
         case .synproxyRefused: "synproxy-refused"
         case .synproxyPending: "synproxy-pending"
+        case .oversizedFrame: "oversized-frame"
+        case .transmitFailed: "transmit-failed"
+        case .receiveRingFull: "receive-ring-full"
         }
     }
 }

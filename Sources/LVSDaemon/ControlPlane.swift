@@ -4,6 +4,8 @@ import Glibc
 import LVSCore
 import LVSPacket
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 import LVSControlProtocol
 import LVSConfiguration
@@ -60,13 +62,14 @@ public final class ControlPlane: Sendable {
 
     let started = MonotonicClock.milliseconds()
 
-    public init(capacity: Int, workers: Int = 1, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(), logger: Logger) {
+    public init(capacity: Int, workers: Int = 1, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(),
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.capacity = capacity
         self.sources = sources
         self.logger = logger
         engines = (0..<max(1, workers)).map { Engine(Director(configuration: base, capacity: capacity, worker: $0, workers: max(1, workers))) }
         state = Mutex(State(base: base))
-        sync = SyncDaemons(engines: engines, logger: logger)
+        sync = SyncDaemons(engines: engines, group: group, logger: logger)
     }
 
     func configureEngines(_ table: ServiceTable, base: DirectorConfiguration) {
@@ -274,9 +277,9 @@ public final class ControlPlane: Sendable {
     }
 
     /// keepalived's `omega` at shutdown: `quorum_down` of every quorum still held.
-    public func runOmegaQuorumDown() {
+    public func runOmegaQuorumDown() async {
         let scripts = state.withLock { s in s.quorum.filter { $0.group.omega && !$0.lost }.compactMap(\.group.down) }
-        for script in scripts { _ = ShellCommand.run(script, timeout: 10) }
+        for script in scripts { _ = await ShellCommand.run(script, timeout: 10) }
     }
 
     /// keepalived's quorum: the weights of a virtual server's real servers

@@ -7,13 +7,14 @@ import LVSSystem
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 
 /// lvsd's control socket: owner-only (mode 0600, and the peer's uid checked),
 /// served on the daemon's event loops; each request is answered on NIO's
 /// thread pool, since answering takes the engines' locks and may read
 /// files. A client that sends garbage, too much, or nothing gets an error
 /// or is dropped after 5 s; the server keeps serving.
-public final class ControlServer: Sendable {
+public final class ControlServer: Service, Sendable {
     public let path: String
     let channel: any Channel
 
@@ -24,14 +25,12 @@ public final class ControlServer: Sendable {
             throw SystemError("bind \(path): another lvsd is serving it", .addressInUse)
         }
         guard SocketAddress.unixPathFits(path) else { throw SystemError("socket path \(path)", .fileNameTooLong) }
-        unlink(path)
+        FileSystem.remove(path)
         let listener = try Socket.open(family: AF_UNIX, type: Socket.stream, nonBlocking: true)
         do {
             // Created owner-only, so that nobody else can connect in the moment before chmod.
-            let old = umask(0o177)
-            defer { umask(old) }
-            try listener.bind(.unix(path))
-            chmod(path, 0o600)
+            try FileSystem.withCreationMask(0o177) { () throws(SystemError) in try listener.bind(.unix(path)) }
+            try FileSystem.setPermissions(path, 0o600)
             try listener.listen(backlog: 16)
         } catch {
             listener.close()
@@ -55,9 +54,11 @@ public final class ControlServer: Sendable {
         self.path = path
     }
 
-    public func stop() {
-        try? channel.close().wait()
-        unlink(path)
+    /// Serves until graceful shutdown, then closes the socket and removes its path.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try? await channel.close().get()
+        FileSystem.remove(path)
     }
 }
 

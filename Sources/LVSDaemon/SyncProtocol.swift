@@ -64,7 +64,11 @@ public enum SyncProtocol {
     }
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
-        case tooShort, sizeMismatch(header: Int, received: Int), truncatedEntry(Int), unknownVersion(Int), badOption(Int)
+        case tooShort
+        case sizeMismatch(header: Int, received: Int)
+        case truncatedEntry(Int)
+        case unknownVersion(Int)
+        case badOption(Int)
         public var description: String {
             switch self {
             case .tooShort: "message shorter than its header"

@@ -47,14 +47,15 @@ enum FuzzDirector {
         guard !bytes.isEmpty else { return }
         let control = bytes[0]
         let frame = bytes.extracting(1...)
-        batch.removeAll()
-        guard batch.append(frame, interface: UInt16(control & 1) + 1) else { return }
-        now &+= UInt64(control >> 1) * 100
+        // libFuzzer runs one input at a time on one thread: the statics are never shared.
+        unsafe batch.removeAll()
+        guard unsafe batch.append(frame, interface: UInt16(control & 1) + 1) else { return }
+        unsafe now &+= UInt64(control >> 1) * 100
         let traced = control & 0x40 != 0
-        if traced { _ = director.trace(filter: nil, budget: 4) }
-        director.process(batch, now: now)
-        if traced { _ = director.trace(filter: nil, budget: 0) }
-        if control & 0x80 != 0 { director.tick(now: now) }
+        if traced { _ = unsafe director.trace(filter: nil, budget: 4) }
+        unsafe director.process(batch, now: now)
+        if traced { _ = unsafe director.trace(filter: nil, budget: 0) }
+        if control & 0x80 != 0 { unsafe director.tick(now: now) }
     }
 }
 

@@ -2,5 +2,6 @@ import LVSFuzzDriver
 
 @main
 struct Replay {
-    static func main() { runFuzzTarget { data, size in fuzzDirector(data, size) } }
+    // The driver lends each input as a pointer and a count, readable for the call.
+    static func main() { unsafe runFuzzTarget { data, size in unsafe fuzzDirector(data, size) } }
 }

@@ -31,7 +31,8 @@ let plane: ControlPlane = {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzControl(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    // libFuzzer lends `size` readable bytes at `data` for the call; they are copied at once.
+    let bytes = unsafe Array(UnsafeBufferPointer(start: data, count: size))
     _ = plane.handle(bytes)
     let text = String(decoding: bytes, as: UTF8.self)
     _ = try? RulesFile.parse(text, file: "fuzz")
@@ -48,5 +49,6 @@ public func fuzzControl(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
 @main
 struct Replay {
-    static func main() { runFuzzTarget { data, size in fuzzControl(data, size) } }
+    // The driver lends each input as a pointer and a count, readable for the call.
+    static func main() { unsafe runFuzzTarget { data, size in unsafe fuzzControl(data, size) } }
 }

@@ -19,7 +19,8 @@ public func runFuzzTarget(_ target: @convention(c) (UnsafePointer<UInt8>, Int) -
     for path in CommandLine.arguments.dropFirst() {
         guard let data = FileManager.default.contents(atPath: path) else { continue }
         let bytes = [UInt8](data)
-        _ = bytes.withUnsafeBufferPointer { target($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+        // The array outlives the call; an empty one lends a non-null pointer with count 0, as libFuzzer does.
+        _ = unsafe bytes.withUnsafeBufferPointer { unsafe target($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
         count += 1
     }
     print("replayed \(count) inputs")

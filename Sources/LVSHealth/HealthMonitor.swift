@@ -1,42 +1,40 @@
-import Dispatch
-import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
+import LVSConfiguration
+import LVSDaemon
 import LVSPacket
 import Logging
+import NIOCore
+import ServiceLifecycle
 import Synchronization
-import LVSDaemon
-import LVSConfiguration
-import LVSSystem
 
 /// keepalived's checkers, run by lvsd: each checked real server on its own
-/// schedule (`delay_loop`), at most `concurrency` checks at a time, on
-/// threads of their own (never the data plane's). Verdicts go to the control
-/// plane, which takes a failed server out of its services or sets its weight
-/// to 0 (`inhibit_on_failure`), and puts it back when it passes again.
+/// schedule (`delay_loop`), at most `concurrency` checks at a time, as tasks
+/// whose sockets are SwiftNIO channels on the daemon's event loops (never the
+/// data plane's threads). Verdicts go to the control plane, which takes a
+/// failed server out of its services or sets its weight to 0
+/// (`inhibit_on_failure`), and puts it back when it passes again.
 public final class HealthMonitor: Sendable {
     let plane: ControlPlane
     public let targets: [HealthTarget]
+    let group: any EventLoopGroup
     let logger: Logger
-    let queue = DispatchQueue(label: "lvsd.health", attributes: .concurrent)
-    let slots: DispatchSemaphore
-    let stopped = Atomic<Bool>(false)
+    let slots: CheckSlots
     /// Each server's last verdict: for notify_up / notify_down, for retries,
     /// and for the monitor that replaces this one on a reload.
     let last = Mutex<[String: Verdict]>([:])
 
-    public init(plane: ControlPlane, targets: [HealthTarget], logger: Logger, concurrency: Int = 16) {
+    public init(plane: ControlPlane, targets: [HealthTarget], group: any EventLoopGroup, logger: Logger, concurrency: Int = 16) {
         self.plane = plane
         self.targets = targets
+        self.group = group
         self.logger = logger
-        slots = DispatchSemaphore(value: concurrency)
+        slots = CheckSlots(concurrency)
     }
 
-    /// Starts every checker. A server `previous` (the monitor this one
-    /// replaces on a reload) found down stays down until a check passes, so
-    /// that a reload never puts a failed server back into rotation.
-    public func start(after previous: HealthMonitor? = nil) {
+    /// Runs every checker until the task is cancelled. A server `previous`
+    /// (the monitor this one replaces on a reload) found down stays down
+    /// until a check passes, so that a reload never puts a failed server
+    /// back into rotation.
+    public func run(after previous: HealthMonitor? = nil) async {
         let before = previous?.last.withLock { $0 } ?? [:]
         for t in targets {
             if let v = before[t.id] {
@@ -45,32 +43,24 @@ public final class HealthMonitor: Sendable {
             } else if t.startsDown {
                 report(t, Verdict(up: false, detail: "alpha: down until a check passes"))
             }
-            schedule(t, after: Double.random(in: 0...max(0, t.checks.map(\.warmup).max() ?? 0)))
         }
         if !targets.isEmpty { logger.info("health checks running", metadata: ["servers": "\(targets.count)"]) }
-    }
-
-    /// No verdict is reported after this returns; checks under way finish on their own.
-    public func stop() { stopped.store(true, ordering: .sequentiallyConsistent) }
-
-    /// lvsd is stopping: with keepalived's `omega`, the `notify_down` of
-    /// every server that is up runs now (each within 10 s).
-    public func runOmegaNotifiers() {
-        let seen = last.withLock { $0 }
-        for t in targets where t.omega && seen[t.id]?.up != false {
-            if let command = t.notifyDown { _ = ShellCommand.run(command, timeout: 10) }
+        await withTaskGroup(of: Void.self) { checks in
+            for t in targets { checks.addTask { await self.check(t) } }
         }
     }
 
-    func schedule(_ t: HealthTarget, after seconds: Double) {
-        queue.asyncAfter(deadline: .now() + seconds) { [self] in
-            guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
-            slots.wait()
-            let verdict = Self.check(t, wasUp: last.withLock { $0[t.id]?.up })
-            slots.signal()
-            guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
+    /// One server's checks, `delay_loop` apart, from a random moment within `warmup`.
+    func check(_ t: HealthTarget) async {
+        let warmup = t.checks.map(\.warmup).max() ?? 0
+        if warmup > 0 { try? await Task.sleep(for: .seconds(Double.random(in: 0...warmup))) }
+        while !Task.isCancelled {
+            await slots.acquire()
+            let verdict = await Self.check(t, wasUp: last.withLock { $0[t.id]?.up }, group: group)
+            await slots.release()
+            guard !Task.isCancelled else { return }
             report(t, verdict)
-            schedule(t, after: t.checks.map(\.delayLoop).min() ?? 60)
+            try? await Task.sleep(for: .seconds(t.checks.map(\.delayLoop).min() ?? 60))
         }
     }
 
@@ -84,6 +74,15 @@ public final class HealthMonitor: Sendable {
         ShellCommand.spawn(command)
     }
 
+    /// lvsd is stopping: with keepalived's `omega`, the `notify_down` of
+    /// every server that is up runs now (each within 10 s).
+    public func runOmegaNotifiers() async {
+        let seen = last.withLock { $0 }
+        for t in targets where t.omega && seen[t.id]?.up != false {
+            if let command = t.notifyDown { _ = await ShellCommand.run(command, timeout: 10) }
+        }
+    }
+
     public struct Verdict: Sendable, Equatable {
         public var up: Bool
         public var weight: Int32?
@@ -93,13 +92,13 @@ public final class HealthMonitor: Sendable {
     /// Every checker of the server: up when all pass. As keepalived, a server
     /// that is up (or not checked yet) gets `retry` more tries before it is
     /// down; one that is down gets one.
-    public static func check(_ t: HealthTarget, wasUp: Bool?) -> Verdict {
+    public static func check(_ t: HealthTarget, wasUp: Bool?, group: any EventLoopGroup) async -> Verdict {
         var weight: Int32? = nil
         for c in t.checks {
             var last = Verdict(up: false, detail: "")
             for attempt in 0...(wasUp ?? true ? c.retry : 0) {
-                if attempt > 0 && c.delayBeforeRetry > 0 { usleep(UInt32(min(c.delayBeforeRetry, 60) * 1_000_000)) }
-                last = run(c, address: c.connectAddress ?? t.server.address, port: c.connectPort ?? t.server.port)
+                if attempt > 0 && c.delayBeforeRetry > 0 { try? await Task.sleep(for: .seconds(min(c.delayBeforeRetry, 60))) }
+                last = await run(c, address: c.connectAddress ?? t.server.address, port: c.connectPort ?? t.server.port, group: group)
                 if last.up { break }
             }
             guard last.up else { return Verdict(up: false, detail: "\(c.kind.name): \(last.detail)") }
@@ -108,21 +107,20 @@ public final class HealthMonitor: Sendable {
         return Verdict(up: true, weight: weight, detail: "")
     }
 
-    static func run(_ c: HealthCheck, address: IPAddress, port: UInt16) -> Verdict {
+    static func run(_ c: HealthCheck, address: IPAddress, port: UInt16, group: any EventLoopGroup) async -> Verdict {
         switch c.kind {
         case .tcp:
-            switch TCPProbe.connect(address, port, timeout: c.connectTimeout) {
-            case .success(let fd): close(fd); return Verdict(up: true, detail: "")
+            switch await Probe.exchange(address, port, request: nil, tls: false, timeout: c.connectTimeout, group: group) {
+            case .success: return Verdict(up: true, detail: "")
             case .failure(let e): return Verdict(up: false, detail: e.description)
             }
         case .http(let urls, let tls):
             for u in urls {
                 let request = HTTPProbe.request(address, path: u.path)
-                let reply = tls ? TLSProbe.exchange(address, port, request: request, timeout: c.connectTimeout)
-                                : TCPProbe.exchange(address, port, request: request, timeout: c.connectTimeout)
-                switch reply.flatMap(HTTPProbe.parse) {
+                switch await Probe.exchange(address, port, request: request, tls: tls, timeout: c.connectTimeout, group: group).flatMap(HTTPProbe.parse) {
                 case .success(let r) where !u.accepts(r.status):
-                    return Verdict(up: false, detail: "\(u.path): status \(r.status), expected \(u.statuses.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))")
+                    let expected = u.statuses.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
+                    return Verdict(up: false, detail: "\(u.path): status \(r.status), expected \(expected)")
                 case .success(let r):
                     if let digest = u.digest, HTTPProbe.md5(r.body) != digest {
                         return Verdict(up: false, detail: "\(u.path): digest \(HTTPProbe.md5(r.body)), expected \(digest)")
@@ -132,7 +130,7 @@ public final class HealthMonitor: Sendable {
             }
             return Verdict(up: true, detail: "")
         case .misc(let command, let timeout, let dynamic):
-            guard let rc = ShellCommand.run(command, timeout: timeout) else { return Verdict(up: false, detail: "timed out after \(timeout) s") }
+            guard let rc = await ShellCommand.run(command, timeout: timeout) else { return Verdict(up: false, detail: "timed out after \(timeout) s") }
             if rc == 0 { return Verdict(up: true, detail: "") }
             if rc >= 2 && dynamic { return Verdict(up: true, weight: Int32(rc - 2), detail: "") }
             return Verdict(up: false, detail: "exit status \(rc)")
@@ -140,75 +138,72 @@ public final class HealthMonitor: Sendable {
     }
 }
 
-/// A connect with a deadline, and a one-request HTTP/1.0 exchange.
-enum TCPProbe {
-    struct Failure: Error, CustomStringConvertible { var description: String }
+/// At most so many checks at a time; the others wait their turn.
+actor CheckSlots {
+    var free: Int
+    var waiting: [CheckedContinuation<Void, Never>] = []
 
-    static func connect(_ address: IPAddress, _ port: UInt16, timeout: Double) -> Result<Int32, Failure> {
-        let family = address.isIPv6 ? AF_INET6 : AF_INET
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return .failure(Failure(description: "socket: \(String(cString: strerror(errno)))")) }
-        var rc: Int32
-        switch address {
-        case .v4(let a):
-            var sa = sockaddr_in()
-            sa.sin_family = sa_family_t(AF_INET)
-            sa.sin_port = port.bigEndian
-            sa.sin_addr.s_addr = a.value.bigEndian
-            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        case .v6(let a):
-            var sa = sockaddr_in6()
-            sa.sin6_family = sa_family_t(AF_INET6)
-            sa.sin6_port = port.bigEndian
-            withUnsafeMutableBytes(of: &sa.sin6_addr) { b in
-                for k in 0..<8 { b[k] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * UInt64(k))); b[8 + k] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * UInt64(k))) }
-            }
-            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+    init(_ count: Int) { free = max(1, count) }
+
+    func acquire() async {
+        if free > 0 {
+            free -= 1
+            return
         }
-        if rc != 0 && errno != EINPROGRESS {
-            let e = errno
-            close(fd)
-            return .failure(Failure(description: "connect: \(String(cString: strerror(e)))"))
-        }
-        if rc != 0 {
-            guard wait(fd, events: Int16(POLLOUT), timeout: timeout) else { close(fd); return .failure(Failure(description: "connect: timed out")) }
-            var err: Int32 = 0
-            var len = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
-            if err != 0 { close(fd); return .failure(Failure(description: "connect: \(String(cString: strerror(err)))")) }
-        }
-        return .success(fd)
+        await withCheckedContinuation { waiting.append($0) }
     }
 
-    static func wait(_ fd: Int32, events: Int16, timeout: Double) -> Bool {
-        var p = pollfd(fd: fd, events: events, revents: 0)
-        let n = poll(&p, 1, Int32(max(1, timeout * 1000)))
-        return n == 1 && p.revents & events != 0
+    func release() {
+        if waiting.isEmpty { free += 1 } else { waiting.removeFirst().resume() }
+    }
+}
+
+/// keepalived.conf's checkers as a service: they start with lvsd, start
+/// again on each successful reload (the verdicts carried over), and at
+/// shutdown run keepalived's `omega` scripts.
+public final class HealthService: Service, Sendable {
+    let plane: ControlPlane
+    let group: any EventLoopGroup
+    let logger: Logger
+    let reloads: AsyncStream<Void>
+    let reloaded: AsyncStream<Void>.Continuation
+
+    public init(plane: ControlPlane, group: any EventLoopGroup, logger: Logger) {
+        self.plane = plane
+        self.group = group
+        self.logger = logger
+        (reloads, reloaded) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Sends `request` and reads until the server closes (at most 1 MiB),
-    /// within `timeout` for the whole exchange.
-    static func exchange(_ address: IPAddress, _ port: UInt16, request: [UInt8], timeout: Double) -> Result<[UInt8], Failure> {
-        let started = Date()
-        let fd: Int32
-        switch connect(address, port, timeout: timeout) {
-        case .success(let s): fd = s
-        case .failure(let e): return .failure(e)
+    /// Call after each successful reload.
+    public func restart() { reloaded.yield() }
+
+    public func run() async throws {
+        var current = start(after: nil)
+        for await _ in reloads.cancelOnGracefulShutdown() {
+            current = start(after: current)
         }
-        defer { close(fd) }
-        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard sent == request.count else { return .failure(Failure(description: "send: \(String(cString: strerror(errno)))")) }
-        var reply: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        while reply.count < HTTPProbe.limit {
-            let left = timeout - Date().timeIntervalSince(started)
-            guard left > 0, wait(fd, events: Int16(POLLIN), timeout: left) else {
-                return .failure(Failure(description: reply.isEmpty ? "no answer within \(timeout) s" : "answer not finished within \(timeout) s"))
-            }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            reply += chunk[0..<n]
+        if let (monitor, task) = current {
+            task.cancel()
+            await task.value
+            await monitor.runOmegaNotifiers()
         }
-        return .success(reply)
+        await plane.runOmegaQuorumDown()
+    }
+
+    /// Stops `previous`'s checks and starts the files' checkers, or keeps
+    /// `previous` when the files cannot be read.
+    func start(after previous: (HealthMonitor, Task<Void, Never>)?) -> (HealthMonitor, Task<Void, Never>)? {
+        do {
+            let (targets, quorum) = try plane.sources.loadHealth()
+            let next = HealthMonitor(plane: plane, targets: targets, group: group, logger: logger)
+            previous?.1.cancel()
+            plane.resetHealth(quorum: quorum)
+            let before = previous?.0
+            return (next, Task { await next.run(after: before) })
+        } catch {
+            logger.error("health checks not restarted: \(error)")
+            return previous
+        }
     }
 }

@@ -53,7 +53,10 @@ public enum Demo {
     }
 
     enum Mode: String, CaseIterable {
-        case nat = "NAT", dr = "DR", tun = "TUN", fullnat = "FULLNAT"
+        case nat = "NAT"
+        case dr = "DR"
+        case tun = "TUN"
+        case fullnat = "FULLNAT"
         var flag: String { switch self { case .nat: "-m"; case .dr: "-g"; case .tun: "-i"; case .fullnat: "-b" } }
         var port: Int { self == .nat || self == .fullnat ? 80 : 8080 }
     }

@@ -26,7 +26,7 @@ public final class BPFAddressMap: Sendable {
 
     /// Sets an address's flags; 0 removes it.
     public func set(_ address: IPAddress, flags: UInt32) throws(BPFError) {
-        let rc = lvs_xdp_address_set(descriptor.rawValue, address.mappedBytes, flags)
+        let rc = unsafe lvs_xdp_address_set(descriptor.rawValue, address.mappedBytes, flags)
         guard rc == 0 else { throw BPFError(description: "address map: \(address): \(Errno(rawValue: -rc))") }
     }
 }
@@ -40,6 +40,7 @@ public final class BPFAddressMap: Sendable {
     /// How it is attached: "native", "generic (why not native)", "tc", or nil.
     public let attachment: String?
 
+    /// `handle` is a program libbpf loaded for us; only `deinit` frees it.
     init(_ handle: OpaquePointer, attachment: String?) {
         unsafe self.handle = handle
         self.attachment = attachment
@@ -54,20 +55,20 @@ public final class BPFAddressMap: Sendable {
         // The buffer outlives the call, which writes at most its length (with the NUL).
         let handle = unsafe error.withUnsafeMutableBufferPointer { unsafe load(&mode, $0.baseAddress!, $0.count) }
         let text = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let handle else { throw BPFError(description: text) }
-        guard attached else { return BPFProgram(handle, attachment: nil) }
+        guard let handle = unsafe handle else { throw BPFError(description: text) }
+        guard attached else { return unsafe BPFProgram(handle, attachment: nil) }
         let how = switch mode {
         case LVS_XDP_MODE_NATIVE: "native"
         case LVS_MODE_TC: "tc"
         default: "generic (\(text))"
         }
-        return BPFProgram(handle, attachment: how)
+        return unsafe BPFProgram(handle, attachment: how)
     }
 
     /// lvsd's XDP program: lvsd's frames to the queue's AF_XDP socket, the rest to the kernel.
     public static func redirect(addresses: BPFAddressMap, queues: Int, attachTo interface: Int32? = nil) throws(BPFError) -> BPFProgram {
         let map = addresses.descriptor.rawValue
-        return try make(attached: interface != nil) { mode, e, n in
+        return unsafe try make(attached: interface != nil) { mode, e, n in
             if let interface { return unsafe lvs_xdp_attach(interface, map, UInt32(queues), &mode, e, n) }
             return unsafe lvs_xdp_load(map, UInt32(queues), e, n)
         }
@@ -76,7 +77,7 @@ public final class BPFAddressMap: Sendable {
     /// lvs-realserver's decapsulator, at tc ingress (`tc`) or in XDP.
     public static func decapsulator(vips: BPFAddressMap, guePort: UInt16, tc: Bool, attachTo interface: Int32? = nil) throws(BPFError) -> BPFProgram {
         let map = vips.descriptor.rawValue
-        return try make(attached: interface != nil) { mode, e, n in
+        return unsafe try make(attached: interface != nil) { mode, e, n in
             if let interface { return unsafe lvs_decapsulator_attach(interface, map, guePort, tc ? 1 : 0, &mode, e, n) }
             return unsafe lvs_decapsulator_load(map, guePort, tc ? 1 : 0, e, n)
         }

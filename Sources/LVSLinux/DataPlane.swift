@@ -54,15 +54,16 @@ public final class DataPlane: Sendable {
         for (w, engine) in engines.enumerated() {
             let worker = Worker(index: w, engine: engine, logger: logger)
             for iface in interfaces {
+                // The ring's state is the worker's from here until `close`, after its thread has stopped.
                 let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
-                let rc = lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index))
+                let rc = unsafe lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index))
                 guard rc == 0 else {
-                    ring.deallocate()
+                    unsafe ring.deallocate()
                     for m in made { m.close() }
                     worker.close()
-                    throw Failure(description: "AF_PACKET ring on interface \(iface.index): \(String(cString: strerror(-rc)))")
+                    throw Failure(description: SystemError("AF_PACKET ring on interface \(iface.index)", errno: -rc).description)
                 }
-                worker.rings.append(ring)
+                unsafe worker.rings.append(ring)
                 worker.ringInterface.append(iface.index)
             }
             made.append(worker)
@@ -96,20 +97,26 @@ public final class DataPlane: Sendable {
     }
 }
 
-/// One worker thread and what it owns.
-final class Worker: @unchecked Sendable {
+/// One worker thread and what it owns. Its pointers are to rings, AF_XDP
+/// sockets and frames it opened itself and closes only after its thread
+/// has stopped (`close` joins first), so none outlives what it points at.
+@safe final class Worker: @unchecked Sendable {
     let index: Int
     let engine: Engine
     let running = Atomic<Bool>(true)
     let logger: Logger
-    var rings: [UnsafeMutablePointer<lvs_ring>] = []
+    var rings: [UnsafeMutablePointer<lvs_ring>] = unsafe []
     var ringInterface: [UInt16] = []
-    var sockets: [OpaquePointer] = []
+    var sockets: [OpaquePointer] = unsafe []
     var socketInterface: [UInt16] = []
     /// Every ring's and socket's descriptor, for poll.
     var readable: [Int32] = []
     let batch = FrameBatch(capacity: 64)
-    var thread = pthread_t()
+    var thread: OSThread? = nil
+    /// Frames lost in the I/O since they were last counted in the engine
+    /// (by `DropReason`: oversized, not taken to send, dropped by a full ring).
+    var oversized: UInt64 = 0
+    var unsent: UInt64 = 0
     var announced: Set<IPAddress> = []
     /// When each newly owned address is announced again. A new owner (a
     /// VRRP master taking over) announces at once, after 1 s and after 5 s,
@@ -118,7 +125,7 @@ final class Worker: @unchecked Sendable {
     var repeats: [IPAddress: ArraySlice<UInt64>] = [:]
     static let repeatAfter: [UInt64] = [1000, 5000]
     /// Reused per batch: frames and lengths for sendmmsg.
-    var frames = [UnsafePointer<UInt8>?](repeating: nil, count: 64)
+    var frames = unsafe [UnsafePointer<UInt8>?](repeating: nil, count: 64)
     var lengths = [UInt32](repeating: 0, count: 64)
 
     init(index: Int, engine: Engine, logger: Logger) {
@@ -130,62 +137,62 @@ final class Worker: @unchecked Sendable {
     var stopped: Bool { !running.load(ordering: .relaxed) }
 
     func start() {
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { arg in
-            let w = Unmanaged<Worker>.fromOpaque(arg!).takeRetainedValue()
-            w.run()
-            return nil
-        }, box.toOpaque())
+        thread = OSThread(name: "lvsd-worker-\(index)") { [self] in run() }
     }
 
     func join() {
         running.store(false, ordering: .relaxed)
-        pthread_join(thread, nil)
+        thread?.join()
     }
 
+    /// Called once the thread has stopped (or never started): nothing uses the rings and sockets any more.
     func close() {
-        for r in rings { lvs_ring_close(r); r.deallocate() }
-        for s in sockets { lvs_xsk_close(s) }
-        rings = []
-        sockets = []
+        for unsafe r in unsafe rings { unsafe lvs_ring_close(r); unsafe r.deallocate() }
+        for unsafe s in unsafe sockets { unsafe lvs_xsk_close(s) }
+        unsafe rings = unsafe []
+        unsafe sockets = unsafe []
     }
 
     func run() {
         var lastHousekeeping: UInt64 = 0
-        readable = rings.map(\.pointee.fd) + sockets.map(lvs_xsk_fd)
+        readable = unsafe rings.map { unsafe $0.pointee.fd } + sockets.map { unsafe lvs_xsk_fd($0) }
+        // The frames an AF_XDP receive or a ring's run hands out stay readable
+        // until they are released, and are copied into the batch before that.
+        // `frames` and `lengths` hold 64 entries, and a receive asks for at most
+        // what the batch (64 frames) has room for.
         while !stopped {
             var busy = false
-            for s in sockets.indices {
+            for s in unsafe sockets.indices {
                 for _ in 0..<4 {
                     if batch.count == batch.capacity { flush() }
-                    let n = frames.withUnsafeMutableBufferPointer { f in
-                        lengths.withUnsafeMutableBufferPointer { l in lvs_xsk_receive(sockets[s], f.baseAddress, l.baseAddress, UInt32(batch.capacity - batch.count)) }
+                    let n = unsafe frames.withUnsafeMutableBufferPointer { f in
+                        unsafe lengths.withUnsafeMutableBufferPointer { l in unsafe lvs_xsk_receive(sockets[s], f.baseAddress, l.baseAddress, UInt32(batch.capacity - batch.count)) }
                     }
                     guard n > 0 else { break }
                     busy = true
-                    for k in 0..<Int(n) {
-                        _ = batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s])
+                    for k in 0..<Int(n) where unsafe !batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s]) {
+                        oversized &+= 1
                     }
-                    lvs_xsk_release(sockets[s])
+                    unsafe lvs_xsk_release(sockets[s])
                 }
             }
-            for r in rings.indices {
+            for r in unsafe rings.indices {
                 // At most a few blocks per ring per round, so that one busy interface cannot starve the others.
                 for _ in 0..<4 {
                     var count: UInt32 = 0
-                    guard let first = lvs_ring_block(rings[r], &count) else { break }
+                    guard let first = unsafe lvs_ring_block(rings[r], &count) else { break }
                     busy = true
-                    var frame: UnsafeMutableRawPointer? = first
+                    var frame: UnsafeMutableRawPointer? = unsafe first
                     for _ in 0..<count {
-                        guard let f = frame else { break }
+                        guard let f = unsafe frame else { break }
                         var length: UInt32 = 0
                         var next: UnsafeMutableRawPointer? = nil
-                        let data = lvs_ring_frame(f, &length, &next)!
+                        let data = unsafe lvs_ring_frame(f, &length, &next)!
                         if batch.count == batch.capacity { flush() }
-                        _ = batch.append(unsafe: UnsafeRawPointer(data), length: Int(length), interface: ringInterface[r])
-                        frame = next
+                        if unsafe !batch.append(unsafe: UnsafeRawPointer(data), length: Int(length), interface: ringInterface[r]) { oversized &+= 1 }
+                        unsafe frame = unsafe next
                     }
-                    lvs_ring_release(rings[r])
+                    unsafe lvs_ring_release(rings[r])
                 }
             }
             if batch.count > 0 { flush() }
@@ -195,7 +202,8 @@ final class Worker: @unchecked Sendable {
                 housekeeping(now: now)
             }
             if !busy {
-                _ = readable.withUnsafeBufferPointer { lvs_wait_readable($0.baseAddress, UInt32($0.count), 50) }
+                // poll reads `count` descriptors from the array, which outlives the call.
+                _ = unsafe readable.withUnsafeBufferPointer { unsafe lvs_wait_readable($0.baseAddress, UInt32($0.count), 50) }
             }
         }
     }
@@ -203,37 +211,56 @@ final class Worker: @unchecked Sendable {
     /// Runs the batch through the engine and sends what it says to send.
     func flush() {
         let now = MonotonicClock.milliseconds()
-        engine.director.withLock { d in d.process(batch, now: now) }
+        engine.director.withLock { d in
+            d.process(batch, now: now)
+            countLosses(&d)
+        }
         transmit()
     }
 
+    /// Hands the frames the I/O lost to the engine's drop counters (under its lock).
+    func countLosses(_ d: inout Director) {
+        if oversized > 0 { d.countDrops(.oversizedFrame, oversized) }
+        if unsent > 0 { d.countDrops(.transmitFailed, unsent) }
+        oversized = 0
+        unsent = 0
+    }
+
+    /// The frames sent point into the batch arena, which stays as it is
+    /// until `removeAll` after the last send.
     func transmit() {
-        for r in rings.indices {
+        for r in unsafe rings.indices {
             let iface = ringInterface[r]
-            let socket = socketInterface.firstIndex(of: iface).map { sockets[$0] }
+            let socket = unsafe socketInterface.firstIndex(of: iface).map { unsafe sockets[$0] }
             var n = 0
             for i in 0..<batch.count {
                 guard case .transmit(let out) = batch.descriptors[i].verdict, out == iface else { continue }
-                frames[n] = batch.unsafeFrameAddress(i).assumingMemoryBound(to: UInt8.self)
+                unsafe frames[n] = unsafe batch.unsafeFrameAddress(i).assumingMemoryBound(to: UInt8.self)
                 lengths[n] = UInt32(batch.descriptors[i].bounds.length)
                 n += 1
             }
             guard n > 0 else { continue }
-            let sent = frames.withUnsafeBufferPointer { f in
-                lengths.withUnsafeBufferPointer { l in
-                    if let socket { lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n)) }
-                    else { lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n)) }
+            let sent = unsafe frames.withUnsafeBufferPointer { f in
+                unsafe lengths.withUnsafeBufferPointer { l in
+                    if let socket = unsafe socket { unsafe lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n)) }
+                    else { unsafe lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n)) }
                 }
             }
-            if sent < 0 { logger.debug("send on \(iface): \(String(cString: strerror(-sent)))") }
+            // What the kernel would not take is lost, and counted: a partial
+            // sendmmsg, a full transmit ring, an error.
+            if Int(sent) < n { unsent &+= UInt64(n - max(0, Int(sent))) }
         }
         batch.removeAll()
     }
 
-    /// Asks for unresolved next hops and announces newly owned addresses.
+    /// Asks for unresolved next hops, announces newly owned addresses,
+    /// counts the frames the kernel dropped because a ring was full.
     func housekeeping(now: UInt64) {
         let ifaces = Set(ringInterface)
+        let ringDrops = unsafe rings.reduce(UInt64(0)) { unsafe $0 &+ UInt64(lvs_ring_drops($1)) }
         let owned: [IPAddress] = engine.director.withLock { d in
+            if ringDrops > 0 { d.countDrops(.receiveRingFull, ringDrops) }
+            countLosses(&d)
             while batch.count < batch.capacity {
                 let queued = batch.emit { span, bounds in d.solicitNextHop(&span, frame: &bounds, now: now) }
                 if !queued { break }

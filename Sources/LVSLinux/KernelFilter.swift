@@ -1,32 +1,35 @@
-import Foundation
-import LVSSystem
-import LVSCore
+#if canImport(Glibc)
+import Glibc
+#endif
 import LVSPacket
+import LVSSystem
 import Logging
+import Synchronization
 
 /// Keeps the kernel's stack off the frames lvsd owns: an nftables `netdev`
 /// ingress chain per served interface drops packets to VIPs and local
 /// addresses. AF_PACKET taps frames before the ingress hook, so lvsd still
 /// sees them; the kernel never answers them (no RST, no ICMP) and does not
-/// spend time on them. Without `nft` it logs once and does nothing.
-public final class KernelFilter: @unchecked Sendable {
+/// spend time on them. Without `nft` it logs once and does nothing. Its
+/// caller serializes its calls (one task owns it).
+public final class KernelFilter: Sendable {
     let interfaces: [String]
     let logger: Logger
     let table: String
-    var installed: Set<IPAddress>? = nil
+    let installed = Mutex<Set<IPAddress>?>(nil)
     let nft: String?
 
     public init(interfaces: [String], logger: Logger) {
         self.interfaces = interfaces
         self.logger = logger
         table = "lvsd_\(getpid())"
-        nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: FileSystem.isExecutable)
         if nft == nil { logger.notice("nft not found: the kernel is kept off owned addresses only by forwarding being off") }
     }
 
     /// Installs or replaces the drop rules for `owned`.
-    public func update(owned: [IPAddress]) {
-        guard let nft, Set(owned) != installed else { return }
+    public func update(owned: [IPAddress]) async {
+        guard let nft, Set(owned) != installed.withLock({ $0 }) else { return }
         let sorted = owned.sorted()
         let v4 = sorted.filter { !$0.isIPv6 }.map(\.description), v6 = sorted.filter(\.isIPv6).map(\.description)
         var script = "table netdev \(table)\ndelete table netdev \(table)\ntable netdev \(table) {\n"
@@ -37,20 +40,20 @@ public final class KernelFilter: @unchecked Sendable {
             script += "  }\n"
         }
         script += "}\n"
-        if run(nft, ["-f", "-"], input: script) {
-            installed = Set(owned)
+        if await run(nft, ["-f", "-"], input: script) {
+            installed.withLock { $0 = Set(owned) }
             logger.info("kernel kept off owned addresses (nftables netdev ingress)", metadata: ["table": "\(table)", "addresses": "\(owned.count)"])
         }
     }
 
-    public func remove() {
-        guard let nft, installed != nil else { return }
-        _ = run(nft, ["delete", "table", "netdev", table])
-        installed = nil
+    public func remove() async {
+        guard let nft, installed.withLock({ $0 }) != nil else { return }
+        _ = await run(nft, ["delete", "table", "netdev", table])
+        installed.withLock { $0 = nil }
     }
 
-    func run(_ tool: String, _ args: [String], input: String = "") -> Bool {
-        let outcome = ChildProcess.run(tool, args, input: input, timeout: 10)
+    func run(_ tool: String, _ args: [String], input: String = "") async -> Bool {
+        let outcome = await ChildProcess.run(tool, args, input: input, timeout: 10)
         if outcome.status != 0 { logger.warning("nft failed (\(outcome.status.map(String.init) ?? "timed out")): \(outcome.errorOutput)") }
         return outcome.status == 0
     }

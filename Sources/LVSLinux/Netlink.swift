@@ -1,9 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLVSLinux
 import LVSCore
 import LVSPacket
+import LVSSystem
 
 /// What lvsd learns from its namespace's kernel over rtnetlink: links,
 /// addresses, routes and neighbours (one dump each, parsed here).
@@ -24,84 +24,60 @@ public struct KernelView: Sendable {
         public var description: String
     }
 
+    /// One dump of each kind.
     public static func read() throws(Failure) -> KernelView {
         var v = KernelView()
-        for m in try dump(18, 0) where m.type == 16 && m.body.count >= 16 {  // RTM_NEWLINK
-            let index = Int(le32(m.body, 4))
-            let attrs = attributes(m.body, from: 16)
-            guard let mac = attrs[1], mac.count == 6 else { continue }
-            let name = attrs[3].map { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } ?? "if\(index)"
-            let mtu = attrs[4].map { Int(le32($0, 0)) } ?? 1500
-            v.links.append(Link(index: index, name: name, mac: MACAddress(mac.reduce(0) { $0 << 8 | UInt64($1) }), mtu: mtu))
-        }
-        for m in try dump(22, 0) where m.type == 20 && m.body.count >= 8 {  // RTM_NEWADDR
-            let attrs = attributes(m.body, from: 8)
-            guard let raw = attrs[2] ?? attrs[1], let a = address(raw) else { continue }
-            // Link-local IPv6 addresses are for neighbour discovery only.
-            if case .v6(let x) = a, x.high >> 54 == 0x3FA { continue }
-            v.addresses.append(Address(index: Int(le32(m.body, 4)), address: a, prefixLength: Int(m.body[1])))
-        }
-        for m in try dump(26, 0) where m.type == 24 && m.body.count >= 12 {  // RTM_NEWROUTE
-            let attrs = attributes(m.body, from: 12)
-            let table = attrs[15].map { le32($0, 0) } ?? UInt32(m.body[4])
-            guard table == 254, m.body[7] == 1, let oif = attrs[4] else { continue }  // main table, unicast
-            let family = m.body[0]
-            let destination = attrs[1].flatMap(address) ?? (family == 10 ? IPAddress.v6(.zero) : .v4(.zero))
-            v.routes.append(RouteEntry(destination: destination, prefixLength: Int(m.body[1]), gateway: attrs[5].flatMap(address),
-                                       index: Int(le32(oif, 0))))
-        }
-        for m in try dump(30, 0) where m.type == 28 && m.body.count >= 12 {  // RTM_NEWNEIGH
-            let state = UInt16(m.body[8]) | UInt16(m.body[9]) << 8
-            guard state & (0x01 | 0x20) == 0 else { continue }  // incomplete, failed
-            let attrs = attributes(m.body, from: 12)
-            guard let dst = attrs[1].flatMap(address), let mac = attrs[2], mac.count == 6 else { continue }
-            v.neighbours.append(NeighbourEntry(index: Int(le32(m.body, 4)), address: dst, mac: MACAddress(mac.reduce(0) { $0 << 8 | UInt64($1) })))
+        do {
+            v.links = try RouteNetlink.dump(RouteNetlink.getLink).compactMap(link)
+            v.addresses = try RouteNetlink.dump(RouteNetlink.getAddress).compactMap(address)
+            v.routes = try RouteNetlink.dump(RouteNetlink.getRoute).compactMap(route)
+            v.neighbours = try RouteNetlink.dump(RouteNetlink.getNeighbour).compactMap(neighbour)
+        } catch {
+            throw Failure(description: error.description)
         }
         return v
     }
 
-    struct Message { var type: UInt16; var body: [UInt8] }
-
-    static func dump(_ type: UInt16, _ family: UInt8) throws(Failure) -> [Message] {
-        var buffer = [UInt8](repeating: 0, count: 4 << 20)
-        let n = buffer.withUnsafeMutableBufferPointer { lvs_netlink_dump(type, family, $0.baseAddress, $0.count) }
-        guard n >= 0 else { throw Failure(description: "netlink dump \(type): \(String(cString: strerror(Int32(-n))))") }
-        var out: [Message] = []
-        var o = 0
-        while o + 16 <= n {
-            let length = Int(le32(buffer, o))
-            let t = UInt16(buffer[o + 4]) | UInt16(buffer[o + 5]) << 8
-            guard length >= 16, o + length <= n else { break }
-            out.append(Message(type: t, body: Array(buffer[(o + 16)..<(o + length)])))
-            o += (length + 3) & ~3
-        }
-        return out
+    /// An RTM_NEWLINK's interface (one with a MAC address).
+    public static func link(_ m: RouteNetlink.Message) -> Link? {
+        guard m.type == RouteNetlink.newLink, m.body.count >= 16 else { return nil }
+        let index = Int(RouteNetlink.le32(m.body, 4))
+        let attrs = RouteNetlink.attributes(m.body, from: 16)
+        guard let mac = attrs[1], mac.count == 6 else { return nil }
+        let name = attrs[3].map { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } ?? "if\(index)"
+        let mtu = attrs[4].map { Int(RouteNetlink.le32($0, 0)) } ?? 1500
+        return Link(index: index, name: name, mac: MACAddress(mac.reduce(0) { $0 << 8 | UInt64($1) }), mtu: mtu)
     }
 
-    static func le32(_ b: [UInt8], _ o: Int) -> UInt32 {
-        UInt32(b[o]) | UInt32(b[o + 1]) << 8 | UInt32(b[o + 2]) << 16 | UInt32(b[o + 3]) << 24
+    /// An RTM_NEWADDR's address; IPv6 link-local ones are for neighbour discovery only.
+    public static func address(_ m: RouteNetlink.Message) -> Address? {
+        guard m.type == RouteNetlink.newAddress, m.body.count >= 8 else { return nil }
+        let attrs = RouteNetlink.attributes(m.body, from: 8)
+        guard let raw = attrs[2] ?? attrs[1], let a = RouteNetlink.address(raw) else { return nil }
+        if case .v6(let x) = a, x.high >> 54 == 0x3FA { return nil }
+        return Address(index: Int(RouteNetlink.le32(m.body, 4)), address: a, prefixLength: Int(m.body[1]))
     }
 
-    static func attributes(_ b: [UInt8], from start: Int) -> [UInt16: [UInt8]] {
-        var out: [UInt16: [UInt8]] = [:]
-        var o = start
-        while o + 4 <= b.count {
-            let length = Int(UInt16(b[o]) | UInt16(b[o + 1]) << 8)
-            let type = (UInt16(b[o + 2]) | UInt16(b[o + 3]) << 8) & 0x3FFF
-            guard length >= 4, o + length <= b.count else { break }
-            if out[type] == nil { out[type] = Array(b[(o + 4)..<(o + length)]) }
-            o += (length + 3) & ~3
-        }
-        return out
+    /// An RTM_NEWROUTE of the main table, unicast, with an output interface.
+    public static func route(_ m: RouteNetlink.Message) -> RouteEntry? {
+        guard m.type == RouteNetlink.newRoute, m.body.count >= 12 else { return nil }
+        let attrs = RouteNetlink.attributes(m.body, from: 12)
+        let table = attrs[15].map { RouteNetlink.le32($0, 0) } ?? UInt32(m.body[4])
+        guard table == 254, m.body[7] == 1, let oif = attrs[4] else { return nil }
+        let family = m.body[0]
+        let destination = attrs[1].flatMap(RouteNetlink.address) ?? (family == 10 ? IPAddress.v6(.zero) : .v4(.zero))
+        return RouteEntry(destination: destination, prefixLength: Int(m.body[1]), gateway: attrs[5].flatMap(RouteNetlink.address),
+                          index: Int(RouteNetlink.le32(oif, 0)))
     }
 
-    static func address(_ raw: [UInt8]) -> IPAddress? {
-        if raw.count == 4 { return .v4(IPv4Address(raw[0], raw[1], raw[2], raw[3])) }
-        if raw.count == 16 {
-            let high = raw[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, low = raw[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            return .v6(IPv6Address(high: high, low: low))
-        }
-        return nil
+    /// An RTM_NEWNEIGH that knows its MAC (not incomplete, not failed).
+    public static func neighbour(_ m: RouteNetlink.Message) -> NeighbourEntry? {
+        guard m.type == RouteNetlink.newNeighbour, m.body.count >= 12 else { return nil }
+        let state = RouteNetlink.le16(m.body, 8)
+        guard state & (0x01 | 0x20) == 0 else { return nil }  // incomplete, failed
+        let attrs = RouteNetlink.attributes(m.body, from: 12)
+        guard let dst = attrs[1].flatMap(RouteNetlink.address), let mac = attrs[2], mac.count == 6 else { return nil }
+        return NeighbourEntry(index: Int(RouteNetlink.le32(m.body, 4)), address: dst, mac: MACAddress(mac.reduce(0) { $0 << 8 | UInt64($1) }))
     }
 
     /// The interfaces and routes the director serves, as its configuration's base.

@@ -2,8 +2,8 @@
 import Glibc
 #endif
 import CLVSLinux
-import Foundation
 import LVSPacket
+import LVSSystem
 import Logging
 
 /// `--io xdp`: an XDP program on every served interface that redirects
@@ -26,12 +26,10 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
     init(interfaces: [UInt16], workers: [Worker], logger: Logger) throws(Failure) {
         self.logger = logger
         do { addressMap = try BPFAddressMap(capacity: 16384) } catch { throw Failure(description: error.description) }
-        var opened: [(Worker, OpaquePointer)] = []
+        var opened: [(Worker, OpaquePointer)] = unsafe []
         do throws(Failure) {
             for index in interfaces {
-                var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-                guard if_indextoname(UInt32(index), &buffer) != nil else { throw Failure(description: "interface \(index): no name") }
-                let name = Self.text(buffer)
+                guard let name = NetworkInterface.name(index: UInt32(index)) else { throw Failure(description: "interface \(index): no name") }
                 let queues = Self.receiveQueues(name)
                 let program: BPFProgram
                 do { program = try BPFProgram.redirect(addresses: addressMap, queues: queues, attachTo: Int32(index)) } catch {
@@ -41,21 +39,22 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
                 for q in 0..<queues {
                     var rc: Int32 = 0
                     guard let socket = unsafe lvs_xsk_open(program.raw, name, UInt32(q), &rc) else {
-                        throw Failure(description: "\(name) queue \(q): AF_XDP socket: \(String(cString: strerror(-rc)))")
+                        throw Failure(description: SystemError("\(name) queue \(q): AF_XDP socket", errno: -rc).description)
                     }
+                    // The socket is its worker's from here: the worker closes it, or this cleanup does if it never starts.
                     let worker = workers[q % workers.count]
-                    worker.sockets.append(socket)
+                    unsafe worker.sockets.append(socket)
                     worker.socketInterface.append(index)
-                    opened.append((worker, socket))
+                    unsafe opened.append((worker, socket))
                 }
                 logger.info("AF_XDP attached", metadata: ["interface": "\(name)", "queues": "\(queues)",
                                                           "mode": "\(program.attachment ?? "-")"])
             }
         } catch {
-            for (worker, socket) in opened {
-                lvs_xsk_close(socket)
-                if let k = worker.sockets.firstIndex(of: socket) {
-                    worker.sockets.remove(at: k)
+            for unsafe (worker, socket) in unsafe opened {
+                unsafe lvs_xsk_close(socket)
+                if let k = unsafe worker.sockets.firstIndex(of: socket) {
+                    unsafe worker.sockets.remove(at: k)
                     worker.socketInterface.remove(at: k)
                 }
             }
@@ -64,11 +63,9 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
         }
     }
 
-    static func text(_ c: [CChar]) -> String { String(decoding: c.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
-
     /// Receive queues, as sysfs lists them (1 if it cannot tell).
     static func receiveQueues(_ name: String) -> Int {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net/\(name)/queues")) ?? []
+        let entries = KernelFile.directory("/sys/class/net/\(name)/queues") ?? []
         return max(1, entries.filter { $0.hasPrefix("rx-") }.count)
     }
 

@@ -30,7 +30,7 @@ public enum TOA {
     /// the server sees it; nil when the frame is not TCP or has no TOA.
     public static func parse(frame: [UInt8]) -> (ConnectionKey, ClientAddress)? {
         let parsed: ParsedPacket
-        do { parsed = try frame.withUnsafeBufferPointer { b in try PacketParser.parse(b.span, start: 0, end: b.count) } } catch { return nil }
+        do { parsed = try PacketParser.parse(frame.span, start: 0, end: frame.count) } catch { return nil }
         guard parsed.proto == IPProtocolNumber.tcp, parsed.fragment == .none, parsed.l4HeaderLength > 20 else { return nil }
         var o = parsed.l4Offset + 20
         let end = parsed.l4Offset + parsed.l4HeaderLength
@@ -51,12 +51,10 @@ public enum TOA {
                     let low = frame[(o + 12)..<(o + 20)].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
                     client = .v6(IPv6Address(high: high, low: low))
                 }
-                let key = frame.withUnsafeBufferPointer { b -> ConnectionKey in
-                    let s = b.span
-                    let src: IPAddress = parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.sourceAddressOffset)) : .v6(IPv6Address(s, at: parsed.sourceAddressOffset))
-                    let dst: IPAddress = parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.destinationAddressOffset)) : .v6(IPv6Address(s, at: parsed.destinationAddressOffset))
-                    return ConnectionKey(peer: src, peerPort: parsed.sourcePort, local: dst, localPort: parsed.destinationPort)
-                }
+                let s = frame.span
+                let src: IPAddress = parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.sourceAddressOffset)) : .v6(IPv6Address(s, at: parsed.sourceAddressOffset))
+                let dst: IPAddress = parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.destinationAddressOffset)) : .v6(IPv6Address(s, at: parsed.destinationAddressOffset))
+                let key = ConnectionKey(peer: src, peerPort: parsed.sourcePort, local: dst, localPort: parsed.destinationPort)
                 return (key, ClientAddress(address: client, port: port))
             }
             o += length

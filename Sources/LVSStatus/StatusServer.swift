@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 import LVSDaemon
 import LVSControlProtocol
@@ -14,18 +15,16 @@ import LVSConfiguration
 import LVSSystem
 
 /// lvsd's HTTP port: `/metrics` (Prometheus), `/` (the status page) and
-/// `/status.json` (what the page polls). Read-only; one event-loop thread.
+/// `/status.json` (what the page polls). Read-only; on the daemon's event loops.
 /// Scrapes share one report for half a second, so that however often they
 /// come, the workers' locks are taken at most twice a second.
-public final class StatusServer: Sendable {
-    let group: MultiThreadedEventLoopGroup
+public final class StatusServer: Service, Sendable {
     let channel: any Channel
     public let address: String
 
     /// `report` builds a fresh report (it takes the engines' locks briefly).
-    public init(host: String, port: Int, logger: Logger, report: @escaping @Sendable () -> StatusReport) throws {
+    public init(host: String, port: Int, group: any EventLoopGroup, logger: Logger, report: @escaping @Sendable () -> StatusReport) throws {
         let cache = ReportCache(build: report)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -36,19 +35,14 @@ public final class StatusServer: Sendable {
                 }
             }
             .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        do {
-            channel = try bootstrap.bind(host: host, port: port).wait()
-        } catch {
-            try? group.syncShutdownGracefully()
-            throw error
-        }
-        self.group = group
+        channel = try bootstrap.bind(host: host, port: port).wait()
         address = channel.localAddress.map { "\($0.ipAddress ?? host):\($0.port ?? port)" } ?? "\(host):\(port)"
     }
 
-    public func stop() {
-        try? channel.close().wait()
-        try? group.syncShutdownGracefully()
+    /// Serves until graceful shutdown.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try? await channel.close().get()
     }
 
     /// `ADDR:PORT`, `[V6]:PORT` or a bare port (loopback).

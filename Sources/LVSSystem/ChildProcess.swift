@@ -227,6 +227,7 @@ extension ChildProcess {
         mutating func killed() -> Outcome {
             kill(pid, SIGKILL)
             var raw: Int32 = 0
+            // waitpid writes the status into `raw`, ours, during the call.
             while unsafe waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
             drain()
             return Outcome(status: nil, output: String(decoding: output, as: UTF8.self), errorOutput: String(decoding: errors, as: UTF8.self))
@@ -253,6 +254,9 @@ enum Spawn {
         var inputFile: FileDescriptor? = nil
         defer { try? inputFile?.close() }
         if let input { inputFile = try unlinkedFile(holding: input) }
+        // The file actions and attributes are C structures initialised, used
+        // and destroyed in this function; every string and array handed to
+        // posix_spawn lives until it returns (the child has its own copies).
         var actions = unsafe posix_spawn_file_actions_t()
         unsafe posix_spawn_file_actions_init(&actions)
         defer { unsafe posix_spawn_file_actions_destroy(&actions) }
@@ -305,7 +309,7 @@ enum Spawn {
         // getenv's string is copied before anything could change the environment.
         let inherited = unsafe getenv("PATH").map { unsafe String(cString: $0) }
         let search = environment?["PATH"] ?? inherited ?? "/usr/bin:/bin"
-        for directory in search.split(separator: ":") where access("\(directory)/\(name)", X_OK) == 0 {
+        for directory in search.split(separator: ":") where unsafe access("\(directory)/\(name)", X_OK) == 0 {
             return "\(directory)/\(name)"
         }
         throw SystemError("spawn \(name): not found in \(search)", .noSuchFileOrDirectory)

@@ -19,4 +19,22 @@ public enum WallClock {
         unsafe clock_gettime(CLOCK_REALTIME, &ts)
         return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
     }
+
+    /// Hour, minute and second of `seconds` since the epoch in local time.
+    public static func localTimeOfDay(_ seconds: Int64) -> (hour: Int, minute: Int, second: Int) {
+        var t = time_t(seconds)
+        // localtime_r fills `parts`, ours; its tm_zone points at the C library's static zone names, never read here.
+        var parts = unsafe tm()
+        unsafe localtime_r(&t, &parts)
+        return unsafe (Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
+    }
+}
+
+/// The process's environment.
+public enum Environment {
+    public static func value(_ name: String) -> String? {
+        // getenv's result stays valid until the environment changes; it is copied at once.
+        guard let v = unsafe getenv(name) else { return nil }
+        return unsafe String(cString: v)
+    }
 }

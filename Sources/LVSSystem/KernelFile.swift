@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SystemPackage
 
 /// Small files the kernel keeps (/proc/sys, /sys/class/net).
@@ -10,5 +13,37 @@ public enum KernelFile {
         guard let n = try? unsafe bytes.withUnsafeMutableBytes({ try unsafe fd.read(into: $0) }) else { return nil }
         // The buffer is ours and the kernel wrote at most its length into it.
         return String(decoding: bytes[0..<n].prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+    }
+
+    public static func exists(_ path: String) -> Bool { unsafe access(path, F_OK) == 0 }
+
+    /// The names in a directory (/sys/class/net), without "." and "..".
+    public static func directory(_ path: String) -> [String]? {
+        guard let dir = unsafe opendir(path) else { return nil }
+        defer { _ = unsafe closedir(dir) }
+        var names: [String] = []
+        // readdir's entry stays valid until the next readdir on `dir`; its name is copied at once.
+        while let entry = unsafe readdir(dir) {
+            let name = unsafe withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                unsafe String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Writes `value` to `path` (a sysctl under /proc/sys, a knob under /sys).
+    public static func write(_ path: String, _ value: String) throws(SystemError) {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(FilePath(path), .writeOnly, options: .closeOnExec) } catch {
+            throw SystemError("open \(path)", error as? Errno ?? .ioError)
+        }
+        defer { try? fd.close() }
+        do { _ = try fd.writeAll(Array(value.utf8)) } catch { throw SystemError("write \(path)", error as? Errno ?? .ioError) }
+    }
+
+    /// A sysctl by its dotted name (net.ipv4.conf.all.rp_filter).
+    public static func setSysctl(_ name: String, _ value: String) throws(SystemError) {
+        try write("/proc/sys/" + String(name.map { $0 == "." ? "/" : $0 }), value)
     }
 }

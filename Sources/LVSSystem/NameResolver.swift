@@ -13,6 +13,7 @@ public enum NameResolver {
         unsafe hints.ai_family = AF_INET
         unsafe hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>? = nil
+        // The list getaddrinfo made is read, then freed, here; with AF_INET asked for, its addresses are sockaddr_in.
         guard unsafe getaddrinfo(host, nil, &hints, &result) == 0, let first = unsafe result else { return nil }
         defer { unsafe freeaddrinfo(result) }
         guard let sa = unsafe first.pointee.ai_addr else { return nil }
@@ -21,6 +22,7 @@ public enum NameResolver {
 
     /// The port of a service name for a protocol named as /etc/services names it ("tcp", "udp", "sctp").
     public static func port(of service: String, protocolName: String) -> UInt16? {
+        // getservbyname's entry is static and read at once.
         guard let s = unsafe getservbyname(service, protocolName) else { return nil }
         return unsafe UInt16(bigEndian: UInt16(truncatingIfNeeded: s.pointee.s_port))
     }
@@ -28,35 +30,17 @@ public enum NameResolver {
     /// The host name of an address, or nil when it has none.
     public static func name(of address: IPAddress) -> String? {
         var host = [CChar](repeating: 0, count: 1025)
-        let rc: Int32
-        switch address {
-        case .v4(let a):
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_addr.s_addr = a.value.bigEndian
-            rc = unsafe withUnsafePointer(to: &sin) {
-                unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    unsafe getnameinfo($0, socklen_t(MemoryLayout<sockaddr_in>.size), &host, socklen_t(host.count), nil, 0, NI_NAMEREQD)
-                }
-            }
-        case .v6(let a):
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            unsafe withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
-                for i in 0..<8 { unsafe raw[i] = UInt8(truncatingIfNeeded: a.high >> (56 - 8 * UInt64(i))) }
-                for i in 0..<8 { unsafe raw[8 + i] = UInt8(truncatingIfNeeded: a.low >> (56 - 8 * UInt64(i))) }
-            }
-            rc = unsafe withUnsafePointer(to: &sin6) {
-                unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    unsafe getnameinfo($0, socklen_t(MemoryLayout<sockaddr_in6>.size), &host, socklen_t(host.count), nil, 0, NI_NAMEREQD)
-                }
-            }
+        let count = socklen_t(host.count)
+        // getnameinfo writes at most `count` bytes, its NUL included, into `host`, which outlives the call.
+        let rc = unsafe SocketAddress(address, port: 0).withSockaddr { sa, length in
+            unsafe getnameinfo(sa, length, &host, count, nil, 0, NI_NAMEREQD)
         }
         guard rc == 0 else { return nil }
         return String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public static func name(ofPort port: UInt16, protocolName: String) -> String? {
+        // getservbyport's entry is static and copied at once.
         guard let s = unsafe getservbyport(Int32(UInt16(port).bigEndian), protocolName) else { return nil }
         return unsafe String(cString: s.pointee.s_name)
     }

@@ -7,6 +7,10 @@ import SystemPackage
 /// A socket descriptor with typed calls: addresses are `SocketAddress`,
 /// failures `SystemError`. Like swift-system's `FileDescriptor`, it is a
 /// value that names the descriptor; whoever opened it closes it.
+///
+/// Each `unsafe` below lends the kernel memory for one call only: an array's
+/// bytes or a value's (with their true length) or a sockaddr from
+/// `SocketAddress.withSockaddr`, all of which outlive the call.
 public struct Socket: Sendable, Hashable {
     public let descriptor: FileDescriptor
 
@@ -45,7 +49,7 @@ public struct Socket: Sendable, Hashable {
     /// The next connection, closed on exec.
     public func accept() throws(SystemError) -> Socket {
         while true {
-            let fd = unsafe Glibc.accept(rawValue, nil, nil)
+            let fd = Glibc.accept(rawValue, nil, nil)
             if fd >= 0 {
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 return Socket(FileDescriptor(rawValue: fd))
@@ -54,14 +58,36 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
+    /// The address the socket is bound to (getsockname).
+    public func localAddress() throws(SystemError) -> SocketAddress {
+        unsafe try address("getsockname") { unsafe getsockname(rawValue, $0, $1) }
+    }
+
+    /// The connected peer's address (getpeername).
+    public func peerAddress() throws(SystemError) -> SocketAddress {
+        unsafe try address("getpeername") { unsafe getpeername(rawValue, $0, $1) }
+    }
+
+    func address(_ label: String, _ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) throws(SystemError) -> SocketAddress {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        // `storage` is large and aligned enough for every sockaddr; the kernel writes at most `length` bytes.
+        let rc = unsafe withUnsafeMutablePointer(to: &storage) {
+            unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe call($0, &length) }
+        }
+        guard rc == 0 else { throw .last(label) }
+        guard let a = SocketAddress(storage, length: length) else { throw SystemError(label, .addressFamilyNotSupported) }
+        return a
+    }
+
     public func shutdown() { _ = Glibc.shutdown(rawValue, Int32(SHUT_RDWR)) }
 
     // MARK: options
 
     /// setsockopt with a plain value (an integer, or a C structure of integers).
     public func setOption<T>(level: Int32, name: Int32, _ value: T, _ label: String) throws(SystemError) {
-        var v = value
-        let rc = unsafe setsockopt(rawValue, level, name, &v, socklen_t(MemoryLayout<T>.size))
+        // The kernel copies `size` bytes of the value during the call; callers pass integers and C structures.
+        let rc = unsafe withUnsafeBytes(of: value) { unsafe setsockopt(rawValue, level, name, $0.baseAddress, socklen_t($0.count)) }
         guard rc == 0 else { throw .last("setsockopt \(label)") }
     }
 
@@ -129,12 +155,12 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
-    static func in6(_ a: IPv6Address) -> in6_addr {
+    public static func in6(_ a: IPv6Address) -> in6_addr {
         var out = in6_addr()
         // Bytes into bytes: the address's 16 bytes in network order.
         unsafe withUnsafeMutableBytes(of: &out) { raw in
-            raw.storeBytes(of: a.high.bigEndian, toByteOffset: 0, as: UInt64.self)
-            raw.storeBytes(of: a.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+            unsafe raw.storeBytes(of: a.high.bigEndian, toByteOffset: 0, as: UInt64.self)
+            unsafe raw.storeBytes(of: a.low.bigEndian, toByteOffset: 8, as: UInt64.self)
         }
         return out
     }
@@ -150,6 +176,33 @@ public struct Socket: Sendable, Hashable {
         var pid: pid_t = 0
         var uid: uid_t = 0
         var gid: gid_t = 0
+    }
+
+    /// One classic BPF instruction (`struct sock_filter`).
+    public struct FilterInstruction: Sendable, BitwiseCopyable {
+        public var code: UInt16
+        public var jumpTrue: UInt8
+        public var jumpFalse: UInt8
+        public var k: UInt32
+        public init(code: UInt16, jumpTrue: UInt8 = 0, jumpFalse: UInt8 = 0, k: UInt32 = 0) {
+            self.code = code
+            self.jumpTrue = jumpTrue
+            self.jumpFalse = jumpFalse
+            self.k = k
+        }
+    }
+
+    /// Attaches a classic BPF program (SO_ATTACH_FILTER): the kernel drops
+    /// what it refuses before the socket sees it.
+    public func attachFilter(_ program: [FilterInstruction]) throws(SystemError) {
+        // `struct sock_fprog`: the count, padding, then a pointer to the instructions.
+        @unsafe struct Program { var length: UInt16; var filter: UnsafePointer<FilterInstruction>? }
+        let rc = unsafe program.withUnsafeBufferPointer { instructions in
+            // The kernel copies the instructions during the call; the buffer outlives it.
+            var p = unsafe Program(length: UInt16(instructions.count), filter: instructions.baseAddress)
+            return unsafe setsockopt(rawValue, SOL_SOCKET, SO_ATTACH_FILTER, &p, socklen_t(MemoryLayout<Program>.size))
+        }
+        guard rc == 0 else { throw .last("SO_ATTACH_FILTER") }
     }
 
     // MARK: data
@@ -195,15 +248,15 @@ public struct Socket: Sendable, Hashable {
         }
     }
 
-    /// Receives one datagram and who sent it; nil when nothing waits.
-    public func receiveFrom(into buffer: inout [UInt8]) throws(SystemError) -> (count: Int, from: SocketAddress?)? {
+    /// Receives one datagram and who sent it; nil when nothing waits (`dontWait`).
+    public func receiveFrom(into buffer: inout [UInt8], dontWait: Bool = true) throws(SystemError) -> (count: Int, from: SocketAddress?)? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         while true {
             let n = unsafe buffer.withUnsafeMutableBytes { b in
                 unsafe withUnsafeMutablePointer(to: &storage) {
                     unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        unsafe recvfrom(rawValue, b.baseAddress, b.count, Int32(MSG_DONTWAIT), $0, &length)
+                        unsafe recvfrom(rawValue, b.baseAddress, b.count, dontWait ? Int32(MSG_DONTWAIT) : 0, $0, &length)
                     }
                 }
             }

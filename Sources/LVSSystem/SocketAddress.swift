@@ -12,6 +12,8 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
     case unix(String)
     /// A netlink socket's multicast groups (bits), pid 0: the kernel assigns it.
     case netlink(groups: UInt32)
+    /// An AF_PACKET socket's interface (0: every one), every protocol.
+    case link(interface: Int32)
 
     public init(_ address: IPAddress, port: UInt16, scope: UInt32 = 0) {
         switch address {
@@ -26,6 +28,7 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
         case .ipv6: AF_INET6
         case .unix: AF_UNIX
         case .netlink: AF_NETLINK
+        case .link: AF_PACKET
         }
     }
 
@@ -33,7 +36,19 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .ipv4(let a, _): .v4(a)
         case .ipv6(let a, _, _): .v6(a)
-        case .unix, .netlink: nil
+        case .unix, .netlink, .link: nil
+        }
+    }
+
+    /// The address and port of an IP socket, an IPv4-mapped IPv6 address
+    /// (what a dual-stack socket reports for an IPv4 peer) as IPv4.
+    public var endpoint: (address: IPAddress, port: UInt16)? {
+        switch self {
+        case .ipv4(let a, let port): return (.v4(a), port)
+        case .ipv6(let a, let port, _):
+            if a.high == 0 && a.low >> 32 == 0xFFFF { return (.v4(IPv4Address(UInt32(truncatingIfNeeded: a.low))), port) }
+            return (.v6(a), port)
+        case .unix, .netlink, .link: return nil
         }
     }
 
@@ -43,6 +58,7 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
         case .ipv6(let a, let port, _): "[\(a)]:\(port)"
         case .unix(let path): path
         case .netlink(let groups): "netlink groups \(groups)"
+        case .link(let interface): "interface \(interface)"
         }
     }
 
@@ -62,33 +78,39 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
         unsafe withUnsafeMutableBytes(of: &storage) { raw in
             switch self {
             case .ipv4(let a, let port):
-                raw.storeBytes(of: sa_family_t(AF_INET), toByteOffset: 0, as: sa_family_t.self)
-                raw.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self)
-                raw.storeBytes(of: a.value.bigEndian, toByteOffset: 4, as: UInt32.self)
+                unsafe raw.storeBytes(of: sa_family_t(AF_INET), toByteOffset: 0, as: sa_family_t.self)
+                unsafe raw.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self)
+                unsafe raw.storeBytes(of: a.value.bigEndian, toByteOffset: 4, as: UInt32.self)
                 return socklen_t(MemoryLayout<sockaddr_in>.size)
             case .ipv6(let a, let port, let scope):
-                raw.storeBytes(of: sa_family_t(AF_INET6), toByteOffset: 0, as: sa_family_t.self)
-                raw.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self)
-                raw.storeBytes(of: a.high.bigEndian, toByteOffset: 8, as: UInt64.self)
-                raw.storeBytes(of: a.low.bigEndian, toByteOffset: 16, as: UInt64.self)
-                raw.storeBytes(of: scope, toByteOffset: 24, as: UInt32.self)
+                unsafe raw.storeBytes(of: sa_family_t(AF_INET6), toByteOffset: 0, as: sa_family_t.self)
+                unsafe raw.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self)
+                unsafe raw.storeBytes(of: a.high.bigEndian, toByteOffset: 8, as: UInt64.self)
+                unsafe raw.storeBytes(of: a.low.bigEndian, toByteOffset: 16, as: UInt64.self)
+                unsafe raw.storeBytes(of: scope, toByteOffset: 24, as: UInt32.self)
                 return socklen_t(MemoryLayout<sockaddr_in6>.size)
             case .unix(let path):
-                raw.storeBytes(of: sa_family_t(AF_UNIX), toByteOffset: 0, as: sa_family_t.self)
+                unsafe raw.storeBytes(of: sa_family_t(AF_UNIX), toByteOffset: 0, as: sa_family_t.self)
                 var bytes = Array(path.utf8)
                 let abstract = bytes.first == UInt8(ascii: "@")
                 if abstract { bytes[0] = 0 }
                 // sun_path is 108 bytes; a longer path was refused by `unixPathFits`.
                 let n = min(bytes.count, 107)
-                for k in 0..<n { raw[2 + k] = bytes[k] }
-                raw[2 + n] = 0
+                for k in 0..<n { unsafe raw[2 + k] = bytes[k] }
+                unsafe raw[2 + n] = 0
                 // An abstract name's length counts exactly its bytes; a path's, the whole structure.
                 return abstract ? socklen_t(2 + n) : socklen_t(MemoryLayout<sockaddr_un>.size)
             case .netlink(let groups):
-                raw.storeBytes(of: sa_family_t(AF_NETLINK), toByteOffset: 0, as: sa_family_t.self)
-                raw.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
-                raw.storeBytes(of: groups, toByteOffset: 8, as: UInt32.self)
+                unsafe raw.storeBytes(of: sa_family_t(AF_NETLINK), toByteOffset: 0, as: sa_family_t.self)
+                unsafe raw.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+                unsafe raw.storeBytes(of: groups, toByteOffset: 8, as: UInt32.self)
                 return 12
+            case .link(let interface):
+                // struct sockaddr_ll: family, protocol (network order), interface index.
+                unsafe raw.storeBytes(of: sa_family_t(AF_PACKET), toByteOffset: 0, as: sa_family_t.self)
+                unsafe raw.storeBytes(of: SocketAddress.everyEtherType.bigEndian, toByteOffset: 2, as: UInt16.self)
+                unsafe raw.storeBytes(of: interface, toByteOffset: 4, as: Int32.self)
+                return 20
             }
         }
     }
@@ -97,21 +119,21 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
     init?(_ storage: sockaddr_storage, length: socklen_t) {
         // Bytes out of bytes: each read is a plain integer within `length`.
         let decoded: SocketAddress? = unsafe withUnsafeBytes(of: storage) { raw in
-            let family = Int32(raw.load(fromByteOffset: 0, as: sa_family_t.self))
+            let family = unsafe Int32(raw.load(fromByteOffset: 0, as: sa_family_t.self))
             switch family {
             case AF_INET where length >= 8:
-                let port = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
-                return .ipv4(IPv4Address(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self))), port: port)
+                let port = unsafe UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+                return unsafe .ipv4(IPv4Address(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self))), port: port)
             case AF_INET6 where length >= 28:
-                let port = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
-                let high = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-                let low = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-                return .ipv6(IPv6Address(high: high, low: low), port: port, scope: raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+                let port = unsafe UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+                let high = unsafe UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                let low = unsafe UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                return unsafe .ipv6(IPv6Address(high: high, low: low), port: port, scope: raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
             case AF_NETLINK where length >= 12:
-                return .netlink(groups: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+                return unsafe .netlink(groups: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
             case AF_UNIX:
-                let path = raw[2..<Int(min(length, socklen_t(raw.count)))].prefix { $0 != 0 }
-                return .unix(String(decoding: path, as: UTF8.self))
+                let path = unsafe raw[2..<Int(min(length, socklen_t(raw.count)))].prefix { $0 != 0 }
+                return unsafe .unix(String(decoding: path, as: UTF8.self))
             default:
                 return nil
             }
@@ -119,6 +141,9 @@ public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {
         guard let decoded else { return nil }
         self = decoded
     }
+
+    /// ETH_P_ALL (linux/if_ether.h, which Glibc's module does not export).
+    public static let everyEtherType: UInt16 = 0x0003
 
     /// Whether `path` fits a Unix socket address (108 bytes with its NUL).
     public static func unixPathFits(_ path: String) -> Bool { path.utf8.count < 108 }

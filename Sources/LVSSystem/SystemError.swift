@@ -14,6 +14,11 @@ public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
         self.errno = errno
     }
 
+    /// An errno a library reported (SwiftNIO's IOError).
+    public init(_ operation: String, errno: Int32) {
+        self.init(operation, Errno(rawValue: errno))
+    }
+
     /// The error the last call left in `errno`.
     public static func last(_ operation: String) -> SystemError {
         SystemError(operation, Errno(rawValue: Glibc.errno))

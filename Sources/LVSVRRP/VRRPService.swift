@@ -1,53 +1,53 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLVSLinux
-import Dispatch
-import LVSCore
-import LVSPacket
-import Logging
-import Synchronization
-import LVSDaemon
-import LVSControlProtocol
 import LVSConfiguration
+import LVSControlProtocol
+import LVSDaemon
+import LVSPacket
 import LVSSystem
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
 
-/// lvsd's VRRP: each `vrrp_instance` on its own thread with a raw socket
-/// (protocol 112, joined to 224.0.0.18, or ff02::12 from the interface's
-/// link-local address for an instance of IPv6 addresses, as keepalived
-/// opens it). A master owns its addresses in the engines (answers ARP for
-/// them, announces them); a backup leaves them alone. The instance named by
-/// `lvs_sync_daemon` drives the sync daemons: master daemon while master,
-/// backup daemon otherwise.
-public final class VRRPService: Sendable {
+/// lvsd's VRRP: each `vrrp_instance` a raw socket (protocol 112, joined to
+/// 224.0.0.18, or ff02::12 from the interface's link-local address for an
+/// instance of IPv6 addresses, as keepalived opens it) served as a SwiftNIO
+/// channel, its RFC 5798 state machine (`VRRPRouter`) driven by that
+/// channel's event loop: advertisements in, timers at the machine's
+/// deadlines. A master owns its addresses in the engines (answers ARP for
+/// them, announces them); a backup leaves them alone. The instance named
+/// by `lvs_sync_daemon` drives the sync daemons: master daemon while
+/// master, backup daemon otherwise. At graceful shutdown a master resigns
+/// (priority 0, so that a backup takes over at once) and every instance's
+/// `notify_stop` runs.
+public final class VRRPService: Service, Sendable {
     let plane: ControlPlane
     let configuration: HighAvailabilityConfiguration
+    let group: any EventLoopGroup
     let logger: Logger
     let instances: [Instance]
     let states: Mutex<[String: VRRPRouter.State]>
-    let started = Atomic<Bool>(false)
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
-    final class Instance: Sendable {
+    struct Instance: Sendable {
         let configuration: VRRPInstanceConfiguration
-        let fd: Int32
+        let socket: Socket
         let primary: IPAddress
         let index: UInt32
-        let stop = Atomic<Bool>(false)
-        let finished = DispatchSemaphore(value: 0)
-        init(_ c: VRRPInstanceConfiguration, fd: Int32, primary: IPAddress, index: UInt32) {
-            configuration = c; self.fd = fd; self.primary = primary; self.index = index
-        }
         var isIPv6: Bool { primary.isIPv6 }
     }
 
     /// Opens every instance's socket and leaves every VRRP address unowned
     /// until its instance is master (a director starting up must not take
     /// addresses another one holds).
-    public init(plane: ControlPlane, configuration: HighAvailabilityConfiguration, logger: Logger) throws(Failure) {
+    public init(plane: ControlPlane, configuration: HighAvailabilityConfiguration, group: any EventLoopGroup, logger: Logger) throws(Failure) {
         self.plane = plane
         self.configuration = configuration
+        self.group = group
         self.logger = logger
         var made: [Instance] = []
         for c in configuration.instances {
@@ -56,9 +56,10 @@ public final class VRRPService: Sendable {
                 guard let primary = Self.primaryAddress(c.interface, ipv6: v6) else {
                     throw Failure(description: "\(c.name): \(c.interface) has no \(v6 ? "IPv6 link-local" : "IPv4") address")
                 }
-                made.append(Instance(c, fd: try Self.open(c.interface, address: primary), primary: primary, index: if_nametoindex(c.interface)))
+                guard let index = NetworkInterface.index(named: c.interface) else { throw Failure(description: "no interface \(c.interface)") }
+                made.append(Instance(configuration: c, socket: try Self.open(c.interface, index: index, address: primary), primary: primary, index: index))
             } catch {
-                for m in made { close(m.fd) }
+                for m in made { m.socket.close() }
                 throw error
             }
         }
@@ -70,134 +71,30 @@ public final class VRRPService: Sendable {
         }
     }
 
-    public func start() {
-        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    public func run() async throws {
+        var running: [(any Channel, VRRPInstanceHandler)] = []
         for i in instances {
-            DispatchQueue(label: "lvsd.vrrp.\(i.configuration.name)").async { self.run(i) }
-        }
-    }
-
-    /// Masters resign (priority 0, so that a backup takes over at once) and
-    /// every instance's `notify_stop` runs.
-    public func stop() {
-        for i in instances { i.stop.store(true, ordering: .relaxed) }
-        let running = started.load(ordering: .acquiring)
-        for i in instances {
-            if running { i.finished.wait() }
-            close(i.fd)
-        }
-    }
-
-    func run(_ i: Instance) {
-        var router = VRRPRouter(i.configuration, primaryAddress: i.primary)
-        var transitions: UInt64 = 0
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        var trackedUp = true
-        var lastTrackCheck: UInt64 = 0
-        var warnedVersion = false
-        func perform(_ actions: [VRRPRouter.Action]) {
-            for a in actions {
-                switch a {
-                case .advertise(let priority):
-                    send(i, router.advertisement(priority: priority))
-                case .enter(let s):
-                    transitions += 1
-                    entered(i.configuration, s, master: router.master, transitions: transitions)
-                }
-            }
-        }
-        perform(router.start(now: MonotonicClock.milliseconds()))
-        while !i.stop.load(ordering: .relaxed) {
-            var now = MonotonicClock.milliseconds()
-            let wait = router.deadline > now ? min(100, router.deadline - now) : 0
-            var p = pollfd(fd: i.fd, events: Int16(POLLIN), revents: 0)
-            if poll(&p, 1, Int32(wait)) > 0 {
-                let received = Self.receive(i, &buffer)
-                now = MonotonicClock.milliseconds()
-                if let (a, source) = received, a.virtualRouterID == i.configuration.virtualRouterID, source != i.primary {
-                    if a.version != i.configuration.version {
-                        // Once: a peer of the other version advertises every second.
-                        if !warnedVersion {
-                            logger.warning("VRRP_Instance(\(i.configuration.name)) advertisements of version \(a.version) from \(source) ignored (vrrp_version \(i.configuration.version))")
-                        }
-                        warnedVersion = true
-                    } else {
-                        let before = router.master
-                        perform(router.received(a, from: source, now: now))
-                        if router.master != before { publishMaster(i.configuration, router.master) }
+            let handler = VRRPInstanceHandler(service: self, instance: i)
+            do {
+                let channel = try await DatagramBootstrap(group: group)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
                     }
-                }
-            }
-            if !i.configuration.trackInterfaces.isEmpty && now &- lastTrackCheck >= 250 {
-                lastTrackCheck = now
-                let up = i.configuration.trackInterfaces.allSatisfy(Self.isUp)
-                if up != trackedUp {
-                    trackedUp = up
-                    logger.notice("VRRP_Instance(\(i.configuration.name)) tracked interface \(up ? "up" : "down")")
-                    perform(up ? router.recover(now: now) : router.fault())
-                }
-            }
-            perform(router.tick(now: now))
-        }
-        for a in router.shutdown() { if case .advertise(let p) = a { send(i, router.advertisement(priority: p)) } }
-        if let script = i.configuration.notifyStop { ShellCommand.spawn(script) }
-        i.finished.signal()
-    }
-
-    var identification: UInt16 { UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()) }
-
-    /// One advertisement off the socket, or nil for anything else (not VRRP, malformed, a wrong TTL).
-    static func receive(_ i: Instance, _ buffer: inout [UInt8]) -> (VRRPAdvertisement, IPAddress)? {
-        if !i.isIPv6 {
-            let n = buffer.withUnsafeMutableBytes { recv(i.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            return n > 0 ? try? VRRPAdvertisement.decode(Array(buffer[0..<n])) : nil
-        }
-        var source = [UInt8](repeating: 0, count: 16)
-        var hopLimit: Int32 = -1
-        let n = buffer.withUnsafeMutableBytes { b in source.withUnsafeMutableBytes { s in
-            lvs_recv6(i.fd, b.baseAddress!.assumingMemoryBound(to: UInt8.self), b.count, s.baseAddress!.assumingMemoryBound(to: UInt8.self), &hopLimit)
-        } }
-        guard n > 0 else { return nil }
-        let from = IPv6Address(source.span, at: 0)
-        guard let a = try? VRRPAdvertisement.decode6(Array(buffer[0..<n]), source: from, hopLimit: Int(hopLimit)) else { return nil }
-        return (a, .v6(from))
-    }
-
-    func send(_ i: Instance, _ a: VRRPAdvertisement) {
-        let sent: Int
-        let length: Int
-        switch i.primary {
-        case .v4(let source):
-            let packet = a.encode(source: source, identification: identification)
-            length = packet.count
-            var to = sockaddr_in()
-            to.sin_family = sa_family_t(AF_INET)
-            to.sin_addr.s_addr = VRRPAdvertisement.group.value.bigEndian
-            sent = packet.withUnsafeBytes { b in
-                withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(i.fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                } }
-            }
-        case .v6:
-            let message = a.message(source: i.primary)
-            length = message.count
-            var to = Self.socketAddress6(VRRPAdvertisement.group6, index: i.index)
-            sent = message.withUnsafeBytes { b in
-                withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(i.fd, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                } }
+                    .withBoundSocket(i.socket.rawValue).get()
+                running.append((channel, handler))
+            } catch {
+                logger.error("VRRP_Instance(\(i.configuration.name)): \(error)")
+                i.socket.close()
             }
         }
-        if sent != length { logger.warning("VRRP_Instance(\(i.configuration.name)) send: \(String(cString: strerror(errno)))") }
-    }
-
-    static func socketAddress6(_ a: IPv6Address, index: UInt32) -> sockaddr_in6 {
-        var s = sockaddr_in6()
-        s.sin6_family = sa_family_t(AF_INET6)
-        let bytes = VRRPAdvertisement.bytes(.v6(a))
-        withUnsafeMutableBytes(of: &s.sin6_addr) { for k in 0..<16 { $0[k] = bytes[k] } }
-        s.sin6_scope_id = index
-        return s
+        try? await gracefulShutdown()
+        for (channel, handler) in running {
+            try? await channel.eventLoop.submit { handler.shutdown() }.get()
+            try? await channel.close().get()
+        }
+        for i in instances {
+            if let script = i.configuration.notifyStop { ShellCommand.spawn(script) }
+        }
     }
 
     /// A state change: ownership, the sync daemons, the notify scripts.
@@ -265,78 +162,194 @@ public final class VRRPService: Sendable {
 
     /// The interface's IPv4 address, or its IPv6 link-local one (VRRP's source for IPv6).
     static func primaryAddress(_ interface: String, ipv6: Bool) -> IPAddress? {
-        var list: UnsafeMutablePointer<ifaddrs>? = nil
-        guard getifaddrs(&list) == 0 else { return nil }
-        defer { freeifaddrs(list) }
-        var p = list
-        while let a = p {
-            defer { p = a.pointee.ifa_next }
-            guard let sa = a.pointee.ifa_addr, String(cString: a.pointee.ifa_name) == interface else { continue }
-            if !ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET) {
-                let v = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-                return .v4(IPv4Address(UInt32(bigEndian: v)))
-            }
-            if ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET6) {
-                let bytes = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { s in withUnsafeBytes(of: s.pointee.sin6_addr) { Array($0) } }
-                let address = IPv6Address(bytes.span, at: 0)
-                if address.high >> 54 == 0x3FA { return .v6(address) }  // fe80::/10
+        guard let index = NetworkInterface.index(named: interface), let view = try? RouteNetlink.dump(RouteNetlink.getAddress) else { return nil }
+        for m in view where m.type == RouteNetlink.newAddress && m.body.count >= 8 && RouteNetlink.le32(m.body, 4) == index {
+            let attrs = RouteNetlink.attributes(m.body, from: 8)
+            guard let a = (attrs[2] ?? attrs[1]).flatMap(RouteNetlink.address) else { continue }
+            switch a {
+            case .v4 where !ipv6: return a
+            case .v6(let x) where ipv6 && x.high >> 54 == 0x3FA: return a  // fe80::/10
+            default: continue
             }
         }
         return nil
     }
 
-    static func open(_ interface: String, address: IPAddress) throws(Failure) -> Int32 {
-        let index = if_nametoindex(interface)
-        guard index != 0 else { throw Failure(description: "no interface \(interface)") }
-        let v6 = address.isIPv6
-        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(VRRPAdvertisement.protocolNumber))
-        guard fd >= 0 else { throw Failure(description: "raw socket for VRRP: \(String(cString: strerror(errno)))") }
-        func set<T>(_ level: Int32, _ name: Int32, _ value: T, _ what: String) throws(Failure) {
-            var v = value
-            guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<T>.size)) == 0 else {
-                let e = errno
-                close(fd)
-                throw Failure(description: "VRRP socket \(what): \(String(cString: strerror(e)))")
+    /// An instance's socket, bound to its interface and joined to VRRP's group.
+    static func open(_ interface: String, index: UInt32, address: IPAddress) throws(Failure) -> Socket {
+        do {
+            let s = try Socket.open(family: address.isIPv6 ? AF_INET6 : AF_INET, type: Socket.raw, protocol: Int32(VRRPAdvertisement.protocolNumber),
+                                    nonBlocking: true)
+            do {
+                try s.bindToDevice(interface)
+                switch address {
+                case .v6(let source):
+                    try s.joinMulticastGroup(.v6(VRRPAdvertisement.group6), interface: index)
+                    try s.setMulticastSending(ipv6: true, interface: index, hops: 255)
+                    // RFC 5798: an advertisement that does not arrive with hop limit 255 came from off the link.
+                    // The kernel drops it (the IPv6 header is at SKF_NET_OFF; its hop limit is byte 7).
+                    try s.attachFilter([
+                        .init(code: 0x30, k: 0xFFF0_0007),  // ldb [SKF_NET_OFF + 7]
+                        .init(code: 0x15, jumpTrue: 0, jumpFalse: 1, k: 255),  // jeq #255
+                        .init(code: 0x06, k: 0xFFFF_FFFF),  // ret: the whole packet
+                        .init(code: 0x06, k: 0),  // ret: none of it
+                    ])
+                    // From the link-local address, as RFC 5798 wants (and the checksum
+                    // assumes); just after the link comes up it may still be tentative (DAD).
+                    var bound = false
+                    for _ in 0..<50 where !bound {
+                        do {
+                            try s.bind(.ipv6(source, port: 0, scope: index))
+                            bound = true
+                        } catch where error.errno == .addressNotAvailable {
+                            usleep(100_000)
+                        }
+                    }
+                    if !bound { try s.bind(.ipv6(source, port: 0, scope: index)) }
+                case .v4:
+                    try s.setFlag(level: Int32(IPPROTO_IP), name: IP_HDRINCL, true, "IP_HDRINCL")
+                    try s.joinMulticastGroup(.v4(VRRPAdvertisement.group), interface: index)
+                    try s.setMulticastSending(ipv6: false, interface: index, hops: 255)
+                }
+                return s
+            } catch {
+                s.close()
+                throw error
+            }
+        } catch {
+            throw Failure(description: "VRRP socket on \(interface): \(error)")
+        }
+    }
+}
+
+/// One instance on its channel's event loop: what it receives, its
+/// machine's deadlines, what it sends.
+final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  // touched on its event loop only
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    let service: VRRPService
+    let instance: VRRPService.Instance
+    var router: VRRPRouter
+    var transitions: UInt64 = 0
+    var trackedUp = true
+    var lastTrackCheck: UInt64 = 0
+    var warnedVersion = false
+    var context: ChannelHandlerContext?
+    var timer: Scheduled<Void>?
+    let destination: NIOCore.SocketAddress
+
+    init(service: VRRPService, instance: VRRPService.Instance) {
+        self.service = service
+        self.instance = instance
+        router = VRRPRouter(instance.configuration, primaryAddress: instance.primary)
+        if instance.isIPv6 {
+            var s = sockaddr_in6()
+            s.sin6_family = sa_family_t(AF_INET6)
+            s.sin6_addr = Socket.in6(VRRPAdvertisement.group6)
+            s.sin6_scope_id = instance.index
+            destination = NIOCore.SocketAddress(s, host: "ff02::12")
+        } else {
+            var s = sockaddr_in()
+            s.sin_family = sa_family_t(AF_INET)
+            s.sin_addr.s_addr = VRRPAdvertisement.group.value.bigEndian
+            destination = NIOCore.SocketAddress(s, host: "224.0.0.18")
+        }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        perform(router.start(now: MonotonicClock.milliseconds()))
+        schedule()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var envelope = unwrapInboundIn(data)
+        guard let bytes = envelope.data.readBytes(length: envelope.data.readableBytes), let (a, source) = decode(bytes, envelope.remoteAddress),
+              a.virtualRouterID == instance.configuration.virtualRouterID, source != instance.primary else { return }
+        guard a.version == instance.configuration.version else {
+            // Once: a peer of the other version advertises every second.
+            if !warnedVersion {
+                service.logger.warning("VRRP_Instance(\(instance.configuration.name)) advertisements of version \(a.version) from \(source) ignored (vrrp_version \(instance.configuration.version))")
+            }
+            warnedVersion = true
+            return
+        }
+        let before = router.master
+        perform(router.received(a, from: source, now: MonotonicClock.milliseconds()))
+        if router.master != before { service.publishMaster(instance.configuration, router.master) }
+        schedule()
+    }
+
+    /// An advertisement and its sender, or nil for anything else (not VRRP, malformed).
+    func decode(_ bytes: [UInt8], _ from: NIOCore.SocketAddress) -> (VRRPAdvertisement, IPAddress)? {
+        if !instance.isIPv6 { return try? VRRPAdvertisement.decode(bytes) }
+        guard let text = from.ipAddress, case .v6(let source)? = IPAddress(text) else { return nil }
+        // The socket's filter let only hop limit 255 through.
+        guard let a = try? VRRPAdvertisement.decode6(bytes, source: source, hopLimit: 255) else { return nil }
+        return (a, .v6(source))
+    }
+
+    /// The next wake-up: the machine's deadline, at most 100 ms away (the tracked interfaces' check).
+    func schedule() {
+        guard let context else { return }
+        timer?.cancel()
+        let now = MonotonicClock.milliseconds()
+        let wait = router.deadline > now ? min(100, router.deadline - now) : 0
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(wait))) { [self] in tick() }
+    }
+
+    func tick() {
+        let now = MonotonicClock.milliseconds()
+        let c = instance.configuration
+        if !c.trackInterfaces.isEmpty && now &- lastTrackCheck >= 250 {
+            lastTrackCheck = now
+            let up = c.trackInterfaces.allSatisfy(VRRPService.isUp)
+            if up != trackedUp {
+                trackedUp = up
+                service.logger.notice("VRRP_Instance(\(c.name)) tracked interface \(up ? "up" : "down")")
+                perform(up ? router.recover(now: now) : router.fault())
             }
         }
-        let name = Array(interface.utf8CString)
-        guard name.withUnsafeBufferPointer({ setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0.baseAddress, socklen_t($0.count)) }) == 0 else {
-            let e = errno
-            close(fd)
-            throw Failure(description: "VRRP socket SO_BINDTODEVICE \(interface): \(String(cString: strerror(e)))")
-        }
-        if case .v6(let source) = address {
-            var mreq = ipv6_mreq()
-            mreq.ipv6mr_multiaddr = socketAddress6(VRRPAdvertisement.group6, index: index).sin6_addr
-            mreq.ipv6mr_interface = index
-            try set(Int32(IPPROTO_IPV6), IPV6_ADD_MEMBERSHIP, mreq, "IPV6_ADD_MEMBERSHIP")
-            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, Int32(index), "IPV6_MULTICAST_IF")
-            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_HOPS, Int32(255), "IPV6_MULTICAST_HOPS")
-            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_LOOP, Int32(0), "IPV6_MULTICAST_LOOP")
-            try set(Int32(IPPROTO_IPV6), IPV6_RECVHOPLIMIT, Int32(1), "IPV6_RECVHOPLIMIT")
-            // From the link-local address, as RFC 5798 wants (and the checksum
-            // assumes); just after the link comes up it may still be tentative (DAD).
-            var local = socketAddress6(source, index: index)
-            var rc: Int32 = -1
-            for _ in 0..<50 {
-                rc = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-                if rc == 0 || errno != EADDRNOTAVAIL { break }
-                usleep(100_000)
+        perform(router.tick(now: now))
+        schedule()
+    }
+
+    func perform(_ actions: [VRRPRouter.Action]) {
+        for a in actions {
+            switch a {
+            case .advertise(let priority): send(router.advertisement(priority: priority))
+            case .enter(let s):
+                transitions += 1
+                service.entered(instance.configuration, s, master: router.master, transitions: transitions)
             }
-            guard rc == 0 else {
-                let e = errno
-                close(fd)
-                throw Failure(description: "VRRP socket bind \(address): \(String(cString: strerror(e)))")
-            }
-            return fd
         }
-        var mreq = ip_mreqn()
-        mreq.imr_multiaddr.s_addr = VRRPAdvertisement.group.value.bigEndian
-        mreq.imr_ifindex = Int32(index)
-        try set(Int32(IPPROTO_IP), IP_HDRINCL, Int32(1), "IP_HDRINCL")
-        try set(Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, mreq, "IP_ADD_MEMBERSHIP")
-        try set(Int32(IPPROTO_IP), IP_MULTICAST_IF, mreq, "IP_MULTICAST_IF")
-        try set(Int32(IPPROTO_IP), IP_MULTICAST_LOOP, Int32(0), "IP_MULTICAST_LOOP")
-        return fd
+    }
+
+    func send(_ a: VRRPAdvertisement) {
+        guard let context else { return }
+        let bytes: [UInt8] = switch instance.primary {
+        case .v4(let source): a.encode(source: source, identification: UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()))
+        case .v6: a.message(source: instance.primary)
+        }
+        let name = instance.configuration.name, logger = service.logger
+        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination, data: ByteBuffer(bytes: bytes)))).whenFailure { error in
+            logger.warning("VRRP_Instance(\(name)) send: \(error)")
+        }
+    }
+
+    /// Resigns mastership (priority 0) before the channel closes.
+    func shutdown() {
+        timer?.cancel()
+        for a in router.shutdown() { if case .advertise(let p) = a { send(router.advertisement(priority: p)) } }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        service.logger.warning("VRRP_Instance(\(instance.configuration.name)): \(error)")
     }
 }

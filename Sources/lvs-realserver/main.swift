@@ -1,15 +1,15 @@
 import ArgumentParser
-import CLVSLinux
-import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
 import LVSLinux
 import LVSPacket
 import LVSRealServer
+import LVSSystem
+import SystemPackage
 
 @main
-struct RealServer: ParsableCommand {
+struct RealServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lvs-realserver",
         abstract: "What a real server behind lvsd needs: DR addresses, tunnel decapsulation, TOA, a test server.",
@@ -18,73 +18,33 @@ struct RealServer: ParsableCommand {
 
 // MARK: helpers
 
-func sh(_ args: [String]) -> Int32 {
-    var pid: pid_t = 0
-    let argv = args.map { strdup($0) } + [nil]
-    defer { for a in argv { free(a) } }
-    guard posix_spawnp(&pid, args[0], nil, nil, argv, environ) == 0 else { return -1 }
-    var status: Int32 = 0
-    waitpid(pid, &status, 0)
-    return (status >> 8) & 0xFF
+/// `ip` with `arguments`; its exit status (127 when it cannot start).
+@discardableResult
+func ip(_ arguments: [String]) -> Int32 {
+    ChildProcess.run("ip", arguments, timeout: 10, options: .init(searchPath: true)).status ?? 128
 }
 
 /// `ip addr add|del` of a host address (/32 or /128) on `device`: ip's exit status.
+@discardableResult
 func address(_ a: IPAddress, _ verb: String, device: String) -> Int32 {
-    sh(["ip", a.isIPv6 ? "-6" : "-4", "addr", verb, "\(a)/\(a.isIPv6 ? 128 : 32)", "dev", device])
+    ip([a.isIPv6 ? "-6" : "-4", "addr", verb, "\(a)/\(a.isIPv6 ? 128 : 32)", "dev", device])
 }
 
-func sysctl(_ path: String, _ value: String) {
-    guard let f = fopen("/proc/sys/" + path.replacingDots(), "w") else { return }
-    fputs(value, f)
-    fclose(f)
-}
-
-extension String {
-    func replacingDots() -> String { String(map { $0 == "." ? "/" : $0 }) }
+/// Sets a sysctl, saying so when the kernel refuses (a missing interface's knob).
+func sysctl(_ name: String, _ value: String) {
+    do { try KernelFile.setSysctl(name, value) } catch { say("lvs-realserver: \(error)") }
 }
 
 func fail(_ message: String) -> Never {
-    var m = message + "\n"
-    m.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    StandardStream.error.write(message + "\n")
     exit(1)
 }
 
-func readText(_ path: String) -> String? {
-    guard let f = fopen(path, "r") else { return nil }
-    defer { fclose(f) }
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard fgets(&buffer, Int32(buffer.count), f) != nil else { return nil }
-    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
+func say(_ message: String) { StandardStream.output.write(message + "\n") }
 
-func say(_ message: String) {
-    var m = message + "\n"
-    m.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
-}
-
-/// Blocks until SIGTERM or SIGINT.
-func waitForStop() {
-    let stop = DispatchSemaphore(value: 0)
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGTERM, SIGINT] {
-        signal(sig, SIG_IGN)
-        let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        s.setEventHandler { stop.signal() }
-        s.resume()
-        sources.append(s)
-    }
-    stop.wait()
-    _ = sources
-}
-
-func thread(_ body: @escaping @Sendable () -> Void) {
-    final class Box: @unchecked Sendable { let f: @Sendable () -> Void; init(_ f: @escaping @Sendable () -> Void) { self.f = f } }
-    var t = pthread_t()
-    pthread_create(&t, nil, { arg in
-        Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().f()
-        return nil
-    }, Unmanaged.passRetained(Box(body)).toOpaque())
-    pthread_detach(t)
+/// Until SIGTERM or SIGINT.
+func waitForStop() async {
+    for await _ in SignalEvents([SIGTERM, SIGINT]) { return }
 }
 
 // MARK: dr-setup
@@ -113,7 +73,7 @@ struct DRSetup: ParsableCommand {
 
 // MARK: tunnel
 
-struct Tunnel: ParsableCommand {
+struct Tunnel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Accepts IPIP (and IPv6-in-IP) and GUE for the VIPs: in the kernel's ipip where it has one, else with a BPF decapsulator (tc, else XDP), else through a TUN device.",
         discussion: """
@@ -132,7 +92,7 @@ struct Tunnel: ParsableCommand {
 
     enum Decapsulator: String, ExpressibleByArgument, CaseIterable { case kernel, tc, xdp, tun }
 
-    func run() throws {
+    func run() async throws {
         let addresses = vips.map { v in
             guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
             return a
@@ -144,26 +104,26 @@ struct Tunnel: ParsableCommand {
             guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator tc, xdp or tun") }
             guard ipv4Only else { fail("lvs-realserver: the kernel's ipip (tunl0) takes IPv4 VIPs only; use --decapsulator tc, xdp or tun") }
             guard kernelHasIPIP() else { fail("lvs-realserver: this kernel has no ipip module") }
-            runInKernel(addresses)
+            await runInKernel(addresses)
         case .tc, .xdp:
             let tc = decapsulator == .tc
-            if let reason = runBPF(addresses, tc: tc) { fail("lvs-realserver: \(tc ? "tc" : "XDP") decapsulator: \(reason)") }
+            if let reason = await runBPF(addresses, tc: tc) { fail("lvs-realserver: \(tc ? "tc" : "XDP") decapsulator: \(reason)") }
         case .tun:
-            runTUN(addresses)
+            await runTUN(addresses)
         case nil:
-            if guePort == nil && ipv4Only && kernelHasIPIP() { return runInKernel(addresses) }
-            guard let tcReason = runBPF(addresses, tc: true) else { return }
+            if guePort == nil && ipv4Only && kernelHasIPIP() { return await runInKernel(addresses) }
+            guard let tcReason = await runBPF(addresses, tc: true) else { return }
             say("tc decapsulator unavailable, trying XDP: \(tcReason)")
-            guard let xdpReason = runBPF(addresses, tc: false) else { return }
+            guard let xdpReason = await runBPF(addresses, tc: false) else { return }
             say("XDP decapsulator unavailable, using a TUN device: \(xdpReason)")
-            runTUN(addresses)
+            await runTUN(addresses)
         }
     }
 
     /// Until SIGTERM with the BPF decapsulator (at tc ingress or in XDP) on
     /// every interface; the reason when it cannot attach (then nothing stays
     /// attached).
-    func runBPF(_ addresses: [IPAddress], tc: Bool) -> String? {
+    func runBPF(_ addresses: [IPAddress], tc: Bool) async -> String? {
         let names = interface.isEmpty ? upInterfaces().filter { $0 != "lo" && $0 != device } : interface
         guard !names.isEmpty else { return "no interface" }
         var programs: [BPFProgram] = []
@@ -172,9 +132,8 @@ struct Tunnel: ParsableCommand {
             let map = try BPFAddressMap(capacity: max(16, addresses.count))
             for a in addresses { try map.set(a, flags: 1) }
             for name in names {
-                let index = Int32(if_nametoindex(name))
-                guard index > 0 else { return "no interface \(name)" }
-                let program = try BPFProgram.decapsulator(vips: map, guePort: guePort ?? 0, tc: tc, attachTo: index)
+                guard let index = NetworkInterface.index(named: name) else { return "no interface \(name)" }
+                let program = try BPFProgram.decapsulator(vips: map, guePort: guePort ?? 0, tc: tc, attachTo: Int32(index))
                 programs.append(program)
                 modes.append(tc ? name : "\(name) (\(program.attachment ?? "-"))")
             }
@@ -187,84 +146,68 @@ struct Tunnel: ParsableCommand {
         for conf in ["all", "default"] + names { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
         say("decapsulating for \(vips.joined(separator: " ")) \(tc ? "at tc ingress" : "by XDP") on \(modes.joined(separator: ", "))" + (guePort.map { ", GUE on \($0)" } ?? ""))
-        waitForStop()
+        await waitForStop()
         programs = []
-        for a in added { _ = address(a, "del", device: "lo") }
+        for a in added { address(a, "del", device: "lo") }
         return nil
     }
 
-    /// The interfaces that are up.
+    /// The interfaces that are up (IFF_UP in /sys/class/net/NAME/flags).
     func upInterfaces() -> [String] {
-        guard let list = if_nameindex() else { return [] }
-        defer { if_freenameindex(list) }
-        var names: [String] = []
-        var k = 0
-        while list[k].if_index != 0, let name = list[k].if_name {
-            let text = String(cString: name)
-            if let flags = readText("/sys/class/net/\(text)/flags"), let value = Int(flags.dropFirst(2).prefix { $0.isHexDigit }, radix: 16),
-               value & IFF_UP != 0 {
-                names.append(text)
-            }
-            k += 1
+        let names = KernelFile.directory("/sys/class/net") ?? []
+        return names.sorted().filter { name in
+            guard let flags = KernelFile.firstLine("/sys/class/net/\(name)/flags"), let value = Int(flags.dropFirst(2), radix: 16) else { return false }
+            return value & Int(IFF_UP) != 0
         }
-        return names
     }
 
     /// Until SIGTERM: a raw socket per tunnel protocol (and a UDP socket for
     /// GUE) read in userspace, each inner packet written to a TUN device.
-    func runTUN(_ addresses: [IPAddress]) {
-        let tun = lvs_tun_open(device)
-        guard tun >= 0 else { fail("lvs-realserver: cannot open a TUN device: \(String(cString: strerror(-tun)))") }
-        _ = sh(["ip", "link", "set", device, "up"])
-        for a in addresses {
-            _ = address(a, "add", device: device)
-        }
+    func runTUN(_ addresses: [IPAddress]) async {
+        let tun: FileDescriptor
+        do { tun = try TUNDevice.open(device) } catch { fail("lvs-realserver: \(error)") }
+        ip(["link", "set", device, "up"])
+        for a in addresses { address(a, "add", device: device) }
         for conf in ["all", "default", device] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
-        var fds: [(Int32, Kind)] = []
-        for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
-            let fd = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(proto))
-            if fd >= 0 { fds.append((fd, .ipv4Outer)) }
-        }
-        for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
-            let fd = socket(AF_INET6, Int32(SOCK_RAW.rawValue), Int32(proto))
-            if fd >= 0 { fds.append((fd, .ipv6Outer)) }
+        var sockets: [(Socket, Kind)] = []
+        for (family, kind) in [(AF_INET, Kind.ipv4Outer), (AF_INET6, .ipv6Outer)] {
+            for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
+                if let s = try? Socket.open(family: family, type: Socket.raw, protocol: Int32(proto)) { sockets.append((s, kind)) }
+            }
         }
         if let guePort {
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = guePort.bigEndian
-            let rc = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            guard rc == 0 else { fail("lvs-realserver: cannot bind GUE port \(guePort): \(String(cString: strerror(errno)))") }
-            fds.append((fd, .gue))
+            do {
+                let s = try Socket.open(family: AF_INET, type: Socket.datagram)
+                try s.bind(.ipv4(IPv4Address(0), port: guePort))
+                sockets.append((s, .gue))
+            } catch {
+                fail("lvs-realserver: cannot take GUE port \(guePort): \(error)")
+            }
         }
-        guard !fds.isEmpty else { fail("lvs-realserver: no raw sockets (need root)") }
+        guard !sockets.isEmpty else { fail("lvs-realserver: no raw sockets (need root)") }
         say("decapsulating for \(vips.joined(separator: " ")) into \(device)" + (guePort.map { ", GUE on \($0)" } ?? ""))
-        let sockets = fds
-        thread {
-            var polls = sockets.map { pollfd(fd: $0.0, events: Int16(POLLIN), revents: 0) }
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                guard poll(&polls, nfds_t(polls.count), -1) > 0 else { continue }
-                for (k, p) in polls.enumerated() where p.revents & Int16(POLLIN) != 0 {
-                    let n = buffer.withUnsafeMutableBytes { recv(p.fd, $0.baseAddress, $0.count, 0) }
-                    guard n > 0 else { continue }
+        for (socket, kind) in sockets {
+            OSThread.detached(name: "tun-\(kind)") {
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    guard let n = try? socket.receive(into: &buffer), n > 0 else { continue }
                     let packet = buffer[0..<n]
                     let inner: ArraySlice<UInt8>?
-                    switch sockets[k].1 {
+                    switch kind {
                     case .ipv4Outer: inner = Decapsulation.innerOfIPv4(packet)
                     case .ipv6Outer: inner = packet
                     case .gue: inner = Decapsulation.innerOfGUE(packet)
                     }
                     guard let inner else { continue }
-                    _ = inner.withUnsafeBytes { write(tun, $0.baseAddress, $0.count) }
+                    // A packet the device refuses is lost, as on any link.
+                    _ = try? tun.writeAll(inner)
                 }
             }
         }
-        waitForStop()
-        for a in addresses { _ = address(a, "del", device: device) }
-        close(tun)
+        await waitForStop()
+        for a in addresses { address(a, "del", device: device) }
+        try? tun.close()
     }
 
     func hideVIPsFromARP() {
@@ -272,22 +215,24 @@ struct Tunnel: ParsableCommand {
         sysctl("net.ipv4.conf.all.arp_announce", "2")
     }
 
-    enum Kind { case ipv4Outer, ipv6Outer, gue }
+    enum Kind: String { case ipv4Outer = "ipv4", ipv6Outer = "ipv6", gue }
 
     /// The kernel's ipip module (tunl0), when this kernel has one.
     func kernelHasIPIP() -> Bool {
-        access("/sys/module/ipip", F_OK) == 0 || (sh(["modprobe", "-q", "ipip"]) == 0 && access("/sys/module/ipip", F_OK) == 0)
+        if KernelFile.exists("/sys/module/ipip") { return true }
+        let loaded = ChildProcess.run("modprobe", ["-q", "ipip"], timeout: 10, options: .init(searchPath: true)).status == 0
+        return loaded && KernelFile.exists("/sys/module/ipip")
     }
 
     /// IPIP by the kernel: the VIPs on tunl0, reverse-path filtering off for it.
-    func runInKernel(_ addresses: [IPAddress]) {
-        _ = sh(["ip", "link", "set", "tunl0", "up"])
-        for a in addresses { _ = address(a, "add", device: "tunl0") }
+    func runInKernel(_ addresses: [IPAddress]) async {
+        ip(["link", "set", "tunl0", "up"])
+        for a in addresses { address(a, "add", device: "tunl0") }
         for conf in ["all", "default", "tunl0"] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
         say("decapsulating for \(vips.joined(separator: " ")) in the kernel (tunl0)")
-        waitForStop()
-        for a in addresses { _ = address(a, "del", device: "tunl0") }
+        await waitForStop()
+        for a in addresses { address(a, "del", device: "tunl0") }
     }
 }
 
@@ -297,16 +242,20 @@ struct Tunnel: ParsableCommand {
 func captureTOA(into table: TOATable, interface: String?) {
     var index: Int32 = 0
     if let interface {
-        index = Int32(if_nametoindex(interface))
-        guard index > 0 else { fail("lvs-realserver: no interface \(interface)") }
+        guard let i = NetworkInterface.index(named: interface) else { fail("lvs-realserver: no interface \(interface)") }
+        index = Int32(i)
     }
-    let fd = lvs_packet_socket(index)
-    guard fd >= 0 else { fail("lvs-realserver: cannot capture (AF_PACKET): \(String(cString: strerror(-fd)))") }
-    thread {
+    let capture: Socket
+    do {
+        capture = try Socket.open(family: AF_PACKET, type: Socket.raw, protocol: Int32(SocketAddress.everyEtherType.bigEndian))
+        try capture.bind(.link(interface: index))
+    } catch {
+        fail("lvs-realserver: cannot capture (AF_PACKET): \(error)")
+    }
+    OSThread.detached(name: "toa-capture") {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 54 else { continue }
+            guard let n = try? capture.receive(into: &buffer), n > 54 else { continue }
             if let (key, client) = TOA.parse(frame: Array(buffer[0..<n])) { table.record(key, client) }
         }
     }
@@ -323,7 +272,7 @@ func parseEndpoint(_ text: String) -> (IPAddress, UInt16)? {
     return (a, port)
 }
 
-struct TOAService: ParsableCommand {
+struct TOAService: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "toa",
         abstract: "Learns the client address FULLNAT carries in TOA and answers who the real client of a connection is.",
         discussion: "Serve: `lvs-realserver toa` (until SIGTERM). Ask: `lvs-realserver toa --query PEER:PORT` prints CLIENT:PORT, as accept() showed the peer.")
@@ -331,20 +280,21 @@ struct TOAService: ParsableCommand {
     @Option(help: "The query socket.") var socket = "/run/lvs-toa.sock"
     @Option(help: ArgumentHelp("Ask a running toa service for the client behind this peer.", valueName: "peer:port")) var query: String?
 
-    func run() throws {
+    func run() async throws {
+        guard SocketAddress.unixPathFits(socket) else { fail("lvs-realserver: socket path too long: \(socket)") }
         if let query {
             guard parseEndpoint(query) != nil else { fail("lvs-realserver: not ADDRESS:PORT: \(query)") }
-            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in socket.utf8.prefix(raw.count - 1).enumerated() { raw[i] = b } }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-            guard rc == 0 else { fail("lvs-realserver: no toa service at \(socket)") }
-            var q = query + "\n"
-            q.withUTF8 { _ = send(fd, $0.baseAddress, $0.count, 0) }
             var buffer = [UInt8](repeating: 0, count: 256)
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            close(fd)
+            let n: Int
+            do {
+                let c = try Socket.open(family: AF_UNIX, type: Socket.stream)
+                defer { c.close() }
+                try c.connect(.unix(socket))
+                try c.sendAll(Array((query + "\n").utf8))
+                n = try c.receive(into: &buffer) ?? 0
+            } catch {
+                fail("lvs-realserver: no toa service at \(socket): \(error)")
+            }
             let answer = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : "unknown\n"
             say(String(answer.dropLast()))
             if answer.hasPrefix("unknown") { throw ExitCode(1) }
@@ -352,39 +302,39 @@ struct TOAService: ParsableCommand {
         }
         let table = TOATable()
         captureTOA(into: table, interface: interface)
-        unlink(socket)
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in socket.utf8.prefix(raw.count - 1).enumerated() { raw[i] = b } }
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-        guard rc == 0, listen(fd, 16) == 0 else { fail("lvs-realserver: cannot serve \(socket): \(String(cString: strerror(errno)))") }
-        chmod(socket, 0o600)
+        FileSystem.remove(socket)
+        let listener: Socket
+        do {
+            listener = try Socket.open(family: AF_UNIX, type: Socket.stream)
+            try listener.bind(.unix(socket))
+            try listener.listen(backlog: 16)
+        } catch {
+            fail("lvs-realserver: cannot serve \(socket): \(error)")
+        }
+        do { try FileSystem.setPermissions(socket, 0o600) } catch { fail("lvs-realserver: \(error)") }
         say("toa: serving \(socket)")
-        let path = socket
-        thread {
+        OSThread.detached(name: "toa-queries") {
             while true {
-                let c = accept(fd, nil, nil)
-                guard c >= 0 else { continue }
+                guard let c = try? listener.accept() else { continue }
                 var buffer = [UInt8](repeating: 0, count: 256)
-                let n = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
                 var answer = "unknown\n"
-                if n > 0, let (peer, port) = parseEndpoint(String(decoding: buffer[0..<n], as: UTF8.self).filter { !$0.isWhitespace }),
+                if let n = try? c.receive(into: &buffer), n > 0,
+                   let (peer, port) = parseEndpoint(String(decoding: buffer[0..<n], as: UTF8.self).filter { !$0.isWhitespace }),
                    let client = table.client(peer: peer, peerPort: port) {
                     answer = "\(client)\n"
                 }
-                answer.withUTF8 { _ = send(c, $0.baseAddress, $0.count, 0) }
-                close(c)
+                try? c.sendAll(Array(answer.utf8))
+                c.close()
             }
         }
-        waitForStop()
-        unlink(path)
+        await waitForStop()
+        FileSystem.remove(socket)
     }
 }
 
 // MARK: serve
 
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "A tiny HTTP (or UDP) server answering its name, the peer it sees and, under FULLNAT, the client TOA names.")
     @Option(help: "The port to listen on.") var port: UInt16 = 80
@@ -392,88 +342,59 @@ struct Serve: ParsableCommand {
     @Flag(help: "Answer UDP datagrams instead of HTTP.") var udp = false
     @Flag(help: "Look clients up in TOA (captures TCP options on every interface).") var toa = false
 
-    func run() throws {
+    func run() async throws {
         let table = TOATable()
         if toa { captureTOA(into: table, interface: nil) }
         let name = self.name
-        var listeners: [Int32] = []
-        for family in [AF_INET6] {
-            let fd = socket(family, Int32((udp ? SOCK_DGRAM : SOCK_STREAM).rawValue), 0)
-            var one: Int32 = 1, zero: Int32 = 0
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(4))
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = port.bigEndian
-            let rc = withUnsafePointer(to: &sin6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-            guard rc == 0 else { fail("lvs-realserver: cannot bind port \(port): \(String(cString: strerror(errno)))") }
-            if !udp { listen(fd, 512) }
-            listeners.append(fd)
+        // One dual-stack socket: IPv4 clients arrive as IPv4-mapped addresses.
+        let listener: Socket
+        do {
+            listener = try Socket.open(family: AF_INET6, type: udp ? Socket.datagram : Socket.stream)
+            try listener.setFlag(level: SOL_SOCKET, name: SO_REUSEADDR, true, "SO_REUSEADDR")
+            try listener.setFlag(level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, false, "IPV6_V6ONLY")
+            try listener.bind(.ipv6(IPv6Address(high: 0, low: 0), port: port, scope: 0))
+            if !udp { try listener.listen(backlog: 512) }
+        } catch {
+            fail("lvs-realserver: cannot serve port \(port): \(error)")
         }
-        let fd = listeners[0]
         say("serving \(udp ? "udp" : "http") on \(port) as \(name)")
         if udp {
-            thread {
+            OSThread.detached(name: "serve-udp") {
                 var buffer = [UInt8](repeating: 0, count: 2048)
                 while true {
-                    var from = sockaddr_in6()
-                    var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-                    let n = buffer.withUnsafeMutableBytes { b in
-                        withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, b.baseAddress, b.count, 0, $0, &length) } }
-                    }
-                    guard n >= 0 else { continue }
-                    let (peer, peerPort) = endpoint(from)
-                    var reply = "\(name) peer=\(ClientAddress(address: peer, port: peerPort))\n"
-                    reply.withUTF8 { r in
-                        _ = withUnsafePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, r.baseAddress, r.count, 0, $0, length) } }
-                    }
+                    guard let (_, from) = try? listener.receiveFrom(into: &buffer, dontWait: false), let from,
+                          let (peer, peerPort) = from.endpoint else { continue }
+                    let reply = "\(name) peer=\(ClientAddress(address: peer, port: peerPort))\n"
+                    _ = try? listener.send(Array(reply.utf8), to: from)
                 }
             }
         } else {
-            thread {
+            OSThread.detached(name: "serve-accept") {
                 while true {
-                    var from = sockaddr_in6()
-                    var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-                    let c = withUnsafeMutablePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(fd, $0, &length) } }
-                    guard c >= 0 else { continue }
-                    var local = sockaddr_in6()
-                    var localLength = socklen_t(MemoryLayout<sockaddr_in6>.size)
-                    _ = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(c, $0, &localLength) } }
-                    let (peer, peerPort) = endpoint(from)
-                    let (me, myPort) = endpoint(local)
-                    thread {
-                        var tv = timeval(tv_sec: 5, tv_usec: 0)
-                        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-                        var request: [UInt8] = []
-                        var buffer = [UInt8](repeating: 0, count: 4096)
-                        while request.count < 65536 {
-                            let n = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
-                            if n <= 0 { break }
-                            request += buffer[0..<n]
-                            if request.count >= 4 && request.suffix(4) == [13, 10, 13, 10] { break }
-                        }
-                        var body = "\(name) peer=\(ClientAddress(address: peer, port: peerPort))"
-                        if let client = table.client(peer: peer, peerPort: peerPort, local: me, localPort: myPort) { body += " client=\(client)" }
-                        body += "\n"
-                        var response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-                        response.withUTF8 { _ = send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                        close(c)
-                    }
+                    guard let c = try? listener.accept() else { continue }
+                    OSThread.detached(name: "serve-conn") { answer(c, name: name, table: table) }
                 }
             }
         }
-        waitForStop()
+        await waitForStop()
     }
 }
 
-/// An address from a dual-stack socket, IPv4-mapped ones as IPv4.
-func endpoint(_ sin6: sockaddr_in6) -> (IPAddress, UInt16) {
-    var a = sin6.sin6_addr
-    let bytes = withUnsafeBytes(of: &a) { Array($0) }
-    let port = UInt16(bigEndian: sin6.sin6_port)
-    if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
-        return (.v4(IPv4Address(bytes[12], bytes[13], bytes[14], bytes[15])), port)
+/// One HTTP exchange: reads the request (5 s at most), answers who asked.
+func answer(_ c: Socket, name: String, table: TOATable) {
+    defer { c.close() }
+    guard let (peer, peerPort) = (try? c.peerAddress())?.endpoint, let (me, myPort) = (try? c.localAddress())?.endpoint else { return }
+    try? c.setTimeouts(seconds: 5)
+    var request: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while request.count < 65536 {
+        guard let n = try? c.receive(into: &buffer), n > 0 else { break }
+        request += buffer[0..<n]
+        if request.count >= 4 && request.suffix(4) == [13, 10, 13, 10] { break }
     }
-    let high = bytes[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, low = bytes[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-    return (.v6(IPv6Address(high: high, low: low)), port)
+    var body = "\(name) peer=\(ClientAddress(address: peer, port: peerPort))"
+    if let client = table.client(peer: peer, peerPort: peerPort, local: me, localPort: myPort) { body += " client=\(client)" }
+    body += "\n"
+    let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+    try? c.sendAll(Array(response.utf8))
 }

@@ -11,7 +11,7 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "demo" {
     let demo = ExecutablePath.sibling("lvs-demo")
     let error = ChildProcess.replaceProcess(with: demo, Array(arguments.dropFirst()))
-    Admin.output(2, "\(program) demo: cannot run \(demo): \(error)\n")
+    StandardStream.error.write("\(program) demo: cannot run \(demo): \(error)\n")
     exit(1)
 }
 exit(Admin(program: program).run(arguments))

@@ -1,22 +1,22 @@
 import ArgumentParser
-import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
+import LVSConfiguration
 import LVSCore
+import LVSDaemon
 import LVSHealth
 import LVSLinux
 import LVSStatus
+import LVSSystem
 import LVSVRRP
 import Logging
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
-import LVSDaemon
-import LVSConfiguration
-import LVSSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
-struct LVSD: ParsableCommand {
+struct LVSD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lvsd",
         abstract: "The swift-lvs director: virtual services, real servers, connections, in userspace.",
@@ -56,7 +56,9 @@ struct LVSD: ParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
-    mutating func run() throws {
+    /// Sets everything up (any failure here stops lvsd with one clear line),
+    /// then runs the services until SIGTERM or SIGINT.
+    mutating func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -64,6 +66,12 @@ struct LVSD: ParsableCommand {
             return h
         }
         let logger = Logger(label: "lvsd")
+        let signals = SignalEvents([SIGHUP, SIGTERM, SIGINT])
+        func fail(_ message: String) -> ExitCode {
+            logger.critical("\(message)")
+            return ExitCode(1)
+        }
+        let group = MultiThreadedEventLoopGroup.singleton
         var base = DirectorConfiguration()
         var kernel = KernelView()
         if !interface.isEmpty {
@@ -71,58 +79,46 @@ struct LVSD: ParsableCommand {
                 kernel = try KernelView.read()
                 base = try kernel.configuration(serving: interface)
             } catch {
-                logger.critical("cannot learn the interfaces from the kernel: \(error)")
-                throw ExitCode(1)
+                throw fail("cannot learn the interfaces from the kernel: \(error)")
             }
             for i in base.interfaces {
                 logger.info("serving interface", metadata: ["index": "\(i.index)", "mac": "\(i.mac)", "ipv4": "\(i.ipv4.map(\.description) ?? "-")",
                                                            "ipv6": "\(i.ipv6.map(\.description) ?? "-")", "mtu": "\(i.mtu)"])
             }
-            for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] where Self.readFlag(path) {
+            for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] where KernelFile.firstLine(path) == "1" {
                 logger.warning("\(path) is 1: the kernel forwards the frames lvsd forwards too; set it to 0 in the director's namespace")
             }
         }
         let plane = ControlPlane(capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
-                                 base: base, logger: logger)
+                                 base: base, group: group, logger: logger)
         plane.setPassiveCheck(!noPassiveCheck)
-        do {
-            try plane.reload()
-        } catch {
-            logger.critical("cannot load the configuration: \(error)")
-            throw ExitCode(1)
-        }
+        do { try plane.reload() } catch { throw fail("cannot load the configuration: \(error)") }
         // VRRP first: its addresses stay unowned until an instance is master.
-        var vrrp: VRRPService? = nil
+        var services: [any Service] = []
         let ha: HighAvailabilityConfiguration
+        let vrrp: VRRPService?
         do {
             ha = try plane.sources.loadHighAvailability()
-            if !ha.instances.isEmpty { vrrp = try VRRPService(plane: plane, configuration: ha, logger: logger) }
+            vrrp = ha.instances.isEmpty ? nil : try VRRPService(plane: plane, configuration: ha, group: group, logger: logger)
         } catch {
-            logger.critical("cannot run VRRP: \(error)")
-            throw ExitCode(1)
+            throw fail("cannot run VRRP: \(error)")
         }
-        let server: ControlServer
         do {
-            server = try ControlServer(path: socket, group: MultiThreadedEventLoopGroup.singleton, logger: logger) { plane.handle($0) }
+            services.append(try ControlServer(path: socket, group: group, logger: logger) { plane.handle($0) })
         } catch {
-            logger.critical("cannot serve the control socket: \(error)")
-            throw ExitCode(1)
+            throw fail("cannot serve the control socket: \(error)")
         }
-        var statusServer: StatusServer? = nil
         if let metrics {
             guard let (host, port) = StatusServer.parseListen(metrics) else {
-                logger.critical("--metrics \(metrics): expected ADDR:PORT, [V6ADDR]:PORT or PORT")
-                server.stop()
-                throw ExitCode(1)
+                throw fail("--metrics \(metrics): expected ADDR:PORT, [V6ADDR]:PORT or PORT")
             }
             do {
-                statusServer = try StatusServer(host: host, port: port, logger: logger) { plane.status() }
+                let status = try StatusServer(host: host, port: port, group: group, logger: logger) { plane.status() }
+                logger.info("serving metrics and the status page", metadata: ["address": "http://\(status.address)/"])
+                services.append(status)
             } catch {
-                logger.critical("cannot serve metrics on \(metrics): \(error)")
-                server.stop()
-                throw ExitCode(1)
+                throw fail("cannot serve metrics on \(metrics): \(error)")
             }
-            logger.info("serving metrics and the status page", metadata: ["address": "http://\(statusServer!.address)/"])
         }
         var dataPlane: DataPlane? = nil
         if !base.interfaces.isEmpty {
@@ -131,37 +127,16 @@ struct LVSD: ParsableCommand {
                 for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
             }
             let dp = DataPlane(engines: plane.engines, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
-            do { try dp.start() } catch {
-                logger.critical("cannot start the data plane: \(error)")
-                server.stop()
-                throw ExitCode(1)
-            }
+            do { try dp.start() } catch { throw fail("cannot start the data plane: \(error)") }
             dataPlane = dp
         }
-        vrrp?.start()
         logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)",
                                           "io": "\(dataPlane?.activeIO.rawValue ?? "-")"])
-        // keepalived.conf's checkers; replaced on each successful reload.
-        let health = Mutex<HealthMonitor?>(nil)
-        @Sendable func restartHealthChecks() {
-            do {
-                let (targets, quorum) = try plane.sources.loadHealth()
-                let next = HealthMonitor(plane: plane, targets: targets, logger: logger)
-                let previous = health.withLock { current in
-                    defer { current = next }
-                    current?.stop()
-                    plane.resetHealth(quorum: quorum)
-                    return current
-                }
-                next.start(after: previous)
-            } catch {
-                logger.error("health checks not restarted: \(error)")
-            }
-        }
-        restartHealthChecks()
+        let systemd = SystemdNotifier()
+        let health = HealthService(plane: plane, group: group, logger: logger)
         plane.afterReload.withLock {
             $0 = {
-                restartHealthChecks()
+                health.restart()
                 // A reload must not make a master resign: VRRP keeps what it started with.
                 do {
                     if try plane.sources.loadHighAvailability() != ha {
@@ -172,97 +147,23 @@ struct LVSD: ParsableCommand {
                 }
             }
         }
-        let systemd = SystemdNotifier()
-        systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
-
-        let stop = DispatchSemaphore(value: 0)
-        let signals = DispatchQueue(label: "lvsd.signals")
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: signals)
-            s.setEventHandler {
-                if sig == SIGHUP {
-                    logger.info("SIGHUP: reloading")
-                    systemd.notify("RELOADING=1")
-                    do { try plane.reload() } catch { logger.error("reload refused, nothing changed: \(error)") }
-                    systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
-                } else {
-                    logger.info("\(sig == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
-                    systemd.notify("STOPPING=1")
-                    stop.signal()
-                }
-            }
-            s.resume()
-            sources.append(s)
-        }
-        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.tick"))
-        timer.schedule(deadline: .now(), repeating: .milliseconds(100))
-        // The watchdog is fed from the same timer that drives the engine: a stuck engine stops feeding it.
-        let watchdogEvery = systemd.watchdogInterval.map { max(1, $0 / 100) }
-        var ticks: UInt64 = 0
-        timer.setEventHandler {
-            plane.tick()
-            ticks &+= 1
-            if let every = watchdogEvery, ticks % every == 0 { systemd.notify("WATCHDOG=1") }
-        }
-        timer.resume()
-
+        // Started in this order, stopped in the reverse: VRRP resigns first, the workers stop last.
+        if let dataPlane { services.insert(DataPlaneService(dataPlane), at: 0) }
+        services.append(TickService(plane: plane, systemd: systemd))
         let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, logger: logger)
-        let served = dataPlane
-        let filterQueue = DispatchQueue(label: "lvsd.filter")
-        @Sendable func followOwnership() {
-            guard let engine = plane.engines.first else { return }
-            let (owned, replySources) = engine.director.withLock { ($0.ownedAddresses, $0.replySources) }
-            filter?.update(owned: owned)
-            served?.updateAddresses(owned: owned, replySources: replySources)
-        }
-        // At once on every change (a burst of changes, as from -R, coalesces into one update); the timer only backs that up.
-        nonisolated(unsafe) let ownershipChanged = DispatchSource.makeUserDataAddSource(queue: filterQueue)  // add(data:) is thread-safe
-        ownershipChanged.setEventHandler(handler: followOwnership)
-        ownershipChanged.resume()
-        plane.ownershipChanged.withLock { $0 = { ownershipChanged.add(data: 1) } }
-        let filterTimer = DispatchSource.makeTimerSource(queue: filterQueue)
-        filterTimer.schedule(deadline: .now(), repeating: .milliseconds(500))
-        filterTimer.setEventHandler(handler: followOwnership)
-        filterTimer.resume()
-
-        // Addresses, routes and neighbours change under a running director.
-        let names = interface
-        let refresh = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "lvsd.netlink"))
-        refresh.schedule(deadline: .now() + .seconds(5), repeating: .seconds(5))
-        refresh.setEventHandler {
-            guard !names.isEmpty, let view = try? KernelView.read(), let c = try? view.configuration(serving: names) else { return }
-            plane.updateBase(interfaces: c.interfaces, routes: c.routes)
-            let served = Set(c.interfaces.map { Int($0.index) })
-            for n in view.neighbours where served.contains(n.index) {
-                for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
-            }
-        }
-        refresh.resume()
-
-        stop.wait()
-        vrrp?.stop()
-        refresh.cancel()
-        health.withLock { h in
-            h?.stop()
-            h?.runOmegaNotifiers()
-        }
-        plane.runOmegaQuorumDown()
-        filterTimer.cancel()
-        ownershipChanged.cancel()
-        // On the filter's queue: behind an update still running, so that none reinstalls the table after this.
-        filterQueue.sync { filter?.remove() }
-        timer.cancel()
-        dataPlane?.stop()
-        statusServer?.stop()
-        server.stop()
+        services.append(OwnershipService(plane: plane, filter: filter, dataPlane: dataPlane))
+        if !interface.isEmpty { services.append(KernelWatchService(plane: plane, interfaces: interface, group: group, logger: logger)) }
+        services.append(health)
+        if let vrrp { services.append(vrrp) }
+        let running = Mutex<ServiceGroup?>(nil)
+        services.append(SignalService(signals: signals, plane: plane, systemd: systemd, logger: logger) {
+            await running.withLock { $0 }?.triggerGracefulShutdown()
+        })
+        let serviceGroup = ServiceGroup(configuration: .init(services: services, logger: logger))
+        running.withLock { $0 = serviceGroup }
+        systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
+        try await serviceGroup.run()
         logger.info("stopped")
-        _ = sources
-    }
-
-    static func readFlag(_ path: String) -> Bool {
-        KernelFile.firstLine(path) == "1"
     }
 }
 

@@ -1,7 +1,7 @@
 import LVSPacket
 
 /// Builds test frames with correct checksums, independently of the code under test.
-public struct FrameBuilder {
+public struct FrameBuilder: Sendable {
     public var srcMAC: UInt64
     public var dstMAC: UInt64
 

@@ -1,17 +1,11 @@
 // What Swift cannot import from Glibc: declarations behind _GNU_SOURCE and
-// kernel headers (AF_PACKET rings, TPACKET_V3, sendmmsg, netlink). The
+// kernel headers (AF_PACKET rings, sendmmsg, TUN's ioctl, libbpf and libxdp). The
 // header stays free of system includes (which would clash with Glibc's
 // module); the bodies are in shim.c.
 #ifndef CLVSLINUX_H
 #define CLVSLINUX_H
 
 #include <stddef.h>
-
-/// The user id of a Unix socket's peer (SO_PEERCRED), or -1.
-long long lvs_peer_uid(int fd);
-
-/// accept4 with SOCK_CLOEXEC.
-int lvs_accept_cloexec(int fd);
 
 /// An AF_PACKET socket bound to one interface with a TPACKET_V2 receive
 /// ring of 2 KiB frames: each frame is the user's as soon as it lands
@@ -43,15 +37,8 @@ void lvs_ring_release(lvs_ring *ring);
 int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms);
 /// Sends `count` frames with one sendmmsg; returns how many went, or -errno.
 int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
-/// recvmsg on an IPv6 raw socket with IPV6_RECVHOPLIMIT on: the payload's
-/// length (or -errno), its source and the hop limit it arrived with (-1 if absent).
-long lvs_recv6(int fd, unsigned char *buffer, size_t capacity, unsigned char *source16, int *hop_limit);
 /// Dropped frames since the last call (PACKET_STATISTICS).
 unsigned lvs_ring_drops(lvs_ring *ring);
-
-/// One rtnetlink dump (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE, RTM_GETNEIGH)
-/// into `buffer`: the raw messages, or -errno.
-long lvs_netlink_dump(unsigned short type, unsigned char family, unsigned char *buffer, size_t capacity);
 
 /// A plain AF_PACKET socket for every protocol, bound to `ifindex` (0: all); the fd or -errno.
 int lvs_packet_socket(int ifindex);

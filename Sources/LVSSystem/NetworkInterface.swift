@@ -1,0 +1,46 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Interfaces by name and index (if_nametoindex, if_indextoname).
+public enum NetworkInterface {
+    /// The index of the interface `name`, nil when there is none.
+    public static func index(named name: String) -> UInt32? {
+        // The name is lent as a NUL-terminated copy for the call only.
+        let index = unsafe name.withCString { unsafe if_nametoindex($0) }
+        return index == 0 ? nil : index
+    }
+
+    /// The name of interface `index`, nil when there is none.
+    public static func name(index: UInt32) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        // if_indextoname writes at most IF_NAMESIZE bytes, its NUL included, into a buffer one larger.
+        let found = unsafe buffer.withUnsafeMutableBufferPointer { unsafe if_indextoname(index, $0.baseAddress!) != nil }
+        guard found else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// The few file operations on paths that swift-system leaves out.
+public enum FileSystem {
+    /// Removes `path` if it is there (a stale socket).
+    public static func remove(_ path: String) {
+        _ = unsafe path.withCString { unsafe unlink($0) }
+    }
+
+    public static func isExecutable(_ path: String) -> Bool {
+        unsafe path.withCString { unsafe access($0, X_OK) } == 0
+    }
+
+    public static func setPermissions(_ path: String, _ mode: mode_t) throws(SystemError) {
+        guard unsafe path.withCString({ unsafe chmod($0, mode) }) == 0 else { throw .last("chmod \(path)") }
+    }
+
+    /// Runs `body` with the file-creation mask `mask` (a socket made with no
+    /// window in which others may open it), then puts the old mask back.
+    public static func withCreationMask<R, E: Error>(_ mask: mode_t, _ body: () throws(E) -> R) throws(E) -> R {
+        let old = umask(mask)
+        defer { umask(old) }
+        return try body()
+    }
+}
