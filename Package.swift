@@ -43,8 +43,9 @@ let package = Package(
         .target(name: "CLVSPrefetch"),
         // Typed system calls: sockets and their addresses, errors, netlink,
         // child processes, clocks, sd_notify.
-        .target(name: "LVSSystem", dependencies: ["LVSPacket", .product(name: "SystemPackage", package: "swift-system")],
-                swiftSettings: strict),
+        .target(
+            name: "LVSSystem", dependencies: ["LVSPacket", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
         // The data plane's I/O: AF_PACKET rings, AF_XDP, BPF programs, worker
         // threads, the kernel's view of links, addresses, routes and neighbours.
         .target(name: "LVSLinux", dependencies: ["LVSCore", "LVSSystem", "CLVSLinux", logging], swiftSettings: strict),
@@ -60,42 +61,68 @@ let package = Package(
         .target(name: "LVSAdmin", dependencies: ["LVSControlProtocol", "LVSConfiguration", "LVSSystem"], swiftSettings: strict),
         // lvsd's control plane: the table it serves, the control socket, the
         // sync daemons, the passive check.
-        .target(name: "LVSDaemon", dependencies: ["LVSControlProtocol", "LVSConfiguration", "LVSLinux", "LVSSystem", logging,
-                                                  .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                                                  lifecycle],
-                swiftSettings: strict),
+        .target(
+            name: "LVSDaemon",
+            dependencies: [
+                "LVSControlProtocol", "LVSConfiguration", "LVSLinux", "LVSSystem", logging,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                lifecycle,
+            ],
+            swiftSettings: strict),
         // Director high availability: VRRP, tied to the sync daemons.
-        .target(name: "LVSVRRP", dependencies: ["LVSDaemon", "LVSConfiguration", "LVSControlProtocol", "LVSSystem", logging, lifecycle,
-                                                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
-                swiftSettings: strict),
+        .target(
+            name: "LVSVRRP",
+            dependencies: [
+                "LVSDaemon", "LVSConfiguration", "LVSControlProtocol", "LVSSystem", logging, lifecycle,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         // keepalived's checkers, run by lvsd.
-        .target(name: "LVSHealth", dependencies: ["LVSDaemon", "LVSConfiguration", "LVSSystem", logging, lifecycle,
-                                                  .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                                                  .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(
+            name: "LVSHealth",
+            dependencies: [
+                "LVSDaemon", "LVSConfiguration", "LVSSystem", logging, lifecycle,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto"),
+            ], swiftSettings: strict),
         // lvsd's HTTP side: Prometheus metrics and the live status page.
-        .target(name: "LVSStatus", dependencies: ["LVSDaemon", "LVSControlProtocol", "LVSSystem", lifecycle, .product(name: "Prometheus", package: "swift-prometheus"),
-                                                  .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                                                  .product(name: "NIOHTTP1", package: "swift-nio"), logging], swiftSettings: strict),
+        .target(
+            name: "LVSStatus",
+            dependencies: [
+                "LVSDaemon", "LVSControlProtocol", "LVSSystem", lifecycle, .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), logging,
+            ], swiftSettings: strict),
         // The real server's side: TOA, tunnel decapsulation.
         .target(name: "LVSRealServer", dependencies: ["LVSPacket", "LVSSystem"], swiftSettings: strict),
         // Namespaces, veths and processes for the demo and the end-to-end tests.
         .target(name: "LVSLab", dependencies: ["LVSSystem"], swiftSettings: strict),
-        .executableTarget(name: "lvsd", dependencies: ["LVSDaemon", "LVSConfiguration", "LVSCore", "LVSLinux", "LVSStatus", "LVSHealth", "LVSVRRP", "LVSSystem",
-                                                       .product(name: "NIOPosix", package: "swift-nio"), lifecycle,
-                                                       .product(name: "ArgumentParser", package: "swift-argument-parser"), logging], swiftSettings: strict),
+        .executableTarget(
+            name: "lvsd",
+            dependencies: [
+                "LVSDaemon", "LVSConfiguration", "LVSCore", "LVSLinux", "LVSStatus", "LVSHealth", "LVSVRRP", "LVSSystem",
+                .product(name: "NIOPosix", package: "swift-nio"), lifecycle,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"), logging,
+            ], swiftSettings: strict),
         .executableTarget(name: "lvsadm", dependencies: ["LVSAdmin", "LVSSystem"], swiftSettings: strict),
-        .executableTarget(name: "lvs-realserver", dependencies: ["LVSRealServer", "LVSLinux", "LVSSystem",
-                                                                 .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          swiftSettings: strict),
+        .executableTarget(
+            name: "lvs-realserver",
+            dependencies: [
+                "LVSRealServer", "LVSLinux", "LVSSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
         .executableTarget(name: "lvs-demo", dependencies: ["LVSLab"], swiftSettings: strict),
         // libFuzzer entry points: swift build -c release -Xswiftc -sanitize=fuzzer,address --product lvs-fuzz-director
         .executableTarget(name: "lvs-fuzz-director", dependencies: ["LVSCore", "LVSFuzzDriver"], path: "Sources/LVSFuzz", swiftSettings: strict),
         .target(name: "LVSFuzzDriver", swiftSettings: strict),
         // Established flows through the fast path and the general path: identical frames out.
-        .executableTarget(name: "lvs-fuzz-paths", dependencies: ["LVSCore", "LVSTestSupport", "LVSFuzzDriver"], path: "Sources/LVSFuzzPaths", swiftSettings: strict),
+        .executableTarget(
+            name: "lvs-fuzz-paths", dependencies: ["LVSCore", "LVSTestSupport", "LVSFuzzDriver"], path: "Sources/LVSFuzzPaths", swiftSettings: strict),
         // The control protocol, config parsers, trace decoding, sync and VRRP messages.
-        .executableTarget(name: "lvs-fuzz-control", dependencies: ["LVSAdmin", "LVSDaemon", "LVSVRRP", "LVSFuzzDriver", logging],
-                          path: "Sources/LVSFuzzControl", swiftSettings: strict),
+        .executableTarget(
+            name: "lvs-fuzz-control", dependencies: ["LVSAdmin", "LVSDaemon", "LVSVRRP", "LVSFuzzDriver", logging],
+            path: "Sources/LVSFuzzControl", swiftSettings: strict),
         // Builds test frames with checksums computed independently of LVSPacket.
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport", swiftSettings: strict),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),

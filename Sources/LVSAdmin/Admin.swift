@@ -1,11 +1,12 @@
+import LVSConfiguration
+import LVSControlProtocol
+import LVSCore
+import LVSPacket
+import LVSSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSCore
-import LVSPacket
-import LVSControlProtocol
-import LVSConfiguration
-import LVSSystem
 
 /// lvsadm: ipvsadm's command line, run against lvsd. Output and exit
 /// statuses are ipvsadm's: 2 for a wrong command line, 255 for a refused
@@ -62,8 +63,14 @@ public struct Admin {
                 return error.exitStatus
             }
         }
-        if inv.help { write(Self.usage(program)); return 0 }
-        if inv.version { write("ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n\(program) (swift-lvs) 0.1\n"); return 0 }
+        if inv.help {
+            write(Self.usage(program))
+            return 0
+        }
+        if inv.version {
+            write("ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n\(program) (swift-lvs) 0.1\n")
+            return 0
+        }
         let socket = socketPath(inv.socketPath)
         return reportingFailures(socket: socket) { try perform(inv, socket: socket) }
     }
@@ -89,12 +96,17 @@ public struct Admin {
         func snapshot(connections: Bool) throws -> TableSnapshot? {
             switch try send(.snapshot(connections: connections)) {
             case .snapshot(let s): return s
-            case .failed(let e): writeError(e.message + "\n"); return nil
+            case .failed(let e):
+                writeError(e.message + "\n")
+                return nil
             case .done, .trace: return nil
             }
         }
         func outcome(_ r: ControlResponse) -> Int32 {
-            if case .failed(let e) = r { writeError(e.message + "\n"); return 255 }
+            if case .failed(let e) = r {
+                writeError(e.message + "\n")
+                return 255
+            }
             return 0
         }
         switch inv.command! {
@@ -103,10 +115,15 @@ public struct Admin {
             guard let s = try snapshot(connections: conns) else { return 1 }
             let list = listing(inv.format)
             if inv.json {
-                if conns { write(ControlProtocol.json(s.connections ?? [])) } else if inv.options.contains(.drops) {
+                if conns {
+                    write(ControlProtocol.json(s.connections ?? []))
+                } else if inv.options.contains(.drops) {
                     write(ControlProtocol.json(s.drops))
                 } else if let key = inv.service?.key {
-                    guard let one = s.services.first(where: { $0.service.key == key }) else { writeError("No such service\n"); return 1 }
+                    guard let one = s.services.first(where: { $0.service.key == key }) else {
+                        writeError("No such service\n")
+                        return 1
+                    }
                     write(ControlProtocol.json(one))
                 } else {
                     write(ControlProtocol.json(s))
@@ -124,7 +141,10 @@ public struct Admin {
             } else if inv.options.contains(.daemon) {
                 write(Listing.daemons(s.daemons))
             } else if let key = inv.service?.key {
-                guard let one = s.services.first(where: { $0.service.key == key }) else { writeError("No such service\n"); return 1 }
+                guard let one = s.services.first(where: { $0.service.key == key }) else {
+                    writeError("No such service\n")
+                    return 1
+                }
                 write(list.one(one))
             } else {
                 write(list.all(s))
@@ -139,7 +159,11 @@ public struct Admin {
         case .getLocalAddress:
             guard let s = try snapshot(connections: true) else { return 1 }
             let services = inv.service.map { k in s.services.filter { $0.service.key == k.key } } ?? s.services
-            if inv.json { write(ControlProtocol.json(services.map { ["service": "\($0.service.key)", "localAddresses": $0.localAddresses.map(\.description).joined(separator: ",")] })) } else {
+            if inv.json {
+                write(
+                    ControlProtocol.json(
+                        services.map { ["service": "\($0.service.key)", "localAddresses": $0.localAddresses.map(\.description).joined(separator: ",")] }))
+            } else {
                 write(listing(inv.format).localAddresses(services, connections: s.connections ?? []))
             }
             return 0
@@ -159,7 +183,10 @@ public struct Admin {
         case .stopDaemon:
             return outcome(try send(.stopDaemon(inv.syncDaemon.role)))
         default:
-            guard let ops = inv.operations() else { writeError("\(program): nothing to do\n"); return 2 }
+            guard let ops = inv.operations() else {
+                writeError("\(program): nothing to do\n")
+                return 2
+            }
             return outcome(try send(.apply(ops)))
         }
     }

@@ -1,3 +1,9 @@
+import LVSConfiguration
+import LVSControlProtocol
+import LVSCore
+import LVSPacket
+import LVSSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,11 +12,6 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import LVSCore
-import LVSPacket
-import LVSControlProtocol
-import LVSConfiguration
-import LVSSystem
 
 /// `lvsadm trace`, an addition: what lvsd does to live packets.
 extension Admin {
@@ -41,11 +42,12 @@ extension Admin {
             switch arg {
             case "-t", "--tcp-service", "-u", "--udp-service", "--sctp-service":
                 guard case .success(let text) = next() else { return .failure(UsageError("\(arg) needs a service-address")) }
-                let proto: TransportProtocol = switch arg {
-                case "-u", "--udp-service": .udp
-                case "--sctp-service": .sctp
-                default: .tcp
-                }
+                let proto: TransportProtocol =
+                    switch arg {
+                    case "-u", "--udp-service": .udp
+                    case "--sctp-service": .sctp
+                    default: .tcp
+                    }
                 guard let (address, port) = AdminCommandLine.parseAddressPort(text, proto: proto) else {
                     return .failure(UsageError("illegal virtual server address[:port] specified"))
                 }
@@ -61,7 +63,9 @@ extension Admin {
                 guard case .success(let text) = next(), let n = Int(text), n > 0 else { return .failure(UsageError("--count needs a positive number")) }
                 o.count = n
             case "--wait":
-                guard case .success(let text) = next(), let n = Double(text), n > 0 else { return .failure(UsageError("--wait needs a positive number of seconds")) }
+                guard case .success(let text) = next(), let n = Double(text), n > 0 else {
+                    return .failure(UsageError("--wait needs a positive number of seconds"))
+                }
                 o.waitSeconds = n
             case "--json":
                 o.json = true

@@ -1,7 +1,7 @@
+import LVSConfiguration
+import LVSControlProtocol
 import LVSCore
 import LVSPacket
-import LVSControlProtocol
-import LVSConfiguration
 import LVSSystem
 
 /// ipvsadm 1.31's listings, byte for byte (`list_all`, `print_title`,
@@ -14,9 +14,13 @@ public struct Listing {
     public var hostName: (IPAddress) -> String?
     public var portName: (UInt16, TransportProtocol) -> String?
 
-    public init(format: ListFormat, hostName: @escaping (IPAddress) -> String? = NameResolver.name(of:),
-                portName: @escaping (UInt16, TransportProtocol) -> String? = { NameResolver.name(ofPort: $0, protocolName: $1.name) }) {
-        self.format = format; self.hostName = hostName; self.portName = portName
+    public init(
+        format: ListFormat, hostName: @escaping (IPAddress) -> String? = NameResolver.name(of:),
+        portName: @escaping (UInt16, TransportProtocol) -> String? = { NameResolver.name(ofPort: $0, protocolName: $1.name) }
+    ) {
+        self.format = format
+        self.hostName = hostName
+        self.portName = portName
     }
 
     // MARK: printf
@@ -88,8 +92,14 @@ public struct Listing {
         switch (a, b) {
         case (.v4(let x), .v4(let y)): return Int(Int32(bitPattern: x.value &- y.value))
         case (.v6(let x), .v6(let y)):
-            let xs = [UInt32(truncatingIfNeeded: x.high >> 32), UInt32(truncatingIfNeeded: x.high), UInt32(truncatingIfNeeded: x.low >> 32), UInt32(truncatingIfNeeded: x.low)]
-            let ys = [UInt32(truncatingIfNeeded: y.high >> 32), UInt32(truncatingIfNeeded: y.high), UInt32(truncatingIfNeeded: y.low >> 32), UInt32(truncatingIfNeeded: y.low)]
+            let xs = [
+                UInt32(truncatingIfNeeded: x.high >> 32), UInt32(truncatingIfNeeded: x.high), UInt32(truncatingIfNeeded: x.low >> 32),
+                UInt32(truncatingIfNeeded: x.low),
+            ]
+            let ys = [
+                UInt32(truncatingIfNeeded: y.high >> 32), UInt32(truncatingIfNeeded: y.high), UInt32(truncatingIfNeeded: y.low >> 32),
+                UInt32(truncatingIfNeeded: y.low),
+            ]
             for (p, q) in zip(xs, ys) where p != q { return Int(Int32(bitPattern: p &- q)) }
             return 0
         default: return a.isIPv6 ? 8 : -8
@@ -103,7 +113,8 @@ public struct Listing {
             case .firewallMark(let m, let v6): (m, v6 ? 10 : 2, 6, .v4(.zero), 0)
             }
         }
-        let a = parts(s1.key), b = parts(s2.key)
+        let a = parts(s1.key)
+        let b = parts(s2.key)
         var r = Int(Int32(bitPattern: a.0 &- b.0))
         if r == 0 { r = a.1 - b.1 }
         if r == 0 { r = a.2 - b.2 }
@@ -147,15 +158,18 @@ public struct Listing {
     /// `print_title`.
     public func title() -> String {
         if format.contains(.stats) {
-            return Self.left("Prot LocalAddress:Port", 33) + " " + ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"].map { Self.right($0, 8) }.joined(separator: " ")
+            return Self.left("Prot LocalAddress:Port", 33) + " "
+                + ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"].map { Self.right($0, 8) }.joined(separator: " ")
                 + "\n  -> RemoteAddress:Port\n"
         }
         if format.contains(.rate) {
-            return Self.left("Prot LocalAddress:Port", 33) + " " + ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"].map { Self.right($0, 8) }.joined(separator: " ")
+            return Self.left("Prot LocalAddress:Port", 33) + " "
+                + ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"].map { Self.right($0, 8) }.joined(separator: " ")
                 + "\n  -> RemoteAddress:Port\n"
         }
         if format.contains(.thresholds) {
-            return Self.left("Prot LocalAddress:Port", 33) + " " + ["Uthreshold", "Lthreshold", "ActiveConn", "InActConn"].map { Self.left($0, 10) }.joined(separator: " ")
+            return Self.left("Prot LocalAddress:Port", 33) + " "
+                + ["Uthreshold", "Lthreshold", "ActiveConn", "InActConn"].map { Self.left($0, 10) }.joined(separator: " ")
                 + "\n  -> RemoteAddress:Port\n"
         }
         if format.contains(.persistentConnections) {
@@ -202,7 +216,9 @@ public struct Listing {
             if !spec.schedulerFlags.isEmpty { out += " -b \(Self.schedulerFlags(spec))" }
         } else if format.contains(.stats) {
             out += Self.left(name, 33)
-            for v in [s.stats.connections, s.stats.inPackets, s.stats.outPackets, s.stats.inBytes, s.stats.outBytes] { out += Self.largeNumber(v, exact: exact) }
+            for v in [s.stats.connections, s.stats.inPackets, s.stats.outPackets, s.stats.inBytes, s.stats.outBytes] {
+                out += Self.largeNumber(v, exact: exact)
+            }
         } else if format.contains(.rate) {
             out += Self.left(name, 33)
             let r = s.rates
@@ -231,7 +247,8 @@ public struct Listing {
                 if e.method == .tunnel {
                     switch e.tunnel.type {
                     case .gue:
-                        out += " --tun-type gue --tun-port \(e.tunnel.port) " + ["--tun-nocsum", "--tun-csum", "--tun-remcsum"][Int(e.tunnel.checksum.rawValue)]
+                        out +=
+                            " --tun-type gue --tun-port \(e.tunnel.port) " + ["--tun-nocsum", "--tun-csum", "--tun-remcsum"][Int(e.tunnel.checksum.rawValue)]
                     case .ipip, .gre:
                         out += " --tun-type ipip"
                     }
@@ -242,24 +259,33 @@ public struct Listing {
                 out += "\n"
             } else if format.contains(.stats) {
                 out += "  -> " + Self.left(dname, 28)
-                for v in [d.stats.connections, d.stats.inPackets, d.stats.outPackets, d.stats.inBytes, d.stats.outBytes] { out += Self.largeNumber(v, exact: exact) }
+                for v in [d.stats.connections, d.stats.inPackets, d.stats.outPackets, d.stats.inBytes, d.stats.outBytes] {
+                    out += Self.largeNumber(v, exact: exact)
+                }
                 out += "\n"
             } else if format.contains(.rate) {
                 let r = d.rates
-                out += "  -> " + Self.left(dname, 28) + " " + Self.right(String(r.connectionsPerSecond), 8) + " "
+                out +=
+                    "  -> " + Self.left(dname, 28) + " " + Self.right(String(r.connectionsPerSecond), 8) + " "
                     + Self.right(String(r.inPacketsPerSecond), 8) + " " + Self.right(String(r.outPacketsPerSecond), 8)
                 out += Self.largeNumber(r.inBytesPerSecond, exact: exact) + Self.largeNumber(r.outBytesPerSecond, exact: exact) + "\n"
             } else if format.contains(.thresholds) {
-                out += "  -> " + Self.left(dname, 28) + " " + [e.upperThreshold, e.lowerThreshold, d.activeConnections, d.inactiveConnections]
+                out +=
+                    "  -> " + Self.left(dname, 28) + " "
+                    + [e.upperThreshold, e.lowerThreshold, d.activeConnections, d.inactiveConnections]
                     .map { Self.left(String($0), 10) }.joined(separator: " ") + "\n"
             } else if format.contains(.persistentConnections) {
-                out += "  -> " + Self.left(dname, 28) + " " + Self.left(String(e.weight), 9) + " " + Self.left(String(d.persistentConnections), 11) + " "
+                out +=
+                    "  -> " + Self.left(dname, 28) + " " + Self.left(String(e.weight), 9) + " " + Self.left(String(d.persistentConnections), 11) + " "
                     + Self.left(String(d.activeConnections), 10) + " " + Self.left(String(d.inactiveConnections), 10) + "\n"
             } else if format.contains(.tunnelInfo) {
-                out += "  -> " + Self.left(dname, 28) + " " + Self.left(e.method.label, 7) + " " + Self.left(Self.tunnelInfo(e), 13) + " "
-                    + Self.left(String(e.weight), 6) + " " + Self.left(String(d.activeConnections), 10) + " " + Self.left(String(d.inactiveConnections), 10) + "\n"
+                out +=
+                    "  -> " + Self.left(dname, 28) + " " + Self.left(e.method.label, 7) + " " + Self.left(Self.tunnelInfo(e), 13) + " "
+                    + Self.left(String(e.weight), 6) + " " + Self.left(String(d.activeConnections), 10) + " " + Self.left(String(d.inactiveConnections), 10)
+                    + "\n"
             } else {
-                out += "  -> " + Self.left(dname, 28) + " " + Self.left(e.method.label, 7) + " " + Self.left(String(e.weight), 6) + " "
+                out +=
+                    "  -> " + Self.left(dname, 28) + " " + Self.left(e.method.label, 7) + " " + Self.left(String(e.weight), 6) + " "
                     + Self.left(String(d.activeConnections), 10) + " " + Self.left(String(d.inactiveConnections), 10) + "\n"
             }
         }
@@ -283,7 +309,8 @@ public struct Listing {
     public func connections(_ entries: [ConnectionEntry]) -> String {
         var out = "IPVS connection entries\n"
         if format.contains(.persistentConnections) {
-            out += "pro expire " + Self.left("state", 11) + " " + Self.left("source", 18) + " " + Self.left("virtual", 18) + " "
+            out +=
+                "pro expire " + Self.left("state", 11) + " " + Self.left("source", 18) + " " + Self.left("virtual", 18) + " "
                 + Self.left("destination", 18) + " " + Self.left("pe name", 16) + " pe_data\n"
         } else {
             out += "pro expire " + Self.left("state", 11) + " " + Self.left("source", 18) + " " + Self.left("virtual", 18) + " destination\n"
@@ -291,7 +318,8 @@ public struct Listing {
         for c in entries {
             let proto: TransportProtocol? = c.proto == "TCP" ? .tcp : c.proto == "UDP" ? .udp : c.proto == "SCTP" ? .sctp : nil
             let expire = (c.expires / 60 < 10 ? "0" : "") + String(c.expires / 60) + ":" + (c.expires % 60 < 10 ? "0" : "") + String(c.expires % 60)
-            out += Self.left(c.proto, 3) + " " + Self.left(expire, 6) + " " + Self.left(c.state, 11) + " "
+            out +=
+                Self.left(c.proto, 3) + " " + Self.left(expire, 6) + " " + Self.left(c.state, 11) + " "
                 + Self.left(addressPort(c.client, c.clientPort, proto), 18) + " " + Self.left(addressPort(c.virtual, c.virtualPort, proto), 18)
                 + " " + addressPort(c.real, c.realPort, proto) + "\n"
         }
@@ -319,7 +347,8 @@ public struct Listing {
                 last = e.service
             }
             let proto = Self.protocolName(e.service)
-            out += "  -> " + Self.left(addressPort(e.address, e.port, proto), 28) + " " + Self.left(e.checks.joined(separator: ","), 14)
+            out +=
+                "  -> " + Self.left(addressPort(e.address, e.port, proto), 28) + " " + Self.left(e.checks.joined(separator: ","), 14)
                 + " " + Self.left(e.up ? "up" : "down", 5) + " " + Self.left("\(e.since)s", 7) + " " + e.detail
             while out.hasSuffix(" ") { out.removeLast() }
             out += "\n"
@@ -343,8 +372,10 @@ public struct Listing {
             guard case .address(let p, let vip, let vport) = s.service.key else { continue }
             for (i, lip) in s.localAddresses.enumerated() {
                 let conns = connections.filter { $0.local == lip && $0.virtual == vip && $0.virtualPort == vport }.count
-                let head = i == 0 ? Self.left(addressPort(vip, vport, p), 20) + " " + Self.left(String(s.localAddresses.count), 8)
-                                  : Self.left("", 20) + " " + Self.left("", 8)
+                let head =
+                    i == 0
+                    ? Self.left(addressPort(vip, vport, p), 20) + " " + Self.left(String(s.localAddresses.count), 8)
+                    : Self.left("", 20) + " " + Self.left("", 8)
                 out += head + " " + Self.left(lip.description, 20) + " " + Self.left("0", 10) + " " + String(conns) + "\n"
             }
         }

@@ -1,11 +1,12 @@
+import LVSConfiguration
+import LVSControlProtocol
+import LVSCore
+import LVSPacket
+import LVSSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSCore
-import LVSPacket
-import LVSControlProtocol
-import LVSConfiguration
-import LVSSystem
 
 /// The named header fields of a captured frame, in wire order, so that a
 /// frame before and after can be compared field by field.
@@ -136,9 +137,19 @@ public enum FrameFields {
         var k = start
         while k < end {
             let kind = s[k]
-            if kind == 0 { kinds.append("eol"); break }
-            if kind == 1 { kinds.append("nop"); k += 1; continue }
-            guard k + 1 < end, s[k + 1] >= 2, k + Int(s[k + 1]) <= end else { kinds.append("bad"); break }
+            if kind == 0 {
+                kinds.append("eol")
+                break
+            }
+            if kind == 1 {
+                kinds.append("nop")
+                k += 1
+                continue
+            }
+            guard k + 1 < end, s[k + 1] >= 2, k + Int(s[k + 1]) <= end else {
+                kinds.append("bad")
+                break
+            }
             let len = Int(s[k + 1])
             switch kind {
             case TCPOptionEditor.mssKind where len == 4:
@@ -162,8 +173,10 @@ public enum FrameFields {
     }
 
     static func flags(_ b: UInt8) -> String {
-        let names: [(UInt8, String)] = [(TCPFlags.syn, "S"), (TCPFlags.fin, "F"), (TCPFlags.rst, "R"), (TCPFlags.psh, "P"),
-                                        (TCPFlags.ack, "."), (TCPFlags.urg, "U")]
+        let names: [(UInt8, String)] = [
+            (TCPFlags.syn, "S"), (TCPFlags.fin, "F"), (TCPFlags.rst, "R"), (TCPFlags.psh, "P"),
+            (TCPFlags.ack, "."), (TCPFlags.urg, "U"),
+        ]
         let s = names.filter { b & $0.0 != 0 }.map(\.1).joined()
         return s.isEmpty ? "none" : s
     }

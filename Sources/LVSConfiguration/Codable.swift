@@ -65,17 +65,21 @@ extension ServiceKey: Codable {
         if let mark = try c.decodeIfPresent(UInt32.self, forKey: .fwmark) {
             self = .firewallMark(mark, ipv6: try c.decodeIfPresent(Bool.self, forKey: .ipv6) ?? false)
         } else {
-            self = .address(try c.decode(TransportProtocol.self, forKey: .protocol), try c.decode(IPAddress.self, forKey: .address),
-                            try c.decode(UInt16.self, forKey: .port))
+            self = .address(
+                try c.decode(TransportProtocol.self, forKey: .protocol), try c.decode(IPAddress.self, forKey: .address),
+                try c.decode(UInt16.self, forKey: .port))
         }
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         switch self {
         case .address(let p, let a, let port):
-            try c.encode(p, forKey: .protocol); try c.encode(a, forKey: .address); try c.encode(port, forKey: .port)
+            try c.encode(p, forKey: .protocol)
+            try c.encode(a, forKey: .address)
+            try c.encode(port, forKey: .port)
         case .firewallMark(let m, let v6):
-            try c.encode(m, forKey: .fwmark); try c.encode(v6, forKey: .ipv6)
+            try c.encode(m, forKey: .fwmark)
+            try c.encode(v6, forKey: .ipv6)
         }
     }
 }
@@ -90,18 +94,19 @@ extension SchedulerFlags: Codable {
 
 extension TunnelType: Codable {}
 
-
-
 extension TunnelConfiguration: Codable {
     enum CodingKeys: String, CodingKey { case type, port, checksum }
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(type: try c.decode(TunnelType.self, forKey: .type), port: try c.decode(UInt16.self, forKey: .port),
-                  checksum: try c.decode(TunnelChecksum.self, forKey: .checksum))
+        self.init(
+            type: try c.decode(TunnelType.self, forKey: .type), port: try c.decode(UInt16.self, forKey: .port),
+            checksum: try c.decode(TunnelChecksum.self, forKey: .checksum))
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(type, forKey: .type); try c.encode(port, forKey: .port); try c.encode(checksum, forKey: .checksum)
+        try c.encode(type, forKey: .type)
+        try c.encode(port, forKey: .port)
+        try c.encode(checksum, forKey: .checksum)
     }
 }
 
@@ -111,15 +116,20 @@ extension RealServerConfiguration: Codable {
     enum CodingKeys: String, CodingKey { case address, port, weight, method, upperThreshold, lowerThreshold, tunnel }
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(address: try c.decode(IPAddress.self, forKey: .address), port: try c.decode(UInt16.self, forKey: .port),
-                  weight: try c.decode(Int32.self, forKey: .weight), method: try c.decode(ForwardingMethod.self, forKey: .method),
-                  upperThreshold: try c.decode(UInt32.self, forKey: .upperThreshold), lowerThreshold: try c.decode(UInt32.self, forKey: .lowerThreshold),
-                  tunnel: try c.decode(TunnelConfiguration.self, forKey: .tunnel))
+        self.init(
+            address: try c.decode(IPAddress.self, forKey: .address), port: try c.decode(UInt16.self, forKey: .port),
+            weight: try c.decode(Int32.self, forKey: .weight), method: try c.decode(ForwardingMethod.self, forKey: .method),
+            upperThreshold: try c.decode(UInt32.self, forKey: .upperThreshold), lowerThreshold: try c.decode(UInt32.self, forKey: .lowerThreshold),
+            tunnel: try c.decode(TunnelConfiguration.self, forKey: .tunnel))
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(address, forKey: .address); try c.encode(port, forKey: .port); try c.encode(weight, forKey: .weight)
-        try c.encode(method, forKey: .method); try c.encode(upperThreshold, forKey: .upperThreshold)
-        try c.encode(lowerThreshold, forKey: .lowerThreshold); try c.encode(tunnel, forKey: .tunnel)
+        try c.encode(address, forKey: .address)
+        try c.encode(port, forKey: .port)
+        try c.encode(weight, forKey: .weight)
+        try c.encode(method, forKey: .method)
+        try c.encode(upperThreshold, forKey: .upperThreshold)
+        try c.encode(lowerThreshold, forKey: .lowerThreshold)
+        try c.encode(tunnel, forKey: .tunnel)
     }
 }

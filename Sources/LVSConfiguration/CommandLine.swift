@@ -5,21 +5,25 @@ import LVSSystem
 /// ipvsadm's commands, in its own order (`CMD_ADD` … `CMD_ZERO`), then
 /// DPVS's local-address commands.
 public enum AdminCommand: Int, Sendable, CaseIterable {
-    case addService = 0, editService, deleteService, flush, list, addServer, deleteServer, editServer, setTimeouts
+    case addService = 0
+    case editService, deleteService, flush, list, addServer, deleteServer, editServer, setTimeouts
     case startDaemon, stopDaemon, restore, save, zero
     case addLocalAddress, deleteLocalAddress, getLocalAddress
 
     /// `cmdnames[]`, as ipvsadm's messages name them.
     public var name: String {
-        ["add-service", "edit-service", "delete-service", "flush", "list", "add-server", "delete-server", "edit-server", "set",
-         "start-daemon", "stop-daemon", "restore", "save", "zero", "add-laddr", "del-laddr", "get-laddr"][rawValue]
+        [
+            "add-service", "edit-service", "delete-service", "flush", "list", "add-server", "delete-server", "edit-server", "set",
+            "start-daemon", "stop-daemon", "restore", "save", "zero", "add-laddr", "del-laddr", "get-laddr",
+        ][rawValue]
     }
 }
 
 /// ipvsadm's options that its compatibility table knows (`OPTC_*`), plus
 /// DPVS's `-z` and `-j`, and lvsadm's `--json`, `--drops` and `--health`.
 public enum AdminOption: Int, Sendable, CaseIterable {
-    case numeric = 0, connection, service, scheduler, persistent, netmask, server, forward, weight, upperThreshold
+    case numeric = 0
+    case connection, service, scheduler, persistent, netmask, server, forward, weight, upperThreshold
     case lowerThreshold, mcastInterface, timeout, daemon, stats, rate, thresholds, persistentConnections, noSort, syncID
     case exact, onePacket, persistenceEngine, schedulerFlags, mcastGroup, mcastPort, mcastTTL, syncMaxLength
     case tunnelInfo, tunnelType, tunnelPort, tunnelNoChecksum, tunnelChecksum, tunnelRemoteChecksum
@@ -27,10 +31,12 @@ public enum AdminOption: Int, Sendable, CaseIterable {
 
     /// `optnames[]`.
     public var name: String {
-        ["numeric", "connection", "service-address", "scheduler", "persistent", "netmask", "real-server", "forwarding-method",
-         "weight", "u-threshold", "l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
-         "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
-         "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops", "synproxy", "health"][rawValue]
+        [
+            "numeric", "connection", "service-address", "scheduler", "persistent", "netmask", "real-server", "forwarding-method",
+            "weight", "u-threshold", "l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
+            "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
+            "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops", "synproxy", "health",
+        ][rawValue]
     }
 }
 
@@ -77,7 +83,10 @@ public struct ListFormat: OptionSet, Sendable, Hashable {
 public struct UsageError: Error, Equatable, Sendable {
     public var message: String
     public var exitStatus: Int32
-    public init(_ message: String, exitStatus: Int32 = 2) { self.message = message; self.exitStatus = exitStatus }
+    public init(_ message: String, exitStatus: Int32 = 2) {
+        self.message = message
+        self.exitStatus = exitStatus
+    }
 }
 
 /// One parsed command line (or one line of a rules file).
@@ -147,7 +156,8 @@ public enum AdminCommandLine {
         Spec(long: "laddr", short: "z", argument: .required),
         // lvsadm's own.
         Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none),
-        Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "health", short: nil, argument: .none), Spec(long: "socket", short: nil, argument: .required),
+        Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "health", short: nil, argument: .none),
+        Spec(long: "socket", short: nil, argument: .required),
     ]
 
     /// 6 × 60 s, libipvs's IPVS_SVC_PERSISTENT_TIMEOUT.
@@ -170,8 +180,14 @@ public enum AdminCommandLine {
         while i < arguments.count {
             let arg = arguments[i]
             i += 1
-            if onlyArguments || arg == "-" || !arg.hasPrefix("-") { leftovers.append(arg); continue }
-            if arg == "--" { onlyArguments = true; continue }
+            if onlyArguments || arg == "-" || !arg.hasPrefix("-") {
+                leftovers.append(arg)
+                continue
+            }
+            if arg == "--" {
+                onlyArguments = true
+                continue
+            }
             if arg.hasPrefix("--") {
                 let body = arg.dropFirst(2)
                 let name = body.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
@@ -182,13 +198,19 @@ public enum AdminCommandLine {
                     if inline != nil { throw UsageError("\(arg): option does not take an argument", exitStatus: 255) }
                     events.append((s, nil, arg))
                 case .required:
-                    if let inline { events.append((s, inline, arg)) } else {
+                    if let inline {
+                        events.append((s, inline, arg))
+                    } else {
                         guard i < arguments.count else { throw UsageError("\(arg): missing argument", exitStatus: 255) }
-                        events.append((s, arguments[i], arg)); i += 1
+                        events.append((s, arguments[i], arg))
+                        i += 1
                     }
                 case .optional:
-                    if let inline { events.append((s, inline, arg)) } else if i < arguments.count && !arguments[i].hasPrefix("-") {
-                        events.append((s, arguments[i], arg)); i += 1
+                    if let inline {
+                        events.append((s, inline, arg))
+                    } else if i < arguments.count && !arguments[i].hasPrefix("-") {
+                        events.append((s, arguments[i], arg))
+                        i += 1
                     } else {
                         events.append((s, nil, arg))
                     }
@@ -204,13 +226,21 @@ public enum AdminCommandLine {
                 case .none:
                     events.append((s, nil, "-\(c)"))
                 case .required:
-                    if !chars.isEmpty { events.append((s, String(chars), "-\(c)")); chars = [] } else {
+                    if !chars.isEmpty {
+                        events.append((s, String(chars), "-\(c)"))
+                        chars = []
+                    } else {
                         guard i < arguments.count else { throw UsageError("-\(c): missing argument", exitStatus: 255) }
-                        events.append((s, arguments[i], "-\(c)")); i += 1
+                        events.append((s, arguments[i], "-\(c)"))
+                        i += 1
                     }
                 case .optional:
-                    if !chars.isEmpty { events.append((s, String(chars), "-\(c)")); chars = [] } else if i < arguments.count && !arguments[i].hasPrefix("-") {
-                        events.append((s, arguments[i], "-\(c)")); i += 1
+                    if !chars.isEmpty {
+                        events.append((s, String(chars), "-\(c)"))
+                        chars = []
+                    } else if i < arguments.count && !arguments[i].hasPrefix("-") {
+                        events.append((s, arguments[i], "-\(c)"))
+                        i += 1
                     } else {
                         events.append((s, nil, "-\(c)"))
                     }
@@ -236,7 +266,8 @@ public enum AdminCommandLine {
         var serverPort: UInt16? = nil
         var method: ForwardingMethod = .directRouting
         var weight: Int32 = 1
-        var upper: UInt32 = 0, lower: UInt32 = 0
+        var upper: UInt32 = 0
+        var lower: UInt32 = 0
         var tunnel = TunnelConfiguration()
 
         func setCommand(_ c: AdminCommand) throws(UsageError) {
@@ -318,11 +349,20 @@ public enum AdminCommandLine {
                 guard let (a, port) = parseAddressPort(v, proto: proto) else {
                     throw UsageError("illegal real server address[:port] specified")
                 }
-                serverAddress = a; serverPort = port
-            case "masquerading": try setOption(.forward); method = .nat
-            case "ipip": try setOption(.forward); method = .tunnel
-            case "gatewaying": try setOption(.forward); method = .directRouting
-            case "fullnat": try setOption(.forward); method = .fullNAT
+                serverAddress = a
+                serverPort = port
+            case "masquerading":
+                try setOption(.forward)
+                method = .nat
+            case "ipip":
+                try setOption(.forward)
+                method = .tunnel
+            case "gatewaying":
+                try setOption(.forward)
+                method = .directRouting
+            case "fullnat":
+                try setOption(.forward)
+                method = .fullNAT
             case "weight":
                 try setOption(.weight)
                 guard let w = number(v, 0, 65535) else { throw UsageError("illegal weight specified") }
@@ -335,7 +375,9 @@ public enum AdminCommandLine {
                 try setOption(.lowerThreshold)
                 guard let n = number(v, 0, Int(Int32.max)) else { throw UsageError("illegal l_threshold specified") }
                 lower = UInt32(n)
-            case "numeric": try setOption(.numeric); inv.format.insert(.numeric)
+            case "numeric":
+                try setOption(.numeric)
+                inv.format.insert(.numeric)
             case "connection": try setOption(.connection)
             case "mcast-interface":
                 try setOption(.mcastInterface)
@@ -363,17 +405,37 @@ public enum AdminCommandLine {
                 inv.syncDaemon.maxLength = n
             case "timeout": try setOption(.timeout)
             case "daemon": try setOption(.daemon)
-            case "stats": try setOption(.stats); inv.format.insert(.stats)
-            case "rate": try setOption(.rate); inv.format.insert(.rate)
-            case "thresholds": try setOption(.thresholds); inv.format.insert(.thresholds)
-            case "persistent-conn": try setOption(.persistentConnections); inv.format.insert(.persistentConnections)
-            case "nosort": try setOption(.noSort); inv.format.insert(.noSort)
+            case "stats":
+                try setOption(.stats)
+                inv.format.insert(.stats)
+            case "rate":
+                try setOption(.rate)
+                inv.format.insert(.rate)
+            case "thresholds":
+                try setOption(.thresholds)
+                inv.format.insert(.thresholds)
+            case "persistent-conn":
+                try setOption(.persistentConnections)
+                inv.format.insert(.persistentConnections)
+            case "nosort":
+                try setOption(.noSort)
+                inv.format.insert(.noSort)
             case "sort": break
-            case "exact": try setOption(.exact); inv.format.insert(.exact)
-            case "ops": try setOption(.onePacket); onePacket = true
-            case "pe": try setOption(.persistenceEngine); pe = v
-            case "sched-flags": try setOption(.schedulerFlags); flagsText = v
-            case "tun-info": try setOption(.tunnelInfo); inv.format.insert(.tunnelInfo)
+            case "exact":
+                try setOption(.exact)
+                inv.format.insert(.exact)
+            case "ops":
+                try setOption(.onePacket)
+                onePacket = true
+            case "pe":
+                try setOption(.persistenceEngine)
+                pe = v
+            case "sched-flags":
+                try setOption(.schedulerFlags)
+                flagsText = v
+            case "tun-info":
+                try setOption(.tunnelInfo)
+                inv.format.insert(.tunnelInfo)
             case "tun-type":
                 try setOption(.tunnelType)
                 switch v {
@@ -385,16 +447,24 @@ public enum AdminCommandLine {
                 try setOption(.tunnelPort)
                 guard let p = number(v, 1, 65535) else { throw UsageError("illegal tunnel port specified") }
                 tunnel.port = UInt16(p)
-            case "tun-nocsum": try setOption(.tunnelNoChecksum); tunnel.checksum = .none
-            case "tun-csum": try setOption(.tunnelChecksum); tunnel.checksum = .checksum
-            case "tun-remcsum": try setOption(.tunnelRemoteChecksum); tunnel.checksum = .remote
+            case "tun-nocsum":
+                try setOption(.tunnelNoChecksum)
+                tunnel.checksum = .none
+            case "tun-csum":
+                try setOption(.tunnelChecksum)
+                tunnel.checksum = .checksum
+            case "tun-remcsum":
+                try setOption(.tunnelRemoteChecksum)
+                tunnel.checksum = .remote
             case "laddr":
                 try setOption(.localAddress)
                 guard let a = IPAddress(v.hasPrefix("[") && v.hasSuffix("]") ? String(v.dropFirst().dropLast()) : v) else {
                     throw UsageError("illegal local address specified")
                 }
                 inv.localAddress = a
-            case "json": try setOption(.json); inv.json = true
+            case "json":
+                try setOption(.json)
+                inv.json = true
             case "drops": try setOption(.drops)
             case "health": try setOption(.health)
             case "synproxy":
@@ -442,8 +512,9 @@ public enum AdminCommandLine {
                     }
                 }
             }
-            inv.service = ServiceSpec(key: key, scheduler: scheduler ?? "wlc", schedulerFlags: flags, persistence: persistence,
-                                      netmask: netmask, persistenceEngine: pe, onePacket: onePacket, synproxy: synproxy)
+            inv.service = ServiceSpec(
+                key: key, scheduler: scheduler ?? "wlc", schedulerFlags: flags, persistence: persistence,
+                netmask: netmask, persistenceEngine: pe, onePacket: onePacket, synproxy: synproxy)
         }
         if command == .addServer || command == .editServer || command == .deleteServer, let key, let serverAddress {
             var port = serverPort ?? key.port
@@ -459,8 +530,9 @@ public enum AdminCommandLine {
                 }
                 try checkTunnel(tunnel.type, inv.options)
             }
-            inv.server = ServerSpec(address: serverAddress, port: port, weight: weight, method: method,
-                                    upperThreshold: upper, lowerThreshold: lower, tunnel: tunnel)
+            inv.server = ServerSpec(
+                address: serverAddress, port: port, weight: weight, method: method,
+                upperThreshold: upper, lowerThreshold: lower, tunnel: tunnel)
         }
         if command == .list {
             // -c with --persistent-conn is how ipvsadm shows persistence engine data.

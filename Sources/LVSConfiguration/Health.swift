@@ -1,11 +1,12 @@
+import LVSCore
+import LVSPacket
+import LVSSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import LVSCore
-import LVSPacket
-import LVSSystem
 
 /// One checker of a real server, from a keepalived.conf `real_server` block.
 public struct HealthCheck: Sendable, Hashable {
@@ -34,7 +35,9 @@ public struct HealthCheck: Sendable, Hashable {
         /// The body's MD5 in hex (`genhash` prints it), when given.
         public var digest: String?
         public init(path: String, statuses: [ClosedRange<Int>] = [200...299], digest: String? = nil) {
-            self.path = path; self.statuses = statuses; self.digest = digest?.lowercased()
+            self.path = path
+            self.statuses = statuses
+            self.digest = digest?.lowercased()
         }
 
         public func accepts(_ status: Int) -> Bool { statuses.contains { $0.contains(status) } }
@@ -91,7 +94,6 @@ public struct QuorumGroup: Sendable, Hashable {
     public var omega = false
 }
 
-
 extension KeepalivedConfiguration {
     /// The servers that have checkers, with the checks as lvsd runs them.
     public func healthTargets(file: String) throws(ConfigurationError) -> [HealthTarget] {
@@ -109,9 +111,11 @@ extension KeepalivedConfiguration {
                 func command(_ keyword: String) -> String? {
                     block?.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 }
                 }
-                out.append(HealthTarget(services: vs.services.map(\.key), server: server, inhibitOnFailure: rs.inhibitOnFailure,
-                                        startsDown: vs.alpha, checks: checks, notifyUp: command("notify_up"), notifyDown: command("notify_down"),
-                                        omega: vs.omega))
+                out.append(
+                    HealthTarget(
+                        services: vs.services.map(\.key), server: server, inhibitOnFailure: rs.inhibitOnFailure,
+                        startsDown: vs.alpha, checks: checks, notifyUp: command("notify_up"), notifyDown: command("notify_down"),
+                        omega: vs.omega))
             }
         }
         return out
@@ -123,8 +127,9 @@ extension KeepalivedConfiguration {
     public var quorumGroups: [QuorumGroup] {
         virtualServers.map { vs in
             func command(_ keyword: String) -> String? { vs.block.first(keyword).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 } }
-            return QuorumGroup(services: vs.services.map(\.key), quorum: vs.quorum, hysteresis: vs.hysteresis, sorryServer: vs.sorryServer,
-                               up: command("quorum_up"), down: command("quorum_down"), omega: vs.omega)
+            return QuorumGroup(
+                services: vs.services.map(\.key), quorum: vs.quorum, hysteresis: vs.hysteresis, sorryServer: vs.sorryServer,
+                up: command("quorum_up"), down: command("quorum_down"), omega: vs.omega)
         }
     }
 }

@@ -4,7 +4,10 @@ import LVSSystem
 
 /// One `vrrp_instance` of a keepalived.conf.
 public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
-    public enum State: String, Sendable, Hashable, Codable { case master = "MASTER", backup = "BACKUP" }
+    public enum State: String, Sendable, Hashable, Codable {
+        case master = "MASTER"
+        case backup = "BACKUP"
+    }
     public var name: String
     public var state: State = .backup
     public var interface: String = ""
@@ -49,7 +52,10 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
     public var instances: [VRRPInstanceConfiguration] = []
     public var sync: SyncDaemonTie?
 
-    public init(instances: [VRRPInstanceConfiguration] = [], sync: SyncDaemonTie? = nil) { self.instances = instances; self.sync = sync }
+    public init(instances: [VRRPInstanceConfiguration] = [], sync: SyncDaemonTie? = nil) {
+        self.instances = instances
+        self.sync = sync
+    }
 
     /// The sync daemon's settings for an instance's state.
     public func syncDaemon(master: Bool) -> SyncDaemonConfiguration? {
@@ -74,8 +80,10 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         for b in config.vrrpInstances where b.keyword == "vrrp_instance" {
             ha.instances.append(try instance(b, version: version, file: file))
         }
-        for i in ha.instances where ha.instances.contains(where: { $0.name != i.name && $0.interface == i.interface && $0.virtualRouterID == i.virtualRouterID }) {
-            throw ConfigurationError(file: file, line: 0, keyword: "vrrp_instance", message: "\(i.name): virtual_router_id \(i.virtualRouterID) is used twice on \(i.interface)")
+        for i in ha.instances
+        where ha.instances.contains(where: { $0.name != i.name && $0.interface == i.interface && $0.virtualRouterID == i.virtualRouterID }) {
+            throw ConfigurationError(
+                file: file, line: 0, keyword: "vrrp_instance", message: "\(i.name): virtual_router_id \(i.virtualRouterID) is used twice on \(i.interface)")
         }
         if let name = ha.sync?.instance, !ha.instances.contains(where: { $0.name == name }) {
             throw ConfigurationError(file: file, line: 0, keyword: "lvs_sync_daemon", message: "no vrrp_instance named \(name)")

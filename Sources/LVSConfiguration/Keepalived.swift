@@ -126,15 +126,30 @@ public struct KeepalivedConfiguration: Sendable {
             var quoted = false
             for ch in raw {
                 if quoted {
-                    if ch == "\"" { quoted = false; words.append(word); word = "" } else { word.append(ch) }
+                    if ch == "\"" {
+                        quoted = false
+                        words.append(word)
+                        word = ""
+                    } else {
+                        word.append(ch)
+                    }
                     continue
                 }
                 if ch == "#" || ch == "!" { break }
-                if ch == "\"" { quoted = true; continue }
+                if ch == "\"" {
+                    quoted = true
+                    continue
+                }
                 if ch == " " || ch == "\t" || ch == "\r" {
-                    if !word.isEmpty { words.append(word); word = "" }
+                    if !word.isEmpty {
+                        words.append(word)
+                        word = ""
+                    }
                 } else if ch == "{" || ch == "}" {
-                    if !word.isEmpty { words.append(word); word = "" }
+                    if !word.isEmpty {
+                        words.append(word)
+                        word = ""
+                    }
                     words.append(String(ch))
                 } else {
                     word.append(ch)
@@ -157,7 +172,10 @@ public struct KeepalivedConfiguration: Sendable {
                     stack.append(c)
                     current = nil
                 } else if w == "}" {
-                    if let c = current { stack[stack.count - 1].children.append(c); current = nil }
+                    if let c = current {
+                        stack[stack.count - 1].children.append(c)
+                        current = nil
+                    }
                     guard stack.count > 1 else { throw ConfigurationError(file: file, line: lineNo, message: "'}' without a block to close") }
                     let done = stack.removeLast()
                     stack[stack.count - 1].children.append(done)
@@ -227,8 +245,10 @@ public struct KeepalivedConfiguration: Sendable {
         return a
     }
 
-    static func virtualServer(_ b: ConfigBlock, file: String, groups: [String: ConfigBlock], localGroups: [String: ConfigBlock],
-                              ignored: inout [(line: Int, keyword: String)]) throws(ConfigurationError) -> VirtualServer {
+    static func virtualServer(
+        _ b: ConfigBlock, file: String, groups: [String: ConfigBlock], localGroups: [String: ConfigBlock],
+        ignored: inout [(line: Int, keyword: String)]
+    ) throws(ConfigurationError) -> VirtualServer {
         var proto: TransportProtocol = .tcp
         if let p = b.first("protocol") {
             switch p.arguments.first?.uppercased() {
@@ -248,7 +268,8 @@ public struct KeepalivedConfiguration: Sendable {
             keys = [.firewallMark(m, ipv6: false)]
         } else if args.first == "group" {
             guard args.count == 2, let g = groups[args[1]] else {
-                throw ConfigurationError(file: file, line: b.line, keyword: "virtual_server", message: "unknown virtual_server_group '\(args.dropFirst().first ?? "")'")
+                throw ConfigurationError(
+                    file: file, line: b.line, keyword: "virtual_server", message: "unknown virtual_server_group '\(args.dropFirst().first ?? "")'")
             }
             for member in g.children {
                 if member.keyword == "fwmark" {
@@ -279,8 +300,9 @@ public struct KeepalivedConfiguration: Sendable {
         var onePacket = false
         var synproxy = false
         var vsInhibit = false
-        var vs = VirtualServer(services: [], realServers: [], sorryServer: nil, localAddresses: [], quorum: 1, hysteresis: 0,
-                               alpha: false, omega: false, delayLoop: 60, block: b)
+        var vs = VirtualServer(
+            services: [], realServers: [], sorryServer: nil, localAddresses: [], quorum: 1, hysteresis: 0,
+            alpha: false, omega: false, delayLoop: 60, block: b)
         // The method first: real servers inherit it.
         if let k = b.all(["lvs_method", "lb_kind"]).last { method = try Self.method(k, file: file) }
         for c in b.children {
@@ -303,14 +325,20 @@ public struct KeepalivedConfiguration: Sendable {
             case "persistence_granularity":
                 guard let text = c.arguments.first else { throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a mask") }
                 if keys.first?.isIPv6 == true {
-                    guard let n = Int(text), (1...128).contains(n) else { throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "bad IPv6 prefix length") }
+                    guard let n = Int(text), (1...128).contains(n) else {
+                        throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "bad IPv6 prefix length")
+                    }
                     netmask = n
                 } else {
-                    guard let n = AdminCommandLine.parseNetmask(text) else { throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "bad mask '\(text)'") }
+                    guard let n = AdminCommandLine.parseNetmask(text) else {
+                        throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "bad mask '\(text)'")
+                    }
                     netmask = n
                 }
             case "persistence_engine":
-                guard c.arguments.first == "sip" else { throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "the only persistence engine is sip") }
+                guard c.arguments.first == "sip" else {
+                    throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "the only persistence engine is sip")
+                }
                 engine = "sip"
             case "sorry_server":
                 let a = try address(c.arguments.first, c, file: file)
@@ -329,7 +357,7 @@ public struct KeepalivedConfiguration: Sendable {
                 }
                 for member in g.children { vs.localAddresses.append(contentsOf: try range(member.keyword, member, file: file)) }
             case "connect_timeout", "retry", "delay_before_retry", "warmup", "quorum_up", "quorum_down", "sorry_server_inhibit",
-                 "ha_suspend", "virtualhost", "smtp_alert", "lvs_flags", "notify_up", "notify_down", "nb_get_retry":
+                "ha_suspend", "virtualhost", "smtp_alert", "lvs_flags", "notify_up", "notify_down", "nb_get_retry":
                 break
             default:
                 ignored.append((c.line, c.keyword))
@@ -339,7 +367,9 @@ public struct KeepalivedConfiguration: Sendable {
             let a = try address(c.arguments.first, c, file: file)
             let port: UInt16
             if c.arguments.count > 1 {
-                guard let p = UInt16(c.arguments[1]) else { throw ConfigurationError(file: file, line: c.line, keyword: "real_server", message: "bad port '\(c.arguments[1])'") }
+                guard let p = UInt16(c.arguments[1]) else {
+                    throw ConfigurationError(file: file, line: c.line, keyword: "real_server", message: "bad port '\(c.arguments[1])'")
+                }
                 port = p
             } else {
                 port = keys.first?.port ?? 0
@@ -380,8 +410,10 @@ public struct KeepalivedConfiguration: Sendable {
             if onePacket, case .address(let p, _, _) = key, p != .udp {
                 throw ConfigurationError(file: file, line: b.line, keyword: "ops", message: "one-packet scheduling is only for UDP")
             }
-            vs.services.append(ServiceSpec(key: key, scheduler: scheduler, schedulerFlags: flags, persistence: persistence,
-                                           netmask: netmask, persistenceEngine: engine, onePacket: onePacket, synproxy: synproxy))
+            vs.services.append(
+                ServiceSpec(
+                    key: key, scheduler: scheduler, schedulerFlags: flags, persistence: persistence,
+                    netmask: netmask, persistenceEngine: engine, onePacket: onePacket, synproxy: synproxy))
         }
         return vs
     }

@@ -1,11 +1,12 @@
+import LVSCore
+import LVSPacket
+import LVSSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import LVSCore
-import LVSPacket
-import LVSSystem
 
 /// A configuration file that cannot be loaded: where, and why.
 public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -15,7 +16,10 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
     public var keyword: String?
     public var message: String
     public init(file: String, line: Int, keyword: String? = nil, message: String) {
-        self.file = file; self.line = line; self.keyword = keyword; self.message = message
+        self.file = file
+        self.line = line
+        self.keyword = keyword
+        self.message = message
     }
     public var description: String {
         "\(file):\(line): " + (keyword.map { "\($0): " } ?? "") + message
@@ -28,7 +32,10 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 public struct ConfigurationSources: Sendable {
     public var rules: [String]
     public var keepalived: [String]
-    public init(rules: [String] = [], keepalived: [String] = []) { self.rules = rules; self.keepalived = keepalived }
+    public init(rules: [String] = [], keepalived: [String] = []) {
+        self.rules = rules
+        self.keepalived = keepalived
+    }
     public var files: [String] { rules + keepalived }
 
     public func load() throws(ConfigurationError) -> ServiceTable {

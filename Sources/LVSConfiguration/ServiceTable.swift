@@ -10,7 +10,10 @@ public struct TableError: Error, Equatable, Sendable, Codable, CustomStringConve
     public var message: String
     public var description: String { message }
 
-    public init(_ code: String, _ message: String) { self.code = code; self.message = message }
+    public init(_ code: String, _ message: String) {
+        self.code = code
+        self.message = message
+    }
 
     static let serviceExists = TableError("EEXIST", "Service already exists")
     static let schedulerNotFound = TableError("ENOENT", "Scheduler or persistence engine not found")
@@ -51,10 +54,17 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     /// DPVS's `-j enable`.
     public var synproxy: Bool
 
-    public init(key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
-                netmask: Int? = nil, persistenceEngine: String? = nil, onePacket: Bool = false, synproxy: Bool = false) {
-        self.key = key; self.scheduler = scheduler; self.schedulerFlags = schedulerFlags; self.persistence = persistence
-        self.netmask = netmask ?? (key.isIPv6 ? 128 : 32); self.persistenceEngine = persistenceEngine; self.onePacket = onePacket
+    public init(
+        key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
+        netmask: Int? = nil, persistenceEngine: String? = nil, onePacket: Bool = false, synproxy: Bool = false
+    ) {
+        self.key = key
+        self.scheduler = scheduler
+        self.schedulerFlags = schedulerFlags
+        self.persistence = persistence
+        self.netmask = netmask ?? (key.isIPv6 ? 128 : 32)
+        self.persistenceEngine = persistenceEngine
+        self.onePacket = onePacket
         self.synproxy = synproxy
     }
 }
@@ -113,7 +123,9 @@ public struct ServiceTable: Sendable, Hashable {
         case .editServer(let key, let server):
             guard let i = index(of: key) else { throw .serviceNotDefined }
             try Self.validate(server)
-            guard let j = services[i].realServers.firstIndex(where: { $0.address == server.address && $0.port == server.port }) else { throw .noSuchDestination }
+            guard let j = services[i].realServers.firstIndex(where: { $0.address == server.address && $0.port == server.port }) else {
+                throw .noSuchDestination
+            }
             var svc = services[i]
             svc.realServers[j] = server
             try Self.checkSynproxy(svc)
@@ -182,6 +194,14 @@ public struct Timeouts: Sendable, Hashable, Codable {
     public var tcp: UInt32
     public var tcpFin: UInt32
     public var udp: UInt32
-    public init(tcp: UInt32, tcpFin: UInt32, udp: UInt32) { self.tcp = tcp; self.tcpFin = tcpFin; self.udp = udp }
-    public init(_ t: TimeoutTable) { tcp = t[.established]; tcpFin = t[.finWait]; udp = t[.udp] }
+    public init(tcp: UInt32, tcpFin: UInt32, udp: UInt32) {
+        self.tcp = tcp
+        self.tcpFin = tcpFin
+        self.udp = udp
+    }
+    public init(_ t: TimeoutTable) {
+        tcp = t[.established]
+        tcpFin = t[.finWait]
+        udp = t[.udp]
+    }
 }

@@ -1,5 +1,5 @@
-import LVSPacket
 import LVSCore
+import LVSPacket
 import LVSSystem
 
 /// `--start-daemon` and its options, as ipvsadm takes them.
@@ -18,9 +18,16 @@ public struct SyncDaemonConfiguration: Sendable, Hashable, Codable {
     public static let defaultGroup = IPAddress.v4(IPv4Address(0xE000_0051))
     public static let defaultPort: UInt16 = 8848
 
-    public init(role: Role = .master, interface: String = "eth0", syncID: UInt8 = 0, group: IPAddress = SyncDaemonConfiguration.defaultGroup,
-                port: UInt16 = SyncDaemonConfiguration.defaultPort, ttl: UInt8 = 1, maxLength: Int = 0) {
-        self.role = role; self.interface = interface; self.syncID = syncID; self.group = group
-        self.port = port; self.ttl = ttl; self.maxLength = maxLength
+    public init(
+        role: Role = .master, interface: String = "eth0", syncID: UInt8 = 0, group: IPAddress = SyncDaemonConfiguration.defaultGroup,
+        port: UInt16 = SyncDaemonConfiguration.defaultPort, ttl: UInt8 = 1, maxLength: Int = 0
+    ) {
+        self.role = role
+        self.interface = interface
+        self.syncID = syncID
+        self.group = group
+        self.port = port
+        self.ttl = ttl
+        self.maxLength = maxLength
     }
 }

@@ -1,7 +1,8 @@
+import LVSSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSSystem
 
 /// One end of lvsd's control socket (a Unix stream socket) carrying
 /// length-prefixed messages; closed when it goes.

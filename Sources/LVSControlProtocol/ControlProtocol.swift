@@ -1,12 +1,13 @@
+import LVSConfiguration
+import LVSCore
+import LVSPacket
+import LVSSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import LVSCore
-import LVSPacket
-import LVSConfiguration
-import LVSSystem
 
 /// What lvsadm asks lvsd. One request, one response, on one connection.
 public enum ControlRequest: Sendable, Hashable, Codable {

@@ -1,6 +1,6 @@
+import LVSConfiguration
 import LVSCore
 import LVSPacket
-import LVSConfiguration
 import LVSSystem
 
 /// `--stats` lists the core's `Counters` (ip_vs_stats); `--rate` lists the
@@ -26,7 +26,9 @@ public struct ServiceSnapshot: Sendable, Hashable, Codable {
     public var stats = Statistics()
     public var rates = Rates()
     public init(service: ServiceSpec, servers: [ServerSnapshot] = [], localAddresses: [IPAddress] = []) {
-        self.service = service; self.servers = servers; self.localAddresses = localAddresses
+        self.service = service
+        self.servers = servers
+        self.localAddresses = localAddresses
     }
 }
 
@@ -47,14 +49,24 @@ public struct ConnectionEntry: Sendable, Hashable, Codable {
     /// Seconds until it expires.
     public var expires: UInt32
     public var template: Bool
-    public init(proto: String, client: IPAddress, clientPort: UInt16, virtual: IPAddress, virtualPort: UInt16, real: IPAddress,
-                realPort: UInt16, local: IPAddress? = nil, localPort: UInt16? = nil, state: String, expires: UInt32, template: Bool) {
-        self.proto = proto; self.client = client; self.clientPort = clientPort; self.virtual = virtual; self.virtualPort = virtualPort
-        self.real = real; self.realPort = realPort; self.local = local; self.localPort = localPort; self.state = state
-        self.expires = expires; self.template = template
+    public init(
+        proto: String, client: IPAddress, clientPort: UInt16, virtual: IPAddress, virtualPort: UInt16, real: IPAddress,
+        realPort: UInt16, local: IPAddress? = nil, localPort: UInt16? = nil, state: String, expires: UInt32, template: Bool
+    ) {
+        self.proto = proto
+        self.client = client
+        self.clientPort = clientPort
+        self.virtual = virtual
+        self.virtualPort = virtualPort
+        self.real = real
+        self.realPort = realPort
+        self.local = local
+        self.localPort = localPort
+        self.state = state
+        self.expires = expires
+        self.template = template
     }
 }
-
 
 /// Everything the listings show, read from lvsd in one go.
 public struct TableSnapshot: Sendable, Hashable, Codable {
@@ -74,11 +86,19 @@ public struct TableSnapshot: Sendable, Hashable, Codable {
     public var daemons: [SyncDaemonConfiguration]
     /// VRRP instances, lvsd's addition.
     public var vrrp: [VRRPInstanceStatus]
-    public init(connectionTableSize: Int, services: [ServiceSnapshot], timeouts: Timeouts, connections: [ConnectionEntry]? = nil,
-                drops: [String: UInt64] = [:], health: [HealthEntry] = [], daemons: [SyncDaemonConfiguration] = [],
-                vrrp: [VRRPInstanceStatus] = []) {
-        self.connectionTableSize = connectionTableSize; self.services = services; self.timeouts = timeouts
-        self.connections = connections; self.drops = drops; self.health = health; self.daemons = daemons; self.vrrp = vrrp
+    public init(
+        connectionTableSize: Int, services: [ServiceSnapshot], timeouts: Timeouts, connections: [ConnectionEntry]? = nil,
+        drops: [String: UInt64] = [:], health: [HealthEntry] = [], daemons: [SyncDaemonConfiguration] = [],
+        vrrp: [VRRPInstanceStatus] = []
+    ) {
+        self.connectionTableSize = connectionTableSize
+        self.services = services
+        self.timeouts = timeouts
+        self.connections = connections
+        self.drops = drops
+        self.health = health
+        self.daemons = daemons
+        self.vrrp = vrrp
     }
 }
 
@@ -97,10 +117,19 @@ public struct VRRPInstanceStatus: Sendable, Hashable, Codable {
     public var seconds: UInt64
     /// Transitions since start.
     public var transitions: UInt64
-    public init(name: String, interface: String, virtualRouterID: UInt8, priority: UInt8, state: String, master: IPAddress?,
-                addresses: [IPAddress], seconds: UInt64, transitions: UInt64) {
-        self.name = name; self.interface = interface; self.virtualRouterID = virtualRouterID; self.priority = priority
-        self.state = state; self.master = master; self.addresses = addresses; self.seconds = seconds; self.transitions = transitions
+    public init(
+        name: String, interface: String, virtualRouterID: UInt8, priority: UInt8, state: String, master: IPAddress?,
+        addresses: [IPAddress], seconds: UInt64, transitions: UInt64
+    ) {
+        self.name = name
+        self.interface = interface
+        self.virtualRouterID = virtualRouterID
+        self.priority = priority
+        self.state = state
+        self.master = master
+        self.addresses = addresses
+        self.seconds = seconds
+        self.transitions = transitions
     }
 }
 
@@ -122,7 +151,10 @@ public struct EngineStatus: Sendable, Hashable, Codable {
     public var ipv6Connections: Int
     public var ipv6Capacity: Int
 
-    public init(worker: Int, totals: Statistics, drops: UInt64, toaInserted: UInt64, toaFailures: UInt64, icmpSent: UInt64, synproxyCookies: UInt64, ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int, ipv6Capacity: Int) {
+    public init(
+        worker: Int, totals: Statistics, drops: UInt64, toaInserted: UInt64, toaFailures: UInt64, icmpSent: UInt64, synproxyCookies: UInt64,
+        ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int, ipv6Capacity: Int
+    ) {
         self.worker = worker
         self.totals = totals
         self.drops = drops

@@ -1,6 +1,6 @@
+import LVSConfiguration
 import LVSCore
 import LVSPacket
-import LVSConfiguration
 import LVSSystem
 
 /// One traced packet on the wire to lvsadm: what lvsd did and the frame's
@@ -32,8 +32,12 @@ public struct TraceEntry: Sendable, Hashable, Codable {
         worker = r.worker
         interface = r.interface
         switch r.verdict {
-        case .transmit(let i): verdict = "transmit"; outInterface = i
-        case .drop(let reason): verdict = "drop"; dropReason = reason.description
+        case .transmit(let i):
+            verdict = "transmit"
+            outInterface = i
+        case .drop(let reason):
+            verdict = "drop"
+            dropReason = reason.description
         case .pass: verdict = "pass"
         case .held: verdict = "held"
         }

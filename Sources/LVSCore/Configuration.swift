@@ -86,7 +86,9 @@ public struct TunnelConfiguration: Sendable, Hashable {
     public var port: UInt16
     public var checksum: TunnelChecksum
     public init(type: TunnelType = .ipip, port: UInt16 = 0, checksum: TunnelChecksum = .none) {
-        self.type = type; self.port = port; self.checksum = checksum
+        self.type = type
+        self.port = port
+        self.checksum = checksum
     }
 }
 
@@ -100,10 +102,17 @@ public struct RealServerConfiguration: Sendable, Hashable {
     public var lowerThreshold: UInt32
     public var tunnel: TunnelConfiguration
 
-    public init(address: IPAddress, port: UInt16, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
-                upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0, tunnel: TunnelConfiguration = .init()) {
-        self.address = address; self.port = port; self.weight = weight; self.method = method
-        self.upperThreshold = upperThreshold; self.lowerThreshold = lowerThreshold; self.tunnel = tunnel
+    public init(
+        address: IPAddress, port: UInt16, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
+        upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0, tunnel: TunnelConfiguration = .init()
+    ) {
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.method = method
+        self.upperThreshold = upperThreshold
+        self.lowerThreshold = lowerThreshold
+        self.tunnel = tunnel
     }
 }
 
@@ -126,13 +135,21 @@ public struct VirtualServiceConfiguration: Sendable, Hashable {
     /// SYN proxy (DPVS's `-j enable`): TCP handshakes complete at the director first.
     public var synproxy: Bool
 
-    public init(key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
-                persistenceNetmask: Int? = nil, onePacket: Bool = false, persistenceEngine: String? = nil,
-                realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = [], synproxy: Bool = false) {
-        self.key = key; self.scheduler = scheduler; self.schedulerFlags = schedulerFlags; self.persistence = persistence
+    public init(
+        key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
+        persistenceNetmask: Int? = nil, onePacket: Bool = false, persistenceEngine: String? = nil,
+        realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = [], synproxy: Bool = false
+    ) {
+        self.key = key
+        self.scheduler = scheduler
+        self.schedulerFlags = schedulerFlags
+        self.persistence = persistence
         self.persistenceNetmask = persistenceNetmask ?? (key.isIPv6 ? 128 : 32)
-        self.onePacket = onePacket; self.persistenceEngine = persistenceEngine
-        self.realServers = realServers; self.localAddresses = localAddresses; self.synproxy = synproxy
+        self.onePacket = onePacket
+        self.persistenceEngine = persistenceEngine
+        self.realServers = realServers
+        self.localAddresses = localAddresses
+        self.synproxy = synproxy
     }
 }
 
@@ -148,11 +165,17 @@ public struct FirewallMarkRule: Sendable, Hashable {
     public var sourcePrefixLength: Int
     public var ports: ClosedRange<UInt16>
 
-    public init(mark: UInt32, proto: TransportProtocol? = nil, destination: IPAddress, destinationPrefixLength: Int,
-                source: IPAddress? = nil, sourcePrefixLength: Int = 0, ports: ClosedRange<UInt16> = 0...65535) {
-        self.mark = mark; self.proto = proto; self.destination = destination
-        self.destinationPrefixLength = destinationPrefixLength; self.source = source
-        self.sourcePrefixLength = sourcePrefixLength; self.ports = ports
+    public init(
+        mark: UInt32, proto: TransportProtocol? = nil, destination: IPAddress, destinationPrefixLength: Int,
+        source: IPAddress? = nil, sourcePrefixLength: Int = 0, ports: ClosedRange<UInt16> = 0...65535
+    ) {
+        self.mark = mark
+        self.proto = proto
+        self.destination = destination
+        self.destinationPrefixLength = destinationPrefixLength
+        self.source = source
+        self.sourcePrefixLength = sourcePrefixLength
+        self.ports = ports
     }
 }
 
@@ -165,7 +188,11 @@ public struct InterfaceConfiguration: Sendable, Hashable {
     public var ipv4: IPv4Address?
     public var ipv6: IPv6Address?
     public init(index: UInt16, mac: MACAddress, mtu: Int = 1500, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil) {
-        self.index = index; self.mac = mac; self.mtu = mtu; self.ipv4 = ipv4; self.ipv6 = ipv6
+        self.index = index
+        self.mac = mac
+        self.mtu = mtu
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
     }
 }
 
@@ -176,7 +203,10 @@ public struct Route: Sendable, Hashable {
     public var gateway: IPAddress?
     public var interface: UInt16
     public init(destination: IPAddress, prefixLength: Int, gateway: IPAddress? = nil, interface: UInt16) {
-        self.destination = destination; self.prefixLength = prefixLength; self.gateway = gateway; self.interface = interface
+        self.destination = destination
+        self.prefixLength = prefixLength
+        self.gateway = gateway
+        self.interface = interface
     }
 }
 
@@ -193,11 +223,16 @@ public struct DirectorConfiguration: Sendable {
     /// `expire_quiescent_template`.
     public var expireQuiescentTemplate: Bool
 
-    public init(services: [VirtualServiceConfiguration] = [], timeouts: TimeoutTable = .init(), markRules: [FirewallMarkRule] = [],
-                interfaces: [InterfaceConfiguration] = [], routes: [Route] = [],
-                expireNoDestinationConnections: Bool = false, expireQuiescentTemplate: Bool = false) {
-        self.services = services; self.timeouts = timeouts; self.markRules = markRules
-        self.interfaces = interfaces; self.routes = routes
+    public init(
+        services: [VirtualServiceConfiguration] = [], timeouts: TimeoutTable = .init(), markRules: [FirewallMarkRule] = [],
+        interfaces: [InterfaceConfiguration] = [], routes: [Route] = [],
+        expireNoDestinationConnections: Bool = false, expireQuiescentTemplate: Bool = false
+    ) {
+        self.services = services
+        self.timeouts = timeouts
+        self.markRules = markRules
+        self.interfaces = interfaces
+        self.routes = routes
         self.expireNoDestinationConnections = expireNoDestinationConnections
         self.expireQuiescentTemplate = expireQuiescentTemplate
     }

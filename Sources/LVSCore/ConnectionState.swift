@@ -2,7 +2,8 @@ import LVSPacket
 
 /// IPVS connection states (`ip_vs_proto_tcp.c`); UDP has its own single state.
 public enum ConnectionState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
-    case none = 0, established, synSent, synReceived, finWait, timeWait, close, closeWait, lastAck, listen, synAck
+    case none = 0
+    case established, synSent, synReceived, finWait, timeWait, close, closeWait, lastAck, listen, synAck
     case udp
 
     public var description: String {
@@ -64,7 +65,7 @@ public enum TCPStateTable {
     ]
 
     /// The event a segment's flags select: rst > syn > fin > ack; nil when none is set.
-    
+
     public static func event(flags: UInt8) -> Int? {
         if flags & 0x04 != 0 { return 3 }
         if flags & 0x02 != 0 { return 0 }
@@ -73,7 +74,6 @@ public enum TCPStateTable {
         return nil
     }
 
-    
     public static func next(_ state: ConnectionState, direction: StateDirection, flags: UInt8) -> ConnectionState {
         guard state != .udp, let e = event(flags: flags) else { return state }
         return flat[(direction.rawValue &* 4 &+ e) &* 11 &+ Int(state.rawValue)]
@@ -127,7 +127,8 @@ extension Connection {
     mutating func advance(direction: StateDirection, flags tcpFlags: UInt8, now: UInt64, timeouts: Span<UInt64>) -> (changed: Bool, activity: Int32) {
         packets &+= 1
         if direction != .output { inPackets &+= 1 }
-        var changed = false, activity: Int32 = 0
+        var changed = false
+        var activity: Int32 = 0
         if proto == IPProtocolNumber.tcp {
             var dir = direction
             if dir == .output { flags.remove(.noOutput) } else if flags.contains(.noOutput) { dir = .inputOnly }

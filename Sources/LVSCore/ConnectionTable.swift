@@ -47,13 +47,14 @@ struct BoundMethod: Equatable, Sendable {
     init(bits: UInt16) { self.bits = bits }
 
     init(_ m: ForwardingMethod) {
-        self = switch m {
-        case .nat: .nat
-        case .local: .local
-        case .tunnel: .tunnel
-        case .directRouting: .directRouting
-        case .fullNAT: .fullNAT
-        }
+        self =
+            switch m {
+            case .nat: .nat
+            case .local: .local
+            case .tunnel: .tunnel
+            case .directRouting: .directRouting
+            case .fullNAT: .fullNAT
+            }
     }
 
     var method: ForwardingMethod {
@@ -112,10 +113,26 @@ public struct Connection<A: IPAddressProtocol>: Sendable {
     }
 
     public init() {
-        client = .zero; virtual = .zero; real = .zero; local = .zero
-        clientPort = 0; virtualPort = 0; realPort = 0; localPort = 0
-        expires = 0; service = 0; destination = 0; proto = 0; state = .none; flags = []
-        packets = 0; toaSequence = 0; controller = 0; replyNeighbour = 0; synproxySequence = 0; inPackets = 0
+        client = .zero
+        virtual = .zero
+        real = .zero
+        local = .zero
+        clientPort = 0
+        virtualPort = 0
+        realPort = 0
+        localPort = 0
+        expires = 0
+        service = 0
+        destination = 0
+        proto = 0
+        state = .none
+        flags = []
+        packets = 0
+        toaSequence = 0
+        controller = 0
+        replyNeighbour = 0
+        synproxySequence = 0
+        inPackets = 0
     }
 }
 
@@ -184,8 +201,10 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     /// The probe itself, over spans that the fast path holds for a batch;
     /// -1 when there is no such entry.
     @inline(__always)
-    static func find(_ slots: Span<UInt64>, _ entries: Span<Connection<A>>, mask: Int, _ direction: ConnectionDirection,
-                     proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16) -> Int {
+    static func find(
+        _ slots: Span<UInt64>, _ entries: Span<Connection<A>>, mask: Int, _ direction: ConnectionDirection,
+        proto: UInt8, _ a: A, _ ap: UInt16, _ b: A, _ bp: UInt16
+    ) -> Int {
         let h = hash(proto, a, ap, b, bp)
         let tag = h & 0xFFFF_FFFF
         let dir = UInt64(direction.rawValue)
@@ -197,9 +216,11 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
                 let index = Int((s & 0xFFFF_FFFF) &>> 1) &- 1
                 let e = entries[index]
                 let p = key(proto: e.proto, template: e.flags.contains(.template))
-                if p == proto && (dir == 0
-                    ? e.clientPort == ap && e.virtualPort == bp && e.client == a && e.virtual == b
-                    : e.realPort == ap && e.localPort == bp && e.real == a && e.local == b) {
+                if p == proto
+                    && (dir == 0
+                        ? e.clientPort == ap && e.virtualPort == bp && e.client == a && e.virtual == b
+                        : e.realPort == ap && e.localPort == bp && e.real == a && e.local == b)
+                {
                     return index
                 }
             }

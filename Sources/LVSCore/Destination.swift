@@ -11,8 +11,11 @@ public struct Counters: Sendable, Hashable, Codable {
 
     public static func + (a: Counters, b: Counters) -> Counters {
         var c = a
-        c.connections &+= b.connections; c.inPackets &+= b.inPackets; c.outPackets &+= b.outPackets
-        c.inBytes &+= b.inBytes; c.outBytes &+= b.outBytes
+        c.connections &+= b.connections
+        c.inPackets &+= b.inPackets
+        c.outPackets &+= b.outPackets
+        c.inBytes &+= b.inBytes
+        c.outBytes &+= b.outBytes
         return c
     }
 }
@@ -47,8 +50,14 @@ public struct DestinationState: Sendable {
     public var interface: UInt16 = 0
 
     public init(_ c: RealServerConfiguration) {
-        address = c.address; port = c.port; weight = c.weight; lastWeight = c.weight
-        method = c.method; upperThreshold = c.upperThreshold; lowerThreshold = c.lowerThreshold; tunnel = c.tunnel
+        address = c.address
+        port = c.port
+        weight = c.weight
+        lastWeight = c.weight
+        method = c.method
+        upperThreshold = c.upperThreshold
+        lowerThreshold = c.lowerThreshold
+        tunnel = c.tunnel
     }
 
     /// `ip_vs_dest_conn_overhead`.
@@ -62,9 +71,11 @@ public struct DestinationState: Sendable {
     mutating func update(_ c: RealServerConfiguration) {
         weight = c.weight
         if c.weight > 0 { lastWeight = c.weight }
-        method = c.method; tunnel = c.tunnel
+        method = c.method
+        tunnel = c.tunnel
         if c.upperThreshold == 0 || c.upperThreshold > upperThreshold { overloaded = false }
-        upperThreshold = c.upperThreshold; lowerThreshold = c.lowerThreshold
+        upperThreshold = c.upperThreshold
+        lowerThreshold = c.lowerThreshold
         removed = false
     }
 

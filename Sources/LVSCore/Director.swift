@@ -34,7 +34,10 @@ struct NextHop: Sendable, BitwiseCopyable {
 }
 
 /// A real server's identity inside its service.
-struct RealServerKey: Hashable { var address: IPAddress; var port: UInt16 }
+struct RealServerKey: Hashable {
+    var address: IPAddress
+    var port: UInt16
+}
 
 /// A service's live state in one worker.
 public struct ServiceRuntime: Sendable {
@@ -210,14 +213,17 @@ public struct DirectorShared: Sendable {
     /// The first connection through a gateway, or one to an on-link host.
     @inline(never)
     mutating func neighbourSlot(route r: Int, address: IPAddress) -> UInt32 {
-        let hop = routes[r].gateway ?? address, iface = routes[r].interface
+        let hop = routes[r].gateway ?? address
+        let iface = routes[r].interface
         let s: UInt32
         if let known = neighbourByAddress[hop] {
             s = known
         } else {
             s = UInt32(neighbours.count)
-            neighbours.append(Neighbour(address: hop, interface: iface, mac: .zero, resolved: false,
-                                        sourceMAC: interface(iface)?.mac ?? .zero))
+            neighbours.append(
+                Neighbour(
+                    address: hop, interface: iface, mac: .zero, resolved: false,
+                    sourceMAC: interface(iface)?.mac ?? .zero))
             nextHops.append(NextHop(neighbours[neighbours.count - 1]))
             neighbourByAddress[hop] = s
         }
@@ -284,9 +290,11 @@ public struct Director: Sendable {
                 update(service: i, svc)
             } else {
                 let i = shared.services.count
-                shared.services.append(ServiceRuntime(configuration: svc, destinations: [], order: [],
-                                                      scheduler: SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: [])),
-                                                      counterSlot: shared.newCounterSlot()))
+                shared.services.append(
+                    ServiceRuntime(
+                        configuration: svc, destinations: [], order: [],
+                        scheduler: SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: [])),
+                        counterSlot: shared.newCounterSlot()))
                 shared.serviceByKey[svc.key] = i
                 update(service: i, svc)
             }
@@ -407,7 +415,7 @@ public struct Director: Sendable {
                         k = fastRun(&arena, &ds, from: k, slotSize: slotSize, now: now)
                         if k == ds.count { break }
                     }
-                    var slot = arena._mutatingExtracting(k &* slotSize ..< (k &+ 1) &* slotSize)
+                    var slot = arena._mutatingExtracting(k &* slotSize..<(k &+ 1) &* slotSize)
                     var bounds = ds[k].bounds
                     ds[k].verdict = process(&slot, frame: &bounds, interface: ds[k].interface, now: now)
                     ds[k].bounds = bounds
@@ -432,7 +440,6 @@ public struct Director: Sendable {
             }
         }
     }
-
 
     /// ARP for owned IPv4 addresses is answered in place; senders that are
     /// known next hops are learned.
@@ -463,8 +470,9 @@ public struct Director: Sendable {
             switch n.address {
             case .v4(let target):
                 guard let dip = iface.ipv4, frame.start &+ 42 <= b.count else { continue }
-                ARPWriter.write(&b, at: frame.start, operation: 1, senderMAC: iface.mac, sender: dip, targetMAC: .zero, target: target,
-                                ethernetDestination: .broadcast)
+                ARPWriter.write(
+                    &b, at: frame.start, operation: 1, senderMAC: iface.mac, sender: dip, targetMAC: .zero, target: target,
+                    ethernetDestination: .broadcast)
                 frame.length = 42
             case .v6(let target):
                 guard let dip = iface.ipv6, frame.start &+ 86 <= b.count else { continue }
@@ -549,13 +557,19 @@ extension MutableSpan where Element == Counters {
     @inline(__always)
     mutating func count(inbound: Bool, service: Int, destination: Int, bytes: UInt64) {
         if inbound {
-            self[0].inPackets &+= 1; self[0].inBytes &+= bytes
-            self[service].inPackets &+= 1; self[service].inBytes &+= bytes
-            self[destination].inPackets &+= 1; self[destination].inBytes &+= bytes
+            self[0].inPackets &+= 1
+            self[0].inBytes &+= bytes
+            self[service].inPackets &+= 1
+            self[service].inBytes &+= bytes
+            self[destination].inPackets &+= 1
+            self[destination].inBytes &+= bytes
         } else {
-            self[0].outPackets &+= 1; self[0].outBytes &+= bytes
-            self[service].outPackets &+= 1; self[service].outBytes &+= bytes
-            self[destination].outPackets &+= 1; self[destination].outBytes &+= bytes
+            self[0].outPackets &+= 1
+            self[0].outBytes &+= bytes
+            self[service].outPackets &+= 1
+            self[service].outBytes &+= bytes
+            self[destination].outPackets &+= 1
+            self[destination].outBytes &+= bytes
         }
     }
 }

@@ -33,12 +33,13 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
     case transmitFailed
     case receiveRingFull
 
-    public static let all: [DropReason] = PacketError.allCases.map { .malformed($0) } + [
-        .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
-        .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
-        .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
-        .oversizedFrame, .transmitFailed, .receiveRingFull,
-    ]
+    public static let all: [DropReason] =
+        PacketError.allCases.map { .malformed($0) } + [
+            .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
+            .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
+            .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
+            .oversizedFrame, .transmitFailed, .receiveRingFull,
+        ]
 
     /// Dense index for the counter array.
     public var index: Int {

@@ -69,8 +69,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     // MARK: per packet
 
-    mutating func process(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
-                          interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict {
+    mutating func process(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
+        interface: UInt16, now: UInt64, shared: inout DirectorShared
+    ) -> Verdict {
         let src = A(b.span, at: p.sourceAddressOffset)
         let dst = A(b.span, at: p.destinationAddressOffset)
         if p.fragment == .subsequent {
@@ -113,7 +115,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     /// is a new connection and is scheduled again.
     static func isReused(_ c: Connection<A>, _ p: ParsedPacket) -> Bool {
         guard c.proto == IPProtocolNumber.tcp, c.controller == 0, !c.flags.contains(.template),
-              p.tcpFlags & (TCPFlags.syn | TCPFlags.ack | TCPFlags.fin | TCPFlags.rst) == TCPFlags.syn else { return false }
+            p.tcpFlags & (TCPFlags.syn | TCPFlags.ack | TCPFlags.fin | TCPFlags.rst) == TCPFlags.syn
+        else { return false }
         return c.state == .timeWait || c.state == .close
     }
 
@@ -131,9 +134,13 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     func markedService(proto: UInt8, src: A, dst: A, dport: UInt16, shared: borrowing DirectorShared) -> Int? {
         for rule in shared.markRules {
             if let rp = rule.proto, rp.rawValue != proto { continue }
-            guard let d = Self.address(rule.destination), dst.masked(prefixLength: rule.destinationPrefixLength) == d.masked(prefixLength: rule.destinationPrefixLength) else { continue }
+            guard let d = Self.address(rule.destination),
+                dst.masked(prefixLength: rule.destinationPrefixLength) == d.masked(prefixLength: rule.destinationPrefixLength)
+            else { continue }
             if let s = rule.source {
-                guard let sa = Self.address(s), src.masked(prefixLength: rule.sourcePrefixLength) == sa.masked(prefixLength: rule.sourcePrefixLength) else { continue }
+                guard let sa = Self.address(s), src.masked(prefixLength: rule.sourcePrefixLength) == sa.masked(prefixLength: rule.sourcePrefixLength) else {
+                    continue
+                }
             }
             guard rule.ports.contains(dport) else { continue }
             if let svc = shared.markServices[rule.mark], shared.services[svc].configuration.key.isIPv6 == (A.byteCount == 16) { return svc }
@@ -143,9 +150,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     // MARK: new connections
 
-    mutating func newConnection(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
-                                src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared,
-                                synproxyCookie: UInt32? = nil, clientISN: UInt32 = 0) -> Verdict {
+    mutating func newConnection(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
+        src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared,
+        synproxyCookie: UInt32? = nil, clientISN: UInt32 = 0
+    ) -> Verdict {
         let proto = p.proto
         if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
             return shared.drop(.notSYN)
@@ -158,11 +167,13 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         var templateHit = false
         var slot: Int
         if let persistence = shared.services[service].configuration.persistence {
-            let (templateProto, network, markAddress, vport) = Self.templateKey(key, netmask: shared.services[service].configuration.persistenceNetmask,
-                                                                                proto: proto, client: src, virtual: dst, virtualPort: p.destinationPort)
+            let (templateProto, network, markAddress, vport) = Self.templateKey(
+                key, netmask: shared.services[service].configuration.persistenceNetmask,
+                proto: proto, client: src, virtual: dst, virtualPort: p.destinationPort)
             let tproto = ConnectionTable<A>.key(proto: templateProto, template: true)
             if let t = table.lookup(.client, proto: tproto, network, 0, markAddress, vport), table[t].expires > now,
-               templateValid(table[t], shared: shared) {
+                templateValid(table[t], shared: shared)
+            {
                 template = t
                 templateHit = true
                 slot = Int(table[t].destination)
@@ -217,7 +228,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         case .fullNAT:
             // In place: a copy of the pool would copy its port arrays.
             guard let r = real, pools[service] != nil,
-                  let (lip, lport) = pools[service]!.allocate(real: r, port: c.realPort) else { return shared.drop(.fullNATPortsExhausted) }
+                let (lip, lport) = pools[service]!.allocate(real: r, port: c.realPort)
+            else { return shared.drop(.fullNATPortsExhausted) }
             c.local = lip
             c.localPort = lport
             c.flags.insert(.replyIndexed)
@@ -273,7 +285,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     /// firewall-mark services use protocol 0xFF, the mark as address and port
     /// 0; port-0 services and FTP's port 21 use port 0.
     static func templateKey(_ key: ServiceKey, netmask: Int, proto: UInt8, client: A, virtual: A, virtualPort: UInt16)
-        -> (proto: UInt8, network: A, address: A, port: UInt16) {
+        -> (proto: UInt8, network: A, address: A, port: UInt16)
+    {
         let isMark: Bool
         if case .firewallMark = key { isMark = true } else { isMark = false }
         let port: UInt16 = isMark || servicePort(key) == 0 || virtualPort == 21 ? 0 : virtualPort
@@ -310,7 +323,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     mutating func updateState(_ i: Int, direction: StateDirection, flags: UInt8, now: UInt64, shared: inout DirectorShared) {
         let (changed, activity) = table[i].advance(direction: direction, flags: flags, now: now, timeouts: shared.timeouts.span)
         if activity != 0 { shared.services[Int(table[i].service)].destinations[Int(table[i].destination)].moveActivity(activity) }
-        let proto = table[i].proto, state = table[i].state
+        let proto = table[i].proto
+        let state = table[i].state
         if shared.syncing && direction != .output { noteSync(i, stateChanged: changed, shared: &shared) }
         if shared.passiveCheck && proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
             if direction == .output {
@@ -321,13 +335,17 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
     }
 
-    mutating func forwardToReal(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
-                                interface: UInt16 = 0, now: UInt64, shared: inout DirectorShared, first: Bool) -> Verdict {
-        let s = Int(table[i].service), d = Int(table[i].destination)
+    mutating func forwardToReal(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
+        interface: UInt16 = 0, now: UInt64, shared: inout DirectorShared, first: Bool
+    ) -> Verdict {
+        let s = Int(table[i].service)
+        let d = Int(table[i].destination)
         if shared.services[s].destinations[d].removed && !first {
             guard shared.expireNoDestination else { return shared.drop(.destinationRemoved) }
             expire(i, now: now, shared: &shared, force: true)
-            let src = A(b.span, at: p.sourceAddressOffset), dst = A(b.span, at: p.destinationAddressOffset)
+            let src = A(b.span, at: p.sourceAddressOffset)
+            let dst = A(b.span, at: p.destinationAddressOffset)
             guard let svc = findService(proto: p.proto, src: src, dst: dst, dport: p.destinationPort, shared: &shared) else { return .pass }
             return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
@@ -342,7 +360,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         switch table[i].method {
         case .fullNAT:
             if p.proto == IPProtocolNumber.tcp && p.fragment == .none
-                && Forwarding.wantsTOA(table[i].flags, toaSequence: table[i].toaSequence, tcpFlags: p.tcpFlags, acknowledgement: b.be32(at: p.l4Offset &+ 8)) {
+                && Forwarding.wantsTOA(table[i].flags, toaSequence: table[i].toaSequence, tcpFlags: p.tcpFlags, acknowledgement: b.be32(at: p.l4Offset &+ 8))
+            {
                 insertTOA(&b, &f, &p, table[i], dest: shared.services[s].destinations[d], shared: &shared)
             }
         case .tunnel:
@@ -362,24 +381,28 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     @inline(__always)
     func forward(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ i: Int, towardsReal: Bool) {
         let layout = HeaderLayout(p, in: b)
-        let source = A(b.span, at: p.sourceAddressOffset), destination = A(b.span, at: p.destinationAddressOffset)
+        let source = A(b.span, at: p.sourceAddressOffset)
+        let destination = A(b.span, at: p.destinationAddressOffset)
         let ports = UInt32(p.sourcePort) &<< 16 | UInt32(p.destinationPort)
         // `unsafe` because raw writes could break a typed element; these are bytes.
         var raw = unsafe b.mutableBytes
-        var h = raw._mutatingExtracting(p.l2Offset ..< p.ipEnd)
+        var h = raw._mutatingExtracting(p.l2Offset..<p.ipEnd)
         let c = table[i]
         if towardsReal {
             Forwarding.towardsReal(c.flags.bound, &h, layout, source: source, destination: destination, ports: ports, connection: c)
         } else {
-            Forwarding.towardsClient(fullNAT: c.flags.bound == .fullNAT, &h, layout, source: source, destination: destination, ports: ports,
-                                     virtual: c.virtual, virtualPort: c.virtualPort, client: c.client, clientPort: c.clientPort)
+            Forwarding.towardsClient(
+                fullNAT: c.flags.bound == .fullNAT, &h, layout, source: source, destination: destination, ports: ports,
+                virtual: c.virtual, virtualPort: c.virtualPort, client: c.client, clientPort: c.clientPort)
         }
     }
 
     /// The client's address and port in TOA; a packet without room for it goes
     /// on without (counted).
-    func insertTOA(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ c: Connection<A>,
-                   dest: DestinationState, shared: inout DirectorShared) {
+    func insertTOA(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ c: Connection<A>,
+        dest: DestinationState, shared: inout DirectorShared
+    ) {
         let mtu = shared.interface(dest.interface)?.mtu ?? 1500
         do {
             try TCPOptionEditor.insertTOA(&b, frame: &f, packet: &p, address: c.client, port: c.clientPort, mtu: mtu)
@@ -391,8 +414,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     /// A packet for a real server whose TTL ran out: dropped (and counted),
     /// and "time exceeded" sent back as the kernel's IPVS does.
-    func timeExceeded(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, interface: UInt16,
-                      shared: inout DirectorShared) -> Verdict {
+    func timeExceeded(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: ParsedPacket, interface: UInt16,
+        shared: inout DirectorShared
+    ) -> Verdict {
         let verdict = shared.drop(.ttlExceeded)
         guard let back = shared.interface(interface) else { return verdict }
         shared.icmpSent &+= 1
@@ -400,8 +425,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         return .transmit(interface: interface)
     }
 
-    mutating func tunnel(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState,
-                         interface: UInt16, shared: inout DirectorShared) -> Verdict {
+    mutating func tunnel(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, dest: DestinationState,
+        interface: UInt16, shared: inout DirectorShared
+    ) -> Verdict {
         let flowHash = UInt32(truncatingIfNeeded: A(b.span, at: p.sourceAddressOffset).folded ^ UInt64(p.sourcePort) &* 0x9E37_79B9)
         let gue = dest.tunnel.type == .gue ? GUEOptions(port: dest.tunnel.port, checksum: dest.tunnel.checksum != .none) : nil
         guard let iface = shared.interface(dest.interface) else { return shared.drop(.noRoute) }
@@ -424,7 +451,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             switch dest.address {
             case .v4(let r):
                 guard let dip = iface.ipv4 else { return shared.drop(.noRoute) }
-                try Encapsulation.encapsulate(&b, frame: &f, packet: &p, source: dip, destination: r, gue: gue, flowHash: flowHash, identification: shared.nextIdentification)
+                try Encapsulation.encapsulate(
+                    &b, frame: &f, packet: &p, source: dip, destination: r, gue: gue, flowHash: flowHash, identification: shared.nextIdentification)
             case .v6(let r):
                 guard let dip = iface.ipv6 else { return shared.drop(.noRoute) }
                 try Encapsulation.encapsulate(&b, frame: &f, packet: &p, source: dip, destination: r, gue: gue, flowHash: flowHash)
@@ -435,8 +463,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
     }
 
-    mutating func forwardToClient(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
-                                  now: UInt64, shared: inout DirectorShared) -> Verdict {
+    mutating func forwardToClient(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
+        now: UInt64, shared: inout DirectorShared
+    ) -> Verdict {
         if table[i].flags.contains(.synproxy), let v = synproxyOutbound(&b, &f, &p, i, now: now, shared: &shared) { return v }
         if p.fragment != .subsequent { updateState(i, direction: .output, flags: p.tcpFlags, now: now, shared: &shared) }
         if p.fragment == .first { rememberFragment(p, b.span, connection: i, reply: true, now: now) }
@@ -444,7 +474,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         shared.count(inbound: false, service: sc, destination: dc, bytes: UInt64(p.ipEnd &- p.l3Offset))
         guard Self.ttl(b, p) > 1 else { return shared.drop(.ttlExceeded) }
         if table[i].method == .fullNAT && p.proto == IPProtocolNumber.tcp && p.fragment == .none
-            && p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack) {
+            && p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack)
+        {
             // The real server's SYN-ACK: client ACKs of ISN+1 will carry TOA, so leave room in the MSS.
             table[i].toaSequence = b.be32(at: p.l4Offset &+ 4) &+ 1
             table[i].flags.insert(.toaArmed)
@@ -477,16 +508,21 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     }
 
     mutating func rememberFragment(_ p: ParsedPacket, _ span: Span<UInt8>, connection: Int, reply: Bool, now: UInt64) {
-        let src = A(span, at: p.sourceAddressOffset), dst = A(span, at: p.destinationAddressOffset)
-        fragments[Self.fragmentSlot(src, dst, p.fragmentID)] = FragmentEntry(source: src, destination: dst, identification: p.fragmentID,
-                                                                             proto: p.proto, connection: Int32(connection), reply: reply, expires: now &+ 30_000)
+        let src = A(span, at: p.sourceAddressOffset)
+        let dst = A(span, at: p.destinationAddressOffset)
+        fragments[Self.fragmentSlot(src, dst, p.fragmentID)] = FragmentEntry(
+            source: src, destination: dst, identification: p.fragmentID,
+            proto: p.proto, connection: Int32(connection), reply: reply, expires: now &+ 30_000)
     }
 
-    mutating func forwardFragment(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, src: A, dst: A,
-                                  now: UInt64, shared: inout DirectorShared) -> Verdict {
+    mutating func forwardFragment(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, src: A, dst: A,
+        now: UInt64, shared: inout DirectorShared
+    ) -> Verdict {
         let e = fragments[Self.fragmentSlot(src, dst, p.fragmentID)]
         guard e.connection >= 0, e.expires > now, e.source == src, e.destination == dst, e.identification == p.fragmentID, e.proto == p.proto,
-              table[Int(e.connection)].proto == p.proto else {
+            table[Int(e.connection)].proto == p.proto
+        else {
             return owned.contains(dst) ? shared.drop(.unknownFragment) : .pass
         }
         let i = Int(e.connection)
@@ -498,12 +534,15 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     /// An ICMP error quoting a packet of a connection (DEST_UNREACH,
     /// SOURCE_QUENCH, TIME_EXCEEDED): NAT and FULLNAT translate the outer and
     /// quoted headers; DR and TUN forward it as it is.
-    mutating func relateICMPError(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
-                                  now: UInt64, shared: inout DirectorShared) -> Verdict {
+    mutating func relateICMPError(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
+        now: UInt64, shared: inout DirectorShared
+    ) -> Verdict {
         let q: ParsedPacket
         do { q = try PacketParser.parseQuoted(b.span, outer: p) } catch { return shared.drop(.unrelatedICMP) }
         guard q.hasPorts else { return owned.contains(A(b.span, at: p.destinationAddressOffset)) ? shared.drop(.unrelatedICMP) : .pass }
-        let qs = A(b.span, at: q.sourceAddressOffset), qd = A(b.span, at: q.destinationAddressOffset)
+        let qs = A(b.span, at: q.sourceAddressOffset)
+        let qd = A(b.span, at: q.destinationAddressOffset)
         // The quoted packet travelled the other way: a reply (VIP → client) or a forwarded packet (→ real server).
         if let i = table.lookup(.client, proto: q.proto, qd, q.destinationPort, qs, q.sourcePort) {
             let c = table[i]
@@ -513,8 +552,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             case .nat, .fullNAT:
                 let natted = c.method == .fullNAT
                 PacketRewriter.rewrite(&b, p, source: natted ? c.local : nil, destination: c.real)
-                rewriteQuoted(&b, p, q, source: c.real, sourcePort: c.realPort,
-                              destination: natted ? c.local : nil, destinationPort: natted ? c.localPort : nil)
+                rewriteQuoted(
+                    &b, p, q, source: c.real, sourcePort: c.realPort,
+                    destination: natted ? c.local : nil, destinationPort: natted ? c.localPort : nil)
             case .tunnel:
                 return tunnel(&b, &f, &p, dest: dest, interface: 0, shared: &shared)
             case .directRouting, .local:
@@ -535,8 +575,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     /// Rewrites the quoted header, then recomputes the quoted IPv4 header
     /// checksum and the whole ICMP checksum (errors are short).
-    func rewriteQuoted(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ q: ParsedPacket,
-                       source: A?, sourcePort: UInt16?, destination: A?, destinationPort: UInt16?) {
+    func rewriteQuoted(
+        _ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ q: ParsedPacket,
+        source: A?, sourcePort: UInt16?, destination: A?, destinationPort: UInt16?
+    ) {
         if let source { source.store(&b, at: q.sourceAddressOffset) }
         if let destination { destination.store(&b, at: q.destinationAddressOffset) }
         if let sourcePort { b.setBE16(sourcePort, at: q.l4Offset) }
@@ -556,7 +598,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         var mac = MACAddress(span, at: f.start &+ 6)
         var o = p.l4Offset &+ 24
         while o &+ 8 <= p.ipEnd {
-            let type = span[o], length = Int(span[o &+ 1]) &* 8
+            let type = span[o]
+            let length = Int(span[o &+ 1]) &* 8
             guard length > 0 else { break }
             if (type == 2 && p.icmpType == 136) || (type == 1 && p.icmpType == 135) { mac = MACAddress(span, at: o &+ 2) }
             o &+= length
@@ -564,7 +607,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         shared.resolve(Int(slot), mac: mac)
     }
 
-    func answerNeighbourSolicitation(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, _ p: ParsedPacket, interface: UInt16, shared: inout DirectorShared) -> Verdict {
+    func answerNeighbourSolicitation(_ b: inout MutableSpan<UInt8>, _ f: FrameBounds, _ p: ParsedPacket, interface: UInt16, shared: inout DirectorShared)
+        -> Verdict
+    {
         guard A.byteCount == 16, p.ipEnd &- p.l4Offset >= 24 else { return .pass }
         let target = A(b.span, at: p.l4Offset &+ 8)
         guard owned.contains(target), let iface = shared.interface(interface) else { return .pass }
@@ -595,7 +640,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     /// port, its template's control count.
     mutating func unbind(_ i: Int, shared: inout DirectorShared) {
         let c = table[i]
-        let s = Int(c.service), d = Int(c.destination)
+        let s = Int(c.service)
+        let d = Int(c.destination)
         if c.flags.contains(.template) {
             shared.services[s].destinations[d].persistentConnections &-= 1
             return

@@ -31,8 +31,10 @@ extension DirectorShared {
         for s in services {
             targetBase.append(UInt32(targets.count))
             for d in s.destinations {
-                targets.append(ForwardingTarget(ready: !d.removed && d.neighbour != UInt32.max, neighbour: d.neighbour,
-                                                serviceCounter: UInt32(s.counterSlot), destinationCounter: d.counterSlot))
+                targets.append(
+                    ForwardingTarget(
+                        ready: !d.removed && d.neighbour != UInt32.max, neighbour: d.neighbour,
+                        serviceCounter: UInt32(s.counterSlot), destinationCounter: d.counterSlot))
                 // IPv6 and GUE tunnels take the general path.
                 if d.method == .tunnel, d.tunnel.type == .ipip, case .v4 = d.address, let iface = interface(d.interface), let source = iface.ipv4 {
                     tunnels.append(TunnelTarget(source: source.value, mtu: UInt32(clamping: iface.mtu)))
@@ -75,10 +77,12 @@ extension Director {
     static func transportChecksumOffset(_ h: borrowing MutableRawSpan, frameLength: Int) -> Int? {
         guard h.be32(at: 12) & 0xFFFF_FF00 == 0x0800_4500 else { return nil }
         let total = Int(h.be16(at: 16))
-        let ttl = h.byte(at: 22), proto = h.byte(at: 23)
+        let ttl = h.byte(at: 22)
+        let proto = h.byte(at: 23)
         guard 14 &+ total <= frameLength, ttl > 1, h.be16(at: 20) & 0x3FFF == 0 else { return nil }
         // A ones-complement sum does not depend on byte order.
-        let headerSum = UInt64(h.word32(at: 14)) &+ UInt64(h.word32(at: 18)) &+ UInt64(h.word32(at: 22))
+        let headerSum =
+            UInt64(h.word32(at: 14)) &+ UInt64(h.word32(at: 18)) &+ UInt64(h.word32(at: 22))
             &+ UInt64(h.word32(at: 26)) &+ UInt64(h.word32(at: 30))
         guard InternetChecksum.fold(headerSum) == 0xFFFF else { return nil }
         if proto == IPProtocolNumber.tcp {
@@ -101,29 +105,34 @@ extension Director {
         // A segment with SYN, FIN or RST is declined before the checks (a
         // new connection's SYN would pay for them for nothing).
         if raw.byte(at: at &+ 23) == IPProtocolNumber.tcp && raw.byte(at: at &+ 47) & 0x07 != 0 { return false }
-        return transportChecksumOffset(raw._mutatingExtracting(at ..< at &+ window), frameLength: f.length) != nil
+        return transportChecksumOffset(raw._mutatingExtracting(at..<at &+ window), frameLength: f.length) != nil
     }
 
     /// Forwards frames `first...` of a batch (slots of `slotSize` bytes in
     /// `arena`) until one it declines; returns that frame's index, or
     /// `ds.count` when it took them all.
-    mutating func fastRun(_ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
-                          slotSize: Int, now: UInt64) -> Int {
-        let replies = v4.hasReplyTraffic, mask = v4.table.mask
+    mutating func fastRun(
+        _ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
+        slotSize: Int, now: UInt64
+    ) -> Int {
+        let replies = v4.hasReplyTraffic
+        let mask = v4.table.mask
         if v4.table.count > prefetchAbove {
-            Self.prefetch(first ..< ds.count, &arena, ds, slotSize: slotSize, slots: v4.table.slots, entries: v4.table.entries, mask: mask)
+            Self.prefetch(first..<ds.count, &arena, ds, slotSize: slotSize, slots: v4.table.slots, entries: v4.table.entries, mask: mask)
         }
         let tcpTimeout = shared.timeouts[Int(ConnectionState.established.rawValue)]
         let udpTimeout = shared.timeouts[Int(ConnectionState.udp.rawValue)]
         // Two copies of the loop: the one for directors without IPIP targets has no tunnel code.
         if shared.tunnels.isEmpty {
-            return Self.fastRun(&v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
-                                shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
-                                identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: false)
+            return Self.fastRun(
+                &v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
+                shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
+                identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: false)
         }
-        return Self.fastRun(&v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
-                            shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
-                            identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: true)
+        return Self.fastRun(
+            &v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
+            shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
+            identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: true)
     }
 
     /// With a table bigger than the cache, each lookup waits for two misses
@@ -131,20 +140,23 @@ extension Director {
     /// are fetched, then, by the slots, their entries: the misses overlap.
     /// The addresses only go to the prefetch, which never reads or faults.
     @inline(never)
-    static func prefetch(_ frames: Range<Int>, _ arena: inout MutableSpan<UInt8>, _ ds: borrowing MutableSpan<FrameDescriptor>, slotSize: Int,
-                         slots: [UInt64], entries: [Connection<IPv4Address>], mask: Int) {
+    static func prefetch(
+        _ frames: Range<Int>, _ arena: inout MutableSpan<UInt8>, _ ds: borrowing MutableSpan<FrameDescriptor>, slotSize: Int,
+        slots: [UInt64], entries: [Connection<IPv4Address>], mask: Int
+    ) {
         var raw = unsafe arena.mutableBytes  // read only
         var buckets = InlineArray<64, Int>(repeating: -1)
-        let frames = frames.clamped(to: frames.lowerBound ..< frames.lowerBound &+ 64)
+        let frames = frames.clamped(to: frames.lowerBound..<frames.lowerBound &+ 64)
         unsafe slots.withUnsafeBufferPointer { slotBase in
             guard let base = slotBase.baseAddress else { return }
             for k in frames {
                 guard let at = windowStart(ds[k].bounds, slot: k, slotSize: slotSize) else { continue }
-                let h = raw._mutatingExtracting(at ..< at &+ window)
+                let h = raw._mutatingExtracting(at..<at &+ window)
                 guard h.be16(at: 12) == 0x0800 else { continue }
                 let ports = h.be32(at: 34)
-                let hash = ConnectionTable<IPv4Address>.hash(h.byte(at: 23), IPv4Address(h.be32(at: 26)), UInt16(truncatingIfNeeded: ports &>> 16),
-                                                              IPv4Address(h.be32(at: 30)), UInt16(truncatingIfNeeded: ports))
+                let hash = ConnectionTable<IPv4Address>.hash(
+                    h.byte(at: 23), IPv4Address(h.be32(at: 26)), UInt16(truncatingIfNeeded: ports &>> 16),
+                    IPv4Address(h.be32(at: 30)), UInt16(truncatingIfNeeded: ports))
                 let b = ConnectionTable<IPv4Address>.firstSlot(hash, mask: mask)
                 buckets[k &- frames.lowerBound] = b
                 unsafe lvs_prefetch(base + b)
@@ -166,26 +178,34 @@ extension Director {
     /// `@inline(__always)` the optimizer kept one a call (measured: 17 more
     /// instructions per established NAT packet).
     @_transparent
-    static func fastRun(_ connections: inout [Connection<IPv4Address>], _ index: [UInt64], mask: Int, replies: Bool,
-                        _ counterArray: inout [Counters], _ targetArray: [ForwardingTarget], _ tunnelArray: [TunnelTarget], _ baseArray: [UInt32], _ nextHopArray: [NextHop],
-                        timeouts: (tcp: UInt64, udp: UInt64), syncing: Bool, identification: inout UInt16,
-                        _ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
-                        slotSize: Int, now: UInt64, tunnelling: Bool) -> Int {
+    static func fastRun(
+        _ connections: inout [Connection<IPv4Address>], _ index: [UInt64], mask: Int, replies: Bool,
+        _ counterArray: inout [Counters], _ targetArray: [ForwardingTarget], _ tunnelArray: [TunnelTarget], _ baseArray: [UInt32], _ nextHopArray: [NextHop],
+        timeouts: (tcp: UInt64, udp: UInt64), syncing: Bool, identification: inout UInt16,
+        _ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
+        slotSize: Int, now: UInt64, tunnelling: Bool
+    ) -> Int {
         let slots = index.span
         var entries = connections.mutableSpan
         var counters = counterArray.mutableSpan
-        let targets = targetArray.span, tunnels = tunnelArray.span, bases = baseArray.span, nextHops = nextHopArray.span
+        let targets = targetArray.span
+        let tunnels = tunnelArray.span
+        let bases = baseArray.span
+        let nextHops = nextHopArray.span
         // `unsafe` because raw writes could break a typed element; these are bytes.
         var raw = unsafe arena.mutableBytes
         var k = first
         while k < ds.count {
             guard let at = windowStart(ds[k].bounds, slot: k, slotSize: slotSize) else { return k }
-            var h = raw._mutatingExtracting(at ..< at &+ window)
+            var h = raw._mutatingExtracting(at..<at &+ window)
             guard let checksumOffset = transportChecksumOffset(h, frameLength: ds[k].bounds.length) else { return k }
-            let total = Int(h.be16(at: 16)), proto = h.byte(at: 23)
-            let src = IPv4Address(h.be32(at: 26)), dst = IPv4Address(h.be32(at: 30))
+            let total = Int(h.be16(at: 16))
+            let proto = h.byte(at: 23)
+            let src = IPv4Address(h.be32(at: 26))
+            let dst = IPv4Address(h.be32(at: 30))
             let ports = h.be32(at: 34)
-            let sport = UInt16(truncatingIfNeeded: ports &>> 16), dport = UInt16(truncatingIfNeeded: ports)
+            let sport = UInt16(truncatingIfNeeded: ports &>> 16)
+            let dport = UInt16(truncatingIfNeeded: ports)
             let bytes = UInt64(total)
             let timeout = proto == IPProtocolNumber.tcp ? timeouts.tcp : timeouts.udp
 
@@ -197,7 +217,9 @@ extension Director {
                 guard i >= 0 else { return k }
             }
             // Field by field: a copy of the whole entry spills most of it to the stack.
-            let state = entries[i].state, flags = entries[i].flags, service = Int(entries[i].service)
+            let state = entries[i].state
+            let flags = entries[i].flags
+            let service = Int(entries[i].service)
             guard entries[i].expires > now, state == .established || state == .udp, !flags.contains(.synproxy), service < bases.count else { return k }
             let t = Int(bases[service]) &+ Int(entries[i].destination)
             guard t < targets.count else { return k }
@@ -217,13 +239,18 @@ extension Director {
                 case .fullNAT:
                     // The ACK that gets TOA takes the general path.
                     if proto == IPProtocolNumber.tcp
-                        && Forwarding.wantsTOA(flags, toaSequence: entries[i].toaSequence, tcpFlags: h.byte(at: 47), acknowledgement: h.be32(at: 42)) { return k }
-                    Forwarding.fullNAT(&h, layout, source: src, destination: dst, ports: ports, real: entries[i].real, realPort: entries[i].realPort,
-                                       local: entries[i].local, localPort: entries[i].localPort)
+                        && Forwarding.wantsTOA(flags, toaSequence: entries[i].toaSequence, tcpFlags: h.byte(at: 47), acknowledgement: h.be32(at: 42))
+                    {
+                        return k
+                    }
+                    Forwarding.fullNAT(
+                        &h, layout, source: src, destination: dst, ports: ports, real: entries[i].real, realPort: entries[i].realPort,
+                        local: entries[i].local, localPort: entries[i].localPort)
                 case .tunnel:
                     // The outer header goes in the headroom; one too big for the MTU gets the general path's ICMP.
                     guard tunnelling, t < tunnels.count, tunnels[t].mtu != 0, ds[k].bounds.start >= HeaderLength.ipv4,
-                          total &+ HeaderLength.ipv4 <= Int(tunnels[t].mtu) else { return k }
+                        total &+ HeaderLength.ipv4 <= Int(tunnels[t].mtu)
+                    else { return k }
                     Forwarding.hop(&h, layout, IPv4Address.self)
                 default:
                     Forwarding.hop(&h, layout, IPv4Address.self)
@@ -234,9 +261,10 @@ extension Director {
                 guard !flags.contains(.noOutput), hop < nextHops.count else { return k }
                 next = nextHops[hop]
                 guard next.resolved else { return k }
-                Forwarding.towardsClient(fullNAT: flags.bound == .fullNAT, &h, Self.layout(checksumOffset), source: src, destination: dst, ports: ports,
-                                         virtual: entries[i].virtual, virtualPort: entries[i].virtualPort, client: entries[i].client,
-                                         clientPort: entries[i].clientPort)
+                Forwarding.towardsClient(
+                    fullNAT: flags.bound == .fullNAT, &h, Self.layout(checksumOffset), source: src, destination: dst, ports: ports,
+                    virtual: entries[i].virtual, virtualPort: entries[i].virtualPort, client: entries[i].client,
+                    clientPort: entries[i].clientPort)
             }
             entries[i].packets &+= 1
             entries[i].expires = now &+ timeout
@@ -274,13 +302,16 @@ extension Director {
     /// the old Ethernet header was.
     @inline(__always)
     static func encapsulate(_ raw: inout MutableRawSpan, at: Int, source: UInt32, destination: UInt32, identification: UInt16, _ next: NextHop) {
-        var o = raw._mutatingExtracting(at &- HeaderLength.ipv4 ..< at &- HeaderLength.ipv4 &+ window)
+        var o = raw._mutatingExtracting(at &- HeaderLength.ipv4..<at &- HeaderLength.ipv4 &+ window)
         let inner = 14 &+ HeaderLength.ipv4
-        let tos = o.byte(at: inner &+ 1), ttl = o.byte(at: inner &+ 8)
-        let total = o.be16(at: inner &+ 2) &+ UInt16(HeaderLength.ipv4), df = o.be16(at: inner &+ 6) & 0x4000 != 0
+        let tos = o.byte(at: inner &+ 1)
+        let ttl = o.byte(at: inner &+ 8)
+        let total = o.be16(at: inner &+ 2) &+ UInt16(HeaderLength.ipv4)
+        let df = o.be16(at: inner &+ 6) & 0x4000 != 0
         setMACs(&o, next)
         o.setBE16(EtherType.ipv4, at: 12)
-        Encapsulation.writeIPv4Header(&o, at: 14, tos: tos, total: total, identification: identification, dontFragment: df, ttl: ttl,
-                                      protocol: IPProtocolNumber.ipip, source: source, destination: destination)
+        Encapsulation.writeIPv4Header(
+            &o, at: 14, tos: tos, total: total, identification: identification, dontFragment: df, ttl: ttl,
+            protocol: IPProtocolNumber.ipip, source: source, destination: destination)
     }
 }

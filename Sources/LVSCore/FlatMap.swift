@@ -37,11 +37,17 @@ struct FlatMap<Key: FlatHashable, Value: Sendable>: Sendable {
             return nil
         }
         set {
-            guard let newValue else { remove(key); return }
+            guard let newValue else {
+                remove(key)
+                return
+            }
             if (count + 1) * 2 > slots.count { grow() }
             var i = index(key)
             while let entry = slots[i] {
-                if entry.key == key { slots[i] = (key, newValue); return }
+                if entry.key == key {
+                    slots[i] = (key, newValue)
+                    return
+                }
                 i = (i &+ 1) & mask
             }
             slots[i] = (key, newValue)

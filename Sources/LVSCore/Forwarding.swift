@@ -9,15 +9,19 @@ enum Forwarding {
     /// Client → real server under NAT: the destination becomes the real server.
     /// `source`, `destination` and `ports` are the packet's as it came.
     @inline(__always)
-    static func nat<A: IPAddressProtocol>(_ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A, ports: UInt32,
-                                          real: A, realPort: UInt16) {
+    static func nat<A: IPAddressProtocol>(
+        _ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A, ports: UInt32,
+        real: A, realPort: UInt16
+    ) {
         PacketRewriter.forward(&h, at, from: source, destination, ports: ports, to: source, real, ports: ports & 0xFFFF_0000 | UInt32(realPort))
     }
 
     /// Client → real server under FULLNAT: the source becomes a local address too.
     @inline(__always)
-    static func fullNAT<A: IPAddressProtocol>(_ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A, ports: UInt32,
-                                              real: A, realPort: UInt16, local: A, localPort: UInt16) {
+    static func fullNAT<A: IPAddressProtocol>(
+        _ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A, ports: UInt32,
+        real: A, realPort: UInt16, local: A, localPort: UInt16
+    ) {
         PacketRewriter.forward(&h, at, from: source, destination, ports: ports, to: local, real, ports: UInt32(localPort) &<< 16 | UInt32(realPort))
     }
 
@@ -31,8 +35,10 @@ enum Forwarding {
     /// Client → real server, by the connection's method (the general path's
     /// entry; the fast path calls the same three from its own dispatch).
     @inline(__always)
-    static func towardsReal<A: IPAddressProtocol>(_ method: BoundMethod, _ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A,
-                                                  ports: UInt32, connection c: borrowing Connection<A>) {
+    static func towardsReal<A: IPAddressProtocol>(
+        _ method: BoundMethod, _ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A,
+        ports: UInt32, connection c: borrowing Connection<A>
+    ) {
         switch method {
         case .nat: nat(&h, at, source: source, destination: destination, ports: ports, real: c.real, realPort: c.realPort)
         case .fullNAT:
@@ -45,10 +51,13 @@ enum Forwarding {
     /// the director): the source becomes the virtual service again, and under
     /// FULLNAT the destination the client.
     @inline(__always)
-    static func towardsClient<A: IPAddressProtocol>(fullNAT: Bool, _ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A,
-                                                    ports: UInt32, virtual: A, virtualPort: UInt16, client: A, clientPort: UInt16) {
-        PacketRewriter.forward(&h, at, from: source, destination, ports: ports, to: virtual, fullNAT ? client : destination,
-                               ports: UInt32(virtualPort) &<< 16 | (fullNAT ? UInt32(clientPort) : ports & 0xFFFF))
+    static func towardsClient<A: IPAddressProtocol>(
+        fullNAT: Bool, _ h: inout MutableRawSpan, _ at: HeaderLayout, source: A, destination: A,
+        ports: UInt32, virtual: A, virtualPort: UInt16, client: A, clientPort: UInt16
+    ) {
+        PacketRewriter.forward(
+            &h, at, from: source, destination, ports: ports, to: virtual, fullNAT ? client : destination,
+            ports: UInt32(virtualPort) &<< 16 | (fullNAT ? UInt32(clientPort) : ports & 0xFFFF))
     }
 
     /// FULLNAT: the client's ACK of the real server's ISN + 1 carries TOA

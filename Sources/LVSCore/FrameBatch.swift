@@ -27,7 +27,8 @@ public final class FrameBatch {
         self.headroom = headroom
         unsafe storage = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity * slotSize, alignment: 64)
         unsafe storage.initializeMemory(as: UInt8.self, repeating: 0)
-        descriptors = [FrameDescriptor](repeating: FrameDescriptor(bounds: FrameBounds(start: headroom, length: 0), interface: 0, verdict: .pass), count: capacity)
+        descriptors = [FrameDescriptor](
+            repeating: FrameDescriptor(bounds: FrameBounds(start: headroom, length: 0), interface: 0, verdict: .pass), count: capacity)
     }
 
     deinit { unsafe storage.deallocate() }
@@ -49,7 +50,7 @@ public final class FrameBatch {
         withFrames { arena, ds in
             var i = 0
             while i < ds.count {
-                var slot = arena._mutatingExtracting(i &* size ..< (i &+ 1) &* size)
+                var slot = arena._mutatingExtracting(i &* size..<(i &+ 1) &* size)
                 body(&slot, &ds[i])
                 i &+= 1
             }
@@ -66,7 +67,7 @@ public final class FrameBatch {
         let base = unsafe storage.baseAddress!.assumingMemoryBound(to: UInt8.self)
         var arena = unsafe UnsafeMutableBufferPointer(start: base, count: capacity &* slotSize).mutableSpan
         var all = ds.mutableSpan
-        var frames = all._mutatingExtracting(0 ..< count)
+        var frames = all._mutatingExtracting(0..<count)
         return body(&arena, &frames)
     }
 

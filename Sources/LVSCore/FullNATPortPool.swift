@@ -32,7 +32,10 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
     /// A (local address, port) towards `real:port`; local addresses are used
     /// round-robin. nil when every pool for that server is empty.
     public mutating func allocate(real: A, port: UInt16) -> (A, UInt16)? {
-        guard !addresses.isEmpty else { misses &+= 1; return nil }
+        guard !addresses.isEmpty else {
+            misses &+= 1
+            return nil
+        }
         let sub = Self.subPool(real: real, port: port)
         for k in 0..<addresses.count {
             let a = (next &+ k) % addresses.count

@@ -33,7 +33,8 @@ struct HeldFrames: Sendable {
     /// Copies the frame in; false when the pool is full or the frame too big.
     mutating func hold(_ b: borrowing MutableSpan<UInt8>, _ f: FrameBounds, connection: Int, ipv6 v6: Bool, interface: UInt16, now: UInt64) -> Bool {
         guard used < Self.slots, f.length > 0, f.length <= Self.slotSize, f.start >= 0, f.end <= b.count,
-              let k = lengths.firstIndex(of: 0) else { return false }
+            let k = lengths.firstIndex(of: 0)
+        else { return false }
         var out = bytes.mutableSpan
         let base = k &* Self.slotSize
         for n in 0..<f.length { out[base &+ n] = b[f.start &+ n] }

@@ -47,9 +47,12 @@ extension Director {
     /// Hands over what the data path saw since the last call.
     public mutating func takePassiveEvents(_ body: (PassiveEvent) -> Void) {
         for e in shared.passiveEvents.events.prefix(shared.passiveEvents.count) {
-            let s = Int(e.service), d = Int(e.destination)
-            body(PassiveEvent(kind: e.kind, service: shared.services[s].configuration.key,
-                              address: shared.services[s].destinations[d].address, port: shared.services[s].destinations[d].port))
+            let s = Int(e.service)
+            let d = Int(e.destination)
+            body(
+                PassiveEvent(
+                    kind: e.kind, service: shared.services[s].configuration.key,
+                    address: shared.services[s].destinations[d].address, port: shared.services[s].destinations[d].port))
         }
         shared.passiveEvents.count = 0
     }
@@ -71,7 +74,8 @@ extension FamilyPlane {
 
     /// A SYN-ACK from a real server.
     mutating func notePassiveAnswer(_ i: Int, shared: inout DirectorShared) {
-        let s = Int(table[i].service), d = Int(table[i].destination)
+        let s = Int(table[i].service)
+        let d = Int(table[i].destination)
         guard shared.services[s].destinations[d].suspect else { return }
         shared.services[s].destinations[d].suspect = false
         shared.passiveEvents.push(.answered, service: s, destination: d)

@@ -23,7 +23,10 @@ public struct RateEstimator: Sendable, Hashable {
     }
 
     /// Restarts from `counters` (`-Z`).
-    public mutating func reset(_ counters: Counters = Counters()) { self = RateEstimator(); last = counters }
+    public mutating func reset(_ counters: Counters = Counters()) {
+        self = RateEstimator()
+        last = counters
+    }
 
     public struct Rates: Sendable, Hashable, Codable {
         public var connectionsPerSecond: UInt64 = 0
@@ -33,16 +36,20 @@ public struct RateEstimator: Sendable, Hashable {
         public var outBytesPerSecond: UInt64 = 0
         public init() {}
         init(connectionsPerSecond: UInt64, inPacketsPerSecond: UInt64, outPacketsPerSecond: UInt64, inBytesPerSecond: UInt64, outBytesPerSecond: UInt64) {
-            self.connectionsPerSecond = connectionsPerSecond; self.inPacketsPerSecond = inPacketsPerSecond
-            self.outPacketsPerSecond = outPacketsPerSecond; self.inBytesPerSecond = inBytesPerSecond; self.outBytesPerSecond = outBytesPerSecond
+            self.connectionsPerSecond = connectionsPerSecond
+            self.inPacketsPerSecond = inPacketsPerSecond
+            self.outPacketsPerSecond = outPacketsPerSecond
+            self.inBytesPerSecond = inBytesPerSecond
+            self.outBytesPerSecond = outBytesPerSecond
         }
     }
 
     public var rates: Rates {
-        Rates(connectionsPerSecond: UInt64(max(0, (cps + 0x1FF) >> 10)),
-              inPacketsPerSecond: UInt64(max(0, (inPPS + 0x1FF) >> 10)),
-              outPacketsPerSecond: UInt64(max(0, (outPPS + 0x1FF) >> 10)),
-              inBytesPerSecond: UInt64(max(0, (inBPS + 0xF) >> 5)),
-              outBytesPerSecond: UInt64(max(0, (outBPS + 0xF) >> 5)))
+        Rates(
+            connectionsPerSecond: UInt64(max(0, (cps + 0x1FF) >> 10)),
+            inPacketsPerSecond: UInt64(max(0, (inPPS + 0x1FF) >> 10)),
+            outPacketsPerSecond: UInt64(max(0, (outPPS + 0x1FF) >> 10)),
+            inBytesPerSecond: UInt64(max(0, (inBPS + 0xF) >> 5)),
+            outBytesPerSecond: UInt64(max(0, (outBPS + 0xF) >> 5)))
     }
 }

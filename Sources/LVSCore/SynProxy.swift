@@ -23,7 +23,12 @@ enum SynProxy {
     /// `Hasher` is SipHash with a per-process random key: workers agree, outsiders cannot forge.
     static func cookie<A: IPAddressProtocol>(_ src: A, _ dst: A, _ sport: UInt16, _ dport: UInt16, isn: UInt32, slot: UInt64, mss: UInt32) -> UInt32 {
         var h = Hasher()
-        h.combine(src); h.combine(dst); h.combine(sport); h.combine(dport); h.combine(isn); h.combine(slot)
+        h.combine(src)
+        h.combine(dst)
+        h.combine(sport)
+        h.combine(dport)
+        h.combine(isn)
+        h.combine(slot)
         let v = UInt32(truncatingIfNeeded: h.finalize())
         return UInt32(truncatingIfNeeded: slot & 0xFF) &<< 24 | (v & 0x3F_FFFF) &<< 2 | (mss & 3)
     }
@@ -50,9 +55,11 @@ enum SynProxy {
     /// Rewrites the segment in place as one with these fields, a 24-byte
     /// header holding one MSS option (or 20 bytes without), no payload, and
     /// the given addresses and ports; lengths and checksums follow.
-    static func writeSegment<A: IPAddressProtocol>(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
-                                                   source: A, destination: A, sourcePort: UInt16, destinationPort: UInt16,
-                                                   seq: UInt32, ack: UInt32, flags: UInt8, mss: UInt16?, ttl: UInt8?) -> Bool {
+    static func writeSegment<A: IPAddressProtocol>(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket,
+        source: A, destination: A, sourcePort: UInt16, destinationPort: UInt16,
+        seq: UInt32, ack: UInt32, flags: UInt8, mss: UInt16?, ttl: UInt8?
+    ) -> Bool {
         let header = mss == nil ? HeaderLength.tcp : HeaderLength.tcp &+ 4
         let l4 = p.l4Offset
         guard l4 &+ header <= b.count else { return false }
@@ -93,21 +100,27 @@ extension FamilyPlane {
     /// A segment for a SYN-proxied service without a connection: a SYN gets
     /// the cookie back, an ACK returning a good cookie opens the connection
     /// (its SYN goes to the real server), anything else is dropped.
-    mutating func synproxy(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
-                           src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict {
+    mutating func synproxy(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, service: Int,
+        src: A, dst: A, interface: UInt16, now: UInt64, shared: inout DirectorShared
+    ) -> Verdict {
         let flags = p.tcpFlags & (TCPFlags.syn | TCPFlags.ack | TCPFlags.rst | TCPFlags.fin)
         guard SynProxy.plain(p) else { return shared.drop(.synproxyRefused) }
         if flags == TCPFlags.syn {
             guard let iface = shared.interface(interface) else { return shared.drop(.noRoute) }
             let isn = b.be32(at: p.l4Offset &+ 4)
             let clientMSS = TCPOptionEditor.optionOffset(b, p, kind: TCPOptionEditor.mssKind, length: 4).map { b.be16(at: $0 &+ 2) } ?? 536
-            let cookie = SynProxy.cookie(src, dst, p.sourcePort, p.destinationPort, isn: isn, slot: now / SynProxy.slotMilliseconds,
-                                         mss: SynProxy.mssIndex(clientMSS))
+            let cookie = SynProxy.cookie(
+                src, dst, p.sourcePort, p.destinationPort, isn: isn, slot: now / SynProxy.slotMilliseconds,
+                mss: SynProxy.mssIndex(clientMSS))
             // What the client may send: the link's, less room for a TOA.
             let ours = UInt16(clamping: iface.mtu &- (p.isIPv4 ? 40 &+ 8 : 60 &+ 20))
             let previousHop = MACAddress(b.span, at: f.start &+ 6)
-            guard SynProxy.writeSegment(&b, &f, &p, source: dst, destination: src, sourcePort: p.destinationPort, destinationPort: p.sourcePort,
-                                        seq: cookie, ack: isn &+ 1, flags: TCPFlags.syn | TCPFlags.ack, mss: min(ours, clientMSS), ttl: 64) else {
+            guard
+                SynProxy.writeSegment(
+                    &b, &f, &p, source: dst, destination: src, sourcePort: p.destinationPort, destinationPort: p.sourcePort,
+                    seq: cookie, ack: isn &+ 1, flags: TCPFlags.syn | TCPFlags.ack, mss: min(ours, clientMSS), ttl: 64)
+            else {
                 return shared.drop(.edit(.noHeadroom))
             }
             PacketRewriter.setMACs(&b, frameStart: f.start, destination: previousHop, source: iface.mac)
@@ -115,18 +128,23 @@ extension FamilyPlane {
             return .transmit(interface: interface)
         }
         guard flags == TCPFlags.ack else { return shared.drop(.notSYN) }
-        let seq = b.be32(at: p.l4Offset &+ 4), ack = b.be32(at: p.l4Offset &+ 8)
+        let seq = b.be32(at: p.l4Offset &+ 4)
+        let ack = b.be32(at: p.l4Offset &+ 8)
         guard let mss = SynProxy.check(ack &- 1, src, dst, p.sourcePort, p.destinationPort, isn: seq &- 1, now: now) else {
             return shared.drop(.synproxyRefused)
         }
         // The client's ACK becomes the SYN to the real server; the scheduler
         // and the rest of the path treat it as any new connection's SYN.
-        guard SynProxy.writeSegment(&b, &f, &p, source: src, destination: dst, sourcePort: p.sourcePort, destinationPort: p.destinationPort,
-                                    seq: seq &- 1, ack: 0, flags: TCPFlags.syn, mss: mss, ttl: nil) else {
+        guard
+            SynProxy.writeSegment(
+                &b, &f, &p, source: src, destination: dst, sourcePort: p.sourcePort, destinationPort: p.destinationPort,
+                seq: seq &- 1, ack: 0, flags: TCPFlags.syn, mss: mss, ttl: nil)
+        else {
             return shared.drop(.edit(.noHeadroom))
         }
-        return newConnection(&b, &f, &p, service: service, src: src, dst: dst, interface: interface, now: now, shared: &shared,
-                             synproxyCookie: ack &- 1, clientISN: seq &- 1)
+        return newConnection(
+            &b, &f, &p, service: service, src: src, dst: dst, interface: interface, now: now, shared: &shared,
+            synproxyCookie: ack &- 1, clientISN: seq &- 1)
     }
 
     /// A segment of a proxied connection. Client side: while the real
@@ -136,8 +154,10 @@ extension FamilyPlane {
     /// handshake's last ACK in place (it never reaches the client); later
     /// segments get their sequence number translated.
     /// Returns nil when the segment goes on as usual, translated.
-    mutating func synproxyInbound(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
-                                  interface: UInt16, now: UInt64, shared: inout DirectorShared) -> Verdict? {
+    mutating func synproxyInbound(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
+        interface: UInt16, now: UInt64, shared: inout DirectorShared
+    ) -> Verdict? {
         let c = table[i]
         if c.flags.contains(.synproxyPending) {
             if p.tcpFlags & TCPFlags.rst != 0 { return nil }
@@ -152,24 +172,31 @@ extension FamilyPlane {
                 return .held
             }
             let mss = SynProxy.mssTable[Int(c.synproxySequence & 3)]
-            guard SynProxy.writeSegment(&b, &f, &p, source: c.client, destination: c.virtual, sourcePort: c.clientPort, destinationPort: c.virtualPort,
-                                        seq: c.toaSequence, ack: 0, flags: TCPFlags.syn, mss: mss, ttl: nil) else { return shared.drop(.edit(.noHeadroom)) }
+            guard
+                SynProxy.writeSegment(
+                    &b, &f, &p, source: c.client, destination: c.virtual, sourcePort: c.clientPort, destinationPort: c.virtualPort,
+                    seq: c.toaSequence, ack: 0, flags: TCPFlags.syn, mss: mss, ttl: nil)
+            else { return shared.drop(.edit(.noHeadroom)) }
             return nil
         }
         guard p.tcpFlags & TCPFlags.ack != 0 else { return nil }
         let o = p.l4Offset &+ 8
-        let old = b.be32(at: o), new = old &+ c.synproxySequence
+        let old = b.be32(at: o)
+        let new = old &+ c.synproxySequence
         b.setBE32(new, at: o)
         PacketRewriter.updateTransportChecksum(&b, p, removing: UInt64(old), adding: UInt64(new))
         return nil
     }
 
-    mutating func synproxyOutbound(_ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
-                                   now: UInt64, shared: inout DirectorShared) -> Verdict? {
+    mutating func synproxyOutbound(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int,
+        now: UInt64, shared: inout DirectorShared
+    ) -> Verdict? {
         var c = table[i]
         let synAck = p.tcpFlags & (TCPFlags.syn | TCPFlags.ack | TCPFlags.rst) == TCPFlags.syn | TCPFlags.ack
         if synAck {
-            let rsISN = b.be32(at: p.l4Offset &+ 4), ack = b.be32(at: p.l4Offset &+ 8)
+            let rsISN = b.be32(at: p.l4Offset &+ 4)
+            let ack = b.be32(at: p.l4Offset &+ 8)
             if c.flags.contains(.synproxyPending) {
                 // Until now the field held the cookie (with the MSS index in its low bits).
                 c.synproxySequence = rsISN &- c.synproxySequence
@@ -182,15 +209,19 @@ extension FamilyPlane {
                 table[i] = c
             }
             let dest = shared.services[Int(c.service)].destinations[Int(c.destination)]
-            guard SynProxy.writeSegment(&b, &f, &p, source: c.local, destination: c.real, sourcePort: c.localPort, destinationPort: c.realPort,
-                                        seq: ack, ack: rsISN &+ 1, flags: TCPFlags.ack, mss: nil, ttl: 64) else { return shared.drop(.edit(.noHeadroom)) }
+            guard
+                SynProxy.writeSegment(
+                    &b, &f, &p, source: c.local, destination: c.real, sourcePort: c.localPort, destinationPort: c.realPort,
+                    seq: ack, ack: rsISN &+ 1, flags: TCPFlags.ack, mss: nil, ttl: 64)
+            else { return shared.drop(.edit(.noHeadroom)) }
             updateState(i, direction: .input, flags: TCPFlags.ack, now: now, shared: &shared)
             if c.flags.contains(.toaArmed) { insertTOA(&b, &f, &p, c, dest: dest, shared: &shared) }
             return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
         }
         guard !c.flags.contains(.synproxyPending) else { return nil }
         let o = p.l4Offset &+ 4
-        let old = b.be32(at: o), new = old &- c.synproxySequence
+        let old = b.be32(at: o)
+        let new = old &- c.synproxySequence
         b.setBE32(new, at: o)
         PacketRewriter.updateTransportChecksum(&b, p, removing: UInt64(old), adding: UInt64(new))
         return nil

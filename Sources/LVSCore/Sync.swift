@@ -35,14 +35,24 @@ public struct SyncRecord: Sendable, Hashable {
     public var local: IPAddress?
     public var localPort: UInt16
 
-    public init(proto: UInt8, flags: UInt32, state: UInt16, clientPort: UInt16, virtualPort: UInt16, realPort: UInt16,
-                firewallMark: UInt32 = 0, timeout: UInt32, client: IPAddress, virtual: IPAddress, real: IPAddress,
-                local: IPAddress? = nil, localPort: UInt16 = 0) {
-        self.proto = proto; self.flags = flags; self.state = state
-        self.clientPort = clientPort; self.virtualPort = virtualPort; self.realPort = realPort
-        self.firewallMark = firewallMark; self.timeout = timeout
-        self.client = client; self.virtual = virtual; self.real = real
-        self.local = local; self.localPort = localPort
+    public init(
+        proto: UInt8, flags: UInt32, state: UInt16, clientPort: UInt16, virtualPort: UInt16, realPort: UInt16,
+        firewallMark: UInt32 = 0, timeout: UInt32, client: IPAddress, virtual: IPAddress, real: IPAddress,
+        local: IPAddress? = nil, localPort: UInt16 = 0
+    ) {
+        self.proto = proto
+        self.flags = flags
+        self.state = state
+        self.clientPort = clientPort
+        self.virtualPort = virtualPort
+        self.realPort = realPort
+        self.firewallMark = firewallMark
+        self.timeout = timeout
+        self.client = client
+        self.virtual = virtual
+        self.real = real
+        self.local = local
+        self.localPort = localPort
     }
 
     public var isTemplate: Bool { flags & SyncConnectionFlags.template != 0 }
@@ -73,14 +83,19 @@ struct SyncQueue: Sendable {
     mutating func reserve(_ capacity: Int) {
         guard records.count < capacity else { return }
         let any = IPAddress.v4(.zero)
-        records = [SyncRecord](repeating: SyncRecord(proto: 0, flags: 0, state: 0, clientPort: 0, virtualPort: 0, realPort: 0, timeout: 0,
-                                                     client: any, virtual: any, real: any), count: capacity)
+        records = [SyncRecord](
+            repeating: SyncRecord(
+                proto: 0, flags: 0, state: 0, clientPort: 0, virtualPort: 0, realPort: 0, timeout: 0,
+                client: any, virtual: any, real: any), count: capacity)
         head = 0
         count = 0
     }
 
     mutating func push(_ r: SyncRecord) {
-        guard count < records.count else { overflows &+= 1; return }
+        guard count < records.count else {
+            overflows &+= 1
+            return
+        }
         var tail = head &+ count
         if tail >= records.count { tail &-= records.count }
         records[tail] = r
@@ -181,11 +196,12 @@ extension FamilyPlane {
         if case .firewallMark(let m, _) = shared.services[s].configuration.key { mark = m }
         let timeout = template ? shared.services[s].configuration.persistence ?? 0 : UInt32(shared.timeouts[Int(c.state.rawValue)] / 1000)
         let fullNAT = method == .fullNAT && !template
-        return SyncRecord(proto: c.proto == 0xFF ? 0 : c.proto, flags: flags,
-                          state: template || c.state == .udp ? 0 : UInt16(c.state.rawValue),
-                          clientPort: c.clientPort, virtualPort: c.virtualPort, realPort: c.realPort, firewallMark: mark, timeout: timeout,
-                          client: c.client.ipAddress, virtual: c.virtual.ipAddress, real: c.real.ipAddress,
-                          local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : 0)
+        return SyncRecord(
+            proto: c.proto == 0xFF ? 0 : c.proto, flags: flags,
+            state: template || c.state == .udp ? 0 : UInt16(c.state.rawValue),
+            clientPort: c.clientPort, virtualPort: c.virtualPort, realPort: c.realPort, firewallMark: mark, timeout: timeout,
+            client: c.client.ipAddress, virtual: c.virtual.ipAddress, real: c.real.ipAddress,
+            local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : 0)
     }
 
     mutating func applySync(_ r: SyncRecord, now: UInt64, shared: inout DirectorShared) -> SyncOutcome {
@@ -207,13 +223,15 @@ extension FamilyPlane {
         if r.firewallMark != 0 {
             found = shared.markServices[r.firewallMark]
         } else {
-            found = services[ServiceLookupKey(proto: proto, address: virtual, port: r.virtualPort)]
+            found =
+                services[ServiceLookupKey(proto: proto, address: virtual, port: r.virtualPort)]
                 ?? services[ServiceLookupKey(proto: proto, address: virtual, port: 0)]
         }
         guard let s = found, !shared.services[s].deleted else { return .noService }
         guard let slot = syncDestination(s, real: real, port: r.realPort, shared: shared) else { return .noServer }
         let method = shared.services[s].destinations[slot].method
-        var local = client, localPort = r.clientPort
+        var local = client
+        var localPort = r.clientPort
         if method == .fullNAT && !template {
             guard let l = r.local.flatMap(Self.address) else { return .invalid }
             local = l
@@ -299,8 +317,9 @@ extension FamilyPlane {
     /// controlled as one scheduled here would be.
     func syncTemplate(for c: Connection<A>, service s: Int, shared: borrowing DirectorShared) -> Int? {
         guard shared.services[s].configuration.persistence != nil else { return nil }
-        let t = Self.templateKey(shared.services[s].configuration.key, netmask: shared.services[s].configuration.persistenceNetmask,
-                                 proto: c.proto, client: c.client, virtual: c.virtual, virtualPort: c.virtualPort)
+        let t = Self.templateKey(
+            shared.services[s].configuration.key, netmask: shared.services[s].configuration.persistenceNetmask,
+            proto: c.proto, client: c.client, virtual: c.virtual, virtualPort: c.virtualPort)
         return table.lookup(.client, proto: ConnectionTable<A>.key(proto: t.proto, template: true), t.network, 0, t.address, t.port)
     }
 }

@@ -81,8 +81,9 @@ extension Director {
             shared.traceNote = TraceNote()
             d.verdict = process(&span, frame: &d.bounds, interface: d.interface, now: now)
             shared.tracing = false
-            var record = TraceRecord(time: now, worker: v4.worker, interface: d.interface, verdict: d.verdict, decision: shared.traceNote.decision,
-                                     before: before, beforeLength: beforeLength, after: [], afterLength: 0)
+            var record = TraceRecord(
+                time: now, worker: v4.worker, interface: d.interface, verdict: d.verdict, decision: shared.traceNote.decision,
+                before: before, beforeLength: beforeLength, after: [], afterLength: 0)
             if d.verdict != .pass && !isDrop(d.verdict) {
                 record.after = Self.capture(span, d.bounds)
                 record.afterLength = d.bounds.length
@@ -112,7 +113,8 @@ extension Director {
     func describeConnection(_ r: inout TraceRecord) {
         let note = shared.traceNote
         guard note.connection >= 0 else { return }
-        let service: Int, slot: Int
+        let service: Int
+        let slot: Int
         if note.ipv6 {
             let c = v6.table[note.connection]
             (service, slot) = (Int(c.service), Int(c.destination))

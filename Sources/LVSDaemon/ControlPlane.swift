@@ -1,16 +1,17 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import LVSConfiguration
+import LVSControlProtocol
 import LVSCore
+import LVSLinux
 import LVSPacket
+import LVSSystem
 import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
-import LVSControlProtocol
-import LVSConfiguration
-import LVSLinux
-import LVSSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// lvsd's control plane: the desired table, the engines it configures, the
 /// rate estimators, and the answers to lvsadm. The workers lock their own
@@ -40,7 +41,11 @@ public final class ControlPlane: Sendable {
         var detail: String
     }
 
-    struct ServerRateKey: Hashable { var service: ServiceKey; var address: IPAddress; var port: UInt16 }
+    struct ServerRateKey: Hashable {
+        var service: ServiceKey
+        var address: IPAddress
+        var port: UInt16
+    }
 
     let state: Mutex<State>
     let capacity: Int
@@ -62,8 +67,10 @@ public final class ControlPlane: Sendable {
 
     let started = MonotonicClock.milliseconds()
 
-    public init(capacity: Int, workers: Int = 1, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(),
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
+    public init(
+        capacity: Int, workers: Int = 1, sources: ConfigurationSources = .init(), base: DirectorConfiguration = .init(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
+    ) {
         self.capacity = capacity
         self.sources = sources
         self.logger = logger
@@ -91,7 +98,10 @@ public final class ControlPlane: Sendable {
         var total: ServiceRuntime? = nil
         for e in engines {
             guard let rt = e.director.withLock({ $0.service(key) }) else { continue }
-            guard var t = total else { total = rt; continue }
+            guard var t = total else {
+                total = rt
+                continue
+            }
             t.counters = t.counters + rt.counters
             for (i, d) in rt.destinations.enumerated() where i < t.destinations.count {
                 t.destinations[i].counters = t.destinations[i].counters + d.counters
@@ -259,8 +269,12 @@ public final class ControlPlane: Sendable {
             evaluateQuorum(&s)
             configureEngines(s.table, base: s.base)
             if before?.up != up {
-                logger.notice("real server \(up ? "up" : "down")", metadata: ["server": "\(t.name)", "detail": "\(detail)",
-                                                                           "action": "\(t.inhibitOnFailure ? "weight" : up ? "added" : "removed")"])
+                logger.notice(
+                    "real server \(up ? "up" : "down")",
+                    metadata: [
+                        "server": "\(t.name)", "detail": "\(detail)",
+                        "action": "\(t.inhibitOnFailure ? "weight" : up ? "added" : "removed")",
+                    ])
             }
         }
     }
@@ -307,11 +321,13 @@ public final class ControlPlane: Sendable {
         state.withLock { s in
             var services: [ServiceSnapshot] = []
             for svc in s.table.services {
-                var snap = ServiceSnapshot(service: ServiceSpec(key: svc.key, scheduler: svc.scheduler, schedulerFlags: svc.schedulerFlags,
-                                                                persistence: svc.persistence, netmask: svc.persistenceNetmask,
-                                                                persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket,
-                                                                synproxy: svc.synproxy),
-                                           localAddresses: svc.localAddresses)
+                var snap = ServiceSnapshot(
+                    service: ServiceSpec(
+                        key: svc.key, scheduler: svc.scheduler, schedulerFlags: svc.schedulerFlags,
+                        persistence: svc.persistence, netmask: svc.persistenceNetmask,
+                        persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket,
+                        synproxy: svc.synproxy),
+                    localAddresses: svc.localAddresses)
                 let rt = service(svc.key)
                 if let rt {
                     snap.stats = rt.counters
@@ -342,13 +358,22 @@ public final class ControlPlane: Sendable {
             var health: [HealthEntry] = s.passive.entries(now: now)
             for r in s.health.values.sorted(by: { $0.target.id < $1.target.id }) {
                 for key in r.target.services {
-                    health.append(HealthEntry(service: key, address: r.target.server.address, port: r.target.server.port, up: r.up,
-                                              checks: r.target.checks.map(\.kind.name), since: (now &- r.since) / 1000, detail: r.detail))
+                    health.append(
+                        HealthEntry(
+                            service: key, address: r.target.server.address, port: r.target.server.port, up: r.up,
+                            checks: r.target.checks.map(\.kind.name), since: (now &- r.since) / 1000, detail: r.detail))
                 }
             }
-            return TableSnapshot(connectionTableSize: capacity * engines.count, services: services, timeouts: Timeouts(s.table.timeouts),
-                                 connections: connections ? entries : nil, drops: drops, health: health, daemons: sync.running,
-                                 vrrp: vrrp.withLock { $0.map { v in var s = v.status; s.seconds = (now &- v.since) / 1000; return s } })
+            return TableSnapshot(
+                connectionTableSize: capacity * engines.count, services: services, timeouts: Timeouts(s.table.timeouts),
+                connections: connections ? entries : nil, drops: drops, health: health, daemons: sync.running,
+                vrrp: vrrp.withLock {
+                    $0.map { v in
+                        var s = v.status
+                        s.seconds = (now &- v.since) / 1000
+                        return s
+                    }
+                })
         }
     }
 
@@ -357,17 +382,20 @@ public final class ControlPlane: Sendable {
         let table = snapshot(connections: false, now: now)
         var engineStatus: [EngineStatus] = []
         for (i, e) in engines.enumerated() {
-            engineStatus.append(e.director.withLock { d in
-                EngineStatus(worker: i, totals: d.shared.totals, drops: d.shared.drops.reduce(0, &+),
-                             toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
-                             synproxyCookies: d.shared.synproxyCookies,
-                             ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
-                             ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)
-            })
+            engineStatus.append(
+                e.director.withLock { d in
+                    EngineStatus(
+                        worker: i, totals: d.shared.totals, drops: d.shared.drops.reduce(0, &+),
+                        toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
+                        synproxyCookies: d.shared.synproxyCookies,
+                        ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
+                        ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)
+                })
         }
-        return StatusReport(table: table, totals: engineStatus.reduce(Counters()) { $0 + $1.totals },
-                            totalRates: state.withLock { $0.totalRates.rates }, engines: engineStatus,
-                            uptimeSeconds: (now &- started) / 1000, sync: sync.statistics)
+        return StatusReport(
+            table: table, totals: engineStatus.reduce(Counters()) { $0 + $1.totals },
+            totalRates: state.withLock { $0.totalRates.rates }, engines: engineStatus,
+            uptimeSeconds: (now &- started) / 1000, sync: sync.statistics)
     }
 
     static func connections(_ d: borrowing Director, now: UInt64) -> [ConnectionEntry] {
@@ -382,11 +410,13 @@ public final class ControlPlane: Sendable {
             }
             let state = template ? "NONE" : (c.proto == 17 ? "UDP" : c.state.description)
             let fullNAT = !template && c.method == .fullNAT
-            out.append(ConnectionEntry(proto: proto, client: c.client.ipAddress, clientPort: c.clientPort,
-                                       virtual: c.virtual.ipAddress, virtualPort: c.virtualPort,
-                                       real: c.real.ipAddress, realPort: c.realPort,
-                                       local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : nil,
-                                       state: state, expires: c.expires > now ? UInt32((c.expires - now) / 1000) : 0, template: template))
+            out.append(
+                ConnectionEntry(
+                    proto: proto, client: c.client.ipAddress, clientPort: c.clientPort,
+                    virtual: c.virtual.ipAddress, virtualPort: c.virtualPort,
+                    real: c.real.ipAddress, realPort: c.realPort,
+                    local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : nil,
+                    state: state, expires: c.expires > now ? UInt32((c.expires - now) / 1000) : 0, template: template))
         }
         d.v4.table.forEach(add)
         d.v6.table.forEach(add)

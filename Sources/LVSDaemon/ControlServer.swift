@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSConfiguration
 import LVSControlProtocol
 import LVSSystem
@@ -8,6 +5,10 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// lvsd's control socket: owner-only (mode 0600, and the peer's uid checked),
 /// served on the daemon's event loops; each request is answered on NIO's
@@ -99,11 +100,14 @@ final class ControlRequestHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let channel = context.channel
         let loop = context.eventLoop
-        let handle = handle, logger = logger, owner = owner
+        let handle = handle
+        let logger = logger
+        let owner = owner
         let request = unwrapInboundIn(data)
         // The socket's mode keeps others out; this also holds if someone loosens it.
-        let credentials = (channel as? any SocketOptionProvider)?.unsafeGetSocketOption(
-            level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED)) as EventLoopFuture<PeerCredentials>?
+        let credentials =
+            (channel as? any SocketOptionProvider)?.unsafeGetSocketOption(
+                level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED)) as EventLoopFuture<PeerCredentials>?
         (credentials ?? loop.makeSucceededFuture(PeerCredentials(pid: 0, uid: owner, gid: 0))).flatMap { peer -> EventLoopFuture<[UInt8]?> in
             guard peer.uid == 0 || peer.uid == owner else {
                 logger.warning("control: refused a client of uid \(peer.uid)")

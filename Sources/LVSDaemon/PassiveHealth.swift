@@ -1,8 +1,8 @@
-import LVSCore
-import LVSPacket
-import LVSControlProtocol
 import LVSConfiguration
+import LVSControlProtocol
+import LVSCore
 import LVSLinux
+import LVSPacket
 import LVSSystem
 
 /// The passive check's decisions, as DPVS's dest-check makes them: a real
@@ -13,7 +13,11 @@ struct PassiveHealth {
     static let minimumInhibit: UInt64 = 5_000
     static let maximumInhibit: UInt64 = 3_600_000
 
-    struct Key: Hashable { var service: ServiceKey; var address: IPAddress; var port: UInt16 }
+    struct Key: Hashable {
+        var service: ServiceKey
+        var address: IPAddress
+        var port: UInt16
+    }
 
     struct Record {
         /// The weight it had before; restored on probation.
@@ -30,10 +34,12 @@ struct PassiveHealth {
     /// Health listing rows for the servers it holds.
     func entries(now: UInt64) -> [HealthEntry] {
         records.sorted { "\($0.key.service)\($0.key.address)" < "\($1.key.service)\($1.key.address)" }.map { k, r in
-            let detail = r.until.map { "no SYN-ACK to \(Director.synsBeforeSuspect) SYNs: weight 0 for \(($0 &- now + 999) / 1000) s more" }
+            let detail =
+                r.until.map { "no SYN-ACK to \(Director.synsBeforeSuspect) SYNs: weight 0 for \(($0 &- now + 999) / 1000) s more" }
                 ?? "on probation: weight \(r.weight) back, waiting for a SYN-ACK"
-            return HealthEntry(service: k.service, address: k.address, port: k.port, up: r.until == nil, checks: ["passive"],
-                               since: (now &- r.since) / 1000, detail: detail)
+            return HealthEntry(
+                service: k.service, address: k.address, port: k.port, up: r.until == nil, checks: ["passive"],
+                since: (now &- r.since) / 1000, detail: detail)
         }
     }
 }
@@ -64,7 +70,8 @@ extension ControlPlane {
                 logger.notice("real server answers SYNs again", metadata: ["server": "\(ev.address):\(ev.port)", "service": "\(ev.service)"])
             case .unanswered:
                 guard s.passive.records[key]?.until == nil,
-                      let server = s.table.service(ev.service)?.realServers.first(where: { $0.address == ev.address && $0.port == ev.port }) else { continue }
+                    let server = s.table.service(ev.service)?.realServers.first(where: { $0.address == ev.address && $0.port == ev.port })
+                else { continue }
                 let previous = s.passive.records[key]
                 let inhibit = previous.map { min($0.inhibit * 2, PassiveHealth.maximumInhibit) } ?? PassiveHealth.minimumInhibit
                 let weight = previous?.weight ?? server.weight
@@ -72,8 +79,12 @@ extension ControlPlane {
                 s.passive.records[key] = PassiveHealth.Record(weight: weight, until: now &+ inhibit, inhibit: inhibit, since: now)
                 changed = setWeight(&s, key, 0) || changed
                 for e in engines { e.director.withLock { $0.setSuspect(ev.service, address: ev.address, port: ev.port, true) } }
-                logger.warning("real server does not answer SYNs: weight 0", metadata: ["server": "\(ev.address):\(ev.port)", "service": "\(ev.service)",
-                                                                                      "seconds": "\(inhibit / 1000)"])
+                logger.warning(
+                    "real server does not answer SYNs: weight 0",
+                    metadata: [
+                        "server": "\(ev.address):\(ev.port)", "service": "\(ev.service)",
+                        "seconds": "\(inhibit / 1000)",
+                    ])
             }
         }
         for (key, r) in s.passive.records {
@@ -89,7 +100,8 @@ extension ControlPlane {
     /// down or it is gone; whether anything changed.
     func setWeight(_ s: inout State, _ key: PassiveHealth.Key, _ weight: Int32) -> Bool {
         guard var server = s.table.service(key.service)?.realServers.first(where: { $0.address == key.address && $0.port == key.port }),
-              server.weight != weight else { return false }
+            server.weight != weight
+        else { return false }
         if weight > 0, s.health.values.contains(where: { !$0.up && $0.target.server.address == key.address && $0.target.server.port == key.port }) {
             return false
         }

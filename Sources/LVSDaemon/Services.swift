@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSConfiguration
 import LVSCore
 import LVSLinux
@@ -11,6 +8,10 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // lvsd's services. Each is a swift-service-lifecycle `Service`: lvsd runs
 // them in one `ServiceGroup`, which starts them together and stops them in
@@ -216,7 +217,7 @@ final class KernelEventHandler: ChannelInboundHandler {
             case RouteNetlink.newNeighbour:
                 if let n = KernelView.neighbour(m) { watcher.learn(n) }
             case RouteNetlink.newLink, RouteNetlink.deleteLink, RouteNetlink.newAddress, RouteNetlink.deleteAddress,
-                 RouteNetlink.newRoute, RouteNetlink.deleteRoute:
+                RouteNetlink.newRoute, RouteNetlink.deleteRoute:
                 changed = true
             default:
                 break

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSConfiguration
 import LVSControlProtocol
 import LVSCore
@@ -11,6 +8,10 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The master and backup sync daemons of one lvsd: a UDP multicast socket
 /// each, as `ip_vs_sync.c` opens them (TTL, no loop, no PMTU discovery,
@@ -71,8 +72,12 @@ public final class SyncDaemons: Sendable {
                 s.backup = (conf, channel)
             }
         }
-        logger.info("sync daemon started", metadata: ["state": "\(conf.role.rawValue)", "mcast": "\(conf.interface)", "syncid": "\(conf.syncID)",
-                                                     "group": "\(conf.group)", "port": "\(conf.port)"])
+        logger.info(
+            "sync daemon started",
+            metadata: [
+                "state": "\(conf.role.rawValue)", "mcast": "\(conf.interface)", "syncid": "\(conf.syncID)",
+                "group": "\(conf.group)", "port": "\(conf.port)",
+            ])
     }
 
     public func stop(_ role: SyncDaemonConfiguration.Role) throws(TableError) {
@@ -106,7 +111,8 @@ public final class SyncDaemons: Sendable {
         var records: [SyncRecord] = []
         for e in engines { e.director.withLock { $0.takeSyncRecords { records.append($0) } } }
         guard !records.isEmpty else { return }
-        var sent: UInt64 = 0, failed: UInt64 = 0
+        var sent: UInt64 = 0
+        var failed: UInt64 = 0
         for m in SyncProtocol.encode(records, syncID: c.syncID, maxLength: c.maxLength) {
             if (try? socket.send(m, dontWait: true)) == m.count { sent += 1 } else { failed += 1 }
         }
@@ -121,7 +127,10 @@ public final class SyncDaemons: Sendable {
     func received(_ message: [UInt8], configuration c: SyncDaemonConfiguration) {
         let decoded: (syncID: UInt8, records: [SyncRecord], skipped: Int)
         do { decoded = try SyncProtocol.decode(message) } catch {
-            let first = stats.withLock { s in defer { s.malformedMessages += 1 }; return s.malformedMessages == 0 }
+            let first = stats.withLock { s in
+                defer { s.malformedMessages += 1 }
+                return s.malformedMessages == 0
+            }
             if first { logger.warning("sync: malformed message dropped: \(error)") }
             return
         }
@@ -129,7 +138,8 @@ public final class SyncDaemons: Sendable {
         guard c.syncID == 0 || decoded.syncID == c.syncID else { return }
         let now = MonotonicClock.milliseconds()
         // Every engine gets every record (any worker may see the flow); the first one's outcomes are counted.
-        var applied: UInt64 = 0, rejected = UInt64(decoded.skipped)
+        var applied: UInt64 = 0
+        var rejected = UInt64(decoded.skipped)
         for (k, e) in engines.enumerated() {
             e.director.withLock { d in
                 for r in decoded.records {

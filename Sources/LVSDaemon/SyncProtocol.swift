@@ -1,8 +1,8 @@
-import LVSCore
-import LVSPacket
-import LVSControlProtocol
 import LVSConfiguration
+import LVSControlProtocol
+import LVSCore
 import LVSLinux
+import LVSPacket
 import LVSSystem
 
 /// The IPVS sync protocol on the wire (`ip_vs_sync.c`): version 1 messages
@@ -106,14 +106,16 @@ public enum SyncProtocol {
             func address(_ at: Int) -> IPAddress {
                 v6 ? .v6(IPv6Address(Array(b[at..<at + 16]).span, at: 0)) : .v4(IPv4Address(be32(b, at)))
             }
-            var r = SyncRecord(proto: b[p + 1], flags: be32(b, p + 4) & SyncConnectionFlags.backupMask, state: be16(b, p + 8),
-                               clientPort: be16(b, p + 10), virtualPort: be16(b, p + 12), realPort: be16(b, p + 14),
-                               firewallMark: be32(b, p + 16), timeout: be32(b, p + 20),
-                               client: address(p + 24), virtual: address(p + 24 + alen), real: address(p + 24 + 2 * alen))
+            var r = SyncRecord(
+                proto: b[p + 1], flags: be32(b, p + 4) & SyncConnectionFlags.backupMask, state: be16(b, p + 8),
+                clientPort: be16(b, p + 10), virtualPort: be16(b, p + 12), realPort: be16(b, p + 14),
+                firewallMark: be32(b, p + 16), timeout: be32(b, p + 20),
+                client: address(p + 24), virtual: address(p + 24 + alen), real: address(p + 24 + 2 * alen))
             var mandatoryUnknown = false
             while q < end {
                 guard q + 2 <= end else { throw .badOption(i) }
-                let type = b[q], length = Int(b[q + 1])
+                let type = b[q]
+                let length = Int(b[q + 1])
                 guard length > 0, q + 2 + length <= end else { throw .badOption(i) }
                 if type == localAddressOption && length == alen + 2 {
                     r.local = address(q + 2)
@@ -137,10 +139,12 @@ public enum SyncProtocol {
         for i in 0..<Int(b[0]) {
             guard p + 24 <= b.count else { throw .truncatedEntry(i) }
             let flags = UInt32(be16(b, p + 20))
-            records.append(SyncRecord(proto: b[p + 1], flags: flags & SyncConnectionFlags.backupMask, state: be16(b, p + 22),
-                                      clientPort: be16(b, p + 2), virtualPort: be16(b, p + 4), realPort: be16(b, p + 6), timeout: 0,
-                                      client: .v4(IPv4Address(be32(b, p + 8))), virtual: .v4(IPv4Address(be32(b, p + 12))),
-                                      real: .v4(IPv4Address(be32(b, p + 16)))))
+            records.append(
+                SyncRecord(
+                    proto: b[p + 1], flags: flags & SyncConnectionFlags.backupMask, state: be16(b, p + 22),
+                    clientPort: be16(b, p + 2), virtualPort: be16(b, p + 4), realPort: be16(b, p + 6), timeout: 0,
+                    client: .v4(IPv4Address(be32(b, p + 8))), virtual: .v4(IPv4Address(be32(b, p + 12))),
+                    real: .v4(IPv4Address(be32(b, p + 16)))))
             p += flags & SyncConnectionFlags.sequenceMask != 0 ? 48 : 24
             guard p <= b.count else { throw .truncatedEntry(i) }
         }

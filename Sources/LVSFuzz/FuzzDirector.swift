@@ -16,28 +16,38 @@ enum FuzzDirector {
             RealServerConfiguration(address: a(ip), port: port, weight: 1, method: m)
         }
         let services = [
-            VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.10"), 80), scheduler: "rr", realServers: [rs("198.19.0.2", 8080, .nat), rs("198.19.0.3", 8080, .nat)]),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("198.18.0.10"), 80), scheduler: "rr", realServers: [rs("198.19.0.2", 8080, .nat), rs("198.19.0.3", 8080, .nat)]),
             VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.11"), 80), scheduler: "wlc", realServers: [rs("198.19.0.2", 80, .directRouting)]),
             VirtualServiceConfiguration(key: .address(.udp, a("198.18.0.12"), 53), scheduler: "sh", realServers: [rs("198.19.0.3", 53, .tunnel)]),
-            VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.13"), 443), scheduler: "mh", persistence: 360,
-                                        realServers: [rs("198.19.0.2", 443, .fullNAT)], localAddresses: [a("198.19.0.100")]),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("198.18.0.13"), 443), scheduler: "mh", persistence: 360,
+                realServers: [rs("198.19.0.2", 443, .fullNAT)], localAddresses: [a("198.19.0.100")]),
             VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::10"), 80), scheduler: "wrr", realServers: [rs("2001:db8:1::2", 80, .nat)]),
-            VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::11"), 80), scheduler: "lc",
-                                        realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")]),
-            VirtualServiceConfiguration(key: .firewallMark(7, ipv6: false), scheduler: "lblc", onePacket: true, realServers: [rs("198.19.0.3", 0, .directRouting)]),
-            VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.14"), 80), scheduler: "rr", realServers: [rs("198.19.0.2", 8080, .nat)], synproxy: true),
-            VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::12"), 80), scheduler: "rr",
-                                        realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")], synproxy: true),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("2001:db8::11"), 80), scheduler: "lc",
+                realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")]),
+            VirtualServiceConfiguration(
+                key: .firewallMark(7, ipv6: false), scheduler: "lblc", onePacket: true, realServers: [rs("198.19.0.3", 0, .directRouting)]),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("198.18.0.14"), 80), scheduler: "rr", realServers: [rs("198.19.0.2", 8080, .nat)], synproxy: true),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("2001:db8::12"), 80), scheduler: "rr",
+                realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")], synproxy: true),
         ]
         let config = DirectorConfiguration(
             services: services,
             markRules: [FirewallMarkRule(mark: 7, destination: a("198.18.1.0"), destinationPrefixLength: 24)],
-            interfaces: [InterfaceConfiguration(index: 1, mac: MACAddress(0x02_00_00_00_00_01), ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
-                         InterfaceConfiguration(index: 2, mac: MACAddress(0x02_00_00_00_00_02), ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1"))],
-            routes: [Route(destination: a("198.18.0.0"), prefixLength: 15, interface: 1),
-                     Route(destination: a("198.19.0.0"), prefixLength: 16, interface: 2),
-                     Route(destination: a("2001:db8::"), prefixLength: 48, interface: 1),
-                     Route(destination: a("2001:db8:1::"), prefixLength: 48, interface: 2)])
+            interfaces: [
+                InterfaceConfiguration(index: 1, mac: MACAddress(0x02_00_00_00_00_01), ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
+                InterfaceConfiguration(index: 2, mac: MACAddress(0x02_00_00_00_00_02), ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1")),
+            ],
+            routes: [
+                Route(destination: a("198.18.0.0"), prefixLength: 15, interface: 1),
+                Route(destination: a("198.19.0.0"), prefixLength: 16, interface: 2),
+                Route(destination: a("2001:db8::"), prefixLength: 48, interface: 1),
+                Route(destination: a("2001:db8:1::"), prefixLength: 48, interface: 2),
+            ])
         var d = Director(configuration: config, capacity: 4096)
         for ip in ["198.19.0.2", "198.19.0.3", "2001:db8:1::2", "2001:db8:1::3"] { d.learnNeighbour(a(ip), mac: MACAddress(0x02_00_00_00_01_00)) }
         return d

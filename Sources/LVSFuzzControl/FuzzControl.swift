@@ -1,11 +1,11 @@
+import LVSAdmin
+import LVSConfiguration
+import LVSControlProtocol
+import LVSDaemon
+import LVSFuzzDriver
 import LVSPacket
 import LVSVRRP
-import LVSFuzzDriver
 import Logging
-import LVSAdmin
-import LVSControlProtocol
-import LVSConfiguration
-import LVSDaemon
 
 /// The control plane's parsers under arbitrary bytes: the control protocol
 /// decoder and lvsd's answer to a request, ipvsadm rules files, keepalived.conf

@@ -63,7 +63,8 @@ enum PathComparison {
 
         /// One batch through both; the frames out must be identical.
         mutating func send(_ frames: [(frame: [UInt8], interface: UInt16)]) -> [(Verdict, [UInt8])] {
-            let a = fast.sendBatch(frames), b = slow.sendBatch(frames)
+            let a = fast.sendBatch(frames)
+            let b = slow.sendBatch(frames)
             precondition(a.count == b.count, "frames out: \(a.count) by the fast path, \(b.count) without")
             for k in a.indices {
                 precondition(a[k].0 == b[k].0, "frame \(k): verdict \(a[k].0) by the fast path, \(b[k].0) without")
@@ -86,19 +87,23 @@ enum PathComparison {
             precondition(fast.director.shared.totals == slow.director.shared.totals, "totals differ")
             precondition(fast.director.shared.drops == slow.director.shared.drops, "drop counters differ")
             for s in PathComparison.services {
-                let a = fast.director.service(s.configuration.key)!, b = slow.director.service(s.configuration.key)!
+                let a = fast.director.service(s.configuration.key)!
+                let b = slow.director.service(s.configuration.key)!
                 precondition(a.counters == b.counters, "\(s.vip) counters differ")
                 for d in a.destinations.indices {
                     precondition(a.destinations[d].counters == b.destinations[d].counters, "\(s.vip) server \(d) counters differ")
-                    precondition(a.destinations[d].activeConnections == b.destinations[d].activeConnections
-                                 && a.destinations[d].inactiveConnections == b.destinations[d].inactiveConnections,
-                                 "\(s.vip) server \(d) connection counts differ")
+                    precondition(
+                        a.destinations[d].activeConnections == b.destinations[d].activeConnections
+                            && a.destinations[d].inactiveConnections == b.destinations[d].inactiveConnections,
+                        "\(s.vip) server \(d) connection counts differ")
                 }
             }
             for i in 0..<fast.director.v4.table.capacity {
-                let x = fast.director.v4.table[i], y = slow.director.v4.table[i]
-                precondition(x.expires == y.expires && x.state == y.state && x.flags == y.flags && x.packets == y.packets
-                             && x.inPackets == y.inPackets, "connection entry \(i) differs")
+                let x = fast.director.v4.table[i]
+                let y = slow.director.v4.table[i]
+                precondition(
+                    x.expires == y.expires && x.state == y.state && x.flags == y.flags && x.packets == y.packets
+                        && x.inPackets == y.inPackets, "connection entry \(i) differs")
             }
         }
     }
@@ -145,7 +150,8 @@ enum PathComparison {
         let service = services[Int(script.byte()) % services.count]
         let clientAddress = IPAddress.v4(IPv4Address(198, 18, 2, script.byte()))
         let clientPort = 1024 | script.u16()
-        let first: [UInt8] = service.udp
+        let first: [UInt8] =
+            service.udp
             ? client.frame(src: clientAddress, dst: service.vip, FrameBuilder.udp(sport: clientPort, dport: service.port))
             : client.frame(src: clientAddress, dst: service.vip, FrameBuilder.tcp(sport: clientPort, dport: service.port, seq: 1000, flags: 0x02))
         let out = pair.send([(first, 1)])
@@ -157,20 +163,27 @@ enum PathComparison {
         let real = IPAddress.v4(IPv4Address(o[30], o[31], o[32], o[33]))
         let l4 = ipAt + 20
         let realPort = be16(o, l4 + 2)
-        var flow = Flow(service: service, client: clientAddress, clientPort: clientPort, real: real, realPort: realPort,
-                        replyTo: clientAddress, replyPort: clientPort)
+        var flow = Flow(
+            service: service, client: clientAddress, clientPort: clientPort, real: real, realPort: realPort,
+            replyTo: clientAddress, replyPort: clientPort)
         if service.method == .fullNAT {
             flow.replyTo = local
             flow.replyPort = be16(o, l4)
         }
         guard !service.udp else { return flow }
         if flow.seesReplies {
-            let synAck = server.frame(src: real, dst: flow.replyTo,
-                                      FrameBuilder.tcp(sport: realPort, dport: flow.replyPort, seq: 5000, ack: 1001, flags: 0x12))
+            let synAck = server.frame(
+                src: real, dst: flow.replyTo,
+                FrameBuilder.tcp(sport: realPort, dport: flow.replyPort, seq: 5000, ack: 1001, flags: 0x12))
             _ = pair.send([(synAck, 2)])
         }
-        _ = pair.send([(client.frame(src: clientAddress, dst: service.vip,
-                                     FrameBuilder.tcp(sport: clientPort, dport: service.port, seq: 1001, ack: 5001, flags: 0x10)), 1)])
+        _ = pair.send([
+            (
+                client.frame(
+                    src: clientAddress, dst: service.vip,
+                    FrameBuilder.tcp(sport: clientPort, dport: service.port, seq: 1001, ack: 5001, flags: 0x10)), 1
+            )
+        ])
         return flow
     }
 
@@ -189,13 +202,15 @@ enum PathComparison {
         let segment: (UInt8, [UInt8])
         var frame: [UInt8]
         if fromServer {
-            segment = f.service.udp
+            segment =
+                f.service.udp
                 ? FrameBuilder.udp(sport: f.realPort, dport: f.replyPort, payload: payload)
                 : FrameBuilder.tcp(sport: f.realPort, dport: f.replyPort, seq: f.acknowledgement, ack: f.sequence, flags: flags, payload: payload)
             frame = server.frame(src: f.real, dst: f.replyTo, segment, ttl: ttl)
             f.acknowledgement &+= UInt32(payload.count)
         } else {
-            segment = f.service.udp
+            segment =
+                f.service.udp
                 ? FrameBuilder.udp(sport: f.clientPort, dport: f.service.port, payload: payload)
                 : FrameBuilder.tcp(sport: f.clientPort, dport: f.service.port, seq: f.sequence, ack: f.acknowledgement, flags: flags, payload: payload)
             frame = client.frame(src: f.client, dst: f.service.vip, segment, ttl: ttl)

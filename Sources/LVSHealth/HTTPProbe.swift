@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Crypto
 import LVSPacket
 import LVSSystem
@@ -8,6 +5,10 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why a check failed, as `lvsadm -L --health` shows it.
 struct ProbeFailure: Error, CustomStringConvertible {
@@ -57,8 +58,10 @@ enum Probe {
 
     /// Connects; with a request, sends it and returns everything the server
     /// says before it closes (a TCP check returns nothing once connected).
-    static func exchange(_ address: IPAddress, _ port: UInt16, request: [UInt8]?, tls useTLS: Bool, timeout: Double,
-                         group: any EventLoopGroup) async -> Result<[UInt8], ProbeFailure> {
+    static func exchange(
+        _ address: IPAddress, _ port: UInt16, request: [UInt8]?, tls useTLS: Bool, timeout: Double,
+        group: any EventLoopGroup
+    ) async -> Result<[UInt8], ProbeFailure> {
         let milliseconds = Int64(max(0.1, timeout) * 1000)
         let loop = group.next()
         let outcome = Outcome(loop.makePromise(of: [UInt8].self))

@@ -57,7 +57,14 @@ public enum Demo {
         case dr = "DR"
         case tun = "TUN"
         case fullnat = "FULLNAT"
-        var flag: String { switch self { case .nat: "-m"; case .dr: "-g"; case .tun: "-i"; case .fullnat: "-b" } }
+        var flag: String {
+            switch self {
+            case .nat: "-m"
+            case .dr: "-g"
+            case .tun: "-i"
+            case .fullnat: "-b"
+            }
+        }
         var port: Int { self == .nat || self == .fullnat ? 80 : 8080 }
     }
 
@@ -78,7 +85,8 @@ public enum Demo {
 
     static func show(_ mode: Mode, lab: Lab, macs: MACs, requests: Int) throws {
         print("\n━━ \(mode.rawValue) " + String(repeating: "━", count: 60))
-        let vip = Lab.vip, svc = "\(vip):\(mode.port)"
+        let vip = Lab.vip
+        let svc = "\(vip):\(mode.port)"
         try lab.gateway(viaDirector: mode == .nat)
         switch mode {
         case .dr:
@@ -91,8 +99,9 @@ public enum Demo {
         try lab.lvsadm("-A -t \(svc) -s rr")
         if mode == .fullnat { try lab.lvsadm("--add-laddr -t \(svc) -z \(Lab.lip)") }
         for i in 1...3 { try lab.lvsadm("-a -t \(svc) -r \(Lab.real(i)):8080 \(mode.flag)") }
-        print("$ lvsadm -A -t \(svc) -s rr" + (mode == .fullnat ? "; lvsadm --add-laddr -t \(svc) -z \(Lab.lip)" : "")
-              + "; lvsadm -a -t \(svc) -r RIP:8080 \(mode.flag)  (×3)")
+        print(
+            "$ lvsadm -A -t \(svc) -s rr" + (mode == .fullnat ? "; lvsadm --add-laddr -t \(svc) -z \(Lab.lip)" : "")
+                + "; lvsadm -a -t \(svc) -r RIP:8080 \(mode.flag)  (×3)")
         let answers = try lab.requests("http://\(svc)/", count: requests)
         var spread: [String: Int] = [:]
         for a in answers { spread[String(a.split(separator: " ").first ?? "?"), default: 0] += 1 }
@@ -104,13 +113,16 @@ public enum Demo {
         let realIndex = Int(words.first?.dropFirst(2) ?? "1") ?? 1
         let peer = words.first { $0.hasPrefix("peer=") }.map { String($0.dropFirst(5)) } ?? "?"
         let client = words.first { $0.hasPrefix("client=") }.map { String($0.dropFirst(7)) } ?? peer
-        let clientEnd = client, realEnd = "\(Lab.real(realIndex)):8080"
+        let clientEnd = client
+        let realEnd = "\(Lab.real(realIndex)):8080"
         let rsMAC = macs.real[max(0, min(2, realIndex - 1))]
         print(try lab.lvsadm("-L -n --stats").split(separator: "\n").dropFirst().joined(separator: "\n"))
         print("one packet's path (addresses, then source → destination MAC):")
         func hop(_ from: String, _ to: String, _ src: String, _ dst: String, _ smac: String, _ dmac: String, _ note: String = "") {
-            print("  \(from.padding(toLength: 9, withPad: " ", startingAt: 0)) → \(to.padding(toLength: 9, withPad: " ", startingAt: 0)) "
-                  + "\(src.padding(toLength: 20, withPad: " ", startingAt: 0)) → \(dst.padding(toLength: 20, withPad: " ", startingAt: 0)) \(smac) → \(dmac)\(note)")
+            print(
+                "  \(from.padding(toLength: 9, withPad: " ", startingAt: 0)) → \(to.padding(toLength: 9, withPad: " ", startingAt: 0)) "
+                    + "\(src.padding(toLength: 20, withPad: " ", startingAt: 0)) → \(dst.padding(toLength: 20, withPad: " ", startingAt: 0)) \(smac) → \(dmac)\(note)"
+            )
         }
         hop("client", "router", clientEnd, svc, macs.client, macs.routerClientSide)
         hop("router", "director", clientEnd, svc, macs.routerLAN, macs.director, "  (lvsd answered ARP for the VIP)")

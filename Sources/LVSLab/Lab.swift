@@ -50,7 +50,10 @@ public final class Lab: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         Self.removeNamespaces(prefix: prefix, servers: servers)
-        do { try build() } catch { teardown(); throw error }
+        do { try build() } catch {
+            teardown()
+            throw error
+        }
     }
 
     static func removeNamespaces(prefix: String, servers: Int) {
@@ -117,7 +120,8 @@ public final class Lab: @unchecked Sendable {
         try sysctl(role, "net.ipv4.ip_forward", "0")
         try sysctl(role, "net.ipv6.conf.all.forwarding", "0")
         for l in [ns(role + "0"), ns("b" + role)] {
-            _ = try? inside(l.hasSuffix("0") ? role : "rt", "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
+            _ = try? inside(
+                l.hasSuffix("0") ? role : "rt", "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
         }
     }
 
@@ -150,8 +154,9 @@ public final class Lab: @unchecked Sendable {
     /// without, the standard error follows the output.
     @discardableResult
     public static func exec(_ args: [String], input: String? = nil, check: Bool = true, timeout: Double = 900) throws -> String {
-        let outcome = ChildProcess.run(args[0], Array(args.dropFirst()), input: input ?? "", timeout: timeout,
-                                       options: .init(captureOutput: true, searchPath: true, environment: environment))
+        let outcome = ChildProcess.run(
+            args[0], Array(args.dropFirst()), input: input ?? "", timeout: timeout,
+            options: .init(captureOutput: true, searchPath: true, environment: environment))
         if check && outcome.status != 0 {
             let status = outcome.status.map(String.init) ?? "killed after \(timeout) s"
             throw Failure(description: "\(args.joined(separator: " ")): status \(status): \(outcome.errorOutput)")
@@ -178,8 +183,9 @@ public final class Lab: @unchecked Sendable {
     public func start(_ role: String, _ args: [String], logName: String) throws -> RunningProcess {
         let log = directory.appendingPathComponent(logName + ".log").path
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let p = try ChildProcess.spawn("ip", ["netns", "exec", ns(role)] + args, log: FilePath(log),
-                                       options: .init(searchPath: true, environment: Self.environment))
+        let p = try ChildProcess.spawn(
+            "ip", ["netns", "exec", ns(role)] + args, log: FilePath(log),
+            options: .init(searchPath: true, environment: Self.environment))
         started.append(p)
         return p
     }
@@ -195,8 +201,12 @@ public final class Lab: @unchecked Sendable {
         let path = socket(for: role)
         try? FileManager.default.removeItem(atPath: path)
         let log = role == "d" ? "lvsd" : "lvsd-" + role
-        let p = try start(role, [bin.appendingPathComponent("lvsd").path, "--socket", path, "--interface", ns(role + "0"),
-                        "--connection-table-size", "65536"] + extra, logName: log)
+        let p = try start(
+            role,
+            [
+                bin.appendingPathComponent("lvsd").path, "--socket", path, "--interface", ns(role + "0"),
+                "--connection-table-size", "65536",
+            ] + extra, logName: log)
         for _ in 0..<250 {
             if FileManager.default.fileExists(atPath: path) { return p }
             usleep(20_000)
@@ -230,10 +240,14 @@ public final class Lab: @unchecked Sendable {
     /// at /static only its name; connections kept open `keepalive` seconds.
     public func startNginx(keepalive: Int = 0, tls: Bool = false) throws {
         if tls {
-            try Self.exec(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lab",
-                           "-keyout", directory.appendingPathComponent("key.pem").path, "-out", directory.appendingPathComponent("cert.pem").path])
+            try Self.exec([
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lab",
+                "-keyout", directory.appendingPathComponent("key.pem").path, "-out", directory.appendingPathComponent("cert.pem").path,
+            ])
         }
-        let tlsServer = tls ? """
+        let tlsServer =
+            tls
+            ? """
                   server {
                     listen 8443 ssl;
                     ssl_certificate \(directory.appendingPathComponent("cert.pem").path);
@@ -284,8 +298,12 @@ public final class Lab: @unchecked Sendable {
     /// one curl; the bodies, one per line.
     public func requests(_ url: String, count: Int, timeout: Int = 5) throws -> [String] {
         let urls = Array(repeating: url, count: count)
-        let out = try inside("c", arguments: ["curl", "-sS", "-g", "--max-time", String(timeout * 10), "--connect-timeout", String(timeout),
-                                              "-H", "Connection: close"] + urls)
+        let out = try inside(
+            "c",
+            arguments: [
+                "curl", "-sS", "-g", "--max-time", String(timeout * 10), "--connect-timeout", String(timeout),
+                "-H", "Connection: close",
+            ] + urls)
         return out.split(separator: "\n").map(String.init)
     }
 

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLVSLinux
 import LVSPacket
 import LVSSystem
 import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A failure to load or attach a BPF program, with the loader's reason.
 public struct BPFError: Error, Sendable, CustomStringConvertible {
@@ -57,11 +58,12 @@ public final class BPFAddressMap: Sendable {
         let text = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         guard let handle = unsafe handle else { throw BPFError(description: text) }
         guard attached else { return unsafe BPFProgram(handle, attachment: nil) }
-        let how = switch mode {
-        case LVS_XDP_MODE_NATIVE: "native"
-        case LVS_MODE_TC: "tc"
-        default: "generic (\(text))"
-        }
+        let how =
+            switch mode {
+            case LVS_XDP_MODE_NATIVE: "native"
+            case LVS_MODE_TC: "tc"
+            default: "generic (\(text))"
+            }
         return unsafe BPFProgram(handle, attachment: how)
     }
 

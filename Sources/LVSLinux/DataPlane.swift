@@ -1,12 +1,13 @@
+import CLVSLinux
+import LVSCore
+import LVSPacket
+import LVSSystem
+import Logging
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLVSLinux
-import LVSSystem
-import LVSCore
-import LVSPacket
-import Logging
-import Synchronization
 
 /// How frames reach lvsd.
 public enum PacketIO: String, Sendable, CaseIterable {
@@ -92,7 +93,10 @@ public final class DataPlane: Sendable {
         let all = workers.withLock { $0 }
         for w in all { w.join() }
         // Detached first, so that no frame is sent to a closed socket.
-        xdp.withLock { $0?.detach(); $0 = nil }
+        xdp.withLock {
+            $0?.detach()
+            $0 = nil
+        }
         for w in all { w.close() }
     }
 }
@@ -147,8 +151,11 @@ public final class DataPlane: Sendable {
 
     /// Called once the thread has stopped (or never started): nothing uses the rings and sockets any more.
     func close() {
-        for unsafe r in unsafe rings { unsafe lvs_ring_close(r); unsafe r.deallocate() }
-        for unsafe s in unsafe sockets { unsafe lvs_xsk_close(s) }
+        for k in unsafe rings.indices {
+            unsafe lvs_ring_close(rings[k])
+            unsafe rings[k].deallocate()
+        }
+        for k in unsafe sockets.indices { unsafe lvs_xsk_close(sockets[k]) }
         unsafe rings = unsafe []
         unsafe sockets = unsafe []
     }
@@ -166,11 +173,14 @@ public final class DataPlane: Sendable {
                 for _ in 0..<4 {
                     if batch.count == batch.capacity { flush() }
                     let n = unsafe frames.withUnsafeMutableBufferPointer { f in
-                        unsafe lengths.withUnsafeMutableBufferPointer { l in unsafe lvs_xsk_receive(sockets[s], f.baseAddress, l.baseAddress, UInt32(batch.capacity - batch.count)) }
+                        unsafe lengths.withUnsafeMutableBufferPointer { l in
+                            unsafe lvs_xsk_receive(sockets[s], f.baseAddress, l.baseAddress, UInt32(batch.capacity - batch.count))
+                        }
                     }
                     guard n > 0 else { break }
                     busy = true
-                    for k in 0..<Int(n) where unsafe !batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s]) {
+                    for k in 0..<Int(n) where unsafe !batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s])
+                    {
                         oversized &+= 1
                     }
                     unsafe lvs_xsk_release(sockets[s])
@@ -242,8 +252,11 @@ public final class DataPlane: Sendable {
             guard n > 0 else { continue }
             let sent = unsafe frames.withUnsafeBufferPointer { f in
                 unsafe lengths.withUnsafeBufferPointer { l in
-                    if let socket = unsafe socket { unsafe lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n)) }
-                    else { unsafe lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n)) }
+                    if let socket = unsafe socket {
+                        unsafe lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n))
+                    } else {
+                        unsafe lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n))
+                    }
                 }
             }
             // What the kernel would not take is lost, and counted: a partial

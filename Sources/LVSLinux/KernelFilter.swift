@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSPacket
 import LVSSystem
 import Logging
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Keeps the kernel's stack off the frames lvsd owns: an nftables `netdev`
 /// ingress chain per served interface drops packets to VIPs and local
@@ -31,7 +32,8 @@ public final class KernelFilter: Sendable {
     public func update(owned: [IPAddress]) async {
         guard let nft, Set(owned) != installed.withLock({ $0 }) else { return }
         let sorted = owned.sorted()
-        let v4 = sorted.filter { !$0.isIPv6 }.map(\.description), v6 = sorted.filter(\.isIPv6).map(\.description)
+        let v4 = sorted.filter { !$0.isIPv6 }.map(\.description)
+        let v6 = sorted.filter(\.isIPv6).map(\.description)
         var script = "table netdev \(table)\ndelete table netdev \(table)\ntable netdev \(table) {\n"
         for (k, name) in interfaces.enumerated() {
             script += "  chain in\(k) {\n    type filter hook ingress device \"\(name)\" priority -500; policy accept;\n"

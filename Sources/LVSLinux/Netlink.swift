@@ -1,17 +1,36 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSCore
 import LVSPacket
 import LVSSystem
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What lvsd learns from its namespace's kernel over rtnetlink: links,
 /// addresses, routes and neighbours (one dump each, parsed here).
 public struct KernelView: Sendable {
-    public struct Link: Sendable, Hashable { public var index: Int; public var name: String; public var mac: MACAddress; public var mtu: Int }
-    public struct Address: Sendable, Hashable { public var index: Int; public var address: IPAddress; public var prefixLength: Int }
-    public struct RouteEntry: Sendable, Hashable { public var destination: IPAddress; public var prefixLength: Int; public var gateway: IPAddress?; public var index: Int }
-    public struct NeighbourEntry: Sendable, Hashable { public var index: Int; public var address: IPAddress; public var mac: MACAddress }
+    public struct Link: Sendable, Hashable {
+        public var index: Int
+        public var name: String
+        public var mac: MACAddress
+        public var mtu: Int
+    }
+    public struct Address: Sendable, Hashable {
+        public var index: Int
+        public var address: IPAddress
+        public var prefixLength: Int
+    }
+    public struct RouteEntry: Sendable, Hashable {
+        public var destination: IPAddress
+        public var prefixLength: Int
+        public var gateway: IPAddress?
+        public var index: Int
+    }
+    public struct NeighbourEntry: Sendable, Hashable {
+        public var index: Int
+        public var address: IPAddress
+        public var mac: MACAddress
+    }
 
     public var links: [Link] = []
     public var addresses: [Address] = []
@@ -66,8 +85,9 @@ public struct KernelView: Sendable {
         guard table == 254, m.body[7] == 1, let oif = attrs[4] else { return nil }
         let family = m.body[0]
         let destination = attrs[1].flatMap(RouteNetlink.address) ?? (family == 10 ? IPAddress.v6(.zero) : .v4(.zero))
-        return RouteEntry(destination: destination, prefixLength: Int(m.body[1]), gateway: attrs[5].flatMap(RouteNetlink.address),
-                          index: Int(RouteNetlink.le32(oif, 0)))
+        return RouteEntry(
+            destination: destination, prefixLength: Int(m.body[1]), gateway: attrs[5].flatMap(RouteNetlink.address),
+            index: Int(RouteNetlink.le32(oif, 0)))
     }
 
     /// An RTM_NEWNEIGH that knows its MAC (not incomplete, not failed).
@@ -85,8 +105,10 @@ public struct KernelView: Sendable {
         var interfaces: [InterfaceConfiguration] = []
         for name in names {
             guard let l = links.first(where: { $0.name == name }) else { throw Failure(description: "no interface named \(name) (have \(links.map(\.name)))") }
-            let v4 = addresses.first { $0.index == l.index && !$0.address.isIPv6 }.map { a -> IPv4Address in if case .v4(let x) = a.address { x } else { .zero } }
-            let v6 = addresses.first { $0.index == l.index && $0.address.isIPv6 }.map { a -> IPv6Address in if case .v6(let x) = a.address { x } else { .zero } }
+            let v4 = addresses.first { $0.index == l.index && !$0.address.isIPv6 }.map { a -> IPv4Address in if case .v4(let x) = a.address { x } else { .zero }
+            }
+            let v6 = addresses.first { $0.index == l.index && $0.address.isIPv6 }.map { a -> IPv6Address in if case .v6(let x) = a.address { x } else { .zero }
+            }
             interfaces.append(InterfaceConfiguration(index: UInt16(l.index), mac: l.mac, mtu: l.mtu, ipv4: v4, ipv6: v6))
         }
         let served = Set(interfaces.map { Int($0.index) })

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLVSLinux
 import LVSPacket
 import LVSSystem
 import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `--io xdp`: an XDP program on every served interface that redirects
 /// lvsd's frames (to an owned address, or from a NAT real server to anything
@@ -47,11 +48,16 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
                     worker.socketInterface.append(index)
                     unsafe opened.append((worker, socket))
                 }
-                logger.info("AF_XDP attached", metadata: ["interface": "\(name)", "queues": "\(queues)",
-                                                          "mode": "\(program.attachment ?? "-")"])
+                logger.info(
+                    "AF_XDP attached",
+                    metadata: [
+                        "interface": "\(name)", "queues": "\(queues)",
+                        "mode": "\(program.attachment ?? "-")",
+                    ])
             }
         } catch {
-            for unsafe (worker, socket) in unsafe opened {
+            for k in unsafe opened.indices {
+                let (worker, socket) = unsafe opened[k]
                 unsafe lvs_xsk_close(socket)
                 if let k = unsafe worker.sockets.firstIndex(of: socket) {
                     unsafe worker.sockets.remove(at: k)

@@ -67,7 +67,10 @@ public struct IPv4Address: IPAddressProtocol {
 public struct IPv6Address: IPAddressProtocol {
     public var high: UInt64
     public var low: UInt64
-    @inlinable public init(high: UInt64, low: UInt64) { self.high = high; self.low = low }
+    @inlinable public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
     @inlinable public static var byteCount: Int { 16 }
     @inlinable public static var zero: IPv6Address { IPv6Address(high: 0, low: 0) }
     @inlinable @inline(__always)
@@ -111,7 +114,8 @@ public struct IPv6Address: IPAddressProtocol {
 
     public init?(_ text: some StringProtocol) {
         let s = String(text)
-        var head: [UInt16] = [], tail: [UInt16] = []
+        var head: [UInt16] = []
+        var tail: [UInt16] = []
         let halves: [String]
         if let r = s.firstRange(of: "::") {
             halves = [String(s[..<r.lowerBound]), String(s[r.upperBound...])]
@@ -125,7 +129,8 @@ public struct IPv6Address: IPAddressProtocol {
             let items = part.split(separator: ":", omittingEmptySubsequences: false)
             for (i, item) in items.enumerated() {
                 if i == items.count - 1, item.contains("."), let v4 = IPv4Address(item) {
-                    out.append(UInt16(v4.value >> 16)); out.append(UInt16(v4.value & 0xFFFF))
+                    out.append(UInt16(v4.value >> 16))
+                    out.append(UInt16(v4.value & 0xFFFF))
                     continue
                 }
                 guard !item.isEmpty, item.count <= 4, let g = UInt16(item, radix: 16) else { return nil }
@@ -138,25 +143,36 @@ public struct IPv6Address: IPAddressProtocol {
         if halves.count == 2 {
             guard let t = groups(halves[1]), head.count + t.count <= 7 else { return nil }
             tail = t
-        } else if head.count != 8 { return nil }
+        } else if head.count != 8 {
+            return nil
+        }
         let all = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
-        var hi: UInt64 = 0, lo: UInt64 = 0
+        var hi: UInt64 = 0
+        var lo: UInt64 = 0
         for i in 0..<4 { hi = hi << 16 | UInt64(all[i]) }
         for i in 4..<8 { lo = lo << 16 | UInt64(all[i]) }
-        high = hi; low = lo
+        high = hi
+        low = lo
     }
 
     /// RFC 5952 text: lower case, longest run of two or more zero groups as "::".
     public var description: String {
         let g = groups
-        var bestStart = -1, bestLen = 0, i = 0
+        var bestStart = -1
+        var bestLen = 0
+        var i = 0
         while i < 8 {
             if g[i] == 0 {
                 var j = i
                 while j < 8 && g[j] == 0 { j += 1 }
-                if j - i > bestLen && j - i >= 2 { bestStart = i; bestLen = j - i }
+                if j - i > bestLen && j - i >= 2 {
+                    bestStart = i
+                    bestLen = j - i
+                }
                 i = j
-            } else { i += 1 }
+            } else {
+                i += 1
+            }
         }
         if bestStart < 0 { return g.map { String($0, radix: 16) }.joined(separator: ":") }
         let left = g[0..<bestStart].map { String($0, radix: 16) }.joined(separator: ":")
@@ -195,10 +211,11 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     /// The 16 bytes in network order, IPv4 as ::ffff:a.b.c.d (the XDP maps' key).
     public var mappedBytes: [UInt8] {
-        let (high, low): (UInt64, UInt64) = switch self {
-        case .v4(let a): (0, 0xFFFF_0000_0000 | UInt64(a.value))
-        case .v6(let a): (a.high, a.low)
-        }
+        let (high, low): (UInt64, UInt64) =
+            switch self {
+            case .v4(let a): (0, 0xFFFF_0000_0000 | UInt64(a.value))
+            case .v6(let a): (a.high, a.low)
+            }
         return (0..<16).map { k in UInt8(truncatingIfNeeded: (k < 8 ? high : low) >> (56 - 8 * UInt64(k % 8))) }
     }
 

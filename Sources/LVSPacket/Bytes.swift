@@ -58,17 +58,26 @@ extension MutableSpan where Element == UInt8 {
         precondition(source &+ count <= self.count && destination &+ count <= self.count)
         if destination < source {
             var i = 0
-            while i < count { self[destination &+ i] = self[source &+ i]; i &+= 1 }
+            while i < count {
+                self[destination &+ i] = self[source &+ i]
+                i &+= 1
+            }
         } else if destination > source {
             var i = count
-            while i > 0 { i &-= 1; self[destination &+ i] = self[source &+ i] }
+            while i > 0 {
+                i &-= 1
+                self[destination &+ i] = self[source &+ i]
+            }
         }
     }
 
     @inlinable
     public mutating func fill(_ value: UInt8, from offset: Int, count: Int) {
         var i = 0
-        while i < count { self[offset &+ i] = value; i &+= 1 }
+        while i < count {
+            self[offset &+ i] = value
+            i &+= 1
+        }
     }
 }
 

@@ -3,7 +3,10 @@ public struct GUEOptions: Sendable, Hashable {
     public var port: UInt16
     /// Compute a UDP checksum (otherwise 0, as the kernel's default).
     public var checksum: Bool
-    public init(port: UInt16, checksum: Bool = false) { self.port = port; self.checksum = checksum }
+    public init(port: UInt16, checksum: Bool = false) {
+        self.port = port
+        self.checksum = checksum
+    }
 }
 
 /// IP-in-IP (IPIP, IPv6-in-IPv6 and the mixed cases) and GUE tunnels.
@@ -12,8 +15,10 @@ public enum Encapsulation {
     /// path's IPIP and the general path's every IPv4 tunnel): TOS, TTL and DF
     /// as the inner header has them, its checksum summed in five words.
     @inlinable @inline(__always)
-    public static func writeIPv4Header(_ h: inout MutableRawSpan, at ip: Int, tos: UInt8, total: UInt16, identification: UInt16,
-                                       dontFragment: Bool, ttl: UInt8, protocol proto: UInt8, source: UInt32, destination: UInt32) {
+    public static func writeIPv4Header(
+        _ h: inout MutableRawSpan, at ip: Int, tos: UInt8, total: UInt16, identification: UInt16,
+        dontFragment: Bool, ttl: UInt8, protocol proto: UInt8, source: UInt32, destination: UInt32
+    ) {
         let first = 0x4500_0000 | UInt32(tos) &<< 16 | UInt32(total)
         let second = UInt32(identification) &<< 16 | (dontFragment ? 0x4000 : 0)
         let third = UInt32(ttl) &<< 24 | UInt32(proto) &<< 16
@@ -64,9 +69,10 @@ public enum Encapsulation {
         if outerV4 {
             // `unsafe` because raw writes could break a typed element; these are bytes.
             var raw = unsafe b.mutableBytes
-            var h = raw._mutatingExtracting(l3 ..< l3 &+ HeaderLength.ipv4)
-            writeIPv4Header(&h, at: 0, tos: tos, total: UInt16(truncatingIfNeeded: total), identification: identification, dontFragment: df,
-                            ttl: ttl, protocol: proto, source: UInt32(truncatingIfNeeded: source.wordSum32), destination: UInt32(truncatingIfNeeded: destination.wordSum32))
+            var h = raw._mutatingExtracting(l3..<l3 &+ HeaderLength.ipv4)
+            writeIPv4Header(
+                &h, at: 0, tos: tos, total: UInt16(truncatingIfNeeded: total), identification: identification, dontFragment: df,
+                ttl: ttl, protocol: proto, source: UInt32(truncatingIfNeeded: source.wordSum32), destination: UInt32(truncatingIfNeeded: destination.wordSum32))
         } else {
             b.setBE32(0x6000_0000 | UInt32(tos) &<< 20 | (flowHash & 0xFFFFF), at: l3)
             b.setBE16(UInt16(truncatingIfNeeded: total &- HeaderLength.ipv6), at: l3 &+ 4)
@@ -110,7 +116,9 @@ public enum Encapsulation {
     /// the Ethernet header moves up to the inner datagram. Returns false, and
     /// changes nothing, when the packet is not such a tunnel packet.
     @inlinable
-    public static func decapsulate(_ b: inout MutableSpan<UInt8>, frame: inout FrameBounds, packet p: inout ParsedPacket, guePort: UInt16? = nil) throws(PacketError) -> Bool {
+    public static func decapsulate(_ b: inout MutableSpan<UInt8>, frame: inout FrameBounds, packet p: inout ParsedPacket, guePort: UInt16? = nil)
+        throws(PacketError) -> Bool
+    {
         guard p.fragment == .none else { return false }
         var innerL3 = p.l4Offset
         var innerProto = p.proto

@@ -3,7 +3,10 @@
 public struct FrameBounds: Sendable, BitwiseCopyable, Equatable {
     public var start: Int
     public var length: Int
-    @inlinable public init(start: Int, length: Int) { self.start = start; self.length = length }
+    @inlinable public init(start: Int, length: Int) {
+        self.start = start
+        self.length = length
+    }
     @inlinable public var end: Int { start &+ length }
 }
 

@@ -83,7 +83,8 @@ public enum PacketParser {
         case EtherType.arp:
             guard end &- l3 >= HeaderLength.arp else { throw .truncatedARP }
             guard buffer.be16(at: l3) == 1, buffer.be16(at: l3 &+ 2) == EtherType.ipv4,
-                  buffer[l3 &+ 4] == 6, buffer[l3 &+ 5] == 4 else { throw .unsupportedARP }
+                buffer[l3 &+ 4] == 6, buffer[l3 &+ 5] == 4
+            else { throw .unsupportedARP }
             p.ipEnd = l3 &+ HeaderLength.arp
         default:
             throw .unsupportedEtherType
@@ -112,7 +113,8 @@ public enum PacketParser {
                 guard l3 &+ total <= limit else { throw .ipv4TotalLengthBeyondFrame }
                 p.ipEnd = l3 &+ total
                 // Nearly every header has no options: five loads instead of the general loop.
-                let sum = ihl == HeaderLength.ipv4
+                let sum =
+                    ihl == HeaderLength.ipv4
                     ? UInt64(frame.be32(at: l3)) &+ UInt64(frame.be32(at: l3 &+ 4)) &+ UInt64(frame.be32(at: l3 &+ 8))
                         &+ UInt64(frame.be32(at: l3 &+ 12)) &+ UInt64(frame.be32(at: l3 &+ 16))
                     : InternetChecksum.sum(frame, from: l3, count: ihl)

@@ -8,29 +8,35 @@ public enum PacketRewriter {
         source: A? = nil, sourcePort: UInt16? = nil,
         destination: A? = nil, destinationPort: UInt16? = nil
     ) {
-        var oldAddr: UInt64 = 0, newAddr: UInt64 = 0
+        var oldAddr: UInt64 = 0
+        var newAddr: UInt64 = 0
         if let source {
             let old = A(b.span, at: p.sourceAddressOffset)
-            oldAddr &+= old.wordSum; newAddr &+= source.wordSum
+            oldAddr &+= old.wordSum
+            newAddr &+= source.wordSum
             source.store(&b, at: p.sourceAddressOffset)
         }
         if let destination {
             let old = A(b.span, at: p.destinationAddressOffset)
-            oldAddr &+= old.wordSum; newAddr &+= destination.wordSum
+            oldAddr &+= old.wordSum
+            newAddr &+= destination.wordSum
             destination.store(&b, at: p.destinationAddressOffset)
         }
         if p.ipVersion == 4 && (source != nil || destination != nil) {
             let c = p.l3Offset &+ 10
             b.setBE16(InternetChecksum.update(b.be16(at: c), removing: oldAddr, adding: newAddr), at: c)
         }
-        var oldL4 = oldAddr, newL4 = newAddr
+        var oldL4 = oldAddr
+        var newL4 = newAddr
         let portsPresent = p.hasPorts
         if portsPresent, let sourcePort {
-            oldL4 &+= UInt64(b.be16(at: p.l4Offset)); newL4 &+= UInt64(sourcePort)
+            oldL4 &+= UInt64(b.be16(at: p.l4Offset))
+            newL4 &+= UInt64(sourcePort)
             b.setBE16(sourcePort, at: p.l4Offset)
         }
         if portsPresent, let destinationPort {
-            oldL4 &+= UInt64(b.be16(at: p.l4Offset &+ 2)); newL4 &+= UInt64(destinationPort)
+            oldL4 &+= UInt64(b.be16(at: p.l4Offset &+ 2))
+            newL4 &+= UInt64(destinationPort)
             b.setBE16(destinationPort, at: p.l4Offset &+ 2)
         }
         updateTransportChecksum(&b, p, removing: oldL4, adding: newL4)
@@ -96,9 +102,13 @@ public enum PacketRewriter {
         var sum: UInt64 = 0
         if p.proto != IPProtocolNumber.icmp {
             if p.ipVersion == 4 {
-                sum = InternetChecksum.pseudoHeaderSum(source: IPv4Address(b.span, at: p.sourceAddressOffset), destination: IPv4Address(b.span, at: p.destinationAddressOffset), protocol: p.proto, length: length)
+                sum = InternetChecksum.pseudoHeaderSum(
+                    source: IPv4Address(b.span, at: p.sourceAddressOffset), destination: IPv4Address(b.span, at: p.destinationAddressOffset), protocol: p.proto,
+                    length: length)
             } else {
-                sum = InternetChecksum.pseudoHeaderSum(source: IPv6Address(b.span, at: p.sourceAddressOffset), destination: IPv6Address(b.span, at: p.destinationAddressOffset), protocol: p.proto, length: length)
+                sum = InternetChecksum.pseudoHeaderSum(
+                    source: IPv6Address(b.span, at: p.sourceAddressOffset), destination: IPv6Address(b.span, at: p.destinationAddressOffset), protocol: p.proto,
+                    length: length)
             }
         }
         sum = InternetChecksum.sum(b.span, from: p.l4Offset, count: length, initial: sum)
@@ -160,7 +170,8 @@ public struct HeaderLayout: Sendable, BitwiseCopyable {
         let base = p.l2Offset
         var checksum = -1
         if let c = p.pseudoHeaderChecksumOffset, c &+ 2 <= p.ipEnd,
-           !(p.proto == IPProtocolNumber.udp && p.ipVersion == 4 && b.be16(at: c) == 0) {
+            !(p.proto == IPProtocolNumber.udp && p.ipVersion == 4 && b.be16(at: c) == 0)
+        {
             checksum = c &- base
         }
         self.init(ip: p.l3Offset &- base, transport: p.l4Offset &- base, checksum: checksum, ports: p.hasPorts)

@@ -39,7 +39,10 @@ public enum TCPOptionEditor {
         while i < end {
             let kind = b[i]
             if kind == 0 { return nil }
-            if kind == 1 { i &+= 1; continue }
+            if kind == 1 {
+                i &+= 1
+                continue
+            }
             guard i &+ 1 < end else { return nil }
             let len = Int(b[i &+ 1])
             guard len >= 2, i &+ len <= end else { return nil }
@@ -102,7 +105,10 @@ public enum TCPOptionEditor {
         while read < end {
             let kind = b[read]
             if kind == 0 { break }
-            if kind == 1 { read &+= 1; continue }
+            if kind == 1 {
+                read &+= 1
+                continue
+            }
             guard read &+ 1 < end else { break }
             let len = Int(b[read &+ 1])
             guard len >= 2, read &+ len <= end else { break }
@@ -134,4 +140,3 @@ public enum TCPOptionEditor {
         PacketRewriter.recomputeTransportChecksum(&b, p)
     }
 }
-

@@ -10,14 +10,20 @@ public struct ConnectionKey: Hashable, Sendable {
     public var local: IPAddress
     public var localPort: UInt16
     public init(peer: IPAddress, peerPort: UInt16, local: IPAddress, localPort: UInt16) {
-        self.peer = peer; self.peerPort = peerPort; self.local = local; self.localPort = localPort
+        self.peer = peer
+        self.peerPort = peerPort
+        self.local = local
+        self.localPort = localPort
     }
 }
 
 public struct ClientAddress: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     public var port: UInt16
-    public init(address: IPAddress, port: UInt16) { self.address = address; self.port = port }
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
     public var description: String { address.isIPv6 ? "[\(address)]:\(port)" : "\(address):\(port)" }
 }
 
@@ -37,7 +43,10 @@ public enum TOA {
         while o < end {
             let kind = frame[o]
             if kind == 0 { break }
-            if kind == 1 { o += 1; continue }
+            if kind == 1 {
+                o += 1
+                continue
+            }
             guard o + 1 < end else { break }
             let length = Int(frame[o + 1])
             guard length >= 2, o + length <= end else { break }
@@ -53,7 +62,8 @@ public enum TOA {
                 }
                 let s = frame.span
                 let src: IPAddress = parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.sourceAddressOffset)) : .v6(IPv6Address(s, at: parsed.sourceAddressOffset))
-                let dst: IPAddress = parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.destinationAddressOffset)) : .v6(IPv6Address(s, at: parsed.destinationAddressOffset))
+                let dst: IPAddress =
+                    parsed.isIPv4 ? .v4(IPv4Address(s, at: parsed.destinationAddressOffset)) : .v6(IPv6Address(s, at: parsed.destinationAddressOffset))
                 let key = ConnectionKey(peer: src, peerPort: parsed.sourcePort, local: dst, localPort: parsed.destinationPort)
                 return (key, ClientAddress(address: client, port: port))
             }
@@ -83,7 +93,10 @@ public final class TOATable: Sendable {
                 if s.order.count - s.head > capacity {
                     s.entries[s.order[s.head]] = nil
                     s.head += 1
-                    if s.head > capacity { s.order.removeFirst(s.head); s.head = 0 }
+                    if s.head > capacity {
+                        s.order.removeFirst(s.head)
+                        s.head = 0
+                    }
                 }
             }
         }

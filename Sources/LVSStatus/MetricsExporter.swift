@@ -1,10 +1,10 @@
-import LVSCore
-import LVSPacket
-import Prometheus
-import LVSDaemon
-import LVSControlProtocol
 import LVSConfiguration
+import LVSControlProtocol
+import LVSCore
+import LVSDaemon
+import LVSPacket
 import LVSSystem
+import Prometheus
 
 /// `/metrics`: the Prometheus text format. The service and real-server
 /// series carry the names and labels of node_exporter's ipvs collector, so
@@ -56,8 +56,9 @@ public enum MetricsExporter {
                 counter("lvsd_backend_outgoing_packets_total", "Packets from the real server back to clients.", labels, server.stats.outPackets)
                 counter("lvsd_backend_incoming_bytes_total", "Bytes forwarded to the real server.", labels, server.stats.inBytes)
                 counter("lvsd_backend_outgoing_bytes_total", "Bytes from the real server back to clients.", labels, server.stats.outBytes)
-                gauge("lvsd_backend_connections_persistent", "Persistence templates pointing at the real server.", labels,
-                      Double(server.persistentConnections))
+                gauge(
+                    "lvsd_backend_connections_persistent", "Persistence templates pointing at the real server.", labels,
+                    Double(server.persistentConnections))
             }
         }
         for values in order {
@@ -78,24 +79,30 @@ public enum MetricsExporter {
         }
         for e in report.engines {
             let w = String(e.worker)
-            counter("lvsd_worker_packets_total", "Virtual-service packets a worker forwarded, by direction.", [("worker", w), ("direction", "in")], e.totals.inPackets)
-            counter("lvsd_worker_packets_total", "Virtual-service packets a worker forwarded, by direction.", [("worker", w), ("direction", "out")], e.totals.outPackets)
+            counter(
+                "lvsd_worker_packets_total", "Virtual-service packets a worker forwarded, by direction.", [("worker", w), ("direction", "in")],
+                e.totals.inPackets)
+            counter(
+                "lvsd_worker_packets_total", "Virtual-service packets a worker forwarded, by direction.", [("worker", w), ("direction", "out")],
+                e.totals.outPackets)
             counter("lvsd_worker_drops_total", "Frames a worker dropped.", [("worker", w)], e.drops)
             counter("lvsd_toa_inserted_total", "FULLNAT TOA options inserted.", [("worker", w)], e.toaInserted)
             counter("lvsd_toa_failures_total", "FULLNAT packets sent without TOA because it did not fit.", [("worker", w)], e.toaFailures)
             counter("lvsd_icmp_sent_total", "ICMP errors lvsd sent (fragmentation needed, packet too big, time exceeded).", [("worker", w)], e.icmpSent)
             counter("lvsd_synproxy_cookies_total", "SYNs the SYN proxy answered with a cookie.", [("worker", w)], e.synproxyCookies)
             for (family, used, capacity) in [("ipv4", e.ipv4Connections, e.ipv4Capacity), ("ipv6", e.ipv6Connections, e.ipv6Capacity)] {
-                gauge("lvsd_connection_table_entries", "Connection-table entries in use (connections and templates).",
-                      [("worker", w), ("family", family)], Double(used))
+                gauge(
+                    "lvsd_connection_table_entries", "Connection-table entries in use (connections and templates).",
+                    [("worker", w), ("family", family)], Double(used))
                 gauge("lvsd_connection_table_capacity", "Connection-table entries available.", [("worker", w), ("family", family)], Double(capacity))
             }
         }
         // Connection sync: which daemons run, and what they carried.
         for role in ["master", "backup"] {
             let d = report.table.daemons.first { $0.role.rawValue == role }
-            gauge("lvsd_sync_daemon_running", "1 while the sync daemon of this role runs.",
-                  [("role", role), ("interface", d?.interface ?? ""), ("syncid", d.map { String($0.syncID) } ?? "")], d == nil ? 0 : 1)
+            gauge(
+                "lvsd_sync_daemon_running", "1 while the sync daemon of this role runs.",
+                [("role", role), ("interface", d?.interface ?? ""), ("syncid", d.map { String($0.syncID) } ?? "")], d == nil ? 0 : 1)
         }
         let s = report.sync
         counter("lvsd_sync_messages_total", "Sync messages, by direction.", [("direction", "sent")], s.messagesSent)

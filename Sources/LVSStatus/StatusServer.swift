@@ -1,18 +1,19 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
+import LVSConfiguration
+import LVSControlProtocol
+import LVSDaemon
+import LVSSystem
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
-import LVSDaemon
-import LVSControlProtocol
-import LVSConfiguration
-import LVSSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 /// lvsd's HTTP port: `/metrics` (Prometheus), `/` (the status page) and
 /// `/status.json` (what the page polls). Read-only; on the daemon's event loops.

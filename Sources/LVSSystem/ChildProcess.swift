@@ -1,8 +1,9 @@
+import Synchronization
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
-import SystemPackage
 
 /// Every program swift-lvs runs (nft and keepalived's scripts in lvsd, ip
 /// and sysctl in lvs-realserver, the lab's tools) starts here: posix_spawn
@@ -180,8 +181,9 @@ extension ChildProcess {
                 try? outputPipe?.writeEnd.close()
             }
             do {
-                pid = try Spawn.start(path, arguments, options: options, input: options.input.isEmpty ? nil : options.input,
-                                      output: nil, captureOutput: outputPipe?.writeEnd, captureError: errorPipe.writeEnd)
+                pid = try Spawn.start(
+                    path, arguments, options: options, input: options.input.isEmpty ? nil : options.input,
+                    output: nil, captureOutput: outputPipe?.writeEnd, captureError: errorPipe.writeEnd)
             } catch {
                 try? errorPipe.readEnd.close()
                 try? outputPipe?.readEnd.close()
@@ -202,15 +204,24 @@ extension ChildProcess {
         /// Waits up to `milliseconds` for output, and reads what came.
         mutating func waitForOutput(milliseconds: Int32) {
             let fds = [outputPipe, errorPipe].compactMap { $0 }
-            if fds.isEmpty { usleep(UInt32(milliseconds) * 1000); return }
+            if fds.isEmpty {
+                usleep(UInt32(milliseconds) * 1000)
+                return
+            }
             var polled = fds.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
             _ = unsafe poll(&polled, nfds_t(polled.count), milliseconds)
             drain()
         }
 
         mutating func drain() {
-            if let o = outputPipe, !Self.read(o, into: &output, limit: ChildProcess.outputLimit) { try? o.close(); outputPipe = nil }
-            if let e = errorPipe, !Self.read(e, into: &errors, limit: ChildProcess.errorLimit) { try? e.close(); errorPipe = nil }
+            if let o = outputPipe, !Self.read(o, into: &output, limit: ChildProcess.outputLimit) {
+                try? o.close()
+                outputPipe = nil
+            }
+            if let e = errorPipe, !Self.read(e, into: &errors, limit: ChildProcess.errorLimit) {
+                try? e.close()
+                errorPipe = nil
+            }
         }
 
         /// Reads what is there; false at the end of the stream.
@@ -218,7 +229,9 @@ extension ChildProcess {
             var chunk = [UInt8](repeating: 0, count: 16384)
             while true {
                 let n: Int
-                do { n = try unsafe chunk.withUnsafeMutableBytes { try unsafe fd.read(into: $0) } } catch let e as Errno { return e == .resourceTemporarilyUnavailable || e == .interrupted } catch { return false }
+                do { n = try unsafe chunk.withUnsafeMutableBytes { try unsafe fd.read(into: $0) } } catch let e as Errno {
+                    return e == .resourceTemporarilyUnavailable || e == .interrupted
+                } catch { return false }
                 if n == 0 { return false }
                 if out.count < limit { out += chunk[0..<min(n, limit - out.count)] }
             }
@@ -249,8 +262,10 @@ extension ChildProcess {
 
 /// posix_spawn with the file actions and attributes every child gets.
 enum Spawn {
-    static func start(_ path: String, _ arguments: [String], options: ChildProcess.Options, input: String?, output log: FilePath? = nil,
-                      captureOutput: FileDescriptor? = nil, captureError: FileDescriptor?) throws(SystemError) -> pid_t {
+    static func start(
+        _ path: String, _ arguments: [String], options: ChildProcess.Options, input: String?, output log: FilePath? = nil,
+        captureOutput: FileDescriptor? = nil, captureError: FileDescriptor?
+    ) throws(SystemError) -> pid_t {
         var inputFile: FileDescriptor? = nil
         defer { try? inputFile?.close() }
         if let input { inputFile = try unlinkedFile(holding: input) }
@@ -280,7 +295,8 @@ enum Spawn {
         var attributes = posix_spawnattr_t()
         unsafe posix_spawnattr_init(&attributes)
         defer { unsafe posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
+        var none = sigset_t()
+        var all = sigset_t()
         unsafe sigemptyset(&none)
         unsafe sigfillset(&all)
         // SIGKILL and SIGSTOP have no disposition to reset.
@@ -347,7 +363,7 @@ enum Spawn {
         unsafe pointers = unsafe (strings.map { unsafe strdup($0) } + [nil])
     }
 
-    deinit { for unsafe p in unsafe pointers { unsafe free(p) } }
+    deinit { for k in unsafe pointers.indices { unsafe free(pointers[k]) } }
 
     func withPointers<R>(_ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
         // The strings live as long as self, which outlives the call.

@@ -1,7 +1,8 @@
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
 
 /// Small files the kernel keeps (/proc/sys, /sys/class/net).
 public enum KernelFile {

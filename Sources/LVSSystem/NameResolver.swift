@@ -1,7 +1,8 @@
+import LVSPacket
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSPacket
 
 /// Names for addresses and ports, as ipvsadm looks them up (`host_to_addr`,
 /// `service_to_port`, `addr_to_host`, `port_to_service`) through the C
@@ -17,7 +18,9 @@ public enum NameResolver {
         guard unsafe getaddrinfo(host, nil, &hints, &result) == 0, let first = unsafe result else { return nil }
         defer { unsafe freeaddrinfo(result) }
         guard let sa = unsafe first.pointee.ai_addr else { return nil }
-        return unsafe sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { unsafe IPAddress.v4(IPv4Address(UInt32(bigEndian: $0.pointee.sin_addr.s_addr))) }
+        return unsafe sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+            unsafe IPAddress.v4(IPv4Address(UInt32(bigEndian: $0.pointee.sin_addr.s_addr)))
+        }
     }
 
     /// The port of a service name for a protocol named as /etc/services names it ("tcp", "udp", "sctp").

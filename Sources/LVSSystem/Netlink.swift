@@ -1,7 +1,8 @@
+import LVSPacket
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSPacket
 
 /// rtnetlink, read and written in Swift: the messages (`nlmsghdr`, then a
 /// family header and attributes) are little-endian integers at fixed
@@ -125,7 +126,8 @@ public enum RouteNetlink {
     public static func address(_ raw: [UInt8]) -> IPAddress? {
         if raw.count == 4 { return .v4(IPv4Address(raw[0], raw[1], raw[2], raw[3])) }
         if raw.count == 16 {
-            let high = raw[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, low = raw[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let high = raw[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let low = raw[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             return .v6(IPv6Address(high: high, low: low))
         }
         return nil

@@ -12,12 +12,14 @@ public final class OSThread: @unchecked Sendable {  // `handle` is written once,
     public init(name: String, _ body: @escaping @Sendable () -> Void) {
         let box = unsafe Unmanaged.passRetained(Box(body: body, name: name))
         // The box is retained for the thread, which takes it back (and releases it) first thing.
-        let rc = unsafe pthread_create(&handle, nil, { argument in
-            let box = unsafe Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-            OSThread.nameCurrentThread(box.name)
-            box.body()
-            return nil
-        }, unsafe box.toOpaque())
+        let rc = unsafe pthread_create(
+            &handle, nil,
+            { argument in
+                let box = unsafe Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+                OSThread.nameCurrentThread(box.name)
+                box.body()
+                return nil
+            }, unsafe box.toOpaque())
         precondition(rc == 0, "pthread_create: \(rc)")
     }
 

@@ -1,7 +1,8 @@
+import Dispatch
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 
 /// Signals as an async sequence of their numbers. Their default action
 /// (which for SIGTERM, SIGINT and SIGHUP ends the process) is replaced at

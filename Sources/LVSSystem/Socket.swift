@@ -1,8 +1,9 @@
+import LVSPacket
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSPacket
-import SystemPackage
 
 /// A socket descriptor with typed calls: addresses are `SocketAddress`,
 /// failures `SystemError`. Like swift-system's `FileDescriptor`, it is a
@@ -196,7 +197,10 @@ public struct Socket: Sendable, Hashable {
     /// what it refuses before the socket sees it.
     public func attachFilter(_ program: [FilterInstruction]) throws(SystemError) {
         // `struct sock_fprog`: the count, padding, then a pointer to the instructions.
-        @unsafe struct Program { var length: UInt16; var filter: UnsafePointer<FilterInstruction>? }
+        @unsafe struct Program {
+            var length: UInt16
+            var filter: UnsafePointer<FilterInstruction>?
+        }
         let rc = unsafe program.withUnsafeBufferPointer { instructions in
             // The kernel copies the instructions during the call; the buffer outlives it.
             var p = unsafe Program(length: UInt16(instructions.count), filter: instructions.baseAddress)

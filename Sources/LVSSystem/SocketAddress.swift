@@ -1,7 +1,8 @@
+import LVSPacket
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSPacket
 
 /// A socket's address, typed: the one place a `sockaddr` is built or read.
 public enum SocketAddress: Sendable, Hashable, CustomStringConvertible {

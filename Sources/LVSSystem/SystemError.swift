@@ -1,7 +1,8 @@
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemPackage
 
 /// A failed system call: which operation, and the kernel's errno.
 public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {

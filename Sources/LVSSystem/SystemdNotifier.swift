@@ -24,7 +24,8 @@ public struct SystemdNotifier: Sendable {
     /// Sends e.g. "READY=1", "RELOADING=1", "STOPPING=1", "WATCHDOG=1".
     public func notify(_ state: String) {
         guard let path, !path.isEmpty, SocketAddress.unixPathFits(path),
-              let socket = try? Socket.open(family: AF_UNIX, type: Socket.datagram) else { return }
+            let socket = try? Socket.open(family: AF_UNIX, type: Socket.datagram)
+        else { return }
         defer { socket.close() }
         // A lost notification is systemd's to time out on; lvsd goes on either way.
         _ = try? socket.send(Array(state.utf8), to: .unix(path), dontWait: true)

@@ -1,7 +1,7 @@
-import LVSPacket
-import LVSDaemon
-import LVSControlProtocol
 import LVSConfiguration
+import LVSControlProtocol
+import LVSDaemon
+import LVSPacket
 import LVSSystem
 
 /// A VRRP advertisement: version 3 (RFC 5798), over IPv4 or IPv6, or 2
@@ -23,12 +23,19 @@ public struct VRRPAdvertisement: Sendable, Hashable {
     public var addresses: [IPAddress]
 
     public init(version: Int, virtualRouterID: UInt8, priority: UInt8, interval: UInt16, addresses: [IPAddress]) {
-        self.version = version; self.virtualRouterID = virtualRouterID; self.priority = priority
-        self.interval = interval; self.addresses = addresses
+        self.version = version
+        self.virtualRouterID = virtualRouterID
+        self.priority = priority
+        self.interval = interval
+        self.addresses = addresses
     }
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
-        case truncated, notVRRP, ttl(UInt8), version(Int), type(Int), checksum, addressCount
+        case truncated, notVRRP
+        case ttl(UInt8)
+        case version(Int)
+        case type(Int)
+        case checksum, addressCount
         public var description: String {
             switch self {
             case .truncated: "truncated"
@@ -63,8 +70,11 @@ public struct VRRPAdvertisement: Sendable, Hashable {
     public func encode(source: IPv4Address, identification: UInt16 = 0) -> [UInt8] {
         let v = message(source: .v4(source))
         let total = 20 + v.count
-        var ip: [UInt8] = [0x45, 0xC0, UInt8(total >> 8), UInt8(total & 0xFF), UInt8(identification >> 8), UInt8(identification & 0xFF), 0, 0,
-                           255, Self.protocolNumber, 0, 0] + Self.be32(source.value) + Self.be32(Self.group.value)
+        var ip: [UInt8] =
+            [
+                0x45, 0xC0, UInt8(total >> 8), UInt8(total & 0xFF), UInt8(identification >> 8), UInt8(identification & 0xFF), 0, 0,
+                255, Self.protocolNumber, 0, 0,
+            ] + Self.be32(source.value) + Self.be32(Self.group.value)
         let h = Self.checksum(ip, pseudo: nil)
         ip[10] = UInt8(h >> 8)
         ip[11] = UInt8(h & 0xFF)
@@ -129,7 +139,10 @@ public struct VRRPAdvertisement: Sendable, Hashable {
         var sum: UInt32 = 0
         func add(_ b: [UInt8]) {
             var i = 0
-            while i + 1 < b.count { sum += UInt32(b[i]) << 8 | UInt32(b[i + 1]); i += 2 }
+            while i + 1 < b.count {
+                sum += UInt32(b[i]) << 8 | UInt32(b[i + 1])
+                i += 2
+            }
             if i < b.count { sum += UInt32(b[i]) << 8 }
         }
         if let (s, d) = pseudo {

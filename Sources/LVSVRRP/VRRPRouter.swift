@@ -1,14 +1,17 @@
-import LVSPacket
-import LVSDaemon
-import LVSControlProtocol
 import LVSConfiguration
+import LVSControlProtocol
+import LVSDaemon
+import LVSPacket
 import LVSSystem
 
 /// One VRRP instance's state machine (RFC 5798 §6.4), time in milliseconds
 /// of a clock the caller supplies: events in, actions out, nothing else.
 public struct VRRPRouter: Sendable {
     public enum State: String, Sendable, Hashable, Codable {
-        case initialize = "INIT", backup = "BACKUP", master = "MASTER", fault = "FAULT"
+        case initialize = "INIT"
+        case backup = "BACKUP"
+        case master = "MASTER"
+        case fault = "FAULT"
     }
 
     public enum Action: Sendable, Hashable {
@@ -44,9 +47,10 @@ public struct VRRPRouter: Sendable {
 
     /// The advertisement this router sends.
     public func advertisement(priority: UInt8) -> VRRPAdvertisement {
-        VRRPAdvertisement(version: configuration.version, virtualRouterID: configuration.virtualRouterID, priority: priority,
-                          interval: configuration.advertisementInterval,
-                          addresses: configuration.addresses)
+        VRRPAdvertisement(
+            version: configuration.version, virtualRouterID: configuration.virtualRouterID, priority: priority,
+            interval: configuration.advertisementInterval,
+            addresses: configuration.addresses)
     }
 
     /// When `tick` has something to do next.
@@ -101,7 +105,9 @@ public struct VRRPRouter: Sendable {
                 advertiseAt = now + interval
                 return [.advertise(priority: priority)]
             }
-            if a.priority > priority || (a.priority == priority && VRRPAdvertisement.bytes(primaryAddress).lexicographicallyPrecedes(VRRPAdvertisement.bytes(source))) {
+            if a.priority > priority
+                || (a.priority == priority && VRRPAdvertisement.bytes(primaryAddress).lexicographicallyPrecedes(VRRPAdvertisement.bytes(source)))
+            {
                 master = source
                 return becomeBackup(interval: a.version == 3 ? max(1, a.interval) : masterInterval, now: now)
             }

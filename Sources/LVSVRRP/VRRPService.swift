@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSConfiguration
 import LVSControlProtocol
 import LVSDaemon
@@ -11,6 +8,10 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// lvsd's VRRP: each `vrrp_instance` a raw socket (protocol 112, joined to
 /// 224.0.0.18, or ff02::12 from the interface's link-local address for an
@@ -111,17 +112,18 @@ public final class VRRPService: Service, Sendable {
             let master = state == .master
             try? plane.sync.stop(master ? .backup : .master)
             if let daemon = configuration.syncDaemon(master: master) {
-                do { try plane.sync.start(daemon) } catch where error.code != "EEXIST" {
+                do { try plane.sync.start(daemon) } catch  where error.code != "EEXIST" {
                     logger.error("lvs_sync_daemon: \(error)")
                 } catch {}
             }
         }
-        let specific: String? = switch state {
-        case .master: c.notifyMaster
-        case .backup: c.notifyBackup
-        case .fault: c.notifyFault
-        case .initialize: nil
-        }
+        let specific: String? =
+            switch state {
+            case .master: c.notifyMaster
+            case .backup: c.notifyBackup
+            case .fault: c.notifyFault
+            case .initialize: nil
+            }
         if let specific { ShellCommand.spawn(specific) }
         if let notify = c.notify { ShellCommand.spawn("\(notify) INSTANCE \(c.name) \(state.rawValue) \(c.priority)") }
     }
@@ -136,15 +138,17 @@ public final class VRRPService: Service, Sendable {
     }
 
     static func status(_ c: VRRPInstanceConfiguration, state: VRRPRouter.State, master: IPAddress?, transitions: UInt64) -> VRRPInstanceStatus {
-        VRRPInstanceStatus(name: c.name, interface: c.interface, virtualRouterID: c.virtualRouterID, priority: c.priority, state: state.rawValue,
-                           master: master, addresses: c.ownedAddresses, seconds: 0, transitions: transitions)
+        VRRPInstanceStatus(
+            name: c.name, interface: c.interface, virtualRouterID: c.virtualRouterID, priority: c.priority, state: state.rawValue,
+            master: master, addresses: c.ownedAddresses, seconds: 0, transitions: transitions)
     }
 
     /// Every VRRP address is owned; those of instances that are not master
     /// are on standby.
     func publishOwnership() {
         let states = states.withLock { $0 }
-        var extra = Set<IPAddress>(), standby = Set<IPAddress>()
+        var extra = Set<IPAddress>()
+        var standby = Set<IPAddress>()
         for c in configuration.instances {
             extra.formUnion(c.ownedAddresses)
             if states[c.name] != .master { standby.formUnion(c.ownedAddresses) }
@@ -178,8 +182,9 @@ public final class VRRPService: Service, Sendable {
     /// An instance's socket, bound to its interface and joined to VRRP's group.
     static func open(_ interface: String, index: UInt32, address: IPAddress) throws(Failure) -> Socket {
         do {
-            let s = try Socket.open(family: address.isIPv6 ? AF_INET6 : AF_INET, type: Socket.raw, protocol: Int32(VRRPAdvertisement.protocolNumber),
-                                    nonBlocking: true)
+            let s = try Socket.open(
+                family: address.isIPv6 ? AF_INET6 : AF_INET, type: Socket.raw, protocol: Int32(VRRPAdvertisement.protocolNumber),
+                nonBlocking: true)
             do {
                 try s.bindToDevice(interface)
                 switch address {
@@ -201,7 +206,7 @@ public final class VRRPService: Service, Sendable {
                         do {
                             try s.bind(.ipv6(source, port: 0, scope: index))
                             bound = true
-                        } catch where error.errno == .addressNotAvailable {
+                        } catch  where error.errno == .addressNotAvailable {
                             usleep(100_000)
                         }
                     }
@@ -271,11 +276,14 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var envelope = unwrapInboundIn(data)
         guard let bytes = envelope.data.readBytes(length: envelope.data.readableBytes), let (a, source) = decode(bytes, envelope.remoteAddress),
-              a.virtualRouterID == instance.configuration.virtualRouterID, source != instance.primary else { return }
+            a.virtualRouterID == instance.configuration.virtualRouterID, source != instance.primary
+        else { return }
         guard a.version == instance.configuration.version else {
             // Once: a peer of the other version advertises every second.
             if !warnedVersion {
-                service.logger.warning("VRRP_Instance(\(instance.configuration.name)) advertisements of version \(a.version) from \(source) ignored (vrrp_version \(instance.configuration.version))")
+                service.logger.warning(
+                    "VRRP_Instance(\(instance.configuration.name)) advertisements of version \(a.version) from \(source) ignored (vrrp_version \(instance.configuration.version))"
+                )
             }
             warnedVersion = true
             return
@@ -333,11 +341,13 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
 
     func send(_ a: VRRPAdvertisement) {
         guard let context else { return }
-        let bytes: [UInt8] = switch instance.primary {
-        case .v4(let source): a.encode(source: source, identification: UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()))
-        case .v6: a.message(source: instance.primary)
-        }
-        let name = instance.configuration.name, logger = service.logger
+        let bytes: [UInt8] =
+            switch instance.primary {
+            case .v4(let source): a.encode(source: source, identification: UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()))
+            case .v6: a.message(source: instance.primary)
+            }
+        let name = instance.configuration.name
+        let logger = service.logger
         context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination, data: ByteBuffer(bytes: bytes)))).whenFailure { error in
             logger.warning("VRRP_Instance(\(name)) send: \(error)")
         }

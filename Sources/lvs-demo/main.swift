@@ -1,8 +1,9 @@
+import Foundation
+import LVSLab
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
-import LVSLab
 
 /// The demo (`lvsadm demo` runs this program, which sits next to it): a
 /// client, a router, lvsd and three real servers in network namespaces.

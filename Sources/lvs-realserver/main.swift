@@ -1,12 +1,13 @@
 import ArgumentParser
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSLinux
 import LVSPacket
 import LVSRealServer
 import LVSSystem
 import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct RealServer: AsyncParsableCommand {
@@ -50,7 +51,8 @@ func waitForStop() async {
 // MARK: dr-setup
 
 struct DRSetup: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dr-setup",
+    static let configuration = CommandConfiguration(
+        commandName: "dr-setup",
         abstract: "Puts each VIP on lo and stops the kernel answering ARP for it (arp_ignore=1, arp_announce=2), for DR.")
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Flag(help: "Remove the VIPs instead.") var remove = false
@@ -75,7 +77,8 @@ struct DRSetup: ParsableCommand {
 
 struct Tunnel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Accepts IPIP (and IPv6-in-IP) and GUE for the VIPs: in the kernel's ipip where it has one, else with a BPF decapsulator (tc, else XDP), else through a TUN device.",
+        abstract:
+            "Accepts IPIP (and IPv6-in-IP) and GUE for the VIPs: in the kernel's ipip where it has one, else with a BPF decapsulator (tc, else XDP), else through a TUN device.",
         discussion: """
             Runs until SIGTERM. The BPF decapsulator strips the outer headers of tunnel packets for the VIPs as they \
             arrive (at tc ingress, or in XDP) and the kernel takes the inner packets as if they had come bare (the VIPs \
@@ -84,7 +87,10 @@ struct Tunnel: AsyncParsableCommand {
             """)
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Option(help: "Also accept GUE on this UDP port.") var guePort: UInt16?
-    @Option(help: "Decapsulate with: kernel (ipip, tunl0), tc, xdp or tun. Default: kernel where it has ipip and every VIP is IPv4 without GUE, else tc, else xdp, else tun.")
+    @Option(
+        help:
+            "Decapsulate with: kernel (ipip, tunl0), tc, xdp or tun. Default: kernel where it has ipip and every VIP is IPv4 without GUE, else tc, else xdp, else tun."
+    )
     var decapsulator: Decapsulator?
     @Option(help: ArgumentHelp("An interface for the BPF decapsulator, repeatable (default: every interface that is up but lo).", valueName: "name"))
     var interface: [String] = []
@@ -145,7 +151,9 @@ struct Tunnel: AsyncParsableCommand {
         }
         for conf in ["all", "default"] + names { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
-        say("decapsulating for \(vips.joined(separator: " ")) \(tc ? "at tc ingress" : "by XDP") on \(modes.joined(separator: ", "))" + (guePort.map { ", GUE on \($0)" } ?? ""))
+        say(
+            "decapsulating for \(vips.joined(separator: " ")) \(tc ? "at tc ingress" : "by XDP") on \(modes.joined(separator: ", "))"
+                + (guePort.map { ", GUE on \($0)" } ?? ""))
         await waitForStop()
         programs = []
         for a in added { address(a, "del", device: "lo") }
@@ -215,7 +223,11 @@ struct Tunnel: AsyncParsableCommand {
         sysctl("net.ipv4.conf.all.arp_announce", "2")
     }
 
-    enum Kind: String { case ipv4Outer = "ipv4", ipv6Outer = "ipv6", gue }
+    enum Kind: String {
+        case ipv4Outer = "ipv4"
+        case ipv6Outer = "ipv6"
+        case gue
+    }
 
     /// The kernel's ipip module (tunl0), when this kernel has one.
     func kernelHasIPIP() -> Bool {
@@ -273,7 +285,8 @@ func parseEndpoint(_ text: String) -> (IPAddress, UInt16)? {
 }
 
 struct TOAService: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "toa",
+    static let configuration = CommandConfiguration(
+        commandName: "toa",
         abstract: "Learns the client address FULLNAT carries in TOA and answers who the real client of a connection is.",
         discussion: "Serve: `lvs-realserver toa` (until SIGTERM). Ask: `lvs-realserver toa --query PEER:PORT` prints CLIENT:PORT, as accept() showed the peer.")
     @Option(help: "Capture on this interface only.") var interface: String?
@@ -319,8 +332,9 @@ struct TOAService: AsyncParsableCommand {
                 var buffer = [UInt8](repeating: 0, count: 256)
                 var answer = "unknown\n"
                 if let n = try? c.receive(into: &buffer), n > 0,
-                   let (peer, port) = parseEndpoint(String(decoding: buffer[0..<n], as: UTF8.self).filter { !$0.isWhitespace }),
-                   let client = table.client(peer: peer, peerPort: port) {
+                    let (peer, port) = parseEndpoint(String(decoding: buffer[0..<n], as: UTF8.self).filter { !$0.isWhitespace }),
+                    let client = table.client(peer: peer, peerPort: port)
+                {
                     answer = "\(client)\n"
                 }
                 try? c.sendAll(Array(answer.utf8))
@@ -363,7 +377,8 @@ struct Serve: AsyncParsableCommand {
                 var buffer = [UInt8](repeating: 0, count: 2048)
                 while true {
                     guard let (_, from) = try? listener.receiveFrom(into: &buffer, dontWait: false), let from,
-                          let (peer, peerPort) = from.endpoint else { continue }
+                        let (peer, peerPort) = from.endpoint
+                    else { continue }
                     let reply = "\(name) peer=\(ClientAddress(address: peer, port: peerPort))\n"
                     _ = try? listener.send(Array(reply.utf8), to: from)
                 }

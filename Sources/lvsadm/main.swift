@@ -1,8 +1,9 @@
+import LVSAdmin
+import LVSSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSAdmin
-import LVSSystem
 
 /// lvsadm: ipvsadm's command line against lvsd. `lvsadm demo` runs the
 /// demo, `lvs-demo` beside lvsadm, so that lvsadm itself links no test lab.

@@ -11,6 +11,7 @@ import Logging
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,8 +35,10 @@ struct LVSD: AsyncParsableCommand {
     @Option(help: ArgumentHelp("An interface to serve; repeatable. Without one lvsd runs its tables only.", valueName: "name"))
     var interface: [String] = []
 
-    @Option(help: ArgumentHelp("How frames reach lvsd: packet (AF_PACKET rings) or xdp (AF_XDP sockets fed by an XDP program, AF_PACKET where XDP is unavailable).",
-                               valueName: "packet|xdp"))
+    @Option(
+        help: ArgumentHelp(
+            "How frames reach lvsd: packet (AF_PACKET rings) or xdp (AF_XDP sockets fed by an XDP program, AF_PACKET where XDP is unavailable).",
+            valueName: "packet|xdp"))
     var io: PacketIO = .packet
 
     @Option(help: "Worker threads; more than one spreads flows by hash (DR and TUN; NAT and FULLNAT replies need one).")
@@ -82,15 +85,20 @@ struct LVSD: AsyncParsableCommand {
                 throw fail("cannot learn the interfaces from the kernel: \(error)")
             }
             for i in base.interfaces {
-                logger.info("serving interface", metadata: ["index": "\(i.index)", "mac": "\(i.mac)", "ipv4": "\(i.ipv4.map(\.description) ?? "-")",
-                                                           "ipv6": "\(i.ipv6.map(\.description) ?? "-")", "mtu": "\(i.mtu)"])
+                logger.info(
+                    "serving interface",
+                    metadata: [
+                        "index": "\(i.index)", "mac": "\(i.mac)", "ipv4": "\(i.ipv4.map(\.description) ?? "-")",
+                        "ipv6": "\(i.ipv6.map(\.description) ?? "-")", "mtu": "\(i.mtu)",
+                    ])
             }
             for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] where KernelFile.firstLine(path) == "1" {
                 logger.warning("\(path) is 1: the kernel forwards the frames lvsd forwards too; set it to 0 in the director's namespace")
             }
         }
-        let plane = ControlPlane(capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
-                                 base: base, group: group, logger: logger)
+        let plane = ControlPlane(
+            capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
+            base: base, group: group, logger: logger)
         plane.setPassiveCheck(!noPassiveCheck)
         do { try plane.reload() } catch { throw fail("cannot load the configuration: \(error)") }
         // VRRP first: its addresses stay unowned until an instance is master.
@@ -130,8 +138,12 @@ struct LVSD: AsyncParsableCommand {
             do { try dp.start() } catch { throw fail("cannot start the data plane: \(error)") }
             dataPlane = dp
         }
-        logger.info("serving", metadata: ["socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)",
-                                          "io": "\(dataPlane?.activeIO.rawValue ?? "-")"])
+        logger.info(
+            "serving",
+            metadata: [
+                "socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)",
+                "io": "\(dataPlane?.activeIO.rawValue ?? "-")",
+            ])
         let systemd = SystemdNotifier()
         let health = HealthService(plane: plane, group: group, logger: logger)
         plane.afterReload.withLock {
@@ -156,9 +168,10 @@ struct LVSD: AsyncParsableCommand {
         services.append(health)
         if let vrrp { services.append(vrrp) }
         let running = Mutex<ServiceGroup?>(nil)
-        services.append(SignalService(signals: signals, plane: plane, systemd: systemd, logger: logger) {
-            await running.withLock { $0 }?.triggerGracefulShutdown()
-        })
+        services.append(
+            SignalService(signals: signals, plane: plane, systemd: systemd, logger: logger) {
+                await running.withLock { $0 }?.triggerGracefulShutdown()
+            })
         let serviceGroup = ServiceGroup(configuration: .init(services: services, logger: logger))
         running.withLock { $0 = serviceGroup }
         systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")

@@ -80,8 +80,12 @@ struct ForwardingTests {
             // rs1 strips the outer headers at tc ingress, rs3 in XDP (GUE), rs2 in a userspace loop into a TUN device.
             try lab.startRealServerTool(1, ["tunnel", Lab.vip, Lab.vip6], logName: "tun1")
             try lab.startRealServerTool(2, ["tunnel", Lab.vip, Lab.vip6, "--decapsulator", "tun"], logName: "tun2")
-            let third = try lab.start("r3", [Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Lab.vip, Lab.vip6,
-                                             "--gue-port", "6080", "--decapsulator", "xdp"], logName: "tun3")
+            let third = try lab.start(
+                "r3",
+                [
+                    Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Lab.vip, Lab.vip6,
+                    "--gue-port", "6080", "--decapsulator", "xdp",
+                ], logName: "tun3")
             usleep(300_000)
             #expect(lab.logText("tun1").contains("at tc ingress on \(lab.ns("r1"))"), "\(lab.logText("tun1"))")
             #expect(lab.logText("tun2").contains("into lvstun0"), "\(lab.logText("tun2"))")
@@ -109,15 +113,21 @@ struct ForwardingTests {
             third.waitUntilExit()
             #expect(try !lab.inside("r3", "ip", "link", "show", lab.ns("r3")).contains("prog/xdp"))
             // tunl0 carries IPv4 only: an IPv6 VIP is refused there, before anything is set up.
-            let refused = try lab.inside("r3", arguments: [Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Lab.vip6,
-                                                           "--decapsulator", "kernel"], check: false)
+            let refused = try lab.inside(
+                "r3",
+                arguments: [
+                    Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Lab.vip6,
+                    "--decapsulator", "kernel",
+                ], check: false)
             #expect(refused.contains("the kernel's ipip (tunl0) takes IPv4 VIPs only"), "\(refused)")
         }
     }
 
     @Test func fullNATShowsALocalAddressAndTOANamesTheClient() throws {
         try withLab("ltfnat") { lab in
-            for i in 1...3 { try lab.startRealServerTool(i, ["toa", "--socket", lab.directory.appendingPathComponent("toa\(i).sock").path], logName: "toa\(i)") }
+            for i in 1...3 {
+                try lab.startRealServerTool(i, ["toa", "--socket", lab.directory.appendingPathComponent("toa\(i).sock").path], logName: "toa\(i)")
+            }
             usleep(300_000)
             try setUp(lab, method: "-b", service: "\(Lab.vip):80", port: 8080)
             let answers = try lab.requests("http://\(Lab.vip)/", count: 1000)
@@ -133,8 +143,9 @@ struct ForwardingTests {
             // The last connection to rs1: its peer as nginx saw it, and the client TOA names.
             let last = try #require(answers.last { $0.hasPrefix("rs1 ") })
             let parts = last.split(separator: " ")
-            let client = try lab.inside("r1", Self.bin.appendingPathComponent("lvs-realserver").path, "toa", "--socket",
-                                        lab.directory.appendingPathComponent("toa1.sock").path, "--query", "\(parts[1]):\(parts[2])")
+            let client = try lab.inside(
+                "r1", Self.bin.appendingPathComponent("lvs-realserver").path, "toa", "--socket",
+                lab.directory.appendingPathComponent("toa1.sock").path, "--query", "\(parts[1]):\(parts[2])")
             #expect(client.hasPrefix("\(Lab.client):"), "\(client)")
         }
     }
@@ -176,10 +187,14 @@ struct ForwardingTests {
             #expect(own.hasPrefix("rs1 \(Lab.director) "), "\(own)")
 
             let second = lab.socket(for: "second")
-            let fallback = try lab.start("d", [Self.bin.appendingPathComponent("lvsd").path, "--socket", second, "--interface", lab.ns("d0"), "--io", "xdp"],
-                                         logName: "lvsd-second")
+            let fallback = try lab.start(
+                "d", [Self.bin.appendingPathComponent("lvsd").path, "--socket", second, "--interface", lab.ns("d0"), "--io", "xdp"],
+                logName: "lvsd-second")
             var waited = 0
-            while !lab.logText("lvsd-second").contains("io=") && waited < 250 { usleep(20_000); waited += 1 }
+            while !lab.logText("lvsd-second").contains("io=") && waited < 250 {
+                usleep(20_000)
+                waited += 1
+            }
             #expect(lab.logText("lvsd-second").contains("AF_XDP unavailable, using AF_PACKET"), "\(lab.logText("lvsd-second"))")
             #expect(lab.logText("lvsd-second").contains("io=packet"))
             try lab.lvsadm("-A -t \(Lab.vip):80 -s rr", role: "second")
@@ -236,9 +251,12 @@ struct ForwardingTests {
             usleep(500_000)
             /// A 10 s transfer through the service; every 1 s interval moved data.
             func bulk(_ service: String, seconds: Int = 10) throws -> [Double] {
-                let json = try lab.inside("c", "iperf3", "-c", Lab.vip, "-p", service.split(separator: ":").last.map(String.init) ?? "5201",
-                                          "-t", String(seconds), "-J", "--connect-timeout", "3000")
-                return json.components(separatedBy: "\"bits_per_second\":").dropFirst().compactMap { Double($0.prefix { $0 != "," && $0 != "\n" }.trimmingCharacters(in: .whitespaces)) }
+                let json = try lab.inside(
+                    "c", "iperf3", "-c", Lab.vip, "-p", service.split(separator: ":").last.map(String.init) ?? "5201",
+                    "-t", String(seconds), "-J", "--connect-timeout", "3000")
+                return json.components(separatedBy: "\"bits_per_second\":").dropFirst().compactMap {
+                    Double($0.prefix { $0 != "," && $0 != "\n" }.trimmingCharacters(in: .whitespaces))
+                }
             }
             for (method, port) in [("-m", 5201), ("-g", 5201), ("-i", 5201), ("-b", 5201)] {
                 try lab.lvsadm("-C")

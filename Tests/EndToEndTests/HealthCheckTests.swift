@@ -59,7 +59,9 @@ struct HealthCheckTests {
     @Test func aStoppedServerLeavesTheRotationAndComesBack() throws {
         let lab = try Lab(prefix: "lthealth", bin: Self.bin)
         defer { lab.teardown() }
-        let lvsd = try startKeepalived(lab, """
+        let lvsd = try startKeepalived(
+            lab,
+            """
             \(tcpChecked(1))
             \(tcpChecked(2))
             real_server \(Lab.real(3)) 8080 {
@@ -83,7 +85,10 @@ struct HealthCheckTests {
         let health = try lab.lvsadm("-L -n --health")
         #expect(health.contains("\(Lab.real(2)):8080") && health.contains("down") && health.contains("Connection refused"), "\(health)")
         let metrics = try lab.inside("d", "curl", "-sS", "http://127.0.0.1:19184/metrics")
-        #expect(metrics.contains("lvsd_backend_up{local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(Lab.real(2))\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 0"))
+        #expect(
+            metrics.contains(
+                "lvsd_backend_up{local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(Lab.real(2))\",remote_port=\"8080\",proto=\"TCP\",local_mark=\"\"} 0"
+            ))
         let without = try lab.requests("http://\(Lab.vip)/", count: 100)
         #expect(without.count == 100 && !without.contains { $0.hasPrefix("rs2 ") })
         // A reload keeps it out: the new checkers start from what the old ones knew.
@@ -116,7 +121,9 @@ struct HealthCheckTests {
     @Test func losingQuorumSwitchesToTheSorryServerAndBack() throws {
         let lab = try Lab(prefix: "ltquorum", bin: Self.bin)
         defer { lab.teardown() }
-        try startKeepalived(lab, """
+        try startKeepalived(
+            lab,
+            """
             quorum 2
             sorry_server \(Lab.real(3)) 8080
             \(tcpChecked(1))
@@ -156,8 +163,9 @@ struct HealthCheckTests {
 
         // Three clients at once: the one sent to rs2 hangs until its third SYN (about 3 s) tells lvsd.
         let start = Date()
-        try lab.start("c", ["curl", "-sS", "--connect-timeout", "5", "-Z", "http://\(Lab.vip)/", "http://\(Lab.vip)/", "http://\(Lab.vip)/"],
-                      logName: "curl")
+        try lab.start(
+            "c", ["curl", "-sS", "--connect-timeout", "5", "-Z", "http://\(Lab.vip)/", "http://\(Lab.vip)/", "http://\(Lab.vip)/"],
+            logName: "curl")
         let out = try waitFor(lab) { weight($0, Lab.real(2)) == 0 }
         #expect(out != nil && out! < 4.5, "\(String(describing: out)) s")
         let listing = try lab.lvsadm("-L -n")
@@ -186,45 +194,45 @@ struct HealthCheckTests {
         let good = try lab.inside("c", "/bin/sh", "-c", "printf 'rs2 static\\n' | md5sum").prefix(32)
         let conf = lab.directory.appendingPathComponent("keepalived.conf")
         try """
-            virtual_server \(Lab.vip) 80 {
-                delay_loop 1
-                lb_algo rr
-                lb_kind NAT
-                quorum 2
-                quorum_up "/bin/sh -c 'echo quorum-up >> \(log)'"
-                quorum_down "/bin/sh -c 'echo quorum-down >> \(log)'"
-                omega
-                real_server \(Lab.real(1)) 8080 {
-                    notify_down "/bin/sh -c 'echo rs1-down >> \(log)'"
-                    SSL_GET {
-                        url { path / }
-                        connect_port 8443
-                        connect_timeout 1
-                        retry 0
-                    }
-                }
-                real_server \(Lab.real(2)) 8080 {
-                    HTTP_GET {
-                        url {
-                            path /static
-                            digest \(good)
-                        }
-                        connect_timeout 1
-                    }
-                }
-                real_server \(Lab.real(3)) 8080 {
-                    HTTP_GET {
-                        url {
-                            path /static
-                            digest \(String(repeating: "0", count: 32))
-                            status_code 200-299
-                        }
-                        connect_timeout 1
-                        retry 0
-                    }
+        virtual_server \(Lab.vip) 80 {
+            delay_loop 1
+            lb_algo rr
+            lb_kind NAT
+            quorum 2
+            quorum_up "/bin/sh -c 'echo quorum-up >> \(log)'"
+            quorum_down "/bin/sh -c 'echo quorum-down >> \(log)'"
+            omega
+            real_server \(Lab.real(1)) 8080 {
+                notify_down "/bin/sh -c 'echo rs1-down >> \(log)'"
+                SSL_GET {
+                    url { path / }
+                    connect_port 8443
+                    connect_timeout 1
+                    retry 0
                 }
             }
-            """.write(to: conf, atomically: true, encoding: .utf8)
+            real_server \(Lab.real(2)) 8080 {
+                HTTP_GET {
+                    url {
+                        path /static
+                        digest \(good)
+                    }
+                    connect_timeout 1
+                }
+            }
+            real_server \(Lab.real(3)) 8080 {
+                HTTP_GET {
+                    url {
+                        path /static
+                        digest \(String(repeating: "0", count: 32))
+                        status_code 200-299
+                    }
+                    connect_timeout 1
+                    retry 0
+                }
+            }
+        }
+        """.write(to: conf, atomically: true, encoding: .utf8)
         let lvsd = try lab.startDirector(extra: ["--keepalived", conf.path])
         try lab.startNginx(tls: true)
         try lab.gateway(viaDirector: true)

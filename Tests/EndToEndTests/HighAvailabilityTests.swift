@@ -17,8 +17,9 @@ struct HighAvailabilityTests {
     /// The lvsd's VRRP instance as `-L --json` reports it: state and master.
     func vrrp(_ lab: Lab, role: String = "d") -> (state: String, master: String?)? {
         guard let text = try? lab.lvsadm("-L -n --json", role: role),
-              let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-              let first = (json["vrrp"] as? [[String: Any]])?.first, let state = first["state"] as? String else { return nil }
+            let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            let first = (json["vrrp"] as? [[String: Any]])?.first, let state = first["state"] as? String
+        else { return nil }
         return (state, first["master"] as? String)
     }
 
@@ -87,9 +88,12 @@ struct HighAvailabilityTests {
         let vip = run.ipv6 ? "2001:db8:1::50" : "198.19.0.50"
         let family = run.ipv6 ? "-6" : "-4"
         let global = "global_defs {\n    vrrp_version \(run.version)\n    script_user root\n}\n"
-        let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/\(run.ipv6 ? 64 : 24)"]))
-        let keepalivedArgs = ["keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
-                              "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path]
+        let kconf = try write(
+            lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/\(run.ipv6 ? 64 : 24)"]))
+        let keepalivedArgs = [
+            "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
+            "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
+        ]
         let keepalived = try lab.start("k", keepalivedArgs, logName: "keepalived")
         let lconf = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip]))
         var lvsd = try lab.startDirector(extra: ["--keepalived", lconf])
@@ -116,7 +120,8 @@ struct HighAvailabilityTests {
         // lvsd back at a lower priority: backup, and it names keepalived as the master.
         _ = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 50, addresses: [vip]))
         lvsd = try lab.startDirector(extra: ["--keepalived", lconf])
-        #expect(waitFor(limit: 5) { vrrp(lab)?.master != nil && vrrp(lab)?.master == keepalivedAddress } != nil, "\(String(describing: vrrp(lab)))\n\(context())")
+        #expect(
+            waitFor(limit: 5) { vrrp(lab)?.master != nil && vrrp(lab)?.master == keepalivedAddress } != nil, "\(String(describing: vrrp(lab)))\n\(context())")
         usleep(4_500_000)  // longer than its master-down interval: it must still be backup
         #expect(vrrp(lab)?.state == "BACKUP" && keepalivedHoldsVIP())
 
@@ -133,11 +138,12 @@ struct HighAvailabilityTests {
         let d0 = lab.ns("d0")
         try lab.lvsadm("--start-daemon backup --mcast-interface \(d0) --syncid 7 --mcast-port 8850")
         try lab.lvsadm("--start-daemon master --mcast-interface \(d0) --sync-maxlen 1000 --mcast-group 239.1.2.3 --mcast-ttl 2")
-        #expect(try lab.lvsadm("-L --daemon") == """
-            master sync daemon (mcast=\(d0), syncid=0, maxlen=1000, group=239.1.2.3, port=8848, ttl=2)
-            backup sync daemon (mcast=\(d0), syncid=7, maxlen=1472, group=224.0.0.81, port=8850, ttl=1)
+        #expect(
+            try lab.lvsadm("-L --daemon") == """
+                master sync daemon (mcast=\(d0), syncid=0, maxlen=1000, group=239.1.2.3, port=8848, ttl=2)
+                backup sync daemon (mcast=\(d0), syncid=7, maxlen=1472, group=224.0.0.81, port=8850, ttl=1)
 
-            """)
+                """)
         #expect(throws: (any Error).self) { try lab.lvsadm("--start-daemon master --mcast-interface \(d0)") }
         #expect(throws: (any Error).self) { try lab.lvsadm("--start-daemon backup --mcast-interface nosuchif0") }
         try lab.lvsadm("--stop-daemon master")
@@ -175,10 +181,13 @@ struct HighAvailabilityTests {
                 \(Lab.lip)
             }
 
-            """ + [(Self.natVIP, "NAT", 1), (Self.drVIP, "DR", 2), (Self.fullNATVIP, "FNAT", 3)].map { v, m, rs in
-                service(v, 5201, m, rs) + service(v, 80, m, rs)
-            }.joined() + vrrpInstance(interface: interface, priority: priority,
-                                      addresses: [Self.natVIP, Self.drVIP, Self.fullNATVIP, Self.gateway, Lab.lip])
+            """
+                + [(Self.natVIP, "NAT", 1), (Self.drVIP, "DR", 2), (Self.fullNATVIP, "FNAT", 3)].map { v, m, rs in
+                    service(v, 5201, m, rs) + service(v, 80, m, rs)
+                }.joined()
+                + vrrpInstance(
+                    interface: interface, priority: priority,
+                    addresses: [Self.natVIP, Self.drVIP, Self.fullNATVIP, Self.gateway, Lab.lip])
     }
 
     static let natVIP = "198.19.0.10"
@@ -191,10 +200,12 @@ struct HighAvailabilityTests {
     /// intervals (ms), and the bits per second of its last second.
     func interruption(_ json: String) -> (gap: Int, lastSecond: Double)? {
         guard let start = json.firstIndex(of: "{"),
-              let o = try? JSONSerialization.jsonObject(with: Data(json[start...].utf8)) as? [String: Any],
-              let intervals = o["intervals"] as? [[String: Any]] else { return nil }
+            let o = try? JSONSerialization.jsonObject(with: Data(json[start...].utf8)) as? [String: Any],
+            let intervals = o["intervals"] as? [[String: Any]]
+        else { return nil }
         let rates = intervals.compactMap { ($0["sum"] as? [String: Any])?["bits_per_second"] as? Double }
-        var gap = 0, run = 0
+        var gap = 0
+        var run = 0
         for r in rates {
             run = r < 1_000_000 ? run + 1 : 0
             gap = max(gap, run)
@@ -212,33 +223,50 @@ struct HighAvailabilityTests {
         try lab.inside("r1", "ip", "route", "replace", "default", "via", Self.gateway)
         for i in [2, 3] { try lab.inside("r\(i)", "ip", "route", "replace", "default", "via", Lab.router) }
         for i in 1...3 { try lab.start("r\(i)", ["iperf3", "-s", "-p", "5201"], logName: "iperf3-server\(i)") }
-        try lab.start("e", ["tcpdump", "-i", lab.ns("e0"), "-U", "-n", "-w", lab.directory.appendingPathComponent("sync.pcap").path,
-                             "udp", "port", "8848"], logName: "tcpdump")
+        try lab.start(
+            "e",
+            [
+                "tcpdump", "-i", lab.ns("e0"), "-U", "-n", "-w", lab.directory.appendingPathComponent("sync.pcap").path,
+                "udp", "port", "8848",
+            ], logName: "tcpdump")
         let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", haConfiguration(interface: lab.ns("d0"), priority: 150))])
         let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
         #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
-        try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100)),
-                                      "--metrics", "127.0.0.1:19190"], role: "e")
+        try lab.startDirector(
+            extra: [
+                "--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100)),
+                "--metrics", "127.0.0.1:19190",
+            ], role: "e")
         #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")
         #expect(try lab.lvsadm("-L --daemon") == "master sync daemon (mcast=\(lab.ns("d0")), syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n")
         #expect(try lab.lvsadm("-L --daemon", role: "e").hasPrefix("backup sync daemon (mcast=\(lab.ns("e0")), syncid=51,"))
 
         // Idle keep-alive connections and a 20-second iperf3 stream through each method.
         let go = lab.directory.appendingPathComponent("go").path
-        try lab.start("c", ["/usr/bin/python3", Self.scripts.appendingPathComponent("idle_clients.py").path, go,
-                            "\(Self.natVIP):80", "\(Self.drVIP):80", "\(Self.fullNATVIP):80"], logName: "idle")
+        try lab.start(
+            "c",
+            [
+                "/usr/bin/python3", Self.scripts.appendingPathComponent("idle_clients.py").path, go,
+                "\(Self.natVIP):80", "\(Self.drVIP):80", "\(Self.fullNATVIP):80",
+            ], logName: "idle")
         #expect(waitFor(limit: 10) { lab.logText("idle").contains("ready") } != nil, "\(lab.logText("idle"))")
         var streams: [(String, RunningProcess)] = []
         for (name, vip) in [("NAT", Self.natVIP), ("DR", Self.drVIP), ("FULLNAT", Self.fullNATVIP)] {
-            streams.append((name, try lab.start("c", ["iperf3", "-c", vip, "-p", "5201", "-t", "20", "-b", "20M", "-i", "0.1", "--json"],
-                                                logName: "iperf3-\(name)")))
+            streams.append(
+                (
+                    name,
+                    try lab.start(
+                        "c", ["iperf3", "-c", vip, "-p", "5201", "-t", "20", "-b", "20M", "-i", "0.1", "--json"],
+                        logName: "iperf3-\(name)")
+                ))
         }
         usleep(5_000_000)
         let synced = try lab.lvsadm("-L -n -c", role: "e")
         for vip in [Self.natVIP, Self.drVIP, Self.fullNATVIP] {
             // The iperf3 control and data connections and the 5 idle ones, on the backup before the master dies.
-            #expect(synced.components(separatedBy: "\(vip):5201").count - 1 >= 2 && synced.components(separatedBy: "\(vip):80").count - 1 == 5,
-                    "\(synced)")
+            #expect(
+                synced.components(separatedBy: "\(vip):5201").count - 1 >= 2 && synced.components(separatedBy: "\(vip):80").count - 1 == 5,
+                "\(synced)")
         }
 
         try lab.start("rt", ["tcpdump", "-i", "br0", "-n", "-l", "arp"], logName: "arp")
@@ -279,17 +307,20 @@ struct HighAvailabilityTests {
 
         // The capture, read by a decoder written from the kernel's description of the protocol.
         usleep(300_000)
-        let decoded = try lab.inside("e", "/usr/bin/python3", Self.scripts.appendingPathComponent("ipvs_sync_decode.py").path,
-                                     lab.directory.appendingPathComponent("sync.pcap").path)
+        let decoded = try lab.inside(
+            "e", "/usr/bin/python3", Self.scripts.appendingPathComponent("ipvs_sync_decode.py").path,
+            lab.directory.appendingPathComponent("sync.pcap").path)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(decoded.utf8)) as? [String: Any])
         let conns = (json["connections"] as? [[String: Any]]) ?? []
         #expect((json["messages"] as? Int ?? 0) > 0 && conns.allSatisfy { $0["syncid"] as? Int == 51 && $0["protocol"] as? Int == 6 })
         func methods(_ vip: String) -> Set<Int> { Set(conns.filter { $0["vaddr"] as? String == vip }.compactMap { $0["method"] as? Int }) }
         #expect(methods(Self.natVIP) == [0] && methods(Self.drVIP) == [3] && methods(Self.fullNATVIP) == [5])
         let fullNAT = conns.filter { $0["vaddr"] as? String == Self.fullNATVIP }
-        #expect(!fullNAT.isEmpty && fullNAT.allSatisfy { c in
-            ((c["options"] as? [[String: Any]]) ?? []).contains { $0["type"] as? Int == 0x48 && ($0["data"] as? String)?.hasPrefix("c6130064") == true }
-        })
+        #expect(
+            !fullNAT.isEmpty
+                && fullNAT.allSatisfy { c in
+                    ((c["options"] as? [[String: Any]]) ?? []).contains { $0["type"] as? Int == 0x48 && ($0["data"] as? String)?.hasPrefix("c6130064") == true }
+                })
         #expect(conns.contains { $0["state"] as? Int == 1 && $0["timeout"] as? Int == 900 && $0["caddr"] as? String == Lab.client })
     }
 }

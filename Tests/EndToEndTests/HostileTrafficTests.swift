@@ -50,7 +50,9 @@ struct HostileTrafficTests {
         #expect(out.contains("arp-replies 20"), "\(out)")
 
         // A FULLNAT client whose ACKs already carry a TOA, then fill all 40 option bytes.
-        try lab.inside("c", "nft", "add table inet lvstest; add chain inet lvstest out { type filter hook output priority 0; }; add rule inet lvstest out tcp flags rst drop")
+        try lab.inside(
+            "c", "nft",
+            "add table inet lvstest; add chain inet lvstest out { type filter hook output priority 0; }; add rule inet lvstest out tcp flags rst drop")
         let toa = try lab.inside("c", "/usr/bin/python3", Self.script, "options", Lab.vip, "81")
         #expect(toa.contains("handshake ok"), "\(toa)")
         try lab.inside("c", "nft", "delete table inet lvstest")
@@ -58,10 +60,12 @@ struct HostileTrafficTests {
         #expect(try metric(lab, 19181, "lvsd_toa_inserted_total") + metric(lab, 19181, "lvsd_toa_failures_total") >= 2)
 
         let drops = try lab.lvsadm("-L -n --drops")
-        for reason in ["truncated-ipv4", "bad-ihl", "ipv4-total-length-beyond-frame", "ipv4-total-length-below-header", "truncated-tcp",
-                       "tcp-data-offset-below-5", "tcp-header-beyond-segment", "bad-udp-length", "too-many-extension-headers",
-                       "misplaced-hop-by-hop", "ipv6-payload-length-beyond-frame", "not-syn", "unknown-fragment", "unrelated-icmp",
-                       "ttl-exceeded"] {
+        for reason in [
+            "truncated-ipv4", "bad-ihl", "ipv4-total-length-beyond-frame", "ipv4-total-length-below-header", "truncated-tcp",
+            "tcp-data-offset-below-5", "tcp-header-beyond-segment", "bad-udp-length", "too-many-extension-headers",
+            "misplaced-hop-by-hop", "ipv6-payload-length-beyond-frame", "not-syn", "unknown-fragment", "unrelated-icmp",
+            "ttl-exceeded",
+        ] {
             #expect(drops.range(of: "\n\(reason) +[1-9][0-9]*\n", options: .regularExpression) != nil, "\(reason) not counted:\n\(drops)")
         }
         let json = try lab.lvsadm("-L -n --drops --json")
@@ -83,8 +87,12 @@ struct HostileTrafficTests {
     /// that got their answer.
     func served(_ lab: Lab, requests: Int, rate: Int, during: () throws -> Void) throws -> (ok: Int, total: Int) {
         let urls = Array(repeating: "http://\(Lab.vip)/", count: requests)
-        let client = try lab.start("c", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\\n", "--max-time", "10", "--rate", "\(rate)/s",
-                                         "-H", "Connection: close"] + urls, logName: "legit")
+        let client = try lab.start(
+            "c",
+            [
+                "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\\n", "--max-time", "10", "--rate", "\(rate)/s",
+                "-H", "Connection: close",
+            ] + urls, logName: "legit")
         try during()
         let deadline = Date().addingTimeInterval(Double(requests) / Double(rate) + 40)
         while client.isRunning && Date() < deadline { usleep(50_000) }
@@ -109,13 +117,15 @@ struct HostileTrafficTests {
         let mac = try directorMAC(lab)
         var report = ""
         for (kind, port) in [("syn", "80"), ("udp", "53")] {
-            var sent = "", entries = 0.0
+            var sent = ""
+            var entries = 0.0
             let legit = try served(lab, requests: 400, rate: 40) {
                 sent = try lab.inside("rt", "/usr/bin/python3", Self.script, "flood", "br0", mac, Lab.vip, port, "10", kind)
                 // Read as the flood ends: its entries then start to leave (the real servers give up on them).
                 entries = try metric(lab, 19182, "lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}")
             }
-            report += "\(kind) flood: \(sent.trimmingCharacters(in: .whitespacesAndNewlines)) in 10 s, legitimate \(legit.ok)/\(legit.total), table \(Int(entries))/\(capacity)\n"
+            report +=
+                "\(kind) flood: \(sent.trimmingCharacters(in: .whitespacesAndNewlines)) in 10 s, legitimate \(legit.ok)/\(legit.total), table \(Int(entries))/\(capacity)\n"
             #expect(Double(legit.ok) >= 0.99 * Double(legit.total), "\(report)")
             // The flood filled the table: legitimate clients got in only through eviction.
             #expect(entries >= 0.9 * Double(capacity), "\(report)")
@@ -136,7 +146,9 @@ struct HostileTrafficTests {
         for i in 1...3 {
             try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m")
             // What each real server's kernel receives: SYNs from the flood's sources, and the client's.
-            try lab.inside("r\(i)", "nft", """
+            try lab.inside(
+                "r\(i)", "nft",
+                """
                 add table inet lvssyn; add chain inet lvssyn in { type filter hook input priority 0; };
                 add rule inet lvssyn in ip saddr 198.18.128.0/17 tcp flags & (syn | ack) == syn counter;
                 add rule inet lvssyn in ip saddr \(Lab.client) tcp flags & (syn | ack) == syn counter
@@ -151,7 +163,8 @@ struct HostileTrafficTests {
         let legit = try served(lab, requests: 400, rate: 40) {
             sent = try lab.inside("rt", "/usr/bin/python3", Self.script, "flood", "br0", try directorMAC(lab), Lab.vip, "80", "10", "syn")
         }
-        var spoofed = 0, genuine = 0
+        var spoofed = 0
+        var genuine = 0
         for i in 1...3 {
             let rules = try lab.inside("r\(i)", "nft", "list chain inet lvssyn in")
             let counts = rules.split(separator: "\n").filter { $0.contains("counter packets") }
@@ -161,7 +174,8 @@ struct HostileTrafficTests {
         }
         let cookies = try metric(lab, 19183, "lvsd_synproxy_cookies_total")
         let entries = try metric(lab, 19183, "lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}")
-        let report = "\(sent.trimmingCharacters(in: .whitespacesAndNewlines)); legitimate \(legit.ok)/\(legit.total); real servers saw \(spoofed) spoofed and \(genuine) genuine SYNs; \(Int(cookies)) cookies; \(Int(entries)) entries"
+        let report =
+            "\(sent.trimmingCharacters(in: .whitespacesAndNewlines)); legitimate \(legit.ok)/\(legit.total); real servers saw \(spoofed) spoofed and \(genuine) genuine SYNs; \(Int(cookies)) cookies; \(Int(entries)) entries"
         print("synproxy flood: " + report)
         #expect(spoofed == 0, "\(report)")
         #expect(genuine >= 50 + legit.ok, "\(report)")
@@ -170,7 +184,6 @@ struct HostileTrafficTests {
         #expect(try lab.requests("http://\(Lab.vip)/", count: 100).count == 100)
     }
 }
-
 
 extension Array {
     subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }

@@ -12,8 +12,9 @@ struct OperationsTests {
     /// Runs `lvsadm trace ARGS` while `traffic` runs; its output once it has
     /// printed what it was asked for (or waited 10 s).
     func trace(_ lab: Lab, _ args: [String], name: String, traffic: () throws -> Void) throws -> String {
-        let p = try lab.start("d", [Self.bin.appendingPathComponent("lvsadm").path, "trace", "--socket", lab.socket, "--wait", "10"] + args,
-                              logName: name)
+        let p = try lab.start(
+            "d", [Self.bin.appendingPathComponent("lvsadm").path, "trace", "--socket", lab.socket, "--wait", "10"] + args,
+            logName: name)
         usleep(400_000)  // armed by its first poll
         try traffic()
         let deadline = Date().addingTimeInterval(12)
@@ -102,7 +103,8 @@ struct OperationsTests {
 
         // An IPv4 header with IHL 3, to the VIP.
         let dmac = try lab.inside("d", "cat", "/sys/class/net/\(lab.ns("d0"))/address").trimmingCharacters(in: .whitespacesAndNewlines)
-        let frame = dmac.replacingOccurrences(of: ":", with: "") + "020000000001" + "0800"
+        let frame =
+            dmac.replacingOccurrences(of: ":", with: "") + "020000000001" + "0800"
             + "4300" + "0028" + "0000" + "4000" + "4006" + "0000" + "c6120064" + "c613000a" + String(repeating: "00", count: 20)
         let bad = try trace(lab, ["-t", "\(Lab.vip):80", "--count", "1"], name: "trace-bad") { try sendRaw(lab, frame) }
         #expect(bad.contains("dropped: bad-ihl") && bad.contains("malformed: bad-ihl"), "\(bad)")
@@ -121,8 +123,12 @@ struct OperationsTests {
     /// Headless chromium inside the director's namespace (where lvsd's
     /// loopback port is): the page's DOM after `ms` of its own time.
     func chromium(_ lab: Lab, _ args: [String], ms: Int = 4000) throws -> String {
-        try lab.inside("d", arguments: ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-                                        "--user-data-dir=\(lab.directory.path)/chromium", "--virtual-time-budget=\(ms)"] + args)
+        try lab.inside(
+            "d",
+            arguments: [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+                "--user-data-dir=\(lab.directory.path)/chromium", "--virtual-time-budget=\(ms)",
+            ] + args)
     }
 
     @Test func metricsMatchTheListingsAndTheStatusPageShowsLiveRates() throws {
@@ -151,7 +157,7 @@ struct OperationsTests {
         #expect(inpps > 0, "\(shown)")
         #expect((Int(busy.range(of: "data-polls=\"[0-9]+\"", options: .regularExpression).map { busy[$0].filter(\.isNumber) } ?? "") ?? 0) >= 2)
         let png = lab.directory.appendingPathComponent("status-page.png").path
-        try chromium(lab, ["--screenshot=\(png)", "--window-size=1280,1400", base + "/"], ms: 2500)
+        _ = try chromium(lab, ["--screenshot=\(png)", "--window-size=1280,1400", base + "/"], ms: 2500)
         let size = (try? FileManager.default.attributesOfItem(atPath: png)[.size] as? Int) ?? 0
         #expect(size > 20_000, "screenshot \(size) bytes")
         if let docs = ProcessInfo.processInfo.environment["LVS_UPDATE_DOCS"] {
@@ -184,8 +190,10 @@ struct OperationsTests {
             } else if f[0] == "->" {
                 let hostPort = f[1].split(separator: ":")
                 let labels = service.replacingOccurrences(of: ",proto=", with: ",remote_address=\"\(hostPort[0])\",remote_port=\"\(hostPort[1])\",proto=")
-                let names = ["lvsd_backend_connections_total", "lvsd_backend_incoming_packets_total", "lvsd_backend_outgoing_packets_total",
-                             "lvsd_backend_incoming_bytes_total", "lvsd_backend_outgoing_bytes_total"]
+                let names = [
+                    "lvsd_backend_connections_total", "lvsd_backend_incoming_packets_total", "lvsd_backend_outgoing_packets_total",
+                    "lvsd_backend_incoming_bytes_total", "lvsd_backend_outgoing_bytes_total",
+                ]
                 for (k, name) in names.enumerated() { #expect(m["\(name){\(labels)}"] == Double(f[2 + k]), "\(name) \(line)") }
             }
         }
@@ -193,12 +201,16 @@ struct OperationsTests {
         for line in listing.split(separator: "\n") where line.hasPrefix("  -> ") && line.contains(":8080") {
             let f = line.split(separator: " ")
             let hostPort = f[1].split(separator: ":")
-            let labels = "local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(hostPort[0])\",remote_port=\"\(hostPort[1])\",proto=\"TCP\",local_mark=\"\""
+            let labels =
+                "local_address=\"\(Lab.vip)\",local_port=\"80\",remote_address=\"\(hostPort[0])\",remote_port=\"\(hostPort[1])\",proto=\"TCP\",local_mark=\"\""
             #expect(m["node_ipvs_backend_weight{\(labels)}"] == Double(f[3]), "\(line)")
             #expect(m["node_ipvs_backend_connections_active{\(labels)}"] == Double(f[4]), "\(line)")
             #expect(m["node_ipvs_backend_connections_inactive{\(labels)}"] == Double(f[5]), "\(line)")
         }
-        #expect(m["node_ipvs_backend_weight{local_address=\"\",local_port=\"0\",remote_address=\"\(Lab.real(1))\",remote_port=\"0\",proto=\"FWM\",local_mark=\"00000007\"}"] == 0)
+        #expect(
+            m[
+                "node_ipvs_backend_weight{local_address=\"\",local_port=\"0\",remote_address=\"\(Lab.real(1))\",remote_port=\"0\",proto=\"FWM\",local_mark=\"00000007\"}"
+            ] == 0)
         #expect(m["lvsd_drops_total{reason=\"bad-ihl\"}"] == 0)
         #expect((m["lvsd_connection_table_entries{worker=\"0\",family=\"ipv4\"}"] ?? 0) > 0)
     }

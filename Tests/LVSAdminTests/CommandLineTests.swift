@@ -1,7 +1,8 @@
-import Testing
-import LVSTestSupport
 import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
+
 @testable import LVSAdmin
 @testable import LVSConfiguration
 @testable import LVSControlProtocol
@@ -11,7 +12,10 @@ func parse(_ line: String) throws(UsageError) -> Invocation {
 }
 
 func failure(_ line: String) -> UsageError? {
-    do { _ = try parse(line); return nil } catch { return error }
+    do {
+        _ = try parse(line)
+        return nil
+    } catch { return error }
 }
 
 @Suite struct CommandLineTests {
@@ -31,7 +35,8 @@ func failure(_ line: String) -> UsageError? {
     @Test func daemonOptionsAreKept() throws {
         let d = try parse("--start-daemon backup --mcast-interface eth1 --syncid 9 --mcast-group 239.0.0.1 --mcast-port 9000 --mcast-ttl 3 --sync-maxlen 1200")
         #expect(d.command == .startDaemon)
-        #expect(d.syncDaemon == SyncDaemonConfiguration(role: .backup, interface: "eth1", syncID: 9, group: ip("239.0.0.1"), port: 9000, ttl: 3, maxLength: 1200))
+        #expect(
+            d.syncDaemon == SyncDaemonConfiguration(role: .backup, interface: "eth1", syncID: 9, group: ip("239.0.0.1"), port: 9000, ttl: 3, maxLength: 1200))
         #expect(try parse("--start-daemon master").syncDaemon == SyncDaemonConfiguration(role: .master, interface: "eth0"))
         #expect(try parse("--stop-daemon backup").syncDaemon.role == .backup)
         #expect(failure("--start-daemon master --mcast-group 10.0.0.1")?.message == "illegal mcast-group specified")
@@ -52,8 +57,11 @@ func failure(_ line: String) -> UsageError? {
         let set = try parse("--set 100 20 30")
         #expect(set.command == .setTimeouts && set.timeouts == Timeouts(tcp: 100, tcpFin: 20, udp: 30))
         let gue = try parse("-a -u 198.18.0.10:53 -r 198.19.0.5 -i --tun-type gue --tun-port 6080 --tun-remcsum -w 0 -x 10 -y 5")
-        #expect(gue.server == RealServerConfiguration(address: ip("198.19.0.5"), port: 53, weight: 0, method: .tunnel, upperThreshold: 10,
-                                                      lowerThreshold: 5, tunnel: TunnelConfiguration(type: .gue, port: 6080, checksum: .remote)))
+        #expect(
+            gue.server
+                == RealServerConfiguration(
+                    address: ip("198.19.0.5"), port: 53, weight: 0, method: .tunnel, upperThreshold: 10,
+                    lowerThreshold: 5, tunnel: TunnelConfiguration(type: .gue, port: 6080, checksum: .remote)))
         // DPVS: -b on a server is FULLNAT; -z and --add-laddr manage local addresses.
         let fnat = try parse("-a -t 198.18.0.10:80 -r 198.19.0.2:8080 -b")
         #expect(fnat.server?.method == .fullNAT && fnat.server?.port == 8080)
@@ -80,8 +88,10 @@ func failure(_ line: String) -> UsageError? {
             ("-a -t 198.18.0.10:80 -r 198.19.0.2 -m --tun-type gue", "Tunnel options conflict with forward method", 2),
             ("-a -t 198.18.0.10:80 -r 198.19.0.2 -i --tun-type gue", "You need to supply the 'tun-port' option for the 'gue' tunnel type", 2),
             ("-a -t 198.18.0.10:80 -r 198.19.0.2 -i --tun-port 1", "Illegal 'tun-port' option with the 'ipip' tunnel type", 2),
-            ("-a -t 198.18.0.10:80 -r 198.19.0.2 -i --tun-type gue --tun-port 1 --tun-csum --tun-nocsum",
-             "The option 'tun-csum' conflicts with the 'tun-nocsum' option in the 'gue' tunnel type", 2),
+            (
+                "-a -t 198.18.0.10:80 -r 198.19.0.2 -i --tun-type gue --tun-port 1 --tun-csum --tun-nocsum",
+                "The option 'tun-csum' conflicts with the 'tun-nocsum' option in the 'gue' tunnel type", 2
+            ),
             ("-a -t 198.18.0.10:80 -r 2001:db8::2 -m", "Different address family is allowed only for tunneling servers", 2),
             ("-A -t 198.18.0.10:80 -p 0", "invalid timeout value `0' specified", 2),
             ("-A -t 198.18.0.10:80 -p -M 255.0.255.0", "illegal virtual server persistent mask specified", 2),

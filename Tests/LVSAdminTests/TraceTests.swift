@@ -1,7 +1,8 @@
-import Testing
-import LVSTestSupport
 import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
+
 @testable import LVSAdmin
 @testable import LVSConfiguration
 @testable import LVSControlProtocol
@@ -14,12 +15,17 @@ import LVSPacket
     let rs = ip("198.19.0.2")
 
     func harness(_ m: ForwardingMethod, lips: [IPAddress] = []) -> Harness {
-        Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "wlc",
-                                             realServers: [RealServerConfiguration(address: rs, port: m == .nat || m == .fullNAT ? 8080 : 80, method: m)],
-                                             localAddresses: lips)])
+        Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip, 80), scheduler: "wlc",
+                realServers: [RealServerConfiguration(address: rs, port: m == .nat || m == .fullNAT ? 8080 : 80, method: m)],
+                localAddresses: lips)
+        ])
     }
 
-    func syn(_ h: Harness, sport: UInt16 = 40000) -> [UInt8] { h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: TCPFlags.syn)) }
+    func syn(_ h: Harness, sport: UInt16 = 40000) -> [UInt8] {
+        h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: TCPFlags.syn))
+    }
 
     /// The changed fields of the one traced packet, as lvsadm prints them.
     func changes(_ r: TraceRecord) -> [String: String] {
@@ -95,8 +101,11 @@ import LVSPacket
         let out = h.sendBatch([(syn(h), 1)])  // a retransmitted SYN: the same connection
         let lport = be16(out[0].1, 34)
         let synAck = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
-            .frame(src: rs, dst: lip, FrameBuilder.tcp(sport: 8080, dport: lport, seq: 5000, ack: 1001, flags: TCPFlags.syn | TCPFlags.ack,
-                                                       options: [2, 4, 0x05, 0xB4]))
+            .frame(
+                src: rs, dst: lip,
+                FrameBuilder.tcp(
+                    sport: 8080, dport: lport, seq: 5000, ack: 1001, flags: TCPFlags.syn | TCPFlags.ack,
+                    options: [2, 4, 0x05, 0xB4]))
         let ack = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: TCPFlags.ack))
         _ = h.director.trace(filter: nil, budget: 2)
         _ = h.sendBatch([(synAck, 2), (ack, 1)])
@@ -124,5 +133,3 @@ import LVSPacket
         #expect(text.contains("malformed: bad-ihl"))
     }
 }
-
-

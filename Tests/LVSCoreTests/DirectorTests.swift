@@ -1,16 +1,17 @@
-import Testing
-import LVSTestSupport
-@testable import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
 
+@testable import LVSCore
 
 @Suite(.serialized) struct ForwardingTests {
     let vip = ip("198.18.0.10")
     let client = ip("198.18.0.100")
 
     func service(_ m: ForwardingMethod, port: UInt16 = 8080, scheduler: String = "rr", lips: [IPAddress] = []) -> VirtualServiceConfiguration {
-        VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: scheduler,
-                                    realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: port, method: m)], localAddresses: lips)
+        VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: scheduler,
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: port, method: m)], localAddresses: lips)
     }
 
     @Test func natRewritesDestinationAndRepliesBack() {
@@ -18,12 +19,12 @@ import LVSPacket
         let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))
         let (v, out) = h.send(syn)
         #expect(v == .transmit(interface: 2))
-        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])                 // RS MAC
-        #expect(field(out, 6, 6) == [2, 0, 0, 0, 0, 2])                 // director's RS-side MAC
-        #expect(out[22] == 63)                                          // TTL − 1
-        #expect(field(out, 26, 4) == [198, 18, 0, 100])                 // source untouched
-        #expect(field(out, 30, 4) == [198, 19, 0, 2])                   // VIP → RIP
-        #expect(be16(out, 34) == 40000 && be16(out, 36) == 8080)        // 80 → 8080
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])  // RS MAC
+        #expect(field(out, 6, 6) == [2, 0, 0, 0, 0, 2])  // director's RS-side MAC
+        #expect(out[22] == 63)  // TTL − 1
+        #expect(field(out, 26, 4) == [198, 18, 0, 100])  // source untouched
+        #expect(field(out, 30, 4) == [198, 19, 0, 2])  // VIP → RIP
+        #expect(be16(out, 34) == 40000 && be16(out, 36) == 8080)  // 80 → 8080
         #expect(out.count == syn.count && FrameBuilder.checksumsValid(out))
         let synAck = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
             .frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, ack: 1001, flags: 0x12))
@@ -56,10 +57,10 @@ import LVSPacket
         let (v, out) = h.send(syn)
         #expect(v == .transmit(interface: 2))
         #expect(out.count == syn.count + 20)
-        #expect(out[14] == 0x45 && out[23] == 4 && out[22] == 63)                 // IPIP, TTL from the inner
+        #expect(out[14] == 0x45 && out[23] == 4 && out[22] == 63)  // IPIP, TTL from the inner
         #expect(field(out, 26, 4) == [198, 19, 0, 1] && field(out, 30, 4) == [198, 19, 0, 2])
         #expect(FrameBuilder.checksum(out, 14..<34) == 0)
-        #expect(field(out, 34 + 16, 4) == [198, 18, 0, 10] && out[34 + 8] == 63)   // inner untouched but TTL
+        #expect(field(out, 34 + 16, 4) == [198, 18, 0, 10] && out[34 + 8] == 63)  // inner untouched but TTL
         #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])
     }
 
@@ -67,12 +68,17 @@ import LVSPacket
         // IPv4 with DF: "fragmentation needed" with the MTU left inside the tunnel (1500 − 20).
         var h = Harness([service(.tunnel, port: 80)])
         _ = h.send(h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02)))
-        var big = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 1, flags: 0x10,
-                                                                           payload: [UInt8](repeating: 7, count: 1460)))
+        var big = h.builder.frame(
+            src: client, dst: vip,
+            FrameBuilder.tcp(
+                sport: 40000, dport: 80, seq: 1001, ack: 1, flags: 0x10,
+                payload: [UInt8](repeating: 7, count: 1460)))
         big[20] |= 0x40
-        big[24] = 0; big[25] = 0
+        big[24] = 0
+        big[25] = 0
         let c = FrameBuilder.checksum(big, 14..<34)
-        big[24] = UInt8(c >> 8); big[25] = UInt8(c & 255)
+        big[24] = UInt8(c >> 8)
+        big[25] = UInt8(c & 255)
         let (v, out) = h.send(big)
         #expect(v == .transmit(interface: 1))
         #expect(out.count == 14 + 20 + 8 + 28)
@@ -81,12 +87,19 @@ import LVSPacket
         #expect(FrameBuilder.checksum(out, 14..<34) == 0 && FrameBuilder.checksum(out, 34..<out.count) == 0)
         #expect(field(out, 42 + 12, 8) == field(big, 26, 8))  // the quoted header
         // IPv6: "packet too big" (1500 − 40 for an IPv6 outer header).
-        let vip6 = ip("2001:db8::10"), client6 = ip("2001:db8::100")
-        var h6 = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip6, 80), scheduler: "rr",
-                                                      realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 80, method: .tunnel)])])
+        let vip6 = ip("2001:db8::10")
+        let client6 = ip("2001:db8::100")
+        var h6 = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip6, 80), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 80, method: .tunnel)])
+        ])
         _ = h6.send(h6.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02)))
-        let big6 = h6.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 1, flags: 0x10,
-                                                                             payload: [UInt8](repeating: 7, count: 1440)))
+        let big6 = h6.builder.frame(
+            src: client6, dst: vip6,
+            FrameBuilder.tcp(
+                sport: 40000, dport: 80, seq: 1001, ack: 1, flags: 0x10,
+                payload: [UInt8](repeating: 7, count: 1440)))
         let (v6, out6) = h6.send(big6)
         #expect(v6 == .transmit(interface: 1))
         #expect(out6[20] == 58 && out6[54] == 2 && be16(out6, 58) == 0 && be16(out6, 60) == 1460)
@@ -107,14 +120,17 @@ import LVSPacket
         #expect(lport >= 1025 && be16(out, 36) == 8080 && FrameBuilder.checksumsValid(out))
         // The real server's SYN-ACK to the LIP: MSS lowered by 8, back to the client from the VIP.
         let rs = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
-        let synAck = rs.frame(src: ip("198.19.0.2"), dst: ip("198.19.0.100"), FrameBuilder.tcp(sport: 8080, dport: lport, seq: 77_000, ack: 1001, flags: 0x12, options: [2, 4, 5, 0xB4]))
+        let synAck = rs.frame(
+            src: ip("198.19.0.2"), dst: ip("198.19.0.100"),
+            FrameBuilder.tcp(sport: 8080, dport: lport, seq: 77_000, ack: 1001, flags: 0x12, options: [2, 4, 5, 0xB4]))
         let (v2, back) = h.send(synAck, interface: 2)
         #expect(v2 == .transmit(interface: 1))
         #expect(field(back, 26, 4) == [198, 18, 0, 10] && be16(back, 34) == 80)
         #expect(field(back, 30, 4) == [198, 18, 0, 100] && be16(back, 36) == 40000)
         #expect(be16(back, 56) == 1452 && FrameBuilder.checksumsValid(back))
         // The client's ACK of ISN+1 carries TOA {254, 8, port, address} right after the header.
-        let ack = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 77_001, flags: 0x10, payload: [0x47, 0x45, 0x54]))
+        let ack = h.builder.frame(
+            src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 77_001, flags: 0x10, payload: [0x47, 0x45, 0x54]))
         let (v3, fwd) = h.send(ack)
         #expect(v3 == .transmit(interface: 2))
         #expect(fwd.count == ack.count + 8)
@@ -132,17 +148,21 @@ import LVSPacket
         #expect(v == .transmit(interface: 1))
         #expect(field(out, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && field(out, 6, 6) == [2, 0, 0, 0, 0, 1])  // back to the hop it came from
         #expect(out[23] == 1 && field(out, 26, 4) == [198, 18, 0, 10] && field(out, 30, 4) == [198, 18, 0, 100])
-        #expect(out[34] == 11 && out[35] == 0)                          // time exceeded in transit
-        #expect(Array(out[42..<62]) == Array(syn[14..<34]))             // the original header, TTL 1
+        #expect(out[34] == 11 && out[35] == 0)  // time exceeded in transit
+        #expect(Array(out[42..<62]) == Array(syn[14..<34]))  // the original header, TTL 1
         #expect(out.count == 42 + 28 && FrameBuilder.checksumsValid(out))
         #expect(h.director.drops(.ttlExceeded) == 1 && h.director.shared.icmpSent == 1)
     }
 
     @Test func ipv6NATAndFullNATWithTOA() {
-        let vip6 = ip("2001:db8::10"), client6 = ip("2001:db8::100")
-        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip6, 80), scheduler: "rr",
-                                                     realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 8080, method: .fullNAT)],
-                                                     localAddresses: [ip("2001:db8:1::100")])])
+        let vip6 = ip("2001:db8::10")
+        let client6 = ip("2001:db8::100")
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip6, 80), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 8080, method: .fullNAT)],
+                localAddresses: [ip("2001:db8:1::100")])
+        ])
         let syn = h.builder.frame(src: client6, dst: vip6, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))
         let (v, out) = h.send(syn)
         #expect(v == .transmit(interface: 2) && FrameBuilder.checksumsValid(out))
@@ -171,8 +191,10 @@ import LVSPacket
 
     @Test func answersARPForTheVIP() {
         var h = Harness([service(.nat)])
-        let req: [UInt8] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xAA, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1,
-                            2, 0, 0, 0, 0, 0xAA, 198, 18, 0, 100, 0, 0, 0, 0, 0, 0, 198, 18, 0, 10]
+        let req: [UInt8] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xAA, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1,
+            2, 0, 0, 0, 0, 0xAA, 198, 18, 0, 100, 0, 0, 0, 0, 0, 0, 198, 18, 0, 10,
+        ]
         let (v, out) = h.send(req)
         #expect(v == .transmit(interface: 1))
         #expect(field(out, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && be16(out, 20) == 2)
@@ -181,20 +203,37 @@ import LVSPacket
     }
 
     @Test func fragmentsFollowTheirFirstFragment() {
-        var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
-                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 5353, method: .nat)])])
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.udp, vip, 53), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 5353, method: .nat)])
+        ])
         var first = h.builder.frame(src: client, dst: vip, FrameBuilder.udp(sport: 999, dport: 53, payload: Array(repeating: 1, count: 16)))
-        first[20] = 0x20; first[24] = 0; first[25] = 0
-        var c = FrameBuilder.checksum(first, 14..<34); first[24] = UInt8(c >> 8); first[25] = UInt8(c & 255)
+        first[20] = 0x20
+        first[24] = 0
+        first[25] = 0
+        var c = FrameBuilder.checksum(first, 14..<34)
+        first[24] = UInt8(c >> 8)
+        first[25] = UInt8(c & 255)
         #expect(h.send(first).0 == .transmit(interface: 2))
         var later = Array(first[0..<34]) + Array(repeating: 2, count: 8)
-        later[16] = 0; later[17] = 28; later[20] = 0; later[21] = 3; later[24] = 0; later[25] = 0
-        c = FrameBuilder.checksum(later, 14..<34); later[24] = UInt8(c >> 8); later[25] = UInt8(c & 255)
+        later[16] = 0
+        later[17] = 28
+        later[20] = 0
+        later[21] = 3
+        later[24] = 0
+        later[25] = 0
+        c = FrameBuilder.checksum(later, 14..<34)
+        later[24] = UInt8(c >> 8)
+        later[25] = UInt8(c & 255)
         let (v, out) = h.send(later)
         #expect(v == .transmit(interface: 2) && field(out, 30, 4) == [198, 19, 0, 2] && FrameBuilder.checksum(out, 14..<34) == 0)
         later[18] = 0x99  // another datagram's fragment
-        later[24] = 0; later[25] = 0
-        c = FrameBuilder.checksum(later, 14..<34); later[24] = UInt8(c >> 8); later[25] = UInt8(c & 255)
+        later[24] = 0
+        later[25] = 0
+        c = FrameBuilder.checksum(later, 14..<34)
+        later[24] = UInt8(c >> 8)
+        later[25] = UInt8(c & 255)
         #expect(h.send(later).0 == .drop(.unknownFragment))
     }
 
@@ -219,12 +258,23 @@ import LVSPacket
 
     @Test func tcpStateTableRowByRow() {
         let rows: [(StateDirection, String)] = [
-            (.input, "SR ES ES SR SR SR SR SR SR SR SR | CL CW SS TW TW TW CL CW LA LI TW | ES ES SS ES FW TW CL CW CL LI ES | CL CL CL SR CL CL CL CL LA LI SR"),
-            (.output, "SS ES SS SR SS SS SS SS SS LI SR | TW FW SS TW FW TW CL TW LA LI TW | ES ES SS ES FW TW CL CW LA ES ES | CL CL SS CL CL TW CL CL CL CL CL"),
-            (.inputOnly, "SR ES ES SR SR SR SR SR SR SR SR | CL FW SS TW FW TW CL CW LA LI TW | ES ES SS ES FW TW CL CW CL LI ES | CL CL CL SR CL CL CL CL LA LI CL"),
+            (
+                .input,
+                "SR ES ES SR SR SR SR SR SR SR SR | CL CW SS TW TW TW CL CW LA LI TW | ES ES SS ES FW TW CL CW CL LI ES | CL CL CL SR CL CL CL CL LA LI SR"
+            ),
+            (
+                .output,
+                "SS ES SS SR SS SS SS SS SS LI SR | TW FW SS TW FW TW CL TW LA LI TW | ES ES SS ES FW TW CL CW LA ES ES | CL CL SS CL CL TW CL CL CL CL CL"
+            ),
+            (
+                .inputOnly,
+                "SR ES ES SR SR SR SR SR SR SR SR | CL FW SS TW FW TW CL CW LA LI TW | ES ES SS ES FW TW CL CW CL LI ES | CL CL CL SR CL CL CL CL LA LI CL"
+            ),
         ]
-        let names = ["NO": ConnectionState.none, "ES": .established, "SS": .synSent, "SR": .synReceived, "FW": .finWait, "TW": .timeWait,
-                     "CL": .close, "CW": .closeWait, "LA": .lastAck, "LI": .listen, "SA": .synAck]
+        let names = [
+            "NO": ConnectionState.none, "ES": .established, "SS": .synSent, "SR": .synReceived, "FW": .finWait, "TW": .timeWait,
+            "CL": .close, "CW": .closeWait, "LA": .lastAck, "LI": .listen, "SA": .synAck,
+        ]
         let flags: [UInt8] = [0x02, 0x01, 0x10, 0x04]
         for (dir, text) in rows {
             for (e, part) in text.split(separator: "|").enumerated() {
@@ -240,11 +290,14 @@ import LVSPacket
     }
 
     @Test func timeoutsExpireConnectionsWithTheFakeClock() {
-        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])])
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip, 80), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])
+        ])
         _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x02)))
         var d = h.director.service(.address(.tcp, vip, 80))!.destinations[0]
-        #expect(d.activeConnections == 1 && d.inactiveConnections == 0)       // SYN_RECV counts active
+        #expect(d.activeConnections == 1 && d.inactiveConnections == 0)  // SYN_RECV counts active
         _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x10)))
         h.director.v4.table.forEach { _, c in #expect(c.state == .established && c.expires == h.now + 900_000) }
         _ = h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x11)))
@@ -261,14 +314,17 @@ import LVSPacket
     }
 
     @Test func persistenceKeepsTheClientOnItsServerUntilTheTemplateExpires() {
-        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", persistence: 300, persistenceNetmask: 24,
-                                                     realServers: ["198.19.0.2", "198.19.0.3", "198.19.0.4"].map { RealServerConfiguration(address: ip($0), port: 80, method: .nat) })])
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip, 80), scheduler: "rr", persistence: 300, persistenceNetmask: 24,
+                realServers: ["198.19.0.2", "198.19.0.3", "198.19.0.4"].map { RealServerConfiguration(address: ip($0), port: 80, method: .nat) })
+        ])
         func dst(_ sport: UInt16, _ src: String = "198.18.0.100") -> [UInt8] {
             field(h.send(h.builder.frame(src: ip(src), dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: 0x02))).1, 30, 4)
         }
         let first = dst(1000)
         for p in 1001..<1010 { #expect(dst(UInt16(p)) == first) }
-        #expect(dst(2000, "198.18.0.101") == first)          // same /24
+        #expect(dst(2000, "198.18.0.101") == first)  // same /24
         // Templates outlive their connections: after the connections expire (SYN_RECV 60 s)
         // the template alone keeps the client until 300 s.
         h.now += 200_000
@@ -278,12 +334,13 @@ import LVSPacket
         h.director.tick(now: h.now)
         h.now += 60_000  // a template still controlling a connection was re-armed for 60 s
         h.director.tick(now: h.now)
-        #expect(dst(4000) != first)                          // rescheduled: rr moved on
+        #expect(dst(4000) != first)  // rescheduled: rr moved on
     }
 
     @Test func aReplacedTemplateLivesUntilItsLastConnectionGoes() {
-        var svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", persistence: 300,
-                                              realServers: ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 80, method: .nat) })
+        var svc = VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: "rr", persistence: 300,
+            realServers: ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 80, method: .nat) })
         var h = Harness([svc])
         func syn(_ sport: UInt16) -> [UInt8] {
             field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: 0x02))).1, 30, 4)
@@ -291,24 +348,30 @@ import LVSPacket
         let first = syn(1000)
         let firstIndex = first == [198, 19, 0, 2] ? 0 : 1
         svc.realServers[firstIndex].weight = 0
-        h.director.apply(DirectorConfiguration(services: [svc], interfaces: h.director.shared.interfaces, routes: h.director.shared.routes,
-                                               expireQuiescentTemplate: true))
+        h.director.apply(
+            DirectorConfiguration(
+                services: [svc], interfaces: h.director.shared.interfaces, routes: h.director.shared.routes,
+                expireQuiescentTemplate: true))
         // The template is invalid now: a new one is made, the old one waits for its connection.
         #expect(syn(1001) != first)
-        #expect(h.director.v4.table.count == 4)          // 2 connections, 2 templates
-        h.now += 61_000                                   // SYN_RECV connections expire
+        #expect(h.director.v4.table.count == 4)  // 2 connections, 2 templates
+        h.now += 61_000  // SYN_RECV connections expire
         h.director.tick(now: h.now)
-        #expect(h.director.v4.table.count == 1)          // only the live template remains
+        #expect(h.director.v4.table.count == 1)  // only the live template remains
         let d = h.director.service(.address(.tcp, vip, 80))!.destinations
         #expect(d[firstIndex].persistentConnections == 0 && d[1 - firstIndex].persistentConnections == 1)
     }
 
     @Test func aSYNOnAClosedEntryIsANewConnection() {
         // conn_reuse_mode 1: a client reusing its port after CLOSE/TIME_WAIT is scheduled again.
-        let vip = ip("198.18.0.10"), client = ip("198.18.0.100")
-        let svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat),
-                                                            RealServerConfiguration(address: ip("198.19.0.3"), port: 8080, method: .nat)])
+        let vip = ip("198.18.0.10")
+        let client = ip("198.18.0.100")
+        let svc = VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: "rr",
+            realServers: [
+                RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat),
+                RealServerConfiguration(address: ip("198.19.0.3"), port: 8080, method: .nat),
+            ])
         var h = Harness([svc])
         func send(_ flags: UInt8) -> [UInt8] { h.send(h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: flags))).1 }
         let first = field(send(0x02), 30, 4)
@@ -323,18 +386,28 @@ import LVSPacket
     }
 
     @Test func upperThresholdOverloadsTheServer() {
-        var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
-                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat, upperThreshold: 2),
-                                                                   RealServerConfiguration(address: ip("198.19.0.3"), port: 53, method: .nat)])])
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.udp, vip, 53), scheduler: "rr",
+                realServers: [
+                    RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat, upperThreshold: 2),
+                    RealServerConfiguration(address: ip("198.19.0.3"), port: 53, method: .nat),
+                ])
+        ])
         var seen: [[UInt8]] = []
-        for p in 0..<6 { seen.append(field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: UInt16(100 + p), dport: 53))).1, 30, 4)) }
+        for p in 0..<6 {
+            seen.append(field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: UInt16(100 + p), dport: 53))).1, 30, 4))
+        }
         #expect(seen.filter { $0 == [198, 19, 0, 2] }.count == 2)
         #expect(h.director.service(.address(.udp, vip, 53))!.destinations[0].overloaded)
     }
 
     @Test func onePacketSchedulingKeepsNoConnection() {
-        var h = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr", onePacket: true,
-                                                     realServers: ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 53, method: .nat) })])
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.udp, vip, 53), scheduler: "rr", onePacket: true,
+                realServers: ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 53, method: .nat) })
+        ])
         var dsts: [[UInt8]] = []
         for _ in 0..<4 { dsts.append(field(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: 5000, dport: 53))).1, 30, 4)) }
         #expect(dsts == [[198, 19, 0, 3], [198, 19, 0, 2], [198, 19, 0, 3], [198, 19, 0, 2]])
@@ -343,8 +416,9 @@ import LVSPacket
     }
 
     @Test func weightZeroKeepsConnectionsRemovedServerDropsThem() {
-        var svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)])
+        var svc = VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)])
         var h = Harness([svc])
         let syn = h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x02))
         let ack = h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 1, dport: 80, flags: 0x10))
@@ -362,11 +436,14 @@ import LVSPacket
     /// real server edited from NAT to DR keeps forwarding its existing
     /// connections by NAT, on the fast path and the general one; new ones go by DR.
     @Test func aConnectionKeepsTheMethodItWasMadeWith() {
-        var svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat)])
+        var svc = VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat)])
         var h = Harness([svc])
         let client = ip("198.18.0.100")
-        func segment(_ sport: UInt16, _ flags: UInt8) -> [UInt8] { h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: flags)) }
+        func segment(_ sport: UInt16, _ flags: UInt8) -> [UInt8] {
+            h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: flags))
+        }
         _ = h.send(segment(1, TCPFlags.syn))
         _ = h.send(segment(1, TCPFlags.ack))
         svc.realServers[0].method = .directRouting
@@ -387,35 +464,42 @@ import LVSPacket
     }
 
     @Test func fullTableEvictsHalfOpenFirstThenDrops() {
-        var h = Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                                     realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])], capacity: 4)
+        var h = Harness(
+            [
+                VirtualServiceConfiguration(
+                    key: .address(.tcp, vip, 80), scheduler: "rr",
+                    realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .directRouting)])
+            ], capacity: 4)
         func send(_ sport: UInt16, _ flags: UInt8) -> Verdict {
             h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: sport, dport: 80, flags: flags))).0
         }
-        for p in UInt16(1)...4 { _ = send(p, 0x02) }                      // four half-open entries
-        #expect(send(9, 0x02) == .transmit(interface: 2))                 // one half-open evicted
+        for p in UInt16(1)...4 { _ = send(p, 0x02) }  // four half-open entries
+        #expect(send(9, 0x02) == .transmit(interface: 2))  // one half-open evicted
         #expect(h.director.v4.table.count == 4)
         var ports = Set<UInt16>()
         h.director.v4.table.forEach { _, c in ports.insert(c.clientPort) }
         #expect(ports.contains(9) && ports.count == 4)
-        for p in ports { _ = send(p, 0x10) }                              // all established now
+        for p in ports { _ = send(p, 0x10) }  // all established now
         #expect(send(10, 0x02) == .drop(.connectionTableFull))
         #expect(h.director.drops(.connectionTableFull) == 1)
     }
 
     @Test func fullTableEvictsUnansweredDatagramFlowsAfterHalfOpen() {
-        let udp = VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat)])
-        let tcp = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)])
+        let udp = VirtualServiceConfiguration(
+            key: .address(.udp, vip, 53), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 53, method: .nat)])
+        let tcp = VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)])
         var h = Harness([udp, tcp], capacity: 4)
         func datagram(_ sport: UInt16) -> Verdict {
             h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.udp(sport: sport, dport: 53))).0
         }
         for p in UInt16(1)...3 { _ = datagram(p) }
         // Flow 1 is answered: it stays.
-        let answer = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value).frame(src: ip("198.19.0.2"), dst: ip("198.18.0.100"),
-                                                                                          FrameBuilder.udp(sport: 53, dport: 1))
+        let answer = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value).frame(
+            src: ip("198.19.0.2"), dst: ip("198.18.0.100"),
+            FrameBuilder.udp(sport: 53, dport: 1))
         #expect(h.send(answer, interface: 2).0 == .transmit(interface: 1))
         #expect(h.send(h.builder.frame(src: ip("198.18.0.100"), dst: vip, FrameBuilder.tcp(sport: 7, dport: 80, flags: 0x02))).0 == .transmit(interface: 2))
         // Full: a new SYN evicts the half-open one; once that is established,
@@ -434,8 +518,13 @@ import LVSPacket
         var ids: [Int] = []
         for k in 0..<2000 {
             let i = t.allocate()!
-            t[i].proto = 6; t[i].client = IPv4Address(UInt32(k)); t[i].clientPort = 1; t[i].virtual = IPv4Address(9); t[i].virtualPort = 80
-            t.insert(i); ids.append(i)
+            t[i].proto = 6
+            t[i].client = IPv4Address(UInt32(k))
+            t[i].clientPort = 1
+            t[i].virtual = IPv4Address(9)
+            t[i].virtualPort = 80
+            t.insert(i)
+            ids.append(i)
         }
         for k in stride(from: 0, to: 2000, by: 2) { t.remove(ids[k]) }
         for k in 0..<2000 {
@@ -445,14 +534,18 @@ import LVSPacket
     }
 
     @Test func fullNATPortsAreReusedLastReleasedLast() {
-        let rs = IPv4Address("198.19.0.2")!, lip = IPv4Address("198.19.0.100")!
+        let rs = IPv4Address("198.19.0.2")!
+        let lip = IPv4Address("198.19.0.100")!
         var pool = FullNATPortPool(addresses: [lip], ports: 2000...2003)
         let first = pool.allocate(real: rs, port: 80)!
         #expect(first == (lip, 2000))
         pool.release(local: lip, port: 2000, real: rs, realPort: 80)
         // The port just released waits behind every other free one.
-        #expect([pool.allocate(real: rs, port: 80)!.1, pool.allocate(real: rs, port: 80)!.1, pool.allocate(real: rs, port: 80)!.1,
-                 pool.allocate(real: rs, port: 80)!.1] == [2001, 2002, 2003, 2000])
+        #expect(
+            [
+                pool.allocate(real: rs, port: 80)!.1, pool.allocate(real: rs, port: 80)!.1, pool.allocate(real: rs, port: 80)!.1,
+                pool.allocate(real: rs, port: 80)!.1,
+            ] == [2001, 2002, 2003, 2000])
         #expect(pool.allocate(real: rs, port: 80) == nil)
     }
 
@@ -470,7 +563,9 @@ import LVSPacket
         var e = RateEstimator()
         var c = Counters()
         for _ in 0..<100 {
-            c.connections += 2000; c.inPackets += 20000; c.inBytes += 2_000_000
+            c.connections += 2000
+            c.inPackets += 20000
+            c.inBytes += 2_000_000
             e.update(c)
         }
         #expect(e.rates.connectionsPerSecond == 1000 && e.rates.inPacketsPerSecond == 10000 && e.rates.inBytesPerSecond == 1_000_000)
@@ -494,10 +589,12 @@ extension ForwardingMethod {
     /// Returns how many frames the fast path took.
     @discardableResult
     func conversation(_ method: ForwardingMethod, proto: TransportProtocol, _ frames: (UInt16) -> [([UInt8], UInt16)]) -> Int {
-        let svc = VirtualServiceConfiguration(key: .address(proto, vip, 80), scheduler: "rr",
-                                              realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: method.keepsPort ? 80 : 8080, method: method)],
-                                              localAddresses: method == .fullNAT ? [ip("198.19.0.100")] : [])
-        var fast = Harness([svc]), slow = Harness([svc])
+        let svc = VirtualServiceConfiguration(
+            key: .address(proto, vip, 80), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: method.keepsPort ? 80 : 8080, method: method)],
+            localAddresses: method == .fullNAT ? [ip("198.19.0.100")] : [])
+        var fast = Harness([svc])
+        var slow = Harness([svc])
         slow.director.fastPathEnabled = false
         var localPort: UInt16 = 0
         // The first frame opens the connection; the FULLNAT local port it got shapes the replies.
@@ -509,7 +606,8 @@ extension ForwardingMethod {
         }
         var taken = 0
         for (frame, iface) in frames(localPort).dropFirst() {
-            fast.now += 10; slow.now += 10
+            fast.now += 10
+            slow.now += 10
             var probe = fast.director
             let one = FrameBatch(capacity: 1)
             _ = one.append(frame.span, interface: iface)
@@ -520,12 +618,14 @@ extension ForwardingMethod {
             #expect(o1 == o2)
             #expect(FrameBuilder.checksumsValid(o1))
         }
-        let a = fast.director.service(svc.key)!, b = slow.director.service(svc.key)!
+        let a = fast.director.service(svc.key)!
+        let b = slow.director.service(svc.key)!
         #expect(a.counters == b.counters && a.destinations[0].counters == b.destinations[0].counters)
         #expect(a.destinations[0].activeConnections == b.destinations[0].activeConnections)
         #expect(fast.director.shared.totals == slow.director.shared.totals)
         for i in 0..<fast.director.v4.table.capacity {
-            let x = fast.director.v4.table[i], y = slow.director.v4.table[i]
+            let x = fast.director.v4.table[i]
+            let y = slow.director.v4.table[i]
             #expect(x.expires == y.expires && x.state == y.state && x.packets == y.packets && x.flags == y.flags)
         }
         return taken
@@ -538,15 +638,22 @@ extension ForwardingMethod {
             let replyPort = method == .fullNAT ? lport : 40000
             var f: [([UInt8], UInt16)] = [(h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1000, flags: 0x02)), 1)]
             if method.seesReplies {
-                f.append((rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5000, ack: 1001, flags: 0x12)), 2))
+                f.append(
+                    (rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5000, ack: 1001, flags: 0x12)), 2))
             }
-            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: 0x10)), 1))          // TOA ACK under FULLNAT
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: 0x10)), 1))  // TOA ACK under FULLNAT
             f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: 0x18, payload: [1, 2, 3])), 1))
             f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5001, flags: 0x10), ttl: 1), 1))  // TTL exceeded
-            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5001, flags: 0x30)), 1))          // URG|ACK
+            f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5001, flags: 0x30)), 1))  // URG|ACK
             if method.seesReplies {
-                f.append((rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5001, ack: 1004, flags: 0x18, payload: [9])), 2))
-                f.append((rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5002, ack: 1004, flags: 0x11)), 2))
+                f.append(
+                    (
+                        rs.frame(
+                            src: ip("198.19.0.2"), dst: replyTo,
+                            FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5001, ack: 1004, flags: 0x18, payload: [9])), 2
+                    ))
+                f.append(
+                    (rs.frame(src: ip("198.19.0.2"), dst: replyTo, FrameBuilder.tcp(sport: realPort, dport: replyPort, seq: 5002, ack: 1004, flags: 0x11)), 2))
             }
             f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1004, ack: 5003, flags: 0x11)), 1))
             f.append((h(FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1005, ack: 5003, flags: 0x10)), 1))
@@ -564,7 +671,8 @@ extension ForwardingMethod {
     @Test(arguments: [false, true]) func batchesInterleaveRunsWithTheGeneralPath(prefetching: Bool) {
         let servers = ["198.19.0.2", "198.19.0.3"].map { RealServerConfiguration(address: ip($0), port: 8080, method: .nat) }
         let svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", realServers: servers)
-        var fast = Harness([svc]), slow = Harness([svc])
+        var fast = Harness([svc])
+        var slow = Harness([svc])
         slow.director.fastPathEnabled = false
         if prefetching { fast.director.prefetchAbove = 0 }
         func data(_ port: UInt16, flags: UInt8 = 0x18) -> [UInt8] {
@@ -576,15 +684,20 @@ extension ForwardingMethod {
             _ = slow.send(h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1000, flags: 0x02)))
             let real = IPAddress.v4(IPv4Address(UInt32(be16(out, 30)) << 16 | UInt32(be16(out, 32))))
             let synAck = rs.frame(src: real, dst: client, FrameBuilder.tcp(sport: 8080, dport: port, seq: 5000, ack: 1001, flags: 0x12))
-            _ = fast.send(synAck, interface: 2); _ = slow.send(synAck, interface: 2)
+            _ = fast.send(synAck, interface: 2)
+            _ = slow.send(synAck, interface: 2)
             let ack = h(FrameBuilder.tcp(sport: port, dport: 80, seq: 1001, ack: 5001, flags: 0x10))
-            _ = fast.send(ack); _ = slow.send(ack)
+            _ = fast.send(ack)
+            _ = slow.send(ack)
         }
         var broken = data(40000)
         broken[24] ^= 0xFF
-        let frames = [data(40000), data(40001), h(FrameBuilder.tcp(sport: 40009, dport: 80, seq: 1000, flags: 0x02)), data(40002),
-                      data(40003, flags: 0x11), broken, data(40001), data(40002), data(40003)]
-        fast.now += 10; slow.now += 10
+        let frames = [
+            data(40000), data(40001), h(FrameBuilder.tcp(sport: 40009, dport: 80, seq: 1000, flags: 0x02)), data(40002),
+            data(40003, flags: 0x11), broken, data(40001), data(40002), data(40003),
+        ]
+        fast.now += 10
+        slow.now += 10
         let batched = fast.sendBatch(frames.map { ($0, 1) })
         #expect(batched.count == frames.count)
         for (k, f) in frames.enumerated() {
@@ -596,7 +709,8 @@ extension ForwardingMethod {
         #expect(fast.director.shared.totals == slow.director.shared.totals)
         #expect(fast.director.drops(.malformed(.badIPv4Checksum)) == 1)
         for i in 0..<fast.director.v4.table.capacity {
-            let x = fast.director.v4.table[i], y = slow.director.v4.table[i]
+            let x = fast.director.v4.table[i]
+            let y = slow.director.v4.table[i]
             #expect(x.expires == y.expires && x.state == y.state && x.packets == y.packets && x.inPackets == y.inPackets)
         }
     }
@@ -615,10 +729,13 @@ extension ForwardingMethod {
         let taken = conversation(.nat, proto: .udp) { _ in
             let one = h(FrameBuilder.udp(sport: 5353, dport: 80, payload: [1, 2, 3, 4]))
             var noChecksum = one
-            noChecksum[40] = 0; noChecksum[41] = 0
+            noChecksum[40] = 0
+            noChecksum[41] = 0
             // A payload whose rewritten checksum computes to 0 still goes out as 0xFFFF: covered by the full check.
-            return [(one, 1), (one, 1), (noChecksum, 1),
-                    (rs.frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.udp(sport: 8080, dport: 5353)), 2)]
+            return [
+                (one, 1), (one, 1), (noChecksum, 1),
+                (rs.frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.udp(sport: 8080, dport: 5353)), 2),
+            ]
         }
         #expect(taken == 3)
     }

@@ -1,7 +1,8 @@
-import Testing
-import LVSTestSupport
-@testable import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
+
+@testable import LVSCore
 
 /// What the data path tells the passive check.
 @Suite struct PassiveCheckTests {
@@ -10,8 +11,11 @@ import LVSPacket
     let rs = ip("198.19.0.2")
 
     func harness(_ m: ForwardingMethod) -> Harness {
-        Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                             realServers: [RealServerConfiguration(address: rs, port: 8080, method: m)])])
+        Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip, 80), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: rs, port: 8080, method: m)])
+        ])
     }
 
     func events(_ h: inout Harness) -> [PassiveEvent.Kind] {
@@ -43,8 +47,9 @@ import LVSPacket
         #expect(events(&h).isEmpty)
         h.director.setSuspect(.address(.tcp, vip, 80), address: rs, port: 8080, true)
         _ = h.send(syn(h, port: 40001))
-        _ = h.send(FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
-            .frame(src: rs, dst: client, FrameBuilder.tcp(sport: 8080, dport: 40001, flags: TCPFlags.syn | TCPFlags.ack)), interface: 2)
+        _ = h.send(
+            FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+                .frame(src: rs, dst: client, FrameBuilder.tcp(sport: 8080, dport: 40001, flags: TCPFlags.syn | TCPFlags.ack)), interface: 2)
         _ = h.send(synAck, interface: 2)
         #expect(events(&h) == [.answered])
     }
@@ -53,8 +58,9 @@ import LVSPacket
         // A SYN-ACK the client did not get: its SYNs follow, but the server answered.
         var h = harness(.nat)
         _ = h.send(syn(h))
-        _ = h.send(FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
-            .frame(src: rs, dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, flags: TCPFlags.syn | TCPFlags.ack)), interface: 2)
+        _ = h.send(
+            FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+                .frame(src: rs, dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, flags: TCPFlags.syn | TCPFlags.ack)), interface: 2)
         for _ in 0..<3 { _ = h.send(syn(h)) }
         #expect(events(&h).isEmpty)
         // DR never sees replies: it cannot tell.

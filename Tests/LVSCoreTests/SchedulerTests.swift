@@ -1,7 +1,8 @@
-import Testing
-import LVSTestSupport
-@testable import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
+
+@testable import LVSCore
 
 /// A service's servers as the kernel lists them: added in the given order,
 /// each new one at the list head.
@@ -54,8 +55,8 @@ struct Pool {
     @Test func wlcTiesGoToTheFirstInTheList() {
         var pool = Pool(weights: [1, 1, 2])
         #expect(pick(pool, "wlc") == 2)
-        pool.dests[2].activeConnections = 1   // overhead 256/2 = 128
-        pool.dests[1].activeConnections = 1   // 256/1
+        pool.dests[2].activeConnections = 1  // overhead 256/2 = 128
+        pool.dests[1].activeConnections = 1  // 256/1
         #expect(pick(pool, "wlc") == 0)
         pool.dests[0].inactiveConnections = 200  // 200/1 > 128/1? 200*2 > 256*1 → 2 wins
         #expect(pick(pool, "wlc") == 2)
@@ -66,19 +67,19 @@ struct Pool {
         pool.dests[0].activeConnections = 1
         pool.dests[1].activeConnections = 2
         pool.dests[2].activeConnections = 1
-        #expect(pick(pool, "lc") == 2)      // overhead 256 ties, first in list
+        #expect(pick(pool, "lc") == 2)  // overhead 256 ties, first in list
         #expect(pick(pool, "sed") == 2)  // (1+1)/2 and (2+1)/3 tie: the first in the list stays
         pool.dests[0].activeConnections = 0
-        #expect(pick(pool, "nq") == 0)      // idle server at once
-        #expect(pick(pool, "fo") == 1)      // highest weight
+        #expect(pick(pool, "nq") == 0)  // idle server at once
+        #expect(pick(pool, "fo") == 1)  // highest weight
         pool.dests[1].activeConnections = 4
-        #expect(pick(pool, "ovf") == 2)     // 1 has active > weight
+        #expect(pick(pool, "ovf") == 2)  // 1 has active > weight
     }
 
     @Test func sedPrefersStrictlyLowerExpectedDelay() {
         var pool = Pool(weights: [1, 3])
-        pool.dests[0].activeConnections = 0   // (0+1)/1 = 1
-        pool.dests[1].activeConnections = 1   // (1+1)/3 < 1
+        pool.dests[0].activeConnections = 0  // (0+1)/1 = 1
+        pool.dests[1].activeConnections = 1  // (1+1)/3 < 1
         #expect(pick(pool, "sed") == 1)
     }
 
@@ -132,7 +133,8 @@ struct Pool {
         #expect(m.lookup == table)
         let input = (0..<1000).map { ScheduleInput(sourceFold: UInt32($0) * 7919, sourcePort: 0, destinationFold: 0) }
         var plain = SchedulerInstance.mh(m)
-        var fb = MaglevHashing(flags: .mhFallback); fb.destinationsChanged(order: pool.order, dests: pool.dests)
+        var fb = MaglevHashing(flags: .mhFallback)
+        fb.destinationsChanged(order: pool.order, dests: pool.dests)
         var fallback = SchedulerInstance.mh(fb)
         for i in input {
             let p = pool.run(&plain, 1, input: i)[0]

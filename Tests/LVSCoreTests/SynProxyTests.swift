@@ -1,7 +1,8 @@
-import Testing
-import LVSTestSupport
-@testable import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
+
+@testable import LVSCore
 
 /// The SYN proxy, segment by segment: cookie, the real server's handshake
 /// done by the director, sequence numbers translated both ways.
@@ -11,9 +12,12 @@ import LVSPacket
     let rs = ip("198.19.0.2")
 
     func harness(_ m: ForwardingMethod) -> Harness {
-        Harness([VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr",
-                                             realServers: [RealServerConfiguration(address: rs, port: 8080, method: m)],
-                                             localAddresses: m == .fullNAT ? [ip("198.19.0.100")] : [], synproxy: true)])
+        Harness([
+            VirtualServiceConfiguration(
+                key: .address(.tcp, vip, 80), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: rs, port: 8080, method: m)],
+                localAddresses: m == .fullNAT ? [ip("198.19.0.100")] : [], synproxy: true)
+        ])
     }
 
     func be32(_ f: [UInt8], _ at: Int) -> UInt32 { UInt32(be16(f, at)) << 16 | UInt32(be16(f, at + 2)) }
@@ -24,7 +28,8 @@ import LVSPacket
 
     func fromReal(_ dst: IPAddress, _ dport: UInt16, seq: UInt32, ack: UInt32, flags: UInt8, payload: [UInt8] = []) -> [UInt8] {
         FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
-            .frame(src: rs, dst: dst, FrameBuilder.tcp(sport: 8080, dport: dport, seq: seq, ack: ack, flags: flags, options: [2, 4, 0x05, 0xB4], payload: payload))
+            .frame(
+                src: rs, dst: dst, FrameBuilder.tcp(sport: 8080, dport: dport, seq: seq, ack: ack, flags: flags, options: [2, 4, 0x05, 0xB4], payload: payload))
     }
 
     @Test func natHandshakeAtTheDirectorThenTranslatedBothWays() {
@@ -105,11 +110,14 @@ import LVSPacket
         for k in 0..<500 {
             let src = ip("198.18.1.\(k % 250 + 1)")
             _ = h.send(h.builder.frame(src: src, dst: vip, FrameBuilder.tcp(sport: UInt16(10000 + k), dport: 80, seq: UInt32(k), flags: TCPFlags.syn)))
-            _ = h.send(h.builder.frame(src: src, dst: vip, FrameBuilder.tcp(sport: UInt16(20000 + k), dport: 80, seq: UInt32(k), ack: UInt32(k * 7919),
-                                                                        flags: TCPFlags.ack)))
+            _ = h.send(
+                h.builder.frame(
+                    src: src, dst: vip,
+                    FrameBuilder.tcp(
+                        sport: UInt16(20000 + k), dport: 80, seq: UInt32(k), ack: UInt32(k * 7919),
+                        flags: TCPFlags.ack)))
         }
         #expect(h.director.v4.table.count == 0)
         #expect(h.director.drops(.synproxyRefused) == 500 && h.director.shared.synproxyCookies == 500)
     }
 }
-

@@ -1,7 +1,8 @@
-import Testing
-import LVSTestSupport
-@testable import LVSCore
 import LVSPacket
+import LVSTestSupport
+import Testing
+
+@testable import LVSCore
 
 /// Connection sync inside the engine: which packets make a master queue a
 /// record (the kernel's `sync_threshold` 3 and `sync_period` 50, forced
@@ -13,9 +14,10 @@ import LVSPacket
     let lip = ip("198.19.0.100")
 
     func service(_ m: ForwardingMethod, persistence: UInt32? = nil) -> VirtualServiceConfiguration {
-        VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: "rr", persistence: persistence,
-                                    realServers: [RealServerConfiguration(address: rs, port: m == .directRouting ? 80 : 8080, method: m)],
-                                    localAddresses: m == .fullNAT ? [lip] : [])
+        VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: "rr", persistence: persistence,
+            realServers: [RealServerConfiguration(address: rs, port: m == .directRouting ? 80 : 8080, method: m)],
+            localAddresses: m == .fullNAT ? [lip] : [])
     }
 
     func fromClient(_ h: Harness, port: UInt16 = 40000, flags: UInt8, payload: [UInt8] = []) -> [UInt8] {
@@ -41,8 +43,12 @@ import LVSPacket
         #expect(drain(&h).isEmpty)  // SYN_RECV, then ESTABLISHED at the 2nd client packet: not yet
         _ = h.send(fromClient(h, flags: TCPFlags.ack | TCPFlags.psh, payload: [1]))
         let first = drain(&h)
-        #expect(first == [SyncRecord(proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
-                                     client: client, virtual: vip, real: rs)])
+        #expect(
+            first == [
+                SyncRecord(
+                    proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
+                    client: client, virtual: vip, real: rs)
+            ])
         for _ in 4...52 { _ = h.send(fromClient(h, flags: TCPFlags.ack)) }
         #expect(drain(&h).isEmpty)
         _ = h.send(fromClient(h, flags: TCPFlags.ack))  // the 53rd
@@ -53,8 +59,11 @@ import LVSPacket
         #expect(fin.count == 1 && fin[0].state == UInt16(ConnectionState.closeWait.rawValue) && fin[0].timeout == 60)
         #expect(fin[0].flags & SyncConnectionFlags.inactive != 0)
         // The fast path counts client packets too (UDP: every packet takes it once established).
-        var u = Harness([VirtualServiceConfiguration(key: .address(.udp, vip, 53), scheduler: "rr",
-                                                     realServers: [RealServerConfiguration(address: rs, port: 53, method: .directRouting)])])
+        var u = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.udp, vip, 53), scheduler: "rr",
+                realServers: [RealServerConfiguration(address: rs, port: 53, method: .directRouting)])
+        ])
         u.director.setSyncing(true)
         for _ in 1...3 { _ = u.send(u.builder.frame(src: client, dst: vip, FrameBuilder.udp(sport: 5000, dport: 53))) }
         let udp = drain(&u)
@@ -64,8 +73,9 @@ import LVSPacket
 
     @Test func aSyncedNATConnectionForwardsBothWaysOnTheBackup() {
         var h = Harness([service(.nat)])
-        let r = SyncRecord(proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
-                           client: client, virtual: vip, real: rs)
+        let r = SyncRecord(
+            proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
+            client: client, virtual: vip, real: rs)
         #expect(h.director.applySync(r, now: h.now) == .created)
         #expect(h.director.applySync(r, now: h.now) == .updated)
         #expect(h.director.service(.address(.tcp, vip, 80))!.destinations[0].activeConnections == 1)
@@ -97,8 +107,9 @@ import LVSPacket
         var svc = service(.nat)
         svc.realServers[0].upperThreshold = 1
         var h = Harness([svc])
-        let r = SyncRecord(proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
-                           client: client, virtual: vip, real: rs)
+        let r = SyncRecord(
+            proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
+            client: client, virtual: vip, real: rs)
         #expect(h.director.applySync(r, now: h.now) == .created)
         #expect(h.director.service(.address(.tcp, vip, 80))!.destinations[0].overloaded)
         // A new client finds no server that will take it.
@@ -150,8 +161,10 @@ import LVSPacket
     @Test func standbyAddressesAreNotAnsweredExtraOnesAre() {
         var h = Harness([service(.nat)])
         func arp(_ target: [UInt8]) -> [UInt8] {
-            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xAA, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1,
-             2, 0, 0, 0, 0, 0xAA, 198, 18, 0, 100, 0, 0, 0, 0, 0, 0] + target
+            [
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xAA, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1,
+                2, 0, 0, 0, 0, 0xAA, 198, 18, 0, 100, 0, 0, 0, 0, 0, 0,
+            ] + target
         }
         #expect(h.send(arp([198, 18, 0, 10])).0 == .transmit(interface: 1))
         h.director.setOwnership(extra: [ip("198.18.0.3")], standby: [vip])

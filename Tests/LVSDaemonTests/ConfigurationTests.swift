@@ -1,12 +1,13 @@
-import Testing
-import LVSTestSupport
 import LVSCore
 import LVSPacket
+import LVSTestSupport
 import Logging
-@testable import LVSDaemon
+import Testing
+
 @testable import LVSAdmin
 @testable import LVSConfiguration
 @testable import LVSControlProtocol
+@testable import LVSDaemon
 @testable import LVSSystem
 
 /// A rules file that uses every option `-S` can write.
@@ -40,12 +41,16 @@ let everyOptionRules = """
     }
 
     func snapshot(_ t: ServiceTable) -> TableSnapshot {
-        TableSnapshot(connectionTableSize: 1, services: t.services.map { s in
-            ServiceSnapshot(service: ServiceSpec(key: s.key, scheduler: s.scheduler, schedulerFlags: s.schedulerFlags, persistence: s.persistence,
-                                                 netmask: s.persistenceNetmask, persistenceEngine: s.persistenceEngine, onePacket: s.onePacket,
-                                                 synproxy: s.synproxy),
-                            servers: s.realServers.map { ServerSnapshot(server: $0) }, localAddresses: s.localAddresses)
-        }, timeouts: Timeouts(t.timeouts))
+        TableSnapshot(
+            connectionTableSize: 1,
+            services: t.services.map { s in
+                ServiceSnapshot(
+                    service: ServiceSpec(
+                        key: s.key, scheduler: s.scheduler, schedulerFlags: s.schedulerFlags, persistence: s.persistence,
+                        netmask: s.persistenceNetmask, persistenceEngine: s.persistenceEngine, onePacket: s.onePacket,
+                        synproxy: s.synproxy),
+                    servers: s.realServers.map { ServerSnapshot(server: $0) }, localAddresses: s.localAddresses)
+            }, timeouts: Timeouts(t.timeouts))
     }
 
     @Test func saveThenRestoreGivesTheSameTable() throws {
@@ -158,10 +163,11 @@ let everyOptionRules = """
         #expect(t.timeouts[.established] == 7200 && t.timeouts[.finWait] == 60 && t.timeouts[.udp] == 120)
         let web = try #require(t.service(.address(.tcp, ip("198.18.0.10"), 80)))
         #expect(web.scheduler == "wrr" && web.persistence == 50 && web.persistenceNetmask == 24)
-        #expect(web.realServers == [
-            RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, weight: 3, method: .nat, upperThreshold: 100, lowerThreshold: 10),
-            RealServerConfiguration(address: ip("198.19.0.3"), port: 8080, weight: 1, method: .nat),
-        ])
+        #expect(
+            web.realServers == [
+                RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, weight: 3, method: .nat, upperThreshold: 100, lowerThreshold: 10),
+                RealServerConfiguration(address: ip("198.19.0.3"), port: 8080, weight: 1, method: .nat),
+            ])
         let dns = try #require(t.service(.address(.udp, ip("198.18.0.11"), 53)))
         #expect(dns.scheduler == "mh" && dns.schedulerFlags == .flag2)
         #expect(dns.realServers.first?.tunnel == TunnelConfiguration(type: .gue, port: 6080, checksum: .checksum))
@@ -184,9 +190,17 @@ let everyOptionRules = """
         #expect(targets.count == 3)
         let http = try #require(targets.first { $0.server.address == ip("198.19.0.2") })
         #expect(http.inhibitOnFailure && http.server.weight == 3 && http.services == [.address(.tcp, ip("198.18.0.10"), 80)])
-        #expect(http.checks.count == 1 && http.checks[0].kind == .http([HealthCheck.URLCheck(path: "/healthz", statuses: [200...200]),
-                                                                        HealthCheck.URLCheck(path: "/index.html", statuses: [200...299, 304...304],
-                                                                                             digest: "9b3a0c85a887a256d6939da88aabd8cd")], tls: false))
+        #expect(
+            http.checks.count == 1
+                && http.checks[0].kind
+                    == .http(
+                        [
+                            HealthCheck.URLCheck(path: "/healthz", statuses: [200...200]),
+                            HealthCheck.URLCheck(
+                                path: "/index.html", statuses: [200...299, 304...304],
+                                digest: "9b3a0c85a887a256d6939da88aabd8cd"),
+                        ], tls: false)
+        )
         #expect(http.checks[0].connectTimeout == 3 && http.checks[0].retry == 3 && http.checks[0].delayBeforeRetry == 3 && http.checks[0].delayLoop == 6)
         let tcp = try #require(targets.first { $0.server.address == ip("198.19.0.3") })
         #expect(!tcp.inhibitOnFailure && tcp.checks[0].kind == .tcp && tcp.checks[0].connectPort == 8080 && tcp.checks[0].connectTimeout == 5)
@@ -218,13 +232,13 @@ let everyOptionRules = """
         let key = ServiceKey.address(.tcp, ip("198.18.0.10"), 80)
         func servers() -> [String] { plane.table.service(key)!.realServers.map { "\($0.address)" } }
         #expect(servers() == ["198.19.0.2", "198.19.0.3", "198.19.0.4"])
-        plane.healthChanged(targets[0], up: false, detail: "refused")     // weight 2 left: quorum holds
+        plane.healthChanged(targets[0], up: false, detail: "refused")  // weight 2 left: quorum holds
         #expect(servers() == ["198.19.0.3", "198.19.0.4"])
-        plane.healthChanged(targets[1], up: false, detail: "refused")     // weight 1 < 2: the sorry server serves
+        plane.healthChanged(targets[1], up: false, detail: "refused")  // weight 1 < 2: the sorry server serves
         #expect(servers() == ["198.19.0.4", "198.19.0.99"])
-        plane.healthChanged(targets[1], up: true, detail: "")             // weight 2 < 2 + 1: it stays
+        plane.healthChanged(targets[1], up: true, detail: "")  // weight 2 < 2 + 1: it stays
         #expect(servers().contains("198.19.0.99"))
-        plane.healthChanged(targets[0], up: true, detail: "")             // weight 3: it goes
+        plane.healthChanged(targets[0], up: true, detail: "")  // weight 3: it goes
         #expect(servers() == ["198.19.0.4", "198.19.0.3", "198.19.0.2"])
         let health = plane.snapshot(connections: false).health
         #expect(health.count == 2 && health.allSatisfy(\.up))
@@ -232,15 +246,21 @@ let everyOptionRules = """
 
     @Test func keepalivedErrorsNameFileLineAndKeyword() {
         func error(_ text: String) -> ConfigurationError? {
-            do { _ = try KeepalivedConfiguration.parse(text, file: "k.conf"); return nil } catch { return error }
+            do {
+                _ = try KeepalivedConfiguration.parse(text, file: "k.conf")
+                return nil
+            } catch { return error }
         }
-        #expect(error("virtual_server 198.18.0.10 80 {\n  lb_algo bogus\n}") ==
-                ConfigurationError(file: "k.conf", line: 2, keyword: "lb_algo", message: "unknown scheduler 'bogus'"))
+        #expect(
+            error("virtual_server 198.18.0.10 80 {\n  lb_algo bogus\n}")
+                == ConfigurationError(file: "k.conf", line: 2, keyword: "lb_algo", message: "unknown scheduler 'bogus'"))
         #expect(error("virtual_server 198.18.0.10 80 {\n  lb_kind XX\n}")?.keyword == "lb_kind")
-        #expect(error("virtual_server 198.18.0.10 80 {\n  real_server 198.19.0.2 80 {\n   weight 70000\n  }\n}") ==
-                ConfigurationError(file: "k.conf", line: 3, keyword: "weight", message: "expects a number in 0...65535"))
-        #expect(error("virtual_server 198.18.0.10 80 {\n  real_server 198.19.0.2 80 {\n") ==
-                ConfigurationError(file: "k.conf", line: 2, keyword: "real_server", message: "block is never closed"))
+        #expect(
+            error("virtual_server 198.18.0.10 80 {\n  real_server 198.19.0.2 80 {\n   weight 70000\n  }\n}")
+                == ConfigurationError(file: "k.conf", line: 3, keyword: "weight", message: "expects a number in 0...65535"))
+        #expect(
+            error("virtual_server 198.18.0.10 80 {\n  real_server 198.19.0.2 80 {\n")
+                == ConfigurationError(file: "k.conf", line: 2, keyword: "real_server", message: "block is never closed"))
         #expect(error("}")?.message == "'}' without a block to close")
         #expect(error("virtual_server 198.18.0.300 80 {\n}")?.message == "bad address '198.18.0.300'")
         #expect(error("virtual_server group NOPE {\n}")?.message == "unknown virtual_server_group 'NOPE'")
@@ -262,12 +282,14 @@ let everyOptionRules = """
         let plane = ControlPlane(capacity: 1024, logger: .init(label: "test"))
         let reply = plane.handle(Array("not json".utf8))
         guard case .failed(let e) = try ControlProtocol.decode(ControlResponse.self, from: Array(reply.dropFirst(4))) else {
-            Issue.record("expected an error"); return
+            Issue.record("expected an error")
+            return
         }
         #expect(e.code == "EPROTO")
         // And still serves.
         guard case .done = plane.handle(.apply([.addService(ServiceSpec(key: .address(.tcp, ip("198.18.0.10"), 80)))])) else {
-            Issue.record("expected done"); return
+            Issue.record("expected done")
+            return
         }
         #expect(plane.table.services.count == 1)
     }

@@ -1,17 +1,22 @@
 import Foundation
 import LVSTestSupport
 import Testing
-@testable import LVSDaemon
+
 @testable import LVSAdmin
 @testable import LVSConfiguration
 @testable import LVSControlProtocol
+@testable import LVSDaemon
 @testable import LVSSystem
 
 /// lvsd and lvsadm as processes, driven the way a script drives ipvsadm.
 @Suite(.serialized) struct EndToEndTests {
     static let bin = Executables.directory
 
-    struct Result { var status: Int32; var out: String; var err: String }
+    struct Result {
+        var status: Int32
+        var out: String
+        var err: String
+    }
 
     @discardableResult
     /// Runs one of ours by name, or any program by absolute path.
@@ -20,12 +25,17 @@ import Testing
         p.executableURL = tool.hasPrefix("/") ? URL(fileURLWithPath: tool) : bin.appendingPathComponent(tool)
         p.arguments = args
         p.environment = ["LVSADM_SOCKET": socket, "PATH": "/usr/bin:/bin"]
-        let out = Pipe(), err = Pipe(), inp = Pipe()
-        p.standardOutput = out; p.standardError = err; p.standardInput = inp
+        let out = Pipe()
+        let err = Pipe()
+        let inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
         try p.run()
         if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
         try inp.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return Result(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
     }
@@ -78,27 +88,32 @@ import Testing
     }
 
     @Test func aScriptDrivesLvsdLikeIpvsadm() throws {
-        let d = try Daemon(name: "script", arguments: ["--rules", "$DIR/rules"], files: ["rules": "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r 198.19.0.2:8080 -m -w 2\n"])
+        let d = try Daemon(
+            name: "script", arguments: ["--rules", "$DIR/rules"],
+            files: ["rules": "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r 198.19.0.2:8080 -m -w 2\n"])
         defer { #expect(d.stop() == 0) }
         try #require(d.waitUntilServing())
 
         #expect(try d.lvsadm("-S -n").out == "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r 198.19.0.2:8080 -m -w 2\n")
-        for line in ["-A -u 198.18.0.10:53 -s sh -b sh-port", "-a -u 198.18.0.10:53 -r 198.19.0.3 -g -w 4",
-                     "-e -t 198.18.0.10:80 -r 198.19.0.2:8080 -m -w 5", "-a -t 198.18.0.10:80 -r 198.19.0.4:8080 -m",
-                     "-E -t 198.18.0.10:80 -s wlc -p 120", "-d -t 198.18.0.10:80 -r 198.19.0.4:8080", "--set 600 60 120", "-Z",
-                     "-Z -t 198.18.0.10:80"] {
+        for line in [
+            "-A -u 198.18.0.10:53 -s sh -b sh-port", "-a -u 198.18.0.10:53 -r 198.19.0.3 -g -w 4",
+            "-e -t 198.18.0.10:80 -r 198.19.0.2:8080 -m -w 5", "-a -t 198.18.0.10:80 -r 198.19.0.4:8080 -m",
+            "-E -t 198.18.0.10:80 -s wlc -p 120", "-d -t 198.18.0.10:80 -r 198.19.0.4:8080", "--set 600 60 120", "-Z",
+            "-Z -t 198.18.0.10:80",
+        ] {
             let r = try d.lvsadm(line)
             #expect(r.status == 0 && r.err.isEmpty, "\(line): \(r.err)")
         }
-        #expect(try d.lvsadm("-L -n").out == """
-            IP Virtual Server version 1.2.1 (size=4096)
-            Prot LocalAddress:Port Scheduler Flags
-              -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-            TCP  198.18.0.10:80 wlc persistent 120
-              -> 198.19.0.2:8080              Masq    5      0          0         \n\
-            UDP  198.18.0.10:53 sh (sh-port)
-              -> 198.19.0.3:53                Route   4      0          0         \n
-            """)
+        #expect(
+            try d.lvsadm("-L -n").out == """
+                IP Virtual Server version 1.2.1 (size=4096)
+                Prot LocalAddress:Port Scheduler Flags
+                  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+                TCP  198.18.0.10:80 wlc persistent 120
+                  -> 198.19.0.2:8080              Masq    5      0          0         \n\
+                UDP  198.18.0.10:53 sh (sh-port)
+                  -> 198.19.0.3:53                Route   4      0          0         \n
+                """)
         #expect(try d.lvsadm("-L --timeout").out == "Timeout (tcp tcpfin udp): 600 60 120\n")
         #expect(try d.lvsadm("-L -n -t 198.18.0.10:80 --stats").out.hasPrefix("Prot LocalAddress:Port               Conns"))
         #expect(try d.lvsadm("-L -n -c").out == "IPVS connection entries\npro expire state       source             virtual            destination\n")
@@ -137,7 +152,10 @@ import Testing
             let c = try ControlConnection.connect(path: d.socket)
             try c.send([0, 0, 0, 5] + Array("hello".utf8))
             let reply = try c.receiveMessage(limit: 1 << 20)
-            guard case .failed(let e) = try ControlProtocol.decode(ControlResponse.self, from: reply) else { Issue.record("no error"); return }
+            guard case .failed(let e) = try ControlProtocol.decode(ControlResponse.self, from: reply) else {
+                Issue.record("no error")
+                return
+            }
             #expect(e.code == "EPROTO")
         }
         // A length far over the limit.
@@ -145,7 +163,10 @@ import Testing
             let c = try ControlConnection.connect(path: d.socket)
             try c.send([0x7F, 0xFF, 0xFF, 0xFF])
             let reply = try c.receiveMessage(limit: 1 << 20)
-            guard case .failed(let e) = try ControlProtocol.decode(ControlResponse.self, from: reply) else { Issue.record("no error"); return }
+            guard case .failed(let e) = try ControlProtocol.decode(ControlResponse.self, from: reply) else {
+                Issue.record("no error")
+                return
+            }
             #expect(e.code == "EMSGSIZE")
         }
         // A client that connects and says nothing, then one that hangs up mid-frame.
@@ -168,8 +189,12 @@ import Testing
         defer { #expect(d.stop() == 0) }
         try #require(d.waitUntilServing())
         func asNobody() throws -> Result {
-            try Self.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Self.bin.appendingPathComponent("lvsadm").path,
-                                              "--socket", d.socket, "-L", "-n"], socket: d.socket)
+            try Self.run(
+                "/usr/bin/setpriv",
+                [
+                    "--reuid=65534", "--regid=65534", "--clear-groups", Self.bin.appendingPathComponent("lvsadm").path,
+                    "--socket", d.socket, "-L", "-n",
+                ], socket: d.socket)
         }
         // The socket's mode keeps others out…
         let denied = try asNobody()
@@ -195,13 +220,17 @@ import Testing
         try "-A -t 198.18.0.12:80 -s lc\n".write(to: rules, atomically: true, encoding: .utf8)
         kill(d.process.processIdentifier, SIGHUP)
         var out = ""
-        for _ in 0..<50 where !out.contains("198.18.0.12") { usleep(50_000); out = try d.lvsadm("-S -n").out }
+        for _ in 0..<50 where !out.contains("198.18.0.12") {
+            usleep(50_000)
+            out = try d.lvsadm("-S -n").out
+        }
         #expect(out == "-A -t 198.18.0.12:80 -s lc\n")
     }
 
     @Test func aBrokenKeepalivedConfStopsTheStartWithFileAndLine() throws {
-        let d = try Daemon(name: "badconf", arguments: ["--keepalived", "$DIR/keepalived.conf"],
-                           files: ["keepalived.conf": "virtual_server 198.18.0.10 80 {\n  lb_algo nope\n}\n"])
+        let d = try Daemon(
+            name: "badconf", arguments: ["--keepalived", "$DIR/keepalived.conf"],
+            files: ["keepalived.conf": "virtual_server 198.18.0.10 80 {\n  lb_algo nope\n}\n"])
         for _ in 0..<250 where d.process.isRunning { usleep(20_000) }
         let status = d.stop()
         let log = String(decoding: d.log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -1,24 +1,31 @@
-import Testing
-import LVSTestSupport
 import LVSCore
 import LVSPacket
-@testable import LVSDaemon
+import LVSTestSupport
+import Testing
+
 @testable import LVSAdmin
 @testable import LVSConfiguration
 @testable import LVSControlProtocol
+@testable import LVSDaemon
 @testable import LVSSystem
 
 /// The sync protocol's bytes, written out from the layout in `ip_vs_sync.c`
 /// (header, `struct ip_vs_sync_v4`, options), not from our encoder.
 @Suite struct SyncProtocolTests {
-    let nat = SyncRecord(proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
-                         client: ip("198.18.0.100"), virtual: ip("198.18.0.10"), real: ip("198.19.0.2"))
+    let nat = SyncRecord(
+        proto: 6, flags: 0, state: 1, clientPort: 40000, virtualPort: 80, realPort: 8080, timeout: 900,
+        client: ip("198.18.0.100"), virtual: ip("198.18.0.10"), real: ip("198.19.0.2"))
 
     @Test func anIPv4EntryIsTheKernelsThirtySixBytes() {
         let m = SyncProtocol.encode([nat], syncID: 5)
-        #expect(m == [[0, 5, 0, 44, 1, 1, 0, 0,
-                       0, 6, 0x00, 36, 0, 0, 0, 0, 0, 1, 0x9C, 0x40, 0, 80, 0x1F, 0x90, 0, 0, 0, 0, 0, 0, 0x03, 0x84,
-                       198, 18, 0, 100, 198, 18, 0, 10, 198, 19, 0, 2]])
+        #expect(
+            m == [
+                [
+                    0, 5, 0, 44, 1, 1, 0, 0,
+                    0, 6, 0x00, 36, 0, 0, 0, 0, 0, 1, 0x9C, 0x40, 0, 80, 0x1F, 0x90, 0, 0, 0, 0, 0, 0, 0x03, 0x84,
+                    198, 18, 0, 100, 198, 18, 0, 10, 198, 19, 0, 2,
+                ]
+            ])
         let (id, records, skipped) = try! SyncProtocol.decode(m[0])
         #expect(id == 5 && records == [nat] && skipped == 0)
     }
@@ -31,15 +38,20 @@ import LVSPacket
         let m = SyncProtocol.encode([f], syncID: 0)[0]
         #expect(Array(m[8 + 36..<m.count]) == [0x48, 6, 198, 19, 0, 100, 0x04, 0x01] && m[11] == 44)
         #expect(try SyncProtocol.decode(m).records == [f])
-        let six = SyncRecord(proto: 17, flags: 0x183, state: 0, clientPort: 1, virtualPort: 53, realPort: 53, timeout: 300,
-                             client: ip("2001:db8::100"), virtual: ip("2001:db8::10"), real: ip("2001:db8:1::2"))
+        let six = SyncRecord(
+            proto: 17, flags: 0x183, state: 0, clientPort: 1, virtualPort: 53, realPort: 53, timeout: 300,
+            client: ip("2001:db8::100"), virtual: ip("2001:db8::10"), real: ip("2001:db8:1::2"))
         let m6 = SyncProtocol.encode([six], syncID: 0)[0]
         #expect(m6.count == 8 + 72 && m6[8] == 1 && m6[11] == 72 && Array(m6[32..<48]) == FrameBuilder.addressBytes(ip("2001:db8::100")))
         #expect(try SyncProtocol.decode(m6).records == [six])
     }
 
     @Test func messagesStayUnderMaxLengthAnd255Entries() throws {
-        let many = (0..<600).map { i in var r = nat; r.clientPort = UInt16(10000 + i); return r }
+        let many = (0..<600).map { i in
+            var r = nat
+            r.clientPort = UInt16(10000 + i)
+            return r
+        }
         let small = SyncProtocol.encode(many, syncID: 1, maxLength: 8 + 36 * 10)
         #expect(small.count == 60 && small.allSatisfy { $0.count == 368 && $0[4] == 10 })
         let big = SyncProtocol.encode(many, syncID: 1, maxLength: 65000)
@@ -50,8 +62,11 @@ import LVSPacket
 
     @Test func kernelMessagesDecodePaddingSequencesAndVersionZero() throws {
         // A kernel entry with the SEQ option (62 bytes, padded to 64) followed by a plain one.
-        var seq: [UInt8] = [0, 6, 0, 62, 0, 0, 0x06, 0x00, 0, 1, 0x9C, 0x40, 0, 21, 0, 21, 0, 0, 0, 0, 0, 0, 0x03, 0x84,
-                            198, 18, 0, 100, 198, 18, 0, 10, 198, 19, 0, 2, 1, 24] + [UInt8](repeating: 7, count: 24) + [0, 0]
+        var seq: [UInt8] =
+            [
+                0, 6, 0, 62, 0, 0, 0x06, 0x00, 0, 1, 0x9C, 0x40, 0, 21, 0, 21, 0, 0, 0, 0, 0, 0, 0x03, 0x84,
+                198, 18, 0, 100, 198, 18, 0, 10, 198, 19, 0, 2, 1, 24,
+            ] + [UInt8](repeating: 7, count: 24) + [0, 0]
         let plain = SyncProtocol.entry(nat)
         var m: [UInt8] = [0, 0, 0, 0, 2, 1, 0, 0] + seq + plain
         m[3] = UInt8(m.count)

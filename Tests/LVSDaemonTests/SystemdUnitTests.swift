@@ -1,11 +1,11 @@
 import Foundation
-import LVSTestSupport
-import Testing
-import LVSDaemon
 import LVSAdmin
 import LVSConfiguration
 import LVSControlProtocol
+import LVSDaemon
 import LVSSystem
+import LVSTestSupport
+import Testing
 
 /// dist/systemd/lvsd.service: run by systemd where it is the init system,
 /// otherwise checked by systemd-analyze (as on this machine kind).
@@ -38,8 +38,10 @@ import LVSSystem
             // The unit's own settings, on a transient unit that starts this build's lvsd.
             let name = "lvsd-test-\(getpid())"
             let socket = dir.appendingPathComponent("lvsd.sock").path
-            let start = try run(["systemd-run", "--unit=\(name)", "--collect", "-p", "Type=notify", "-p", "WatchdogSec=10",
-                                 "-p", "ExecReload=/bin/kill -HUP $MAINPID", lvsd, "--socket", socket])
+            let start = try run([
+                "systemd-run", "--unit=\(name)", "--collect", "-p", "Type=notify", "-p", "WatchdogSec=10",
+                "-p", "ExecReload=/bin/kill -HUP $MAINPID", lvsd, "--socket", socket,
+            ])
             defer { _ = try? run(["systemctl", "stop", name]) }
             #expect(start.status == 0, "\(start.output)")
             #expect(try run(["systemctl", "is-active", name]).output.hasPrefix("active"))

@@ -1,12 +1,13 @@
-import Testing
-import LVSTestSupport
-@testable import LVSVRRP
 import LVSPacket
-@testable import LVSDaemon
+import LVSTestSupport
+import Testing
+
 @testable import LVSAdmin
 @testable import LVSConfiguration
 @testable import LVSControlProtocol
+@testable import LVSDaemon
 @testable import LVSSystem
+@testable import LVSVRRP
 
 /// VRRP advertisements byte by byte and the RFC 5798 state machine on a fake clock.
 @Suite struct VRRPTests {
@@ -152,10 +153,12 @@ import LVSPacket
         // The sync id defaults to the instance's virtual router id, as keepalived does.
         #expect(ha.syncDaemon(master: true) == SyncDaemonConfiguration(role: .master, interface: "eth1", syncID: 51, port: 8849, maxLength: 1400))
         #expect(ha.syncDaemon(master: false)?.role == .backup)
-        for (bad, message) in [("interface e\nvirtual_router_id 1", "no virtual_ipaddress"),
-                               ("interface e\nvirtual_ipaddress {\n1.2.3.4\n}", "no virtual_router_id"),
-                               ("interface e\nvirtual_router_id 1\nadvert_int 0.5\nvirtual_ipaddress {\n1.2.3.4\n}", "whole seconds"),
-                               ("interface e\nvirtual_router_id 1\nvirtual_ipaddress {\n1.2.3.4\n}\n}\nglobal_defs {\nlvs_sync_daemon e Y", "no vrrp_instance named Y")] {
+        for (bad, message) in [
+            ("interface e\nvirtual_router_id 1", "no virtual_ipaddress"),
+            ("interface e\nvirtual_ipaddress {\n1.2.3.4\n}", "no virtual_router_id"),
+            ("interface e\nvirtual_router_id 1\nadvert_int 0.5\nvirtual_ipaddress {\n1.2.3.4\n}", "whole seconds"),
+            ("interface e\nvirtual_router_id 1\nvirtual_ipaddress {\n1.2.3.4\n}\n}\nglobal_defs {\nlvs_sync_daemon e Y", "no vrrp_instance named Y"),
+        ] {
             let parsed = try KeepalivedConfiguration.parse("vrrp_instance X {\n" + bad + "\n}\n", file: "b.conf")
             #expect { try HighAvailabilityConfiguration.parse(parsed, file: "b.conf") } throws: { "\($0)".contains(message) }
         }

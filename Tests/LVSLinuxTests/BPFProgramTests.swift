@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CLVSLinux
 import LVSPacket
 import LVSTestSupport
 import Testing
 
 @testable import LVSLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The BPF programs as Katran tests its own: frames in through
 /// BPF_PROG_TEST_RUN, verdicts, counters and frames out. Loading a program
@@ -44,7 +45,9 @@ struct BPFProgramTests {
 
     @Test func lvsdsFramesAreRedirectedTheRestPasses() throws {
         let program = try redirectProgram()
-        let ours = Int(LVS_XDP_NO_SOCKET.rawValue), passed = Int(LVS_XDP_PASSED.rawValue), truncated = Int(LVS_XDP_TRUNCATED.rawValue)
+        let ours = Int(LVS_XDP_NO_SOCKET.rawValue)
+        let passed = Int(LVS_XDP_PASSED.rawValue)
+        let truncated = Int(LVS_XDP_TRUNCATED.rawValue)
         let syn = FrameBuilder.tcp(sport: 40000, dport: 80, flags: TCPFlags.syn)
         // To a VIP, IPv4 and IPv6, tagged or not.
         #expect(try outcome(program, builder.frame(src: client, dst: vip, syn)) == ours)
@@ -60,7 +63,8 @@ struct BPFProgramTests {
         #expect(try outcome(program, builder.frame(src: client, dst: ip("198.19.0.99"), syn)) == passed)
         #expect(try outcome(program, builder.frame(src: real6, dst: director6, syn)) == passed)
         var arp = [UInt8](repeating: 0, count: 42)
-        arp[12] = 0x08; arp[13] = 0x06
+        arp[12] = 0x08
+        arp[13] = 0x06
         #expect(try outcome(program, arp) == passed)
         #expect(try outcome(program, Array(builder.frame(src: client, dst: vip, syn).prefix(30))) == truncated)
         // (BPF_PROG_TEST_RUN takes nothing shorter than an Ethernet header.)
@@ -74,7 +78,8 @@ struct BPFProgramTests {
     func tunnelled(_ inner: [UInt8], outer6: Bool = false, gue: UInt16? = nil, ihl: UInt8 = 5) -> [UInt8] {
         let packet = Array(inner.dropFirst(14))
         let innerProto: UInt8 = inner[12] == 0x08 ? 4 : 41
-        var payload = packet, proto = innerProto
+        var payload = packet
+        var proto = innerProto
         if let gue {
             let length = UInt16(8 + 4 + packet.count)
             payload = FrameBuilder.be16(5555) + FrameBuilder.be16(gue) + FrameBuilder.be16(length) + [0, 0] + [0, innerProto, 0, 0] + packet
@@ -90,7 +95,8 @@ struct BPFProgramTests {
         var header: [UInt8] = [0x40 | ihl, 0] + FrameBuilder.be16(UInt16(Int(ihl) * 4 + payload.count)) + [0, 1, 0x40, 0, 64, proto, 0, 0]
         header += FrameBuilder.addressBytes(director) + FrameBuilder.addressBytes(real) + options
         let sum = FrameBuilder.checksum(header, 0..<header.count)
-        header[10] = UInt8(sum >> 8); header[11] = UInt8(sum & 0xFF)
+        header[10] = UInt8(sum >> 8)
+        header[11] = UInt8(sum & 0xFF)
         return frame + [0x08, 0x00] + header + payload
     }
 
@@ -98,15 +104,19 @@ struct BPFProgramTests {
         let vips = try BPFAddressMap(capacity: 16)
         try vips.set(vip, flags: 1)
         try vips.set(vip6, flags: 1)
-        return [(try BPFProgram.decapsulator(vips: vips, guePort: 6080, tc: false), Self.xdpPass),
-                (try BPFProgram.decapsulator(vips: vips, guePort: 6080, tc: true), Self.tcxNext)]
+        return [
+            (try BPFProgram.decapsulator(vips: vips, guePort: 6080, tc: false), Self.xdpPass),
+            (try BPFProgram.decapsulator(vips: vips, guePort: 6080, tc: true), Self.tcxNext),
+        ]
     }
 
     @Test func tunnelPacketsForAVIPLoseTheirOuterHeadersAndNothingElseChanges() throws {
         let syn = FrameBuilder.tcp(sport: 40000, dport: 80, flags: TCPFlags.syn)
-        let inner4 = builder.frame(src: client, dst: vip, syn), inner6 = builder.frame(src: client6, dst: vip6, syn)
+        let inner4 = builder.frame(src: client, dst: vip, syn)
+        let inner6 = builder.frame(src: client6, dst: vip6, syn)
         for (program, next) in try decapsulators() {
-            let stripped = Int(LVS_DECAP_STRIPPED.rawValue), passed = Int(LVS_DECAP_PASSED.rawValue)
+            let stripped = Int(LVS_DECAP_STRIPPED.rawValue)
+            let passed = Int(LVS_DECAP_PASSED.rawValue)
             func check(_ frame: [UInt8], becomes expected: [UInt8], counted slot: Int, _ what: String) throws {
                 let before = program.counters(Int(LVS_DECAP_COUNTERS.rawValue))
                 let (verdict, out) = try program.run(frame)
@@ -123,9 +133,11 @@ struct BPFProgramTests {
             try check(tunnelled(inner6, outer6: true, gue: 6080), becomes: inner6, counted: stripped, "GUE over IPv6")
             // Not for a VIP, not this GUE port, an outer header with options, truncated, not a tunnel.
             let other = builder.frame(src: client, dst: ip("198.19.0.99"), syn)
-            for (frame, what) in [(tunnelled(other), "IPIP to another address"), (tunnelled(inner4, gue: 6081), "UDP to another port"),
-                                  (tunnelled(inner4, ihl: 6), "outer header with options"),
-                                  (Array(tunnelled(inner4).prefix(14 + 20 + 10)), "truncated inner header"), (inner4, "no tunnel")] {
+            for (frame, what) in [
+                (tunnelled(other), "IPIP to another address"), (tunnelled(inner4, gue: 6081), "UDP to another port"),
+                (tunnelled(inner4, ihl: 6), "outer header with options"),
+                (Array(tunnelled(inner4).prefix(14 + 20 + 10)), "truncated inner header"), (inner4, "no tunnel"),
+            ] {
                 try check(frame, becomes: frame, counted: passed, what)
             }
         }

@@ -1,14 +1,20 @@
-import Testing
 import LVSTestSupport
+import Testing
+
 @testable import LVSPacket
 
 func parse(_ f: [UInt8]) throws(PacketError) -> ParsedPacket { try PacketParser.parse(f.span) }
 func parseError(_ f: [UInt8]) -> PacketError? {
-    do { _ = try parse(f); return nil } catch { return error }
+    do {
+        _ = try parse(f)
+        return nil
+    } catch { return error }
 }
 
-let c4 = IPAddress("198.18.0.100")!, v4 = IPAddress("198.18.0.10")!
-let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
+let c4 = IPAddress("198.18.0.100")!
+let v4 = IPAddress("198.18.0.10")!
+let c6 = IPAddress("2001:db8::100")!
+let v6 = IPAddress("2001:db8::10")!
 
 @Suite struct ParserTests {
     let b = FrameBuilder()
@@ -28,7 +34,8 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
         f[14 + 6] = 60
         f.insert(contentsOf: ext, at: 54)
         let plen = Int(f[18]) << 8 | Int(f[19]) + 8
-        f[18] = UInt8(plen >> 8); f[19] = UInt8(plen & 255)
+        f[18] = UInt8(plen >> 8)
+        f[19] = UInt8(plen & 255)
         let p = try parse(f)
         #expect(p.proto == 17 && p.l4Offset == 62 && p.destinationPort == 53)
     }
@@ -44,13 +51,18 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
         let good = b.frame(src: c4, dst: v4, FrameBuilder.tcp(sport: 1, dport: 80, flags: 2))
         #expect(parseError(Array(good[0..<10])) == .truncatedEthernet)
         #expect(parseError(Array(good[0..<30])) == .truncatedIPv4)
-        var ihl = good; ihl[14] = 0x44
+        var ihl = good
+        ihl[14] = 0x44
         #expect(parseError(ihl) == .badIHL)
-        var total = good; total[17] = 200
+        var total = good
+        total[17] = 200
         #expect(parseError(total) == .ipv4TotalLengthBeyondFrame)
-        var small = good; small[16] = 0; small[17] = 10
+        var small = good
+        small[16] = 0
+        small[17] = 10
         #expect(parseError(small) == .ipv4TotalLengthBelowHeader)
-        var csum = good; csum[24] ^= 0xFF
+        var csum = good
+        csum[24] ^= 0xFF
         #expect(parseError(csum) == .badIPv4Checksum)
         let short = b.frame(src: c4, dst: v4, (6, [0, 1, 0, 80, 0, 0, 0, 0, 0, 0]))
         #expect(parseError(short) == .truncatedTCP)
@@ -64,15 +76,19 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
         lie[19] &+= 100
         #expect(parseError(lie) == .ipv6PayloadLengthBeyondFrame)
         var udpLen = b.frame(src: c4, dst: v4, FrameBuilder.udp(sport: 1, dport: 2))
-        udpLen[38] = 0; udpLen[39] = 4
+        udpLen[38] = 0
+        udpLen[39] = 4
         #expect(parseError(udpLen) == .badUDPLength)
-        var version = good; version[14] = 0x55
+        var version = good
+        version[14] = 0x55
         #expect(parseError(version) == .badIPVersion)
     }
 
     @Test func everyTruncationIsRejectedNotTrapped() {
-        let frames = [b.frame(src: c4, dst: v4, FrameBuilder.tcp(sport: 1, dport: 80, flags: 2, options: [1, 1, 1, 1])),
-                      b.frame(src: c6, dst: v6, FrameBuilder.udp(sport: 1, dport: 2))]
+        let frames = [
+            b.frame(src: c4, dst: v4, FrameBuilder.tcp(sport: 1, dport: 80, flags: 2, options: [1, 1, 1, 1])),
+            b.frame(src: c6, dst: v6, FrameBuilder.udp(sport: 1, dport: 2)),
+        ]
         for f in frames {
             for n in 0..<f.count { #expect(parseError(Array(f[0..<n])) != nil) }
         }
@@ -81,14 +97,21 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
     @Test func fragmentsAreRecognised() throws {
         var first = b.frame(src: c4, dst: v4, FrameBuilder.udp(sport: 1, dport: 53))
         first[20] = 0x20  // MF
-        first[24] = 0; first[25] = 0
-        let c = FrameBuilder.checksum(first, 14..<34); first[24] = UInt8(c >> 8); first[25] = UInt8(c & 255)
+        first[24] = 0
+        first[25] = 0
+        let c = FrameBuilder.checksum(first, 14..<34)
+        first[24] = UInt8(c >> 8)
+        first[25] = UInt8(c & 255)
         let p = try parse(first)
         #expect(p.fragment == .first && p.destinationPort == 53)
         var later = first
-        later[20] = 0x00; later[21] = 0x10  // offset 16 * 8
-        later[24] = 0; later[25] = 0
-        let c2 = FrameBuilder.checksum(later, 14..<34); later[24] = UInt8(c2 >> 8); later[25] = UInt8(c2 & 255)
+        later[20] = 0x00
+        later[21] = 0x10  // offset 16 * 8
+        later[24] = 0
+        later[25] = 0
+        let c2 = FrameBuilder.checksum(later, 14..<34)
+        later[24] = UInt8(c2 >> 8)
+        later[25] = UInt8(c2 & 255)
         let q = try parse(later)
         #expect(q.fragment == .subsequent && q.destinationPort == 0 && !q.hasPorts)
     }
@@ -108,8 +131,10 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
             while s > 0xFFFF { s = (s & 0xFFFF) &+ (s &>> 16) }
             return UInt16(s)
         }
-        var values: [UInt64] = [0, 1, 0xFFFF, 0x1_0000, 0x1_FFFE, 0xFFFF_0000, 0xFFFE_FFFF, 0xFFFF_FFFF, 0x1_0000_0000,
-                                0x1_FFFF_FFFE, 0xFFFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0000]
+        var values: [UInt64] = [
+            0, 1, 0xFFFF, 0x1_0000, 0x1_FFFE, 0xFFFF_0000, 0xFFFE_FFFF, 0xFFFF_FFFF, 0x1_0000_0000,
+            0x1_FFFF_FFFE, 0xFFFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0000,
+        ]
         var g = SystemRandomNumberGenerator()
         for bits in 1...64 { for _ in 0..<2000 { values.append(g.next() &>> (64 - UInt64(bits))) } }
         for v in values { #expect(InternetChecksum.fold(v) == reference(v), "\(v)") }
@@ -136,7 +161,9 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
 
     @Test(arguments: [false, true]) func insertsTOA(ipv6: Bool) throws {
         let (c, v) = ipv6 ? (c6, v6) : (c4, v4)
-        let f0 = b.frame(src: c, dst: v, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 5, ack: 9, flags: 0x10, options: [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], payload: [7, 7, 7]))
+        let f0 = b.frame(
+            src: c, dst: v,
+            FrameBuilder.tcp(sport: 40000, dport: 80, seq: 5, ack: 9, flags: 0x10, options: [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], payload: [7, 7, 7]))
         var (buf, bounds) = withHeadroom(f0)
         var p = try PacketParser.parse(buf.span, start: bounds.start, end: bounds.end)
         var s = buf.mutableSpan
@@ -215,12 +242,13 @@ let c6 = IPAddress("2001:db8::100")!, v6 = IPAddress("2001:db8::10")!
         var bounds = FrameBounds(start: 64, length: f0.count)
         var p = try PacketParser.parse(buf.span, start: 64, end: bounds.end)
         var s = buf.mutableSpan
-        try Encapsulation.encapsulate(&s, frame: &bounds, packet: &p, source: IPv6Address("2001:db8:1::1")!, destination: IPv6Address("2001:db8:1::2")!, gue: GUEOptions(port: 6080))
+        try Encapsulation.encapsulate(
+            &s, frame: &bounds, packet: &p, source: IPv6Address("2001:db8:1::1")!, destination: IPv6Address("2001:db8:1::2")!, gue: GUEOptions(port: 6080))
         _ = consume s
         let out = Array(buf[bounds.start..<bounds.end])
         #expect(out[12] == 0x86 && out[13] == 0xDD && out[20] == 17)
         #expect(out[56] == 0x17 && out[57] == 0xC0)  // dport 6080
-        #expect(out[62] == 0 && out[63] == 4)        // GUE v0, inner IPv4
+        #expect(out[62] == 0 && out[63] == 4)  // GUE v0, inner IPv4
         #expect(FrameBuilder.checksumsValid(out))
         var s2 = buf.mutableSpan
         #expect(try Encapsulation.decapsulate(&s2, frame: &bounds, packet: &p, guePort: 6080))

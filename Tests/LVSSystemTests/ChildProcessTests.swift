@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import LVSSystem
+import Testing
 
 /// The programs lvsd runs (nft, keepalived's scripts): status, input, error output, time limit.
 @Suite struct ChildProcessTests {

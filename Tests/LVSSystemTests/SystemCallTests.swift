@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import LVSPacket
 import LVSSystem
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct SystemCallTests {
     /// A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d; the
@@ -23,7 +24,10 @@ import Testing
         defer { listener.close() }
         try listener.bind(.ipv6(IPv6Address(high: 0, low: 1), port: 0, scope: 0))
         try listener.listen(backlog: 1)
-        guard case .ipv6(_, let port, _) = try listener.localAddress() else { Issue.record("not IPv6"); return }
+        guard case .ipv6(_, let port, _) = try listener.localAddress() else {
+            Issue.record("not IPv6")
+            return
+        }
         let client = try Socket.open(family: AF_INET6, type: Socket.stream)
         defer { client.close() }
         try client.connect(.ipv6(IPv6Address(high: 0, low: 1), port: port, scope: 0))

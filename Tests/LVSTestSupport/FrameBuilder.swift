@@ -6,13 +6,17 @@ public struct FrameBuilder: Sendable {
     public var dstMAC: UInt64
 
     public init(srcMAC: UInt64 = 0x02_00_00_00_00_AA, dstMAC: UInt64 = 0x02_00_00_00_00_01) {
-        self.srcMAC = srcMAC; self.dstMAC = dstMAC
+        self.srcMAC = srcMAC
+        self.dstMAC = dstMAC
     }
 
     public static func checksum(_ bytes: [UInt8], _ range: Range<Int>, initial: UInt32 = 0) -> UInt16 {
         var sum = initial
         var i = range.lowerBound
-        while i + 1 < range.upperBound { sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1]); i += 2 }
+        while i + 1 < range.upperBound {
+            sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1])
+            i += 2
+        }
         if i < range.upperBound { sum += UInt32(bytes[i]) << 8 }
         while sum >> 16 != 0 { sum = (sum & 0xFFFF) + (sum >> 16) }
         return ~UInt16(sum)
@@ -28,7 +32,9 @@ public struct FrameBuilder: Sendable {
         }
     }
 
-    public static func tcp(sport: UInt16, dport: UInt16, seq: UInt32 = 1000, ack: UInt32 = 0, flags: UInt8, options: [UInt8] = [], payload: [UInt8] = []) -> (UInt8, [UInt8]) {
+    public static func tcp(sport: UInt16, dport: UInt16, seq: UInt32 = 1000, ack: UInt32 = 0, flags: UInt8, options: [UInt8] = [], payload: [UInt8] = []) -> (
+        UInt8, [UInt8]
+    ) {
         let doff = (20 + options.count) / 4
         var t = be16(sport) + be16(dport) + be32(seq) + be32(ack)
         t += [UInt8(doff << 4), flags] + be16(65535) + [0, 0] + [0, 0]
@@ -43,7 +49,8 @@ public struct FrameBuilder: Sendable {
     public func frame(src: IPAddress, dst: IPAddress, _ l4: (UInt8, [UInt8]), ttl: UInt8 = 64) -> [UInt8] {
         let (proto, seg) = l4
         var segment = seg
-        let sa = Self.addressBytes(src), da = Self.addressBytes(dst)
+        let sa = Self.addressBytes(src)
+        let da = Self.addressBytes(dst)
         var pseudo: UInt32 = 0
         for b in stride(from: 0, to: sa.count, by: 2) { pseudo += UInt32(sa[b]) << 8 | UInt32(sa[b + 1]) }
         for b in stride(from: 0, to: da.count, by: 2) { pseudo += UInt32(da[b]) << 8 | UInt32(da[b + 1]) }
@@ -53,10 +60,12 @@ public struct FrameBuilder: Sendable {
         } else if proto != 1 {
             var c = Self.checksum(segment, 0..<segment.count, initial: pseudo)
             if proto == 17 && c == 0 { c = 0xFFFF }
-            segment[csumAt] = UInt8(c >> 8); segment[csumAt + 1] = UInt8(c & 255)
+            segment[csumAt] = UInt8(c >> 8)
+            segment[csumAt + 1] = UInt8(c & 255)
         } else {
             let c = Self.checksum(segment, 0..<segment.count)
-            segment[2] = UInt8(c >> 8); segment[3] = UInt8(c & 255)
+            segment[2] = UInt8(c >> 8)
+            segment[3] = UInt8(c & 255)
         }
         var eth = Self.be32(UInt32(dstMAC >> 16)) + Self.be16(UInt16(dstMAC & 0xFFFF)) + Self.be32(UInt32(srcMAC >> 16)) + Self.be16(UInt16(srcMAC & 0xFFFF))
         if src.isIPv6 {
@@ -67,7 +76,8 @@ public struct FrameBuilder: Sendable {
         eth += Self.be16(0x0800)
         var ip: [UInt8] = [0x45, 0] + Self.be16(UInt16(20 + segment.count)) + [0x12, 0x34, 0x40, 0, ttl, proto, 0, 0] + sa + da
         let c = Self.checksum(ip, 0..<20)
-        ip[10] = UInt8(c >> 8); ip[11] = UInt8(c & 255)
+        ip[10] = UInt8(c >> 8)
+        ip[11] = UInt8(c & 255)
         return eth + ip + segment
     }
 

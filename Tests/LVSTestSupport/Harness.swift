@@ -17,12 +17,16 @@ public struct Harness {
     public init(_ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false) {
         let config = DirectorConfiguration(
             services: services, timeouts: timeouts,
-            interfaces: [InterfaceConfiguration(index: 1, mac: ifaceClientMAC, ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
-                         InterfaceConfiguration(index: 2, mac: ifaceRealMAC, ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1"))],
-            routes: [Route(destination: ip("198.18.0.0"), prefixLength: 24, interface: 1),
-                     Route(destination: ip("198.19.0.0"), prefixLength: 24, interface: 2),
-                     Route(destination: ip("2001:db8::"), prefixLength: 64, interface: 1),
-                     Route(destination: ip("2001:db8:1::"), prefixLength: 64, interface: 2)],
+            interfaces: [
+                InterfaceConfiguration(index: 1, mac: ifaceClientMAC, ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
+                InterfaceConfiguration(index: 2, mac: ifaceRealMAC, ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1")),
+            ],
+            routes: [
+                Route(destination: ip("198.18.0.0"), prefixLength: 24, interface: 1),
+                Route(destination: ip("198.19.0.0"), prefixLength: 24, interface: 2),
+                Route(destination: ip("2001:db8::"), prefixLength: 64, interface: 1),
+                Route(destination: ip("2001:db8:1::"), prefixLength: 64, interface: 2),
+            ],
             expireNoDestinationConnections: expireNoDest)
         director = Director(configuration: config, capacity: capacity)
         for a in ["198.19.0.2", "198.19.0.3", "198.19.0.4", "2001:db8:1::2", "2001:db8:1::3", "198.18.0.100", "2001:db8::100"] {
@@ -41,7 +45,6 @@ public struct Harness {
         return (d.verdict, batch.withSlot(0) { span in (d.bounds.start..<d.bounds.end).map { span[$0] } })
     }
 }
-
 
 extension Harness {
     /// Sends frames as one batch (the data plane's path, where tracing

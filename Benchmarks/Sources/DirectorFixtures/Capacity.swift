@@ -1,8 +1,9 @@
+import LVSCore
+import LVSPacket
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import LVSCore
-import LVSPacket
 
 /// A Maglev table over `servers` real servers of equal weight, rebuilt as a
 /// weight change or a new server would rebuild it.
@@ -40,11 +41,18 @@ public struct FullTable {
         for k in 0..<n {
             guard let i = table.allocate() else { break }
             var c = Connection<IPv4Address>()
-            c.client = IPv4Address(0xC612_8000 &+ UInt32(k >> 14)); c.clientPort = UInt16(1024 + k & 0x3FFF)
-            c.virtual = IPv4Address(0xC612_000A); c.virtualPort = 80
-            c.real = IPv4Address(0xC613_0002 &+ UInt32(k & 7)); c.realPort = 8080
-            c.local = c.client; c.localPort = c.clientPort
-            c.proto = 6; c.state = .established; c.expires = 900_000; c.flags = .replyIndexed
+            c.client = IPv4Address(0xC612_8000 &+ UInt32(k >> 14))
+            c.clientPort = UInt16(1024 + k & 0x3FFF)
+            c.virtual = IPv4Address(0xC612_000A)
+            c.virtualPort = 80
+            c.real = IPv4Address(0xC613_0002 &+ UInt32(k & 7))
+            c.realPort = 8080
+            c.local = c.client
+            c.localPort = c.clientPort
+            c.proto = 6
+            c.state = .established
+            c.expires = 900_000
+            c.flags = .replyIndexed
             table[i] = c
             table.insert(i)
         }

@@ -15,21 +15,27 @@ public final class Scenario {
 
     public init(_ kind: Kind, flows: Int = 1, batchSize: Int = 32) {
         let vip = Self.ip("198.18.0.10")
-        let method: ForwardingMethod = switch kind {
-        case .natEstablished, .newConnectionWLC: .nat
-        case .directRouting: .directRouting
-        case .tunnel: .tunnel
-        case .fullNATWithTOA: .fullNAT
-        }
+        let method: ForwardingMethod =
+            switch kind {
+            case .natEstablished, .newConnectionWLC: .nat
+            case .directRouting: .directRouting
+            case .tunnel: .tunnel
+            case .fullNATWithTOA: .fullNAT
+            }
         let servers = (2..<10).map { RealServerConfiguration(address: Self.ip("198.19.0.\($0)"), port: method == .nat ? 8080 : 80, method: method) }
-        let svc = VirtualServiceConfiguration(key: .address(.tcp, vip, 80), scheduler: kind == .newConnectionWLC ? "wlc" : "rr",
-                                              realServers: servers, localAddresses: [Self.ip("198.19.1.1"), Self.ip("198.19.1.2")])
+        let svc = VirtualServiceConfiguration(
+            key: .address(.tcp, vip, 80), scheduler: kind == .newConnectionWLC ? "wlc" : "rr",
+            realServers: servers, localAddresses: [Self.ip("198.19.1.1"), Self.ip("198.19.1.2")])
         let config = DirectorConfiguration(
             services: [svc],
-            interfaces: [InterfaceConfiguration(index: 1, mac: MACAddress(0x02_00_00_00_00_01), ipv4: IPv4Address("198.18.0.1")),
-                         InterfaceConfiguration(index: 2, mac: MACAddress(0x02_00_00_00_00_02), ipv4: IPv4Address("198.19.0.1"))],
-            routes: [Route(destination: Self.ip("198.18.0.0"), prefixLength: 15, gateway: Self.ip("198.18.0.254"), interface: 1),
-                     Route(destination: Self.ip("198.19.0.0"), prefixLength: 16, interface: 2)])
+            interfaces: [
+                InterfaceConfiguration(index: 1, mac: MACAddress(0x02_00_00_00_00_01), ipv4: IPv4Address("198.18.0.1")),
+                InterfaceConfiguration(index: 2, mac: MACAddress(0x02_00_00_00_00_02), ipv4: IPv4Address("198.19.0.1")),
+            ],
+            routes: [
+                Route(destination: Self.ip("198.18.0.0"), prefixLength: 15, gateway: Self.ip("198.18.0.254"), interface: 1),
+                Route(destination: Self.ip("198.19.0.0"), prefixLength: 16, interface: 2),
+            ])
         director = Director(configuration: config, capacity: max(1024, flows * 2 + 1024))
         for i in 2..<10 { director.learnNeighbour(Self.ip("198.19.0.\(i)"), mac: MACAddress(0x02_00_00_00_01_00 + UInt64(i))) }
         director.learnNeighbour(Self.ip("198.18.0.254"), mac: MACAddress(0x02_00_00_00_00_FE))
@@ -48,7 +54,9 @@ public final class Scenario {
                 let c = director.v4.table[entry]
                 _ = push(Self.tcp(src: c.real, dst: c.local, sport: c.realPort, dport: c.localPort, seq: 5000, ack: 1001, flags: 0x12), interface: 2)
             }
-            let pkt = kind == .newConnectionWLC ? syn : Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1001, ack: 5001, flags: 0x10)
+            let pkt =
+                kind == .newConnectionWLC
+                ? syn : Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1001, ack: 5001, flags: 0x10)
             frames.append(pkt)
         }
         // Every flow, in an order that scatters them over the table, as
@@ -88,21 +96,39 @@ public final class Scenario {
 
     static func tcp(src: IPv4Address, dst: IPv4Address, sport: UInt16, dport: UInt16, seq: UInt32, ack: UInt32, flags: UInt8) -> [UInt8] {
         var f = [UInt8](repeating: 0, count: 54)
-        f[0] = 2; f[5] = 1; f[6] = 2; f[11] = 0xAA; f[12] = 8
-        f[14] = 0x45; f[16] = 0; f[17] = 40; f[22] = 64; f[23] = 6
+        f[0] = 2
+        f[5] = 1
+        f[6] = 2
+        f[11] = 0xAA
+        f[12] = 8
+        f[14] = 0x45
+        f[16] = 0
+        f[17] = 40
+        f[22] = 64
+        f[23] = 6
         func put32(_ v: UInt32, _ at: Int) { for i in 0..<4 { f[at + i] = UInt8(truncatingIfNeeded: v >> (24 - 8 * i)) } }
-        put32(src.value, 26); put32(dst.value, 30)
-        f[34] = UInt8(sport >> 8); f[35] = UInt8(sport & 255); f[36] = UInt8(dport >> 8); f[37] = UInt8(dport & 255)
-        put32(seq, 38); put32(ack, 42)
-        f[46] = 0x50; f[47] = flags; f[48] = 0xFF; f[49] = 0xFF
+        put32(src.value, 26)
+        put32(dst.value, 30)
+        f[34] = UInt8(sport >> 8)
+        f[35] = UInt8(sport & 255)
+        f[36] = UInt8(dport >> 8)
+        f[37] = UInt8(dport & 255)
+        put32(seq, 38)
+        put32(ack, 42)
+        f[46] = 0x50
+        f[47] = flags
+        f[48] = 0xFF
+        f[49] = 0xFF
         var s: UInt32 = 0
         for i in stride(from: 14, to: 34, by: 2) { s += UInt32(f[i]) << 8 | UInt32(f[i + 1]) }
         while s >> 16 != 0 { s = (s & 0xFFFF) + (s >> 16) }
-        f[24] = UInt8((~s >> 8) & 255); f[25] = UInt8(~s & 255)
+        f[24] = UInt8((~s >> 8) & 255)
+        f[25] = UInt8(~s & 255)
         var t: UInt32 = 6 + 20
         for i in stride(from: 26, to: 54, by: 2) { t += UInt32(f[i]) << 8 | UInt32(f[i + 1]) }
         while t >> 16 != 0 { t = (t & 0xFFFF) + (t >> 16) }
-        f[50] = UInt8((~t >> 8) & 255); f[51] = UInt8(~t & 255)
+        f[50] = UInt8((~t >> 8) & 255)
+        f[51] = UInt8(~t & 255)
         return f
     }
 }

@@ -1,6 +1,7 @@
 import CAllocationCounter
 import DirectorFixtures
 import LVSCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,7 +37,8 @@ case "memory":
     let before = residentBytes()
     let table = FullTable(connections: n)
     let after = residentBytes()
-    print("\(n) IPv4 connections: \(after - before) bytes resident (\(Double(after - before) / Double(1 << 30)) GiB); the table counts \(table.footprint) bytes")
+    print(
+        "\(n) IPv4 connections: \(after - before) bytes resident (\(Double(after - before) / Double(1 << 30)) GiB); the table counts \(table.footprint) bytes")
 case "allocations":
     // In the release build the data plane runs: debug code allocates where
     // optimised code does not. Each scenario is warmed up first (the first
@@ -77,10 +79,14 @@ case "prefetch":
         }
     }
     func ns(_ d: Duration) -> Double { (Double(d.components.seconds) * 1e18 + Double(d.components.attoseconds)) / 1e9 / Double(batches * 32) }
-    print("established NAT, \(argument(2, 1_000_000)) flows: \(ns(best[false]!)) ns/packet without prefetch, \(ns(best[true]!)) with (batches of 32, frames copied in included)")
+    print(
+        "established NAT, \(argument(2, 1_000_000)) flows: \(ns(best[false]!)) ns/packet without prefetch, \(ns(best[true]!)) with (batches of 32, frames copied in included)"
+    )
 default:
     guard let kind = Scenario.Kind(rawValue: mode) else {
-        print("lvs-bench-probe: no scenario \(mode); one of \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")), maglev, memory, prefetch, allocations")
+        print(
+            "lvs-bench-probe: no scenario \(mode); one of \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")), maglev, memory, prefetch, allocations"
+        )
         exit(2)
     }
     print(probe(kind, flows: argument(2, 1), batches: argument(3, 1000)))

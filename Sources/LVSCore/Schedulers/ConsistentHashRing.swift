@@ -27,11 +27,11 @@ public struct ConsistentHashRing: Scheduler {
         owners = ring.map(\.1)
     }
 
-    
     public func select(dests: Span<DestinationState>, input: ScheduleInput) -> Int? {
         guard !points.isEmpty else { return nil }
         let h = hsiphash32(input.sourceFold &+ (usePort ? UInt32(input.sourcePort) : 0), key: SipHashKey(k0: 0x5EED, k1: 0xC0FFEE))
-        var lo = 0, hi = points.count
+        var lo = 0
+        var hi = points.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if points[mid] < h { lo = mid + 1 } else { hi = mid }

@@ -8,11 +8,13 @@ public struct DestinationHashing: Scheduler {
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
         let size = 1 << Int(Self.bits)
-        guard !order.isEmpty else { buckets = []; return }
+        guard !order.isEmpty else {
+            buckets = []
+            return
+        }
         buckets = (0..<size).map { order[$0 % order.count] }
     }
 
-    
     public func select(dests: Span<DestinationState>, input: ScheduleInput) -> Int? {
         guard !buckets.isEmpty else { return nil }
         let slot = buckets[Int(hash32(input.destinationFold, bits: Self.bits))]

@@ -4,7 +4,10 @@ public struct LocalityBasedLeastConnection: Scheduler {
     public static let maxEntries = 16384
     /// `lblc_expiration`, 24 h.
     public var expiration: UInt64 = 24 * 3600 * 1000
-    struct Entry { var slot: Int; var lastUse: UInt64 }
+    struct Entry {
+        var slot: Int
+        var lastUse: UInt64
+    }
     var cache: [UInt32: Entry] = [:]
     var gcRuns = 0
     var lastGC: UInt64 = 0

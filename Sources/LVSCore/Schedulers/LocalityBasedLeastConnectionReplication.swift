@@ -3,7 +3,10 @@
 /// and shrinks (most loaded member out) when unchanged past the expiration.
 public struct LocalityBasedLeastConnectionReplication: Scheduler {
     public var expiration: UInt64 = 24 * 3600 * 1000
-    struct Entry { var members: [Int]; var lastModified: UInt64 }
+    struct Entry {
+        var members: [Int]
+        var lastModified: UInt64
+    }
     var cache: [UInt32: Entry] = [:]
 
     public init(flags: SchedulerFlags) {}
@@ -25,7 +28,9 @@ public struct LocalityBasedLeastConnectionReplication: Scheduler {
             guard !d.overloaded && d.weight > 0 else { continue }
             if let p = pick {
                 if dests[p].overhead * Int64(d.weight) > d.overhead * Int64(dests[p].weight) { pick = slot }
-            } else { pick = slot }
+            } else {
+                pick = slot
+            }
         }
         if entry.members.count > 1 && now &- entry.lastModified > expiration {
             // Drop the most loaded member.

@@ -30,18 +30,26 @@ public struct MaglevHashing: Scheduler {
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
         let m = tableSize
-        var g: Int32 = 0, maxWeight: Int32 = 0
+        var g: Int32 = 0
+        var maxWeight: Int32 = 0
         for slot in order {
             let w = dests[slot].lastWeight
             if w > 0 { g = g > 0 ? gcd(w, g) : w }
             if w > maxWeight { maxWeight = w }
         }
-        guard g >= 1, order.count <= m else { lookup = []; return }
+        guard g >= 1, order.count <= m else {
+            lookup = []
+            return
+        }
         let mw = maxWeight / g
         let fls = mw > 0 ? 32 - mw.leadingZeroBitCount : 0
         let rshift = max(0, fls - Self.tableBits)
-        var perm = [Int](), skip = [Int](), turns = [Int]()
-        perm.reserveCapacity(order.count); skip.reserveCapacity(order.count); turns.reserveCapacity(order.count)
+        var perm = [Int]()
+        var skip = [Int]()
+        var turns = [Int]()
+        perm.reserveCapacity(order.count)
+        skip.reserveCapacity(order.count)
+        turns.reserveCapacity(order.count)
         for slot in order {
             let d = dests[slot]
             let fold = d.address.kernelFold
@@ -55,12 +63,18 @@ public struct MaglevHashing: Scheduler {
         var table = [Int32](repeating: -1, count: m)
         var entries = table.mutableSpan
         var permutation = perm.mutableSpan
-        let skips = skip.span, rounds = turns.span, slots = order.span
-        var n = 0, dtCount = 0
+        let skips = skip.span
+        let rounds = turns.span
+        let slots = order.span
+        var n = 0
+        var dtCount = 0
         outer: while n < m {
             var i = 0
             while i < slots.count {
-                if rounds[i] < 1 { i &+= 1; continue }
+                if rounds[i] < 1 {
+                    i &+= 1
+                    continue
+                }
                 var c = permutation[i]
                 while entries[c] >= 0 {
                     c &+= skips[i]
@@ -71,13 +85,15 @@ public struct MaglevHashing: Scheduler {
                 n &+= 1
                 if n == m { break outer }
                 dtCount &+= 1
-                if dtCount >= rounds[i] { dtCount = 0; i &+= 1 }
+                if dtCount >= rounds[i] {
+                    dtCount = 0
+                    i &+= 1
+                }
             }
         }
         lookup = table
     }
 
-    
     public func select(dests: Span<DestinationState>, input: ScheduleInput) -> Int? {
         guard !lookup.isEmpty else { return nil }
         let m = UInt32(tableSize)
@@ -116,16 +132,28 @@ public func hsiphash32(_ value: UInt32, key: SipHashKey) -> UInt32 {
     var v3: UInt64 = 0x7465_6462_7974_6573 ^ key.k1
     let b: UInt64 = (4 << 56) | UInt64(value)
     @inline(__always) func round() {
-        v0 &+= v1; v1 = v1.rotl(13); v1 ^= v0; v0 = v0.rotl(32)
-        v2 &+= v3; v3 = v3.rotl(16); v3 ^= v2
-        v0 &+= v3; v3 = v3.rotl(21); v3 ^= v0
-        v2 &+= v1; v1 = v1.rotl(17); v1 ^= v2; v2 = v2.rotl(32)
+        v0 &+= v1
+        v1 = v1.rotl(13)
+        v1 ^= v0
+        v0 = v0.rotl(32)
+        v2 &+= v3
+        v3 = v3.rotl(16)
+        v3 ^= v2
+        v0 &+= v3
+        v3 = v3.rotl(21)
+        v3 ^= v0
+        v2 &+= v1
+        v1 = v1.rotl(17)
+        v1 ^= v2
+        v2 = v2.rotl(32)
     }
     v3 ^= b
     round()
     v0 ^= b
     v2 ^= 0xff
-    round(); round(); round()
+    round()
+    round()
+    round()
     return UInt32(truncatingIfNeeded: (v0 ^ v1) ^ (v2 ^ v3))
 }
 

@@ -2,7 +2,7 @@
 /// otherwise as sed.
 public struct NeverQueue: Scheduler {
     public init(flags: SchedulerFlags) {}
-    
+
     public func select(order: Span<Int>, dests: Span<DestinationState>) -> Int? {
         var least: Int? = nil
         var loh: Int64 = 0
@@ -13,9 +13,13 @@ public struct NeverQueue: Scheduler {
             let doh = Int64(d.activeConnections) + 1
             if d.activeConnections == 0 { return slot }
             if let l = least {
-                if loh * Int64(d.weight) > doh * Int64(dests[l].weight) { least = slot; loh = doh }
+                if loh * Int64(d.weight) > doh * Int64(dests[l].weight) {
+                    least = slot
+                    loh = doh
+                }
             } else {
-                least = slot; loh = doh
+                least = slot
+                loh = doh
             }
         }
         return least

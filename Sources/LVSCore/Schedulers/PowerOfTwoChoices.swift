@@ -11,22 +11,36 @@ public struct PowerOfTwoChoices: Scheduler {
         var choice1: Int? = nil
         for i in order.indices {
             let d = dests[order[i]]
-            if !d.overloaded && !d.removed && d.weight > 0 { total += Int64(d.weight); choice1 = order[i] }
+            if !d.overloaded && !d.removed && d.weight > 0 {
+                total += Int64(d.weight)
+                choice1 = order[i]
+            }
         }
         guard choice1 != nil else { return nil }
         total += 1
         var r1 = Int64(random.next() % UInt64(total))
         var r2 = Int64(random.next() % UInt64(total))
         var choice2: Int? = nil
-        var w1: Int64 = -1, w2: Int64 = -1, oh1: Int64 = 0, oh2: Int64 = 0
+        var w1: Int64 = -1
+        var w2: Int64 = -1
+        var oh1: Int64 = 0
+        var oh2: Int64 = 0
         for i in order.indices {
             let d = dests[order[i]]
             if d.overloaded || d.removed || d.weight <= 0 { continue }
             let w = Int64(d.weight)
             r1 -= w
             r2 -= w
-            if r1 <= 0 && w1 == -1 { choice1 = order[i]; w1 = w; oh1 = d.overhead }
-            if r2 <= 0 && w2 == -1 { choice2 = order[i]; w2 = w; oh2 = d.overhead }
+            if r1 <= 0 && w1 == -1 {
+                choice1 = order[i]
+                w1 = w
+                oh1 = d.overhead
+            }
+            if r2 <= 0 && w2 == -1 {
+                choice2 = order[i]
+                w2 = w
+                oh2 = d.overhead
+            }
             if w1 != -1 && w2 != -1 { break }
         }
         if let c2 = choice2, w2 * oh1 > w1 * oh2 { return c2 }

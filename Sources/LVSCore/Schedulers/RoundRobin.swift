@@ -22,12 +22,21 @@ public struct RoundRobin: Scheduler {
         var start = 0
         if let l = last {
             var i = 0
-            while i < n { if order[i] == l { start = i + 1; break }; i += 1 }
+            while i < n {
+                if order[i] == l {
+                    start = i + 1
+                    break
+                }
+                i += 1
+            }
         }
         var k = 0
         while k < n {
             let slot = order[(start + k) % n]
-            if dests[slot].isAvailable { last = slot; return slot }
+            if dests[slot].isAvailable {
+                last = slot
+                return slot
+            }
             k += 1
         }
         return nil

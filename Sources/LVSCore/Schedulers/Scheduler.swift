@@ -7,7 +7,9 @@ public struct ScheduleInput: Sendable {
     public var sourcePort: UInt16
     public var destinationFold: UInt32
     public init(sourceFold: UInt32, sourcePort: UInt16, destinationFold: UInt32) {
-        self.sourceFold = sourceFold; self.sourcePort = sourcePort; self.destinationFold = destinationFold
+        self.sourceFold = sourceFold
+        self.sourcePort = sourcePort
+        self.destinationFold = destinationFold
     }
 }
 
@@ -41,7 +43,8 @@ func hash32(_ value: UInt32, bits: UInt32) -> UInt32 {
 }
 
 func gcd(_ a: Int32, _ b: Int32) -> Int32 {
-    var a = a, b = b
+    var a = a
+    var b = b
     while b != 0 { (a, b) = (b, a % b) }
     return a
 }
@@ -98,25 +101,54 @@ public enum SchedulerInstance: Sendable {
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
         switch self {
-        case .rr(var s): s.destinationsChanged(order: order, dests: dests); self = .rr(s)
-        case .wrr(var s): s.destinationsChanged(order: order, dests: dests); self = .wrr(s)
-        case .lc(var s): s.destinationsChanged(order: order, dests: dests); self = .lc(s)
-        case .wlc(var s): s.destinationsChanged(order: order, dests: dests); self = .wlc(s)
-        case .sed(var s): s.destinationsChanged(order: order, dests: dests); self = .sed(s)
-        case .nq(var s): s.destinationsChanged(order: order, dests: dests); self = .nq(s)
-        case .lblc(var s): s.destinationsChanged(order: order, dests: dests); self = .lblc(s)
-        case .lblcr(var s): s.destinationsChanged(order: order, dests: dests); self = .lblcr(s)
-        case .dh(var s): s.destinationsChanged(order: order, dests: dests); self = .dh(s)
-        case .sh(var s): s.destinationsChanged(order: order, dests: dests); self = .sh(s)
-        case .mh(var s): s.destinationsChanged(order: order, dests: dests); self = .mh(s)
-        case .fo(var s): s.destinationsChanged(order: order, dests: dests); self = .fo(s)
-        case .ovf(var s): s.destinationsChanged(order: order, dests: dests); self = .ovf(s)
-        case .twos(var s): s.destinationsChanged(order: order, dests: dests); self = .twos(s)
-        case .ch(var s): s.destinationsChanged(order: order, dests: dests); self = .ch(s)
+        case .rr(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .rr(s)
+        case .wrr(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .wrr(s)
+        case .lc(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .lc(s)
+        case .wlc(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .wlc(s)
+        case .sed(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .sed(s)
+        case .nq(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .nq(s)
+        case .lblc(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .lblc(s)
+        case .lblcr(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .lblcr(s)
+        case .dh(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .dh(s)
+        case .sh(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .sh(s)
+        case .mh(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .mh(s)
+        case .fo(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .fo(s)
+        case .ovf(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .ovf(s)
+        case .twos(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .twos(s)
+        case .ch(var s):
+            s.destinationsChanged(order: order, dests: dests)
+            self = .ch(s)
         }
     }
 
-    
     public mutating func schedule(order: Span<Int>, dests: Span<DestinationState>, input: ScheduleInput, now: UInt64) -> Int? {
         // Stateless schedulers are read in place; stateful ones are taken out,
         // advanced and put back.
@@ -131,11 +163,26 @@ public enum SchedulerInstance: Sendable {
         case .sh(let s): return s.select(dests: dests, input: input)
         case .mh(let s): return s.select(dests: dests, input: input)
         case .ch(let s): return s.select(dests: dests, input: input)
-        case .rr(var s): let r = s.schedule(order: order, dests: dests, input: input, now: now); self = .rr(s); return r
-        case .wrr(var s): let r = s.schedule(order: order, dests: dests, input: input, now: now); self = .wrr(s); return r
-        case .lblc(var s): let r = s.schedule(order: order, dests: dests, input: input, now: now); self = .lblc(s); return r
-        case .lblcr(var s): let r = s.schedule(order: order, dests: dests, input: input, now: now); self = .lblcr(s); return r
-        case .twos(var s): let r = s.schedule(order: order, dests: dests, input: input, now: now); self = .twos(s); return r
+        case .rr(var s):
+            let r = s.schedule(order: order, dests: dests, input: input, now: now)
+            self = .rr(s)
+            return r
+        case .wrr(var s):
+            let r = s.schedule(order: order, dests: dests, input: input, now: now)
+            self = .wrr(s)
+            return r
+        case .lblc(var s):
+            let r = s.schedule(order: order, dests: dests, input: input, now: now)
+            self = .lblc(s)
+            return r
+        case .lblcr(var s):
+            let r = s.schedule(order: order, dests: dests, input: input, now: now)
+            self = .lblcr(s)
+            return r
+        case .twos(var s):
+            let r = s.schedule(order: order, dests: dests, input: input, now: now)
+            self = .twos(s)
+            return r
         }
     }
 }

@@ -13,10 +13,14 @@ public struct SourceHashing: Scheduler {
     }
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
-        guard !order.isEmpty else { buckets = []; return }
+        guard !order.isEmpty else {
+            buckets = []
+            return
+        }
         buckets = []
         buckets.reserveCapacity(Self.size)
-        var p = 0, count: Int32 = 0
+        var p = 0
+        var count: Int32 = 0
         for _ in 0..<Self.size {
             buckets.append(order[p])
             count += 1
@@ -27,13 +31,11 @@ public struct SourceHashing: Scheduler {
         }
     }
 
-    
     func key(_ input: ScheduleInput, offset: UInt32) -> Int {
         let port = usePort ? UInt32(input.sourcePort) : 0
         return Int((offset &+ hash32(port &+ input.sourceFold, bits: Self.bits)) & UInt32(Self.size - 1))
     }
 
-    
     public func select(dests: Span<DestinationState>, input: ScheduleInput) -> Int? {
         guard !buckets.isEmpty else { return nil }
         let ihash = key(input, offset: 0)

@@ -2,7 +2,7 @@
 /// cross-multiplied; ties go to the first in the list.
 public struct WeightedLeastConnection: Scheduler {
     public init(flags: SchedulerFlags) {}
-    
+
     public func select(order: Span<Int>, dests: Span<DestinationState>) -> Int? {
         weightedLeast(order: order, dests: dests, overhead: DestinationState.overhead)
     }
@@ -18,11 +18,15 @@ func weightedLeast(order: Span<Int>, dests: Span<DestinationState>, overhead: (_
     var i = 0
     var least = -1
     while i < order.count {
-        if dests[order[i]].isAvailable { least = order[i]; break }
+        if dests[order[i]].isAvailable {
+            least = order[i]
+            break
+        }
         i += 1
     }
     guard least >= 0 else { return nil }
-    var loh = overhead(dests[least].activeConnections, dests[least].inactiveConnections), lweight = Int64(dests[least].weight)
+    var loh = overhead(dests[least].activeConnections, dests[least].inactiveConnections)
+    var lweight = Int64(dests[least].weight)
     i += 1
     // Fields read in place: a copy of each server's whole state cost more than the compare.
     while i < order.count {
@@ -30,9 +34,14 @@ func weightedLeast(order: Span<Int>, dests: Span<DestinationState>, overhead: (_
         i += 1
         if dests[slot].overloaded { continue }
         if dests[slot].removed { continue }
-        let doh = overhead(dests[slot].activeConnections, dests[slot].inactiveConnections), weight = Int64(dests[slot].weight)
+        let doh = overhead(dests[slot].activeConnections, dests[slot].inactiveConnections)
+        let weight = Int64(dests[slot].weight)
         // Wrapping, as the kernel's: no input may trap the data path.
-        if loh &* weight > doh &* lweight { least = slot; loh = doh; lweight = weight }
+        if loh &* weight > doh &* lweight {
+            least = slot
+            loh = doh
+            lweight = weight
+        }
     }
     return least
 }

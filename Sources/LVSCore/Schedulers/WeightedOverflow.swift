@@ -2,7 +2,7 @@
 /// connections do not exceed their weight.
 public struct WeightedOverflow: Scheduler {
     public init(flags: SchedulerFlags) {}
-    
+
     public func select(order: Span<Int>, dests: Span<DestinationState>) -> Int? {
         var best: Int? = nil
         for i in order.indices {

@@ -11,7 +11,8 @@ public struct WeightedRoundRobin: Scheduler {
     public init(flags: SchedulerFlags) {}
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
-        var g: Int32 = 0, maxWeight: Int32 = 0
+        var g: Int32 = 0
+        var maxWeight: Int32 = 0
         for slot in order {
             let w = dests[slot].weight
             if w > 0 { g = g > 0 ? gcd(w, g) : w }
