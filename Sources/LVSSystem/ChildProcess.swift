@@ -25,6 +25,8 @@ public enum ChildProcess {
         public var output: String
         /// Its standard error (the first 64 KiB).
         public var errorOutput: String
+
+        static func notStarted(_ error: SystemError) -> Outcome { Outcome(status: 127, output: "", errorOutput: error.description) }
     }
 
     /// What a run takes besides the program and its arguments.
@@ -43,19 +45,26 @@ public enum ChildProcess {
             self.searchPath = searchPath
             self.environment = environment
         }
+
+        /// These options with `input` on standard input, when there is any.
+        func feeding(_ input: String) -> Options {
+            var o = self
+            if !input.isEmpty { o.input = input }
+            return o
+        }
     }
+
+    static func deadline(after timeout: Double) -> UInt64 { MonotonicClock.milliseconds() &+ UInt64(max(0.01, timeout) * 1000) }
 
     static let outputLimit = 64 << 20
     static let errorLimit = 64 << 10
 
     /// Runs `path` to its end (at most `timeout` seconds, then it is killed), blocking the caller.
     public static func run(_ path: String, _ arguments: [String], input: String = "", timeout: Double, options: Options = .init()) -> Outcome {
-        var o = options
-        if !input.isEmpty { o.input = input }
         var child: Child
-        do { child = try Child(path, arguments, o) } catch { return Outcome(status: 127, output: "", errorOutput: error.description) }
+        do { child = try Child(path, arguments, options.feeding(input)) } catch { return .notStarted(error) }
         defer { child.close() }
-        let deadline = MonotonicClock.milliseconds() &+ UInt64(max(0.01, timeout) * 1000)
+        let deadline = deadline(after: timeout)
         while !child.reap() {
             if MonotonicClock.milliseconds() > deadline { return child.killed() }
             child.waitForOutput(milliseconds: 5)
@@ -65,12 +74,10 @@ public enum ChildProcess {
 
     /// The same from async code: the waiting suspends instead of blocking a thread.
     public static func run(_ path: String, _ arguments: [String], input: String = "", timeout: Double, options: Options = .init()) async -> Outcome {
-        var o = options
-        if !input.isEmpty { o.input = input }
         var child: Child
-        do { child = try Child(path, arguments, o) } catch { return Outcome(status: 127, output: "", errorOutput: error.description) }
+        do { child = try Child(path, arguments, options.feeding(input)) } catch { return .notStarted(error) }
         defer { child.close() }
-        let deadline = MonotonicClock.milliseconds() &+ UInt64(max(0.01, timeout) * 1000)
+        let deadline = deadline(after: timeout)
         while !child.reap() {
             if MonotonicClock.milliseconds() > deadline { return child.killed() }
             child.drain()

@@ -43,9 +43,14 @@ func fail(_ message: String) -> Never {
 
 func say(_ message: String) { StandardStream.output.write(message + "\n") }
 
+/// SIGTERM and SIGINT, trapped before any thread starts (a thread started
+/// earlier could take one with its default action and end the process
+/// without its clean-up).
+func stopSignals() -> SignalEvents { SignalEvents([SIGTERM, SIGINT]) }
+
 /// Until SIGTERM or SIGINT.
-func waitForStop() async {
-    for await _ in SignalEvents([SIGTERM, SIGINT]) { return }
+func waitForStop(_ signals: SignalEvents) async {
+    for await _ in signals { return }
 }
 
 // MARK: dr-setup
@@ -99,6 +104,7 @@ struct Tunnel: AsyncParsableCommand {
     enum Decapsulator: String, ExpressibleByArgument, CaseIterable { case kernel, tc, xdp, tun }
 
     func run() async throws {
+        let stop = stopSignals()
         let addresses = vips.map { v in
             guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
             return a
@@ -110,26 +116,26 @@ struct Tunnel: AsyncParsableCommand {
             guard guePort == nil else { fail("lvs-realserver: the kernel's ipip does not take GUE; use --decapsulator tc, xdp or tun") }
             guard ipv4Only else { fail("lvs-realserver: the kernel's ipip (tunl0) takes IPv4 VIPs only; use --decapsulator tc, xdp or tun") }
             guard kernelHasIPIP() else { fail("lvs-realserver: this kernel has no ipip module") }
-            await runInKernel(addresses)
+            await runInKernel(addresses, until: stop)
         case .tc, .xdp:
             let tc = decapsulator == .tc
-            if let reason = await runBPF(addresses, tc: tc) { fail("lvs-realserver: \(tc ? "tc" : "XDP") decapsulator: \(reason)") }
+            if let reason = await runBPF(addresses, tc: tc, until: stop) { fail("lvs-realserver: \(tc ? "tc" : "XDP") decapsulator: \(reason)") }
         case .tun:
-            await runTUN(addresses)
+            await runTUN(addresses, until: stop)
         case nil:
-            if guePort == nil && ipv4Only && kernelHasIPIP() { return await runInKernel(addresses) }
-            guard let tcReason = await runBPF(addresses, tc: true) else { return }
+            if guePort == nil && ipv4Only && kernelHasIPIP() { return await runInKernel(addresses, until: stop) }
+            guard let tcReason = await runBPF(addresses, tc: true, until: stop) else { return }
             say("tc decapsulator unavailable, trying XDP: \(tcReason)")
-            guard let xdpReason = await runBPF(addresses, tc: false) else { return }
+            guard let xdpReason = await runBPF(addresses, tc: false, until: stop) else { return }
             say("XDP decapsulator unavailable, using a TUN device: \(xdpReason)")
-            await runTUN(addresses)
+            await runTUN(addresses, until: stop)
         }
     }
 
     /// Until SIGTERM with the BPF decapsulator (at tc ingress or in XDP) on
     /// every interface; the reason when it cannot attach (then nothing stays
     /// attached).
-    func runBPF(_ addresses: [IPAddress], tc: Bool) async -> String? {
+    func runBPF(_ addresses: [IPAddress], tc: Bool, until stop: SignalEvents) async -> String? {
         let names = interface.isEmpty ? upInterfaces().filter { $0 != "lo" && $0 != device } : interface
         guard !names.isEmpty else { return "no interface" }
         var programs: [BPFProgram] = []
@@ -154,7 +160,7 @@ struct Tunnel: AsyncParsableCommand {
         say(
             "decapsulating for \(vips.joined(separator: " ")) \(tc ? "at tc ingress" : "by XDP") on \(modes.joined(separator: ", "))"
                 + (guePort.map { ", GUE on \($0)" } ?? ""))
-        await waitForStop()
+        await waitForStop(stop)
         programs = []
         for a in added { address(a, "del", device: "lo") }
         return nil
@@ -171,7 +177,7 @@ struct Tunnel: AsyncParsableCommand {
 
     /// Until SIGTERM: a raw socket per tunnel protocol (and a UDP socket for
     /// GUE) read in userspace, each inner packet written to a TUN device.
-    func runTUN(_ addresses: [IPAddress]) async {
+    func runTUN(_ addresses: [IPAddress], until stop: SignalEvents) async {
         let tun: FileDescriptor
         do { tun = try TUNDevice.open(device) } catch { fail("lvs-realserver: \(error)") }
         ip(["link", "set", device, "up"])
@@ -213,7 +219,7 @@ struct Tunnel: AsyncParsableCommand {
                 }
             }
         }
-        await waitForStop()
+        await waitForStop(stop)
         for a in addresses { address(a, "del", device: device) }
         try? tun.close()
     }
@@ -237,13 +243,13 @@ struct Tunnel: AsyncParsableCommand {
     }
 
     /// IPIP by the kernel: the VIPs on tunl0, reverse-path filtering off for it.
-    func runInKernel(_ addresses: [IPAddress]) async {
+    func runInKernel(_ addresses: [IPAddress], until stop: SignalEvents) async {
         ip(["link", "set", "tunl0", "up"])
         for a in addresses { address(a, "add", device: "tunl0") }
         for conf in ["all", "default", "tunl0"] { sysctl("net.ipv4.conf.\(conf).rp_filter", "0") }
         hideVIPsFromARP()
         say("decapsulating for \(vips.joined(separator: " ")) in the kernel (tunl0)")
-        await waitForStop()
+        await waitForStop(stop)
         for a in addresses { address(a, "del", device: "tunl0") }
     }
 }
@@ -313,6 +319,7 @@ struct TOAService: AsyncParsableCommand {
             if answer.hasPrefix("unknown") { throw ExitCode(1) }
             return
         }
+        let stop = stopSignals()
         let table = TOATable()
         captureTOA(into: table, interface: interface)
         FileSystem.remove(socket)
@@ -341,7 +348,7 @@ struct TOAService: AsyncParsableCommand {
                 c.close()
             }
         }
-        await waitForStop()
+        await waitForStop(stop)
         FileSystem.remove(socket)
     }
 }
@@ -357,6 +364,7 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Look clients up in TOA (captures TCP options on every interface).") var toa = false
 
     func run() async throws {
+        let stop = stopSignals()
         let table = TOATable()
         if toa { captureTOA(into: table, interface: nil) }
         let name = self.name
@@ -391,7 +399,7 @@ struct Serve: AsyncParsableCommand {
                 }
             }
         }
-        await waitForStop()
+        await waitForStop(stop)
     }
 }
 
