@@ -20,6 +20,9 @@
 #define PACKET_IGNORE_OUTGOING 23
 #endif
 
+/* struct virtio_net_hdr: what PACKET_VNET_HDR puts before each frame. */
+#define LVS_VNET_HDR_SIZE 10
+
 #define LVS_FRAME_SIZE 2048
 
 int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group) {
@@ -29,6 +32,18 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     if (fd < 0) return -errno;
     int v = TPACKET_V2;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0) goto fail;
+    /* Offloads as the kernel left them: each frame comes with its virtio-net
+       header (partial checksum, GSO), and a frame larger than a ring slot (a
+       TSO or GRO super-frame) is queued whole on the socket, its slot marked
+       TP_STATUS_COPY. Without these a kernel would hand over partial
+       checksums unmarked and cut super-frames short. */
+    int on = 1;
+    r->vnet = setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof(on)) == 0;
+    if (r->vnet) {
+        setsockopt(fd, SOL_PACKET, PACKET_COPY_THRESH, &on, sizeof(on));
+        int bytes = 8 << 20;
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+    }
     struct tpacket_req req;
     memset(&req, 0, sizeof(req));
     req.tp_block_size = block_size;
@@ -93,11 +108,21 @@ void *lvs_ring_block(lvs_ring *r, unsigned *count) {
     return frame_at(r, r->current);
 }
 
-const unsigned char *lvs_ring_frame(void *frame, unsigned *length, void **next) {
+const unsigned char *lvs_ring_frame(void *frame, unsigned *length, unsigned *wire_length, unsigned *status, void **next) {
     struct tpacket2_hdr *h = frame;
     *length = h->tp_snaplen;
+    *wire_length = h->tp_len;
+    *status = h->tp_status;
     *next = (unsigned char *)frame + LVS_FRAME_SIZE;
     return (const unsigned char *)frame + h->tp_mac;
+}
+
+long lvs_ring_copy(lvs_ring *r, unsigned char *buffer, size_t capacity) {
+    for (;;) {
+        ssize_t n = recv(r->fd, buffer, capacity, MSG_DONTWAIT | MSG_TRUNC);
+        if (n >= 0) return (long)n;
+        if (errno != EINTR) return -errno;
+    }
 }
 
 void lvs_ring_release(lvs_ring *r) {
@@ -118,18 +143,23 @@ int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms) {
     return n < 0 ? -errno : n;
 }
 
-int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count) {
+int lvs_send_frames(int fd, int vnet, const unsigned char *const *frames, const unsigned *lengths, unsigned count) {
+    /* Frames lvsd sends are finished: an empty virtio-net header (no
+       checksum left to do, no segmentation) where the socket expects one. */
+    static const unsigned char plain[LVS_VNET_HDR_SIZE];
     struct mmsghdr msgs[64];
-    struct iovec iov[64];
+    struct iovec iov[64][2];
     unsigned sent = 0;
     while (sent < count) {
         unsigned n = count - sent > 64 ? 64 : count - sent;
         for (unsigned i = 0; i < n; i++) {
-            iov[i].iov_base = (void *)frames[sent + i];
-            iov[i].iov_len = lengths[sent + i];
+            iov[i][0].iov_base = (void *)plain;
+            iov[i][0].iov_len = LVS_VNET_HDR_SIZE;
+            iov[i][1].iov_base = (void *)frames[sent + i];
+            iov[i][1].iov_len = lengths[sent + i];
             memset(&msgs[i], 0, sizeof(msgs[i]));
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_iov = vnet ? iov[i] : &iov[i][1];
+            msgs[i].msg_hdr.msg_iovlen = vnet ? 2 : 1;
         }
         int r = sendmmsg(fd, msgs, n, 0);
         if (r < 0) {

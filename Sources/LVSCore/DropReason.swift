@@ -32,13 +32,17 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
     case oversizedFrame
     case transmitFailed
     case receiveRingFull
+    /// A frame the kernel handed over with offloads (a partial checksum, a
+    /// super-frame) that cannot be made into frames for the wire: a GSO kind
+    /// lvsd does not segment (UFO, tunnels, SCTP), or headers that contradict it.
+    case offloadUnsupported
 
     public static let all: [DropReason] =
         PacketError.allCases.map { .malformed($0) } + [
             .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
             .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
             .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
-            .oversizedFrame, .transmitFailed, .receiveRingFull,
+            .oversizedFrame, .transmitFailed, .receiveRingFull, .offloadUnsupported,
         ]
 
     /// Dense index for the counter array.
@@ -61,6 +65,7 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .oversizedFrame: Self.base + 16
         case .transmitFailed: Self.base + 17
         case .receiveRingFull: Self.base + 18
+        case .offloadUnsupported: Self.base + 19
         }
     }
 
@@ -85,6 +90,7 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .oversizedFrame: "oversized-frame"
         case .transmitFailed: "transmit-failed"
         case .receiveRingFull: "receive-ring-full"
+        case .offloadUnsupported: "offload-unsupported"
         }
     }
 }

@@ -10,8 +10,8 @@ public enum Demo {
             print("lvsadm demo builds network namespaces: run it as root.")
             return 1
         }
-        for tool in ["ip", "curl", "ethtool"] where (try? Lab.exec(["which", tool])) == nil {
-            print("lvsadm demo needs \(tool) (Debian: apt-get install iproute2 curl ethtool); scripts/demo installs them.")
+        for tool in ["ip", "curl"] where (try? Lab.exec(["which", tool])) == nil {
+            print("lvsadm demo needs \(tool) (Debian: apt-get install iproute2 curl); scripts/demo installs them.")
             return 1
         }
         print("Building the network: client ─ router ─ LAN with lvsd and three real servers (198.18.0.0/15, 2001:db8::/32)…")

@@ -91,15 +91,8 @@ public final class Lab: @unchecked Sendable {
             try address("r\(i)", ns("r\(i)"), Self.real(i) + "/24", Self.real6(i) + "/64")
         }
         try gateway(viaDirector: true)
-        // A raw socket sees what the wire carries only with the offloads off
-        // (no oversized segments, no half-done checksums).
-        for r in roles {
-            let links = try inside(r, "ip", "-o", "link", "show", "type", "veth").split(separator: "\n")
-                .compactMap { $0.split(separator: ":").dropFirst().first?.split(separator: "@").first.map { String($0).trimmingCharacters(in: .whitespaces) } }
-            for l in links + (r == "rt" ? ["br0"] : []) {
-                _ = try? inside(r, "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
-            }
-        }
+        // Every veth keeps the offloads the kernel gives it (checksum, TSO,
+        // GSO, GRO), as a production NIC does: lvsd must take them as they come.
         // Many ports, none reused while in TIME_WAIT: a reused port would meet
         // its old entry in lvsd and go where that went (as in the kernel), which
         // exact distributions must not depend on.
@@ -109,7 +102,7 @@ public final class Lab: @unchecked Sendable {
 
     /// Another host on the LAN (a second director, a keepalived router):
     /// namespace `role` with interface `role`0 at `address`, routed like
-    /// the director, offloads off, forwarding off.
+    /// the director, forwarding off.
     public func addHost(_ role: String, address v4: String, address6 v6: String) throws {
         try ip("netns", "add", ns(role))
         try inside(role, "ip", "link", "set", "lo", "up")
@@ -119,10 +112,6 @@ public final class Lab: @unchecked Sendable {
         try inside(role, "ip", "route", "add", "default", "via", Self.router)
         try sysctl(role, "net.ipv4.ip_forward", "0")
         try sysctl(role, "net.ipv6.conf.all.forwarding", "0")
-        for l in [ns(role + "0"), ns("b" + role)] {
-            _ = try? inside(
-                l.hasSuffix("0") ? role : "rt", "ethtool", "-K", l, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off", check: false)
-        }
     }
 
     func address(_ role: String, _ link: String, _ v4: String, _ v6: String) throws {

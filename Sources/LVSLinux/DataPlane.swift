@@ -121,6 +121,11 @@ public final class DataPlane: Sendable {
     /// (by `DropReason`: oversized, not taken to send, dropped by a full ring).
     var oversized: UInt64 = 0
     var unsent: UInt64 = 0
+    var offloadRefused: UInt64 = 0
+    /// A super-frame that did not fit a ring slot, read whole from its socket
+    /// (its virtio-net header first), and the segments cut from super-frames.
+    var jumbo = [UInt8](repeating: 0, count: OffloadHeader.size + 65536 + 64)
+    var scratch: [UInt8]
     var announced: Set<IPAddress> = []
     /// When each newly owned address is announced again. A new owner (a
     /// VRRP master taking over) announces at once, after 1 s and after 5 s,
@@ -136,6 +141,7 @@ public final class DataPlane: Sendable {
         self.index = index
         self.engine = engine
         self.logger = logger
+        scratch = [UInt8](repeating: 0, count: batch.slotSize - batch.headroom)
     }
 
     var stopped: Bool { !running.load(ordering: .relaxed) }
@@ -179,9 +185,16 @@ public final class DataPlane: Sendable {
                     }
                     guard n > 0 else { break }
                     busy = true
-                    for k in 0..<Int(n) where unsafe !batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s])
-                    {
-                        oversized &+= 1
+                    for k in 0..<Int(n) {
+                        guard unsafe batch.append(unsafe: UnsafeRawPointer(frames[k]!), length: Int(lengths[k]), interface: socketInterface[s]) else {
+                            oversized &+= 1
+                            continue
+                        }
+                        // XDP is not told a frame's checksum state: on a veth, the
+                        // local stack's CHECKSUM_PARTIAL frames arrive unfinished.
+                        let last = batch.count &- 1
+                        let bounds = batch.descriptors[last].bounds
+                        _ = batch.withSlot(last) { SoftwareOffload.finishIfPartial(&$0, frame: bounds) }
                     }
                     unsafe lvs_xsk_release(sockets[s])
                 }
@@ -193,14 +206,26 @@ public final class DataPlane: Sendable {
                     guard let first = unsafe lvs_ring_block(rings[r], &count) else { break }
                     busy = true
                     var frame: UnsafeMutableRawPointer? = unsafe first
+                    let vnet = unsafe rings[r].pointee.vnet != 0
                     for _ in 0..<count {
                         guard let f = unsafe frame else { break }
                         var length: UInt32 = 0
+                        var wireLength: UInt32 = 0
+                        var status: UInt32 = 0
                         var next: UnsafeMutableRawPointer? = nil
-                        let data = unsafe lvs_ring_frame(f, &length, &next)!
-                        if batch.count == batch.capacity { flush() }
-                        if unsafe !batch.append(unsafe: UnsafeRawPointer(data), length: Int(length), interface: ringInterface[r]) { oversized &+= 1 }
+                        let data = unsafe lvs_ring_frame(f, &length, &wireLength, &status, &next)!
                         unsafe frame = unsafe next
+                        if status & UInt32(LVS_TP_STATUS_COPY) != 0 {
+                            unsafe takeWhole(from: rings[r], interface: ringInterface[r])
+                        } else if wireLength > length {
+                            oversized &+= 1  // cut short, and no whole copy queued (the socket's buffer was full)
+                        } else if vnet {
+                            // The kernel writes the virtio-net header just before the frame, inside the slot.
+                            let header = unsafe OffloadHeader(Span(_unsafeStart: data - OffloadHeader.size, count: OffloadHeader.size), at: 0)
+                            unsafe take(UnsafeRawPointer(data), length: Int(length), header: header, interface: ringInterface[r])
+                        } else {
+                            unsafe take(UnsafeRawPointer(data), length: Int(length), header: OffloadHeader(), interface: ringInterface[r])
+                        }
                     }
                     unsafe lvs_ring_release(rings[r])
                 }
@@ -218,6 +243,66 @@ public final class DataPlane: Sendable {
         }
     }
 
+    /// Puts a received frame into the batch as it would travel on the wire:
+    /// a partial checksum finished, a super-frame cut into its segments.
+    /// `data` is readable for `length` bytes until the caller releases it.
+    @unsafe
+    func take(_ data: UnsafeRawPointer, length: Int, header: OffloadHeader, interface: UInt16) {
+        if batch.count == batch.capacity { flush() }
+        if header.isPlain {
+            if unsafe !batch.append(unsafe: data, length: length, interface: interface) { oversized &+= 1 }
+            return
+        }
+        let frame = unsafe Span(_unsafeStart: data.assumingMemoryBound(to: UInt8.self), count: length)
+        if header.isSegmented {
+            // Taken out while the segments are built, so that flushing the batch may touch `self`.
+            var buffer = scratch
+            scratch = []
+            defer { scratch = buffer }
+            var out = buffer.mutableSpan
+            do {
+                _ = try SoftwareOffload.segment(frame, frame: FrameBounds(start: 0, length: length), header: header, scratch: &out) { segment in
+                    if batch.count == batch.capacity { flush() }
+                    return batch.append(segment, interface: interface)
+                }
+            } catch {
+                offloadRefused &+= 1
+            }
+            return
+        }
+        guard unsafe batch.append(unsafe: data, length: length, interface: interface) else {
+            oversized &+= 1
+            return
+        }
+        let k = batch.count &- 1
+        let bounds = batch.descriptors[k].bounds
+        let finished = batch.withSlot(k) { slot in
+            do {
+                try SoftwareOffload.finishChecksum(&slot, frame: bounds, start: Int(header.checksumStart), offset: Int(header.checksumOffset))
+                return true
+            } catch { return false }
+        }
+        if !finished {
+            batch.count = k
+            offloadRefused &+= 1
+        }
+    }
+
+    /// The whole of a frame too large for its ring slot, from the socket.
+    @unsafe
+    func takeWhole(from ring: UnsafeMutablePointer<lvs_ring>, interface: UInt16) {
+        let n = unsafe jumbo.withUnsafeMutableBytes { unsafe lvs_ring_copy(ring, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.count) }
+        guard n > OffloadHeader.size, n <= jumbo.count else {
+            oversized &+= 1
+            return
+        }
+        let header = OffloadHeader(jumbo.span, at: 0)
+        // `jumbo` is the worker's and is not touched again until `take` returns.
+        unsafe jumbo.withUnsafeBytes { raw in
+            unsafe take(raw.baseAddress! + OffloadHeader.size, length: n &- OffloadHeader.size, header: header, interface: interface)
+        }
+    }
+
     /// Runs the batch through the engine and sends what it says to send.
     func flush() {
         let now = MonotonicClock.milliseconds()
@@ -232,8 +317,10 @@ public final class DataPlane: Sendable {
     func countLosses(_ d: inout Director) {
         if oversized > 0 { d.countDrops(.oversizedFrame, oversized) }
         if unsent > 0 { d.countDrops(.transmitFailed, unsent) }
+        if offloadRefused > 0 { d.countDrops(.offloadUnsupported, offloadRefused) }
         oversized = 0
         unsent = 0
+        offloadRefused = 0
     }
 
     /// The frames sent point into the batch arena, which stays as it is
@@ -255,7 +342,7 @@ public final class DataPlane: Sendable {
                     if let socket = unsafe socket {
                         unsafe lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n))
                     } else {
-                        unsafe lvs_send_frames(rings[r].pointee.fd, f.baseAddress, l.baseAddress, UInt32(n))
+                        unsafe lvs_send_frames(rings[r].pointee.fd, rings[r].pointee.vnet, f.baseAddress, l.baseAddress, UInt32(n))
                     }
                 }
             }

@@ -20,6 +20,9 @@ typedef struct lvs_ring {
     unsigned current;
     /// Frames of the run `lvs_ring_block` handed out, until `lvs_ring_release`.
     unsigned taken;
+    /// Each frame has its virtio-net header before it (PACKET_VNET_HDR), and
+    /// one that did not fit a slot waits whole on the socket (`lvs_ring_copy`).
+    int vnet;
 } lvs_ring;
 
 /// Opens the ring on `ifindex` (0 or -errno). `fanout_group` > 0 joins a
@@ -29,14 +32,20 @@ void lvs_ring_close(lvs_ring *ring);
 /// The first of the ready frames from the current position (at most 64, not
 /// wrapping), or NULL; `count` frames in the run.
 void *lvs_ring_block(lvs_ring *ring, unsigned *count);
-/// A frame's bytes (from the Ethernet header) and length; `next` is the frame after it.
-const unsigned char *lvs_ring_frame(void *frame, unsigned *length, void **next);
+/// A frame's bytes (from the Ethernet header), the length in the slot, its
+/// length on the wire and its status (TP_STATUS_*); `next` is the frame after it.
+const unsigned char *lvs_ring_frame(void *frame, unsigned *length, unsigned *wire_length, unsigned *status, void **next);
+#define LVS_TP_STATUS_COPY (1 << 1)
+/// The whole of the next frame marked TP_STATUS_COPY (with its virtio-net
+/// header first): its length (more than `capacity`: cut short), or -errno.
+long lvs_ring_copy(lvs_ring *ring, unsigned char *buffer, size_t capacity);
 /// Gives the run back to the kernel.
 void lvs_ring_release(lvs_ring *ring);
 /// Waits until one of `fds` is readable or `timeout_ms` passes (poll).
 int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms);
-/// Sends `count` frames with one sendmmsg; returns how many went, or -errno.
-int lvs_send_frames(int fd, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
+/// Sends `count` frames with one sendmmsg (after an empty virtio-net header
+/// each when `vnet`); returns how many went, or -errno.
+int lvs_send_frames(int fd, int vnet, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
 /// Dropped frames since the last call (PACKET_STATISTICS).
 unsigned lvs_ring_drops(lvs_ring *ring);
 
