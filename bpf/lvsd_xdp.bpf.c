@@ -5,7 +5,11 @@
 // lvsd's: to an owned address (a VIP or a FULLNAT local address), or, unless
 // it is to one of the host's own addresses (a health check's answer), from
 // a NAT real server, whose reply lvsd rewrites.
-#include "lvs_bpf.h"
+// With several workers, a frame whose connection another worker owns (the
+// steering of lvs_steering.h) passes too, and that worker's AF_PACKET ring,
+// steered by the same rule, takes it: an AF_XDP socket only ever receives
+// from its own queue, and the NIC, not lvsd, picks a frame's queue.
+#include "lvs_steering.h"
 
 /// Owned, host and reply-source addresses, shared by every interface's program.
 struct {
@@ -23,6 +27,14 @@ struct {
     __type(key, __u32);
     __type(value, __u32);
 } lvsd_sockets SEC(".maps");
+
+/// The workers' steering (LVS_FANOUT_* slots); queue q's socket is worker q mod workers'.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, LVS_FANOUT_SETTINGS);
+    __type(key, __u32);
+    __type(value, __u32);
+} lvsd_xdp_settings SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -59,25 +71,51 @@ int lvsd_xdp(struct xdp_md *ctx) {
         proto = vlan->encapsulated_proto;
         l3 = vlan + 1;
     }
-    struct lvs_address_key destination, source;
+    struct lvs_endpoints e;
+    void *l4;
     if (proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = l3;
         if (!LVS_FITS(ip, sizeof(*ip), end)) goto truncated;
-        lvs_key4(&destination, ip->daddr);
-        lvs_key4(&source, ip->saddr);
+        lvs_key4(&e.destination, ip->daddr);
+        lvs_key4(&e.source, ip->saddr);
+        e.protocol = ip->protocol;
+        // Fragments are steered by their addresses alone, as the fanout program steers them.
+        if (ip->frag_off & bpf_htons(0x3fff)) e.protocol = 0;
+        e.v6 = 0;
+        l4 = l3 + ip->ihl * 4;
     } else if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = l3;
         if (!LVS_FITS(ip6, sizeof(*ip6), end)) goto truncated;
-        lvs_key6(&destination, &ip6->daddr);
-        lvs_key6(&source, &ip6->saddr);
+        lvs_key6(&e.destination, &ip6->daddr);
+        lvs_key6(&e.source, &ip6->saddr);
+        e.protocol = ip6->nexthdr;
+        e.v6 = 1;
+        l4 = ip6 + 1;
     } else {
         goto pass;
     }
-    if (!lvs_is_ours(&destination, &source)) goto pass;
+    if (!lvs_is_ours(&e.destination, &e.source)) goto pass;
+    struct lvs_steering steering;
+    lvs_steering_read(&lvsd_xdp_settings, &steering);
+    if (steering.workers > 1) {
+        // ICMP (an error is steered as the frame it quotes) is left to the fanout program.
+        if (e.protocol == IPPROTO_ICMP || e.protocol == IPPROTO_ICMPV6) goto other_worker;
+        e.source_port = e.destination_port = 0;
+        if (lvs_has_ports(e.protocol)) {
+            __be16 *ports = l4;
+            if (!LVS_FITS(ports, 4, end)) goto truncated;
+            e.source_port = ports[0];
+            e.destination_port = ports[1];
+        }
+        if (lvs_owner(&e, lvs_flags(&e.destination), &steering) != ctx->rx_queue_index % steering.workers) goto other_worker;
+    }
     // A queue without a socket passes the frame (the flags' XDP_PASS).
     int verdict = bpf_redirect_map(&lvsd_sockets, ctx->rx_queue_index, XDP_PASS);
     LVS_COUNT(lvsd_xdp_counters, verdict == XDP_REDIRECT ? LVS_XDP_REDIRECTED : LVS_XDP_NO_SOCKET);
     return verdict;
+other_worker:
+    LVS_COUNT(lvsd_xdp_counters, LVS_XDP_OTHER_WORKER);
+    return XDP_PASS;
 truncated:
     LVS_COUNT(lvsd_xdp_counters, LVS_XDP_TRUNCATED);
     return XDP_PASS;

@@ -4,6 +4,7 @@
 #include <linux/if.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
+#include <linux/filter.h>
 #include <net/ethernet.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,7 +26,7 @@
 
 #define LVS_FRAME_SIZE 2048
 
-int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group) {
+int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering) {
     memset(r, 0, sizeof(*r));
     r->fd = -1;
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
@@ -72,8 +73,9 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     mr.mr_type = PACKET_MR_ALLMULTI;
     setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr));
     if (fanout_group > 0) {
-        int arg = (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH << 16);
+        int arg = (fanout_group & 0xFFFF) | ((steering >= 0 ? PACKET_FANOUT_EBPF : PACKET_FANOUT_HASH) << 16);
         if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0) { munmap(map, length); goto fail; }
+        if (steering >= 0 && setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &steering, sizeof(steering)) < 0) { munmap(map, length); goto fail; }
     }
     r->fd = fd;
     r->map = map;
@@ -84,6 +86,46 @@ fail:;
     int e = errno;
     close(fd);
     return -e;
+}
+
+int lvs_neighbour_socket(int ifindex) {
+    /* ARP replies (operation 2) and IPv6 neighbour advertisements (ICMPv6
+       136 right after the fixed header); offsets from the Ethernet header. */
+    static struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_ARP, 0, 2),
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 20),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 2, 5, 6),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IPV6, 0, 5),
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 20),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 58, 0, 3),
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 54),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 136, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0xFFFF),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    struct sock_fprog program = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+    /* Bound only once the filter is on, so that nothing else is queued before it. */
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    struct sockaddr_ll sll;
+    memset(&sll, 0, sizeof(sll));
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = ifindex;
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) < 0 ||
+        setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) < 0 || bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+long lvs_receive_frame(int fd, unsigned char *buffer, size_t capacity) {
+    ssize_t n = recv(fd, buffer, capacity, MSG_DONTWAIT | MSG_TRUNC);
+    return n < 0 ? -errno : n;
 }
 
 void lvs_ring_close(lvs_ring *r) {

@@ -35,6 +35,8 @@ struct lvs_xdp_program {
     int sockets;
     /// The per-CPU counters (the object's).
     int counters;
+    /// The configuration array (the steering program's), -1 for the others.
+    int settings;
     /// A BPF link: the program stays attached while this descriptor is
     /// open, so a process that dies, even by SIGKILL, leaves none behind.
     int link;
@@ -68,6 +70,7 @@ static lvs_xdp_program *open_and_load(const unsigned char *bytes, unsigned long 
     x->link = -1;
     x->sockets = -1;
     x->counters = -1;
+    x->settings = -1;
     LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = object_name);
     x->object = bpf_object__open_mem(bytes, size, &open_opts);
     if (!x->object) {
@@ -134,6 +137,8 @@ lvs_xdp_program *lvs_xdp_load(int address_map, unsigned queues, char *error, siz
     lvs_xdp_program *x = open_and_load(lvs_bpf_lvsd_xdp, lvs_bpf_lvsd_xdp_size, "lvsd_xdp", "lvsd_xdp", "lvsd_addresses", address_map,
                                        "lvsd_sockets", queues, "lvsd_xdp_counters", error, capacity);
     if (!x) return NULL;
+    struct bpf_map *settings = bpf_object__find_map_by_name(x->object, "lvsd_xdp_settings");
+    x->settings = settings ? bpf_map__fd(settings) : -1;
     struct bpf_map *sockets = bpf_object__find_map_by_name(x->object, "lvsd_sockets");
     x->sockets = bpf_map__fd(sockets);
     return x;
@@ -177,6 +182,22 @@ lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short g
     }
     *mode = LVS_MODE_TC;
     return x;
+}
+
+lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity) {
+    lvs_xdp_program *x = open_and_load(lvs_bpf_lvsd_fanout, lvs_bpf_lvsd_fanout_size, "lvsd_fanout", "lvsd_fanout", "lvsd_fanout_addresses",
+                                       address_map, NULL, 0, NULL, error, capacity);
+    if (!x) return NULL;
+    struct bpf_map *settings = bpf_object__find_map_by_name(x->object, "lvsd_fanout_settings");
+    x->settings = settings ? bpf_map__fd(settings) : -1;
+    return x;
+}
+
+int lvs_bpf_program_fd(lvs_xdp_program *x) { return x->program; }
+
+int lvs_bpf_setting(lvs_xdp_program *x, unsigned slot, unsigned value) {
+    if (x->settings < 0) return -ENOENT;
+    return bpf_map_update_elem(x->settings, &slot, &value, BPF_ANY) < 0 ? -errno : 0;
 }
 
 void lvs_xdp_detach(lvs_xdp_program *x) {

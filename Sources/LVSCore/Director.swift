@@ -258,7 +258,14 @@ public struct Director: Sendable {
     /// Armed by `lvsadm trace`; nil costs one check per batch.
     var traceSession: TraceSession? = nil
 
-    public init(configuration: DirectorConfiguration = .init(), capacity: Int = 65536, ipv6Capacity: Int? = nil, worker: Int = 0, workers: Int = 1) {
+    /// rr's and wrr's positions, shared with the other workers' directors (nil: this director's own).
+    let schedulerPositions: SharedSchedulerPositions?
+
+    public init(
+        configuration: DirectorConfiguration = .init(), capacity: Int = 65536, ipv6Capacity: Int? = nil, worker: Int = 0, workers: Int = 1,
+        schedulerPositions: SharedSchedulerPositions? = nil
+    ) {
+        self.schedulerPositions = schedulerPositions
         v4 = FamilyPlane(capacity: capacity, worker: worker, workers: workers)
         v6 = FamilyPlane(capacity: ipv6Capacity ?? max(1024, capacity / 4), worker: worker, workers: workers)
         apply(configuration)
@@ -291,10 +298,7 @@ public struct Director: Sendable {
             } else {
                 let i = shared.services.count
                 shared.services.append(
-                    ServiceRuntime(
-                        configuration: svc, destinations: [], order: [],
-                        scheduler: SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: [])),
-                        counterSlot: shared.newCounterSlot()))
+                    ServiceRuntime(configuration: svc, destinations: [], order: [], scheduler: scheduler(for: svc), counterSlot: shared.newCounterSlot()))
                 shared.serviceByKey[svc.key] = i
                 update(service: i, svc)
             }
@@ -318,10 +322,16 @@ public struct Director: Sendable {
         shared.rebuildTargets()
     }
 
+    func scheduler(for svc: VirtualServiceConfiguration) -> SchedulerInstance {
+        var s = SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: []))
+        if let schedulerPositions { s.share(schedulerPositions.position(for: svc.key)) }
+        return s
+    }
+
     mutating func update(service i: Int, _ svc: VirtualServiceConfiguration) {
         var rt = shared.services[i]
         if rt.configuration.scheduler != svc.scheduler || rt.configuration.schedulerFlags != svc.schedulerFlags {
-            rt.scheduler = SchedulerInstance(name: svc.scheduler, flags: svc.schedulerFlags) ?? .wlc(.init(flags: []))
+            rt.scheduler = scheduler(for: svc)
         }
         rt.configuration = svc
         var present = Set<Int>()
@@ -504,6 +514,23 @@ public struct Director: Sendable {
 
     /// Addresses lvsd answers for: VIPs and FULLNAT local addresses.
     public var ownedAddresses: [IPAddress] { v4.owned.map { .v4($0) } + v6.owned.map { .v6($0) } }
+
+    /// What the kernel-side programs (XDP, steering, the nftables filter)
+    /// must know of the configuration.
+    public var ownership: Ownership {
+        var o = Ownership(owned: ownedAddresses, replySources: replySources)
+        for rt in shared.services where !rt.deleted {
+            o.localAddresses.formUnion(rt.configuration.localAddresses)
+            guard rt.configuration.persistence != nil else { continue }
+            let mask = rt.configuration.persistenceNetmask
+            if rt.configuration.key.isIPv6 {
+                o.clientPrefix6 = min(o.clientPrefix6 ?? 128, mask)
+            } else {
+                o.clientPrefix4 = min(o.clientPrefix4 ?? 32, mask)
+            }
+        }
+        return o
+    }
 
     /// NAT real servers, whose replies come back through lvsd to be
     /// rewritten although they are not addressed to an owned address.

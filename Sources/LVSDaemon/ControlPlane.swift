@@ -74,17 +74,18 @@ public final class ControlPlane: Sendable {
         self.capacity = capacity
         self.sources = sources
         self.logger = logger
-        engines = (0..<max(1, workers)).map { Engine(Director(configuration: base, capacity: capacity, worker: $0, workers: max(1, workers))) }
+        let count = max(1, workers)
+        // One rr and wrr sequence per service over all workers, as the kernel's.
+        let positions = count > 1 ? SharedSchedulerPositions() : nil
+        engines = (0..<count).map {
+            Engine(Director(configuration: base, capacity: capacity, worker: $0, workers: count, schedulerPositions: positions))
+        }
         state = Mutex(State(base: base))
         sync = SyncDaemons(engines: engines, group: group, logger: logger)
     }
 
     func configureEngines(_ table: ServiceTable, base: DirectorConfiguration) {
         let config = table.configuration(base: base)
-        if engines.count > 1, table.services.contains(where: { $0.realServers.contains { $0.method.seesReplies } }) {
-            // PACKET_FANOUT_HASH hashes a reply's tuple, not its request's: it may reach another worker's table.
-            logger.warning("NAT and FULLNAT replies need --workers 1: with \(engines.count) workers some replies miss their connection")
-        }
         for e in engines { e.director.withLock { $0.apply(config) } }
         noteOwnershipChanged()
     }

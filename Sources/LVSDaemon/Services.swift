@@ -123,9 +123,9 @@ public struct OwnershipService: Service {
         }
         for await _ in changes.cancelOnGracefulShutdown() {
             guard let engine = plane.engines.first else { continue }
-            let (owned, replySources) = engine.director.withLock { ($0.ownedAddresses, $0.replySources) }
-            await filter?.update(owned: owned)
-            dataPlane?.updateAddresses(owned: owned, replySources: replySources)
+            let ownership = engine.director.withLock { $0.ownership }
+            await filter?.update(owned: ownership.owned)
+            dataPlane?.update(ownership)
         }
         backstop.cancel()
         plane.ownershipChanged.withLock { $0 = nil }

@@ -137,14 +137,31 @@ public final class SyncDaemons: Sendable {
         // A backup with syncid 0 takes every master's messages.
         guard c.syncID == 0 || decoded.syncID == c.syncID else { return }
         let now = MonotonicClock.milliseconds()
-        // Every engine gets every record (any worker may see the flow); the first one's outcomes are counted.
+        // A record goes to the worker its client's frames are steered to and,
+        // for FULLNAT, to the one its replies' local port is (the same one
+        // when both directors run as many workers); the first one's outcome is counted.
         var applied: UInt64 = 0
         var rejected = UInt64(decoded.skipped)
-        for (k, e) in engines.enumerated() {
+        let ownership = engines.count > 1 ? engines[0].director.withLock { $0.ownership } : Ownership()
+        var owners = [[SyncRecord]](repeating: [], count: engines.count)
+        var counted = [[Bool]](repeating: [], count: engines.count)
+        for r in decoded.records {
+            let client = ownership.worker(client: r.client, port: r.clientPort, workers: engines.count)
+            owners[client].append(r)
+            counted[client].append(true)
+            if r.local != nil {
+                let local = Ownership.worker(localPort: r.localPort, workers: engines.count)
+                if local != client {
+                    owners[local].append(r)
+                    counted[local].append(false)
+                }
+            }
+        }
+        for (k, e) in engines.enumerated() where !owners[k].isEmpty {
             e.director.withLock { d in
-                for r in decoded.records {
+                for (r, counts) in zip(owners[k], counted[k]) {
                     let outcome = d.applySync(r, now: now)
-                    guard k == 0 else { continue }
+                    guard counts else { continue }
                     if outcome == .created || outcome == .updated { applied += 1 } else { rejected += 1 }
                 }
             }

@@ -31,6 +31,8 @@ public final class Lab: @unchecked Sendable {
     /// Where lvsd, lvsadm and lvs-realserver are.
     public let bin: URL
     public let servers: Int
+    /// Receive and transmit queues of every veth.
+    public let queues: Int
     public private(set) var started: [RunningProcess] = []
     public private(set) var socket: String
     let log: (String) -> Void
@@ -40,10 +42,11 @@ public final class Lab: @unchecked Sendable {
     public func ns(_ role: String) -> String { prefix + role }
 
     /// Builds the network. `prefix` keeps names apart (tests use one each).
-    public init(prefix: String, bin: URL, servers: Int = 3, log: @escaping (String) -> Void = { _ in }) throws {
+    public init(prefix: String, bin: URL, servers: Int = 3, queues: Int = 1, log: @escaping (String) -> Void = { _ in }) throws {
         self.prefix = prefix
         self.bin = bin
         self.servers = servers
+        self.queues = queues
         self.log = log
         directory = URL(fileURLWithPath: "/tmp/lvs-lab-\(prefix)-\(getpid())")
         socket = directory.appendingPathComponent("lvsd.sock").path
@@ -68,7 +71,7 @@ public final class Lab: @unchecked Sendable {
             try inside(r, "ip", "link", "set", "lo", "up")
         }
         // Client and router.
-        try ip("link", "add", ns("c0"), "netns", ns("c"), "type", "veth", "peer", "name", ns("rc"), "netns", ns("rt"))
+        try veth(ns("c0"), in: "c", peer: ns("rc"), in: "rt")
         try address("c", ns("c0"), Self.client + "/24", Self.client6 + "/64")
         try inside("c", "ip", "route", "add", "default", "via", "198.18.0.254")
         try inside("c", "ip", "-6", "route", "add", "default", "via", "2001:db8::fe")
@@ -78,7 +81,7 @@ public final class Lab: @unchecked Sendable {
         try sysctl("rt", "net.ipv4.ip_forward", "1")
         try sysctl("rt", "net.ipv6.conf.all.forwarding", "1")
         // Director: the kernel must not forward what lvsd forwards.
-        try ip("link", "add", ns("d0"), "netns", ns("d"), "type", "veth", "peer", "name", ns("bd"), "netns", ns("rt"))
+        try veth(ns("d0"), in: "d", peer: ns("bd"), in: "rt")
         try inside("rt", "ip", "link", "set", ns("bd"), "master", "br0", "up")
         try address("d", ns("d0"), Self.director + "/24", Self.director6 + "/64")
         try inside("d", "ip", "route", "add", "default", "via", Self.router)
@@ -86,7 +89,7 @@ public final class Lab: @unchecked Sendable {
         try sysctl("d", "net.ipv4.ip_forward", "0")
         try sysctl("d", "net.ipv6.conf.all.forwarding", "0")
         for i in 1...servers {
-            try ip("link", "add", ns("r\(i)"), "netns", ns("r\(i)"), "type", "veth", "peer", "name", ns("b\(i)"), "netns", ns("rt"))
+            try veth(ns("r\(i)"), in: "r\(i)", peer: ns("b\(i)"), in: "rt")
             try inside("rt", "ip", "link", "set", ns("b\(i)"), "master", "br0", "up")
             try address("r\(i)", ns("r\(i)"), Self.real(i) + "/24", Self.real6(i) + "/64")
         }
@@ -106,12 +109,18 @@ public final class Lab: @unchecked Sendable {
     public func addHost(_ role: String, address v4: String, address6 v6: String) throws {
         try ip("netns", "add", ns(role))
         try inside(role, "ip", "link", "set", "lo", "up")
-        try ip("link", "add", ns(role + "0"), "netns", ns(role), "type", "veth", "peer", "name", ns("b" + role), "netns", ns("rt"))
+        try veth(ns(role + "0"), in: role, peer: ns("b" + role), in: "rt")
         try inside("rt", "ip", "link", "set", ns("b" + role), "master", "br0", "up")
         try address(role, ns(role + "0"), v4 + "/24", v6 + "/64")
         try inside(role, "ip", "route", "add", "default", "via", Self.router)
         try sysctl(role, "net.ipv4.ip_forward", "0")
         try sysctl(role, "net.ipv6.conf.all.forwarding", "0")
+    }
+
+    /// A veth pair between two namespaces, with the lab's number of queues at both ends.
+    func veth(_ name: String, in role: String, peer: String, in peerRole: String) throws {
+        let q = ["numtxqueues", String(queues), "numrxqueues", String(queues)]
+        try ip(["link", "add", name, "netns", ns(role)] + q + ["type", "veth", "peer", "name", peer, "netns", ns(peerRole)] + q)
     }
 
     func address(_ role: String, _ link: String, _ v4: String, _ v6: String) throws {
@@ -154,7 +163,8 @@ public final class Lab: @unchecked Sendable {
     }
 
     @discardableResult
-    func ip(_ args: String...) throws -> String { try Self.exec(["ip"] + args) }
+    func ip(_ args: String...) throws -> String { try ip(args) }
+    func ip(_ args: [String]) throws -> String { try Self.exec(["ip"] + args) }
 
     /// Runs a command in a namespace and returns its output.
     @discardableResult
@@ -285,14 +295,15 @@ public final class Lab: @unchecked Sendable {
 
     /// `count` HTTP requests from the client, each on a new connection, in
     /// one curl; the bodies, one per line.
-    public func requests(_ url: String, count: Int, timeout: Int = 5) throws -> [String] {
+    /// `count` requests, one connection each, `parallel` at a time; each answer's line.
+    public func requests(_ url: String, count: Int, timeout: Int = 5, parallel: Int = 1) throws -> [String] {
         let urls = Array(repeating: url, count: count)
         let out = try inside(
             "c",
             arguments: [
                 "curl", "-sS", "-g", "--max-time", String(timeout * 10), "--connect-timeout", String(timeout),
                 "-H", "Connection: close",
-            ] + urls)
+            ] + (parallel > 1 ? ["--parallel", "--parallel-max", String(parallel)] : []) + urls)
         return out.split(separator: "\n").map(String.init)
     }
 

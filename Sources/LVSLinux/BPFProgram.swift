@@ -85,6 +85,22 @@ public final class BPFAddressMap: Sendable {
         }
     }
 
+    /// lvsd's steering program for its workers' fanout groups (not attached
+    /// here: each ring hands it to its group, `descriptor`).
+    public static func steering(addresses: BPFAddressMap) throws(BPFError) -> BPFProgram {
+        let map = addresses.descriptor.rawValue
+        return unsafe try make(attached: false) { _, e, n in unsafe lvs_fanout_load(map, e, n) }
+    }
+
+    /// The program's descriptor (for PACKET_FANOUT_DATA); open while this object lives.
+    public var descriptor: Int32 { unsafe lvs_bpf_program_fd(handle) }
+
+    /// Sets one slot of the program's configuration array.
+    public func set(_ slot: UInt32, _ value: UInt32) throws(BPFError) {
+        let rc = unsafe lvs_bpf_setting(handle, slot, value)
+        guard rc == 0 else { throw BPFError(description: "setting \(slot): \(Errno(rawValue: -rc))") }
+    }
+
     /// The C handle, for the AF_XDP sockets that join its map; valid while this object lives.
     var raw: OpaquePointer { unsafe handle }
 

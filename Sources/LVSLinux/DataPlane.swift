@@ -19,8 +19,9 @@ public enum PacketIO: String, Sendable, CaseIterable {
 }
 
 /// The data plane: per worker, one TPACKET_V2 receive ring per interface
-/// (a PACKET_FANOUT_HASH group spreads flows when there are several
-/// workers) and, with `--io xdp`, the AF_XDP sockets of its queues; frames
+/// (with several workers, a fanout group whose steering program gives each
+/// frame to the worker that owns its connection: `WorkerSteering`) and,
+/// with `--io xdp`, the AF_XDP sockets of its queues; frames
 /// copied into the worker's batch arena, run through its engine's
 /// `Director` under one lock per batch, and sent with one sendmmsg (or one
 /// AF_XDP kick) per interface per batch. An idle worker sleeps in poll.
@@ -32,6 +33,7 @@ public final class DataPlane: Sendable {
     let logger: Logger
     let workers: Mutex<[Worker]> = Mutex([])
     let xdp: Mutex<XDPAttachment?> = Mutex(nil)
+    let steering: Mutex<WorkerSteering?> = Mutex(nil)
 
     /// `hostAddresses`: the kernel's own addresses, whose frames XDP leaves
     /// to the kernel even when they come from a NAT real server (health checks).
@@ -52,28 +54,50 @@ public final class DataPlane: Sendable {
     public func start() throws(Failure) {
         var made: [Worker] = []
         let fanout = engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
+        var steeringProgram: Int32 = -1
+        if engines.count > 1 {
+            do {
+                let s = try WorkerSteering(workers: engines.count, logger: logger)
+                s.update(engines[0].director.withLock { $0.ownership })
+                steeringProgram = s.descriptor
+                steering.withLock { $0 = s }
+            } catch {
+                throw Failure(description: "--workers \(engines.count) needs the steering program: \(error.description)")
+            }
+        }
+        func fail(_ worker: Worker, _ what: String, _ errno: Int32) -> Failure {
+            for m in made { m.close() }
+            worker.close()
+            return Failure(description: SystemError(what, errno: errno).description)
+        }
         for (w, engine) in engines.enumerated() {
             let worker = Worker(index: w, engine: engine, logger: logger)
             for iface in interfaces {
                 // The ring's state is the worker's from here until `close`, after its thread has stopped.
                 let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
-                let rc = unsafe lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index))
+                // Rings join their interface's group in worker order: the steering program's numbering.
+                let rc = unsafe lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index), steeringProgram)
                 guard rc == 0 else {
                     unsafe ring.deallocate()
-                    for m in made { m.close() }
-                    worker.close()
-                    throw Failure(description: SystemError("AF_PACKET ring on interface \(iface.index)", errno: -rc).description)
+                    throw fail(worker, "AF_PACKET ring on interface \(iface.index)", -rc)
                 }
                 unsafe worker.rings.append(ring)
                 worker.ringInterface.append(iface.index)
+                // The steering gives ARP and neighbour discovery to worker 0; the others learn next hops from a copy of the answers.
+                if w > 0 {
+                    let fd = lvs_neighbour_socket(Int32(iface.index))
+                    guard fd >= 0 else { throw fail(worker, "neighbour socket on interface \(iface.index)", -fd) }
+                    worker.neighbourSockets.append(fd)
+                    worker.neighbourInterface.append(iface.index)
+                }
             }
             made.append(worker)
         }
         if io == .xdp {
             do {
                 let attachment = try XDPAttachment(interfaces: interfaces.map(\.index), workers: made, logger: logger)
-                let (owned, replySources) = made[0].engine.director.withLock { ($0.ownedAddresses, $0.replySources) }
-                attachment.update(owned: owned, replySources: replySources, host: hostAddresses)
+                let ownership = made[0].engine.director.withLock { $0.ownership }
+                attachment.update(ownership, host: hostAddresses)
                 xdp.withLock { $0 = attachment }
             } catch {
                 logger.warning("AF_XDP unavailable, using AF_PACKET: \(error.description)")
@@ -83,10 +107,11 @@ public final class DataPlane: Sendable {
         for w in made { w.start() }
     }
 
-    /// Tells the XDP program which frames are lvsd's; call it when the
-    /// configuration changes (cheap when nothing did).
-    public func updateAddresses(owned: [IPAddress], replySources: Set<IPAddress>) {
-        xdp.withLock { $0?.update(owned: owned, replySources: replySources, host: hostAddresses) }
+    /// Tells the XDP and steering programs which frames are lvsd's and
+    /// whose; call it when the configuration changes (cheap when nothing did).
+    public func update(_ ownership: Ownership) {
+        xdp.withLock { $0?.update(ownership, host: hostAddresses) }
+        steering.withLock { $0?.update(ownership) }
     }
 
     public func stop() {
@@ -113,6 +138,9 @@ public final class DataPlane: Sendable {
     var ringInterface: [UInt16] = []
     var sockets: [OpaquePointer] = unsafe []
     var socketInterface: [UInt16] = []
+    /// ARP replies and neighbour advertisements, for a worker the steering does not give them.
+    var neighbourSockets: [Int32] = []
+    var neighbourInterface: [UInt16] = []
     /// Every ring's and socket's descriptor, for poll.
     var readable: [Int32] = []
     let batch = FrameBatch(capacity: 64)
@@ -162,13 +190,15 @@ public final class DataPlane: Sendable {
             unsafe rings[k].deallocate()
         }
         for k in unsafe sockets.indices { unsafe lvs_xsk_close(sockets[k]) }
+        for fd in neighbourSockets { Glibc.close(fd) }
+        neighbourSockets = []
         unsafe rings = unsafe []
         unsafe sockets = unsafe []
     }
 
     func run() {
         var lastHousekeeping: UInt64 = 0
-        readable = unsafe rings.map { unsafe $0.pointee.fd } + sockets.map { unsafe lvs_xsk_fd($0) }
+        readable = unsafe rings.map { unsafe $0.pointee.fd } + sockets.map { unsafe lvs_xsk_fd($0) } + neighbourSockets
         // The frames an AF_XDP receive or a ring's run hands out stay readable
         // until they are released, and are copied into the batch before that.
         // `frames` and `lengths` hold 64 entries, and a receive asks for at most
@@ -230,6 +260,7 @@ public final class DataPlane: Sendable {
                     unsafe lvs_ring_release(rings[r])
                 }
             }
+            for k in neighbourSockets.indices where takeNeighbourFrame(neighbourSockets[k], interface: neighbourInterface[k]) { busy = true }
             if batch.count > 0 { flush() }
             let now = MonotonicClock.milliseconds()
             if now &- lastHousekeeping >= 100 {
@@ -303,6 +334,19 @@ public final class DataPlane: Sendable {
         }
     }
 
+    /// One frame from a neighbour socket, if one waits.
+    func takeNeighbourFrame(_ fd: Int32, interface: UInt16) -> Bool {
+        let n = unsafe jumbo.withUnsafeMutableBytes { unsafe lvs_receive_frame(fd, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.count) }
+        guard n > 0 else { return false }
+        guard n <= jumbo.count else {
+            oversized &+= 1
+            return true
+        }
+        // `jumbo` is the worker's and is not touched again until `take` returns.
+        unsafe jumbo.withUnsafeBytes { raw in unsafe take(raw.baseAddress!, length: n, header: OffloadHeader(), interface: interface) }
+        return true
+    }
+
     /// Runs the batch through the engine and sends what it says to send.
     func flush() {
         let now = MonotonicClock.milliseconds()
@@ -367,7 +411,8 @@ public final class DataPlane: Sendable {
             }
             return d.ownedAddresses
         }
-        let fresh = owned.filter { !announced.contains($0) }
+        // Worker 0 announces for all: the others would only repeat it.
+        let fresh = index == 0 ? owned.filter { !announced.contains($0) } : []
         let ownedSet = Set(owned)
         for a in fresh { repeats[a] = Self.repeatAfter.map { now &+ $0 }[...] }
         let again = repeats.filter { ownedSet.contains($0.key) && ($0.value.first ?? .max) <= now }.map(\.key)

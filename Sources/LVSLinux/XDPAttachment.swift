@@ -1,4 +1,5 @@
 import CLVSLinux
+import LVSCore
 import LVSPacket
 import LVSSystem
 import Logging
@@ -17,6 +18,7 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
     let addressMap: BPFAddressMap
     var programs: [(interface: UInt16, program: BPFProgram)] = []
     var installed: [IPAddress: UInt32] = [:]
+    var prefixes: (Int?, Int?)? = nil
     let logger: Logger
 
     struct Failure: Error, CustomStringConvertible { var description: String }
@@ -31,9 +33,13 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
         do throws(Failure) {
             for index in interfaces {
                 guard let name = NetworkInterface.name(index: UInt32(index)) else { throw Failure(description: "interface \(index): no name") }
-                let queues = Self.receiveQueues(name)
+                let queues = NetworkInterface.receiveQueues(name)
                 let program: BPFProgram
-                do { program = try BPFProgram.redirect(addresses: addressMap, queues: queues, attachTo: Int32(index)) } catch {
+                do {
+                    program = try BPFProgram.redirect(addresses: addressMap, queues: queues, attachTo: Int32(index))
+                    // Before any socket is open: until then every frame passes.
+                    try WorkerSteering.configure(program, workers: workers.count)
+                } catch {
                     throw Failure(description: "\(name): \(error)")
                 }
                 programs.append((index, program))
@@ -69,17 +75,19 @@ final class XDPAttachment: @unchecked Sendable {  // used under DataPlane's lock
         }
     }
 
-    /// Receive queues, as sysfs lists them (1 if it cannot tell).
-    static func receiveQueues(_ name: String) -> Int {
-        let entries = KernelFile.directory("/sys/class/net/\(name)/queues") ?? []
-        return max(1, entries.filter { $0.hasPrefix("rx-") }.count)
-    }
-
-    /// Brings the address map to `owned`, `replySources` and `host`, changing only what differs.
-    func update(owned: [IPAddress], replySources: Set<IPAddress>, host: [IPAddress]) {
-        var wanted: [IPAddress: UInt32] = [:]
-        for a in owned { wanted[a, default: 0] |= UInt32(LVS_XDP_OWNED) }
-        for a in replySources { wanted[a, default: 0] |= UInt32(LVS_XDP_REPLY_SOURCE) }
+    /// Brings the address map and the steering to `ownership` and `host`, changing only what differs.
+    func update(_ ownership: Ownership, host: [IPAddress]) {
+        let wantedPrefixes = (ownership.clientPrefix4, ownership.clientPrefix6)
+        if prefixes == nil || prefixes! != wantedPrefixes {
+            do {
+                for (_, program) in programs { try WorkerSteering.configure(program, prefixes: wantedPrefixes) }
+                prefixes = wantedPrefixes
+            } catch {
+                logger.warning("XDP \(error)")
+            }
+        }
+        var wanted = WorkerSteering.addressFlags(ownership)
+        for a in ownership.replySources { wanted[a, default: 0] |= UInt32(LVS_XDP_REPLY_SOURCE) }
         for a in host { wanted[a, default: 0] |= UInt32(LVS_XDP_HOST) }
         guard wanted != installed else { return }
         for (a, flags) in wanted where installed[a] != flags { set(a, flags) }

@@ -19,6 +19,12 @@ public enum NetworkInterface {
         guard found else { return nil }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
+
+    /// Receive queues of interface `name`, as sysfs lists them (1 if it cannot tell).
+    public static func receiveQueues(_ name: String) -> Int {
+        let entries = KernelFile.directory("/sys/class/net/\(name)/queues") ?? []
+        return max(1, entries.filter { $0.hasPrefix("rx-") }.count)
+    }
 }
 
 /// The few file operations on paths that swift-system leaves out.

@@ -41,8 +41,11 @@ struct LVSD: AsyncParsableCommand {
             valueName: "packet|xdp"))
     var io: PacketIO = .packet
 
-    @Option(help: "Worker threads; more than one spreads flows by hash (DR and TUN; NAT and FULLNAT replies need one).")
-    var workers = 1
+    @Option(
+        help: ArgumentHelp(
+            "Worker threads: a number, or auto (one per receive queue of the busiest served interface, at most one per core).",
+            valueName: "n|auto"))
+    var workers: WorkerCount = .auto
 
     @Flag(help: "Do not install the nftables ingress drop for owned addresses.")
     var noKernelFilter = false
@@ -96,6 +99,7 @@ struct LVSD: AsyncParsableCommand {
                 logger.warning("\(path) is 1: the kernel forwards the frames lvsd forwards too; set it to 0 in the director's namespace")
             }
         }
+        let workers = workers.resolved(interfaces: interface)
         let plane = ControlPlane(
             capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
             base: base, group: group, logger: logger)
@@ -181,3 +185,32 @@ struct LVSD: AsyncParsableCommand {
 }
 
 extension PacketIO: ExpressibleByArgument {}
+
+/// `--workers`: how many data-plane threads.
+enum WorkerCount: ExpressibleByArgument, Equatable {
+    case auto
+    case count(Int)
+
+    init?(argument: String) {
+        if argument == "auto" {
+            self = .auto
+        } else if let n = Int(argument), (1...1024).contains(n) {
+            self = .count(n)
+        } else {
+            return nil
+        }
+    }
+
+    var defaultValueDescription: String { "auto" }
+
+    /// Auto: as many as the served interfaces have receive queues (a queue
+    /// is where a NIC spreads its load), no more than the cores lvsd may run on.
+    func resolved(interfaces: [String]) -> Int {
+        switch self {
+        case .count(let n): return n
+        case .auto:
+            let queues = interfaces.map { NetworkInterface.receiveQueues($0) }.max() ?? 1
+            return max(1, min(queues, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        }
+    }
+}

@@ -214,8 +214,10 @@ struct HighAvailabilityTests {
         return (gap * 100, last.reduce(0, +) / Double(max(1, last.count)))
     }
 
-    @Test func aKilledMasterLosesNoConnectionAndTheSyncTrafficDecodes() throws {
-        let lab = try Lab(prefix: "ltha", bin: Self.bin)
+    /// With one worker on each director, and with two (each synced connection is owned by the backup's worker its frames are steered to).
+    @Test(arguments: [1, 2])
+    func aKilledMasterLosesNoConnectionAndTheSyncTrafficDecodes(workers: Int) throws {
+        let lab = try Lab(prefix: "ltha\(workers)", bin: Self.bin)
         defer { lab.teardown() }
         try lab.addHost("e", address: Self.secondDirector, address6: "2001:db8:1::2")
         try lab.startNginx(keepalive: 120)
@@ -229,12 +231,13 @@ struct HighAvailabilityTests {
                 "tcpdump", "-i", lab.ns("e0"), "-U", "-n", "-w", lab.directory.appendingPathComponent("sync.pcap").path,
                 "udp", "port", "8848",
             ], logName: "tcpdump")
-        let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", haConfiguration(interface: lab.ns("d0"), priority: 150))])
+        let master = try lab.startDirector(
+            extra: ["--workers", String(workers), "--keepalived", try write(lab, "d.conf", haConfiguration(interface: lab.ns("d0"), priority: 150))])
         let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
         #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
         try lab.startDirector(
             extra: [
-                "--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100)),
+                "--workers", String(workers), "--keepalived", try write(lab, "e.conf", haConfiguration(interface: lab.ns("e0"), priority: 100)),
                 "--metrics", "127.0.0.1:19190",
             ], role: "e")
         #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")

@@ -46,6 +46,30 @@ struct Pool {
         #expect(pool.run(&s, 18) == [0, 1, 0, 2, 1, 0, 2, 1, 0, 0, 1, 0, 2, 1, 0, 2, 1, 0])
     }
 
+    /// With several workers each has its copy of the service; rr and wrr
+    /// share one position, so that the copies, taking turns in any order,
+    /// make the one sequence a single scheduler makes.
+    @Test func workersTakeOneSequenceOfRRAndWRR() {
+        for (name, weights) in [("rr", [Int32(1), 1, 1]), ("wrr", [4, 3, 2])] {
+            let pool = Pool(weights: weights)
+            var alone = pool.scheduler(name)
+            let expected = pool.run(&alone, 36)
+            let position = SharedSchedulerPosition()
+            var copies = (0..<3).map { _ in
+                var s = SchedulerInstance(name: name, flags: [])!
+                s.share(position)
+                s.destinationsChanged(order: pool.order, dests: pool.dests)
+                return s
+            }
+            var taken: [Int?] = []
+            for k in 0..<36 {
+                let worker = (k * 7 + k / 5) % 3
+                taken += pool.run(&copies[worker], 1)
+            }
+            #expect(taken == expected, "\(name)")
+        }
+    }
+
     @Test func wrrAllZeroHasNoServer() {
         let pool = Pool(weights: [0, 0])
         var s = pool.scheduler("wrr")

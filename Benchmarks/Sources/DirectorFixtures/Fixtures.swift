@@ -9,7 +9,7 @@ public final class Scenario {
     var frames: [[UInt8]]
     public var now: UInt64 = 1_000_000
 
-    public enum Kind: String, CaseIterable { case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA }
+    public enum Kind: String, CaseIterable, Sendable { case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA }
 
     static func ip(_ s: String) -> IPAddress { IPAddress(s)! }
 

@@ -1,6 +1,8 @@
 import CAllocationCounter
+import Dispatch
 import DirectorFixtures
 import LVSCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -13,6 +15,7 @@ import Glibc
 //    or: lvs-bench-probe memory [CONNECTIONS]        resident memory of a full IPv4 table
 //    or: lvs-bench-probe prefetch [FLOWS]             established NAT time per packet, prefetch on and off
 //    or: lvs-bench-probe allocations                  the hot path's allocations per scenario; exits 1 unless all are 0
+//    or: lvs-bench-probe threads [N] [SECONDS]        packets/s of 1 and of N worker threads, each with its own engine over one configuration
 func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
     let s = Scenario(kind, flows: flows)
     for b in 0..<batches {
@@ -82,12 +85,50 @@ case "prefetch":
     print(
         "established NAT, \(argument(2, 1_000_000)) flows: \(ns(best[false]!)) ns/packet without prefetch, \(ns(best[true]!)) with (batches of 32, frames copied in included)"
     )
+case "threads":
+    // Workers as lvsd runs them, without the I/O: each thread its own
+    // engine (built from the same configuration) and batches; nothing is
+    // shared between them per packet, so N threads should make N times one.
+    let (threads, seconds) = (argument(2, 2), argument(3, 2))
+    for kind in [Scenario.Kind.natEstablished, .newConnectionWLC] {
+        var rates: [Int: Double] = [:]
+        for n in [1, threads] {
+            let packets = PacketCount()
+            let start = ContinuousClock.now
+            DispatchQueue.concurrentPerform(iterations: n) { _ in
+                let s = Scenario(kind, flows: 1000)
+                let end = ContinuousClock.now + .seconds(seconds)
+                var b = 0
+                while ContinuousClock.now < end {
+                    for _ in 0..<64 {
+                        if kind == .newConnectionWLC && b % 16 == 0 { s.reset() }
+                        s.runBatch(offset: b &* 32)
+                        b &+= 1
+                    }
+                }
+                packets.add(UInt64(b * 32))
+            }
+            let elapsed = ContinuousClock.now - start
+            let secondsTaken = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            rates[n] = Double(packets.total) / secondsTaken
+        }
+        let one = rates[1]!
+        let many = rates[threads]!
+        print("\(kind.rawValue): 1 thread \(Int(one)) packets/s, \(threads) threads \(Int(many)) packets/s: \(Double(Int(many / one * 100)) / 100)x")
+    }
 default:
     guard let kind = Scenario.Kind(rawValue: mode) else {
         print(
-            "lvs-bench-probe: no scenario \(mode); one of \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")), maglev, memory, prefetch, allocations"
+            "lvs-bench-probe: no scenario \(mode); one of \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")), maglev, memory, prefetch, allocations, threads"
         )
         exit(2)
     }
     print(probe(kind, flows: argument(2, 1), batches: argument(3, 1000)))
+}
+
+/// The threads' packets, added once per thread at its end.
+final class PacketCount: Sendable {
+    let count = Mutex<UInt64>(0)
+    func add(_ n: UInt64) { count.withLock { $0 &+= n } }
+    var total: UInt64 { count.withLock { $0 } }
 }

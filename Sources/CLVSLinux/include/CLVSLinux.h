@@ -26,8 +26,18 @@ typedef struct lvs_ring {
 } lvs_ring;
 
 /// Opens the ring on `ifindex` (0 or -errno). `fanout_group` > 0 joins a
-/// PACKET_FANOUT_HASH group so that several workers share the interface.
-int lvs_ring_open(lvs_ring *ring, int ifindex, unsigned block_size, unsigned block_count, int fanout_group);
+/// fanout group so that several workers share the interface: steered by the
+/// socket filter program `steering` (PACKET_FANOUT_EBPF; the rings' order
+/// of joining is the program's numbering), or by the kernel's flow hash
+/// (PACKET_FANOUT_HASH) when `steering` is -1.
+int lvs_ring_open(lvs_ring *ring, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering);
+/// A non-blocking AF_PACKET socket on `ifindex` that receives ARP replies
+/// and IPv6 neighbour advertisements only (a classic BPF filter): how a
+/// worker that the steering does not give them learns next hops. fd or -errno.
+int lvs_neighbour_socket(int ifindex);
+/// One frame from a packet socket, without waiting: its length (more than
+/// `capacity`: cut short), or -errno (-EAGAIN: none).
+long lvs_receive_frame(int fd, unsigned char *buffer, size_t capacity);
 void lvs_ring_close(lvs_ring *ring);
 /// The first of the ready frames from the current position (at most 64, not
 /// wrapping), or NULL; `count` frames in the run.
@@ -83,6 +93,13 @@ lvs_xdp_program *lvs_decapsulator_load(int vips, unsigned short gue_port, int tc
 /// The same, attached to `ifindex`: at tc ingress (tcx; mode LVS_MODE_TC)
 /// or in XDP as lvs_xdp_attach attaches.
 lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short gue_port, int tc, int *mode, char *error, size_t capacity);
+/// lvsd's steering program for PACKET_FANOUT_EBPF (a socket filter), with
+/// the address map `address_map` (LVS_XDP_OWNED, LVS_FANOUT_LOCAL); not attached.
+lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity);
+/// A loaded program's descriptor, for PACKET_FANOUT_DATA.
+int lvs_bpf_program_fd(lvs_xdp_program *program);
+/// Sets one slot of a program's configuration array: 0 or -errno.
+int lvs_bpf_setting(lvs_xdp_program *program, unsigned slot, unsigned value);
 /// Detaches (when attached) and unloads.
 void lvs_xdp_detach(lvs_xdp_program *program);
 /// A program's counters summed over the CPUs, `count` slots: 0 or -errno.

@@ -10,6 +10,9 @@
 #define LVS_XDP_OWNED 1
 #define LVS_XDP_REPLY_SOURCE 2
 #define LVS_XDP_HOST 4
+/// A FULLNAT local address: the steering program picks the worker by the
+/// destination port's low bits (each worker's slice of the port space).
+#define LVS_FANOUT_LOCAL 8
 
 /// The redirect program's counters (a per-CPU array, one slot each).
 enum lvs_xdp_counter {
@@ -21,7 +24,10 @@ enum lvs_xdp_counter {
     LVS_XDP_PASSED = 2,
     /// Frames too short for their headers: passed, for the kernel to judge.
     LVS_XDP_TRUNCATED = 3,
-    LVS_XDP_COUNTERS = 4,
+    /// lvsd's frames whose connection another worker owns than the queue's:
+    /// passed, for that worker's AF_PACKET ring.
+    LVS_XDP_OTHER_WORKER = 4,
+    LVS_XDP_COUNTERS = 5,
 };
 
 /// The decapsulator's configuration (an array map, one slot each).
@@ -38,6 +44,20 @@ enum lvs_decap_counter {
     /// Packets left as they were (not a tunnel, not a VIP's).
     LVS_DECAP_PASSED = 1,
     LVS_DECAP_COUNTERS = 2,
+};
+
+/// The steering program's configuration (an array map, one slot each).
+enum lvs_fanout_setting {
+    /// How many workers share the interface (0 or 1: all to the first).
+    LVS_FANOUT_WORKERS = 0,
+    /// The local-port bits that name a FULLNAT connection's worker.
+    LVS_FANOUT_PORT_MASK = 1,
+    /// When a service is persistent: the length plus one of the client
+    /// prefix that is hashed (IPv4, IPv6), without the port; 0: the
+    /// client's address and port.
+    LVS_FANOUT_PREFIX4 = 2,
+    LVS_FANOUT_PREFIX6 = 3,
+    LVS_FANOUT_SETTINGS = 4,
 };
 
 #endif

@@ -1,4 +1,5 @@
 import LVSPacket
+import Synchronization
 
 /// What a scheduler may hash: the flow's addresses folded as the kernel folds
 /// them (`addr_fold`: the address, or the XOR of an IPv6 address's four words).
@@ -34,6 +35,43 @@ public protocol Scheduler: Sendable {
 
 extension Scheduler {
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {}
+}
+
+/// A scheduler's position shared by every worker's copy of one service, so
+/// that rr and wrr take one sequence over all workers, as the kernel's take
+/// one under the service's lock: read, advanced, and put back with a
+/// compare-and-swap (again from the new value when another worker moved it
+/// meanwhile). One per new connection, none for a connection's later packets.
+public final class SharedSchedulerPosition: Sendable {
+    let value = Atomic<UInt64>(0)
+
+    public init() {}
+
+    func load() -> UInt64 { value.load(ordering: .relaxed) }
+    func store(_ word: UInt64) { value.store(word, ordering: .relaxed) }
+
+    /// Replaces `expected` with `desired`: nil, or the value another worker left.
+    func exchange(_ expected: UInt64, _ desired: UInt64) -> UInt64? {
+        let (exchanged, original) = value.compareExchange(expected: expected, desired: desired, ordering: .relaxed)
+        return exchanged ? nil : original
+    }
+}
+
+/// The shared positions of a director's services, one per service key,
+/// handed to every worker's engine.
+public final class SharedSchedulerPositions: Sendable {
+    let positions = Mutex<[ServiceKey: SharedSchedulerPosition]>([:])
+
+    public init() {}
+
+    func position(for key: ServiceKey) -> SharedSchedulerPosition {
+        positions.withLock { p in
+            if let existing = p[key] { return existing }
+            let made = SharedSchedulerPosition()
+            p[key] = made
+            return made
+        }
+    }
 }
 
 /// `hash_32(val, bits)` from `include/linux/hash.h`.
@@ -96,6 +134,19 @@ public enum SchedulerInstance: Sendable {
         case "twos": self = .twos(.init(flags: flags))
         case "ch": self = .ch(.init(flags: flags))
         default: return nil
+        }
+    }
+
+    /// Shares the position of rr and wrr with the other workers' copies (the others keep their own state).
+    public mutating func share(_ position: SharedSchedulerPosition) {
+        switch self {
+        case .rr(var s):
+            s.shared = position
+            self = .rr(s)
+        case .wrr(var s):
+            s.shared = position
+            self = .wrr(s)
+        default: break
         }
     }
 

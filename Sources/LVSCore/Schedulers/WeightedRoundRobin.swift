@@ -7,10 +7,18 @@ public struct WeightedRoundRobin: Scheduler {
     var mw: Int32 = 0
     var di: Int32 = 1
     var initialised = false
+    /// The position and cw every worker's copy of the service moves, when there are several.
+    var shared: SharedSchedulerPosition?
 
     public init(flags: SchedulerFlags) {}
 
     public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
+        if let shared {
+            take(shared.load())
+            // Every worker's copy starts from the shared cw (0 before the first).
+            initialised = cw != 0
+        }
+        defer { shared?.store(word) }
         var g: Int32 = 0
         var maxWeight: Int32 = 0
         for slot in order {
@@ -32,6 +40,25 @@ public struct WeightedRoundRobin: Scheduler {
     }
 
     public mutating func schedule(order: Span<Int>, dests: Span<DestinationState>, input: ScheduleInput, now: UInt64) -> Int? {
+        guard let shared else { return next(order: order, dests: dests) }
+        var seen = shared.load()
+        while true {
+            take(seen)
+            let chosen = next(order: order, dests: dests)
+            guard let failed = shared.exchange(seen, word) else { return chosen }
+            seen = failed
+        }
+    }
+
+    /// The position (plus one, so that a fresh word is the list head) and cw in one word.
+    var word: UInt64 { UInt64(UInt32(bitPattern: Int32(position &+ 1))) | UInt64(UInt32(bitPattern: cw)) &<< 32 }
+
+    mutating func take(_ word: UInt64) {
+        position = Int(Int32(bitPattern: UInt32(truncatingIfNeeded: word))) &- 1
+        cw = Int32(bitPattern: UInt32(truncatingIfNeeded: word &>> 32))
+    }
+
+    mutating func next(order: Span<Int>, dests: Span<DestinationState>) -> Int? {
         guard mw > 0 else { return nil }
         let n = order.count
         let last = position

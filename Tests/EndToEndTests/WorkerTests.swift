@@ -1,0 +1,83 @@
+import Foundation
+import LVSLab
+import LVSSystem
+import LVSTestSupport
+import Testing
+
+/// lvsd with several workers on veths with four queues, offloads as the
+/// kernel sets them: every connection's frames, client side and reply side,
+/// meet the worker that owns it (the steering program), in every mode.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces"))
+struct WorkerTests {
+    static let bin = Executables.directory
+
+    func spread(_ answers: [String]) -> [String: Int] {
+        answers.reduce(into: [:]) { $0[String($1.split(separator: " ")[0]), default: 0] += 1 }
+    }
+
+    /// The packets each worker forwarded, from the metrics.
+    func forwardedByWorker(_ lab: Lab, port: Int) throws -> [Int: Double] {
+        let text = try lab.inside("d", "curl", "-sS", "http://127.0.0.1:\(port)/metrics")
+        var out: [Int: Double] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("lvsd_worker_packets_total{") && line.contains("direction=\"in\"") {
+            guard let w = line.split(separator: "worker=\"").last?.split(separator: "\"").first.flatMap({ Int($0) }),
+                let v = line.split(separator: " ").last.flatMap({ Double($0) })
+            else { continue }
+            out[w] = v
+        }
+        return out
+    }
+
+    /// AF_XDP: a queue's socket belongs to worker queue mod workers; a frame
+    /// another worker owns passes XDP to that worker's AF_PACKET ring.
+    @Test(arguments: [("packet", 1), ("packet", 2), ("packet", 4), ("xdp", 1), ("xdp", 2), ("xdp", 4)])
+    func everyModeWithWorkersOnFourQueues(io: String, workers: Int) throws {
+        let lab = try Lab(prefix: "lw\(io.prefix(1))\(workers)", bin: Self.bin, queues: 4)
+        defer { lab.teardown() }
+        let metrics = 19190 + workers + (io == "xdp" ? 10 : 0)
+        try lab.startDirector(extra: ["--workers", String(workers), "--io", io, "--metrics", "127.0.0.1:\(metrics)"])
+        try lab.startNginx()
+        do {
+            for _ in 0..<100 where !lab.logText("lvsd").contains("workers=") { usleep(20_000) }
+            #expect(lab.logText("lvsd").contains("workers=\(workers)") && lab.logText("lvsd").contains("io=\(io)"), "\(lab.logText("lvsd"))")
+            // NAT, IPv4 and IPv6: the real servers answer through lvsd.
+            try lab.gateway(viaDirector: true)
+            try lab.lvsadm("-A -t \(Lab.vip):80 -s rr")
+            try lab.lvsadm("-A -t [\(Lab.vip6)]:80 -s rr")
+            for i in 1...3 {
+                try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m")
+                try lab.lvsadm("-a -t [\(Lab.vip6)]:80 -r [\(Lab.real6(i))]:8080 -m")
+            }
+            let nat = try lab.requests("http://\(Lab.vip)/", count: 300, parallel: 8)
+            #expect(nat.count == 300 && nat.allSatisfy { $0.contains(" \(Lab.client) ") }, "\(nat.count)")
+            #expect(spread(nat) == ["rs1": 100, "rs2": 100, "rs3": 100], "\(spread(nat))")
+            let nat6 = try lab.requests("http://[\(Lab.vip6)]/", count: 60, parallel: 8)
+            #expect(nat6.count == 60 && nat6.allSatisfy { $0.contains(" \(Lab.client6) ") }, "\(nat6.count)")
+            // The SYN proxy: each worker answers its clients' handshakes and opens the real server's.
+            try lab.lvsadm("-A -t \(Lab.vip):82 -s rr -j enable")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):82 -r \(Lab.real(i)):8080 -m") }
+            let proxied = try lab.requests("http://\(Lab.vip):82/", count: 60, parallel: 8)
+            #expect(proxied.count == 60 && spread(proxied) == ["rs1": 20, "rs2": 20, "rs3": 20], "\(spread(proxied))")
+            // FULLNAT: replies come back to the local address, to the worker that owns the port.
+            try lab.lvsadm("-A -t \(Lab.vip):81 -s rr")
+            try lab.lvsadm("--add-laddr -t \(Lab.vip):81 -z \(Lab.lip)")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):81 -r \(Lab.real(i)):8080 -b") }
+            let full = try lab.requests("http://\(Lab.vip):81/", count: 150, parallel: 8)
+            #expect(full.count == 150 && full.allSatisfy { $0.contains(" \(Lab.lip) ") }, "\(full.count)")
+            #expect(spread(full) == ["rs1": 50, "rs2": 50, "rs3": 50], "\(spread(full))")
+            // DR: the replies go around lvsd.
+            for i in 1...3 { try lab.inside("r\(i)", Self.bin.appendingPathComponent("lvs-realserver").path, "dr-setup", Lab.vip) }
+            try lab.gateway(viaDirector: false)
+            try lab.lvsadm("-A -t \(Lab.vip):8080 -s rr")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):8080 -r \(Lab.real(i)):8080 -g") }
+            let dr = try lab.requests("http://\(Lab.vip):8080/", count: 150, parallel: 8)
+            #expect(dr.count == 150 && dr.allSatisfy { $0.contains(" \(Lab.client) ") }, "\(dr.count)")
+            // Every worker took its share.
+            usleep(700_000)  // past the metrics cache
+            let byWorker = try forwardedByWorker(lab, port: metrics)
+            #expect(byWorker.count == workers && byWorker.values.allSatisfy { $0 > 0 }, "\(byWorker)")
+        } catch {
+            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
+        }
+    }
+}
