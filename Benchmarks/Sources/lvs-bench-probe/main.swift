@@ -1,6 +1,6 @@
 import CAllocationCounter
-import Dispatch
 import DirectorFixtures
+import Dispatch
 import LVSCore
 import Synchronization
 
