@@ -246,10 +246,36 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         guard !e.flags.contains(.unhashed) else { return }
         let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
         place(Self.hash(p, e.client, e.clientPort, e.virtual, e.virtualPort), index, 0)
-        if e.flags.contains(.replyIndexed) {
-            place(Self.hash(p, e.real, e.realPort, e.local, e.localPort), index, 1)
-            replyIndexedCount &+= 1
+        if e.flags.contains(.replyIndexed) { placeReply(index, proto: p) }
+    }
+
+    /// Indexes an entry's reply direction. A reply finds the newest
+    /// connection with its tuple, as in the kernel's hash chains, where a new
+    /// entry goes first: a client port reused at once for another service of
+    /// the same real server takes the old, closing connection's slot.
+    mutating func placeReply(_ index: Int, proto p: UInt8) {
+        let e = entries[index]
+        let h = Self.hash(p, e.real, e.realPort, e.local, e.localPort)
+        let tag = h & 0xFFFF_FFFF
+        let mine = tag &<< 32 | UInt64(index &+ 1) &<< 1 | 1
+        var i = Self.firstSlot(h, mask: mask)
+        while slots[i] != 0 {
+            let s = slots[i]
+            if s &>> 32 == tag && s & 1 == 1 {
+                let old = Int((s & 0xFFFF_FFFF) &>> 1) &- 1
+                let o = entries[old]
+                if Self.key(proto: o.proto, template: o.flags.contains(.template)) == p && o.realPort == e.realPort && o.localPort == e.localPort
+                    && o.real == e.real && o.local == e.local
+                {
+                    slots[i] = mine
+                    entries[old].flags.remove(.replyIndexed)
+                    return
+                }
+            }
+            i = (i &+ 1) & mask
         }
+        slots[i] = mine
+        replyIndexedCount &+= 1
     }
 
     mutating func place(_ h: UInt64, _ index: Int, _ dir: UInt64) {

@@ -533,6 +533,38 @@ import Testing
         }
     }
 
+    /// Two NAT connections whose replies look alike: one client port, used
+    /// at once again for another service of the same real server. As in the
+    /// kernel's hash chains (a new entry first), the reply finds the new one.
+    @Test func aReplyFindsTheNewestConnectionWithItsTuple() {
+        var t = ConnectionTable<IPv4Address>(capacity: 16)
+        let client = IPv4Address("198.18.0.100")!
+        let real = IPv4Address("198.19.0.11")!
+        var made: [Int] = []
+        for port: UInt16 in [80, 82] {
+            let i = t.allocate()!
+            t[i].proto = 6
+            t[i].client = client
+            t[i].clientPort = 40000
+            t[i].virtual = IPv4Address("198.19.0.10")!
+            t[i].virtualPort = port
+            t[i].real = real
+            t[i].realPort = 8080
+            t[i].local = client
+            t[i].localPort = 40000
+            t[i].flags.insert(.replyIndexed)
+            t.insert(i)
+            made.append(i)
+        }
+        #expect(t.lookup(.reply, proto: 6, real, 8080, client, 40000) == made[1])
+        #expect(t.replyIndexedCount == 1)
+        #expect(t.lookup(.client, proto: 6, client, 40000, IPv4Address("198.19.0.10")!, 80) == made[0])
+        t.remove(made[0])
+        #expect(t.lookup(.reply, proto: 6, real, 8080, client, 40000) == made[1])
+        t.remove(made[1])
+        #expect(t.lookup(.reply, proto: 6, real, 8080, client, 40000) == nil && t.replyIndexedCount == 0)
+    }
+
     @Test func fullNATPortsAreReusedLastReleasedLast() {
         let rs = IPv4Address("198.19.0.2")!
         let lip = IPv4Address("198.19.0.100")!
