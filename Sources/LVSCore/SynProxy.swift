@@ -218,7 +218,21 @@ extension FamilyPlane {
             if c.flags.contains(.toaArmed) { insertTOA(&b, &f, &p, c, dest: dest, shared: &shared) }
             return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
         }
-        guard !c.flags.contains(.synproxyPending) else { return nil }
+        if c.flags.contains(.synproxyPending) {
+            guard p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0, p.tcpFlags & TCPFlags.ack != 0 else { return nil }
+            // A real server that still holds an old connection of this tuple in TIME_WAIT answers
+            // the SYN with that connection's ACK. Without the proxy the client would reset it, which
+            // ends the TIME_WAIT (RFC 1337's hazard, which Linux allows): so does the director, at
+            // the sequence number the server expects; the client's next retransmission sends the SYN again.
+            let expected = b.be32(at: p.l4Offset &+ 8)
+            let dest = shared.services[Int(c.service)].destinations[Int(c.destination)]
+            guard
+                SynProxy.writeSegment(
+                    &b, &f, &p, source: c.local, destination: c.real, sourcePort: c.localPort, destinationPort: c.realPort,
+                    seq: expected, ack: 0, flags: TCPFlags.rst, mss: nil, ttl: 64)
+            else { return shared.drop(.edit(.noHeadroom)) }
+            return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
+        }
         let o = p.l4Offset &+ 4
         let old = b.be32(at: o)
         let new = old &- c.synproxySequence

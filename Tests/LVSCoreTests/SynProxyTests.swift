@@ -93,6 +93,28 @@ import Testing
         #expect(out.count == 2 && out[1].0 == .transmit(interface: 2) && Array(out[1].1.suffix(3)) == [1, 2, 3])
     }
 
+    /// A real server still holding this tuple in TIME_WAIT answers the SYN
+    /// with the old connection's ACK: the director resets it there, at the
+    /// sequence number it expects (the client is not told), and the client's
+    /// retransmitted request sends the SYN again.
+    @Test func anOldConnectionsACKFromTheRealServerIsReset() {
+        var h = harness(.nat)
+        let (_, synAck) = h.send(fromClient(h, seq: 1000, flags: TCPFlags.syn, options: [2, 4, 0x05, 0xB4]))
+        let cookie = be32(synAck, 38)
+        _ = h.send(fromClient(h, seq: 1001, ack: cookie &+ 1, flags: TCPFlags.ack))
+        let request = fromClient(h, seq: 1001, ack: cookie &+ 1, flags: TCPFlags.ack | TCPFlags.psh, payload: [1, 2, 3])
+        #expect(h.send(request).0 == .held)
+        let (v, reset) = h.send(fromReal(client, 40000, seq: 77_000, ack: 3_000_000, flags: TCPFlags.ack), interface: 2)
+        #expect(v == .transmit(interface: 2))
+        #expect(field(reset, 26, 4) == [198, 18, 0, 100] && field(reset, 30, 4) == [198, 19, 0, 2])
+        #expect(be16(reset, 34) == 40000 && be16(reset, 36) == 8080 && reset[47] == TCPFlags.rst)
+        #expect(be32(reset, 38) == 3_000_000 && FrameBuilder.checksumsValid(reset))
+        let (again, syn) = h.send(request)
+        #expect(again == .transmit(interface: 2) && syn[47] == TCPFlags.syn && be32(syn, 38) == 1000)
+        let out = h.sendBatch([(fromReal(client, 40000, seq: 5000, ack: 1001, flags: TCPFlags.syn | TCPFlags.ack), 2)])
+        #expect(out.count == 2 && out[1].0 == .transmit(interface: 2) && Array(out[1].1.suffix(3)) == [1, 2, 3])
+    }
+
     @Test func fullNATCarriesTheTOAInTheHandshakeItCompletes() {
         var h = harness(.fullNAT)
         let cookie = be32(h.send(fromClient(h, seq: 1000, flags: TCPFlags.syn, options: [2, 4, 0x05, 0xB4])).1, 38)
