@@ -18,11 +18,16 @@ public struct FullNATPortPool<A: IPAddressProtocol>: Sendable {
 
     public init(addresses: [A], ports: ClosedRange<UInt16> = 1025...65535, worker: Int = 0, workers: Int = 1) {
         self.addresses = addresses
-        var mask = 1
-        while mask < workers { mask <<= 1 }
-        mask -= 1
+        let mask = Self.workerBits(workers: workers)
         let owned = ports.filter { Int($0) & mask == worker }
         pools = addresses.map { _ in (0..<Self.subPools).map { _ in PortQueue(owned) } }
+    }
+
+    /// The low port bits that name a port's worker: enough for every worker.
+    public static func workerBits(workers: Int) -> Int {
+        var mask = 1
+        while mask < workers { mask <<= 1 }
+        return mask - 1
     }
 
     static func subPool(real: A, port: UInt16) -> Int {

@@ -56,8 +56,6 @@ extension Ownership {
     /// The worker whose slice of the local ports holds `port` (FULLNAT).
     public static func worker(localPort port: UInt16, workers: Int) -> Int {
         guard workers > 1 else { return 0 }
-        var mask = 1
-        while mask < workers { mask <<= 1 }
-        return (Int(port) & (mask - 1)) % workers
+        return (Int(port) & FullNATPortPool<IPv4Address>.workerBits(workers: workers)) % workers
     }
 }

@@ -28,10 +28,8 @@ public final class WorkerSteering: Sendable {
     /// Tells a program (this one, or lvsd's XDP program) how many workers
     /// there are and which local-port bits name a FULLNAT connection's.
     static func configure(_ program: BPFProgram, workers: Int) throws(BPFError) {
-        var mask = 1
-        while mask < workers { mask <<= 1 }
         try program.set(UInt32(LVS_FANOUT_WORKERS.rawValue), UInt32(workers))
-        try program.set(UInt32(LVS_FANOUT_PORT_MASK.rawValue), UInt32(mask - 1))
+        try program.set(UInt32(LVS_FANOUT_PORT_MASK.rawValue), UInt32(FullNATPortPool<IPv4Address>.workerBits(workers: workers)))
     }
 
     /// Tells a program the client prefixes to hash when a service is persistent.
