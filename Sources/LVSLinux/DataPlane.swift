@@ -198,6 +198,7 @@ public final class DataPlane: Sendable {
 
     func run() {
         var lastHousekeeping: UInt64 = 0
+        var lastNeighbourRead: UInt64 = 0
         readable = unsafe rings.map { unsafe $0.pointee.fd } + sockets.map { unsafe lvs_xsk_fd($0) } + neighbourSockets
         // The frames an AF_XDP receive or a ring's run hands out stay readable
         // until they are released, and are copied into the batch before that.
@@ -260,9 +261,13 @@ public final class DataPlane: Sendable {
                     unsafe lvs_ring_release(rings[r])
                 }
             }
-            for k in neighbourSockets.indices where takeNeighbourFrame(neighbourSockets[k], interface: neighbourInterface[k]) { busy = true }
-            if batch.count > 0 { flush() }
+            // At most once a millisecond: a busy loop must not pay a recv per round for the rare ARP reply.
             let now = MonotonicClock.milliseconds()
+            if now != lastNeighbourRead {
+                lastNeighbourRead = now
+                for k in neighbourSockets.indices where takeNeighbourFrame(neighbourSockets[k], interface: neighbourInterface[k]) { busy = true }
+            }
+            if batch.count > 0 { flush() }
             if now &- lastHousekeeping >= 100 {
                 lastHousekeeping = now
                 housekeeping(now: now)
