@@ -29,6 +29,7 @@
 int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering) {
     memset(r, 0, sizeof(*r));
     r->fd = -1;
+    r->gso_fd = -1;
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
     if (fd < 0) return -errno;
     int v = TPACKET_V2;
@@ -81,6 +82,18 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     r->map = map;
     r->map_length = length;
     r->frame_count = req.tp_frame_nr;
+    if (r->vnet) {
+        /* Protocol 0: it sends and never receives. */
+        int gso = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+        struct sockaddr_ll out;
+        memset(&out, 0, sizeof(out));
+        out.sll_family = AF_PACKET;
+        out.sll_ifindex = ifindex;
+        if (gso >= 0 && setsockopt(gso, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof(on)) == 0 && bind(gso, (struct sockaddr *)&out, sizeof(out)) == 0)
+            r->gso_fd = gso;
+        else if (gso >= 0)
+            close(gso);
+    }
     return 0;
 fail:;
     int e = errno;
@@ -131,8 +144,10 @@ long lvs_receive_frame(int fd, unsigned char *buffer, size_t capacity) {
 void lvs_ring_close(lvs_ring *r) {
     if (r->map) munmap(r->map, r->map_length);
     if (r->fd >= 0) close(r->fd);
+    if (r->gso_fd >= 0) close(r->gso_fd);
     r->map = NULL;
     r->fd = -1;
+    r->gso_fd = -1;
 }
 
 static struct tpacket2_hdr *frame_at(lvs_ring *r, unsigned i) {
@@ -212,6 +227,19 @@ int lvs_send_frames(int fd, int vnet, const unsigned char *const *frames, const 
         if ((unsigned)r < n) break;
     }
     return (int)sent;
+}
+
+int lvs_send_offloaded(int fd, const unsigned char *header, const unsigned char *frame, unsigned length) {
+    struct iovec iov[2] = {
+        {.iov_base = (void *)header, .iov_len = LVS_VNET_HDR_SIZE},
+        {.iov_base = (void *)frame, .iov_len = length},
+    };
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    for (;;) {
+        ssize_t r = sendmsg(fd, &msg, 0);
+        if (r >= 0) return 0;
+        if (errno != EINTR) return -errno;
+    }
 }
 
 unsigned lvs_ring_drops(lvs_ring *r) {

@@ -146,6 +146,9 @@ public struct EngineStatus: Sendable, Hashable, Codable {
     public var icmpSent: UInt64
     /// SYN-ACKs with a cookie the SYN proxy answered.
     public var synproxyCookies: UInt64
+    /// TCP super-frames (GRO, TSO) forwarded whole as GSO, and cut into segments in lvsd.
+    public var superFramesWhole: UInt64
+    public var superFramesCut: UInt64
     public var ipv4Connections: Int
     public var ipv4Capacity: Int
     public var ipv6Connections: Int
@@ -153,7 +156,7 @@ public struct EngineStatus: Sendable, Hashable, Codable {
 
     public init(
         worker: Int, totals: Statistics, drops: UInt64, toaInserted: UInt64, toaFailures: UInt64, icmpSent: UInt64, synproxyCookies: UInt64,
-        ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int, ipv6Capacity: Int
+        superFramesWhole: UInt64 = 0, superFramesCut: UInt64 = 0, ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int, ipv6Capacity: Int
     ) {
         self.worker = worker
         self.totals = totals
@@ -162,6 +165,8 @@ public struct EngineStatus: Sendable, Hashable, Codable {
         self.toaFailures = toaFailures
         self.icmpSent = icmpSent
         self.synproxyCookies = synproxyCookies
+        self.superFramesWhole = superFramesWhole
+        self.superFramesCut = superFramesCut
         self.ipv4Connections = ipv4Connections
         self.ipv4Capacity = ipv4Capacity
         self.ipv6Connections = ipv6Connections

@@ -123,6 +123,13 @@ public struct DirectorShared: Sendable {
     public var icmpSent: UInt64 = 0
     /// SYN-ACKs with a cookie the SYN proxy sent.
     public var synproxyCookies: UInt64 = 0
+    /// TCP super-frames (GRO, TSO) forwarded whole, as GSO, and those cut
+    /// into their segments in userspace first (counted by the I/O).
+    public var superFramesWhole: UInt64 = 0
+    public var superFramesCut: UInt64 = 0
+    /// While a super-frame goes through whole: how much longer it is than
+    /// its longest segment, for the checks of a segment against the MTU.
+    var superFrameExcess = 0
     var held = HeldFrames()
     var nextIdentification: UInt16 = 1
     /// A sync master: connections are queued for the sync daemon.
@@ -143,6 +150,23 @@ public struct DirectorShared: Sendable {
     mutating func count(inbound: Bool, service: Int, destination: Int, bytes: UInt64) {
         var c = counters.mutableSpan
         c.count(inbound: inbound, service: service, destination: destination, bytes: bytes)
+    }
+
+    /// The segments after the first of a super-frame forwarded whole (the
+    /// first was counted as any frame is), and the headers each repeats.
+    mutating func countFurtherSegments(inbound: Bool, service: Int, destination: Int, segments: UInt64, bytes: UInt64) {
+        func add(_ c: inout Counters) {
+            if inbound {
+                c.inPackets &+= segments
+                c.inBytes &+= bytes
+            } else {
+                c.outPackets &+= segments
+                c.outBytes &+= bytes
+            }
+        }
+        add(&counters[0])
+        add(&counters[service])
+        add(&counters[destination])
     }
 
     mutating func countConnection(service: Int, destination: Int) {
@@ -408,6 +432,42 @@ public struct Director: Sendable {
         default:
             return handleARP(&buffer, frame: frame, p, interface: interface)
         }
+    }
+
+    /// Processes a TCP super-frame (GRO's, or a TSO sender's) that the wire
+    /// carries as segments of `segmentSize` payload bytes, whole, when its connection allows it
+    /// (`FamilyPlane.wholeFrameConnection`): as its segments would go, one
+    /// state change for the lot, counted as the wire carries them. Nil,
+    /// having changed nothing, when it must be cut into segments first (or
+    /// while a trace runs, which shows every segment). The caller makes its
+    /// checksum partial again and sends it as GSO.
+    public mutating func processWhole(_ buffer: inout MutableSpan<UInt8>, frame: inout FrameBounds, interface: UInt16, segmentSize: Int, now: UInt64)
+        -> Verdict?
+    {
+        guard traceSession == nil, segmentSize > 0, let p = try? PacketParser.parse(buffer.span, start: frame.start, end: frame.end) else { return nil }
+        let segments = (p.payloadLength &+ segmentSize &- 1) / segmentSize
+        guard segments > 1 else { return nil }
+        let owner: (index: Int, inbound: Bool)?
+        switch p.etherType {
+        case EtherType.ipv4: owner = v4.wholeFrameConnection(buffer.span, p, now: now, shared: shared)
+        case EtherType.ipv6: owner = v6.wholeFrameConnection(buffer.span, p, now: now, shared: shared)
+        default: owner = nil
+        }
+        guard let owner else { return nil }
+        let (service, destination) =
+            p.isIPv4
+            ? (Int(v4.table[owner.index].service), Int(v4.table[owner.index].destination))
+            : (Int(v6.table[owner.index].service), Int(v6.table[owner.index].destination))
+        shared.superFrameExcess = p.payloadLength &- segmentSize
+        let verdict = process(&buffer, frame: &frame, interface: interface, now: now)
+        shared.superFrameExcess = 0
+        guard case .transmit = verdict else { return verdict }
+        let (sc, dc) = shared.counterSlots(service: service, destination: destination)
+        let further = UInt64(segments &- 1)
+        let headers = UInt64(p.l4Offset &- p.l3Offset &+ p.l4HeaderLength)
+        shared.countFurtherSegments(inbound: owner.inbound, service: sc, destination: dc, segments: further, bytes: further &* headers)
+        shared.superFramesWhole &+= 1
+        return verdict
     }
 
     /// Processes every frame of a batch; verdicts land in the batch. Runs of

@@ -110,6 +110,38 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
     }
 
+    /// The connection of a TCP super-frame that may go through whole, as one
+    /// frame for all its segments: an established connection forwarded by
+    /// NAT, DR or FULLNAT, not SYN-proxied, whose server is still in service.
+    /// Anything else (a tunnel, whose outer header GSO cannot repeat; the
+    /// proxy's sequence work; no connection) is cut into segments first.
+    /// Changes nothing.
+    func wholeFrameConnection(_ b: Span<UInt8>, _ p: ParsedPacket, now: UInt64, shared: borrowing DirectorShared) -> (index: Int, inbound: Bool)? {
+        guard p.proto == IPProtocolNumber.tcp, p.fragment == .none, p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0, p.ttl > 1 else { return nil }
+        let src = A(b, at: p.sourceAddressOffset)
+        let dst = A(b, at: p.destinationAddressOffset)
+        if let i = table.lookup(.client, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
+            let c = table[i]
+            guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.template),
+                !shared.services[Int(c.service)].destinations[Int(c.destination)].removed
+            else { return nil }
+            switch c.method {
+            case .nat, .directRouting: return (i, true)
+            case .fullNAT:
+                // TOA goes into the super-frame's header, which the kernel repeats in every segment: each carries it, as each would here.
+                let toa = Forwarding.wantsTOA(c.flags, toaSequence: c.toaSequence, tcpFlags: p.tcpFlags, acknowledgement: b.be32(at: p.l4Offset &+ 8))
+                return toa && p.ipEnd &- p.l3Offset &+ TCPOptionEditor.toaLength(for: A.self) > 65535 ? nil : (i, true)
+            case .tunnel, .local: return nil
+            }
+        }
+        if hasReplyTraffic, let i = table.lookup(.reply, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
+            let c = table[i]
+            guard c.expires > now, !c.flags.contains(.synproxy), c.method == .nat || c.method == .fullNAT else { return nil }
+            return (i, false)
+        }
+        return nil
+    }
+
     /// `conn_reuse_mode` 1 (the kernel's default): a new SYN on an
     /// uncontrolled entry in TIME_WAIT or CLOSE (a client reusing its port)
     /// is a new connection and is scheduled again.
@@ -403,7 +435,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ c: Connection<A>,
         dest: DestinationState, shared: inout DirectorShared
     ) {
-        let mtu = shared.interface(dest.interface)?.mtu ?? 1500
+        // A super-frame's segments, not the whole, must fit the MTU.
+        let mtu = (shared.interface(dest.interface)?.mtu ?? 1500) &+ shared.superFrameExcess
         do {
             try TCPOptionEditor.insertTOA(&b, frame: &f, packet: &p, address: c.client, port: c.clientPort, mtu: mtu)
             shared.toaInserted &+= 1

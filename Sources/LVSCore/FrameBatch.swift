@@ -108,6 +108,24 @@ public final class FrameBatch {
         return true
     }
 
+    /// Lets `read` write a frame straight into slot 0 of an empty batch (no
+    /// copy after the kernel's): at the headroom, with `before` bytes ahead of
+    /// it for what precedes the frame (a virtio-net header). `read` gets the
+    /// address and the room, and returns the bytes it wrote, or what it would
+    /// have written (more than the room: cut short), or a negative error. The
+    /// frame, those bytes less `before`, is then the batch's one frame.
+    /// Returns its length, or nil when there is none (or it did not fit).
+    @unsafe
+    public func receive(before: Int, interface: UInt16, _ read: (UnsafeMutableRawPointer, Int) -> Int) -> Int? {
+        precondition(count == 0 && before >= 0 && before <= headroom)
+        let room = slotSize &- headroom &+ before
+        let n = unsafe read(storage.baseAddress!.advanced(by: headroom &- before), room)
+        guard n > before, n <= room else { return nil }
+        descriptors[0] = FrameDescriptor(bounds: FrameBounds(start: headroom, length: n &- before), interface: interface, verdict: .pass)
+        count = 1
+        return n &- before
+    }
+
     /// Where frame `i` starts now (it may have grown into the headroom).
     @unsafe
     public func unsafeFrameAddress(_ i: Int) -> UnsafeRawPointer {

@@ -389,6 +389,7 @@ public final class ControlPlane: Sendable {
                         worker: i, totals: d.shared.totals, drops: d.shared.drops.reduce(0, &+),
                         toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
                         synproxyCookies: d.shared.synproxyCookies,
+                        superFramesWhole: d.shared.superFramesWhole, superFramesCut: d.shared.superFramesCut,
                         ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
                         ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)
                 })

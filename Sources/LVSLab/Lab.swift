@@ -236,7 +236,8 @@ public final class Lab: @unchecked Sendable {
 
     /// nginx on every real server: ports 80 and 8080 (and 8443 with TLS, a
     /// self-signed certificate), answering its name and the peer it sees, or
-    /// at /static only its name; connections kept open `keepalive` seconds.
+    /// at /static only its name, and at /files/ what lies in `nginxN/files`
+    /// of the lab's directory; connections kept open `keepalive` seconds.
     public func startNginx(keepalive: Int = 0, tls: Bool = false) throws {
         if tls {
             try Self.exec([
@@ -271,6 +272,7 @@ public final class Lab: @unchecked Sendable {
                     listen 80 reuseport; listen 8080; listen [::]:80; listen [::]:8080;
                     location / { return 200 "rs\(i) $remote_addr $remote_port $server_port\\n"; }
                     location /static { return 200 "rs\(i) static\\n"; }
+                    location /files/ { alias \(dir.path)/files/; }
                   }
                 \(tlsServer)
                 }

@@ -150,9 +150,13 @@ public final class DataPlane: Sendable {
     var oversized: UInt64 = 0
     var unsent: UInt64 = 0
     var offloadRefused: UInt64 = 0
-    /// A super-frame that did not fit a ring slot, read whole from its socket
-    /// (its virtio-net header first), and the segments cut from super-frames.
-    var jumbo = [UInt8](repeating: 0, count: OffloadHeader.size + 65536 + 64)
+    var superFramesCut: UInt64 = 0
+    /// A frame too large for a ring slot (a super-frame), read whole from its
+    /// socket, or a neighbour socket's frame; a super-frame on its way through
+    /// the engine whole (`forwardWhole`), and the virtio-net header it leaves with.
+    let whole = FrameBatch(capacity: 1, slotSize: 128 + 65536 + 64)
+    var gsoHeader = [UInt8](repeating: 0, count: OffloadHeader.size)
+    /// The segments cut from super-frames, one at a time.
     var scratch: [UInt8]
     var announced: Set<IPAddress> = []
     /// When each newly owned address is announced again. A new owner (a
@@ -291,6 +295,8 @@ public final class DataPlane: Sendable {
         }
         let frame = unsafe Span(_unsafeStart: data.assumingMemoryBound(to: UInt8.self), count: length)
         if header.isSegmented {
+            if unsafe forwardWhole(data, length: length, header: header, interface: interface) { return }
+            superFramesCut &+= 1
             // Taken out while the segments are built, so that flushing the batch may touch `self`.
             var buffer = scratch
             scratch = []
@@ -324,31 +330,79 @@ public final class DataPlane: Sendable {
         }
     }
 
+    /// A TCP super-frame through the engine whole and out as one GSO frame,
+    /// for the kernel to cut after lvsd (one engine pass per 64 KiB of a bulk
+    /// flow, not one per segment), when its connection allows it
+    /// (`Director.processWhole`). False, with nothing changed, when it must
+    /// be cut here first. The frames before it in the batch go first.
+    @unsafe
+    func forwardWhole(_ data: UnsafeRawPointer, length: Int, header: OffloadHeader, interface: UInt16) -> Bool {
+        let kind = header.gsoType & ~OffloadHeader.gsoECN
+        guard kind == OffloadHeader.gsoTCPv4 || kind == OffloadHeader.gsoTCPv6, header.flags & OffloadHeader.needsChecksum != 0 else { return false }
+        if batch.count > 0 { flush() }
+        // A frame read whole from its socket is there already (`takeWhole`).
+        if whole.count == 0 {
+            guard unsafe whole.append(unsafe: data, length: length, interface: interface) else { return false }
+        }
+        defer { whole.removeAll() }
+        let now = MonotonicClock.milliseconds()
+        var bounds = whole.descriptors[0].bounds
+        let verdict = whole.withSlot(0) { slot in
+            engine.director.withLock { d in d.processWhole(&slot, frame: &bounds, interface: interface, segmentSize: Int(header.segmentSize), now: now) }
+        }
+        guard let verdict else { return false }
+        guard case .transmit(let out) = verdict else { return true }
+        guard let r = ringInterface.firstIndex(of: out), unsafe rings[r].pointee.vnet != 0,
+            let gso = whole.withSlot(0, { SoftwareOffload.partialAgain(&$0, frame: bounds, like: header) })
+        else {
+            offloadRefused &+= 1
+            return true
+        }
+        var vnet = gsoHeader.mutableSpan
+        gso.store(&vnet, at: 0)
+        whole.descriptors[0].bounds = bounds
+        let frame = unsafe whole.unsafeFrameAddress(0).assumingMemoryBound(to: UInt8.self)
+        let fd = unsafe rings[r].pointee.gso_fd >= 0 ? rings[r].pointee.gso_fd : rings[r].pointee.fd
+        // `gsoHeader` and the slot outlive the call, which copies both.
+        let rc = unsafe gsoHeader.withUnsafeBufferPointer { unsafe lvs_send_offloaded(fd, $0.baseAddress, frame, UInt32(bounds.length)) }
+        if rc != 0 { unsent &+= 1 }
+        return true
+    }
+
     /// The whole of a frame too large for its ring slot, from the socket.
     @unsafe
     func takeWhole(from ring: UnsafeMutablePointer<lvs_ring>, interface: UInt16) {
-        let n = unsafe jumbo.withUnsafeMutableBytes { unsafe lvs_ring_copy(ring, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.count) }
-        guard n > OffloadHeader.size, n <= jumbo.count else {
+        // `read` writes only within the room it is given.
+        let length = unsafe whole.receive(before: OffloadHeader.size, interface: interface) {
+            unsafe lvs_ring_copy(ring, $0.assumingMemoryBound(to: UInt8.self), $1)
+        }
+        guard let length else {
             oversized &+= 1
             return
         }
-        let header = OffloadHeader(jumbo.span, at: 0)
-        // `jumbo` is the worker's and is not touched again until `take` returns.
-        unsafe jumbo.withUnsafeBytes { raw in
-            unsafe take(raw.baseAddress! + OffloadHeader.size, length: n &- OffloadHeader.size, header: header, interface: interface)
-        }
+        defer { whole.removeAll() }
+        let header = whole.withSlot(0) { OffloadHeader($0.span, at: whole.headroom &- OffloadHeader.size) }
+        // The slot is the worker's and is not touched by anything else until `take` returns.
+        unsafe take(whole.unsafeFrameAddress(0), length: length, header: header, interface: interface)
     }
 
     /// One frame from a neighbour socket, if one waits.
     func takeNeighbourFrame(_ fd: Int32, interface: UInt16) -> Bool {
-        let n = unsafe jumbo.withUnsafeMutableBytes { unsafe lvs_receive_frame(fd, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.count) }
-        guard n > 0 else { return false }
-        guard n <= jumbo.count else {
+        var waiting = false
+        // `read` writes only within the room it is given.
+        let length = unsafe whole.receive(before: 0, interface: interface) {
+            let n = unsafe lvs_receive_frame(fd, $0.assumingMemoryBound(to: UInt8.self), $1)
+            waiting = n > 0
+            return n
+        }
+        guard waiting else { return false }
+        guard let length else {
             oversized &+= 1
             return true
         }
-        // `jumbo` is the worker's and is not touched again until `take` returns.
-        unsafe jumbo.withUnsafeBytes { raw in unsafe take(raw.baseAddress!, length: n, header: OffloadHeader(), interface: interface) }
+        // As in `takeWhole`; a plain frame is copied into the batch.
+        unsafe take(whole.unsafeFrameAddress(0), length: length, header: OffloadHeader(), interface: interface)
+        whole.removeAll()
         return true
     }
 
@@ -367,6 +421,8 @@ public final class DataPlane: Sendable {
         if oversized > 0 { d.countDrops(.oversizedFrame, oversized) }
         if unsent > 0 { d.countDrops(.transmitFailed, unsent) }
         if offloadRefused > 0 { d.countDrops(.offloadUnsupported, offloadRefused) }
+        d.shared.superFramesCut &+= superFramesCut
+        superFramesCut = 0
         oversized = 0
         unsent = 0
         offloadRefused = 0

@@ -40,6 +40,20 @@ public struct OffloadHeader: Sendable, Equatable, BitwiseCopyable {
         self.init(flags: s[offset], gsoType: s[offset &+ 1], headerLength: le16(2), segmentSize: le16(4), checksumStart: le16(6), checksumOffset: le16(8))
     }
 
+    /// Writes the header at `offset`, as the kernel reads it (host order).
+    public func store(_ b: inout MutableSpan<UInt8>, at offset: Int) {
+        func le16(_ v: UInt16, _ o: Int) {
+            b[offset &+ o] = UInt8(truncatingIfNeeded: v)
+            b[offset &+ o &+ 1] = UInt8(truncatingIfNeeded: v &>> 8)
+        }
+        b[offset] = flags
+        b[offset &+ 1] = gsoType
+        le16(headerLength, 2)
+        le16(segmentSize, 4)
+        le16(checksumStart, 6)
+        le16(checksumOffset, 8)
+    }
+
     public var isPlain: Bool { flags & Self.needsChecksum == 0 && gsoType == Self.gsoNone }
     public var isSegmented: Bool { gsoType & ~Self.gsoECN != Self.gsoNone }
 }
@@ -84,6 +98,46 @@ public enum SoftwareOffload {
 
     /// Where a partial checksum lies and its finished value, if the frame has one.
     static func partialChecksum(_ s: Span<UInt8>, frame: FrameBounds) -> (Int, UInt16)? {
+        guard let t = transport(s, frame: frame) else { return nil }
+        let field: Int
+        switch t.proto {
+        case IPProtocolNumber.tcp: field = t.l4 &+ 16
+        case IPProtocolNumber.udp: field = t.l4 &+ 6
+        default: return nil
+        }
+        guard field &+ 2 <= t.end else { return nil }
+        let length = t.end &- t.l4
+        let sum = t.addressSum &+ UInt64(t.proto) &+ UInt64(length)
+        guard s.be16(at: field) == InternetChecksum.fold(sum), InternetChecksum.fold(InternetChecksum.sum(s, from: t.l4, count: length, initial: sum)) != 0xFFFF
+        else { return nil }
+        let value = InternetChecksum.finish(InternetChecksum.sum(s, from: t.l4, count: length))
+        return (field, value == 0 ? 0xFFFF : value)
+    }
+
+    /// Makes a TCP super-frame that went through the engine whole ready for
+    /// the kernel's segmentation again: its checksum field back to the
+    /// pseudo-header's sum over the frame's addresses and transport length
+    /// (what a partial checksum holds; the engine's incremental updates took
+    /// it for a finished one, and the kernel adds each segment's own sum),
+    /// and the virtio-net header that says so, with the input's segment size
+    /// and ECN flag. Nil for a frame that is not TCP over IPv4 or IPv6 (without
+    /// extension headers) after the engine: it cannot be sent as GSO.
+    public static func partialAgain(_ b: inout MutableSpan<UInt8>, frame: FrameBounds, like input: OffloadHeader) -> OffloadHeader? {
+        guard let t = transport(b.span, frame: frame), t.proto == IPProtocolNumber.tcp, t.l4 &+ 20 <= t.end else { return nil }
+        let transportHeader = Int(b[t.l4 &+ 12] &>> 4) &* 4
+        guard transportHeader >= 20, t.l4 &+ transportHeader < t.end else { return nil }
+        b.setBE16(InternetChecksum.fold(t.addressSum &+ UInt64(IPProtocolNumber.tcp) &+ UInt64(t.end &- t.l4)), at: t.l4 &+ 16)
+        return OffloadHeader(
+            flags: OffloadHeader.needsChecksum, gsoType: (t.ipv4 ? OffloadHeader.gsoTCPv4 : OffloadHeader.gsoTCPv6) | input.gsoType & OffloadHeader.gsoECN,
+            headerLength: UInt16(t.l4 &+ transportHeader &- frame.start), segmentSize: input.segmentSize,
+            checksumStart: UInt16(t.l4 &- frame.start), checksumOffset: 16)
+    }
+
+    /// The transport segment of an unfragmented IPv4 or IPv6 (no extension
+    /// headers) datagram after Ethernet and at most one VLAN tag: where it
+    /// starts and ends (as the IP header says: a short frame is padded), its
+    /// protocol and the pseudo-header's sum of the addresses.
+    static func transport(_ s: Span<UInt8>, frame: FrameBounds) -> (l4: Int, end: Int, proto: UInt8, addressSum: UInt64, ipv4: Bool)? {
         guard frame.length >= 14 &+ 20 else { return nil }
         var l3 = frame.start &+ 14
         var etherType = s.be16(at: frame.start &+ 12)
@@ -91,41 +145,18 @@ public enum SoftwareOffload {
             etherType = s.be16(at: frame.start &+ 16)
             l3 &+= 4
         }
-        // The transport segment ends where the IP header says (a short frame is padded).
-        let l4: Int
-        let end: Int
-        let proto: UInt8
-        var sum: UInt64
+        let t: (l4: Int, end: Int, proto: UInt8, addressSum: UInt64, ipv4: Bool)
         if etherType == EtherType.ipv4, l3 &+ 20 <= frame.end {
             let ihl = Int(s[l3] & 0x0F) &* 4
             // A fragment's transport header is not all here (or not here at all).
             guard ihl >= 20, s.be16(at: l3 &+ 6) & 0x3FFF == 0 else { return nil }
-            l4 = l3 &+ ihl
-            end = l3 &+ Int(s.be16(at: l3 &+ 2))
-            proto = s[l3 &+ 9]
-            sum = InternetChecksum.sum(s, from: l3 &+ 12, count: 8)
+            t = (l3 &+ ihl, l3 &+ Int(s.be16(at: l3 &+ 2)), s[l3 &+ 9], InternetChecksum.sum(s, from: l3 &+ 12, count: 8), true)
         } else if etherType == EtherType.ipv6, l3 &+ 40 <= frame.end {
-            l4 = l3 &+ 40
-            end = l4 &+ Int(s.be16(at: l3 &+ 4))
-            proto = s[l3 &+ 6]
-            sum = InternetChecksum.sum(s, from: l3 &+ 8, count: 32)
+            t = (l3 &+ 40, l3 &+ 40 &+ Int(s.be16(at: l3 &+ 4)), s[l3 &+ 6], InternetChecksum.sum(s, from: l3 &+ 8, count: 32), false)
         } else {
             return nil
         }
-        guard end <= frame.end else { return nil }
-        let field: Int
-        switch proto {
-        case IPProtocolNumber.tcp: field = l4 &+ 16
-        case IPProtocolNumber.udp: field = l4 &+ 6
-        default: return nil
-        }
-        guard field &+ 2 <= end else { return nil }
-        let length = end &- l4
-        sum &+= UInt64(proto) &+ UInt64(length)
-        guard s.be16(at: field) == InternetChecksum.fold(sum), InternetChecksum.fold(InternetChecksum.sum(s, from: l4, count: length, initial: sum)) != 0xFFFF
-        else { return nil }
-        let value = InternetChecksum.finish(InternetChecksum.sum(s, from: l4, count: length))
-        return (field, value == 0 ? 0xFFFF : value)
+        return t.end <= frame.end ? t : nil
     }
 
     /// Cuts a GSO super-frame (TCP over IPv4 or IPv6, or UDP with

@@ -90,6 +90,11 @@ public enum MetricsExporter {
             counter("lvsd_toa_failures_total", "FULLNAT packets sent without TOA because it did not fit.", [("worker", w)], e.toaFailures)
             counter("lvsd_icmp_sent_total", "ICMP errors lvsd sent (fragmentation needed, packet too big, time exceeded).", [("worker", w)], e.icmpSent)
             counter("lvsd_synproxy_cookies_total", "SYNs the SYN proxy answered with a cookie.", [("worker", w)], e.synproxyCookies)
+            for (path, n) in [("whole", e.superFramesWhole), ("cut", e.superFramesCut)] {
+                counter(
+                    "lvsd_super_frames_total", "TCP super-frames (GRO, TSO) forwarded whole as GSO, or cut into segments in lvsd first.",
+                    [("worker", w), ("path", path)], n)
+            }
             for (family, used, capacity) in [("ipv4", e.ipv4Connections, e.ipv4Capacity), ("ipv6", e.ipv6Connections, e.ipv6Capacity)] {
                 gauge(
                     "lvsd_connection_table_entries", "Connection-table entries in use (connections and templates).",

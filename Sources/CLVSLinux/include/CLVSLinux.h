@@ -23,6 +23,11 @@ typedef struct lvs_ring {
     /// Each frame has its virtio-net header before it (PACKET_VNET_HDR), and
     /// one that did not fit a slot waits whole on the socket (`lvs_ring_copy`).
     int vnet;
+    /// A socket that sends GSO super-frames through the qdisc (-1 if none):
+    /// the ring's own socket bypasses it, and a bypassing send drops every
+    /// frame the device cannot take as it is (one needing software GSO or a
+    /// software checksum, as on a NIC with TSO or checksumming turned off).
+    int gso_fd;
 } lvs_ring;
 
 /// Opens the ring on `ifindex` (0 or -errno). `fanout_group` > 0 joins a
@@ -56,6 +61,10 @@ int lvs_wait_readable(const int *fds, unsigned count, int timeout_ms);
 /// Sends `count` frames with one sendmmsg (after an empty virtio-net header
 /// each when `vnet`); returns how many went, or -errno.
 int lvs_send_frames(int fd, int vnet, const unsigned char *const *frames, const unsigned *lengths, unsigned count);
+/// Sends one frame after the virtio-net header given (`LVS_VNET_HDR_SIZE`
+/// bytes: a GSO super-frame for the kernel to cut) on a socket with
+/// PACKET_VNET_HDR; returns 0, or -errno.
+int lvs_send_offloaded(int fd, const unsigned char *header, const unsigned char *frame, unsigned length);
 /// Dropped frames since the last call (PACKET_STATISTICS).
 unsigned lvs_ring_drops(lvs_ring *ring);
 
