@@ -6,6 +6,7 @@
 // bytes, and loaded with libbpf; libxdp opens the sockets.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,98 @@ int lvs_bpf_test_run(lvs_xdp_program *x, const unsigned char *frame, unsigned le
     *out_length = opts.data_size_out;
     *verdict = opts.retval;
     return 0;
+}
+
+// MARK: TOA
+
+struct lvs_toa_programs {
+    struct bpf_object *object;
+    /// BPF links to the cgroup (sock_ops, getpeername4, getpeername6): the
+    /// programs stay attached while these are open, and go with the process.
+    int links[3];
+    int peers;
+    int counters;
+    int test;
+    int test_result;
+};
+
+void lvs_toa_close(lvs_toa_programs *t) {
+    if (!t) return;
+    for (int k = 0; k < 3; k++)
+        if (t->links[k] >= 0) close(t->links[k]);
+    if (t->object) bpf_object__close(t->object);
+    free(t);
+}
+
+lvs_toa_programs *lvs_toa_load(char *error, size_t capacity) {
+    lvs_toa_programs *t = calloc(1, sizeof(*t));
+    for (int k = 0; k < 3; k++) t->links[k] = -1;
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = "lvs_toa");
+    t->object = bpf_object__open_mem(lvs_bpf_lvs_toa, lvs_bpf_lvs_toa_size, &open_opts);
+    if (!t->object) {
+        snprintf(error, capacity, "opening the BPF object lvs_toa: %s", strerror(errno));
+        free(t);
+        return NULL;
+    }
+    if (bpf_object__load(t->object) < 0) {
+        snprintf(error, capacity, "loading the TOA programs: %s", strerror(errno));
+        lvs_toa_close(t);
+        return NULL;
+    }
+    t->peers = bpf_map__fd(bpf_object__find_map_by_name(t->object, "lvs_toa_peers"));
+    t->counters = bpf_map__fd(bpf_object__find_map_by_name(t->object, "lvs_toa_counters"));
+    t->test_result = bpf_map__fd(bpf_object__find_map_by_name(t->object, "lvs_toa_test_result"));
+    t->test = bpf_program__fd(bpf_object__find_program_by_name(t->object, "lvs_toa_test"));
+    return t;
+}
+
+lvs_toa_programs *lvs_toa_attach(const char *cgroup_path, char *error, size_t capacity) {
+    lvs_toa_programs *t = lvs_toa_load(error, capacity);
+    if (!t) return NULL;
+    int cgroup = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgroup < 0) {
+        snprintf(error, capacity, "opening the cgroup %s: %s", cgroup_path, strerror(errno));
+        lvs_toa_close(t);
+        return NULL;
+    }
+    static const char *const names[3] = {"lvs_toa_sockops", "lvs_toa_getpeername4", "lvs_toa_getpeername6"};
+    static const enum bpf_attach_type types[3] = {BPF_CGROUP_SOCK_OPS, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_INET6_GETPEERNAME};
+    for (int k = 0; k < 3; k++) {
+        int program = bpf_program__fd(bpf_object__find_program_by_name(t->object, names[k]));
+        t->links[k] = bpf_link_create(program, cgroup, types[k], NULL);
+        if (t->links[k] < 0) {
+            snprintf(error, capacity, "attaching %s to the cgroup %s: %s", names[k], cgroup_path, strerror(errno));
+            close(cgroup);
+            lvs_toa_close(t);
+            return NULL;
+        }
+    }
+    close(cgroup);
+    return t;
+}
+
+int lvs_toa_lookup(lvs_toa_programs *t, const struct lvs_toa_peer *peer, struct lvs_toa_client *client) {
+    return bpf_map_lookup_elem(t->peers, peer, client) < 0 ? -errno : 0;
+}
+
+int lvs_toa_counters(lvs_toa_programs *t, unsigned long long *totals, unsigned count) {
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) return cpus;
+    unsigned long long values[cpus];
+    for (unsigned slot = 0; slot < count; slot++) {
+        totals[slot] = 0;
+        if (bpf_map_lookup_elem(t->counters, &slot, values) < 0) return -errno;
+        for (int c = 0; c < cpus; c++) totals[slot] += values[c];
+    }
+    return 0;
+}
+
+int lvs_toa_test_run(lvs_toa_programs *t, const unsigned char *frame, unsigned length, int *found, struct lvs_toa_client *client) {
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = length, .repeat = 1);
+    if (bpf_prog_test_run_opts(t->test, &opts) < 0) return -errno;
+    *found = (int)opts.retval;
+    unsigned zero = 0;
+    return bpf_map_lookup_elem(t->test_result, &zero, client) < 0 ? -errno : 0;
 }
 
 // MARK: sockets

@@ -1,6 +1,10 @@
 import LVSPacket
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The connection a real server sees: (peer, its port) as accept() reports
 /// it under FULLNAT, i.e. the director's local address and port, and the
 /// server's own address and port.
@@ -102,11 +106,21 @@ public final class TOATable: Sendable {
         }
     }
 
-    /// The real client of a connection, by its peer (and local side when known).
-    public func client(peer: IPAddress, peerPort: UInt16, local: IPAddress? = nil, localPort: UInt16? = nil) -> ClientAddress? {
-        state.withLock { s in
-            if let local, let localPort { return s.entries[ConnectionKey(peer: peer, peerPort: peerPort, local: local, localPort: localPort)] }
-            return s.entries.first { $0.key.peer == peer && $0.key.peerPort == peerPort }?.value
+    /// The real client of a connection, by its peer (and local side when
+    /// known); waits up to `milliseconds` for it to be recorded (a capture
+    /// may see the ACK that carried it after the application saw the connection).
+    public func client(
+        peer: IPAddress, peerPort: UInt16, local: IPAddress? = nil, localPort: UInt16? = nil, waitingUpTo milliseconds: Int = 0
+    ) -> ClientAddress? {
+        var waited = 0
+        while true {
+            let found = state.withLock { s in
+                if let local, let localPort { return s.entries[ConnectionKey(peer: peer, peerPort: peerPort, local: local, localPort: localPort)] }
+                return s.entries.first { $0.key.peer == peer && $0.key.peerPort == peerPort }?.value
+            }
+            if found != nil || waited >= milliseconds { return found }
+            usleep(1000)
+            waited += 1
         }
     }
 }

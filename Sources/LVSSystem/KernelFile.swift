@@ -16,6 +16,31 @@ public enum KernelFile {
         return String(decoding: bytes[0..<n].prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
     }
 
+    /// The whole of `path` (/proc/self/mounts); nil when it cannot be read.
+    public static func contents(_ path: String) -> String? {
+        guard let fd = try? FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) else { return nil }
+        defer { try? fd.close() }
+        var all: [UInt8] = []
+        var bytes = [UInt8](repeating: 0, count: 16384)
+        while true {
+            guard let n = try? unsafe bytes.withUnsafeMutableBytes({ try unsafe fd.read(into: $0) }) else { return nil }
+            // The kernel wrote at most the buffer's length into it.
+            if n == 0 { break }
+            all += bytes[0..<n]
+        }
+        return String(decoding: all, as: UTF8.self)
+    }
+
+    /// Where the cgroup v2 hierarchy is mounted (its root), if it is.
+    public static func cgroup2Root() -> String? {
+        guard let mounts = contents("/proc/self/mounts") else { return nil }
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count > 2 && fields[2] == "cgroup2" { return String(fields[1]) }
+        }
+        return nil
+    }
+
     public static func exists(_ path: String) -> Bool { unsafe access(path, F_OK) == 0 }
 
     /// The names in a directory (/sys/class/net), without "." and "..".

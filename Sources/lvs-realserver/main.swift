@@ -43,6 +43,8 @@ func fail(_ message: String) -> Never {
 
 func say(_ message: String) { StandardStream.output.write(message + "\n") }
 
+func warn(_ message: String) { StandardStream.error.write(message + "\n") }
+
 /// SIGTERM and SIGINT, trapped before any thread starts (a thread started
 /// earlier could take one with its default action and end the process
 /// without its clean-up).
@@ -293,9 +295,18 @@ func parseEndpoint(_ text: String) -> (IPAddress, UInt16)? {
 struct TOAService: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "toa",
-        abstract: "Learns the client address FULLNAT carries in TOA and answers who the real client of a connection is.",
-        discussion: "Serve: `lvs-realserver toa` (until SIGTERM). Ask: `lvs-realserver toa --query PEER:PORT` prints CLIENT:PORT, as accept() showed the peer.")
-    @Option(help: "Capture on this interface only.") var interface: String?
+        abstract: "Gives applications on this real server the client FULLNAT carries in TOA, as toa.ko did, without a kernel module.",
+        discussion: """
+            Serve: `lvs-realserver toa` (until SIGTERM) attaches BPF programs to a cgroup (the root of the cgroup v2 \
+            hierarchy unless `--cgroup`): for its sockets, accept() and getpeername() report the client a FULLNAT \
+            director carried in TCP option 254, so unmodified applications (nginx's $remote_addr) see it. A \
+            connection without TOA, or with a malformed one, keeps its peer. Where BPF cannot be had (or with \
+            `--capture`), it captures TCP options instead and only the query socket knows clients. \
+            Ask: `lvs-realserver toa --query PEER:PORT` prints CLIENT:PORT for the peer as the kernel knows it.
+            """)
+    @Option(help: "The cgroup (v2 directory) whose sockets see their clients; the hierarchy's root by default.") var cgroup: String?
+    @Flag(help: "Capture TCP options instead of attaching BPF programs (only the query socket knows clients).") var capture = false
+    @Option(help: "With --capture, capture on this interface only.") var interface: String?
     @Option(help: "The query socket.") var socket = "/run/lvs-toa.sock"
     @Option(help: ArgumentHelp("Ask a running toa service for the client behind this peer.", valueName: "peer:port")) var query: String?
 
@@ -319,9 +330,29 @@ struct TOAService: AsyncParsableCommand {
             if answer.hasPrefix("unknown") { throw ExitCode(1) }
             return
         }
+        if interface != nil && !capture { fail("lvs-realserver: --interface is for --capture") }
         let stop = stopSignals()
-        let table = TOATable()
-        captureTOA(into: table, interface: interface)
+        let lookup: @Sendable (IPAddress, UInt16) -> ClientAddress?
+        var programs: TOAPrograms? = nil
+        if !capture {
+            guard let path = cgroup ?? KernelFile.cgroup2Root() else {
+                fail("lvs-realserver: no cgroup v2 hierarchy is mounted: mount one, name one with --cgroup, or use --capture")
+            }
+            do {
+                programs = try TOAPrograms.attach(cgroup: path)
+                say("toa: BPF programs attached to cgroup \(path): accept() and getpeername() report the client TOA carries")
+            } catch {
+                warn("lvs-realserver: toa: BPF unavailable (\(error)); capturing TCP options instead: only the query socket knows clients")
+            }
+        }
+        if let programs {
+            lookup = { programs.client(peer: $0, port: $1).map { ClientAddress(address: $0.0, port: $0.1) } }
+        } else {
+            let table = TOATable()
+            captureTOA(into: table, interface: interface)
+            // The capture races the connection: a question waits a little for its ACK.
+            lookup = { table.client(peer: $0, peerPort: $1, waitingUpTo: 500) }
+        }
         FileSystem.remove(socket)
         let listener: Socket
         do {
@@ -340,7 +371,7 @@ struct TOAService: AsyncParsableCommand {
                 var answer = "unknown\n"
                 if let n = try? c.receive(into: &buffer), n > 0,
                     let (peer, port) = parseEndpoint(String(decoding: buffer[0..<n], as: UTF8.self).filter { !$0.isWhitespace }),
-                    let client = table.client(peer: peer, peerPort: port)
+                    let client = lookup(peer, port)
                 {
                     answer = "\(client)\n"
                 }
@@ -349,7 +380,12 @@ struct TOAService: AsyncParsableCommand {
             }
         }
         await waitForStop(stop)
+        if let programs {
+            let n = programs.counters()
+            say("toa: \(n.found) connections with TOA, \(n.none) without, \(n.malformed) malformed; \(n.answered) answers rewritten")
+        }
         FileSystem.remove(socket)
+        withExtendedLifetime(programs) {}
     }
 }
 
@@ -416,7 +452,7 @@ func answer(_ c: Socket, name: String, table: TOATable) {
         if request.count >= 4 && request.suffix(4) == [13, 10, 13, 10] { break }
     }
     var body = "\(name) peer=\(ClientAddress(address: peer, port: peerPort))"
-    if let client = table.client(peer: peer, peerPort: peerPort, local: me, localPort: myPort) { body += " client=\(client)" }
+    if let client = table.client(peer: peer, peerPort: peerPort, local: me, localPort: myPort, waitingUpTo: 500) { body += " client=\(client)" }
     body += "\n"
     let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
     try? c.sendAll(Array(response.utf8))

@@ -351,6 +351,89 @@ struct ForwardingTests {
         }
     }
 
+    /// TOA as the seed means it: unmodified nginx behind FULLNAT, with
+    /// `lvs-realserver toa` attached to its cgroup, logs and answers the
+    /// client's own address and port as `$remote_addr` and `$remote_port`
+    /// (what accept() reported), 1000 of 1000, IPv4 and IPv6. A connection
+    /// without TOA (the director's own) keeps its peer.
+    @Test func toaGivesUnmodifiedNginxTheClient() throws {
+        let lab = try Lab(prefix: "lttoa", bin: Self.bin)
+        // `ip netns exec` mounts a sysfs of its own over /sys, hiding
+        // /sys/fs/cgroup: the hierarchy is mounted a second time where the
+        // namespaces' processes see it too.
+        let root = "/tmp/lvs-cgroup2-lttoa-\(getpid())"
+        let cgroups = (1...3).map { "\(root)/lvs-test-lttoa-r\($0)" }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        try Lab.exec(["mount", "-t", "cgroup2", "none", root])
+        defer {
+            lab.teardown()
+            for c in cgroups { rmdir(c) }
+            _ = try? Lab.exec(["umount", root], check: false)
+            rmdir(root)
+        }
+        do {
+            try lab.startDirector()
+            for i in 1...3 {
+                try FileManager.default.createDirectory(atPath: cgroups[i - 1], withIntermediateDirectories: false)
+                let toaSocket = lab.directory.appendingPathComponent("toa\(i).sock").path
+                try lab.startRealServerTool(i, ["toa", "--cgroup", cgroups[i - 1], "--socket", toaSocket], logName: "toa\(i)")
+                let dir = lab.directory.appendingPathComponent("nginx\(i)")
+                try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+                try """
+                user root;
+                worker_processes 1;
+                daemon off;
+                pid \(dir.path)/nginx.pid;
+                error_log \(dir.path)/error.log;
+                events { worker_connections 4096; }
+                http {
+                  log_format peer '$remote_addr $remote_port';
+                  access_log \(dir.path)/access.log peer;
+                  keepalive_timeout 0;
+                  server {
+                    listen 8080; listen [::]:8080;
+                    location / { return 200 "rs\(i) $remote_addr $remote_port"; }
+                  }
+                }
+                """.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
+                // nginx starts inside the cgroup the TOA programs watch, and knows nothing of them.
+                try lab.start(
+                    "r\(i)", ["bash", "-c", "echo $$ > \(cgroups[i - 1])/cgroup.procs && exec nginx -c \(dir.path)/nginx.conf -p \(dir.path)"],
+                    logName: "nginx\(i)")
+            }
+            for i in 1...3 {
+                var ready = false
+                for _ in 0..<250 where !ready {
+                    ready =
+                        lab.logText("toa\(i)").contains("attached")
+                        && ((try? lab.inside("r\(i)", "ss", "-ltn", check: false))?.contains(":8080") ?? false)
+                    if !ready { usleep(20_000) }
+                }
+                #expect(ready, "toa\(i): \(lab.logText("toa\(i)")) nginx: \(lab.logText("nginx\(i)"))")
+            }
+            for (vip, client, v6) in [(Lab.vip, Lab.client, false), ("[\(Lab.vip6)]", Lab.client6, true)] {
+                try lab.lvsadm("-C")
+                try setUp(lab, method: "-b", service: "\(vip):80", port: 8080, v6: v6)
+                // Each answer, then the client's own port for it: "rsN ADDRESS PORT LOCALPORT".
+                let out = try lab.inside(
+                    "c",
+                    arguments: ["curl", "-sS", "-g", "--max-time", "100", "-H", "Connection: close", "-w", " %{local_port}\n"]
+                        + Array(repeating: "http://\(vip)/", count: 1000))
+                let answers = out.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+                let right = answers.filter { $0.count == 4 && $0[1] == client && $0[2] == $0[3] }
+                #expect(answers.count == 1000 && right.count == 1000, "\(v6 ? "IPv6" : "IPv4"): \(answers.filter { !right.contains($0) }.prefix(5))")
+            }
+            let logged = (1...3).map { try? String(contentsOf: lab.directory.appendingPathComponent("nginx\($0)/access.log"), encoding: .utf8) }
+                .compactMap { $0 }.joined().split(separator: "\n")
+            #expect(logged.count == 2000 && logged.allSatisfy { $0.hasPrefix(Lab.client + " ") || $0.hasPrefix(Lab.client6 + " ") }, "\(logged.prefix(3))")
+            // The director's own request carries no TOA: nginx sees the director.
+            let direct = try lab.inside("d", "curl", "-sS", "--max-time", "5", "http://\(Lab.real(1)):8080/")
+            #expect(direct.hasPrefix("rs1 \(Lab.director) "), "\(direct)")
+        } catch {
+            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
+        }
+    }
+
     @Test func udpServiceInNAT() throws {
         try withLab("ltudp", nginx: false) { lab in
             for i in 1...3 { try lab.startRealServerTool(i, ["serve", "--udp", "--port", "5353", "--name", "rs\(i)"], logName: "udp\(i)") }

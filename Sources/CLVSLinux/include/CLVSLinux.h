@@ -78,6 +78,23 @@ int lvs_tun_open(const char *name);
 
 #include "lvs_bpf_abi.h"
 
+/// lvs-realserver's TOA programs (bpf/lvs_toa.bpf.c).
+typedef struct lvs_toa_programs lvs_toa_programs;
+/// Loads them, attached to nothing (the parser test runs). NULL with the reason in `error`.
+lvs_toa_programs *lvs_toa_load(char *error, size_t capacity);
+/// Loads them and attaches them, through BPF links, to the cgroup v2
+/// directory `cgroup_path`: its sockets (and its descendants') then answer
+/// getpeername and accept with the client TOA carried.
+lvs_toa_programs *lvs_toa_attach(const char *cgroup_path, char *error, size_t capacity);
+void lvs_toa_close(lvs_toa_programs *t);
+/// The client of the connection with this peer the programs saw established (0, or -errno: -ENOENT for none).
+int lvs_toa_lookup(lvs_toa_programs *t, const struct lvs_toa_peer *peer, struct lvs_toa_client *client);
+/// The programs' counters (LVS_TOA_*), summed over CPUs.
+int lvs_toa_counters(lvs_toa_programs *t, unsigned long long *totals, unsigned count);
+/// Runs the option parser on `frame` (BPF_PROG_TEST_RUN): `found` is 8 or 20
+/// (the client in `client`), 0 for none, -1 for malformed.
+int lvs_toa_test_run(lvs_toa_programs *t, const unsigned char *frame, unsigned length, int *found, struct lvs_toa_client *client);
+
 #define LVS_XDP_MODE_NATIVE 1
 #define LVS_XDP_MODE_GENERIC 2
 #define LVS_MODE_TC 3

@@ -1,6 +1,7 @@
 // What lvsd's BPF programs and their loader agree on: map flags, counter
-// slots, configuration slots. Included by the BPF sources in bpf/ (built
-// with clang -target bpf) and by the loader; plain integers only.
+// slots, configuration slots, the TOA maps' entries. Included by the BPF
+// sources in bpf/ (built with clang -target bpf) and by the loader; plain
+// integers and structs of them only.
 #ifndef LVS_BPF_ABI_H
 #define LVS_BPF_ABI_H
 
@@ -58,6 +59,41 @@ enum lvs_fanout_setting {
     LVS_FANOUT_PREFIX4 = 2,
     LVS_FANOUT_PREFIX6 = 3,
     LVS_FANOUT_SETTINGS = 4,
+};
+
+/// lvs-realserver's TOA programs (bpf/lvs_toa.bpf.c): the client a FULLNAT
+/// director carried in TCP option 254, kept per socket and per connection.
+struct lvs_toa_client {
+    /// 4 or 6; 0 for none.
+    unsigned char family;
+    unsigned char pad;
+    /// Network order.
+    unsigned short port;
+    /// IPv4 in the first 4 bytes.
+    unsigned char address[16];
+};
+
+/// A connection's peer as the real server's kernel knows it (under FULLNAT,
+/// the director's local address and port, one connection each): the
+/// address as 16 bytes (IPv4 as ::ffff:a.b.c.d), the port in network order.
+struct lvs_toa_peer {
+    unsigned char address[16];
+    unsigned short port;
+    unsigned short pad;
+};
+
+/// The TOA programs' per-CPU counters.
+enum {
+    /// Connections established with a well-formed TOA.
+    LVS_TOA_FOUND = 0,
+    /// Connections established without one.
+    LVS_TOA_NONE = 1,
+    /// Connections whose options were malformed or whose TOA had a length
+    /// that fits neither family (their peer stays as it is).
+    LVS_TOA_MALFORMED = 2,
+    /// getpeername and accept answers rewritten to the client.
+    LVS_TOA_ANSWERED = 3,
+    LVS_TOA_COUNTERS = 4,
 };
 
 #endif
