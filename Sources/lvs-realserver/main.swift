@@ -335,14 +335,16 @@ struct TOAService: AsyncParsableCommand {
         let lookup: @Sendable (IPAddress, UInt16) -> ClientAddress?
         var programs: TOAPrograms? = nil
         if !capture {
-            guard let path = cgroup ?? KernelFile.cgroup2Root() else {
-                fail("lvs-realserver: no cgroup v2 hierarchy is mounted: mount one, name one with --cgroup, or use --capture")
-            }
-            do {
-                programs = try TOAPrograms.attach(cgroup: path)
-                say("toa: BPF programs attached to cgroup \(path): accept() and getpeername() report the client TOA carries")
-            } catch {
-                warn("lvs-realserver: toa: BPF unavailable (\(error)); capturing TCP options instead: only the query socket knows clients")
+            let fallback = "capturing TCP options instead: only the query socket knows clients"
+            if let path = cgroup ?? KernelFile.cgroup2Root() {
+                do {
+                    programs = try TOAPrograms.attach(cgroup: path)
+                    say("toa: BPF programs attached to cgroup \(path): accept() and getpeername() report the client TOA carries")
+                } catch {
+                    warn("lvs-realserver: toa: BPF unavailable (\(error)); \(fallback)")
+                }
+            } else {
+                warn("lvs-realserver: toa: no cgroup v2 hierarchy is mounted (name one with --cgroup); \(fallback)")
             }
         }
         if let programs {

@@ -68,6 +68,29 @@ struct WorkerTests {
             let full = try lab.requests("http://\(Lab.vip):81/", count: 150, parallel: 8)
             #expect(full.count == 150 && full.allSatisfy { $0.contains(" \(Lab.lip) ") }, "\(full.count)")
             #expect(spread(full) == ["rs1": 50, "rs2": 50, "rs3": 50], "\(spread(full))")
+            try lab.lvsadm("-A -t [\(Lab.vip6)]:81 -s rr")
+            try lab.lvsadm("--add-laddr -t [\(Lab.vip6)]:81 -z \(Lab.lip6)")
+            for i in 1...3 { try lab.lvsadm("-a -t [\(Lab.vip6)]:81 -r [\(Lab.real6(i))]:8080 -b") }
+            let full6 = try lab.requests("http://[\(Lab.vip6)]:81/", count: 60, parallel: 8)
+            #expect(full6.count == 60 && full6.allSatisfy { $0.contains(" \(Lab.lip6) ") }, "\(full6.count)")
+            #expect(spread(full6) == ["rs1": 20, "rs2": 20, "rs3": 20], "\(spread(full6))")
+            // Bulk downloads through NAT: on AF_PACKET the servers' TSO super-frames go through whole, each from its owner's ring.
+            let blob = Data((0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 12) })
+            for i in 1...3 {
+                let files = lab.directory.appendingPathComponent("nginx\(i)/files")
+                try FileManager.default.createDirectory(at: files, withIntermediateDirectories: true)
+                try blob.write(to: files.appendingPathComponent("blob"))
+            }
+            for _ in 0..<3 {
+                let size = try lab.inside(
+                    "c", "curl", "-sS", "-o", "/dev/null", "--max-time", "20", "-w", "%{size_download}", "http://\(Lab.vip)/files/blob", check: false)
+                #expect(size == String(4 << 20), "\(size)")
+            }
+            let wholeFrames = try lab.inside("d", "curl", "-sS", "http://127.0.0.1:\(metrics)/metrics").split(separator: "\n")
+                .filter { $0.hasPrefix("lvsd_super_frames_total") && $0.contains("path=\"whole\"") }
+                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+            // XDP sees frames before GRO, and a veth sends an XDP peer no GSO frames: no super-frames there.
+            #expect(io == "xdp" || wholeFrames > 0, "\(wholeFrames)")
             // DR: the replies go around lvsd.
             for i in 1...3 { try lab.inside("r\(i)", Self.bin.appendingPathComponent("lvs-realserver").path, "dr-setup", Lab.vip) }
             try lab.gateway(viaDirector: false)
@@ -75,6 +98,17 @@ struct WorkerTests {
             for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):8080 -r \(Lab.real(i)):8080 -g") }
             let dr = try lab.requests("http://\(Lab.vip):8080/", count: 150, parallel: 8)
             #expect(dr.count == 150 && dr.allSatisfy { $0.contains(" \(Lab.client) ") }, "\(dr.count)")
+            // TUN: IPIP to the same servers, which strip it and answer around lvsd.
+            for i in 1...3 { try lab.startRealServerTool(i, ["tunnel", Lab.vip], logName: "tun\(i)") }
+            for i in 1...3 {
+                for _ in 0..<100 where !lab.logText("tun\(i)").contains("decapsulating") { usleep(20_000) }
+            }
+            try lab.lvsadm("-D -t \(Lab.vip):8080")
+            try lab.lvsadm("-A -t \(Lab.vip):8080 -s rr")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):8080 -r \(Lab.real(i)):8080 -i") }
+            let tun = try lab.requests("http://\(Lab.vip):8080/", count: 150, parallel: 8)
+            #expect(tun.count == 150 && tun.allSatisfy { $0.contains(" \(Lab.client) ") }, "\(tun.count)")
+            #expect(spread(tun) == ["rs1": 50, "rs2": 50, "rs3": 50], "\(spread(tun))")
             // Every worker took its share.
             usleep(700_000)  // past the metrics cache
             let byWorker = try forwardedByWorker(lab, port: metrics)
