@@ -26,6 +26,9 @@
 
 #define LVS_FRAME_SIZE 2048
 
+/* Newer than this machine's headers (Linux 6.1). */
+#define LVS_PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000
+
 int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering) {
     memset(r, 0, sizeof(*r));
     r->fd = -1;
@@ -74,8 +77,13 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     mr.mr_type = PACKET_MR_ALLMULTI;
     setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr));
     if (fanout_group > 0) {
+        /* A fanout group's members share one hook, which PACKET_IGNORE_OUTGOING
+           does not reach: the group takes the flag itself (Linux 6.10), and
+           lvs_ring_frame marks what still comes (LVS_TP_STATUS_OUTGOING). */
         int arg = (fanout_group & 0xFFFF) | ((steering >= 0 ? PACKET_FANOUT_EBPF : PACKET_FANOUT_HASH) << 16);
-        if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0) { munmap(map, length); goto fail; }
+        int ignoring = arg | (LVS_PACKET_FANOUT_FLAG_IGNORE_OUTGOING << 16);
+        if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &ignoring, sizeof(ignoring)) < 0 &&
+            setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0) { munmap(map, length); goto fail; }
         if (steering >= 0 && setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &steering, sizeof(steering)) < 0) { munmap(map, length); goto fail; }
     }
     r->fd = fd;
@@ -170,6 +178,8 @@ const unsigned char *lvs_ring_frame(void *frame, unsigned *length, unsigned *wir
     *length = h->tp_snaplen;
     *wire_length = h->tp_len;
     *status = h->tp_status;
+    const struct sockaddr_ll *sll = (const struct sockaddr_ll *)((const unsigned char *)frame + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+    if (sll->sll_pkttype == PACKET_OUTGOING) *status |= LVS_TP_STATUS_OUTGOING;
     *next = (unsigned char *)frame + LVS_FRAME_SIZE;
     return (const unsigned char *)frame + h->tp_mac;
 }
@@ -180,6 +190,11 @@ long lvs_ring_copy(lvs_ring *r, unsigned char *buffer, size_t capacity) {
         if (n >= 0) return (long)n;
         if (errno != EINTR) return -errno;
     }
+}
+
+void lvs_ring_discard(lvs_ring *r) {
+    char byte;
+    while (recv(r->fd, &byte, 1, MSG_DONTWAIT | MSG_TRUNC) < 0 && errno == EINTR) {}
 }
 
 void lvs_ring_release(lvs_ring *r) {

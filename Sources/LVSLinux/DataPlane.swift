@@ -250,7 +250,10 @@ public final class DataPlane: Sendable {
                         var next: UnsafeMutableRawPointer? = nil
                         let data = unsafe lvs_ring_frame(f, &length, &wireLength, &status, &next)!
                         unsafe frame = unsafe next
-                        if status & UInt32(LVS_TP_STATUS_COPY) != 0 {
+                        if status & LVS_TP_STATUS_OUTGOING != 0 {
+                            // lvsd's own GSO frames leave through the qdisc, where a fanout group sees them.
+                            if status & UInt32(LVS_TP_STATUS_COPY) != 0 { unsafe lvs_ring_discard(rings[r]) }
+                        } else if status & UInt32(LVS_TP_STATUS_COPY) != 0 {
                             unsafe takeWhole(from: rings[r], interface: ringInterface[r])
                         } else if wireLength > length {
                             oversized &+= 1  // cut short, and no whole copy queued (the socket's buffer was full)

@@ -51,9 +51,13 @@ void *lvs_ring_block(lvs_ring *ring, unsigned *count);
 /// length on the wire and its status (TP_STATUS_*); `next` is the frame after it.
 const unsigned char *lvs_ring_frame(void *frame, unsigned *length, unsigned *wire_length, unsigned *status, void **next);
 #define LVS_TP_STATUS_COPY (1 << 1)
+/// Set by lvs_ring_frame on a frame this host sent (PACKET_OUTGOING).
+#define LVS_TP_STATUS_OUTGOING (1u << 31)
 /// The whole of the next frame marked TP_STATUS_COPY (with its virtio-net
 /// header first): its length (more than `capacity`: cut short), or -errno.
 long lvs_ring_copy(lvs_ring *ring, unsigned char *buffer, size_t capacity);
+/// Drops the whole copy of a TP_STATUS_COPY frame from the socket, unread.
+void lvs_ring_discard(lvs_ring *r);
 /// Gives the run back to the kernel.
 void lvs_ring_release(lvs_ring *ring);
 /// Waits until one of `fds` is readable or `timeout_ms` passes (poll).
