@@ -205,17 +205,22 @@ void lvs_xdp_detach(lvs_xdp_program *x) {
     if (x) drop_program(x);
 }
 
-int lvs_bpf_counters(lvs_xdp_program *x, unsigned long long *totals, unsigned count) {
-    if (x->counters < 0) return -ENOENT;
+/// A per-CPU array's first `count` slots, each summed over the CPUs.
+static int sum_per_cpu(int map, unsigned long long *totals, unsigned count) {
     int cpus = libbpf_num_possible_cpus();
     if (cpus <= 0) return cpus;
     unsigned long long values[cpus];
     for (unsigned slot = 0; slot < count; slot++) {
         totals[slot] = 0;
-        if (bpf_map_lookup_elem(x->counters, &slot, values) < 0) return -errno;
+        if (bpf_map_lookup_elem(map, &slot, values) < 0) return -errno;
         for (int c = 0; c < cpus; c++) totals[slot] += values[c];
     }
     return 0;
+}
+
+int lvs_bpf_counters(lvs_xdp_program *x, unsigned long long *totals, unsigned count) {
+    if (x->counters < 0) return -ENOENT;
+    return sum_per_cpu(x->counters, totals, count);
 }
 
 int lvs_bpf_test_run(lvs_xdp_program *x, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length, unsigned *verdict) {
@@ -299,15 +304,7 @@ int lvs_toa_lookup(lvs_toa_programs *t, const struct lvs_toa_peer *peer, struct 
 }
 
 int lvs_toa_counters(lvs_toa_programs *t, unsigned long long *totals, unsigned count) {
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0) return cpus;
-    unsigned long long values[cpus];
-    for (unsigned slot = 0; slot < count; slot++) {
-        totals[slot] = 0;
-        if (bpf_map_lookup_elem(t->counters, &slot, values) < 0) return -errno;
-        for (int c = 0; c < cpus; c++) totals[slot] += values[c];
-    }
-    return 0;
+    return sum_per_cpu(t->counters, totals, count);
 }
 
 int lvs_toa_test_run(lvs_toa_programs *t, const unsigned char *frame, unsigned length, int *found, struct lvs_toa_client *client) {

@@ -435,39 +435,24 @@ public struct Director: Sendable {
     }
 
     /// Processes a TCP super-frame (GRO's, or a TSO sender's) that the wire
-    /// carries as segments of `segmentSize` payload bytes, whole, when its connection allows it
-    /// (`FamilyPlane.wholeFrameConnection`): as its segments would go, one
-    /// state change for the lot, counted as the wire carries them. Nil,
-    /// having changed nothing, when it must be cut into segments first (or
-    /// while a trace runs, which shows every segment). The caller makes its
-    /// checksum partial again and sends it as GSO.
+    /// carries as segments of `segmentSize` payload bytes, whole, when its
+    /// connection allows it (`FamilyPlane.forwardWhole`). Nil, having changed
+    /// nothing, when it must be cut into segments first (or while a trace
+    /// runs, which shows every segment). The caller makes its checksum
+    /// partial again and sends it as GSO.
     public mutating func processWhole(_ buffer: inout MutableSpan<UInt8>, frame: inout FrameBounds, interface: UInt16, segmentSize: Int, now: UInt64)
         -> Verdict?
     {
-        guard traceSession == nil, segmentSize > 0, let p = try? PacketParser.parse(buffer.span, start: frame.start, end: frame.end) else { return nil }
+        guard traceSession == nil, segmentSize > 0, var p = try? PacketParser.parse(buffer.span, start: frame.start, end: frame.end) else { return nil }
         let segments = (p.payloadLength &+ segmentSize &- 1) / segmentSize
         guard segments > 1 else { return nil }
-        let owner: (index: Int, inbound: Bool)?
         switch p.etherType {
-        case EtherType.ipv4: owner = v4.wholeFrameConnection(buffer.span, p, now: now, shared: shared)
-        case EtherType.ipv6: owner = v6.wholeFrameConnection(buffer.span, p, now: now, shared: shared)
-        default: owner = nil
+        case EtherType.ipv4:
+            return v4.forwardWhole(&buffer, &frame, &p, segments: segments, segmentSize: segmentSize, interface: interface, now: now, shared: &shared)
+        case EtherType.ipv6:
+            return v6.forwardWhole(&buffer, &frame, &p, segments: segments, segmentSize: segmentSize, interface: interface, now: now, shared: &shared)
+        default: return nil
         }
-        guard let owner else { return nil }
-        let (service, destination) =
-            p.isIPv4
-            ? (Int(v4.table[owner.index].service), Int(v4.table[owner.index].destination))
-            : (Int(v6.table[owner.index].service), Int(v6.table[owner.index].destination))
-        shared.superFrameExcess = p.payloadLength &- segmentSize
-        let verdict = process(&buffer, frame: &frame, interface: interface, now: now)
-        shared.superFrameExcess = 0
-        guard case .transmit = verdict else { return verdict }
-        let (sc, dc) = shared.counterSlots(service: service, destination: destination)
-        let further = UInt64(segments &- 1)
-        let headers = UInt64(p.l4Offset &- p.l3Offset &+ p.l4HeaderLength)
-        shared.countFurtherSegments(inbound: owner.inbound, service: sc, destination: dc, segments: further, bytes: further &* headers)
-        shared.superFramesWhole &+= 1
-        return verdict
     }
 
     /// Processes every frame of a batch; verdicts land in the batch. Runs of

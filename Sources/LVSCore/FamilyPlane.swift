@@ -110,36 +110,56 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
     }
 
-    /// The connection of a TCP super-frame that may go through whole, as one
-    /// frame for all its segments: an established connection forwarded by
-    /// NAT, DR or FULLNAT, not SYN-proxied, whose server is still in service.
-    /// Anything else (a tunnel, whose outer header GSO cannot repeat; the
-    /// proxy's sequence work; no connection) is cut into segments first.
-    /// Changes nothing.
-    func wholeFrameConnection(_ b: Span<UInt8>, _ p: ParsedPacket, now: UInt64, shared: borrowing DirectorShared) -> (index: Int, inbound: Bool)? {
+    /// A TCP super-frame of `segments` wire segments forwarded whole, as one
+    /// frame for all of them, when its connection allows it: an established
+    /// connection forwarded by NAT, DR or FULLNAT, not SYN-proxied, whose
+    /// server is still in service. One state change for the lot; counted as
+    /// the wire carries them. Nil, with nothing changed, for anything else (a
+    /// tunnel, whose outer header GSO cannot repeat; the proxy's sequence
+    /// work; no connection): it is cut into segments first.
+    mutating func forwardWhole(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, segments: Int, segmentSize: Int,
+        interface: UInt16, now: UInt64, shared: inout DirectorShared
+    ) -> Verdict? {
         guard p.proto == IPProtocolNumber.tcp, p.fragment == .none, p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) == 0, p.ttl > 1 else { return nil }
-        let src = A(b, at: p.sourceAddressOffset)
-        let dst = A(b, at: p.destinationAddressOffset)
-        if let i = table.lookup(.client, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
-            let c = table[i]
+        let src = A(b.span, at: p.sourceAddressOffset)
+        let dst = A(b.span, at: p.destinationAddressOffset)
+        let i: Int
+        let inbound: Bool
+        if let k = table.lookup(.client, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
+            let c = table[k]
             guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.template),
                 !shared.services[Int(c.service)].destinations[Int(c.destination)].removed
             else { return nil }
             switch c.method {
-            case .nat, .directRouting: return (i, true)
+            case .nat, .directRouting: break
             case .fullNAT:
                 // TOA goes into the super-frame's header, which the kernel repeats in every segment: each carries it, as each would here.
                 let toa = Forwarding.wantsTOA(c.flags, toaSequence: c.toaSequence, tcpFlags: p.tcpFlags, acknowledgement: b.be32(at: p.l4Offset &+ 8))
-                return toa && p.ipEnd &- p.l3Offset &+ TCPOptionEditor.toaLength(for: A.self) > 65535 ? nil : (i, true)
+                guard !toa || p.ipEnd &- p.l3Offset &+ TCPOptionEditor.toaLength(for: A.self) <= 65535 else { return nil }
             case .tunnel, .local: return nil
             }
-        }
-        if hasReplyTraffic, let i = table.lookup(.reply, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
-            let c = table[i]
+            (i, inbound) = (k, true)
+        } else if hasReplyTraffic, let k = table.lookup(.reply, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
+            let c = table[k]
             guard c.expires > now, !c.flags.contains(.synproxy), c.method == .nat || c.method == .fullNAT else { return nil }
-            return (i, false)
+            (i, inbound) = (k, false)
+        } else {
+            return nil
         }
-        return nil
+        let further = UInt64(segments &- 1)
+        let headers = UInt64(p.l4Offset &- p.l3Offset &+ p.l4HeaderLength)
+        let (sc, dc) = shared.counterSlots(service: Int(table[i].service), destination: Int(table[i].destination))
+        shared.superFrameExcess = p.payloadLength &- segmentSize
+        let verdict =
+            inbound
+            ? forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
+            : forwardToClient(&b, &f, &p, i, now: now, shared: &shared)
+        shared.superFrameExcess = 0
+        guard case .transmit = verdict else { return verdict }
+        shared.countFurtherSegments(inbound: inbound, service: sc, destination: dc, segments: further, bytes: further &* headers)
+        shared.superFramesWhole &+= 1
+        return verdict
     }
 
     /// `conn_reuse_mode` 1 (the kernel's default): a new SYN on an

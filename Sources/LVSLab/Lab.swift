@@ -120,7 +120,7 @@ public final class Lab: @unchecked Sendable {
     /// A veth pair between two namespaces, with the lab's number of queues at both ends.
     func veth(_ name: String, in role: String, peer: String, in peerRole: String) throws {
         let q = ["numtxqueues", String(queues), "numrxqueues", String(queues)]
-        try ip(["link", "add", name, "netns", ns(role)] + q + ["type", "veth", "peer", "name", peer, "netns", ns(peerRole)] + q)
+        _ = try ip(["link", "add", name, "netns", ns(role)] + q + ["type", "veth", "peer", "name", peer, "netns", ns(peerRole)] + q)
     }
 
     func address(_ role: String, _ link: String, _ v4: String, _ v6: String) throws {
@@ -238,7 +238,10 @@ public final class Lab: @unchecked Sendable {
     /// self-signed certificate), answering its name and the peer it sees, or
     /// at /static only its name, and at /files/ what lies in `nginxN/files`
     /// of the lab's directory; connections kept open `keepalive` seconds.
-    public func startNginx(keepalive: Int = 0, tls: Bool = false) throws {
+    /// `accessLog`: each request's `$remote_addr $remote_port` in
+    /// `nginxN/access.log`. `cgroups`: server N starts inside the Nth (a
+    /// directory of a cgroup v2 hierarchy the namespaces can see).
+    public func startNginx(keepalive: Int = 0, tls: Bool = false, accessLog: Bool = false, cgroups: [String] = []) throws {
         if tls {
             try Self.exec([
                 "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lab",
@@ -266,7 +269,8 @@ public final class Lab: @unchecked Sendable {
                 error_log \(dir.path)/error.log;
                 events { worker_connections 4096; }
                 http {
-                  access_log off;
+                  log_format peer '$remote_addr $remote_port';
+                  access_log \(accessLog ? "\(dir.path)/access.log peer" : "off");
                   keepalive_timeout \(keepalive);
                   server {
                     listen 80 reuseport; listen 8080; listen [::]:80; listen [::]:8080;
@@ -278,7 +282,12 @@ public final class Lab: @unchecked Sendable {
                 }
                 """
             try conf.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
-            try start("r\(i)", ["nginx", "-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path], logName: "nginx\(i)")
+            let nginx = ["nginx", "-c", dir.appendingPathComponent("nginx.conf").path, "-p", dir.path]
+            if i <= cgroups.count {
+                try start("r\(i)", ["bash", "-c", "echo $$ > \(cgroups[i - 1])/cgroup.procs && exec \(nginx.joined(separator: " "))"], logName: "nginx\(i)")
+            } else {
+                try start("r\(i)", nginx, logName: "nginx\(i)")
+            }
         }
         for i in 1...servers {
             var up = false

@@ -377,50 +377,28 @@ struct ForwardingTests {
                 try FileManager.default.createDirectory(atPath: cgroups[i - 1], withIntermediateDirectories: false)
                 let toaSocket = lab.directory.appendingPathComponent("toa\(i).sock").path
                 try lab.startRealServerTool(i, ["toa", "--cgroup", cgroups[i - 1], "--socket", toaSocket], logName: "toa\(i)")
-                let dir = lab.directory.appendingPathComponent("nginx\(i)")
-                try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-                try """
-                user root;
-                worker_processes 1;
-                daemon off;
-                pid \(dir.path)/nginx.pid;
-                error_log \(dir.path)/error.log;
-                events { worker_connections 4096; }
-                http {
-                  log_format peer '$remote_addr $remote_port';
-                  access_log \(dir.path)/access.log peer;
-                  keepalive_timeout 0;
-                  server {
-                    listen 8080; listen [::]:8080;
-                    location / { return 200 "rs\(i) $remote_addr $remote_port"; }
-                  }
-                }
-                """.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
-                // nginx starts inside the cgroup the TOA programs watch, and knows nothing of them.
-                try lab.start(
-                    "r\(i)", ["bash", "-c", "echo $$ > \(cgroups[i - 1])/cgroup.procs && exec nginx -c \(dir.path)/nginx.conf -p \(dir.path)"],
-                    logName: "nginx\(i)")
             }
+            // nginx starts inside the cgroups the TOA programs watch, and knows nothing of them.
+            try lab.startNginx(accessLog: true, cgroups: cgroups)
             for i in 1...3 {
-                var ready = false
-                for _ in 0..<250 where !ready {
-                    ready =
-                        lab.logText("toa\(i)").contains("attached")
-                        && ((try? lab.inside("r\(i)", "ss", "-ltn", check: false))?.contains(":8080") ?? false)
-                    if !ready { usleep(20_000) }
+                var attached = false
+                for _ in 0..<250 where !attached {
+                    attached = lab.logText("toa\(i)").contains("attached")
+                    if !attached { usleep(20_000) }
                 }
-                #expect(ready, "toa\(i): \(lab.logText("toa\(i)")) nginx: \(lab.logText("nginx\(i)"))")
+                #expect(attached, "toa\(i): \(lab.logText("toa\(i)"))")
             }
             for (vip, client, v6) in [(Lab.vip, Lab.client, false), ("[\(Lab.vip6)]", Lab.client6, true)] {
                 try lab.lvsadm("-C")
                 try setUp(lab, method: "-b", service: "\(vip):80", port: 8080, v6: v6)
-                // Each answer, then the client's own port for it: "rsN ADDRESS PORT LOCALPORT".
+                // Each answer ("rsN ADDRESS PORT 8080"), then the client's own port for it.
                 let out = try lab.inside(
                     "c",
-                    arguments: ["curl", "-sS", "-g", "--max-time", "100", "-H", "Connection: close", "-w", " %{local_port}\n"]
+                    arguments: ["curl", "-sS", "-g", "--max-time", "100", "-H", "Connection: close", "-w", "%{local_port}\n"]
                         + Array(repeating: "http://\(vip)/", count: 1000))
-                let answers = out.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-                let right = answers.filter { $0.count == 4 && $0[1] == client && $0[2] == $0[3] }
+                let words = out.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+                let answers = stride(from: 0, to: words.count, by: 5).map { Array(words[$0..<min($0 + 5, words.count)]) }
+                let right = answers.filter { $0.count == 5 && $0[1] == client && $0[2] == $0[4] }
                 #expect(answers.count == 1000 && right.count == 1000, "\(v6 ? "IPv6" : "IPv4"): \(answers.filter { !right.contains($0) }.prefix(5))")
             }
             let logged = (1...3).map { try? String(contentsOf: lab.directory.appendingPathComponent("nginx\($0)/access.log"), encoding: .utf8) }
