@@ -280,6 +280,8 @@ public struct Admin {
           --drops                             output of frames lvsd dropped, by reason
           --health                            output of health checks (keepalived.conf's checkers)
           --synproxy     -j enable|disable    SYN proxy: SYN cookies at lvsd (with -A|E)
+          --proxy-protocol v1|v2|v1-insecure|v2-insecure|disable
+                                              PROXY protocol header to the real servers (with -A|E)
           --socket       path                 lvsd's control socket (default \(defaultSocket), or $LVSADM_SOCKET)
 
         """

@@ -213,6 +213,7 @@ public struct Listing {
             if let pe = spec.persistenceEngine { out += " --pe \(pe)" }
             if spec.onePacket { out += " -o" }
             if spec.synproxy { out += " -j enable" }
+            if let pp = spec.proxyProtocol { out += " --proxy-protocol \(pp.name)" }
             if !spec.schedulerFlags.isEmpty { out += " -b \(Self.schedulerFlags(spec))" }
         } else if format.contains(.stats) {
             out += Self.left(name, 33)
@@ -236,6 +237,7 @@ public struct Listing {
             }
             if spec.onePacket { out += " ops" }
             if spec.synproxy { out += " synproxy" }
+            if let pp = spec.proxyProtocol { out += " pp\(pp.name)" }
         }
         out += "\n"
         for d in ordered(s.servers) {

@@ -27,7 +27,7 @@ public enum AdminOption: Int, Sendable, CaseIterable {
     case lowerThreshold, mcastInterface, timeout, daemon, stats, rate, thresholds, persistentConnections, noSort, syncID
     case exact, onePacket, persistenceEngine, schedulerFlags, mcastGroup, mcastPort, mcastTTL, syncMaxLength
     case tunnelInfo, tunnelType, tunnelPort, tunnelNoChecksum, tunnelChecksum, tunnelRemoteChecksum
-    case localAddress, json, drops, synproxy, health
+    case localAddress, json, drops, synproxy, health, proxyProtocol
 
     /// `optnames[]`.
     public var name: String {
@@ -36,32 +36,33 @@ public enum AdminOption: Int, Sendable, CaseIterable {
             "weight", "u-threshold", "l-threshold", "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
             "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
             "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum", "laddr", "json", "drops", "synproxy", "health",
+            "proxy-protocol",
         ][rawValue]
     }
 }
 
 /// ipvsadm's `commands_v_options`: '+' required, 'x' illegal, '1' at most
 /// one of them, ' ' optional. Rows by command, columns by option; the last
-/// five columns (laddr, json, drops, synproxy, health) are lvsadm's and DPVS's.
+/// six columns (laddr, json, drops, synproxy, health, proxy-protocol) are lvsadm's and DPVS's.
 let compatibility: [String] = [
-    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr sy he
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx x",  // add-service
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx x",  // edit-service
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
-    " 11xxxxxxxxx11       xxxxxxx xxxxxx  x ",  // list
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxxx",  // add-server
-    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxxx",  // edit-server
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
-    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxxxx",  // start-daemon
-    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxxxx",  // stop-daemon
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
-    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
-    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxx",  // add-laddr
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxx",  // del-laddr
-    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xxx",  // get-laddr
+    // n  c  svc s  p  M  r  fwd w  x  y  mc to dm st rt th pc ns sid ex op pe b  gr po tt sz ti ty tp nc cs rc la js dr sy he pp
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx x ",  // add-service
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxxxx x ",  // edit-service
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-service
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // flush
+    " 11xxxxxxxxx11       xxxxxxx xxxxxx  x x",  // list
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxxxx",  // add-server
+    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // delete-server
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xxxxxx",  // edit-server
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // set
+    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxxxxxx",  // start-daemon
+    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxxxxxx",  // stop-daemon
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // restore
+    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // save
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // zero
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxxx",  // add-laddr
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxxx",  // del-laddr
+    " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xxxx",  // get-laddr
 ]
 
 /// How a listing prints (`FMT_*`).
@@ -157,6 +158,7 @@ public enum AdminCommandLine {
         // lvsadm's own.
         Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none),
         Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "health", short: nil, argument: .none),
+        Spec(long: "proxy-protocol", short: nil, argument: .required),
         Spec(long: "socket", short: nil, argument: .required),
     ]
 
@@ -262,6 +264,7 @@ public enum AdminCommandLine {
         var pe: String? = nil
         var onePacket = false
         var synproxy = false
+        var proxyProtocol: ProxyProtocol? = nil
         var serverAddress: IPAddress? = nil
         var serverPort: UInt16? = nil
         var method: ForwardingMethod = .directRouting
@@ -474,6 +477,12 @@ public enum AdminCommandLine {
                 case "disable": synproxy = false
                 default: throw UsageError("synproxy switch must be enable or disable")
                 }
+            case "proxy-protocol":
+                try setOption(.proxyProtocol)
+                guard v.lowercased() == "disable" || ProxyProtocol(name: v) != nil else {
+                    throw UsageError("proxy-protocol must be disable, v1, v2, v1-insecure or v2-insecure")
+                }
+                proxyProtocol = ProxyProtocol(name: v)
             case "socket": inv.socketPath = v
             default: break
             }
@@ -514,7 +523,8 @@ public enum AdminCommandLine {
             }
             inv.service = ServiceSpec(
                 key: key, scheduler: scheduler ?? "wlc", schedulerFlags: flags, persistence: persistence,
-                netmask: netmask, persistenceEngine: pe, onePacket: onePacket, synproxy: synproxy)
+                netmask: netmask, persistenceEngine: pe, onePacket: onePacket, synproxy: synproxy,
+                proxyProtocol: proxyProtocol)
         }
         if command == .addServer || command == .editServer || command == .deleteServer, let key, let serverAddress {
             var port = serverPort ?? key.port

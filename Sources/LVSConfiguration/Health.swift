@@ -55,6 +55,19 @@ public struct HealthCheck: Sendable, Hashable {
     public var delayLoop: Double = 60
     /// Seconds within which the first check starts (a random moment).
     public var warmup: Double = 0
+    /// The service's PROXY protocol: a real server that expects the header
+    /// gets one, from an unknown source (`PROXY UNKNOWN`, version 2's LOCAL),
+    /// before the check's request, as DPVS's keepalived sends it.
+    public var proxyProtocol: ProxyProtocol.Version?
+
+    /// What goes before a request.
+    public var proxyPreamble: [UInt8] {
+        switch proxyProtocol {
+        case .v1: Array("PROXY UNKNOWN\r\n".utf8)
+        case .v2: ProxyHeader.signature + [0x20, 0x00, 0x00, 0x00]
+        case nil: []
+        }
+    }
 }
 
 /// A real server under health checks, in every service it belongs to.
@@ -104,7 +117,10 @@ extension KeepalivedConfiguration {
                 if let key = vs.services.first?.key, case .address = key, server.method == .directRouting || server.method == .tunnel { server.port = key.port }
                 var checks: [HealthCheck] = []
                 for block in rs.checks {
-                    if let c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), file: file) { checks.append(c) }
+                    if var c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), file: file) {
+                        c.proxyProtocol = vs.services.first?.proxyProtocol?.version
+                        checks.append(c)
+                    }
                 }
                 guard !checks.isEmpty else { continue }
                 let block = vs.block.children.first { $0.keyword == "real_server" && $0.line == rs.line }

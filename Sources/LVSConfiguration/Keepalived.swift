@@ -299,6 +299,7 @@ public struct KeepalivedConfiguration: Sendable {
         var engine: String? = nil
         var onePacket = false
         var synproxy = false
+        var proxyProtocol: ProxyProtocol? = nil
         var vsInhibit = false
         var vs = VirtualServer(
             services: [], realServers: [], sorryServer: nil, localAddresses: [], quorum: 1, hysteresis: 0,
@@ -320,6 +321,13 @@ public struct KeepalivedConfiguration: Sendable {
             case "sh-port", "mh-port": flags.insert(.flag2)
             case "ops": onePacket = true
             case "syn_proxy": synproxy = true  // DPVS's keepalived
+            case "proxy_protocol":  // DPVS's keepalived
+                let name = c.arguments.first ?? ""
+                guard name.lowercased() == "disable" || ProxyProtocol(name: name) != nil else {
+                    throw ConfigurationError(
+                        file: file, line: c.line, keyword: c.keyword, message: "must be disable, v1, v2, v1-insecure or v2-insecure, not '\(name)'")
+                }
+                proxyProtocol = ProxyProtocol(name: name)
             case "persistence_timeout":
                 persistence = c.arguments.isEmpty ? 360 : UInt32(try number(c, file: file, in: 1...(86400 * 31)))
             case "persistence_granularity":
@@ -413,7 +421,8 @@ public struct KeepalivedConfiguration: Sendable {
             vs.services.append(
                 ServiceSpec(
                     key: key, scheduler: scheduler, schedulerFlags: flags, persistence: persistence,
-                    netmask: netmask, persistenceEngine: engine, onePacket: onePacket, synproxy: synproxy))
+                    netmask: netmask, persistenceEngine: engine, onePacket: onePacket, synproxy: synproxy,
+                    proxyProtocol: proxyProtocol))
         }
         return vs
     }

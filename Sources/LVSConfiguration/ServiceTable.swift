@@ -26,6 +26,8 @@ public struct TableError: Error, Equatable, Sendable, Codable, CustomStringConve
     static let localAddressExists = TableError("EEXIST", "Local address already exists")
     static let noSuchLocalAddress = TableError("ENOENT", "No such local address")
     static let synproxyMethod = TableError("EINVAL", "SYN proxy needs NAT or FULLNAT real servers (-m, -b) and a TCP service")
+    static let proxyProtocolMethod = TableError(
+        "EINVAL", "PROXY protocol needs NAT or FULLNAT real servers (-m, -b) and a TCP service: lvsd shifts sequence numbers both ways")
 }
 
 /// One change to the table: what one ipvsadm command asks of the kernel.
@@ -53,10 +55,13 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
     public var onePacket: Bool
     /// DPVS's `-j enable`.
     public var synproxy: Bool
+    /// DPVS's `--proxy-protocol`; nil is `disable`.
+    public var proxyProtocol: ProxyProtocol?
 
     public init(
         key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
-        netmask: Int? = nil, persistenceEngine: String? = nil, onePacket: Bool = false, synproxy: Bool = false
+        netmask: Int? = nil, persistenceEngine: String? = nil, onePacket: Bool = false, synproxy: Bool = false,
+        proxyProtocol: ProxyProtocol? = nil
     ) {
         self.key = key
         self.scheduler = scheduler
@@ -66,6 +71,7 @@ public struct ServiceSpec: Sendable, Hashable, Codable {
         self.persistenceEngine = persistenceEngine
         self.onePacket = onePacket
         self.synproxy = synproxy
+        self.proxyProtocol = proxyProtocol
     }
 }
 
@@ -156,14 +162,18 @@ public struct ServiceTable: Sendable, Hashable {
         svc.persistenceEngine = spec.persistenceEngine
         svc.onePacket = spec.onePacket
         svc.synproxy = spec.synproxy
+        svc.proxyProtocol = spec.proxyProtocol
     }
 
     /// The SYN proxy translates sequence numbers both ways: it must see the
     /// replies (NAT, FULLNAT), and it speaks TCP only.
+    /// So does PROXY protocol (TCP only: DPVS's version 2 over UDP is not built).
     static func checkSynproxy(_ svc: VirtualServiceConfiguration) throws(TableError) {
-        guard svc.synproxy else { return }
-        if case .address(let p, _, _) = svc.key, p != .tcp { throw .synproxyMethod }
-        guard svc.realServers.allSatisfy({ $0.method == .nat || $0.method == .fullNAT }) else { throw .synproxyMethod }
+        let replied = svc.realServers.allSatisfy { $0.method == .nat || $0.method == .fullNAT }
+        var tcp = true
+        if case .address(let p, _, _) = svc.key, p != .tcp { tcp = false }
+        if svc.synproxy && !(tcp && replied) { throw .synproxyMethod }
+        if svc.proxyProtocol != nil && !(tcp && replied) { throw .proxyProtocolMethod }
     }
 
     /// What the kernel checks in `ip_vs_add_service`/`ip_vs_edit_service`.

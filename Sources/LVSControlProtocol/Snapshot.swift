@@ -149,6 +149,8 @@ public struct EngineStatus: Sendable, Hashable, Codable {
     /// TCP super-frames (GRO, TSO) forwarded whole as GSO, and cut into segments in lvsd.
     public var superFramesWhole: UInt64
     public var superFramesCut: UInt64
+    /// PROXY protocol headers sent (a retransmitted one again).
+    public var proxyHeaders: UInt64
     public var ipv4Connections: Int
     public var ipv4Capacity: Int
     public var ipv6Connections: Int
@@ -156,7 +158,8 @@ public struct EngineStatus: Sendable, Hashable, Codable {
 
     public init(
         worker: Int, totals: Statistics, drops: UInt64, toaInserted: UInt64, toaFailures: UInt64, icmpSent: UInt64, synproxyCookies: UInt64,
-        superFramesWhole: UInt64 = 0, superFramesCut: UInt64 = 0, ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int, ipv6Capacity: Int
+        superFramesWhole: UInt64 = 0, superFramesCut: UInt64 = 0, proxyHeaders: UInt64 = 0, ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int,
+        ipv6Capacity: Int
     ) {
         self.worker = worker
         self.totals = totals
@@ -167,6 +170,7 @@ public struct EngineStatus: Sendable, Hashable, Codable {
         self.synproxyCookies = synproxyCookies
         self.superFramesWhole = superFramesWhole
         self.superFramesCut = superFramesCut
+        self.proxyHeaders = proxyHeaders
         self.ipv4Connections = ipv4Connections
         self.ipv4Capacity = ipv4Capacity
         self.ipv6Connections = ipv6Connections

@@ -116,6 +116,55 @@ public struct RealServerConfiguration: Sendable, Hashable {
     }
 }
 
+/// PROXY protocol (DPVS's `--proxy-protocol`): each TCP connection's real
+/// server receives a header naming the client ahead of the client's bytes.
+public struct ProxyProtocol: Sendable, Hashable, Codable {
+    public enum Version: UInt8, Sendable, Hashable {
+        /// The text header (`PROXY TCP4 …\r\n`).
+        case v1 = 1
+        /// The binary header.
+        case v2 = 2
+    }
+    public var version: Version
+    /// DPVS's "insecure": a client whose first bytes are a header of this
+    /// version keeps its own, which the real server then trusts; otherwise
+    /// lvsd's header always comes first and a client's reaches the server as
+    /// data, where it is no header at all.
+    public var insecure: Bool
+
+    public init(version: Version, insecure: Bool = false) {
+        self.version = version
+        self.insecure = insecure
+    }
+
+    /// DPVS's spelling: `v1`, `v2`, `v1-insecure`, `v2-insecure`; `disable` is nil.
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "v1": self.init(version: .v1)
+        case "v2": self.init(version: .v2)
+        case "v1-insecure": self.init(version: .v1, insecure: true)
+        case "v2-insecure": self.init(version: .v2, insecure: true)
+        default: return nil
+        }
+    }
+
+    public var name: String { (version == .v1 ? "v1" : "v2") + (insecure ? "-insecure" : "") }
+
+    /// As DPVS spells it: `"v2-insecure"`.
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let pp = ProxyProtocol(name: name) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown PROXY protocol '\(name)'"))
+        }
+        self = pp
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(name)
+    }
+}
+
 public struct VirtualServiceConfiguration: Sendable, Hashable {
     public var key: ServiceKey
     public var scheduler: String
@@ -134,11 +183,14 @@ public struct VirtualServiceConfiguration: Sendable, Hashable {
     public var localAddresses: [IPAddress]
     /// SYN proxy (DPVS's `-j enable`): TCP handshakes complete at the director first.
     public var synproxy: Bool
+    /// PROXY protocol, nil when off; it takes the place of TOA.
+    public var proxyProtocol: ProxyProtocol?
 
     public init(
         key: ServiceKey, scheduler: String = "wlc", schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil,
         persistenceNetmask: Int? = nil, onePacket: Bool = false, persistenceEngine: String? = nil,
-        realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = [], synproxy: Bool = false
+        realServers: [RealServerConfiguration] = [], localAddresses: [IPAddress] = [], synproxy: Bool = false,
+        proxyProtocol: ProxyProtocol? = nil
     ) {
         self.key = key
         self.scheduler = scheduler
@@ -150,6 +202,7 @@ public struct VirtualServiceConfiguration: Sendable, Hashable {
         self.realServers = realServers
         self.localAddresses = localAddresses
         self.synproxy = synproxy
+        self.proxyProtocol = proxyProtocol
     }
 }
 

@@ -22,6 +22,17 @@ public struct ConnectionFlags: OptionSet, Sendable, Hashable {
     public static let synproxy = ConnectionFlags(rawValue: 1 << 7)
     /// The SYN proxy's SYN went to the real server, its SYN-ACK has not come.
     public static let synproxyPending = ConnectionFlags(rawValue: 1 << 8)
+    /// The client's sequence numbers (and the server's acknowledgements of
+    /// them) are shifted by the table's `shifts[i].request`.
+    public static let requestShifted = ConnectionFlags(rawValue: 1 << 9)
+    /// The real server's, by `shifts[i].reply`.
+    public static let replyShifted = ConnectionFlags(rawValue: 1 << 10)
+    /// The PROXY protocol header is not acknowledged yet: a segment at the
+    /// client's first byte carries it (again).
+    public static let proxyHeaderPending = ConnectionFlags(rawValue: 1 << 11)
+    /// Any sequence work: the fast path does a request shift alone itself.
+    static let sequenceWork: UInt16 = synproxy.rawValue | requestShifted.rawValue | replyShifted.rawValue | proxyHeaderPending.rawValue
+    static let shifted: UInt16 = requestShifted.rawValue | replyShifted.rawValue
     /// Bits 12–14 hold the forwarding method (`Connection.method`).
     static let methodMask: UInt16 = 0x7000
 
@@ -151,6 +162,9 @@ public enum ConnectionDirection: UInt8, Sendable {
 public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     /// Written directly only by the fast path, which holds it as a span for a whole batch.
     public internal(set) var entries: [Connection<A>]
+    /// Sequence shifts by entry, read only under `.requestShifted` or
+    /// `.replyShifted`; empty until a service needs them (`enableShifts`).
+    public internal(set) var shifts: [SequenceShifts] = []
     /// 0 = empty, else tag (32 bits) | (entry + 1) << 1 | direction.
     var slots: [UInt64]
     let mask: Int

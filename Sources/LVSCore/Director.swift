@@ -119,6 +119,8 @@ public struct DirectorShared: Sendable {
     /// TOA insertions that did not fit; the packet went on without TOA.
     public var toaFailures: UInt64 = 0
     public var toaInserted: UInt64 = 0
+    /// PROXY protocol headers sent (a retransmitted one again).
+    public var proxyHeaders: UInt64 = 0
     /// ICMP errors lvsd generated (fragmentation needed, time exceeded).
     public var icmpSent: UInt64 = 0
     /// SYN-ACKs with a cookie the SYN proxy sent.

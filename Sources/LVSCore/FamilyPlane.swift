@@ -59,6 +59,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 owned.formUnion(lips)
             }
             if rt.destinations.contains(where: { $0.method.seesReplies }) { servicesSeeReplies = true }
+            if rt.configuration.proxyProtocol != nil { table.enableShifts() }
         }
         owned.formUnion(shared.extraOwned.compactMap(Self.address))
         owned.subtract(shared.standby.compactMap(Self.address))
@@ -128,7 +129,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let inbound: Bool
         if let k = table.lookup(.client, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
             let c = table[k]
-            guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.template),
+            // A PROXY header still to send goes into a segment of its own size.
+            guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.proxyHeaderPending), !c.flags.contains(.template),
                 !shared.services[Int(c.service)].destinations[Int(c.destination)].removed
             else { return nil }
             switch c.method {
@@ -408,7 +410,12 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let (sc, dc) = shared.counterSlots(service: s, destination: d)
         shared.count(inbound: true, service: sc, destination: dc, bytes: length)
         guard Self.ttl(b, p) > 1 else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
-        forward(&b, p, i, towardsReal: true)
+        Self.forward(&b, p, table[i], towardsReal: true)
+        if table[i].flags.rawValue & ConnectionFlags.shifted != 0 && p.proto == IPProtocolNumber.tcp && p.fragment == .none,
+            let v = shiftTowardsReal(&b, &f, &p, i, shared: &shared)
+        {
+            return v
+        }
         switch table[i].method {
         case .fullNAT:
             if p.proto == IPProtocolNumber.tcp && p.fragment == .none
@@ -429,9 +436,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         b[p.l3Offset &+ (p.isIPv4 ? 8 : 7)]
     }
 
-    /// The connection's rewrite (`Forwarding`), over the packet's headers as the parser found them.
+    /// The connection's rewrite (`Forwarding`), over the packet's headers as
+    /// the parser found them. Static, given the connection: as a method, each
+    /// call copied the whole plane (its tables' headers) to pass `self`.
     @inline(__always)
-    func forward(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ i: Int, towardsReal: Bool) {
+    static func forward(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ c: Connection<A>, towardsReal: Bool) {
         let layout = HeaderLayout(p, in: b)
         let source = A(b.span, at: p.sourceAddressOffset)
         let destination = A(b.span, at: p.destinationAddressOffset)
@@ -439,7 +448,6 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         // `unsafe` because raw writes could break a typed element; these are bytes.
         var raw = unsafe b.mutableBytes
         var h = raw._mutatingExtracting(p.l2Offset..<p.ipEnd)
-        let c = table[i]
         if towardsReal {
             Forwarding.towardsReal(c.flags.bound, &h, layout, source: source, destination: destination, ports: ports, connection: c)
         } else {
@@ -526,16 +534,27 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         let (sc, dc) = shared.counterSlots(service: Int(table[i].service), destination: Int(table[i].destination))
         shared.count(inbound: false, service: sc, destination: dc, bytes: UInt64(p.ipEnd &- p.l3Offset))
         guard Self.ttl(b, p) > 1 else { return shared.drop(.ttlExceeded) }
-        if table[i].method == .fullNAT && p.proto == IPProtocolNumber.tcp && p.fragment == .none
-            && p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack)
-        {
-            // The real server's SYN-ACK: client ACKs of ISN+1 will carry TOA, so leave room in the MSS.
+        if p.proto == IPProtocolNumber.tcp && p.fragment == .none {
+            if p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack) { realServerAccepted(&b, p, i, shared: shared) }
+            if table[i].flags.rawValue & ConnectionFlags.shifted != 0 { shiftTowardsClient(&b, p, i) }
+        }
+        Self.forward(&b, p, table[i], towardsReal: false)
+        return Self.sendTo(&b, f, neighbour: table[i].replyNeighbour, shared: &shared)
+    }
+
+    /// The real server's SYN-ACK, which acknowledges the client's ISN + 1: a
+    /// PROXY header will go before that byte, or (FULLNAT without one) client
+    /// ACKs of the server's ISN + 1 will carry TOA, so the MSS leaves room.
+    mutating func realServerAccepted(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, _ i: Int, shared: borrowing DirectorShared) {
+        let c = table[i]
+        if let pp = shared.services[Int(c.service)].configuration.proxyProtocol {
+            // Once: a SYN-ACK sent again must not undo what the first data decided.
+            if c.state == .synReceived && !c.flags.contains(.requestShifted) { startProxyHeader(i, pp, isn: b.be32(at: p.l4Offset &+ 8) &- 1) }
+        } else if c.method == .fullNAT {
             table[i].toaSequence = b.be32(at: p.l4Offset &+ 4) &+ 1
             table[i].flags.insert(.toaArmed)
             _ = TCPOptionEditor.lowerMSS(&b, p, by: UInt16(TCPOptionEditor.toaLength(for: A.self)))
         }
-        forward(&b, p, i, towardsReal: false)
-        return Self.sendTo(&b, f, neighbour: table[i].replyNeighbour, shared: &shared)
     }
 
     /// Writes the next hop's MAC, or turns the frame into an ARP request for

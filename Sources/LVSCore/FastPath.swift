@@ -57,9 +57,10 @@ extension DirectorShared {
 /// records, malformed frames, expired entries).
 extension Director {
     /// Bytes the fast path reads and writes: Ethernet, IPv4 without options
-    /// and a TCP header (a UDP frame is shorter; the frame's own length is
-    /// checked separately, the window only has to lie inside the slot).
-    static var window: Int { 54 }
+    /// and a TCP header with the longest options (a frame is often shorter;
+    /// its own length is checked separately, the window only has to lie
+    /// inside the slot).
+    static var window: Int { 94 }
 
     /// Where the fast path's window of frame `k` starts in the arena, or nil
     /// when the frame is too short or lies too close to its slot's end.
@@ -122,17 +123,18 @@ extension Director {
         }
         let tcpTimeout = shared.timeouts[Int(ConnectionState.established.rawValue)]
         let udpTimeout = shared.timeouts[Int(ConnectionState.udp.rawValue)]
-        // Two copies of the loop: the one for directors without IPIP targets has no tunnel code.
-        if shared.tunnels.isEmpty {
+        // Two copies of the loop: the one for directors without IPIP targets
+        // or PROXY protocol services has no tunnel or sequence shift code.
+        if shared.tunnels.isEmpty && v4.table.shifts.isEmpty {
             return Self.fastRun(
-                &v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
+                &v4.table.entries, v4.table.slots, v4.table.shifts, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
                 shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
-                identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: false)
+                identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: false, shifting: false)
         }
         return Self.fastRun(
-            &v4.table.entries, v4.table.slots, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
+            &v4.table.entries, v4.table.slots, v4.table.shifts, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
             shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
-            identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: true)
+            identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: true, shifting: true)
     }
 
     /// With a table bigger than the cache, each lookup waits for two misses
@@ -179,11 +181,11 @@ extension Director {
     /// instructions per established NAT packet).
     @_transparent
     static func fastRun(
-        _ connections: inout [Connection<IPv4Address>], _ index: [UInt64], mask: Int, replies: Bool,
+        _ connections: inout [Connection<IPv4Address>], _ index: [UInt64], _ shiftArray: [SequenceShifts], mask: Int, replies: Bool,
         _ counterArray: inout [Counters], _ targetArray: [ForwardingTarget], _ tunnelArray: [TunnelTarget], _ baseArray: [UInt32], _ nextHopArray: [NextHop],
         timeouts: (tcp: UInt64, udp: UInt64), syncing: Bool, identification: inout UInt16,
         _ arena: inout MutableSpan<UInt8>, _ ds: inout MutableSpan<FrameDescriptor>, from first: Int,
-        slotSize: Int, now: UInt64, tunnelling: Bool
+        slotSize: Int, now: UInt64, tunnelling: Bool, shifting: Bool
     ) -> Int {
         let slots = index.span
         var entries = connections.mutableSpan
@@ -192,6 +194,7 @@ extension Director {
         let tunnels = tunnelArray.span
         let bases = baseArray.span
         let nextHops = nextHopArray.span
+        let shifts = shiftArray.span
         // `unsafe` because raw writes could break a typed element; these are bytes.
         var raw = unsafe arena.mutableBytes
         var k = first
@@ -220,7 +223,16 @@ extension Director {
             let state = entries[i].state
             let flags = entries[i].flags
             let service = Int(entries[i].service)
-            guard entries[i].expires > now, state == .established || state == .udp, !flags.contains(.synproxy), service < bases.count else { return k }
+            guard entries[i].expires > now, state == .established || state == .udp, service < bases.count else { return k }
+            // A PROXY header's shift alone, once the header is acknowledged: the
+            // client's sequence numbers move, the server's acknowledgements move
+            // back; a segment with SACK blocks, and other sequence work, take the general path.
+            let shifted = flags.rawValue & ConnectionFlags.sequenceWork != 0
+            if shifted {
+                guard shifting, flags.rawValue & ConnectionFlags.sequenceWork == ConnectionFlags.requestShifted.rawValue, proto == IPProtocolNumber.tcp,
+                    i < shifts.count, inbound || !Self.hasSACK(h, length: ds[k].bounds.length)
+                else { return k }
+            }
             let t = Int(bases[service]) &+ Int(entries[i].destination)
             guard t < targets.count else { return k }
             let target = targets[t]
@@ -255,6 +267,7 @@ extension Director {
                 default:
                     Forwarding.hop(&h, layout, IPv4Address.self)
                 }
+                if shifting && shifted { Self.rewrite32(&h, at: 38, shifts[i].request.forward(h.be32(at: 38)), checksum: checksumOffset) }
                 entries[i].inPackets &+= 1
             } else {
                 let hop = Int(entries[i].replyNeighbour)
@@ -265,6 +278,9 @@ extension Director {
                     fullNAT: flags.bound == .fullNAT, &h, Self.layout(checksumOffset), source: src, destination: dst, ports: ports,
                     virtual: entries[i].virtual, virtualPort: entries[i].virtualPort, client: entries[i].client,
                     clientPort: entries[i].clientPort)
+                if shifting && shifted && h.byte(at: 47) & TCPFlags.ack != 0 {
+                    Self.rewrite32(&h, at: 42, shifts[i].request.backward(h.be32(at: 42)), checksum: checksumOffset)
+                }
             }
             entries[i].packets &+= 1
             entries[i].expires = now &+ timeout
@@ -281,6 +297,35 @@ extension Director {
             k &+= 1
         }
         return k
+    }
+
+    /// A sequence or acknowledgement number rewritten in the window, the checksum after it.
+    @inline(__always)
+    static func rewrite32(_ h: inout MutableRawSpan, at o: Int, _ new: UInt32, checksum: Int) {
+        let old = h.be32(at: o)
+        h.setBE32(new, at: o)
+        h.setBE16(InternetChecksum.update(h.be16(at: checksum), removing: UInt64(old), adding: UInt64(new)), at: checksum)
+    }
+
+    /// Whether the TCP segment in the window carries a SACK
+    /// option (or options that cannot be read: the general path decides).
+    static func hasSACK(_ h: borrowing MutableRawSpan, length: Int) -> Bool {
+        let end = 34 &+ Int(h.byte(at: 46) &>> 4) &* 4
+        guard end <= length else { return true }
+        var o = 54
+        while o < end {
+            let kind = h.byte(at: o)
+            if kind == 0 { return false }
+            if kind == 1 {
+                o &+= 1
+                continue
+            }
+            guard o &+ 1 < end else { return true }
+            let len = Int(h.byte(at: o &+ 1))
+            if kind == TCPOptionEditor.sackKind || len < 2 { return true }
+            o &+= len
+        }
+        return false
     }
 
     /// Where the window's headers are: Ethernet, IPv4 without options, then TCP or UDP.

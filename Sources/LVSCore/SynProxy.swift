@@ -202,11 +202,14 @@ extension FamilyPlane {
                 c.synproxySequence = rsISN &- c.synproxySequence
                 c.flags.remove(.synproxyPending)
                 shared.held.release(connection: i, ipv6: A.byteCount == 16)
-                if c.method == .fullNAT {
-                    c.toaSequence = rsISN &+ 1
-                    c.flags.insert(.toaArmed)
-                }
                 table[i] = c
+                if let pp = shared.services[Int(c.service)].configuration.proxyProtocol {
+                    startProxyHeader(i, pp, isn: ack &- 1)
+                } else if c.method == .fullNAT {
+                    table[i].toaSequence = rsISN &+ 1
+                    table[i].flags.insert(.toaArmed)
+                }
+                c = table[i]
             }
             let dest = shared.services[Int(c.service)].destinations[Int(c.destination)]
             guard
@@ -216,6 +219,8 @@ extension FamilyPlane {
             else { return shared.drop(.edit(.noHeadroom)) }
             updateState(i, direction: .input, flags: TCPFlags.ack, now: now, shared: &shared)
             if c.flags.contains(.toaArmed) { insertTOA(&b, &f, &p, c, dest: dest, shared: &shared) }
+            // The handshake's last ACK is the director's here: it carries the PROXY header, for a server that speaks first.
+            if c.flags.contains(.proxyHeaderPending), let v = insertProxyHeader(&b, &f, &p, i, shared: &shared) { return v }
             return Self.sendTo(&b, f, neighbour: dest.neighbour, shared: &shared)
         }
         if c.flags.contains(.synproxyPending) {

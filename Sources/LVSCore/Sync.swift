@@ -8,6 +8,9 @@ public enum SyncConnectionFlags {
     public static let noOutput: UInt32 = 0x0080
     public static let inactive: UInt32 = 0x0100
     public static let sequenceMask: UInt32 = 0x0600
+    /// `IP_VS_CONN_F_OUT_SEQ`, `IP_VS_CONN_F_IN_SEQ`: the record carries sequence data.
+    public static let replySequence: UInt32 = 0x0200
+    public static let requestSequence: UInt32 = 0x0400
     public static let noClientPort: UInt32 = 0x0800
     public static let template: UInt32 = 0x1000
     /// What a backup takes from a message (`IP_VS_CONN_F_BACKUP_MASK`).
@@ -34,11 +37,13 @@ public struct SyncRecord: Sendable, Hashable {
     public var real: IPAddress
     public var local: IPAddress?
     public var localPort: UInt16
+    /// Sequence shifts (`IPVS_OPT_SEQ_DATA`), present with the flags `requestSequence` or `replySequence`.
+    public var sequence: SequenceShifts?
 
     public init(
         proto: UInt8, flags: UInt32, state: UInt16, clientPort: UInt16, virtualPort: UInt16, realPort: UInt16,
         firewallMark: UInt32 = 0, timeout: UInt32, client: IPAddress, virtual: IPAddress, real: IPAddress,
-        local: IPAddress? = nil, localPort: UInt16 = 0
+        local: IPAddress? = nil, localPort: UInt16 = 0, sequence: SequenceShifts? = nil
     ) {
         self.proto = proto
         self.flags = flags
@@ -53,6 +58,7 @@ public struct SyncRecord: Sendable, Hashable {
         self.real = real
         self.local = local
         self.localPort = localPort
+        self.sequence = sequence
     }
 
     public var isTemplate: Bool { flags & SyncConnectionFlags.template != 0 }
@@ -178,12 +184,14 @@ extension FamilyPlane {
         }
         if c.controller != 0 {
             let t = Int(c.controller) &- 1
-            if table[t].flags.contains(.template) { shared.syncQueue.push(syncRecord(table[t], shared: shared)) }
+            if table[t].flags.contains(.template) { shared.syncQueue.push(Self.syncRecord(table[t], sequence: nil, shared: shared)) }
         }
-        shared.syncQueue.push(syncRecord(c, shared: shared))
+        let sequence = c.flags.rawValue & ConnectionFlags.shifted != 0 ? table.shifts[i] : nil
+        shared.syncQueue.push(Self.syncRecord(c, sequence: sequence, shared: shared))
     }
 
-    func syncRecord(_ c: Connection<A>, shared: borrowing DirectorShared) -> SyncRecord {
+    /// Static: as a method, each call copied the whole plane to pass `self`.
+    static func syncRecord(_ c: Connection<A>, sequence: SequenceShifts?, shared: borrowing DirectorShared) -> SyncRecord {
         // Field by field: a copy of the service's runtime would retain its arrays on the packet path.
         let s = Int(c.service)
         let method = c.method
@@ -192,6 +200,8 @@ extension FamilyPlane {
         if template { flags |= SyncConnectionFlags.template }
         if c.flags.contains(.noOutput) { flags |= SyncConnectionFlags.noOutput }
         if c.flags.contains(.inactive) { flags |= SyncConnectionFlags.inactive }
+        if c.flags.contains(.requestShifted) { flags |= SyncConnectionFlags.requestSequence }
+        if c.flags.contains(.replyShifted) { flags |= SyncConnectionFlags.replySequence }
         var mark: UInt32 = 0
         if case .firewallMark(let m, _) = shared.services[s].configuration.key { mark = m }
         let timeout = template ? shared.services[s].configuration.persistence ?? 0 : UInt32(shared.timeouts[Int(c.state.rawValue)] / 1000)
@@ -201,7 +211,8 @@ extension FamilyPlane {
             state: template || c.state == .udp ? 0 : UInt16(c.state.rawValue),
             clientPort: c.clientPort, virtualPort: c.virtualPort, realPort: c.realPort, firewallMark: mark, timeout: timeout,
             client: c.client.ipAddress, virtual: c.virtual.ipAddress, real: c.real.ipAddress,
-            local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : 0)
+            local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : 0,
+            sequence: sequence)
     }
 
     mutating func applySync(_ r: SyncRecord, now: UInt64, shared: inout DirectorShared) -> SyncOutcome {
@@ -253,6 +264,7 @@ extension FamilyPlane {
                 c.expires = expires
                 c.inPackets = Forwarding.syncThreshold
                 table[i] = c
+                if !template { applySequence(r, i, service: s, shared: shared) }
                 return .updated
             }
             // Bound elsewhere: a late message about the entry already replaced is ignored.
@@ -300,7 +312,30 @@ extension FamilyPlane {
         }
         table[index] = c
         table.insert(index)
+        if !template { applySequence(r, index, service: s, shared: shared) }
         return .created
+    }
+
+    /// A record's sequence shifts. Whether a PROXY header is still to be
+    /// acknowledged is not in the kernel's format: a shifted connection of a
+    /// PROXY service is taken to wait for it, which costs at most one more
+    /// copy of the header (at the same sequence numbers) before the real
+    /// server's next acknowledgement says otherwise.
+    mutating func applySequence(_ r: SyncRecord, _ i: Int, service s: Int, shared: borrowing DirectorShared) {
+        guard let sequence = r.sequence, r.flags & SyncConnectionFlags.sequenceMask != 0, table[i].proto == IPProtocolNumber.tcp else { return }
+        table.enableShifts()
+        var shifts = sequence
+        var flags: ConnectionFlags = []
+        if r.flags & SyncConnectionFlags.requestSequence != 0 { flags.insert(.requestShifted) }
+        if r.flags & SyncConnectionFlags.replySequence != 0 { flags.insert(.replyShifted) }
+        if let pp = shared.services[s].configuration.proxyProtocol, flags.contains(.requestShifted) {
+            shifts.proxyVersion = pp.version.rawValue
+            shifts.proxyInsecure = pp.insecure
+            flags.insert(.proxyHeaderPending)
+        }
+        table.shifts[i] = shifts
+        table[i].flags.remove([.requestShifted, .replyShifted, .proxyHeaderPending])
+        table[i].flags.formUnion(flags)
     }
 
     /// The server a record names: same address and port, or same address

@@ -327,7 +327,7 @@ public final class ControlPlane: Sendable {
                         key: svc.key, scheduler: svc.scheduler, schedulerFlags: svc.schedulerFlags,
                         persistence: svc.persistence, netmask: svc.persistenceNetmask,
                         persistenceEngine: svc.persistenceEngine, onePacket: svc.onePacket,
-                        synproxy: svc.synproxy),
+                        synproxy: svc.synproxy, proxyProtocol: svc.proxyProtocol),
                     localAddresses: svc.localAddresses)
                 let rt = service(svc.key)
                 if let rt {
@@ -390,6 +390,7 @@ public final class ControlPlane: Sendable {
                         toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
                         synproxyCookies: d.shared.synproxyCookies,
                         superFramesWhole: d.shared.superFramesWhole, superFramesCut: d.shared.superFramesCut,
+                        proxyHeaders: d.shared.proxyHeaders,
                         ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
                         ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)
                 })

@@ -54,6 +54,10 @@ public enum SyncProtocol {
         e += be16(r.state) + be16(r.clientPort) + be16(r.virtualPort) + be16(r.realPort)
         e += be32(r.firewallMark) + be32(r.timeout)
         e += r.client.bytes + r.virtual.bytes + r.real.bytes
+        if let q = r.sequence, r.flags & SyncConnectionFlags.sequenceMask != 0 {
+            e += [sequenceOption, 24]
+            for shift in [q.request, q.reply] { e += be32(shift.initial) + be32(shift.delta) + be32(shift.previousDelta) }
+        }
         if let local = r.local {
             let a = local.bytes
             e += [localAddressOption, UInt8(a.count + 2)] + a + be16(r.localPort)
@@ -117,7 +121,12 @@ public enum SyncProtocol {
                 let type = b[q]
                 let length = Int(b[q + 1])
                 guard length > 0, q + 2 + length <= end else { throw .badOption(i) }
-                if type == localAddressOption && length == alen + 2 {
+                if type == sequenceOption && length == 24 {
+                    func shift(_ at: Int) -> SequenceShift {
+                        SequenceShift(initial: be32(b, at), delta: be32(b, at + 4), previousDelta: be32(b, at + 8))
+                    }
+                    r.sequence = SequenceShifts(request: shift(q + 2), reply: shift(q + 14))
+                } else if type == localAddressOption && length == alen + 2 {
                     r.local = address(q + 2)
                     r.localPort = be16(b, q + 2 + alen)
                 } else if type & ~optionalParameter > 3 && type & optionalParameter == 0 {
@@ -125,6 +134,8 @@ public enum SyncProtocol {
                 }
                 q += 2 + length
             }
+            // As the kernel: the flags promise sequence data only when it came.
+            if r.sequence == nil { r.flags &= ~SyncConnectionFlags.sequenceMask }
             if mandatoryUnknown { skipped += 1 } else { records.append(r) }
             p += (length + 3) & ~3
         }

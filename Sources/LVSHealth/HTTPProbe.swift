@@ -60,7 +60,7 @@ enum Probe {
     /// says before it closes (a TCP check returns nothing once connected).
     static func exchange(
         _ address: IPAddress, _ port: UInt16, request: [UInt8]?, tls useTLS: Bool, timeout: Double,
-        group: any EventLoopGroup
+        group: any EventLoopGroup, preamble: [UInt8] = []
     ) async -> Result<[UInt8], ProbeFailure> {
         let milliseconds = Int64(max(0.1, timeout) * 1000)
         let loop = group.next()
@@ -76,6 +76,8 @@ enum Probe {
                 .connectTimeout(.milliseconds(milliseconds))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // Nearest the socket: a PROXY header goes out before TLS begins.
+                        if !preamble.isEmpty { try channel.pipeline.syncOperations.addHandler(Preamble(preamble)) }
                         if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil)) }
                         try channel.pipeline.syncOperations.addHandler(Collector(outcome))
                     }
@@ -116,6 +118,17 @@ enum Probe {
         init(_ promise: EventLoopPromise<[UInt8]>) { self.promise = promise }
         func succeed(_ bytes: [UInt8]) { if !settled.exchange(true, ordering: .acquiringAndReleasing) { promise.succeed(bytes) } }
         func fail(_ error: any Error) { if !settled.exchange(true, ordering: .acquiringAndReleasing) { promise.fail(error) } }
+    }
+
+    /// Writes its bytes as the connection opens, before anything above it.
+    final class Preamble: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let bytes: [UInt8]
+        init(_ bytes: [UInt8]) { self.bytes = bytes }
+        func channelActive(context: ChannelHandlerContext) {
+            context.writeAndFlush(NIOAny(ByteBuffer(bytes: bytes)), promise: nil)
+            context.fireChannelActive()
+        }
     }
 
     /// Collects the answer until the server closes (at most `HTTPProbe.limit` bytes).

@@ -117,7 +117,9 @@ public final class HealthMonitor: Sendable {
         case .http(let urls, let tls):
             for u in urls {
                 let request = HTTPProbe.request(address, path: u.path)
-                switch await Probe.exchange(address, port, request: request, tls: tls, timeout: c.connectTimeout, group: group).flatMap(HTTPProbe.parse) {
+                switch await Probe.exchange(
+                    address, port, request: request, tls: tls, timeout: c.connectTimeout, group: group, preamble: c.proxyPreamble
+                ).flatMap(HTTPProbe.parse) {
                 case .success(let r) where !u.accepts(r.status):
                     let expected = u.statuses.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
                     return Verdict(up: false, detail: "\(u.path): status \(r.status), expected \(expected)")

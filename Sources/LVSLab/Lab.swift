@@ -278,6 +278,21 @@ public final class Lab: @unchecked Sendable {
                     location /static { return 200 "rs\(i) static\\n"; }
                     location /files/ { alias \(dir.path)/files/; }
                   }
+                  # PROXY protocol on 8081 (the client as the header names it); 8091 without, for HAProxy in front.
+                  # An upload's body stays in uploads/ (read in full before it is passed to the sink on 8090).
+                  log_format proxied '$proxy_protocol_addr $proxy_protocol_port';
+                  server {
+                    listen 8081 proxy_protocol; listen [::]:8081 proxy_protocol; listen 127.0.0.1:8091;
+                    access_log \(dir.path)/proxied.log proxied;
+                    location / { return 200 "rs\(i) $proxy_protocol_addr $proxy_protocol_port\\n"; }
+                    location /upload {
+                      client_body_in_file_only on;
+                      client_body_temp_path \(dir.path)/uploads;
+                      proxy_pass http://127.0.0.1:8090/;
+                    }
+                  }
+                  server { listen 127.0.0.1:8090; access_log off; location / { return 200 "stored\\n"; } }
+                  client_max_body_size 64m;
                 \(tlsServer)
                 }
                 """
@@ -297,6 +312,73 @@ public final class Lab: @unchecked Sendable {
             }
             guard up else { throw Failure(description: "nginx on rs\(i) did not start: \(logText("nginx\(i)"))") }
         }
+    }
+
+    /// HAProxy on every real server, accepting PROXY protocol (`accept-proxy`)
+    /// on 8082: `/` answers `hapN ADDRESS PORT` with the client the header
+    /// named, anything else goes to the server's nginx (8091). On 8083, in TCP
+    /// mode, it passes connections to a server that speaks first (an SMTP-like
+    /// banner on 127.0.0.1:8093, `rsN speaks first`), which HAProxy only
+    /// reaches once the header has come.
+    public func startHAProxy() throws {
+        for i in 1...servers {
+            let dir = directory.appendingPathComponent("haproxy\(i)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let conf = """
+                global
+                  pidfile \(dir.path)/haproxy.pid
+                defaults
+                  mode http
+                  timeout connect 5s
+                  timeout client 60s
+                  timeout server 60s
+                frontend proxied
+                  bind :8082 accept-proxy
+                  bind :::8082 v6only accept-proxy
+                  http-request return status 200 content-type text/plain lf-string "hap\(i) %[src] %[src_port]\\n" if { path / }
+                  default_backend nginx
+                backend nginx
+                  server local 127.0.0.1:8091
+                frontend banner
+                  mode tcp
+                  bind :8083 accept-proxy
+                  bind :::8083 v6only accept-proxy
+                  default_backend banner
+                backend banner
+                  mode tcp
+                  server local 127.0.0.1:8093
+
+                """
+            try conf.write(to: dir.appendingPathComponent("haproxy.cfg"), atomically: true, encoding: .utf8)
+            try start("r\(i)", ["haproxy", "-db", "-f", dir.appendingPathComponent("haproxy.cfg").path], logName: "haproxy\(i)")
+            let banner = """
+                import socket
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", 8093))
+                s.listen(128)
+                while True:
+                    c, _ = s.accept()
+                    c.sendall(b"220 rs\(i) speaks first\\r\\n")
+                    c.close()
+                """
+            try start("r\(i)", ["/usr/bin/python3", "-c", banner], logName: "banner\(i)")
+        }
+        for i in 1...servers {
+            var up = false
+            for _ in 0..<100 where !up {
+                up = (try? inside("r\(i)", "ss", "-ltn", check: false))?.contains(":8082") ?? false
+                if !up { usleep(20_000) }
+            }
+            guard up else { throw Failure(description: "haproxy on rs\(i) did not start: \(logText("haproxy\(i)"))") }
+        }
+    }
+
+    /// A file of random bytes in the lab's directory, and its SHA-256.
+    public func randomFile(_ name: String, megabytes: Int) throws -> (path: String, sha256: String) {
+        let path = directory.appendingPathComponent(name).path
+        try Self.exec(["dd", "if=/dev/urandom", "of=\(path)", "bs=1M", "count=\(megabytes)", "status=none"])
+        return (path, String(try Self.exec(["sha256sum", path]).prefix(64)))
     }
 
     /// `lvs-realserver` in a real server's namespace, kept running.

@@ -29,10 +29,10 @@ public enum TCPOptionEditor {
         return true
     }
 
-    /// Where the TCP option `kind` of `length` bytes starts, or nil (also
-    /// for options that run past the header).
+    /// Where the TCP option `kind` of `length` bytes (any length when nil)
+    /// starts, or nil (also for options that run past the header).
     @inlinable
-    public static func optionOffset(_ b: borrowing MutableSpan<UInt8>, _ p: ParsedPacket, kind wanted: UInt8, length: Int) -> Int? {
+    public static func optionOffset(_ b: borrowing MutableSpan<UInt8>, _ p: ParsedPacket, kind wanted: UInt8, length: Int? = nil) -> Int? {
         guard p.proto == IPProtocolNumber.tcp else { return nil }
         var i = p.l4Offset &+ HeaderLength.tcp
         let end = p.l4Offset &+ p.l4HeaderLength
@@ -46,7 +46,7 @@ public enum TCPOptionEditor {
             guard i &+ 1 < end else { return nil }
             let len = Int(b[i &+ 1])
             guard len >= 2, i &+ len <= end else { return nil }
-            if kind == wanted && len == length { return i }
+            if kind == wanted && (length == nil || len == length) { return i }
             i &+= len
         }
         return nil

@@ -89,6 +89,7 @@ public enum MetricsExporter {
             counter("lvsd_toa_inserted_total", "FULLNAT TOA options inserted.", [("worker", w)], e.toaInserted)
             counter("lvsd_toa_failures_total", "FULLNAT packets sent without TOA because it did not fit.", [("worker", w)], e.toaFailures)
             counter("lvsd_icmp_sent_total", "ICMP errors lvsd sent (fragmentation needed, packet too big, time exceeded).", [("worker", w)], e.icmpSent)
+            counter("lvsd_proxy_headers_total", "PROXY protocol headers sent to real servers (a retransmitted one again).", [("worker", w)], e.proxyHeaders)
             counter("lvsd_synproxy_cookies_total", "SYNs the SYN proxy answered with a cookie.", [("worker", w)], e.synproxyCookies)
             for (path, n) in [("whole", e.superFramesWhole), ("cut", e.superFramesCut)] {
                 counter(

@@ -214,6 +214,67 @@ struct HighAvailabilityTests {
         return (gap * 100, last.reduce(0, +) / Double(max(1, last.count)))
     }
 
+    /// A backup that takes over in the middle of an upload keeps the PROXY
+    /// header's sequence shift, which came to it in the sync messages: the
+    /// upload (10 MB through FULLNAT with PROXY protocol v2, slowed so that
+    /// the master dies halfway) reaches nginx byte for byte, behind one header.
+    @Test func aBackupTakingOverMidStreamKeepsTheProxyHeadersShift() throws {
+        let lab = try Lab(prefix: "lthp", bin: Self.bin)
+        defer { lab.teardown() }
+        do {
+            try lab.addHost("e", address: Self.secondDirector, address6: "2001:db8:1::2")
+            try lab.startNginx()
+            func configuration(_ interface: String, _ priority: Int) -> String {
+                """
+                global_defs {
+                    vrrp_version 3
+                    lvs_sync_daemon \(interface) VI_1
+                }
+                local_address_group laddr {
+                    \(Lab.lip)
+                }
+                virtual_server \(Self.fullNATVIP) 81 {
+                    lvs_sched rr
+                    lvs_method FNAT
+                    protocol TCP
+                    laddr_group_name laddr
+                    proxy_protocol v2
+                    real_server \(Lab.real(1)) 8081 {
+                        weight 1
+                    }
+                }
+
+                """ + vrrpInstance(interface: interface, priority: priority, addresses: [Self.fullNATVIP, Lab.lip])
+            }
+            let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", configuration(lab.ns("d0"), 150))])
+            let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
+            #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
+            try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", configuration(lab.ns("e0"), 100))], role: "e")
+            #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")
+
+            let (file, digest) = try lab.randomFile("upload.bin", megabytes: 10)
+            let upload = try lab.start(
+                "c", ["curl", "-sS", "--max-time", "60", "--limit-rate", "1M", "--data-binary", "@" + file, "http://\(Self.fullNATVIP):81/upload"],
+                logName: "upload")
+            #expect(waitFor(limit: 5) { ((try? lab.lvsadm("-L -n -c", role: "e")) ?? "").contains("\(Self.fullNATVIP):81") } != nil, "\(context())")
+            usleep(3_000_000)
+            kill(master.processIdentifier, SIGKILL)
+            master.waitUntilExit()
+            #expect(waitFor(limit: 8) { vrrp(lab, role: "e")?.state == "MASTER" } != nil, "\(context())")
+            upload.waitUntilExit()
+            #expect(upload.terminationStatus == 0 && lab.logText("upload").contains("stored"), "\(lab.logText("upload"))\n\(context())")
+            let dir = lab.directory.appendingPathComponent("nginx1/uploads")
+            let stored = try FileManager.default.contentsOfDirectory(atPath: dir.path).map {
+                String(try Lab.exec(["sha256sum", dir.appendingPathComponent($0).path]).prefix(64))
+            }
+            #expect(stored == [digest], "\(stored) against \(digest)")
+            let logged = (try? String(contentsOf: lab.directory.appendingPathComponent("nginx1/proxied.log"), encoding: .utf8)) ?? ""
+            #expect(logged == "\(Lab.client) " + logged.dropFirst(Lab.client.count + 1) && logged.split(separator: "\n").count == 1, "\(logged)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
     /// With one worker on each director, and with two (each synced connection is owned by the backup's worker its frames are steered to).
     @Test(arguments: [1, 2])
     func aKilledMasterLosesNoConnectionAndTheSyncTrafficDecodes(workers: Int) throws {

@@ -102,6 +102,8 @@ func failure(_ line: String) -> UsageError? {
             ("-n", "no command specified", 2),
             ("-A -t 198.18.0.10:80 -j on", "synproxy switch must be enable or disable", 2),
             ("-a -t 198.18.0.10:80 -r 198.19.0.2 -m -j enable", "Illegal 'synproxy' option with the 'add-server' command", 2),
+            ("-A -t 198.18.0.10:80 --proxy-protocol v3", "proxy-protocol must be disable, v1, v2, v1-insecure or v2-insecure", 2),
+            ("-a -t 198.18.0.10:80 -r 198.19.0.2 -m --proxy-protocol v1", "Illegal 'proxy-protocol' option with the 'add-server' command", 2),
         ]
         for (line, message, status) in cases {
             let e = failure(line)
@@ -137,5 +139,13 @@ func failure(_ line: String) -> UsageError? {
         try t.apply(.addServer(proxied, RealServerConfiguration(address: ip("198.19.0.2"), port: 80, method: .nat)))
         #expect(throws: TableError.synproxyMethod) { try t.apply(.addService(ServiceSpec(key: .address(.udp, ip("198.18.0.20"), 53), synproxy: true))) }
         #expect(throws: TableError.synproxyMethod) { try t.apply(.editService(ServiceSpec(key: key, synproxy: true))) }
+        // So must PROXY protocol, which shifts sequence numbers both ways.
+        let pp = ProxyProtocol(version: .v2)
+        #expect(throws: TableError.proxyProtocolMethod) { try t.apply(.editService(ServiceSpec(key: key, proxyProtocol: pp))) }
+        #expect(throws: TableError.proxyProtocolMethod) {
+            try t.apply(.addService(ServiceSpec(key: .address(.udp, ip("198.18.0.20"), 53), proxyProtocol: pp)))
+        }
+        try t.apply(.editService(ServiceSpec(key: proxied, proxyProtocol: pp)))
+        #expect(t.service(proxied)?.proxyProtocol == pp)
     }
 }

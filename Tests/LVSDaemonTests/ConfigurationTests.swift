@@ -1,3 +1,4 @@
+import Foundation
 import LVSCore
 import LVSPacket
 import LVSTestSupport
@@ -31,6 +32,8 @@ let everyOptionRules = """
     ipvsadm -A -t 198.18.0.13:80 -s twos
     -A -t 198.18.0.14:80 -s rr -j enable
     -a -t 198.18.0.14:80 -r 198.19.0.8:8080 -m -w 1
+    -A -t 198.18.0.15:80 -s rr --proxy-protocol v2-insecure
+    -a -t 198.18.0.15:80 -r 198.19.0.9:8080 -m -w 1
     """
 
 @Suite struct ConfigurationTests {
@@ -48,14 +51,14 @@ let everyOptionRules = """
                     service: ServiceSpec(
                         key: s.key, scheduler: s.scheduler, schedulerFlags: s.schedulerFlags, persistence: s.persistence,
                         netmask: s.persistenceNetmask, persistenceEngine: s.persistenceEngine, onePacket: s.onePacket,
-                        synproxy: s.synproxy),
+                        synproxy: s.synproxy, proxyProtocol: s.proxyProtocol),
                     servers: s.realServers.map { ServerSnapshot(server: $0) }, localAddresses: s.localAddresses)
             }, timeouts: Timeouts(t.timeouts))
     }
 
     @Test func saveThenRestoreGivesTheSameTable() throws {
         let t = try table(everyOptionRules)
-        #expect(t.services.count == 9)
+        #expect(t.services.count == 10)
         let saved = Listing(format: [.rule, .numeric]).all(snapshot(t))
         let again = try table(saved)
         #expect(Set(again.services) == Set(t.services))
@@ -64,6 +67,9 @@ let everyOptionRules = """
         #expect(saved.contains("-a -t 198.18.0.10:80 -r 198.19.0.2:8080 -m -w 3 -x 100 -y 50\n"))
         #expect(saved.contains("-A -f 8 -6 -s lc -p 360 -M 64\n"))
         #expect(saved.contains("-A -t 198.18.0.14:80 -s rr -j enable\n"))
+        #expect(saved.contains("-A -t 198.18.0.15:80 -s rr --proxy-protocol v2-insecure\n"))
+        #expect(Listing(format: [.numeric]).all(snapshot(t)).contains("TCP  198.18.0.15:80 rr ppv2-insecure\n"))
+        #expect(String(decoding: try JSONEncoder().encode(snapshot(t).services[9].service), as: UTF8.self).contains(#""proxyProtocol":"v2-insecure""#))
         #expect(saved.contains("--add-laddr -t [2001:db8::10]:443 -z 2001:db8:1::100\n"))
     }
 
@@ -105,6 +111,7 @@ let everyOptionRules = """
             persistence_timeout 50
             persistence_granularity 255.255.255.0
             protocol TCP
+            proxy_protocol v1
             sorry_server 198.19.0.99 8080
             real_server 198.19.0.2 8080 {
                 weight 3
@@ -150,6 +157,7 @@ let everyOptionRules = """
             lb_kind FNAT
             laddr_group_name LIPS
             persistence_timeout 30
+            proxy_protocol v2
             real_server 198.19.0.5 80 {
                 weight 2
             }
@@ -162,7 +170,7 @@ let everyOptionRules = """
         for (_, ops) in config.operations { try t.apply(ops) }
         #expect(t.timeouts[.established] == 7200 && t.timeouts[.finWait] == 60 && t.timeouts[.udp] == 120)
         let web = try #require(t.service(.address(.tcp, ip("198.18.0.10"), 80)))
-        #expect(web.scheduler == "wrr" && web.persistence == 50 && web.persistenceNetmask == 24)
+        #expect(web.scheduler == "wrr" && web.persistence == 50 && web.persistenceNetmask == 24 && web.proxyProtocol == ProxyProtocol(version: .v1))
         #expect(
             web.realServers == [
                 RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, weight: 3, method: .nat, upperThreshold: 100, lowerThreshold: 10),
@@ -175,6 +183,7 @@ let everyOptionRules = """
         for key in [ServiceKey.address(.tcp, ip("198.18.0.20"), 80), .address(.tcp, ip("198.18.0.21"), 80), .firewallMark(9, ipv6: false)] {
             let s = try #require(t.service(key))
             #expect(s.realServers.first?.method == .fullNAT && s.localAddresses == [ip("198.19.1.1"), ip("198.19.1.2")])
+            #expect(s.proxyProtocol == ProxyProtocol(version: .v2))
         }
         // Checks and VRRP are kept for the health-check and VRRP work.
         let vs = config.virtualServers[0]
@@ -201,6 +210,8 @@ let everyOptionRules = """
                                 digest: "9b3a0c85a887a256d6939da88aabd8cd"),
                         ], tls: false)
         )
+        // The service speaks PROXY protocol: so does its check, as an unknown source (DPVS's keepalived).
+        #expect(http.checks[0].proxyProtocol == .v1 && http.checks[0].proxyPreamble == Array("PROXY UNKNOWN\r\n".utf8))
         #expect(http.checks[0].connectTimeout == 3 && http.checks[0].retry == 3 && http.checks[0].delayBeforeRetry == 3 && http.checks[0].delayLoop == 6)
         let tcp = try #require(targets.first { $0.server.address == ip("198.19.0.3") })
         #expect(!tcp.inhibitOnFailure && tcp.checks[0].kind == .tcp && tcp.checks[0].connectPort == 8080 && tcp.checks[0].connectTimeout == 5)

@@ -60,6 +60,24 @@ import Testing
         #expect(decoded == many)
     }
 
+    /// A shifted connection (PROXY protocol) carries `IPVS_OPT_SEQ_DATA`:
+    /// type 1, 24 bytes, `in_seq` then `out_seq`, each init, delta, previous
+    /// delta in network order; the flags say which side is shifted.
+    @Test func sequenceShiftsTravelAsTheKernelsSequenceOption() throws {
+        var r = nat
+        r.flags = SyncConnectionFlags.requestSequence
+        r.sequence = SequenceShifts(request: SequenceShift(initial: 1000, delta: 28, previousDelta: 0))
+        let m = SyncProtocol.encode([r], syncID: 0)[0]
+        #expect(m[11] == 62 && Array(m[8 + 4..<8 + 8]) == [0, 0, 0x04, 0])
+        #expect(
+            Array(m[8 + 36..<8 + 62]) == [1, 24, 0, 0, 0x03, 0xE8, 0, 0, 0, 28, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 12))
+        #expect(try SyncProtocol.decode(m).records == [r])
+        // Flags that promise sequence data without the option are cleared, as the kernel does.
+        var promise = nat
+        promise.flags = SyncConnectionFlags.requestSequence
+        #expect(try SyncProtocol.decode(SyncProtocol.encode([promise], syncID: 0)[0]).records == [nat])
+    }
+
     @Test func kernelMessagesDecodePaddingSequencesAndVersionZero() throws {
         // A kernel entry with the SEQ option (62 bytes, padded to 64) followed by a plain one.
         var seq: [UInt8] =
@@ -72,6 +90,8 @@ import Testing
         m[3] = UInt8(m.count)
         let (_, records, _) = try SyncProtocol.decode(m)
         #expect(records.count == 2 && records[0].virtualPort == 21 && records[0].flags == 0x600 && records[1] == nat)
+        let sevens = SequenceShift(initial: 0x0707_0707, delta: 0x0707_0707, previousDelta: 0x0707_0707)
+        #expect(records[0].sequence == SequenceShifts(request: sevens, reply: sevens))
         // An unknown mandatory option skips that entry only; an optional one is ignored.
         seq[36] = 9
         m = [0, 0, 0, 0, 2, 1, 0, 0] + seq + plain

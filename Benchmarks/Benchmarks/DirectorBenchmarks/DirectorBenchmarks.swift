@@ -20,6 +20,8 @@ let benchmarks: @Sendable () -> Void = {
     bench("DR established", .directRouting, flows: 1024)
     bench("TUN encapsulation", .tunnel, flows: 1024)
     bench("FULLNAT with TOA insertion", .fullNATWithTOA, flows: 1024)
+    bench("FULLNAT established", .fullNATEstablished, flows: 1024)
+    bench("FULLNAT established, PROXY header's shift", .fullNATProxyShift, flows: 1024)
     // Target: 2 ms (the Maglev paper's 1.8 ms for the same size).
     Benchmark("Maglev rebuild, M = 65537, 1000 servers", configuration: .init(metrics: [.wallClock], maxIterations: 200)) { benchmark in
         var m = MaglevRebuild(servers: 1000, tableSize: 65537)

@@ -9,7 +9,12 @@ public final class Scenario {
     var frames: [[UInt8]]
     public var now: UInt64 = 1_000_000
 
-    public enum Kind: String, CaseIterable, Sendable { case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA }
+    /// `fullNATEstablished`: ACKs of an established FULLNAT connection past
+    /// its TOA; `fullNATProxyShift`: the same with PROXY protocol, after the
+    /// server acknowledged the header (every segment's sequence shifted).
+    public enum Kind: String, CaseIterable, Sendable {
+        case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA, fullNATEstablished, fullNATProxyShift
+    }
 
     static func ip(_ s: String) -> IPAddress { IPAddress(s)! }
 
@@ -20,12 +25,13 @@ public final class Scenario {
             case .natEstablished, .newConnectionWLC: .nat
             case .directRouting: .directRouting
             case .tunnel: .tunnel
-            case .fullNATWithTOA: .fullNAT
+            case .fullNATWithTOA, .fullNATEstablished, .fullNATProxyShift: .fullNAT
             }
         let servers = (2..<10).map { RealServerConfiguration(address: Self.ip("198.19.0.\($0)"), port: method == .nat ? 8080 : 80, method: method) }
         let svc = VirtualServiceConfiguration(
             key: .address(.tcp, vip, 80), scheduler: kind == .newConnectionWLC ? "wlc" : "rr",
-            realServers: servers, localAddresses: [Self.ip("198.19.1.1"), Self.ip("198.19.1.2")])
+            realServers: servers, localAddresses: [Self.ip("198.19.1.1"), Self.ip("198.19.1.2")],
+            proxyProtocol: kind == .fullNATProxyShift ? ProxyProtocol(version: .v2) : nil)
         let config = DirectorConfiguration(
             services: [svc],
             interfaces: [
@@ -48,15 +54,25 @@ public final class Scenario {
             let sport = UInt16(1024 + f & 0x3FFF)
             let syn = Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1000, ack: 0, flags: 0x02)
             if kind != .newConnectionWLC { _ = push(syn) }
-            if kind == .fullNATWithTOA {
+            var ack: UInt32 = 5001
+            if method == .fullNAT {
                 // The real server's SYN-ACK to the LIP arms TOA.
                 let entry = director.v4.table.lookup(.client, proto: 6, client, sport, IPv4Address(0xC612_000A), 80)!
                 let c = director.v4.table[entry]
                 _ = push(Self.tcp(src: c.real, dst: c.local, sport: c.realPort, dport: c.localPort, seq: 5000, ack: 1001, flags: 0x12), interface: 2)
+                if kind != .fullNATWithTOA {
+                    // Past the TOA: the handshake's ACK (with the PROXY header), then the server's first byte, acknowledging it.
+                    _ = push(Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1001, ack: 5001, flags: 0x10))
+                    let header: UInt32 = kind == .fullNATProxyShift ? 28 : 0
+                    _ = push(
+                        Self.tcp(src: c.real, dst: c.local, sport: c.realPort, dport: c.localPort, seq: 5001, ack: 1001 &+ header, flags: 0x10),
+                        interface: 2)
+                    ack = 5002
+                }
             }
             let pkt =
                 kind == .newConnectionWLC
-                ? syn : Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1001, ack: 5001, flags: 0x10)
+                ? syn : Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1001, ack: ack, flags: 0x10)
             frames.append(pkt)
         }
         // Every flow, in an order that scatters them over the table, as
