@@ -30,9 +30,14 @@ public struct ConnectionFlags: OptionSet, Sendable, Hashable {
     /// The PROXY protocol header is not acknowledged yet: a segment at the
     /// client's first byte carries it (again).
     public static let proxyHeaderPending = ConnectionFlags(rawValue: 1 << 11)
+    /// An FTP control connection: the helper reads it (`FTPHelper`).
+    public static let ftpControl = ConnectionFlags(rawValue: 1 << 15)
     /// Any sequence work: the fast path does a request shift alone itself.
-    static let sequenceWork: UInt16 = synproxy.rawValue | requestShifted.rawValue | replyShifted.rawValue | proxyHeaderPending.rawValue
+    static let sequenceWork: UInt16 =
+        synproxy.rawValue | requestShifted.rawValue | replyShifted.rawValue | proxyHeaderPending.rawValue | ftpControl.rawValue
     static let shifted: UInt16 = requestShifted.rawValue | replyShifted.rawValue
+    /// Work on the stream's bytes or numbers, done out of line (`streamTowardsReal`).
+    static let streamWork: UInt16 = shifted | ftpControl.rawValue
     /// Bits 12–14 hold the forwarding method (`Connection.method`).
     static let methodMask: UInt16 = 0x7000
 
@@ -177,6 +182,10 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     /// Live entries indexed in the reply direction: while there are none,
     /// packets need no reply lookup.
     public private(set) var replyIndexedCount = 0
+    /// Indexed entries without a client port (an FTP data connection
+    /// expected from any port): while there are none, nobody looks for them.
+    /// Counted up by who makes them (`expectData`), down when they leave the index.
+    public internal(set) var noClientPortCount = 0
 
     public init(capacity: Int) {
         precondition(capacity > 0 && capacity < 1 << 30)
@@ -305,6 +314,7 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
         guard !e.flags.contains(.unhashed) else { return }
         let p = Self.key(proto: e.proto, template: e.flags.contains(.template))
         unplace(Self.hash(p, e.client, e.clientPort, e.virtual, e.virtualPort), index, 0)
+        if e.clientPort == 0 && !e.flags.contains(.template) { noClientPortCount &-= 1 }
         if e.flags.contains(.replyIndexed) {
             unplace(Self.hash(p, e.real, e.realPort, e.local, e.localPort), index, 1)
             replyIndexedCount &-= 1

@@ -102,6 +102,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             }
             expire(i, now: now, shared: &shared, force: true)
         }
+        if table.noClientPortCount > 0, let i = claimExpected(proto, src, p.sourcePort, dst, p.destinationPort) {
+            noteTrace(.existing, connection: i, shared: &shared)
+            return forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
+        }
         guard let svc = findService(proto: proto, src: src, dst: dst, dport: p.destinationPort, shared: &shared) else {
             return .pass
         }
@@ -130,7 +134,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if let k = table.lookup(.client, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
             let c = table[k]
             // A PROXY header still to send goes into a segment of its own size.
-            guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.proxyHeaderPending), !c.flags.contains(.template),
+            guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.proxyHeaderPending), !c.flags.contains(.ftpControl),
+                !c.flags.contains(.template),
                 !shared.services[Int(c.service)].destinations[Int(c.destination)].removed
             else { return nil }
             switch c.method {
@@ -144,7 +149,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             (i, inbound) = (k, true)
         } else if hasReplyTraffic, let k = table.lookup(.reply, proto: p.proto, src, p.sourcePort, dst, p.destinationPort) {
             let c = table[k]
-            guard c.expires > now, !c.flags.contains(.synproxy), c.method == .nat || c.method == .fullNAT else { return nil }
+            guard c.expires > now, !c.flags.contains(.synproxy), !c.flags.contains(.ftpControl), c.method == .nat || c.method == .fullNAT else { return nil }
             (i, inbound) = (k, false)
         } else {
             return nil
@@ -278,7 +283,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             guard real != nil else { return shared.drop(.noRoute) }
             c.local = src
             c.localPort = p.sourcePort
-            c.flags.insert(.replyIndexed)
+            c.flags.insert(c.virtualPort == FTPHelper.controlPort && proto == IPProtocolNumber.tcp ? [.replyIndexed, .ftpControl] : .replyIndexed)
         case .fullNAT:
             // In place: a copy of the pool would copy its port arrays.
             guard let r = real, pools[service] != nil,
@@ -411,11 +416,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         shared.count(inbound: true, service: sc, destination: dc, bytes: length)
         guard Self.ttl(b, p) > 1 else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
         Self.forward(&b, p, table[i], towardsReal: true)
-        if table[i].flags.rawValue & ConnectionFlags.shifted != 0 && p.proto == IPProtocolNumber.tcp && p.fragment == .none,
-            let v = shiftTowardsReal(&b, &f, &p, i, shared: &shared)
-        {
-            return v
-        }
+        if table[i].flags.rawValue & ConnectionFlags.streamWork != 0, let v = streamTowardsReal(&b, &f, &p, i, now: now, shared: &shared) { return v }
         switch table[i].method {
         case .fullNAT:
             if p.proto == IPProtocolNumber.tcp && p.fragment == .none
@@ -536,7 +537,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         guard Self.ttl(b, p) > 1 else { return shared.drop(.ttlExceeded) }
         if p.proto == IPProtocolNumber.tcp && p.fragment == .none {
             if p.tcpFlags & (TCPFlags.syn | TCPFlags.ack) == (TCPFlags.syn | TCPFlags.ack) { realServerAccepted(&b, p, i, shared: shared) }
-            if table[i].flags.rawValue & ConnectionFlags.shifted != 0 { shiftTowardsClient(&b, p, i) }
+            if table[i].flags.rawValue & ConnectionFlags.streamWork != 0 { streamTowardsClient(&b, &f, &p, i, now: now, shared: &shared) }
         }
         Self.forward(&b, p, table[i], towardsReal: false)
         return Self.sendTo(&b, f, neighbour: table[i].replyNeighbour, shared: &shared)

@@ -65,6 +65,30 @@ extension ConnectionTable {
 }
 
 extension FamilyPlane {
+    /// A TCP segment toward the real server of a connection with stream work:
+    /// the FTP helper reads it, then its numbers shift. Out of line, so that
+    /// connections without such work pay one test of their flags.
+    @inline(never)
+    mutating func streamTowardsReal(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int, now: UInt64, shared: inout DirectorShared
+    ) -> Verdict? {
+        guard p.proto == IPProtocolNumber.tcp && p.fragment == .none else { return nil }
+        if table[i].flags.contains(.ftpControl) && p.payloadLength > 0 { ftpFromClient(b, p, i, now: now, shared: &shared) }
+        guard table[i].flags.rawValue & ConnectionFlags.shifted != 0 else { return nil }
+        return shiftTowardsReal(&b, &f, &p, i, shared: &shared)
+    }
+
+    /// The same toward the client: the FTP helper may rewrite a passive reply
+    /// (and change the reply shift, keyed by the number as sent), then the
+    /// numbers shift.
+    @inline(never)
+    mutating func streamTowardsClient(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int, now: UInt64, shared: inout DirectorShared
+    ) {
+        if table[i].flags.contains(.ftpControl) && p.payloadLength > 0 { ftpFromServer(&b, &f, &p, i, now: now, shared: &shared) }
+        if table[i].flags.rawValue & ConnectionFlags.shifted != 0 { shiftTowardsClient(&b, p, i) }
+    }
+
     /// A connection's PROXY protocol header and the shift it causes, set when
     /// the real server accepts it: the header goes before the client's first byte (ISN + 1)
     /// and every later byte moves by its length. In insecure mode the length

@@ -298,6 +298,7 @@ extension FamilyPlane {
                 c.local = local
                 c.localPort = localPort
                 c.flags.insert(.replyIndexed)
+                if method == .nat && proto == IPProtocolNumber.tcp && r.virtualPort == FTPHelper.controlPort { c.flags.insert(.ftpControl) }
                 if method == .fullNAT { pools[s]?.reserve(local: local, port: localPort, real: real, realPort: r.realPort) }
                 c.replyNeighbour = shared.neighbourSlot(for: r.client) ?? UInt32.max
             case .directRouting, .tunnel, .local:

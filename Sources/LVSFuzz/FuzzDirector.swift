@@ -34,6 +34,18 @@ enum FuzzDirector {
             VirtualServiceConfiguration(
                 key: .address(.tcp, a("2001:db8::12"), 80), scheduler: "rr",
                 realServers: [rs("2001:db8:1::3", 80, .fullNAT)], localAddresses: [a("2001:db8:1::100")], synproxy: true),
+            // PROXY protocol (secure and insecure, both families) and the FTP helper.
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("198.18.0.15"), 80), scheduler: "rr", realServers: [rs("198.19.0.2", 8080, .fullNAT)],
+                localAddresses: [a("198.19.0.101")], proxyProtocol: ProxyProtocol(version: .v2)),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("198.18.0.16"), 80), scheduler: "rr", realServers: [rs("198.19.0.3", 8080, .nat)],
+                proxyProtocol: ProxyProtocol(version: .v1, insecure: true)),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("2001:db8::13"), 80), scheduler: "rr", realServers: [rs("2001:db8:1::2", 80, .nat)],
+                synproxy: true, proxyProtocol: ProxyProtocol(version: .v1)),
+            VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.17"), 21), scheduler: "rr", realServers: [rs("198.19.0.3", 21, .nat)]),
+            VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::14"), 21), scheduler: "rr", realServers: [rs("2001:db8:1::3", 21, .nat)]),
         ]
         let config = DirectorConfiguration(
             services: services,

@@ -11,38 +11,38 @@ public struct ProxyHeader {
     /// How version 1's line starts.
     static let textPrefix: [UInt8] = Array("PROXY ".utf8)
 
-    public private(set) var bytes = InlineArray<108, UInt8>(repeating: 0)
-    public private(set) var count = 0
+    public private(set) var text = ShortText()
+    public var count: Int { text.count }
 
     /// The header naming `source`:`sourcePort` (the client) and
     /// `destination`:`destinationPort` (the virtual service).
     public init<A: IPAddressProtocol>(version: Int, source: A, destination: A, sourcePort: UInt16, destinationPort: UInt16) {
         let v6 = A.byteCount == 16
         if version == 1 {
-            put("PROXY TCP")
-            put(v6 ? UInt8(ascii: "6") : UInt8(ascii: "4"))
-            put(UInt8(ascii: " "))
-            putText(source)
-            put(UInt8(ascii: " "))
-            putText(destination)
-            put(UInt8(ascii: " "))
-            putDecimal(UInt32(sourcePort))
-            put(UInt8(ascii: " "))
-            putDecimal(UInt32(destinationPort))
-            put("\r\n")
+            text.put("PROXY TCP")
+            text.put(v6 ? UInt8(ascii: "6") : UInt8(ascii: "4"))
+            text.put(UInt8(ascii: " "))
+            text.putText(source)
+            text.put(UInt8(ascii: " "))
+            text.putText(destination)
+            text.put(UInt8(ascii: " "))
+            text.putDecimal(UInt32(sourcePort))
+            text.put(UInt8(ascii: " "))
+            text.putDecimal(UInt32(destinationPort))
+            text.put("\r\n")
         } else {
-            for b in Self.signature { put(b) }
-            put(0x21)  // version 2, PROXY
-            put(v6 ? 0x21 : 0x11)  // TCP over IPv6 or IPv4
+            for b in Self.signature { text.put(b) }
+            text.put(0x21)  // version 2, PROXY
+            text.put(v6 ? 0x21 : 0x11)  // TCP over IPv6 or IPv4
             let length = 2 &* A.byteCount &+ 4
-            put(UInt8(truncatingIfNeeded: length &>> 8))
-            put(UInt8(truncatingIfNeeded: length))
-            putBinary(source)
-            putBinary(destination)
-            put(UInt8(truncatingIfNeeded: sourcePort &>> 8))
-            put(UInt8(truncatingIfNeeded: sourcePort))
-            put(UInt8(truncatingIfNeeded: destinationPort &>> 8))
-            put(UInt8(truncatingIfNeeded: destinationPort))
+            text.put(UInt8(truncatingIfNeeded: length &>> 8))
+            text.put(UInt8(truncatingIfNeeded: length))
+            text.putBinary(source)
+            text.putBinary(destination)
+            text.put(UInt8(truncatingIfNeeded: sourcePort &>> 8))
+            text.put(UInt8(truncatingIfNeeded: sourcePort))
+            text.put(UInt8(truncatingIfNeeded: destinationPort &>> 8))
+            text.put(UInt8(truncatingIfNeeded: destinationPort))
         }
     }
 
@@ -55,24 +55,50 @@ public struct ProxyHeader {
     }
 
     /// Copies the header into `b` at `offset`.
+    public func store(_ b: inout MutableSpan<UInt8>, at offset: Int) { text.store(&b, at: offset) }
+
+    public var array: [UInt8] { text.array }
+}
+
+/// Up to 108 bytes built on the stack, without allocation: a PROXY protocol
+/// header, the FTP helper's rewritten reply, an address's text.
+public struct ShortText {
+    public private(set) var bytes = InlineArray<108, UInt8>(repeating: 0)
+    public private(set) var count = 0
+
+    public init() {}
+
+    /// An address's text (dotted decimal, RFC 5952's IPv6 text).
+    public init<A: IPAddressProtocol>(address a: A) { putText(a) }
+
+    /// Copies the bytes into `b` at `offset`.
     public func store(_ b: inout MutableSpan<UInt8>, at offset: Int) {
         for i in 0..<count { b[offset &+ i] = bytes[i] }
     }
 
+    /// Whether `s` holds exactly these bytes.
+    public func equals(_ s: Span<UInt8>) -> Bool {
+        guard s.count == count else { return false }
+        for i in 0..<count where s[i] != bytes[i] { return false }
+        return true
+    }
+
     public var array: [UInt8] { (0..<count).map { bytes[$0] } }
 
-    mutating func put(_ byte: UInt8) {
+    /// A byte more; beyond the capacity, nothing.
+    public mutating func put(_ byte: UInt8) {
+        guard count < 108 else { return }
         bytes[count] = byte
         count &+= 1
     }
 
-    mutating func put(_ text: StaticString) {
+    public mutating func put(_ text: StaticString) {
         let n = text.utf8CodeUnitCount
         // `unsafe`: a StaticString's storage is a constant of that many bytes for the program's life.
         for i in 0..<n { put(unsafe text.utf8Start[i]) }
     }
 
-    mutating func putDecimal(_ value: UInt32) {
+    public mutating func putDecimal(_ value: UInt32) {
         var divisor: UInt32 = 1
         while value / divisor >= 10 { divisor &*= 10 }
         while divisor > 0 {
@@ -81,7 +107,7 @@ public struct ProxyHeader {
         }
     }
 
-    mutating func putHex(_ value: UInt16) {
+    public mutating func putHex(_ value: UInt16) {
         var shift = 12
         while shift > 0 && value &>> UInt16(shift) == 0 { shift &-= 4 }
         while shift >= 0 {
@@ -91,7 +117,7 @@ public struct ProxyHeader {
         }
     }
 
-    mutating func putBinary<A: IPAddressProtocol>(_ a: A) {
+    public mutating func putBinary<A: IPAddressProtocol>(_ a: A) {
         let words = Self.words(a)
         for i in 0..<A.byteCount / 2 {
             put(UInt8(truncatingIfNeeded: words[i] &>> 8))
@@ -101,7 +127,7 @@ public struct ProxyHeader {
 
     /// Dotted decimal, or RFC 5952's IPv6 text: lower-case hex groups, the
     /// longest run (the first of equals) of two or more zero groups as "::".
-    mutating func putText<A: IPAddressProtocol>(_ a: A) {
+    public mutating func putText<A: IPAddressProtocol>(_ a: A) {
         let words = Self.words(a)
         if A.byteCount == 4 {
             for i in 0..<4 {
