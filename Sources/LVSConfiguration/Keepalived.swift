@@ -44,8 +44,6 @@ public struct KeepalivedConfiguration: Sendable {
     public var vrrpInstances: [ConfigBlock] = []
     public var globalDefinitions: ConfigBlock?
     public var timeouts: Timeouts?
-    /// Keywords lvsd does not know, reported rather than failed on, as keepalived does.
-    public var ignored: [(line: Int, keyword: String)] = []
 
     /// The table operations, each with the line it comes from.
     public var operations: [(line: Int, operations: [TableOperation])] {
@@ -85,7 +83,7 @@ public struct KeepalivedConfiguration: Sendable {
         for b in blocks {
             switch b.keyword {
             case "virtual_server":
-                config.virtualServers.append(try virtualServer(b, file: file, groups: groups, localGroups: localGroups, ignored: &config.ignored))
+                config.virtualServers.append(try virtualServer(b, file: file, groups: groups, localGroups: localGroups))
             case "vrrp_instance", "vrrp_sync_group", "vrrp_script":
                 config.vrrpInstances.append(b)
             case "global_defs":
@@ -106,10 +104,9 @@ public struct KeepalivedConfiguration: Sendable {
                     }
                     config.timeouts = timeouts
                 }
-            case "virtual_server_group", "local_address_group", "static_ipaddress", "static_routes", "static_rules", "linkbeat_interfaces":
-                break
             default:
-                config.ignored.append((b.line, b.keyword))
+                // What lvsd does not act on is listed by `KeepalivedAudit`.
+                break
             }
         }
         return config
@@ -246,8 +243,7 @@ public struct KeepalivedConfiguration: Sendable {
     }
 
     static func virtualServer(
-        _ b: ConfigBlock, file: String, groups: [String: ConfigBlock], localGroups: [String: ConfigBlock],
-        ignored: inout [(line: Int, keyword: String)]
+        _ b: ConfigBlock, file: String, groups: [String: ConfigBlock], localGroups: [String: ConfigBlock]
     ) throws(ConfigurationError) -> VirtualServer {
         var proto: TransportProtocol = .tcp
         if let p = b.first("protocol") {
@@ -364,11 +360,9 @@ public struct KeepalivedConfiguration: Sendable {
                     throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "unknown local_address_group '\(c.arguments.first ?? "")'")
                 }
                 for member in g.children { vs.localAddresses.append(contentsOf: try range(member.keyword, member, file: file)) }
-            case "connect_timeout", "retry", "delay_before_retry", "warmup", "quorum_up", "quorum_down", "sorry_server_inhibit",
-                "ha_suspend", "virtualhost", "smtp_alert", "lvs_flags", "notify_up", "notify_down", "nb_get_retry":
-                break
             default:
-                ignored.append((c.line, c.keyword))
+                // Listed, with why, by `KeepalivedAudit`.
+                break
             }
         }
         for c in b.children where c.keyword == "real_server" {
@@ -394,10 +388,9 @@ public struct KeepalivedConfiguration: Sendable {
                 case "inhibit_on_failure": inhibit = true
                 case "TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "BFD_CHECK", "FILE_CHECK":
                     checks.append(k)
-                case "notify_up", "notify_down", "alpha", "retry", "delay_before_retry", "warmup", "connect_timeout", "delay_loop", "smtp_alert", "virtualhost":
-                    break
                 default:
-                    ignored.append((k.line, k.keyword))
+                    // Listed, with why, by `KeepalivedAudit`.
+                    break
                 }
             }
             if rs.lowerThreshold > rs.upperThreshold {

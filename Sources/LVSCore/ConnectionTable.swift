@@ -370,6 +370,6 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
 
     /// Bytes held (entries, index and free list), for the memory target.
     public var memoryFootprint: Int {
-        capacity * MemoryLayout<Connection<A>>.stride + slots.count * 8 + capacity * 4
+        capacity * MemoryLayout<Connection<A>>.stride + slots.count * 8 + capacity * 4 + shifts.count * MemoryLayout<SequenceShifts>.stride
     }
 }

@@ -59,7 +59,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 owned.formUnion(lips)
             }
             if rt.destinations.contains(where: { $0.method.seesReplies }) { servicesSeeReplies = true }
-            if rt.configuration.proxyProtocol != nil { table.enableShifts() }
+            if rt.configuration.proxyProtocol != nil && rt.configuration.key.isIPv6 == (A.byteCount == 16) { table.enableShifts() }
         }
         owned.formUnion(shared.extraOwned.compactMap(Self.address))
         owned.subtract(shared.standby.compactMap(Self.address))

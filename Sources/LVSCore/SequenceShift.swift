@@ -1,13 +1,14 @@
 import LVSPacket
 
 /// How one side's sequence numbers change on the way, as the kernel's
-/// `struct ip_vs_seq` (`ip_vs_app.c`), which its sync protocol carries: the
-/// sender's bytes after `initial` reach the receiver numbered `delta`
-/// further on, earlier ones `previousDelta`. Between the two lie the bytes the
-/// director inserted: a PROXY protocol header, or (for an FTP helper) the
-/// growth of a rewritten command.
+/// `struct ip_vs_seq` (`ip_vs_app.c`), which its sync protocol carries: a
+/// sender's segment that starts after `initial` reaches the receiver
+/// numbered `delta` further on, an earlier one `previousDelta`. Between the
+/// two lie the bytes the director inserted: a PROXY protocol header (after
+/// the client's ISN, `initial`), or the growth of a reply the FTP helper
+/// rewrote (in the segment that starts at `initial`).
 public struct SequenceShift: Sendable, Hashable, BitwiseCopyable {
-    /// The sender's last byte before the change (`init_seq`).
+    /// `init_seq`: where the change is.
     public var initial: UInt32
     public var delta: UInt32
     public var previousDelta: UInt32

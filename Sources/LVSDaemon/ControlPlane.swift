@@ -126,6 +126,10 @@ public final class ControlPlane: Sendable {
             configureEngines(table, base: s.base)
         }
         logger.info("configuration loaded", metadata: ["services": "\(table.services.count)", "files": "\(sources.files.joined(separator: ","))"])
+        // Nothing ignored in silence: what lvsd does not do of the files, each time they load.
+        for n in (try? sources.notices()) ?? [] {
+            if n.unsupported { logger.warning("\(n)") } else { logger.notice("\(n)") }
+        }
         afterReload.withLock { $0 }?()
     }
 

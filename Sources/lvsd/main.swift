@@ -62,6 +62,13 @@ struct LVSD: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @Flag(
+        help: """
+            Check the --rules and --keepalived files, as keepalived -t does, and exit: each keyword lvsd ignores is listed with \
+            its file, line and why; the exit status is 1 when a file asks for something lvsd does not do, 2 when one does not load.
+            """)
+    var checkConfig = false
+
     /// Sets everything up (any failure here stops lvsd with one clear line),
     /// then runs the services until SIGTERM or SIGINT.
     mutating func run() async throws {
@@ -70,6 +77,18 @@ struct LVSD: AsyncParsableCommand {
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
+        }
+        if checkConfig {
+            do {
+                let notices = try ConfigurationSources(rules: rules, keepalived: keepalived).check()
+                for n in notices { print(n) }
+                let unsupported = notices.filter(\.unsupported).count
+                print("\(rules.count + keepalived.count) files loaded; \(unsupported) keywords not supported, \(notices.count - unsupported) ignored")
+                throw ExitCode(unsupported > 0 ? 1 : 0)
+            } catch let e as ConfigurationError {
+                print(e)
+                throw ExitCode(2)
+            }
         }
         let logger = Logger(label: "lvsd")
         let signals = SignalEvents([SIGHUP, SIGTERM, SIGINT])

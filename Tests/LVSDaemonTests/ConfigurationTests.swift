@@ -194,6 +194,61 @@ let everyOptionRules = """
         #expect(config.vrrpInstances.first?.first("virtual_router_id")?.arguments == ["51"])
     }
 
+    /// Nothing ignored in silence: each keyword lvsd does not act on, with
+    /// its line, why, and whether the file asks for something lvsd does not do.
+    @Test func theAuditNamesWhatLvsdDoesNotDo() throws {
+        let text = """
+            global_defs {
+                router_id LVS_DEVEL
+            }
+            vrrp_script chk {
+                script "/bin/true"
+            }
+            vrrp_instance VI_1 {
+                interface eth0
+                virtual_router_id 51
+                authentication {
+                    auth_type PASS
+                }
+                unicast_peer {
+                    198.18.0.2
+                }
+                track_interface {
+                    eth1 weight -20
+                }
+                garp_master_delay 5
+                virtual_ipaddress {
+                    198.18.0.10
+                }
+            }
+            virtual_server 198.18.0.10 25 {
+                lb_kind NAT
+                real_server 198.19.0.2 25 {
+                    SMTP_CHECK {
+                        connect_timeout 3
+                    }
+                    HTTP_GET {
+                        url {
+                            path /
+                            virtualhost www.example.invalid
+                        }
+                    }
+                }
+                sorry_server_inhibit
+            }
+            @high bogus_keyword
+            """
+        let notices = KeepalivedAudit.audit(try KeepalivedConfiguration.tokenizeAndNest(text, file: "k"), file: "k")
+        #expect(
+            notices.map { "\($0.line) \($0.keyword) \($0.unsupported)" } == [
+                "2 router_id false", "4 vrrp_script true", "10 authentication true", "13 unicast_peer true", "17 track_interface true",
+                "19 garp_master_delay false", "27 SMTP_CHECK true", "33 virtualhost true", "37 sorry_server_inhibit true", "39 @high true",
+            ])
+        #expect(notices[1].description == "k:4: vrrp_script: not supported: not run: a track_script has no effect")
+        // The configuration the other tests use asks for nothing lvsd lacks.
+        #expect(KeepalivedAudit.audit(try KeepalivedConfiguration.tokenizeAndNest(Self.keepalived, file: "k"), file: "k").filter(\.unsupported).isEmpty)
+    }
+
     @Test func keepalivedCheckersBecomeHealthTargets() throws {
         let targets = try KeepalivedConfiguration.parse(Self.keepalived, file: "k").healthTargets(file: "k")
         #expect(targets.count == 3)

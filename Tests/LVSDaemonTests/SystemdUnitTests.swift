@@ -25,6 +25,30 @@ import Testing
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
+    /// `lvsd --check-config`, as `keepalived -t`: 0 for a file lvsd does
+    /// all of, 1 (with each keyword, file and line) when it asks for
+    /// something lvsd does not do, 2 for a file that does not load.
+    @Test func checkConfigSaysWhatLvsdDoesNotDo() throws {
+        let lvsd = Executables.directory.appendingPathComponent("lvsd").path
+        let dir = URL(fileURLWithPath: "/tmp/lvs-check-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func check(_ text: String) throws -> (status: Int32, output: String) {
+            let file = dir.appendingPathComponent("keepalived.conf")
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            return try run([lvsd, "--keepalived", file.path, "--check-config"])
+        }
+        let service = "virtual_server 198.18.0.10 80 {\n lb_kind NAT\n real_server 198.19.0.2 80 {\n weight 1\n }\n}\n"
+        let clean = try check("global_defs {\n router_id A\n}\n" + service)
+        #expect(
+            clean.status == 0 && clean.output.contains(":2: router_id: ignored:") && clean.output.hasSuffix("0 keywords not supported, 1 ignored\n"),
+            "\(clean.output)")
+        let asks = try check(service.replacingOccurrences(of: " weight 1", with: " weight 1\n PING_CHECK {\n }"))
+        #expect(asks.status == 1 && asks.output.contains("keepalived.conf:5: PING_CHECK: not supported: this checker is not run"), "\(asks.output)")
+        let broken = try check("virtual_server 198.18.0.10 80 {\n lb_kind XYZ\n}\n")
+        #expect(broken.status == 2 && broken.output.contains(":2: lb_kind: unknown forwarding method 'XYZ'"), "\(broken.output)")
+    }
+
     @Test func theUnitRunsUnderSystemdOrPassesSystemdAnalyze() throws {
         let lvsd = Executables.directory.appendingPathComponent("lvsd").path
         let unit = try String(contentsOf: Self.repository.appendingPathComponent("dist/systemd/lvsd.service"), encoding: .utf8)
