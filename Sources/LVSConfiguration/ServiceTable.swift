@@ -104,14 +104,14 @@ public struct ServiceTable: Sendable, Hashable {
             try Self.validate(spec)
             var svc = VirtualServiceConfiguration(key: spec.key)
             Self.set(&svc, spec)
-            try Self.checkSynproxy(svc)
+            try Self.checkSequenceWork(svc)
             services.append(svc)
         case .editService(let spec):
             guard let i = index(of: spec.key) else { throw .noSuchService }
             try Self.validate(spec)
             var svc = services[i]
             Self.set(&svc, spec)
-            try Self.checkSynproxy(svc)
+            try Self.checkSequenceWork(svc)
             services[i] = svc
         case .deleteService(let key):
             guard let i = index(of: key) else { throw .noSuchService }
@@ -124,7 +124,7 @@ public struct ServiceTable: Sendable, Hashable {
             guard !services[i].realServers.contains(where: { $0.address == server.address && $0.port == server.port }) else { throw .destinationExists }
             var svc = services[i]
             svc.realServers.append(server)
-            try Self.checkSynproxy(svc)
+            try Self.checkSequenceWork(svc)
             services[i] = svc
         case .editServer(let key, let server):
             guard let i = index(of: key) else { throw .serviceNotDefined }
@@ -134,7 +134,7 @@ public struct ServiceTable: Sendable, Hashable {
             }
             var svc = services[i]
             svc.realServers[j] = server
-            try Self.checkSynproxy(svc)
+            try Self.checkSequenceWork(svc)
             services[i] = svc
         case .deleteServer(let key, let address, let port):
             guard let i = index(of: key) else { throw .serviceNotDefined }
@@ -165,10 +165,10 @@ public struct ServiceTable: Sendable, Hashable {
         svc.proxyProtocol = spec.proxyProtocol
     }
 
-    /// The SYN proxy translates sequence numbers both ways: it must see the
-    /// replies (NAT, FULLNAT), and it speaks TCP only.
-    /// So does PROXY protocol (TCP only: DPVS's version 2 over UDP is not built).
-    static func checkSynproxy(_ svc: VirtualServiceConfiguration) throws(TableError) {
+    /// The SYN proxy and PROXY protocol translate sequence numbers both ways:
+    /// they must see the replies (NAT, FULLNAT), and they speak TCP only
+    /// (DPVS's PROXY protocol version 2 over UDP is not built).
+    static func checkSequenceWork(_ svc: VirtualServiceConfiguration) throws(TableError) {
         let replied = svc.realServers.allSatisfy { $0.method == .nat || $0.method == .fullNAT }
         var tcp = true
         if case .address(let p, _, _) = svc.key, p != .tcp { tcp = false }

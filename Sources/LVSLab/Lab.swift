@@ -304,13 +304,8 @@ public final class Lab: @unchecked Sendable {
                 try start("r\(i)", nginx, logName: "nginx\(i)")
             }
         }
-        for i in 1...servers {
-            var up = false
-            for _ in 0..<100 where !up {
-                up = (try? inside("r\(i)", "ss", "-ltn", check: false))?.contains(":8080") ?? false
-                if !up { usleep(20_000) }
-            }
-            guard up else { throw Failure(description: "nginx on rs\(i) did not start: \(logText("nginx\(i)"))") }
+        for i in 1...servers where !listening("r\(i)", port: 8080) {
+            throw Failure(description: "nginx on rs\(i) did not start: \(logText("nginx\(i)"))")
         }
     }
 
@@ -364,14 +359,18 @@ public final class Lab: @unchecked Sendable {
                 """
             try start("r\(i)", ["/usr/bin/python3", "-c", banner], logName: "banner\(i)")
         }
-        for i in 1...servers {
-            var up = false
-            for _ in 0..<100 where !up {
-                up = (try? inside("r\(i)", "ss", "-ltn", check: false))?.contains(":8082") ?? false
-                if !up { usleep(20_000) }
-            }
-            guard up else { throw Failure(description: "haproxy on rs\(i) did not start: \(logText("haproxy\(i)"))") }
+        for i in 1...servers where !listening("r\(i)", port: 8082) || !listening("r\(i)", port: 8093) {
+            throw Failure(description: "haproxy or the banner on rs\(i) did not start: \(logText("haproxy\(i)")) \(logText("banner\(i)"))")
         }
+    }
+
+    /// Whether something in `role`'s namespace listens on TCP `port`, waiting up to 2 s for it.
+    public func listening(_ role: String, port: Int) -> Bool {
+        for _ in 0..<100 {
+            if ((try? inside(role, "ss", "-ltnH", "sport = :\(port)", check: false)) ?? "").contains(":\(port)") { return true }
+            usleep(20_000)
+        }
+        return false
     }
 
     /// A file of random bytes in the lab's directory, and its SHA-256.

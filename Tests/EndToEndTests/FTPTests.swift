@@ -50,14 +50,7 @@ struct FTPEndToEndTests {
                 try conf.write(to: dir.appendingPathComponent("vsftpd.conf"), atomically: true, encoding: .utf8)
                 try lab.start("r\(i)", ["vsftpd", dir.appendingPathComponent("vsftpd.conf").path], logName: "vsftpd\(i)")
             }
-            for i in 1...3 {
-                var up = false
-                for _ in 0..<100 where !up {
-                    up = (try? lab.inside("r\(i)", "ss", "-ltn", check: false))?.contains(":21 ") ?? false
-                    if !up { usleep(20_000) }
-                }
-                #expect(up, "vsftpd on rs\(i): \(lab.logText("vsftpd\(i)"))")
-            }
+            for i in 1...3 { #expect(lab.listening("r\(i)", port: 21), "vsftpd on rs\(i): \(lab.logText("vsftpd\(i)"))") }
             for (vip, modes) in [
                 (Lab.vip, [[], ["--disable-epsv"], ["-P", "-"], ["-P", "-", "--disable-eprt"]]),
                 ("[\(Lab.vip6)]", [[], ["-P", "-"]]),
