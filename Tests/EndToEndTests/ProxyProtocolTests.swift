@@ -11,6 +11,22 @@ import Testing
 struct ProxyProtocolEndToEndTests {
     static let bin = Executables.directory
 
+    /// A lab with nginx (its proxy_protocol listener on 8081) and HAProxy
+    /// (`accept-proxy` on 8082 and 8083) on each real server, and lvsd unless
+    /// the test starts it itself; removed afterwards whatever happens.
+    func withLab(_ prefix: String, director: Bool, _ body: (Lab) throws -> Void) throws {
+        let lab = try Lab(prefix: prefix, bin: Self.bin)
+        defer { lab.teardown() }
+        do {
+            if director { try lab.startDirector() }
+            try lab.startNginx()
+            try lab.startHAProxy()
+            try body(lab)
+        } catch {
+            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
+        }
+    }
+
     /// `count` requests, one connection each; the answers ("NAME ADDRESS PORT")
     /// that name the client and the port curl used, and those that do not.
     func requests(_ lab: Lab, _ url: String, client: String, count: Int) throws -> (right: Int, wrong: [String]) {
@@ -65,12 +81,7 @@ struct ProxyProtocolEndToEndTests {
     }
 
     @Test func nginxAndHAProxyHearTheClientFromTheHeader() throws {
-        let lab = try Lab(prefix: "ltpp", bin: Self.bin)
-        defer { lab.teardown() }
-        do {
-            try lab.startDirector()
-            try lab.startNginx()
-            try lab.startHAProxy()
+        try withLab("ltpp", director: true) { lab in
             let (file, digest) = try lab.randomFile("upload.bin", megabytes: 10)
             var uploads = 0
             for v6 in [false, true] {
@@ -110,8 +121,6 @@ struct ProxyProtocolEndToEndTests {
             try service(lab, Lab.vip, port: 81, realPort: 8081, version: "v2", method: "-m", v6: false)
             let (right, wrong) = try requests(lab, "http://\(Lab.vip):81/", client: Lab.client, count: 300)
             #expect(right == 300, "NAT: \(wrong)")
-        } catch {
-            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
         }
     }
 
@@ -120,10 +129,7 @@ struct ProxyProtocolEndToEndTests {
     /// which wants a header on every connection, answers them and the servers
     /// stay in.
     @Test func keepalivedConfigurationAndChecksSpeakIt() throws {
-        let lab = try Lab(prefix: "ltpk", bin: Self.bin)
-        defer { lab.teardown() }
-        do {
-            try lab.startNginx()
+        try withLab("ltpk", director: false) { lab in
             let servers = (1...3).map { i in
                 "real_server \(Lab.real(i)) 8081 {\n weight 1\n HTTP_GET {\n url { path / status_code 200 }\n connect_timeout 1\n }\n}"
             }.joined(separator: "\n")
@@ -155,8 +161,6 @@ struct ProxyProtocolEndToEndTests {
             #expect(try lab.lvsadm("-S -n").contains("-A -t \(Lab.vip):81 -s rr --proxy-protocol v1\n"))
             let (right, wrong) = try requests(lab, "http://\(Lab.vip):81/", client: Lab.client, count: 30)
             #expect(right == 30, "\(wrong)")
-        } catch {
-            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
         }
     }
 
@@ -165,12 +169,7 @@ struct ProxyProtocolEndToEndTests {
     /// first request. The client's retransmission carries the header again,
     /// and the stream still holds it exactly once.
     @Test func aLostFirstSegmentIsSentAgainWithTheHeaderOnce() throws {
-        let lab = try Lab(prefix: "ltpl", bin: Self.bin)
-        defer { lab.teardown() }
-        do {
-            try lab.startDirector()
-            try lab.startNginx()
-            try lab.startHAProxy()
+        try withLab("ltpl", director: true) { lab in
             for i in 1...3 {
                 try lab.inside(
                     "r\(i)", "nft",
@@ -196,8 +195,6 @@ struct ProxyProtocolEndToEndTests {
             let dropped = try (1...3).map { try lab.inside("r\($0)", "nft", "list table inet ltpl") }.joined()
             let counts = dropped.matches(of: /packets (\d+)/).map { Int($0.1)! }
             #expect(counts.reduce(0, +) >= 2 * 64, "\(dropped)")
-        } catch {
-            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
         }
     }
 }

@@ -61,19 +61,24 @@ struct WorkerTests {
             for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):82 -r \(Lab.real(i)):8080 -m") }
             let proxied = try lab.requests("http://\(Lab.vip):82/", count: 60, parallel: 8)
             #expect(proxied.count == 60 && spread(proxied) == ["rs1": 20, "rs2": 20, "rs3": 20], "\(spread(proxied))")
-            // FULLNAT: replies come back to the local address, to the worker that owns the port.
-            try lab.lvsadm("-A -t \(Lab.vip):81 -s rr")
-            try lab.lvsadm("--add-laddr -t \(Lab.vip):81 -z \(Lab.lip)")
-            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):81 -r \(Lab.real(i)):8080 -b") }
-            let full = try lab.requests("http://\(Lab.vip):81/", count: 150, parallel: 8)
-            #expect(full.count == 150 && full.allSatisfy { $0.contains(" \(Lab.lip) ") }, "\(full.count)")
-            #expect(spread(full) == ["rs1": 50, "rs2": 50, "rs3": 50], "\(spread(full))")
-            try lab.lvsadm("-A -t [\(Lab.vip6)]:81 -s rr")
-            try lab.lvsadm("--add-laddr -t [\(Lab.vip6)]:81 -z \(Lab.lip6)")
-            for i in 1...3 { try lab.lvsadm("-a -t [\(Lab.vip6)]:81 -r [\(Lab.real6(i))]:8080 -b") }
-            let full6 = try lab.requests("http://[\(Lab.vip6)]:81/", count: 60, parallel: 8)
-            #expect(full6.count == 60 && full6.allSatisfy { $0.contains(" \(Lab.lip6) ") }, "\(full6.count)")
-            #expect(spread(full6) == ["rs1": 20, "rs2": 20, "rs3": 20], "\(spread(full6))")
+            // FULLNAT: replies come back to the local address, to the worker that owns the port;
+            // with a PROXY header (8081 is nginx's proxy_protocol listener) the shift lives in that worker's table.
+            for (vip, lip, reals, count) in [
+                (Lab.vip, Lab.lip, (1...3).map { Lab.real($0) }, 150), ("[\(Lab.vip6)]", Lab.lip6, (1...3).map { "[\(Lab.real6($0))]" }, 60),
+            ] {
+                try lab.lvsadm("-A -t \(vip):81 -s rr")
+                try lab.lvsadm("-A -t \(vip):83 -s rr --proxy-protocol v2")
+                for port in [81, 83] {
+                    try lab.lvsadm("--add-laddr -t \(vip):\(port) -z \(lip)")
+                    for r in reals { try lab.lvsadm("-a -t \(vip):\(port) -r \(r):\(port == 81 ? 8080 : 8081) -b") }
+                }
+                let full = try lab.requests("http://\(vip):81/", count: count, parallel: 8)
+                #expect(full.count == count && full.allSatisfy { $0.contains(" \(lip) ") }, "\(vip): \(full.count)")
+                #expect(spread(full) == ["rs1": count / 3, "rs2": count / 3, "rs3": count / 3], "\(vip): \(spread(full))")
+                let client = vip == Lab.vip ? Lab.client : Lab.client6
+                let headed = try lab.requests("http://\(vip):83/", count: 60, parallel: 8)
+                #expect(headed.count == 60 && headed.allSatisfy { $0.contains(" \(client) ") }, "\(vip) PROXY: \(headed.prefix(3))")
+            }
             // Bulk downloads through NAT: on AF_PACKET the servers' TSO super-frames go through whole, each from its owner's ring.
             let blob = Data((0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 12) })
             for i in 1...3 {
