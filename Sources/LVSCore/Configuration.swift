@@ -275,6 +275,10 @@ public struct DirectorConfiguration: Sendable {
     public var expireNoDestinationConnections: Bool
     /// `expire_quiescent_template`.
     public var expireQuiescentTemplate: Bool
+    /// `sloppy_sctp`: an SCTP packet of an association lvsd has not seen
+    /// start (another director's, a multi-homed peer's other path) creates
+    /// a connection, as INIT does.
+    public var sloppySCTP = false
 
     public init(
         services: [VirtualServiceConfiguration] = [], timeouts: TimeoutTable = .init(), markRules: [FirewallMarkRule] = [],

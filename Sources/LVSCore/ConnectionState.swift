@@ -1,10 +1,14 @@
 import LVSPacket
 
-/// IPVS connection states (`ip_vs_proto_tcp.c`); UDP has its own single state.
+/// IPVS connection states: TCP's (`ip_vs_proto_tcp.c`, in its order), UDP's
+/// single one, and SCTP's (`ip_vs_proto_sctp.c`, in its order after NONE,
+/// which the two share).
 public enum ConnectionState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case none = 0
     case established, synSent, synReceived, finWait, timeWait, close, closeWait, lastAck, listen, synAck
     case udp
+    case sctpInit1, sctpInit, sctpCookieSent, sctpCookieReplied, sctpCookieWait, sctpCookie, sctpCookieEchoed
+    case sctpEstablished, sctpShutdownSent, sctpShutdownReceived, sctpShutdownAckSent, sctpRejected, sctpClosed
 
     public var description: String {
         switch self {
@@ -20,11 +24,54 @@ public enum ConnectionState: UInt8, Sendable, CaseIterable, CustomStringConverti
         case .listen: "LISTEN"
         case .synAck: "SYNACK"
         case .udp: "UDP"
+        case .sctpInit1: "INIT1"
+        case .sctpInit: "INIT"
+        case .sctpCookieSent: "C-SENT"
+        case .sctpCookieReplied: "C-REPLIED"
+        case .sctpCookieWait: "C-WAIT"
+        case .sctpCookie: "COOKIE"
+        case .sctpCookieEchoed: "C-ECHOED"
+        case .sctpEstablished: "ESTABLISHED"
+        case .sctpShutdownSent: "S-SENT"
+        case .sctpShutdownReceived: "S-RECEIVED"
+        case .sctpShutdownAckSent: "S-ACK-SENT"
+        case .sctpRejected: "REJECTED"
+        case .sctpClosed: "CLOSED"
         }
     }
 
     /// States counted in ActiveConn; all others in InActConn.
-    public var isActive: Bool { self == .established || self == .synSent || self == .synReceived || self == .synAck }
+    public var isActive: Bool {
+        // One test on the new-connection path rather than five.
+        let active: UInt32 =
+            1 << Self.established.rawValue | 1 << Self.synSent.rawValue | 1 << Self.synReceived.rawValue
+            | 1 << Self.synAck.rawValue | 1 << Self.sctpEstablished.rawValue
+        return active &>> UInt32(rawValue) & 1 != 0
+    }
+
+    /// The state's number in the kernel's per-protocol numbering, as the
+    /// sync protocol carries it (`IP_VS_TCP_S_*`, `IP_VS_SCTP_S_*`; 0 for UDP).
+    public var kernelNumber: UInt16 {
+        switch self {
+        case .udp: 0
+        case .none: 0
+        default: rawValue >= Self.sctpInit1.rawValue ? UInt16(rawValue &- Self.udp.rawValue) : UInt16(rawValue)
+        }
+    }
+
+    /// The state a kernel number names for `proto`; nil when there is none.
+    public init?(kernelNumber n: UInt16, proto: UInt8) {
+        switch proto {
+        case IPProtocolNumber.udp: self = .udp
+        case IPProtocolNumber.tcp:
+            guard n <= UInt16(Self.synAck.rawValue) else { return nil }
+            self.init(rawValue: UInt8(n))
+        case IPProtocolNumber.sctp:
+            guard n <= 13 else { return nil }
+            self.init(rawValue: n == 0 ? 0 : UInt8(n) &+ Self.udp.rawValue)
+        default: return nil
+        }
+    }
 }
 
 /// Which way a packet travels through the state table.
@@ -82,6 +129,62 @@ public enum TCPStateTable {
     static let flat: [ConnectionState] = table.flatMap { $0 }
 }
 
+/// The kernel's SCTP state table `sctp_states`, row by row: what the
+/// director sees of an association as the real server's state.
+public enum SCTPStateTable {
+    private typealias S = ConnectionState
+    // Columns: NO I1 IN CS CR CW CO CE ES SS SR SA RJ CL
+    private static let NO = S.none, I1 = S.sctpInit1, IN = S.sctpInit, CS = S.sctpCookieSent, CR = S.sctpCookieReplied
+    private static let CW = S.sctpCookieWait, CO = S.sctpCookie, CE = S.sctpCookieEchoed, ES = S.sctpEstablished
+    private static let SS = S.sctpShutdownSent, SR = S.sctpShutdownReceived, SA = S.sctpShutdownAckSent
+    private static let RJ = S.sctpRejected, CL = S.sctpClosed
+
+    /// [direction*10 + event][state's kernel number], events in `SCTPEvent`'s order.
+    public static let table: [[ConnectionState]] = [
+        // INPUT
+        [ES, I1, IN, CS, CR, CW, CO, CE, ES, SS, SR, SA, RJ, CL],  // data
+        [I1, IN, IN, CS, CR, CW, CO, CE, ES, SS, SR, SA, IN, IN],  // init
+        [CW, CW, CW, CS, CR, CO, CO, CE, ES, SS, SR, SA, RJ, CL],  // init ack
+        [CR, IN, IN, CR, CR, CW, CO, CE, ES, SS, SR, SA, RJ, CL],  // cookie echo
+        [ES, I1, IN, CS, CR, CW, CO, ES, ES, SS, SR, SA, RJ, CL],  // cookie ack
+        [SR, I1, IN, CS, CR, CW, CO, CE, SR, SS, SR, SA, RJ, CL],  // shutdown
+        [CL, IN, IN, CS, CR, CW, CO, CE, ES, CL, SR, CL, RJ, CL],  // shutdown ack
+        [CL, CL, CL, CS, CR, CW, CO, CE, ES, SS, SR, CL, RJ, CL],  // shutdown complete
+        [CL, I1, IN, CS, CR, CW, CO, CL, ES, SS, SR, SA, RJ, CL],  // error
+        [CL, CL, CL, CL, CL, RJ, CL, CL, CL, CL, CL, CL, CL, CL],  // abort
+        // OUTPUT
+        [ES, I1, IN, CS, CR, CW, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [CW, CW, CW, CW, CW, CW, CW, CW, ES, CW, CW, CW, CW, CW],
+        [CS, CS, CS, CS, CR, CW, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [CE, CE, CE, CE, CE, CE, CE, CE, ES, SS, SR, SA, RJ, CL],
+        [ES, ES, ES, ES, ES, ES, ES, ES, ES, SS, SR, SA, RJ, CL],
+        [SS, SS, SS, SS, SS, SS, SS, SS, SS, SS, SR, SA, RJ, CL],
+        [SA, SA, SA, SA, SA, CW, CO, CE, ES, SA, SA, SA, RJ, CL],
+        [CL, I1, IN, CS, CR, CW, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [CL, CL, CL, CL, CL, CW, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [CL, RJ, CL, CL, CL, CL, CL, CL, CL, CL, CL, CL, CL, CL],
+        // INPUT_ONLY
+        [ES, I1, IN, CS, CR, ES, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [I1, IN, IN, IN, IN, IN, CO, CE, ES, SS, SR, SA, IN, IN],
+        [CE, CE, CE, CE, CE, CE, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [ES, ES, ES, ES, ES, ES, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [ES, I1, IN, ES, ES, CW, ES, ES, ES, SS, SR, SA, RJ, CL],
+        [SR, I1, IN, CS, CR, CW, CO, CE, SR, SS, SR, SA, RJ, CL],
+        [CL, IN, IN, CS, CR, CW, CO, CE, CL, CL, SR, CL, RJ, CL],
+        [CL, CL, CL, CL, CL, CW, CO, CE, ES, SS, CL, CL, RJ, CL],
+        [CL, I1, IN, CS, CR, CW, CO, CE, ES, SS, SR, SA, RJ, CL],
+        [CL, CL, CL, CL, CL, RJ, CL, CL, CL, CL, CL, CL, CL, CL],
+    ]
+
+    public static func next(_ state: ConnectionState, direction: StateDirection, event: UInt8) -> ConnectionState {
+        let column = Int(state.kernelNumber)
+        guard column < 14, Int(event) < SCTPEvent.count else { return state }
+        return flat[(direction.rawValue &* SCTPEvent.count &+ Int(event)) &* 14 &+ column]
+    }
+
+    static let flat: [ConnectionState] = table.flatMap { $0 }
+}
+
 /// Timeouts per state, in seconds (kernel defaults).
 public struct TimeoutTable: Sendable, Hashable {
     public var seconds: [UInt32]
@@ -100,6 +203,11 @@ public struct TimeoutTable: Sendable, Hashable {
         s[Int(ConnectionState.listen.rawValue)] = 120
         s[Int(ConnectionState.synAck.rawValue)] = 120
         s[Int(ConnectionState.udp.rawValue)] = 300
+        // SCTP: 61 s, the longest RTO and a second, where the table does not say otherwise.
+        for state in ConnectionState.allCases where state.rawValue > ConnectionState.udp.rawValue { s[Int(state.rawValue)] = 61 }
+        s[Int(ConnectionState.sctpInit1.rawValue)] = 4
+        s[Int(ConnectionState.sctpRejected.rawValue)] = 4
+        s[Int(ConnectionState.sctpEstablished.rawValue)] = 900
         seconds = s
     }
 
@@ -129,10 +237,11 @@ extension Connection {
         if direction != .output { inPackets &+= 1 }
         var changed = false
         var activity: Int32 = 0
-        if proto == IPProtocolNumber.tcp {
+        let tcp = proto == IPProtocolNumber.tcp
+        if tcp || proto == IPProtocolNumber.sctp {
             var dir = direction
             if dir == .output { flags.remove(.noOutput) } else if flags.contains(.noOutput) { dir = .inputOnly }
-            let next = TCPStateTable.next(state, direction: dir, flags: tcpFlags)
+            let next = tcp ? TCPStateTable.next(state, direction: dir, flags: tcpFlags) : SCTPStateTable.next(state, direction: dir, event: tcpFlags)
             if next != state {
                 if !flags.contains(.inactive) && !next.isActive {
                     activity = -1

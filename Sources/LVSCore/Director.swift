@@ -110,6 +110,7 @@ public struct DirectorShared: Sendable {
     var markRules: [FirewallMarkRule] = []
     var timeouts: [UInt64] = TimeoutTable().milliseconds
     var expireNoDestination = false
+    var sloppySCTP = false
     var expireQuiescentTemplate = false
     /// Totals at 0, then one slot per service and per real server: one flat
     /// array, so that counting a packet is one uniqueness check.
@@ -307,6 +308,7 @@ public struct Director: Sendable {
         shared.markRules = c.markRules
         shared.timeouts = c.timeouts.milliseconds
         shared.expireNoDestination = c.expireNoDestinationConnections
+        shared.sloppySCTP = c.sloppySCTP
         shared.expireQuiescentTemplate = c.expireQuiescentTemplate
         for k in shared.neighbours.indices {
             shared.neighbours[k].sourceMAC = shared.interface(shared.neighbours[k].interface)?.mac ?? .zero

@@ -5,6 +5,11 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
     case malformed(PacketError)
     /// TCP without SYN and no connection.
     case notSYN
+    /// SCTP without INIT and no connection (any chunk but ABORT with `--sloppy-sctp`).
+    case notINIT
+    /// An SCTP packet in fragments whose ports NAT changes: its CRC32c covers
+    /// the whole packet, which lvsd does not reassemble.
+    case sctpFragment
     /// The scheduler found no available real server.
     case noRealServer
     case connectionTableFull
@@ -42,7 +47,7 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
             .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
             .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
             .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
-            .oversizedFrame, .transmitFailed, .receiveRingFull, .offloadUnsupported,
+            .oversizedFrame, .transmitFailed, .receiveRingFull, .offloadUnsupported, .notINIT, .sctpFragment,
         ]
 
     /// Dense index for the counter array.
@@ -66,6 +71,8 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .transmitFailed: Self.base + 17
         case .receiveRingFull: Self.base + 18
         case .offloadUnsupported: Self.base + 19
+        case .notINIT: Self.base + 20
+        case .sctpFragment: Self.base + 21
         }
     }
 
@@ -91,6 +98,8 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .transmitFailed: "transmit-failed"
         case .receiveRingFull: "receive-ring-full"
         case .offloadUnsupported: "offload-unsupported"
+        case .notINIT: "not-init"
+        case .sctpFragment: "sctp-fragment"
         }
     }
 }

@@ -215,8 +215,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         synproxyCookie: UInt32? = nil, clientISN: UInt32 = 0
     ) -> Verdict {
         let proto = p.proto
-        if proto == IPProtocolNumber.tcp && (p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0) {
-            return shared.drop(.notSYN)
+        if proto == IPProtocolNumber.tcp {
+            if p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0 { return shared.drop(.notSYN) }
+        } else if proto == IPProtocolNumber.sctp {
+            // sctp_conn_schedule: INIT, or with sloppy_sctp anything but ABORT.
+            if p.tcpFlags != SCTPEvent.initiation && (!shared.sloppySCTP || p.tcpFlags == SCTPEvent.abort) { return shared.drop(.notINIT) }
         }
         // Field by field: copying the configuration would retain its arrays.
         let key = shared.services[service].configuration.key
@@ -416,6 +419,11 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         shared.count(inbound: true, service: sc, destination: dc, bytes: length)
         guard Self.ttl(b, p) > 1 else { return timeExceeded(&b, &f, p, interface: interface, shared: &shared) }
         Self.forward(&b, p, table[i], towardsReal: true)
+        if p.proto == IPProtocolNumber.sctp
+            && !Self.finishSCTP(&b, p, hidingAddresses: p.tcpFlags == SCTPEvent.initiation && table[i].flags.contains(.replyIndexed))
+        {
+            return shared.drop(.sctpFragment)
+        }
         if table[i].flags.rawValue & ConnectionFlags.streamWork != 0, let v = streamTowardsReal(&b, &f, &p, i, now: now, shared: &shared) { return v }
         switch table[i].method {
         case .fullNAT:
@@ -456,6 +464,26 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 fullNAT: c.flags.bound == .fullNAT, &h, layout, source: source, destination: destination, ports: ports,
                 virtual: c.virtual, virtualPort: c.virtualPort, client: c.client, clientPort: c.clientPort)
         }
+    }
+
+    /// SCTP after NAT's rewrite. Its CRC32c covers its ports and no address:
+    /// where a port changed it is computed again over the whole packet, as
+    /// the kernel's sctp_nat_csum does. With `hidingAddresses` (the INIT and
+    /// INIT ACK of a NAT or FULLNAT association) the addresses the chunk
+    /// lists become padding: an end that learnt the other's further
+    /// addresses would send to them, past the one entry lvsd translates (a
+    /// FULLNAT server straight to the client, a NAT server into a dead end),
+    /// so each end knows one address of the other, the one lvsd shows it.
+    /// False for a first fragment whose checksum must change: the rest of the
+    /// packet, which it covers, is not here.
+    static func finishSCTP(_ b: inout MutableSpan<UInt8>, _ p: ParsedPacket, hidingAddresses: Bool) -> Bool {
+        guard p.fragment != .subsequent else { return true }
+        var changed = b.be32(at: p.l4Offset) != UInt32(p.sourcePort) &<< 16 | UInt32(p.destinationPort)
+        if hidingAddresses && p.fragment == .none { changed = SCTPChunk.padAddresses(&b, chunk: p.l4Offset &+ HeaderLength.sctp, end: p.ipEnd) || changed }
+        guard changed else { return true }
+        guard p.fragment == .none else { return false }
+        CRC32c.seal(&b, sctpAt: p.l4Offset, end: p.ipEnd)
+        return true
     }
 
     /// The client's address and port in TOA; a packet without room for it goes
@@ -540,6 +568,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             if table[i].flags.rawValue & ConnectionFlags.streamWork != 0 { streamTowardsClient(&b, &f, &p, i, now: now, shared: &shared) }
         }
         Self.forward(&b, p, table[i], towardsReal: false)
+        if p.proto == IPProtocolNumber.sctp && !Self.finishSCTP(&b, p, hidingAddresses: p.tcpFlags == SCTPEvent.initiationAck) {
+            return shared.drop(.sctpFragment)
+        }
         return Self.sendTo(&b, f, neighbour: table[i].replyNeighbour, shared: &shared)
     }
 

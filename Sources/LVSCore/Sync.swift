@@ -165,7 +165,8 @@ extension Director {
 extension FamilyPlane {
 
     /// `ip_vs_sync_conn_needed` with `sync_refresh_period` 0: TCP only in
-    /// ES, FW, CL, CW and TW; a change into any of them but ES is sent at
+    /// ES, FW, CL, CW and TW, SCTP only in ESTABLISHED, the three SHUTDOWN
+    /// states and CLOSED; a change into any of them but ES is sent at
     /// once; otherwise the 3rd, 53rd, 103rd … client packet sends it. A
     /// template goes along with its connection (the kernel sends it with
     /// every packet unless `sync_refresh_period` is set). SYN-proxied and
@@ -173,12 +174,13 @@ extension FamilyPlane {
     mutating func noteSync(_ i: Int, stateChanged: Bool, shared: inout DirectorShared) {
         let c = table[i]
         guard !c.flags.contains(.synproxy), !c.flags.contains(.unhashed) else { return }
-        if c.proto == IPProtocolNumber.tcp {
+        if c.proto == IPProtocolNumber.tcp || c.proto == IPProtocolNumber.sctp {
             switch c.state {
             case .established, .finWait, .close, .closeWait, .timeWait: break
+            case .sctpEstablished, .sctpShutdownSent, .sctpShutdownReceived, .sctpShutdownAckSent, .sctpClosed: break
             default: return
             }
-            if !(stateChanged && c.state != .established) && !Forwarding.syncDue(inPackets: c.inPackets) { return }
+            if !(stateChanged && c.state != .established && c.state != .sctpEstablished) && !Forwarding.syncDue(inPackets: c.inPackets) { return }
         } else if !Forwarding.syncDue(inPackets: c.inPackets) {
             return
         }
@@ -208,7 +210,7 @@ extension FamilyPlane {
         let fullNAT = method == .fullNAT && !template
         return SyncRecord(
             proto: c.proto == 0xFF ? 0 : c.proto, flags: flags,
-            state: template || c.state == .udp ? 0 : UInt16(c.state.rawValue),
+            state: template ? 0 : c.state.kernelNumber,
             clientPort: c.clientPort, virtualPort: c.virtualPort, realPort: c.realPort, firewallMark: mark, timeout: timeout,
             client: c.client.ipAddress, virtual: c.virtual.ipAddress, real: c.real.ipAddress,
             local: fullNAT ? c.local.ipAddress : nil, localPort: fullNAT ? c.localPort : 0,
@@ -220,14 +222,12 @@ extension FamilyPlane {
         let template = r.isTemplate
         let markTemplate = template && r.proto == 0
         let proto: UInt8 = markTemplate ? 0xFF : r.proto
-        guard markTemplate || proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .invalid }
         let state: ConnectionState
         if template {
+            guard markTemplate || proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp || proto == IPProtocolNumber.sctp else { return .invalid }
             state = .none
-        } else if proto == IPProtocolNumber.udp {
-            state = .udp
         } else {
-            guard r.state <= UInt16(ConnectionState.synAck.rawValue), let s = ConnectionState(rawValue: UInt8(r.state)) else { return .invalid }
+            guard let s = ConnectionState(kernelNumber: r.state, proto: proto) else { return .invalid }
             state = s
         }
         let found: Int?

@@ -46,6 +46,12 @@ enum FuzzDirector {
                 synproxy: true, proxyProtocol: ProxyProtocol(version: .v1)),
             VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.17"), 21), scheduler: "rr", realServers: [rs("198.19.0.3", 21, .nat)]),
             VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::14"), 21), scheduler: "rr", realServers: [rs("2001:db8:1::3", 21, .nat)]),
+            // SCTP: NAT moving the port, FULLNAT, DR.
+            VirtualServiceConfiguration(key: .address(.sctp, a("198.18.0.18"), 3868), scheduler: "rr", realServers: [rs("198.19.0.2", 13, .nat)]),
+            VirtualServiceConfiguration(
+                key: .address(.sctp, a("2001:db8::15"), 38412), scheduler: "rr",
+                realServers: [rs("2001:db8:1::2", 38412, .fullNAT)], localAddresses: [a("2001:db8:1::100")]),
+            VirtualServiceConfiguration(key: .address(.sctp, a("198.18.0.19"), 36412), scheduler: "sh", realServers: [rs("198.19.0.3", 36412, .directRouting)]),
         ]
         let config = DirectorConfiguration(
             services: services,

@@ -42,4 +42,7 @@ public enum HeaderLength {
     public static let udp = 8
     public static let icmp = 8
     public static let gue = 4
+    /// SCTP's common header; a packet carries at least one chunk after it.
+    public static let sctp = 12
+    public static let sctpChunk = 4
 }

@@ -23,6 +23,8 @@ public enum PacketError: UInt8, Error, CaseIterable, Sendable, CustomStringConve
     case badUDPLength
     case truncatedICMP
     case badTCPOptions
+    /// An SCTP packet shorter than its common header and one chunk header.
+    case truncatedSCTP
 
     public var description: String {
         switch self {
@@ -49,6 +51,7 @@ public enum PacketError: UInt8, Error, CaseIterable, Sendable, CustomStringConve
         case .badUDPLength: "bad-udp-length"
         case .truncatedICMP: "truncated-icmp"
         case .badTCPOptions: "bad-tcp-options"
+        case .truncatedSCTP: "truncated-sctp"
         }
     }
 }

@@ -32,6 +32,8 @@ public struct ParsedPacket: Sendable, BitwiseCopyable {
     public var ipv6FragmentHeaderOffset: Int = 0
     public var sourcePort: UInt16 = 0
     public var destinationPort: UInt16 = 0
+    /// What moves the connection's state: TCP's flags, or for SCTP the
+    /// event of its chunks (`SCTPEvent`).
     public var tcpFlags: UInt8 = 0
     /// TTL or hop limit.
     public var ttl: UInt8 = 0
@@ -214,10 +216,11 @@ public enum PacketParser {
                 guard length >= HeaderLength.udp, length <= available else { throw .badUDPLength }
             }
         case IPProtocolNumber.sctp:
-            guard available >= 12 || (quoted && available >= 8) else { throw .truncatedUDP }
+            guard available >= HeaderLength.sctp &+ HeaderLength.sctpChunk || (quoted && available >= 8) else { throw .truncatedSCTP }
             p.sourcePort = frame.be16(at: l4)
             p.destinationPort = frame.be16(at: l4 &+ 2)
-            p.l4HeaderLength = 12
+            p.l4HeaderLength = HeaderLength.sctp
+            if !quoted { p.tcpFlags = SCTPEvent.of(frame, chunk: l4 &+ HeaderLength.sctp, end: p.ipEnd) }
         case IPProtocolNumber.icmp, IPProtocolNumber.icmpv6:
             guard available >= HeaderLength.icmp || (quoted && available >= 4) else { throw .truncatedICMP }
             p.icmpType = frame[l4]

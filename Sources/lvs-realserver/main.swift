@@ -63,15 +63,26 @@ struct DRSetup: ParsableCommand {
         abstract: "Puts each VIP on lo and stops the kernel answering ARP for it (arp_ignore=1, arp_announce=2), for DR.")
     @Argument(help: "The virtual addresses.") var vips: [String]
     @Flag(help: "Remove the VIPs instead.") var remove = false
+    @Option(
+        help: ArgumentHelp(
+            "Put the VIPs on this device instead of lo, a dummy device (or a bridge) made if there is none: for a userspace stack that sends from no loopback address (usrsctp).",
+            valueName: "name"))
+    var device = "lo"
 
     func run() throws {
+        if !remove && device != "lo" && ip(["link", "show", "dev", device]) != 0 {
+            // A kernel without the dummy driver has a bridge, which without ports does as well.
+            guard ip(["link", "add", device, "type", "dummy"]) == 0 || ip(["link", "add", device, "type", "bridge"]) == 0,
+                ip(["link", "set", device, "up"]) == 0
+            else { fail("lvs-realserver: cannot make a dummy (or bridge) device \(device)") }
+        }
         for v in vips {
             guard let a = IPAddress(v) else { fail("lvs-realserver: not an address: \(v)") }
-            let rc = address(a, remove ? "del" : "add", device: "lo")
-            if rc != 0 && !remove { fail("lvs-realserver: ip addr add \(a) dev lo failed (\(rc))") }
+            let rc = address(a, remove ? "del" : "add", device: device)
+            if rc != 0 && !remove { fail("lvs-realserver: ip addr add \(a) dev \(device) failed (\(rc))") }
         }
         if !remove {
-            for conf in ["all", "lo"] {
+            for conf in ["all", device] {
                 sysctl("net.ipv4.conf.\(conf).arp_ignore", "1")
                 sysctl("net.ipv4.conf.\(conf).arp_announce", "2")
             }

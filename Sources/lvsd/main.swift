@@ -53,6 +53,13 @@ struct LVSD: AsyncParsableCommand {
     @Flag(help: "Do not give weight 0 to NAT and FULLNAT real servers that leave SYNs unanswered (DPVS's passive dest-check, on by default).")
     var noPassiveCheck = false
 
+    @Flag(
+        help: """
+            As the kernel's sloppy_sctp: an SCTP packet of an association lvsd did not see start (a multi-homed peer's other \
+            path, another director's association) creates a connection, as INIT does; without it only INIT does.
+            """)
+    var sloppySCTP = false
+
     @Option(help: "Connections the table holds (64 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
@@ -118,6 +125,7 @@ struct LVSD: AsyncParsableCommand {
                 logger.warning("\(path) is 1: the kernel forwards the frames lvsd forwards too; set it to 0 in the director's namespace")
             }
         }
+        base.sloppySCTP = sloppySCTP
         let workers = workers.resolved(interfaces: interface)
         let plane = ControlPlane(
             capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),

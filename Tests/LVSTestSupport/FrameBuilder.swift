@@ -41,6 +41,34 @@ public struct FrameBuilder: Sendable {
         return (6, t + options + payload)
     }
 
+    /// An SCTP packet; `frame` fills in its CRC32c. Each chunk is (type, flags, value), padded to 4 bytes.
+    public static func sctp(sport: UInt16, dport: UInt16, tag: UInt32 = 0x0102_0304, chunks: [(UInt8, UInt8, [UInt8])]) -> (UInt8, [UInt8]) {
+        var p = be16(sport) + be16(dport) + be32(tag) + [0, 0, 0, 0]
+        for (type, flags, value) in chunks {
+            p += [type, flags] + be16(UInt16(4 + value.count)) + value
+            while p.count % 4 != 0 { p.append(0) }
+        }
+        return (132, p)
+    }
+
+    /// CRC32c bit by bit (RFC 3309), apart from the code under test.
+    public static func crc32c(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            crc ^= UInt32(b)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+        }
+        return ~crc
+    }
+
+    /// Whether an SCTP packet carries its CRC32c (least significant byte first).
+    public static func sctpChecksumValid(_ packet: [UInt8]) -> Bool {
+        var zeroed = packet
+        zeroed.replaceSubrange(8..<12, with: [0, 0, 0, 0])
+        let c = crc32c(zeroed)
+        return packet[8..<12].elementsEqual([UInt8(c & 255), UInt8(c >> 8 & 255), UInt8(c >> 16 & 255), UInt8(c >> 24)])
+    }
+
     public static func udp(sport: UInt16, dport: UInt16, payload: [UInt8] = [1, 2, 3, 4]) -> (UInt8, [UInt8]) {
         (17, be16(sport) + be16(dport) + be16(UInt16(8 + payload.count)) + [0, 0] + payload)
     }
@@ -56,7 +84,10 @@ public struct FrameBuilder: Sendable {
         for b in stride(from: 0, to: da.count, by: 2) { pseudo += UInt32(da[b]) << 8 | UInt32(da[b + 1]) }
         pseudo += UInt32(proto) + UInt32(segment.count)
         let csumAt = proto == 6 ? 16 : proto == 17 ? 6 : 2
-        if segment.count < csumAt + 2 {
+        if proto == 132 {
+            let c = Self.crc32c(segment)
+            segment.replaceSubrange(8..<12, with: [UInt8(c & 255), UInt8(c >> 8 & 255), UInt8(c >> 16 & 255), UInt8(c >> 24)])
+        } else if segment.count < csumAt + 2 {
         } else if proto != 1 {
             var c = Self.checksum(segment, 0..<segment.count, initial: pseudo)
             if proto == 17 && c == 0 { c = 0xFFFF }
@@ -93,6 +124,7 @@ public struct FrameBuilder: Sendable {
         let l4 = l3 + ihl
         let end = l3 + total
         if proto == 1 { return checksum(f, l4..<end) == 0 }
+        if proto == 132 { return sctpChecksumValid(Array(f[l4..<end])) }
         guard proto == 6 || proto == 17 || proto == 58 else { return true }
         if proto == 17 && !v6 && f[l4 + 6] == 0 && f[l4 + 7] == 0 { return true }
         var pseudo: UInt32 = 0

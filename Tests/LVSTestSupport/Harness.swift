@@ -14,8 +14,11 @@ public struct Harness {
     public var now: UInt64 = 1_000_000
     public let builder = FrameBuilder(srcMAC: clientMAC, dstMAC: 0x02_00_00_00_00_01)
 
-    public init(_ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false) {
-        let config = DirectorConfiguration(
+    public init(
+        _ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false,
+        sloppySCTP: Bool = false
+    ) {
+        var config = DirectorConfiguration(
             services: services, timeouts: timeouts,
             interfaces: [
                 InterfaceConfiguration(index: 1, mac: ifaceClientMAC, ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
@@ -28,6 +31,7 @@ public struct Harness {
                 Route(destination: ip("2001:db8:1::"), prefixLength: 64, interface: 2),
             ],
             expireNoDestinationConnections: expireNoDest)
+        config.sloppySCTP = sloppySCTP
         director = Director(configuration: config, capacity: capacity)
         for a in ["198.19.0.2", "198.19.0.3", "198.19.0.4", "2001:db8:1::2", "2001:db8:1::3", "198.18.0.100", "2001:db8::100"] {
             director.learnNeighbour(ip(a), mac: a.hasPrefix("198.18") || a.hasPrefix("2001:db8::") ? MACAddress(clientMAC) : rsMAC)
