@@ -37,6 +37,7 @@ import Testing
     func state(_ h: Harness) -> ConnectionState? {
         var s: ConnectionState?
         h.director.v4.table.forEach { _, c in if !c.flags.contains(.template) { s = c.state } }
+        h.director.v6.table.forEach { _, c in if !c.flags.contains(.template) { s = c.state } }
         return s
     }
 
@@ -191,6 +192,46 @@ import Testing
             #expect(FrameBuilder.sctpChecksumValid(Array(out[34...])) == moved, "\(method) \(port)")
             if method == .fullNAT { #expect(field(out, 26, 4) == [198, 19, 0, 100] && be16(out, 34) != 40000) }
         }
+    }
+
+    /// FULLNAT in IPv6: the INIT leaves from the local address and port with
+    /// its checksum computed again and the client's addresses padded out (RFC
+    /// 4820: type 0x8005, same length), and the INIT ACK comes back from the
+    /// VIP with the server's padded out likewise; other parameters stay.
+    @Test func fullNATInIPv6HidesEachEndsAddresses() {
+        let vip6 = ip("2001:db8::10")
+        let client6 = ip("2001:db8::100")
+        let rs6 = ip("2001:db8:1::2")
+        var h = Harness([
+            VirtualServiceConfiguration(
+                key: .address(.sctp, vip6, 38412), scheduler: "rr", realServers: [RealServerConfiguration(address: rs6, port: 38412, method: .fullNAT)],
+                localAddresses: [ip("2001:db8:1::100")])
+        ])
+        let fixed: [UInt8] = [0, 0, 0, 1, 0, 2, 0, 0, 0, 10, 8, 0, 0, 0, 0, 1]
+        let addressParameter: [UInt8] = [0, 6, 0, 20] + FrameBuilder.addressBytes(client6)
+        let supported: [UInt8] = [0, 12, 0, 6, 0, 6, 0, 0]  // Supported Address Types: IPv6
+        let (v, out) = h.send(
+            h.builder.frame(
+                src: client6, dst: vip6, FrameBuilder.sctp(sport: 40000, dport: 38412, chunks: [(Self.initiation, 0, fixed + addressParameter + supported)])))
+        #expect(v == .transmit(interface: 2))
+        // Ethernet 14, IPv6 40, SCTP common header 12, chunk header 4, fixed 16: parameters from 86.
+        #expect(field(out, 22, 16) == FrameBuilder.addressBytes(ip("2001:db8:1::100")) && field(out, 38, 16) == FrameBuilder.addressBytes(rs6))
+        #expect(be16(out, 54) != 40000 && be16(out, 56) == 38412)
+        #expect(field(out, 86, 4) == [0x80, 0x05, 0, 20] && field(out, 90, 16) == FrameBuilder.addressBytes(client6))
+        #expect(field(out, 106, 8) == supported && FrameBuilder.checksumsValid(out))
+        #expect(state(h) == .sctpInit1)
+        let localPort = be16(out, 54)
+        let reply = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value).frame(
+            src: rs6, dst: ip("2001:db8:1::100"),
+            FrameBuilder.sctp(
+                sport: 38412, dport: localPort,
+                chunks: [(Self.initiationAck, 0, fixed + [0, 6, 0, 20] + FrameBuilder.addressBytes(rs6) + [0, 7, 0, 8, 1, 2, 3, 4])]))
+        let (v2, back) = h.send(reply, interface: 2)
+        #expect(v2 == .transmit(interface: 1))
+        #expect(field(back, 22, 16) == FrameBuilder.addressBytes(vip6) && field(back, 38, 16) == FrameBuilder.addressBytes(client6))
+        #expect(be16(back, 54) == 38412 && be16(back, 56) == 40000)
+        #expect(field(back, 86, 4) == [0x80, 0x05, 0, 20] && field(back, 106, 8) == [0, 7, 0, 8, 1, 2, 3, 4] && FrameBuilder.checksumsValid(back))
+        #expect(state(h) == .sctpCookieSent)
     }
 
     /// Only INIT makes a connection (`sctp_conn_schedule`); with sloppy_sctp
