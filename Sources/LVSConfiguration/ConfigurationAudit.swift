@@ -196,6 +196,7 @@ extension ConfigurationSources {
         _ = try load()
         _ = try loadHealth()
         _ = try loadHighAvailability()
+        _ = try loadMarks()
         return try notices()
     }
 }

@@ -32,11 +32,21 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 public struct ConfigurationSources: Sendable {
     public var rules: [String]
     public var keepalived: [String]
-    public init(rules: [String] = [], keepalived: [String] = []) {
+    /// lvsd's marks files (`MarkRules.file`).
+    public var marks: [String]
+    public init(rules: [String] = [], keepalived: [String] = [], marks: [String] = []) {
         self.rules = rules
         self.keepalived = keepalived
+        self.marks = marks
     }
-    public var files: [String] { rules + keepalived }
+    public var files: [String] { rules + keepalived + marks }
+
+    /// The marks files' rules, one chain after another in the order given.
+    public func loadMarks() throws(ConfigurationError) -> MarkRules {
+        var out = MarkRules()
+        for file in marks { out.append(try MarkRules.file(try Self.read(file), file: file)) }
+        return out
+    }
 
     public func load() throws(ConfigurationError) -> ServiceTable {
         var table = ServiceTable()

@@ -206,29 +206,67 @@ public struct VirtualServiceConfiguration: Sendable, Hashable {
     }
 }
 
-/// lvsd's own classifier: no netfilter mark reaches userspace, so firewall
-/// marks come from rules (first match wins).
+/// A firewall-mark service's key: the kernel keeps FWM 1 and FWM 1 IPv6 apart.
+struct MarkServiceKey: Hashable, Sendable {
+    var mark: UInt32
+    var ipv6: Bool
+}
+
+/// One line of lvsd's firewall-mark classifier. AF_PACKET and XDP see a
+/// frame before netfilter, so no mark reaches lvsd: it marks frames itself,
+/// by the operator's nftables (and iptables-nft) rules compiled into these,
+/// or by its own marks file. A rule whose sets list several values becomes
+/// several lines with one `rule` number. The classifier runs as netfilter's
+/// prerouting chains do: in order, every matching rule sets the mark (the
+/// last one wins), and a verdict ends the chain it is in (`drop`: the frame
+/// is no service's).
 public struct FirewallMarkRule: Sendable, Hashable {
-    public var mark: UInt32
+    public enum Verdict: Sendable, Hashable {
+        /// The next rule runs.
+        case next
+        /// accept or return: the chain ends, later chains run.
+        case endChain
+        /// drop: the frame goes to no service.
+        case drop
+    }
+    /// The mark the rule sets; nil: none (a rule that only ends the chain).
+    public var mark: UInt32?
+    public var verdict: Verdict
+    /// Which netfilter chain and rule this line came from.
+    public var chain: Int32
+    public var rule: Int32
+    /// nil matches both families.
+    public var ipv6: Bool?
     /// nil matches any of TCP, UDP and SCTP.
     public var proto: TransportProtocol?
-    public var destination: IPAddress
-    public var destinationPrefixLength: Int
+    /// nil matches any address.
     public var source: IPAddress?
     public var sourcePrefixLength: Int
+    public var destination: IPAddress?
+    public var destinationPrefixLength: Int
+    public var sourcePorts: ClosedRange<UInt16>
     public var ports: ClosedRange<UInt16>
+    /// The interface's index; 0 matches any.
+    public var interface: UInt16
 
     public init(
-        mark: UInt32, proto: TransportProtocol? = nil, destination: IPAddress, destinationPrefixLength: Int,
-        source: IPAddress? = nil, sourcePrefixLength: Int = 0, ports: ClosedRange<UInt16> = 0...65535
+        mark: UInt32?, verdict: Verdict = .next, chain: Int32 = 0, rule: Int32 = 0, ipv6: Bool? = nil, proto: TransportProtocol? = nil,
+        destination: IPAddress? = nil, destinationPrefixLength: Int? = nil, source: IPAddress? = nil, sourcePrefixLength: Int? = nil,
+        sourcePorts: ClosedRange<UInt16> = 0...65535, ports: ClosedRange<UInt16> = 0...65535, interface: UInt16 = 0
     ) {
         self.mark = mark
+        self.verdict = verdict
+        self.chain = chain
+        self.rule = rule
+        self.ipv6 = ipv6 ?? destination?.isIPv6 ?? source?.isIPv6
         self.proto = proto
         self.destination = destination
-        self.destinationPrefixLength = destinationPrefixLength
+        self.destinationPrefixLength = destinationPrefixLength ?? (destination?.isIPv6 == true ? 128 : 32)
         self.source = source
-        self.sourcePrefixLength = sourcePrefixLength
+        self.sourcePrefixLength = sourcePrefixLength ?? (source?.isIPv6 == true ? 128 : 32)
+        self.sourcePorts = sourcePorts
         self.ports = ports
+        self.interface = interface
     }
 }
 
@@ -279,6 +317,10 @@ public struct DirectorConfiguration: Sendable {
     /// start (another director's, a multi-homed peer's other path) creates
     /// a connection, as INIT does.
     public var sloppySCTP = false
+    /// The ports of TCP services whose NAT and FULLNAT connections the FTP
+    /// helper reads, as `modprobe ip_vs_ftp ports=21` (its default); empty:
+    /// none. Not on SYN-proxy or PROXY protocol services.
+    public var ftpPorts: [UInt16] = [21]
 
     public init(
         services: [VirtualServiceConfiguration] = [], timeouts: TimeoutTable = .init(), markRules: [FirewallMarkRule] = [],

@@ -38,6 +38,8 @@ public struct ConnectionFlags: OptionSet, Sendable, Hashable {
     static let shifted: UInt16 = requestShifted.rawValue | replyShifted.rawValue
     /// Work on the stream's bytes or numbers, done out of line (`streamTowardsReal`).
     static let streamWork: UInt16 = shifted | ftpControl.rawValue
+    /// Entries that may keep others alive (`FamilyPlane.controlled`).
+    static let controlling: UInt16 = template.rawValue | ftpControl.rawValue
     /// Bits 12–14 hold the forwarding method (`Connection.method`).
     static let methodMask: UInt16 = 0x7000
 

@@ -56,6 +56,10 @@ public struct ServiceRuntime: Sendable {
     /// Deleted (`-D`, `-C`): its connections drain; added again, it starts
     /// with zeroed counters, as a new kernel service would.
     var deleted = false
+    /// The FTP helper may read its NAT and FULLNAT connections: a TCP service
+    /// on one of `DirectorConfiguration.ftpPorts`, on port 0, or a firewall
+    /// mark's, without SYN proxy or PROXY protocol (see `isFTP`).
+    var ftp = false
 }
 
 struct ServiceLookupKey<A: IPAddressProtocol>: Hashable, Sendable {
@@ -75,11 +79,22 @@ extension ServiceRuntime {
     }
 }
 
+extension DirectorShared {
+    /// Whether the FTP helper reads a NAT or FULLNAT connection of `service`
+    /// to `port`: as the kernel binds `ip_vs_ftp` by the connection's
+    /// virtual port, whatever the service's (a port-0 or firewall-mark
+    /// service's connection to port 21 too).
+    @inline(__always)
+    func isFTP(_ service: Int, proto: UInt8, port: UInt16) -> Bool {
+        ftpPortBits & 1 << UInt64(port % 64) != 0 && proto == IPProtocolNumber.tcp && ftpPorts.contains(port) && services[service].ftp
+    }
+}
+
 /// State shared by both address families of one worker.
 public struct DirectorShared: Sendable {
     public var services: [ServiceRuntime] = []
     var serviceByKey: [ServiceKey: Int] = [:]
-    var markServices: [UInt32: Int] = [:]
+    var markServices: [MarkServiceKey: Int] = [:]
     public internal(set) var neighbours: [Neighbour] = []
     /// The fast path's copy of `neighbours` (see `NextHop`), slot for slot.
     var nextHops: [NextHop] = []
@@ -111,6 +126,10 @@ public struct DirectorShared: Sendable {
     var timeouts: [UInt64] = TimeoutTable().milliseconds
     var expireNoDestination = false
     var sloppySCTP = false
+    var ftpPorts: [UInt16] = []
+    /// Bit `port % 64` of every FTP helper port: most connections are told
+    /// from FTP's by one test, without reading their service.
+    var ftpPortBits: UInt64 = 0
     var expireQuiescentTemplate = false
     /// Totals at 0, then one slot per service and per real server: one flat
     /// array, so that counting a packet is one uniqueness check.
@@ -309,6 +328,8 @@ public struct Director: Sendable {
         shared.timeouts = c.timeouts.milliseconds
         shared.expireNoDestination = c.expireNoDestinationConnections
         shared.sloppySCTP = c.sloppySCTP
+        shared.ftpPorts = c.ftpPorts
+        shared.ftpPortBits = c.ftpPorts.reduce(0) { $0 | 1 << UInt64($1 % 64) }
         shared.expireQuiescentTemplate = c.expireQuiescentTemplate
         for k in shared.neighbours.indices {
             shared.neighbours[k].sourceMAC = shared.interface(shared.neighbours[k].interface)?.mac ?? .zero
@@ -342,8 +363,17 @@ public struct Director: Sendable {
             update(service: i, rt.configuration)
         }
         shared.markServices = [:]
+        for (key, i) in shared.serviceByKey {
+            let rt = shared.services[i].configuration
+            let tcp: Bool
+            switch key {
+            case .address(let proto, _, let port): tcp = proto == .tcp && (port == 0 || c.ftpPorts.contains(port))
+            case .firewallMark: tcp = true
+            }
+            shared.services[i].ftp = tcp && !c.ftpPorts.isEmpty && rt.proxyProtocol == nil && !rt.synproxy
+        }
         for (key, i) in shared.serviceByKey where wanted.contains(key) {
-            if case .firewallMark(let m, _) = key { shared.markServices[m] = i }
+            if case .firewallMark(let m, let v6) = key { shared.markServices[MarkServiceKey(mark: m, ipv6: v6)] = i }
         }
         v4.rebuild(shared: &shared, wanted: wanted)
         v6.rebuild(shared: &shared, wanted: wanted)

@@ -1,25 +1,25 @@
 import LVSPacket
 
-/// The FTP helper, as the kernel's `ip_vs_ftp` with its default `ports=21`:
-/// on the control connection of a NAT service's port 21 it reads what the
-/// two sides say about data connections and makes their entries before they
-/// come, so that they reach the same real server and leave it as the virtual
-/// service.
+/// The FTP helper, as the kernel's `ip_vs_ftp` (`DirectorConfiguration.ftpPorts`,
+/// its `ports=21`): on the control connection of a NAT or FULLNAT service on
+/// such a port it reads what the two sides say about data connections and
+/// makes their entries before they come, so that they reach the same real
+/// server and leave it as the virtual service.
 /// - Passive: the server's `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`
 ///   names the real server: its address becomes the virtual one (the reply
 ///   may change length: its sequence numbers shift, `SequenceShift`), and the
 ///   client's coming connection to VIP:port (from any port) goes to RIP:port.
 ///   `229 Entering Extended Passive Mode (|||port|)` names only the port.
 /// - Active: the client's `PORT h1,h2,h3,h4,p1,p2` (or `EPRT |1|…|port|`)
-///   names where the server will connect from its port 20: that connection
-///   leaves as VIP:20. An address other than the client's own is ignored (no
-///   FTP bounce through the director).
-/// Data connections are not tied to their control connection (the kernel
-/// keeps a control connection alive while they last); an idle control
-/// connection lasts its own timeout.
+///   names where the server will connect from its port 20 (the control
+///   port − 1): that connection leaves as VIP:20. An address other than the
+///   client's own is ignored (no FTP bounce through the director). Through
+///   FULLNAT the command names a local address and port instead, which the
+///   server connects to.
+/// A data connection is tied to its control connection (`ip_vs_control_add`):
+/// the control connection's entry outlives its timeout while data
+/// connections last, as the kernel's does.
 enum FTPHelper {
-    static let controlPort: UInt16 = 21
-    static let dataPort: UInt16 = 20
 
     /// A decimal at `i` (at most 5 digits), and where it ends.
     static func number(_ s: Span<UInt8>, _ i: Int) -> (value: UInt32, end: Int)? {
@@ -84,43 +84,68 @@ enum FTPHelper {
         return UInt16(v)
     }
 
-    /// `PORT h1,h2,h3,h4,p1,p2`: the address (IPv4) and the port.
-    static func activePort(_ s: Span<UInt8>) -> (address: UInt32, port: UInt16)? {
+    /// `PORT h1,h2,h3,h4,p1,p2`: the address (IPv4), the port, and where the six numbers end.
+    static func activePort(_ s: Span<UInt8>) -> (address: UInt32, port: UInt16, end: Int)? {
         guard starts(s, "PORT "), let hp = hostPort(s, 5) else { return nil }
-        return (hp.address, hp.port)
+        return hp
     }
 
     /// `EPRT |family|address|port|` (RFC 2428): the family (1, 2), where the
-    /// address text lies, and the port.
-    static func extendedPort(_ s: Span<UInt8>) -> (family: UInt32, start: Int, end: Int, port: UInt16)? {
+    /// address text lies, the port, and where its digits end.
+    static func extendedPort(_ s: Span<UInt8>) -> (family: UInt32, start: Int, end: Int, port: UInt16, portEnd: Int)? {
         guard starts(s, "EPRT "), s.count > 6 else { return nil }
         let d = s[5]
         guard let (family, e) = number(s, 6), e < s.count, s[e] == d, let a = find(s, d, from: e &+ 1),
             let (port, pe) = number(s, a &+ 1), pe < s.count, s[pe] == d, port <= 65535
         else { return nil }
-        return (family, e &+ 1, a, UInt16(port))
+        return (family, e &+ 1, a, UInt16(port), pe)
     }
 }
 
 extension FamilyPlane {
     /// The control connection's client side: a data connection the server
-    /// will open (active mode) is expected from RIP:20 to the client.
-    mutating func ftpFromClient(_ b: borrowing MutableSpan<UInt8>, _ p: ParsedPacket, _ i: Int, now: UInt64, shared: inout DirectorShared) {
-        let payload = b.span.extracting(p.l4Offset &+ p.l4HeaderLength..<p.ipEnd)
+    /// will open (active mode) is expected from RIP:(port − 1) to the client.
+    /// Through FULLNAT the server knows no client: the command is rewritten
+    /// to name a local address and port of the director, which the server
+    /// then connects to (its length change goes into the request shift).
+    mutating func ftpFromClient(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int, now: UInt64, shared: inout DirectorShared
+    ) {
+        let at = p.l4Offset &+ p.l4HeaderLength
         let c = table[i]
-        var port: UInt16
-        if let (address, pt) = FTPHelper.activePort(payload) {
-            guard A.byteCount == 4, c.client.ipAddress == .v4(IPv4Address(address)) else { return }
-            port = pt
-        } else if let e = FTPHelper.extendedPort(payload) {
+        let port: UInt16
+        let start: Int
+        let end: Int
+        let extended: Bool
+        if let a = FTPHelper.activePort(b.span.extracting(at..<p.ipEnd)) {
+            guard A.byteCount == 4, c.client.ipAddress == .v4(IPv4Address(a.address)) else { return }
+            (port, start, end, extended) = (a.port, 5, a.end, false)
+        } else if let e = FTPHelper.extendedPort(b.span.extracting(at..<p.ipEnd)) {
             // Only the client's own address, as it writes it in its family.
-            guard e.family == (A.byteCount == 4 ? 1 : 2), ShortText(address: c.client).equals(payload.extracting(e.start..<e.end)) else { return }
-            port = e.port
+            guard e.family == (A.byteCount == 4 ? 1 : 2), ShortText(address: c.client).equals(b.span.extracting(at &+ e.start..<at &+ e.end)) else {
+                return
+            }
+            (port, start, end, extended) = (e.port, e.start, e.portEnd, true)
         } else {
             return
         }
-        expectData(
-            client: c.client, clientPort: port, virtualPort: FTPHelper.dataPort, realPort: c.realPort &- 1, control: c, now: now, shared: &shared)
+        guard
+            let local = expectData(
+                client: c.client, clientPort: port, virtualPort: c.virtualPort &- 1, realPort: c.realPort &- 1, control: i, now: now, shared: &shared),
+            c.method == .fullNAT
+        else { return }
+        // FULLNAT: the local end the server is to connect to, in the command's own form.
+        var text = ShortText()
+        if extended {
+            text = ShortText(address: local.address)
+            text.put(b[at &+ 5])
+            text.putDecimal(UInt32(local.port))
+        } else {
+            text.putHostPort(local.address, local.port)
+        }
+        let seq = b.be32(at: p.l4Offset &+ 4)
+        guard let diff = replacePayload(&b, &f, &p, at &+ start, at &+ end, text) else { return }
+        if diff != 0 { updateShift(i, request: true, seq: seq, diff: UInt32(bitPattern: Int32(diff))) }
     }
 
     /// The control connection's server side, before the shifts: a passive
@@ -134,55 +159,60 @@ extension FamilyPlane {
         let c = table[i]
         if let pasv = FTPHelper.passive(b.span.extracting(at..<p.ipEnd)) {
             guard A.byteCount == 4, c.real.ipAddress == .v4(IPv4Address(pasv.address)) else { return }
-            expectData(client: c.client, clientPort: 0, virtualPort: pasv.port, realPort: pasv.port, control: c, now: now, shared: &shared)
-            // The virtual address as "h1,h2,h3,h4", then the port's two numbers.
+            _ = expectData(client: c.client, clientPort: 0, virtualPort: pasv.port, realPort: pasv.port, control: i, now: now, shared: &shared)
             var text = ShortText()
-            guard case .v4(let vip) = c.virtual.ipAddress else { return }
-            for k in 0..<4 {
-                text.putDecimal(vip.value &>> UInt32(24 &- 8 &* k) & 0xFF)
-                text.put(UInt8(ascii: ","))
-            }
-            text.putDecimal(UInt32(pasv.port &>> 8))
-            text.put(UInt8(ascii: ","))
-            text.putDecimal(UInt32(pasv.port & 0xFF))
-            let old = pasv.end &- pasv.start
-            let diff = text.count &- old
-            guard p.ipEnd &+ diff &- f.start <= b.count &- f.start, f.start &+ f.length &+ diff <= b.count else { return }
+            text.putHostPort(c.virtual, pasv.port)
             let seq = b.be32(at: p.l4Offset &+ 4)
-            b.moveBytes(from: at &+ pasv.end, to: at &+ pasv.end &+ diff, count: p.ipEnd &- at &- pasv.end)
-            text.store(&b, at: at &+ pasv.start)
-            p.ipEnd &+= diff
-            f.length = p.ipEnd &- f.start
-            PacketRewriter.setIPLength(&b, p)
-            PacketRewriter.recomputeTransportChecksum(&b, p)
-            if diff != 0 { updateReplyShift(i, seq: seq, diff: UInt32(bitPattern: Int32(diff))) }
+            guard let diff = replacePayload(&b, &f, &p, at &+ pasv.start, at &+ pasv.end, text) else { return }
+            if diff != 0 { updateShift(i, request: false, seq: seq, diff: UInt32(bitPattern: Int32(diff))) }
         } else if let port = FTPHelper.extendedPassive(b.span.extracting(at..<p.ipEnd)) {
-            expectData(client: c.client, clientPort: 0, virtualPort: port, realPort: port, control: c, now: now, shared: &shared)
+            _ = expectData(client: c.client, clientPort: 0, virtualPort: port, realPort: port, control: i, now: now, shared: &shared)
         }
+    }
+
+    /// The payload's bytes `start..<end` replaced by `text`, the frame
+    /// longer or shorter by the difference, which it returns (nil, nothing
+    /// changed: the frame has no room for it).
+    mutating func replacePayload(
+        _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ start: Int, _ end: Int, _ text: ShortText
+    ) -> Int? {
+        let diff = text.count &- (end &- start)
+        guard p.ipEnd &+ diff <= b.count, f.start &+ f.length &+ diff <= b.count else { return nil }
+        b.moveBytes(from: end, to: end &+ diff, count: p.ipEnd &- end)
+        text.store(&b, at: start)
+        p.ipEnd &+= diff
+        f.length = p.ipEnd &- f.start
+        PacketRewriter.setIPLength(&b, p)
+        PacketRewriter.recomputeTransportChecksum(&b, p)
+        return diff
     }
 
     /// `vs_seq_update`: a change in a later segment than the last one's.
-    mutating func updateReplyShift(_ i: Int, seq: UInt32, diff: UInt32) {
-        table.enableShifts()
-        var s = table.shifts[i].reply
-        if !table[i].flags.contains(.replyShifted) || SequenceShift.after(seq, s.initial) {
-            s.previousDelta = s.delta
-            s.delta &+= diff
-            s.initial = seq
-            table.shifts[i].reply = s
-            table[i].flags.insert(.replyShifted)
-        }
+    mutating func updateShift(_ i: Int, request: Bool, seq: UInt32, diff: UInt32) {
+        let flag: ConnectionFlags = request ? .requestShifted : .replyShifted
+        var s = request ? table.shifts[i].request : table.shifts[i].reply
+        guard !table[i].flags.contains(flag) || SequenceShift.after(seq, s.initial) else { return }
+        s.previousDelta = s.delta
+        s.delta &+= diff
+        s.initial = seq
+        if request { table.shifts[i].request = s } else { table.shifts[i].reply = s }
+        table[i].flags.insert(flag)
     }
 
     /// An entry for a data connection, bound to the control connection's
-    /// real server (`ip_vs_conn_new` from the helper). Client port 0: any
-    /// (the first SYN fills it in). An entry already there is kept.
+    /// real server and tied to the control connection (`ip_vs_conn_new` and
+    /// `ip_vs_control_add` from the helper): the control connection lasts
+    /// while it does. Client port 0: any (the first SYN fills it in). Through
+    /// FULLNAT it takes a local address and port of its own. An entry
+    /// already there is kept. The local end the server sees; nil when there
+    /// is no entry.
     mutating func expectData(
-        client: A, clientPort: UInt16, virtualPort: UInt16, realPort: UInt16, control c: Connection<A>, now: UInt64, shared: inout DirectorShared
-    ) {
+        client: A, clientPort: UInt16, virtualPort: UInt16, realPort: UInt16, control: Int, now: UInt64, shared: inout DirectorShared
+    ) -> (address: A, port: UInt16)? {
         let proto = IPProtocolNumber.tcp
-        if table.lookup(.client, proto: proto, client, clientPort, c.virtual, virtualPort) != nil { return }
-        guard let index = table.allocate() ?? evict(now: now, shared: &shared) else { return }
+        let c = table[control]
+        if let e = table.lookup(.client, proto: proto, client, clientPort, c.virtual, virtualPort) { return (table[e].local, table[e].localPort) }
+        guard let index = table.allocate() ?? evict(now: now, shared: &shared) else { return nil }
         var n = Connection<A>()
         n.proto = proto
         n.client = client
@@ -196,14 +226,25 @@ extension FamilyPlane {
         n.service = c.service
         n.destination = c.destination
         n.flags = [.inactive, .replyIndexed]
-        n.method = .nat
+        n.method = c.method
+        if c.method == .fullNAT {
+            guard pools[Int(c.service)] != nil, let (lip, lport) = pools[Int(c.service)]!.allocate(real: c.real, port: realPort) else {
+                _ = shared.drop(.fullNATPortsExhausted)
+                return nil
+            }
+            n.local = lip
+            n.localPort = lport
+        }
         n.replyNeighbour = c.replyNeighbour
         n.state = .none
         n.expires = now &+ 3000
+        n.controller = UInt32(control) &+ 1
         table[index] = n
         table.insert(index)
+        table.shifts[control].dataConnections &+= 1
         if clientPort == 0 { table.noClientPortCount &+= 1 }
         shared.services[Int(c.service)].destinations[Int(c.destination)].bind(inactive: true)
+        return (n.local, n.localPort)
     }
 
     /// A client's connection that an expectation without a client port
@@ -212,7 +253,7 @@ extension FamilyPlane {
         guard table.noClientPortCount > 0, let i = table.lookup(.client, proto: proto, src, 0, dst, dport) else { return nil }
         table.unhash(i)
         table[i].clientPort = sport
-        table[i].localPort = sport
+        if table[i].method == .nat { table[i].localPort = sport }
         table[i].flags.remove(.unhashed)
         table.insert(i)
         return i

@@ -59,10 +59,36 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
                 owned.formUnion(lips)
             }
             if rt.destinations.contains(where: { $0.method.seesReplies }) { servicesSeeReplies = true }
-            if rt.configuration.proxyProtocol != nil && rt.configuration.key.isIPv6 == (A.byteCount == 16) { table.enableShifts() }
+            if (rt.configuration.proxyProtocol != nil || rt.ftp) && rt.configuration.key.isIPv6 == (A.byteCount == 16) { table.enableShifts() }
         }
+        ownMarkedDestinations(shared: shared)
         owned.formUnion(shared.extraOwned.compactMap(Self.address))
         owned.subtract(shared.standby.compactMap(Self.address))
+    }
+
+    /// The addresses a marking rule sends to a firewall-mark service (its
+    /// VIPs): answered for like a service's, up to 256 per rule line (a
+    /// larger prefix is served where it is routed to the director, not
+    /// claimed on the link).
+    mutating func ownMarkedDestinations(shared: borrowing DirectorShared) {
+        let v6 = A.byteCount == 16
+        for rule in shared.markRules {
+            guard let m = rule.mark, shared.markServices[MarkServiceKey(mark: m, ipv6: v6)] != nil, let d = rule.destination,
+                d.isIPv6 == v6
+            else { continue }
+            let hostBits = A.byteCount * 8 - rule.destinationPrefixLength
+            guard hostBits <= 8 else { continue }
+            for k in 0..<UInt32(1 << hostBits) {
+                let a: IPAddress
+                switch d {
+                case .v4(let x): a = .v4(IPv4Address(x.masked(prefixLength: rule.destinationPrefixLength).value | k))
+                case .v6(let x):
+                    let n = x.masked(prefixLength: rule.destinationPrefixLength)
+                    a = .v6(IPv6Address(high: n.high, low: n.low | UInt64(k)))
+                }
+                if let o = Self.address(a) { owned.insert(o) }
+            }
+        }
     }
 
     /// Packets need a reply-direction lookup only while something can reply.
@@ -106,9 +132,8 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             noteTrace(.existing, connection: i, shared: &shared)
             return forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
         }
-        guard let svc = findService(proto: proto, src: src, dst: dst, dport: p.destinationPort, shared: &shared) else {
-            return .pass
-        }
+        guard let svc = findService(proto: p.proto, src: src, sport: p.sourcePort, dst: dst, dport: p.destinationPort, interface: interface, shared: &shared)
+        else { return .pass }
         if proto == IPProtocolNumber.tcp && shared.services[svc].configuration.synproxy {
             return synproxy(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
@@ -179,32 +204,51 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         return c.state == .timeWait || c.state == .close
     }
 
+    /// The service of a new flow, in `ip_vs_service_find`'s order: the
+    /// firewall mark's first, then the address's, then the VIP's port 0.
     /// `shared` is inout, though only read: passed by value, the whole of it was copied for every new connection.
-    func findService(proto: UInt8, src: A, dst: A, dport: UInt16, shared: inout DirectorShared) -> Int? {
+    func findService(proto: UInt8, src: A, sport: UInt16, dst: A, dport: UInt16, interface: UInt16, shared: inout DirectorShared) -> Int? {
+        if !shared.markRules.isEmpty,
+            let s = markedService(proto: proto, src: src, sport: sport, dst: dst, dport: dport, interface: interface, shared: shared)
+        {
+            return s
+        }
         if let s = services[ServiceLookupKey(proto: proto, address: dst, port: dport)] { return s }
         // A port-0 service takes every port of the VIP.
-        if let s = services[ServiceLookupKey(proto: proto, address: dst, port: 0)] { return s }
-        guard !shared.markRules.isEmpty else { return nil }
-        return markedService(proto: proto, src: src, dst: dst, dport: dport, shared: shared)
+        return services[ServiceLookupKey(proto: proto, address: dst, port: 0)]
     }
 
-    /// The firewall-mark service of the first rule that matches (lvsd's classifier).
+    /// The firewall-mark service of the mark the classifier gives the frame
+    /// (`FirewallMarkRule`: every rule in order, the last mark set wins, a
+    /// verdict ends its chain).
     @inline(never)
-    func markedService(proto: UInt8, src: A, dst: A, dport: UInt16, shared: borrowing DirectorShared) -> Int? {
-        for rule in shared.markRules {
+    func markedService(proto: UInt8, src: A, sport: UInt16, dst: A, dport: UInt16, interface: UInt16, shared: borrowing DirectorShared) -> Int? {
+        let v6 = A.byteCount == 16
+        var mark: UInt32 = 0
+        var doneRule: Int32 = -1
+        var doneChain: Int32 = -1
+        for rule in shared.markRules where rule.rule != doneRule && rule.chain != doneChain {
+            if let f = rule.ipv6, f != v6 { continue }
             if let rp = rule.proto, rp.rawValue != proto { continue }
-            guard let d = Self.address(rule.destination),
-                dst.masked(prefixLength: rule.destinationPrefixLength) == d.masked(prefixLength: rule.destinationPrefixLength)
-            else { continue }
-            if let s = rule.source {
-                guard let sa = Self.address(s), src.masked(prefixLength: rule.sourcePrefixLength) == sa.masked(prefixLength: rule.sourcePrefixLength) else {
-                    continue
-                }
+            if rule.interface != 0 && rule.interface != interface { continue }
+            guard rule.ports.contains(dport), rule.sourcePorts.contains(sport) else { continue }
+            if let d = rule.destination {
+                guard let da = Self.address(d), dst.masked(prefixLength: rule.destinationPrefixLength) == da.masked(prefixLength: rule.destinationPrefixLength)
+                else { continue }
             }
-            guard rule.ports.contains(dport) else { continue }
-            if let svc = shared.markServices[rule.mark], shared.services[svc].configuration.key.isIPv6 == (A.byteCount == 16) { return svc }
+            if let s = rule.source {
+                guard let sa = Self.address(s), src.masked(prefixLength: rule.sourcePrefixLength) == sa.masked(prefixLength: rule.sourcePrefixLength)
+                else { continue }
+            }
+            doneRule = rule.rule
+            if let m = rule.mark { mark = m }
+            switch rule.verdict {
+            case .next: break
+            case .endChain: doneChain = rule.chain
+            case .drop: return nil
+            }
         }
-        return nil
+        return mark == 0 ? nil : shared.markServices[MarkServiceKey(mark: mark, ipv6: v6)]
     }
 
     // MARK: new connections
@@ -286,7 +330,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             guard real != nil else { return shared.drop(.noRoute) }
             c.local = src
             c.localPort = p.sourcePort
-            c.flags.insert(c.virtualPort == FTPHelper.controlPort && proto == IPProtocolNumber.tcp ? [.replyIndexed, .ftpControl] : .replyIndexed)
+            c.flags.insert(shared.isFTP(service, proto: proto, port: c.virtualPort) ? [.replyIndexed, .ftpControl] : .replyIndexed)
         case .fullNAT:
             // In place: a copy of the pool would copy its port arrays.
             guard let r = real, pools[service] != nil,
@@ -294,7 +338,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             else { return shared.drop(.fullNATPortsExhausted) }
             c.local = lip
             c.localPort = lport
-            c.flags.insert(.replyIndexed)
+            c.flags.insert(shared.isFTP(service, proto: proto, port: c.virtualPort) ? [.replyIndexed, .ftpControl] : .replyIndexed)
         case .directRouting, .tunnel, .local:
             c.realPort = p.destinationPort
             c.flags.insert(.noOutput)
@@ -318,7 +362,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             c.synproxySequence = cookie
             c.toaSequence = clientISN
         }
-        let onePacket = shared.services[service].configuration.onePacket && proto == IPProtocolNumber.udp
+        let onePacket = proto == IPProtocolNumber.udp && shared.services[service].configuration.onePacket
         if onePacket { c.flags.insert(.unhashed) }
         guard let index = table.allocate() ?? evict(now: now, shared: &shared) else {
             releasePort(c)
@@ -408,7 +452,9 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             expire(i, now: now, shared: &shared, force: true)
             let src = A(b.span, at: p.sourceAddressOffset)
             let dst = A(b.span, at: p.destinationAddressOffset)
-            guard let svc = findService(proto: p.proto, src: src, dst: dst, dport: p.destinationPort, shared: &shared) else { return .pass }
+            guard
+                let svc = findService(proto: p.proto, src: src, sport: p.sourcePort, dst: dst, dport: p.destinationPort, interface: interface, shared: &shared)
+            else { return .pass }
             return newConnection(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }
         if !first && table[i].flags.contains(.synproxy), let v = synproxyInbound(&b, &f, &p, i, interface: interface, now: now, shared: &shared) { return v }
@@ -752,16 +798,31 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         }
         shared.services[s].destinations[d].unbind(inactive: c.flags.contains(.inactive))
         releasePort(c)
+        if c.flags.contains(.ftpControl) { table.shifts[i].dataConnections = 0 }
         if c.controller != 0 {
+            // Its template, or an FTP data connection's control connection.
             let t = Int(c.controller) &- 1
             if table[t].flags.contains(.template) && table[t].controller > 0 {
                 table[t].controller &-= 1
-                if table[t].controller == 0 && table[t].flags.contains(.unhashed) {
-                    unbind(t, shared: &shared)
-                    table.remove(t)
-                }
+            } else if table[t].flags.contains(.ftpControl) && table.shifts[t].dataConnections > 0 {
+                table.shifts[t].dataConnections &-= 1
+            } else {
+                return
+            }
+            if controlled(t) == 0 && table[t].flags.contains(.unhashed) {
+                unbind(t, shared: &shared)
+                table.remove(t)
             }
         }
+    }
+
+    /// How many connections entry `i` keeps: a template's, or an FTP control
+    /// connection's data connections (the kernel's `n_control`).
+    @inline(__always)
+    func controlled(_ i: Int) -> UInt32 {
+        let flags = table.entries[i].flags
+        guard flags.rawValue & ConnectionFlags.controlling != 0 else { return 0 }
+        return flags.contains(.template) ? table.entries[i].controller : UInt32(table.shifts[i].dataConnections)
     }
 
     mutating func releasePort(_ c: Connection<A>) {
@@ -769,14 +830,15 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         pools[Int(c.service)]?.release(local: c.local, port: c.localPort, real: c.real, realPort: c.realPort)
     }
 
-    /// Frees an expired entry; a template that still controls connections is
-    /// re-armed for 60 s instead, as the kernel does.
+    /// Frees an expired entry; one that still controls connections (a
+    /// template, an FTP control connection) is re-armed for 60 s instead, as
+    /// the kernel does.
     mutating func expire(_ i: Int, now: UInt64, shared: inout DirectorShared, force: Bool = false) {
-        if table[i].flags.contains(.template) && table[i].controller > 0 && !force {
-            table[i].expires = now &+ 60_000
-            return
-        }
-        if table[i].flags.contains(.template) && table[i].controller > 0 {
+        if controlled(i) > 0 {
+            if !force {
+                table[i].expires = now &+ 60_000
+                return
+            }
             // Replaced while it controls connections: out of the index now,
             // freed when its last connection goes (see `unbind`).
             table.unhash(i)
@@ -807,7 +869,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             let i = table.advanceHand()
             let e = table.entries[i]
             guard e.proto != 0 else { continue }
-            if e.expires <= now && !(e.flags.contains(.template) && e.controller > 0) {
+            if e.expires <= now && controlled(i) == 0 {
                 expire(i, now: now, shared: &shared)
                 return table.allocate()
             }

@@ -50,6 +50,9 @@ public struct SequenceShifts: Sendable, Hashable, BitwiseCopyable {
     /// DPVS's insecure mode: while `request.delta` is 0 it is not yet known
     /// whether the client sends its own header.
     public var proxyInsecure = false
+    /// An FTP control connection's data connections (the kernel's
+    /// `n_control`): while it has any, it does not expire.
+    var dataConnections: UInt16 = 0
 
     public init(request: SequenceShift = .init(), reply: SequenceShift = .init()) {
         self.request = request
@@ -74,7 +77,7 @@ extension FamilyPlane {
         _ b: inout MutableSpan<UInt8>, _ f: inout FrameBounds, _ p: inout ParsedPacket, _ i: Int, now: UInt64, shared: inout DirectorShared
     ) -> Verdict? {
         guard p.proto == IPProtocolNumber.tcp && p.fragment == .none else { return nil }
-        if table[i].flags.contains(.ftpControl) && p.payloadLength > 0 { ftpFromClient(b, p, i, now: now, shared: &shared) }
+        if table[i].flags.contains(.ftpControl) && p.payloadLength > 0 { ftpFromClient(&b, &f, &p, i, now: now, shared: &shared) }
         guard table[i].flags.rawValue & ConnectionFlags.shifted != 0 else { return nil }
         return shiftTowardsReal(&b, &f, &p, i, shared: &shared)
     }

@@ -232,7 +232,7 @@ extension FamilyPlane {
         }
         let found: Int?
         if r.firewallMark != 0 {
-            found = shared.markServices[r.firewallMark]
+            found = shared.markServices[MarkServiceKey(mark: r.firewallMark, ipv6: A.byteCount == 16)]
         } else {
             found =
                 services[ServiceLookupKey(proto: proto, address: virtual, port: r.virtualPort)]
@@ -298,7 +298,7 @@ extension FamilyPlane {
                 c.local = local
                 c.localPort = localPort
                 c.flags.insert(.replyIndexed)
-                if method == .nat && proto == IPProtocolNumber.tcp && r.virtualPort == FTPHelper.controlPort { c.flags.insert(.ftpControl) }
+                if shared.isFTP(s, proto: proto, port: r.virtualPort) { c.flags.insert(.ftpControl) }
                 if method == .fullNAT { pools[s]?.reserve(local: local, port: localPort, real: real, realPort: r.realPort) }
                 c.replyNeighbour = shared.neighbourSlot(for: r.client) ?? UInt32.max
             case .directRouting, .tunnel, .local:
@@ -334,6 +334,7 @@ extension FamilyPlane {
             shifts.proxyInsecure = pp.insecure
             flags.insert(.proxyHeaderPending)
         }
+        shifts.dataConnections = table.shifts[i].dataConnections
         table.shifts[i] = shifts
         table[i].flags.remove([.requestShifted, .replyShifted, .proxyHeaderPending])
         table[i].flags.formUnion(flags)

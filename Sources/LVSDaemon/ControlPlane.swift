@@ -32,6 +32,15 @@ public final class ControlPlane: Sendable {
         /// Virtual servers' quorums, and whether each is lost (its sorry server in).
         var quorum: [(group: QuorumGroup, lost: Bool)] = []
         var passive = PassiveHealth()
+        /// The firewall-mark classifier's rules: the marks files', then the nftables ruleset's.
+        var fileMarks = MarkRules()
+        var nftablesMarks = MarkRules()
+        /// Firewall-mark services no rule marks for, as last reported.
+        var unmarked: [ServiceKey] = []
+        /// The classifier as last published.
+        var markRules: [FirewallMarkRule] = []
+        /// The nftables ruleset is read periodically: services are checked for marks after each reading.
+        var nftablesWatched = false
     }
 
     struct HealthRecord {
@@ -84,10 +93,57 @@ public final class ControlPlane: Sendable {
         sync = SyncDaemons(engines: engines, group: group, logger: logger)
     }
 
-    func configureEngines(_ table: ServiceTable, base: DirectorConfiguration) {
-        let config = table.configuration(base: base)
+    func configureEngines(_ s: inout State) {
+        var config = s.table.configuration(base: s.base)
+        var marks = s.fileMarks
+        marks.append(s.nftablesMarks)
+        config.markRules = marks.resolved { NetworkInterface.indices(matching: $0).map { UInt16(truncatingIfNeeded: $0) } }
+        s.markRules = config.markRules
         for e in engines { e.director.withLock { $0.apply(config) } }
         noteOwnershipChanged()
+        if !s.nftablesWatched { reportUnmarkedServices(&s) }
+    }
+
+    /// A mark service nothing marks for receives nothing: said once, not
+    /// served silently empty. (With the ruleset watched, after each reading
+    /// of it, so that a service added just after its rule is not reported.)
+    func reportUnmarkedServices(_ s: inout State) {
+        let marked = Set(s.markRules.compactMap { r in r.mark.map { MarkedFamily(mark: $0, ipv6: r.ipv6) } })
+        let unmarked = s.table.services.map(\.key).filter {
+            guard case .firewallMark(let m, let v6) = $0 else { return false }
+            return !marked.contains(MarkedFamily(mark: m, ipv6: v6)) && !marked.contains(MarkedFamily(mark: m, ipv6: nil))
+        }
+        if unmarked != s.unmarked {
+            for key in unmarked where !s.unmarked.contains(key) {
+                logger.warning(
+                    "\(key)\(key.isIPv6 ? " IPv6" : ""): no rule lvsd follows sets this mark, so the service receives nothing (see --marks and the nftables rules named above)"
+                )
+            }
+            s.unmarked = unmarked
+        }
+    }
+
+    struct MarkedFamily: Hashable {
+        var mark: UInt32
+        var ipv6: Bool?
+    }
+
+    /// The nftables ruleset's marking rules, compiled, by whoever reads the
+    /// ruleset (nil: it did not change since the last reading).
+    public func readNftablesMarks(_ marks: MarkRules?) {
+        state.withLock { s in
+            s.nftablesWatched = true
+            if let marks, s.nftablesMarks != marks {
+                s.nftablesMarks = marks
+                configureEngines(&s)
+            }
+            reportUnmarkedServices(&s)
+        }
+    }
+
+    /// Whether some service is a firewall mark's (then the nftables ruleset is worth watching).
+    public var servesFirewallMarks: Bool {
+        state.withLock { s in s.table.services.contains { if case .firewallMark = $0.key { true } else { false } } }
     }
 
     public func noteOwnershipChanged() {
@@ -121,9 +177,11 @@ public final class ControlPlane: Sendable {
     /// throws and changes nothing.
     public func reload() throws(ConfigurationError) {
         let table = try sources.load()
+        let marks = try sources.loadMarks()
         state.withLock { s in
             s.table = table
-            configureEngines(table, base: s.base)
+            s.fileMarks = marks
+            configureEngines(&s)
         }
         logger.info("configuration loaded", metadata: ["services": "\(table.services.count)", "files": "\(sources.files.joined(separator: ","))"])
         // Nothing ignored in silence: what lvsd does not do of the files, each time they load.
@@ -136,7 +194,7 @@ public final class ControlPlane: Sendable {
     public func apply(_ operations: [TableOperation]) throws(TableError) {
         try state.withLock { (s) throws(TableError) in
             try s.table.apply(operations)
-            configureEngines(s.table, base: s.base)
+            configureEngines(&s)
         }
     }
 
@@ -149,7 +207,7 @@ public final class ControlPlane: Sendable {
             guard s.base.interfaces != interfaces || s.base.routes != routes else { return }
             s.base.interfaces = interfaces
             s.base.routes = routes
-            configureEngines(s.table, base: s.base)
+            configureEngines(&s)
             logger.info("interfaces or routes changed", metadata: ["routes": "\(routes.count)"])
         }
     }
@@ -272,7 +330,7 @@ public final class ControlPlane: Sendable {
                 if let op { do { try s.table.apply(op) } catch { logger.error("health: \(t.name): \(error)") } }
             }
             evaluateQuorum(&s)
-            configureEngines(s.table, base: s.base)
+            configureEngines(&s)
             if before?.up != up {
                 logger.notice(
                     "real server \(up ? "up" : "down")",
@@ -291,7 +349,7 @@ public final class ControlPlane: Sendable {
             s.health = [:]
             s.quorum = groups.map { ($0, false) }
             evaluateQuorum(&s)
-            configureEngines(s.table, base: s.base)
+            configureEngines(&s)
         }
     }
 

@@ -93,7 +93,7 @@ extension ControlPlane {
             s.passive.records[key]?.since = now
             changed = setWeight(&s, key, r.weight) || changed
         }
-        if changed { configureEngines(s.table, base: s.base) }
+        if changed { configureEngines(&s) }
     }
 
     /// Sets a server's weight in the table, unless a health checker holds it

@@ -31,6 +31,58 @@ public struct DataPlaneService: Service {
     }
 }
 
+/// The nftables ruleset's marking rules, followed: while some service is a
+/// firewall mark's, `nft list ruleset` is read every `interval` seconds and
+/// compiled again when it changed (iptables-nft's rules are in it). Each
+/// rule lvsd cannot follow is named once per change of the ruleset.
+public struct NftablesMarkService: Service {
+    let plane: ControlPlane
+    let interval: Double
+    let logger: Logger
+
+    public init(plane: ControlPlane, interval: Double, logger: Logger) {
+        self.plane = plane
+        self.interval = interval
+        self.logger = logger
+        plane.state.withLock { $0.nftablesWatched = true }
+    }
+
+    public func run() async throws {
+        var text: String? = nil
+        var compiled: MarkRules? = nil
+        var failing = false
+        while !Task.isShuttingDownGracefully {
+            if plane.servesFirewallMarks {
+                let out = await ChildProcess.run("nft", ["list", "ruleset"], timeout: 10, options: .init(captureOutput: true, searchPath: true))
+                if out.status != 0 {
+                    if !failing {
+                        let why =
+                            out.status == 127
+                            ? "nft is not installed" : out.errorOutput.split(separator: "\n").first.map(String.init) ?? "exit \(out.status ?? -1)"
+                        logger.warning("cannot read the nftables ruleset (\(why)): its firewall marks are not followed until it can")
+                    }
+                    failing = true
+                    plane.readNftablesMarks(nil)
+                } else if out.output != text {
+                    failing = false
+                    text = out.output
+                    let marks = MarkRules.nftables(out.output)
+                    // lvsd's own ingress table changes the text too: a change is told only when the rules changed.
+                    if marks != compiled {
+                        for n in marks.notices { logger.warning("nftables rule not followed: \(n)") }
+                        logger.info("firewall marks from nftables", metadata: ["lines": "\(marks.lines.count)", "not-followed": "\(marks.notices.count)"])
+                        compiled = marks
+                    }
+                    plane.readNftablesMarks(marks)
+                } else {
+                    plane.readNftablesMarks(nil)
+                }
+            }
+            do { try await Task.sleep(for: .milliseconds(Int64(interval * 1000))) } catch { return }
+        }
+    }
+}
+
 /// The control plane's clock: connection expiry, rates, the sync master's
 /// sends and the passive check, every 100 ms; systemd's watchdog is fed from
 /// the same loop, so that a stuck engine stops feeding it.
@@ -55,7 +107,7 @@ public struct TickService: Service {
     }
 }
 
-/// lvsd's signals: SIGHUP reloads the --rules and --keepalived files (all
+/// lvsd's signals: SIGHUP reloads the --rules, --keepalived and --marks files (all
 /// or nothing); SIGTERM or SIGINT stops lvsd. The signals are trapped before
 /// lvsd serves anything (the sequence is made first), so that none arriving
 /// while it starts is lost or kills it.

@@ -46,6 +46,9 @@ enum FuzzDirector {
                 synproxy: true, proxyProtocol: ProxyProtocol(version: .v1)),
             VirtualServiceConfiguration(key: .address(.tcp, a("198.18.0.17"), 21), scheduler: "rr", realServers: [rs("198.19.0.3", 21, .nat)]),
             VirtualServiceConfiguration(key: .address(.tcp, a("2001:db8::14"), 21), scheduler: "rr", realServers: [rs("2001:db8:1::3", 21, .nat)]),
+            VirtualServiceConfiguration(
+                key: .address(.tcp, a("198.18.0.20"), 21), scheduler: "rr", persistence: 60, realServers: [rs("198.19.0.2", 21, .fullNAT)],
+                localAddresses: [a("198.19.0.102")]),
             // SCTP: NAT moving the port, FULLNAT, DR.
             VirtualServiceConfiguration(key: .address(.sctp, a("198.18.0.18"), 3868), scheduler: "rr", realServers: [rs("198.19.0.2", 13, .nat)]),
             VirtualServiceConfiguration(
@@ -55,7 +58,11 @@ enum FuzzDirector {
         ]
         let config = DirectorConfiguration(
             services: services,
-            markRules: [FirewallMarkRule(mark: 7, destination: a("198.18.1.0"), destinationPrefixLength: 24)],
+            markRules: [
+                FirewallMarkRule(mark: 7, rule: 0, destination: a("198.18.1.0"), destinationPrefixLength: 24),
+                FirewallMarkRule(mark: nil, verdict: .endChain, rule: 1, proto: .udp, ports: 9...9),
+                FirewallMarkRule(mark: 0, chain: 1, rule: 2, source: a("198.18.7.0"), sourcePrefixLength: 24),
+            ],
             interfaces: [
                 InterfaceConfiguration(index: 1, mac: MACAddress(0x02_00_00_00_00_01), ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
                 InterfaceConfiguration(index: 2, mac: MACAddress(0x02_00_00_00_00_02), ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1")),

@@ -237,6 +237,7 @@ public final class Lab: @unchecked Sendable {
     /// nginx on every real server: ports 80 and 8080 (and 8443 with TLS, a
     /// self-signed certificate), answering its name and the peer it sees, or
     /// at /static only its name, and at /files/ what lies in `nginxN/files`
+    /// (with TLS on 443 and 8443, `rsN tls`)
     /// of the lab's directory; connections kept open `keepalive` seconds.
     /// `accessLog`: each request's `$remote_addr $remote_port` in
     /// `nginxN/access.log`. `cgroups`: server N starts inside the Nth (a
@@ -252,10 +253,10 @@ public final class Lab: @unchecked Sendable {
             tls
             ? """
                   server {
-                    listen 8443 ssl;
+                    listen 443 ssl; listen 8443 ssl;
                     ssl_certificate \(directory.appendingPathComponent("cert.pem").path);
                     ssl_certificate_key \(directory.appendingPathComponent("key.pem").path);
-                    location / { return 200 "tls\\n"; }
+                    location / { return 200 "rsNAME tls\\n"; }
                   }
             """ : ""
         for i in 1...servers {
@@ -293,7 +294,7 @@ public final class Lab: @unchecked Sendable {
                   }
                   server { listen 127.0.0.1:8090; access_log off; location / { return 200 "stored\\n"; } }
                   client_max_body_size 64m;
-                \(tlsServer)
+                \(tlsServer.replacingOccurrences(of: "rsNAME", with: "rs\(i)"))
                 }
                 """
             try conf.write(to: dir.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)

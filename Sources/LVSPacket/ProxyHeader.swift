@@ -163,6 +163,18 @@ public struct ShortText {
         }
     }
 
+    /// FTP's "h1,h2,h3,h4,p1,p2" (PORT, PASV): an IPv4 address and a port.
+    public mutating func putHostPort<A: IPAddressProtocol>(_ a: A, _ port: UInt16) {
+        let words = Self.words(a)
+        for i in 0..<4 {
+            putDecimal(UInt32(i % 2 == 0 ? words[i / 2] &>> 8 : words[i / 2] & 0xFF))
+            put(UInt8(ascii: ","))
+        }
+        putDecimal(UInt32(port &>> 8))
+        put(UInt8(ascii: ","))
+        putDecimal(UInt32(port & 0xFF))
+    }
+
     /// The address as 16-bit words, most significant first.
     static func words<A: IPAddressProtocol>(_ a: A) -> InlineArray<8, UInt16> {
         var raw = InlineArray<16, UInt8>(repeating: 0)

@@ -11,6 +11,14 @@ public enum NetworkInterface {
         return index == 0 ? nil : index
     }
 
+    /// The indices of the interfaces `pattern` names: one name, or with a
+    /// trailing `*` every name it begins (nft's and iptables' wildcard).
+    public static func indices(matching pattern: String) -> [UInt32] {
+        guard pattern.hasSuffix("*") else { return index(named: pattern).map { [$0] } ?? [] }
+        let names = (KernelFile.directory("/sys/class/net") ?? []).filter { $0.hasPrefix(pattern.dropLast()) }
+        return names.sorted().compactMap { index(named: $0) }
+    }
+
     /// The name of interface `index`, nil when there is none.
     public static func name(index: UInt32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)

@@ -21,7 +21,7 @@ struct LVSD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lvsd",
         abstract: "The swift-lvs director: virtual services, real servers, connections, in userspace.",
-        discussion: "Runs in the foreground. SIGTERM or SIGINT stop it, SIGHUP reloads the --rules and --keepalived files (all or nothing).")
+        discussion: "Runs in the foreground. SIGTERM or SIGINT stop it, SIGHUP reloads the --rules, --keepalived and --marks files (all or nothing).")
 
     @Option(help: "The control socket lvsadm talks to (mode 0600).")
     var socket = "/run/lvsd.sock"
@@ -31,6 +31,18 @@ struct LVSD: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("A keepalived.conf whose virtual_server blocks to load; repeatable.", valueName: "file"))
     var keepalived: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
+            "Firewall-mark rules in nft's syntax, one per line (ip daddr 198.18.1.10 tcp dport { 80, 443 } meta mark set 1), run before the nftables ruleset's; repeatable, reloaded with SIGHUP.",
+            valueName: "file"))
+    var marks: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
+            "How often lvsd reads the nftables ruleset for its prerouting marking rules (iptables -t mangle … -j MARK included) while it serves a firewall-mark service; 0: never.",
+            valueName: "seconds"))
+    var nftablesInterval: Double = 1
 
     @Option(help: ArgumentHelp("An interface to serve; repeatable. Without one lvsd runs its tables only.", valueName: "name"))
     var interface: [String] = []
@@ -60,6 +72,19 @@ struct LVSD: AsyncParsableCommand {
             """)
     var sloppySCTP = false
 
+    @Option(
+        help: ArgumentHelp(
+            "TCP service ports whose NAT and FULLNAT connections the FTP helper reads (PASV, EPSV, PORT, EPRT), as ip_vs_ftp's ports=; none to turn it off.",
+            valueName: "port,…|none"))
+    var ftpPorts = "21"
+
+    /// `--ftp-ports` as numbers; nil when it is not a list of ports.
+    var ftpPortList: [UInt16]? {
+        if ftpPorts == "none" { return [] }
+        let ports = ftpPorts.split(separator: ",").map { UInt16($0) }
+        return ports.isEmpty || ports.contains(nil) || ports.contains(0) ? nil : ports.compactMap { $0 }
+    }
+
     @Option(help: "Connections the table holds (64 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
@@ -76,6 +101,11 @@ struct LVSD: AsyncParsableCommand {
             """)
     var checkConfig = false
 
+    func validate() throws {
+        guard nftablesInterval >= 0, nftablesInterval.isFinite else { throw ValidationError("--nftables-interval must be 0 or more seconds") }
+        guard ftpPortList != nil else { throw ValidationError("--ftp-ports \(ftpPorts): expected ports 1 to 65535, comma-separated, or none") }
+    }
+
     /// Sets everything up (any failure here stops lvsd with one clear line),
     /// then runs the services until SIGTERM or SIGINT.
     mutating func run() async throws {
@@ -87,10 +117,12 @@ struct LVSD: AsyncParsableCommand {
         }
         if checkConfig {
             do {
-                let notices = try ConfigurationSources(rules: rules, keepalived: keepalived).check()
+                let notices = try ConfigurationSources(rules: rules, keepalived: keepalived, marks: marks).check()
                 for n in notices { print(n) }
                 let unsupported = notices.filter(\.unsupported).count
-                print("\(rules.count + keepalived.count) files loaded; \(unsupported) keywords not supported, \(notices.count - unsupported) ignored")
+                print(
+                    "\(rules.count + keepalived.count + marks.count) files loaded; \(unsupported) keywords not supported, \(notices.count - unsupported) ignored"
+                )
                 throw ExitCode(unsupported > 0 ? 1 : 0)
             } catch let e as ConfigurationError {
                 print(e)
@@ -126,9 +158,10 @@ struct LVSD: AsyncParsableCommand {
             }
         }
         base.sloppySCTP = sloppySCTP
+        base.ftpPorts = ftpPortList ?? []
         let workers = workers.resolved(interfaces: interface)
         let plane = ControlPlane(
-            capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived),
+            capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived, marks: marks),
             base: base, group: group, logger: logger)
         plane.setPassiveCheck(!noPassiveCheck)
         do { try plane.reload() } catch { throw fail("cannot load the configuration: \(error)") }
@@ -197,6 +230,7 @@ struct LVSD: AsyncParsableCommand {
         services.append(OwnershipService(plane: plane, filter: filter, dataPlane: dataPlane))
         if !interface.isEmpty { services.append(KernelWatchService(plane: plane, interfaces: interface, group: group, logger: logger)) }
         services.append(health)
+        if nftablesInterval > 0 { services.append(NftablesMarkService(plane: plane, interval: nftablesInterval, logger: logger)) }
         if let vrrp { services.append(vrrp) }
         let running = Mutex<ServiceGroup?>(nil)
         services.append(

@@ -214,6 +214,33 @@ struct HighAvailabilityTests {
         return (gap * 100, last.reduce(0, +) / Double(max(1, last.count)))
     }
 
+    /// A master lvsd (the lab's director) and a backup (host e, added here)
+    /// sharing one VRRP instance that holds the FULLNAT VIP and the LIP,
+    /// syncing connections, serving `service`; the master's process once
+    /// both know their roles.
+    func startFullNATPair(_ lab: Lab, service: String) throws -> RunningProcess {
+        try lab.addHost("e", address: Self.secondDirector, address6: "2001:db8:1::2")
+        func configuration(_ interface: String, _ priority: Int) -> String {
+            """
+            global_defs {
+                vrrp_version 3
+                lvs_sync_daemon \(interface) VI_1
+            }
+            local_address_group laddr {
+                \(Lab.lip)
+            }
+            \(service)
+
+            """ + vrrpInstance(interface: interface, priority: priority, addresses: [Self.fullNATVIP, Lab.lip])
+        }
+        let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", configuration(lab.ns("d0"), 150))])
+        let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
+        #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
+        try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", configuration(lab.ns("e0"), 100))], role: "e")
+        #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")
+        return master
+    }
+
     /// A backup that takes over in the middle of an upload keeps the PROXY
     /// header's sequence shift, which came to it in the sync messages: the
     /// upload (10 MB through FULLNAT with PROXY protocol v2, slowed so that
@@ -222,35 +249,22 @@ struct HighAvailabilityTests {
         let lab = try Lab(prefix: "lthp", bin: Self.bin)
         defer { lab.teardown() }
         do {
-            try lab.addHost("e", address: Self.secondDirector, address6: "2001:db8:1::2")
             try lab.startNginx()
-            func configuration(_ interface: String, _ priority: Int) -> String {
-                """
-                global_defs {
-                    vrrp_version 3
-                    lvs_sync_daemon \(interface) VI_1
-                }
-                local_address_group laddr {
-                    \(Lab.lip)
-                }
-                virtual_server \(Self.fullNATVIP) 81 {
-                    lvs_sched rr
-                    lvs_method FNAT
-                    protocol TCP
-                    laddr_group_name laddr
-                    proxy_protocol v2
-                    real_server \(Lab.real(1)) 8081 {
-                        weight 1
+            let master = try startFullNATPair(
+                lab,
+                service: """
+                    virtual_server \(Self.fullNATVIP) 81 {
+                        lvs_sched rr
+                        lvs_method FNAT
+                        protocol TCP
+                        laddr_group_name laddr
+                        proxy_protocol v2
+                        real_server \(Lab.real(1)) 8081 {
+                            weight 1
+                        }
                     }
-                }
-
-                """ + vrrpInstance(interface: interface, priority: priority, addresses: [Self.fullNATVIP, Lab.lip])
-            }
-            let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", configuration(lab.ns("d0"), 150))])
+                    """)
             let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }
-            #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
-            try lab.startDirector(extra: ["--keepalived", try write(lab, "e.conf", configuration(lab.ns("e0"), 100))], role: "e")
-            #expect(waitFor(limit: 5) { vrrp(lab, role: "e")?.master == Lab.director } != nil, "\(context())")
 
             let (file, digest) = try lab.randomFile("upload.bin", megabytes: 10)
             let upload = try lab.start(
@@ -270,6 +284,52 @@ struct HighAvailabilityTests {
             #expect(stored == [digest], "\(stored) against \(digest)")
             let logged = (try? String(contentsOf: lab.directory.appendingPathComponent("nginx1/proxied.log"), encoding: .utf8)) ?? ""
             #expect(logged == "\(Lab.client) " + logged.dropFirst(Lab.client.count + 1) && logged.split(separator: "\n").count == 1, "\(logged)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    /// An SCTP association through FULLNAT (usrsctp's client and echo
+    /// server) outlives its director: the backup, given the association by
+    /// the sync daemon in the kernel's SCTP state numbers, takes the VIP and
+    /// the LIP over when the master is killed, and the association goes on
+    /// (a message after the takeover echoed back) and closes gracefully.
+    @Test func aBackupTakesOverAnSCTPAssociation() throws {
+        let lab = try Lab(prefix: "lths", bin: Self.bin)
+        defer { lab.teardown() }
+        do {
+            try lab.start("r1", ["/usr/lib/usrsctp/echo_server", "0"], logName: "echo")
+            let master = try startFullNATPair(
+                lab,
+                service: """
+                    virtual_server \(Self.fullNATVIP) 7 {
+                        lvs_sched rr
+                        lvs_method FNAT
+                        protocol SCTP
+                        laddr_group_name laddr
+                        real_server \(Lab.real(1)) 7 {
+                            weight 1
+                        }
+                    }
+                    """)
+            let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))\n--- client ---\n\(lab.logText("sctp"))" }
+
+            let client = try lab.start(
+                "c", ["sh", "-c", "(echo before; sleep 9; echo after; sleep 3) | timeout 30 /usr/lib/usrsctp/client \(Self.fullNATVIP) 7 20001 0"],
+                logName: "sctp")
+            let synced = waitFor(limit: 5) {
+                ((try? lab.lvsadm("-L -n -c", role: "e")) ?? "").contains(
+                    try! Regex("SCTP .* ESTABLISHED +\\Q\(Lab.client)\\E:20001 +\\Q\(Self.fullNATVIP)\\E:7"))
+            }
+            #expect(synced != nil, "the backup never listed the association: \(context())")
+            kill(master.processIdentifier, SIGKILL)
+            master.waitUntilExit()
+            #expect(waitFor(limit: 8) { vrrp(lab, role: "e")?.state == "MASTER" } != nil, "\(context())")
+            client.waitUntilExit()
+            let said = lab.logText("sctp")
+            #expect(said.contains("before") && said.contains("after") && said.contains("SCTP_SHUTDOWN_COMP"), "\(context())")
+            let stats = try lab.lvsadm("-L -n --stats --exact", role: "e")
+            #expect(stats.contains(try Regex("SCTP +\\Q\(Self.fullNATVIP)\\E:7 +0 +[1-9]")), "the backup forwarded none of it: \(stats)")
         } catch {
             Issue.record("\(error)")
         }

@@ -16,10 +16,10 @@ public struct Harness {
 
     public init(
         _ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false,
-        sloppySCTP: Bool = false
+        sloppySCTP: Bool = false, markRules: [FirewallMarkRule] = [], ftpPorts: [UInt16] = [21]
     ) {
         var config = DirectorConfiguration(
-            services: services, timeouts: timeouts,
+            services: services, timeouts: timeouts, markRules: markRules,
             interfaces: [
                 InterfaceConfiguration(index: 1, mac: ifaceClientMAC, ipv4: IPv4Address("198.18.0.1"), ipv6: IPv6Address("2001:db8::1")),
                 InterfaceConfiguration(index: 2, mac: ifaceRealMAC, ipv4: IPv4Address("198.19.0.1"), ipv6: IPv6Address("2001:db8:1::1")),
@@ -32,6 +32,7 @@ public struct Harness {
             ],
             expireNoDestinationConnections: expireNoDest)
         config.sloppySCTP = sloppySCTP
+        config.ftpPorts = ftpPorts
         director = Director(configuration: config, capacity: capacity)
         for a in ["198.19.0.2", "198.19.0.3", "198.19.0.4", "2001:db8:1::2", "2001:db8:1::3", "198.18.0.100", "2001:db8::100"] {
             director.learnNeighbour(ip(a), mac: a.hasPrefix("198.18") || a.hasPrefix("2001:db8::") ? MACAddress(clientMAC) : rsMAC)
