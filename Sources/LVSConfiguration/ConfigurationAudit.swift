@@ -60,13 +60,12 @@ enum KeepalivedAudit {
             "lvs_sched", "lb_algo", "lvs_method", "lb_kind", "protocol", "real_server", "flag-1", "flag-2", "flag-3", "sh-fallback",
             "mh-fallback", "sh-port", "mh-port", "ops", "syn_proxy", "proxy_protocol", "persistence_timeout", "persistence_granularity",
             "persistence_engine", "sorry_server", "quorum", "hysteresis", "alpha", "omega", "inhibit_on_failure", "delay_loop",
-            "laddr_group_name", "quorum_up", "quorum_down",
+            "laddr_group_name", "quorum_up", "quorum_down", "virtualhost",
         ],
         [:],
         [
             "sorry_server_inhibit": "the sorry server is added with its weight, not inhibited",
-            "ha_suspend": "checks run whether or not the VIP is held", "virtualhost": "HTTP_GET and SSL_GET send Host: with the address",
-            "smtp_alert": noMail, "lvs_flags": "not applied",
+            "ha_suspend": "checks run whether or not the VIP is held", "smtp_alert": noMail, "lvs_flags": "not applied",
             "connect_timeout": checkerDefault, "retry": checkerDefault, "nb_get_retry": checkerDefault,
             "delay_before_retry": checkerDefault, "warmup": checkerDefault,
             "notify_up": "runs only in a real_server", "notify_down": "runs only in a real_server",
@@ -75,35 +74,37 @@ enum KeepalivedAudit {
     static let checkerDefault = "a checker default here is not used: set it in each checker"
 
     static let realServer: Rules = (
-        [
-            "weight", "uthreshold", "lthreshold", "lvs_method", "lb_kind", "inhibit_on_failure", "notify_up", "notify_down",
-            "TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK",
-        ],
+        Set(["weight", "uthreshold", "lthreshold", "lvs_method", "lb_kind", "inhibit_on_failure", "notify_up", "notify_down"]).union(checkers),
         [:],
         [
-            "SMTP_CHECK": notRun, "DNS_CHECK": notRun, "UDP_CHECK": notRun, "PING_CHECK": notRun, "BFD_CHECK": notRun, "FILE_CHECK": notRun,
-            "virtualhost": "HTTP_GET and SSL_GET send Host: with the address", "smtp_alert": noMail,
+            "BFD_CHECK": notRun, "FILE_CHECK": notRun,
+            "virtualhost": "a real_server's virtualhost is not used: set it in the checker or the virtual_server", "smtp_alert": noMail,
             "alpha": checkerDefault, "retry": checkerDefault, "nb_get_retry": checkerDefault, "delay_before_retry": checkerDefault,
             "warmup": checkerDefault, "connect_timeout": checkerDefault, "delay_loop": "the virtual_server's delay_loop is used",
         ]
     )
     static let notRun = "this checker is not run: the server stays in rotation unchecked"
+    /// The checkers lvsd runs.
+    static let checkers: Set<String> = ["TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK"]
 
     static let checkerRules: Rules = (
         ["connect_ip", "connect_address", "connect_port", "connect_timeout", "retry", "nb_get_retry", "delay_before_retry", "warmup"],
         [:],
         [
-            "virtualhost": "Host: is the address", "bindto": "the source address is the kernel's choice",
+            "bindto": "the source address is the kernel's choice",
             "bind_port": "the source port is the kernel's choice", "bind_if": "the interface is the kernel's choice",
             "fwmark": "the check is not marked", "alpha": "use the virtual_server's alpha",
-            "enable_sni": "SSL_GET sends no SNI", "tls_compliant": "not applied", "http_protocol": "HTTP/1.0 is sent",
+            "tls_compliant": "not applied", "http_protocol": "HTTP/1.0 is sent",
             "user": "scripts run as lvsd's user",
         ]
     )
-    static let httpChecker: Set<String> = ["url"]
+    static let httpChecker: Set<String> = ["url", "virtualhost", "enable_sni"]
     static let url: Rules = (
-        ["path", "digest", "status_code"], [:], ["virtualhost": "Host: is the address", "regex": "not matched", "regex_no_match": "not matched"]
+        ["path", "digest", "status_code", "virtualhost"], [:], ["regex": "not matched", "regex_no_match": "not matched"]
     )
+    static let smtpChecker: Set<String> = ["helo_name"]
+    static let dnsChecker: Set<String> = ["type", "name"]
+    static let udpChecker: Set<String> = ["payload", "require_reply", "min_reply_length", "max_reply_length"]
     static let miscChecker: Set<String> = ["misc_path", "misc_timeout", "misc_dynamic"]
 
     static let vrrpInstance: Rules = (
@@ -149,6 +150,9 @@ enum KeepalivedAudit {
             switch k.keyword {
             case "HTTP_GET", "SSL_GET": rules.acted.formUnion(httpChecker)
             case "MISC_CHECK": rules.acted.formUnion(miscChecker)
+            case "SMTP_CHECK": rules.acted.formUnion(smtpChecker)
+            case "DNS_CHECK": rules.acted.formUnion(dnsChecker)
+            case "UDP_CHECK": rules.acted.formUnion(udpChecker)
             default: break
             }
             for c in k.children where check(c, rules) && c.keyword == "url" {
@@ -161,7 +165,7 @@ enum KeepalivedAudit {
                 for c in b.children { _ = check(c, globalDefinitions) }
             case "virtual_server":
                 for c in b.children where check(c, virtualServer) && c.keyword == "real_server" {
-                    for k in c.children where check(k, realServer) && ["TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK"].contains(k.keyword) {
+                    for k in c.children where check(k, realServer) && checkers.contains(k.keyword) {
                         audit(checker: k)
                     }
                 }

@@ -17,15 +17,48 @@ public struct HealthCheck: Sendable, Hashable {
         case http([URLCheck], tls: Bool)
         /// MISC_CHECK: exit 0 up, 1 down, 2–255 up with weight rc − 2 when dynamic.
         case misc(command: String, timeout: Double, dynamic: Bool)
+        /// SMTP_CHECK: the server's 220 greeting, 250 to `HELO helo`, then QUIT.
+        case smtp(helo: String)
+        /// DNS_CHECK: a query of `type` for `name` over UDP, answered with its
+        /// id and RCODE 0 (NOERROR).
+        case dns(type: UInt16, name: String)
+        /// UDP_CHECK: `payload` sent; up unless an ICMP error comes back, or,
+        /// with `reply`, unless no matching reply comes within the timeout.
+        case udp(payload: [UInt8], reply: UDPReply?)
+        /// PING_CHECK: an ICMP (ICMPv6) echo request answered within the timeout.
+        case ping
 
         public var name: String {
             switch self {
             case .tcp: "TCP_CHECK"
             case .http(_, let tls): tls ? "SSL_GET" : "HTTP_GET"
             case .misc: "MISC_CHECK"
+            case .smtp: "SMTP_CHECK"
+            case .dns: "DNS_CHECK"
+            case .udp: "UDP_CHECK"
+            case .ping: "PING_CHECK"
             }
         }
     }
+
+    /// UDP_CHECK's `require_reply`: a reply of `minimum` to `maximum` bytes
+    /// whose first bytes are `data` where `mask` is 0 (an `x` nibble of the
+    /// hex text matches anything).
+    public struct UDPReply: Sendable, Hashable {
+        public var data: [UInt8] = []
+        public var mask: [UInt8] = []
+        public var minimum = 0
+        public var maximum = 255
+
+        public func accepts(_ reply: [UInt8]) -> Bool {
+            guard (minimum...max(minimum, maximum)).contains(reply.count) else { return false }
+            for i in 0..<min(reply.count, data.count) where (reply[i] ^ data[i]) & ~mask[i] != 0 { return false }
+            return true
+        }
+    }
+
+    /// DNS_CHECK's `type` names, as keepalived knows them.
+    public static let dnsTypes: [String: UInt16] = ["A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28]
 
     /// One `url` block of HTTP_GET or SSL_GET.
     public struct URLCheck: Sendable, Hashable {
@@ -34,10 +67,14 @@ public struct HealthCheck: Sendable, Hashable {
         public var statuses: [ClosedRange<Int>]
         /// The body's MD5 in hex (`genhash` prints it), when given.
         public var digest: String?
-        public init(path: String, statuses: [ClosedRange<Int>] = [200...299], digest: String? = nil) {
+        /// `virtualhost`: the Host header (and, with `enable_sni`, the TLS
+        /// server name); nil: the address.
+        public var virtualhost: String?
+        public init(path: String, statuses: [ClosedRange<Int>] = [200...299], digest: String? = nil, virtualhost: String? = nil) {
             self.path = path
             self.statuses = statuses
             self.digest = digest?.lowercased()
+            self.virtualhost = virtualhost
         }
 
         public func accepts(_ status: Int) -> Bool { statuses.contains { $0.contains(status) } }
@@ -55,6 +92,8 @@ public struct HealthCheck: Sendable, Hashable {
     public var delayLoop: Double = 60
     /// Seconds within which the first check starts (a random moment).
     public var warmup: Double = 0
+    /// SSL_GET's `enable_sni`: the virtual host goes in the TLS handshake.
+    public var sni = false
     /// The service's PROXY protocol: a real server that expects the header
     /// gets one, from an unknown source (`PROXY UNKNOWN`, version 2's LOCAL),
     /// before the check's request, as DPVS's keepalived sends it.
@@ -117,7 +156,8 @@ extension KeepalivedConfiguration {
                 if let key = vs.services.first?.key, case .address = key, server.method == .directRouting || server.method == .tunnel { server.port = key.port }
                 var checks: [HealthCheck] = []
                 for block in rs.checks {
-                    if var c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), file: file) {
+                    if var c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), virtualhost: vs.block.first("virtualhost")?.arguments.first, file: file)
+                    {
                         c.proxyProtocol = vs.services.first?.proxyProtocol?.version
                         checks.append(c)
                     }
@@ -151,8 +191,9 @@ extension KeepalivedConfiguration {
 }
 
 extension HealthCheck {
-    /// nil for checkers lvsd does not run (SMTP_CHECK, DNS_CHECK, …).
-    init?(_ b: ConfigBlock, delayLoop: Double, file: String) throws(ConfigurationError) {
+    /// nil for checkers lvsd does not run (FILE_CHECK, BFD_CHECK).
+    /// `virtualhost`: the virtual server's, which the checker's and each url's override.
+    init?(_ b: ConfigBlock, delayLoop: Double, virtualhost: String? = nil, file: String) throws(ConfigurationError) {
         func number(_ c: ConfigBlock) throws(ConfigurationError) -> Double {
             guard let t = c.arguments.first, let v = Double(t), v >= 0 else {
                 throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a number")
@@ -176,15 +217,61 @@ extension HealthCheck {
                 if let d = digest, d.count != 32 || !d.allSatisfy(\.isHexDigit) {
                     throw ConfigurationError(file: file, line: u.line, keyword: "digest", message: "expects the 32 hex digits of an MD5 (genhash)")
                 }
-                urls.append(URLCheck(path: u.first("path")?.arguments.first ?? "/", statuses: statuses.isEmpty ? [200...299] : statuses, digest: digest))
+                let host = u.first("virtualhost")?.arguments.first ?? b.first("virtualhost")?.arguments.first ?? virtualhost
+                urls.append(
+                    URLCheck(
+                        path: u.first("path")?.arguments.first ?? "/", statuses: statuses.isEmpty ? [200...299] : statuses, digest: digest,
+                        virtualhost: host))
             }
-            kind = .http(urls.isEmpty ? [URLCheck(path: "/")] : urls, tls: b.keyword == "SSL_GET")
+            let host = b.first("virtualhost")?.arguments.first ?? virtualhost
+            kind = .http(urls.isEmpty ? [URLCheck(path: "/", virtualhost: host)] : urls, tls: b.keyword == "SSL_GET")
+            sni = b.keyword == "SSL_GET" && b.first("enable_sni") != nil
         case "MISC_CHECK":
             guard let command = b.first("misc_path")?.arguments.joined(separator: " "), !command.isEmpty else {
                 throw ConfigurationError(file: file, line: b.line, keyword: "MISC_CHECK", message: "needs misc_path")
             }
             let timeout = try b.first("misc_timeout").map { (c) throws(ConfigurationError) in try number(c) } ?? delayLoop
             kind = .misc(command: command, timeout: timeout, dynamic: b.first("misc_dynamic") != nil)
+        case "SMTP_CHECK":
+            kind = .smtp(helo: b.first("helo_name")?.arguments.first ?? "smtpchecker.keepalived.org")
+        case "DNS_CHECK":
+            var type: UInt16 = 6
+            if let t = b.first("type") {
+                guard let name = t.arguments.first, let v = Self.dnsTypes[name.uppercased()] else {
+                    throw ConfigurationError(
+                        file: file, line: t.line, keyword: "type", message: "one of \(Self.dnsTypes.keys.sorted().joined(separator: ", "))")
+                }
+                type = v
+            }
+            let name = b.first("name")?.arguments.first ?? "."
+            guard Self.dnsName(name) != nil else {
+                throw ConfigurationError(file: file, line: b.first("name")?.line ?? b.line, keyword: "name", message: "'\(name)' is not a domain name")
+            }
+            kind = .dns(type: type, name: name)
+            retry = 3
+        case "UDP_CHECK":
+            var payload: [UInt8] = []
+            if let p = b.first("payload") {
+                guard let (bytes, mask) = Self.hex(p.arguments.joined()), !bytes.isEmpty, mask.allSatisfy({ $0 == 0 }) else {
+                    throw ConfigurationError(file: file, line: p.line, keyword: "payload", message: "expects hex digits")
+                }
+                payload = bytes
+            }
+            var reply: UDPReply? = nil
+            if let r = b.first("require_reply") {
+                var want = UDPReply()
+                if !r.arguments.isEmpty {
+                    guard let (bytes, mask) = Self.hex(r.arguments.joined()) else {
+                        throw ConfigurationError(file: file, line: r.line, keyword: "require_reply", message: "expects hex digits (x: any)")
+                    }
+                    (want.data, want.mask) = (bytes, mask)
+                }
+                if let m = b.first("min_reply_length") { want.minimum = Int(try number(m)) }
+                if let m = b.first("max_reply_length") { want.maximum = Int(try number(m)) }
+                reply = want
+            }
+            kind = .udp(payload: payload, reply: reply)
+        case "PING_CHECK": kind = .ping
         default:
             return nil
         }
@@ -208,6 +295,47 @@ extension HealthCheck {
             default: break
             }
         }
+    }
+}
+
+extension HealthCheck {
+    /// keepalived's hex strings: digit pairs, spaces ignored; in a reply an
+    /// `x` nibble matches anything (its mask bits set).
+    static func hex(_ text: String) -> (bytes: [UInt8], mask: [UInt8])? {
+        let digits = Array(text.lowercased().filter { $0 != " " })
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        var mask: [UInt8] = []
+        for i in stride(from: 0, to: digits.count, by: 2) {
+            var b: UInt8 = 0
+            var m: UInt8 = 0
+            for c in digits[i...(i + 1)] {
+                b <<= 4
+                m <<= 4
+                if c == "x" {
+                    m |= 0xF
+                } else {
+                    guard let v = c.hexDigitValue else { return nil }
+                    b |= UInt8(v)
+                }
+            }
+            bytes.append(b)
+            mask.append(m)
+        }
+        return (bytes, mask)
+    }
+
+    /// A domain name in DNS wire form (labels of 1 to 63 bytes, "." the root).
+    public static func dnsName(_ name: String) -> [UInt8]? {
+        var out: [UInt8] = []
+        for label in name.split(separator: ".", omittingEmptySubsequences: false) where !label.isEmpty {
+            let bytes = Array(label.utf8)
+            guard bytes.count <= 63 else { return nil }
+            out.append(UInt8(bytes.count))
+            out += bytes
+        }
+        out.append(0)
+        return out.count <= 255 && !name.contains("..") ? out : nil
     }
 }
 

@@ -178,6 +178,8 @@ public final class ControlPlane: Sendable {
     public func reload() throws(ConfigurationError) {
         let table = try sources.load()
         let marks = try sources.loadMarks()
+        // The checkers start after (HealthService): a broken one refuses the reload here, all or nothing.
+        _ = try sources.loadHealth()
         state.withLock { s in
             s.table = table
             s.fileMarks = marks

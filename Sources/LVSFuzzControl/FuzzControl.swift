@@ -38,7 +38,10 @@ public func fuzzControl(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = try? RulesFile.parse(text, file: "fuzz")
     _ = try? MarkRules.file(text, file: "fuzz")
     _ = MarkRules.nftables(text)
-    if let k = try? KeepalivedConfiguration.parse(text, file: "fuzz") { _ = try? HighAvailabilityConfiguration.parse(k, file: "fuzz") }
+    if let k = try? KeepalivedConfiguration.parse(text, file: "fuzz") {
+        _ = try? HighAvailabilityConfiguration.parse(k, file: "fuzz")
+        _ = try? k.healthTargets(file: "fuzz")
+    }
     if let (_, records, _) = try? SyncProtocol.decode(bytes) {
         plane.engines[0].director.withLock { d in for r in records { _ = d.applySync(r, now: 1000) } }
     }

@@ -20,8 +20,9 @@ struct ProbeFailure: Error, CustomStringConvertible {
 enum HTTPProbe {
     static let limit = 1 << 20
 
-    static func request(_ address: IPAddress, path: String) -> [UInt8] {
-        let host = address.isIPv6 ? "[\(address)]" : "\(address)"
+    /// The request; `Host:` is the virtual host, else the address.
+    static func request(_ address: IPAddress, path: String, host virtualhost: String? = nil) -> [UInt8] {
+        let host = virtualhost ?? (address.isIPv6 ? "[\(address)]" : "\(address)")
         return Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nUser-Agent: lvsd-healthcheck\r\nConnection: close\r\n\r\n".utf8)
     }
 
@@ -60,7 +61,7 @@ enum Probe {
     /// says before it closes (a TCP check returns nothing once connected).
     static func exchange(
         _ address: IPAddress, _ port: UInt16, request: [UInt8]?, tls useTLS: Bool, timeout: Double,
-        group: any EventLoopGroup, preamble: [UInt8] = []
+        group: any EventLoopGroup, preamble: [UInt8] = [], serverName: String? = nil, dialog: SMTPDialog? = nil
     ) async -> Result<[UInt8], ProbeFailure> {
         let milliseconds = Int64(max(0.1, timeout) * 1000)
         let loop = group.next()
@@ -78,7 +79,8 @@ enum Probe {
                     channel.eventLoop.makeCompletedFuture {
                         // Nearest the socket: a PROXY header goes out before TLS begins.
                         if !preamble.isEmpty { try channel.pipeline.syncOperations.addHandler(Preamble(preamble)) }
-                        if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil)) }
+                        if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName)) }
+                        if let dialog { try channel.pipeline.syncOperations.addHandler(SMTPDialog.Handler(dialog)) }
                         try channel.pipeline.syncOperations.addHandler(Collector(outcome))
                     }
                 }

@@ -6,6 +6,10 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// keepalived's checkers, run by lvsd: each checked real server on its own
 /// schedule (`delay_loop`), at most `concurrency` checks at a time, as tasks
 /// whose sockets are SwiftNIO channels on the daemon's event loops (never the
@@ -116,9 +120,10 @@ public final class HealthMonitor: Sendable {
             }
         case .http(let urls, let tls):
             for u in urls {
-                let request = HTTPProbe.request(address, path: u.path)
+                let request = HTTPProbe.request(address, path: u.path, host: u.virtualhost)
                 switch await Probe.exchange(
-                    address, port, request: request, tls: tls, timeout: c.connectTimeout, group: group, preamble: c.proxyPreamble
+                    address, port, request: request, tls: tls, timeout: c.connectTimeout, group: group, preamble: c.proxyPreamble,
+                    serverName: c.sni ? u.virtualhost : nil
                 ).flatMap(HTTPProbe.parse) {
                 case .success(let r) where !u.accepts(r.status):
                     let expected = u.statuses.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
@@ -136,6 +141,43 @@ public final class HealthMonitor: Sendable {
             if rc == 0 { return Verdict(up: true, detail: "") }
             if rc >= 2 && dynamic { return Verdict(up: true, weight: Int32(rc - 2), detail: "") }
             return Verdict(up: false, detail: "exit status \(rc)")
+        case .smtp(let helo):
+            switch await Probe.exchange(address, port, request: [], tls: false, timeout: c.connectTimeout, group: group, dialog: SMTPDialog(helo: helo))
+                .flatMap(SMTPDialog.verdict)
+            {
+            case .success: return Verdict(up: true, detail: "")
+            case .failure(let e): return Verdict(up: false, detail: e.description)
+            }
+        case .dns(let type, let name):
+            let id = UInt16.random(in: 0...UInt16.max)
+            switch await DatagramProbe.exchange(
+                address, port, payload: DNSProbe.query(id: id, type: type, name: name), timeout: c.connectTimeout, group: group,
+                accepts: { DNSProbe.answers($0, id: id) })
+            {
+            case .success(let reply?) where DNSProbe.rcode(reply) == 0: return Verdict(up: true, detail: "")
+            case .success(let reply?): return Verdict(up: false, detail: "rcode \(DNSProbe.rcode(reply))")
+            case .success(nil): return Verdict(up: false, detail: "no answer within \(c.connectTimeout) s")
+            case .failure(let e): return Verdict(up: false, detail: e.description)
+            }
+        case .ping:
+            let id = UInt16.random(in: 0...UInt16.max)
+            let v6 = address.isIPv6
+            switch await DatagramProbe.exchange(
+                address, 0, payload: PingProbe.request(id: id, ipv6: v6), timeout: c.connectTimeout, group: group,
+                raw: v6 ? Int32(IPPROTO_ICMPV6) : Int32(IPPROTO_ICMP), accepts: { PingProbe.answers($0, id: id, ipv6: v6) })
+            {
+            case .success(.some): return Verdict(up: true, detail: "")
+            case .success(nil): return Verdict(up: false, detail: "no echo reply within \(c.connectTimeout) s")
+            case .failure(let e): return Verdict(up: false, detail: e.description)
+            }
+        case .udp(let payload, let reply):
+            switch await DatagramProbe.exchange(
+                address, port, payload: payload, timeout: c.connectTimeout, group: group, accepts: { reply?.accepts($0) ?? true })
+            {
+            case .success(nil) where reply != nil: return Verdict(up: false, detail: "no matching reply within \(c.connectTimeout) s")
+            case .success: return Verdict(up: true, detail: "")
+            case .failure(let e): return Verdict(up: false, detail: e.description)
+            }
         }
     }
 }

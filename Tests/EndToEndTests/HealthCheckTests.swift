@@ -258,4 +258,100 @@ struct HealthCheckTests {
         lvsd.waitUntilExit()
         #expect(Array(lines().dropFirst(before)) == ["rs1-down", "quorum-down"], "\(lines())")
     }
+
+    /// SMTP_CHECK, DNS_CHECK, UDP_CHECK and PING_CHECK against real servers from Debian:
+    /// OpenSMTPD (each in a mount namespace of its own: its spool, control
+    /// socket and resolver have fixed paths) and dnsmasq on every real server. A
+    /// server whose SMTP or DNS service stops leaves that service's rotation,
+    /// and comes back when it starts again; UDP_CHECK takes dnsmasq's answer
+    /// to a query by its id.
+    @Test func smtpDNSAndUDPChecksFollowTheirServices() throws {
+        let lab = try Lab(prefix: "ltcheck", bin: Self.bin)
+        defer { lab.teardown() }
+        do {
+            func smtpd(_ i: Int) throws -> RunningProcess {
+                let conf = lab.directory.appendingPathComponent("smtpd\(i).conf")
+                try "listen on \(Lab.real(i)) port 25\naction \"local\" mbox\nmatch from any for local action \"local\"\n"
+                    .write(to: conf, atomically: true, encoding: .utf8)
+                // The client's reverse lookup goes to the server's own dnsmasq, which answers at once.
+                let resolver = lab.directory.appendingPathComponent("resolv\(i).conf")
+                try "nameserver \(Lab.real(i))\n".write(to: resolver, atomically: true, encoding: .utf8)
+                let setup =
+                    "mkdir -p /var/spool/smtpd && mount -t tmpfs -o mode=711 tmpfs /var/spool/smtpd && mount -t tmpfs tmpfs /run"
+                    + " && mount --bind \(resolver.path) /etc/resolv.conf"
+                return try lab.start("r\(i)", ["unshare", "-m", "sh", "-c", "\(setup) && exec smtpd -d -f \(conf.path)"], logName: "smtpd\(i)")
+            }
+            func dnsmasq(_ i: Int) throws -> RunningProcess {
+                try lab.start(
+                    "r\(i)",
+                    [
+                        "dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--user=root", "--bind-interfaces",
+                        "--listen-address=\(Lab.real(i))", "--pid-file=\(lab.directory.path)/dnsmasq\(i).pid", "--address=/check.test/\(Lab.real(i))",
+                    ], logName: "dnsmasq\(i)")
+            }
+            var smtp = try (1...3).map(smtpd)
+            var dns = try (1...3).map(dnsmasq)
+            // A query for check.test of type A, id 0x4c56: the reply must carry the id and the response bit.
+            let query = "4c56 0100 0001 0000 0000 0000 05 636865636b 04 74657374 00 0001 0001"
+            let conf = lab.directory.appendingPathComponent("keepalived.conf")
+            func block(_ port: Int, _ proto: String, _ check: String) -> String {
+                "virtual_server \(Lab.vip) \(port) {\n delay_loop 1\n lb_algo rr\n lb_kind NAT\n protocol \(proto)\n"
+                    + (1...3).map { "real_server \(Lab.real($0)) \(port == 54 ? 53 : port) {\n\(check)\n}\n" }.joined() + "}\n"
+            }
+            try [
+                block(25, "TCP", "SMTP_CHECK {\n connect_timeout 1\n retry 0\n helo_name director.lvs.test\n}"),
+                block(53, "UDP", "DNS_CHECK {\n connect_timeout 1\n retry 0\n type A\n name check.test\n}"),
+                block(80, "TCP", "PING_CHECK {\n connect_timeout 1\n retry 0\n}"),
+                block(
+                    54, "UDP", "UDP_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n payload \(query)\n require_reply 4c56 8x\n min_reply_length 12\n}"
+                ),
+            ].joined().write(to: conf, atomically: true, encoding: .utf8)
+            try lab.startDirector(extra: ["--keepalived", conf.path])
+            func servers(_ port: Int) -> Set<String> {
+                let listing = (try? lab.lvsadm("-L -n")) ?? ""
+                var out = Set<String>()
+                var inService = false
+                for line in listing.split(separator: "\n") {
+                    if line.hasPrefix("TCP") || line.hasPrefix("UDP") { inService = line.contains("\(Lab.vip):\(port) ") }
+                    if inService, line.contains("->"), let i = (1...3).first(where: { line.contains(" \(Lab.real($0)):") }) { out.insert("rs\(i)") }
+                }
+                return out
+            }
+            let all: Set<String> = ["rs1", "rs2", "rs3"]
+            func settles(_ port: Int, _ want: Set<String>, _ what: String) throws {
+                let health = { (try? lab.lvsadm("-L -n --health")) ?? "" }
+                #expect(try waitFor(lab, limit: 8) { _ in servers(port) == want } != nil, "\(what): \(servers(port))\n\(health())")
+            }
+            // Every checker has passed once (the servers are listed before any check).
+            let checked = try waitFor(lab) { _ in
+                ((try? lab.lvsadm("-L -n --health")) ?? "").split(separator: "\n").filter { $0.contains("_CHECK") && $0.contains(" up ") }.count == 12
+            }
+            #expect(checked != nil, "\((try? lab.lvsadm("-L -n --health")) ?? "")")
+            let log = lab.logText("smtpd1")
+            #expect(log.isEmpty || !log.contains("error"), "\(log)")
+
+            smtp[1].stop()
+            try settles(25, ["rs1", "rs3"], "smtpd on rs2 stopped")
+            #expect(servers(53) == all && servers(54) == all)
+            smtp[1] = try smtpd(2)
+            try settles(25, all, "smtpd on rs2 started again")
+
+            dns[2].stop()
+            try settles(53, ["rs1", "rs2"], "dnsmasq on rs3 stopped (DNS_CHECK)")
+            try settles(54, ["rs1", "rs2"], "dnsmasq on rs3 stopped (UDP_CHECK: port unreachable)")
+            dns[2] = try dnsmasq(3)
+            try settles(53, all, "dnsmasq on rs3 started again (DNS_CHECK)")
+            try settles(54, all, "dnsmasq on rs3 started again (UDP_CHECK)")
+
+            // PING_CHECK: rs1 stops answering echo requests, then answers again.
+            try lab.inside("r1", "nft", "add table ip ltcheck { chain in { type filter hook input priority 0; icmp type echo-request drop; }; }")
+            try settles(80, ["rs2", "rs3"], "rs1 drops echo requests")
+            try lab.inside("r1", "nft", "delete table ip ltcheck")
+            try settles(80, all, "rs1 answers echo requests again")
+            _ = smtp
+            _ = dns
+        } catch {
+            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
+        }
+    }
 }

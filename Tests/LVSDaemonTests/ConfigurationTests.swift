@@ -224,13 +224,13 @@ let everyOptionRules = """
             virtual_server 198.18.0.10 25 {
                 lb_kind NAT
                 real_server 198.19.0.2 25 {
-                    SMTP_CHECK {
-                        connect_timeout 3
+                    FILE_CHECK {
+                        track_file f
                     }
                     HTTP_GET {
                         url {
                             path /
-                            virtualhost www.example.invalid
+                            regex ok
                         }
                     }
                 }
@@ -242,7 +242,7 @@ let everyOptionRules = """
         #expect(
             notices.map { "\($0.line) \($0.keyword) \($0.unsupported)" } == [
                 "2 router_id false", "4 vrrp_script true", "10 authentication true", "13 unicast_peer true", "17 track_interface true",
-                "19 garp_master_delay false", "27 SMTP_CHECK true", "33 virtualhost true", "37 sorry_server_inhibit true", "39 @high true",
+                "19 garp_master_delay false", "27 FILE_CHECK true", "33 regex true", "37 sorry_server_inhibit true", "39 @high true",
             ])
         #expect(notices[1].description == "k:4: vrrp_script: not supported: not run: a track_script has no effect")
         // The configuration the other tests use asks for nothing lvsd lacks.
