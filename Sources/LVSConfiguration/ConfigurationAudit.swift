@@ -26,7 +26,7 @@ enum KeepalivedAudit {
     static let priorities = "process priorities are not configurable"
 
     static let top: Rules = (
-        ["virtual_server", "virtual_server_group", "local_address_group", "vrrp_instance", "global_defs"],
+        ["virtual_server", "virtual_server_group", "local_address_group", "vrrp_instance", "global_defs", "track_file"],
         [:],
         [
             "vrrp_sync_group": "its members do not change state together: each instance runs alone",
@@ -77,7 +77,7 @@ enum KeepalivedAudit {
         Set(["weight", "uthreshold", "lthreshold", "lvs_method", "lb_kind", "inhibit_on_failure", "notify_up", "notify_down"]).union(checkers),
         [:],
         [
-            "BFD_CHECK": notRun, "FILE_CHECK": notRun,
+            "BFD_CHECK": notRun,
             "virtualhost": "a real_server's virtualhost is not used: set it in the checker or the virtual_server", "smtp_alert": noMail,
             "alpha": checkerDefault, "retry": checkerDefault, "nb_get_retry": checkerDefault, "delay_before_retry": checkerDefault,
             "warmup": checkerDefault, "connect_timeout": checkerDefault, "delay_loop": "the virtual_server's delay_loop is used",
@@ -85,7 +85,9 @@ enum KeepalivedAudit {
     )
     static let notRun = "this checker is not run: the server stays in rotation unchecked"
     /// The checkers lvsd runs.
-    static let checkers: Set<String> = ["TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK"]
+    static let checkers: Set<String> = [
+        "TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
+    ]
 
     static let checkerRules: Rules = (
         ["connect_ip", "connect_address", "connect_port", "connect_timeout", "retry", "nb_get_retry", "delay_before_retry", "warmup"],
@@ -102,15 +104,22 @@ enum KeepalivedAudit {
     static let url: Rules = (
         ["path", "digest", "status_code", "virtualhost"], [:], ["regex": "not matched", "regex_no_match": "not matched"]
     )
-    static let smtpChecker: Set<String> = ["helo_name"]
+    static let smtpChecker: Set<String> = ["helo_name", "host"]
+    static let smtpHost: Rules = (
+        ["connect_ip", "connect_address", "connect_port"], [:],
+        ["bindto": "the source address is the kernel's choice", "bind_port": "the source port is the kernel's choice"]
+    )
     static let dnsChecker: Set<String> = ["type", "name"]
     static let udpChecker: Set<String> = ["payload", "require_reply", "min_reply_length", "max_reply_length"]
+    static let fileChecker: Set<String> = ["track_file", "weight"]
+    static let trackFile: Rules = (["file", "weight"], [:], ["init_file": "the file is not created: a missing file reads as 0"])
     static let miscChecker: Set<String> = ["misc_path", "misc_timeout", "misc_dynamic"]
 
     static let vrrpInstance: Rules = (
         [
             "state", "interface", "virtual_router_id", "priority", "advert_int", "virtual_ipaddress", "virtual_ipaddress_excluded",
             "nopreempt", "preempt_delay", "track_interface", "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify", "version",
+            "lvs_sync_daemon_interface", "authentication", "unicast_peer", "unicast_src_ip",
         ],
         [
             "garp_master_delay": garp, "garp_master_repeat": garp,
@@ -121,9 +130,7 @@ enum KeepalivedAudit {
             "strict_mode": "lvsd already speaks plain RFC VRRP", "native_ipv6": "IPv6 instances are version 3 anyway",
         ],
         [
-            "authentication": "advertisements carry no authentication: a peer that requires it refuses them",
-            "unicast_src_ip": "advertisements are multicast only", "unicast_peer": "advertisements are multicast only",
-            "track_script": "vrrp_script is not run", "lvs_sync_daemon_interface": "no sync daemon follows this instance (global_defs lvs_sync_daemon does)",
+            "track_script": "vrrp_script is not run",
             "track_process": "not tracked", "track_file": "not tracked", "track_bfd": "not tracked", "use_vmac": "the interface's own MAC is used",
             "vmac_xmit_base": "the interface's own MAC is used", "mcast_src_ip": "the interface's address is the source",
             "smtp_alert": noMail, "virtual_routes": "lvsd adds no routes", "virtual_rules": "lvsd adds no rules",
@@ -153,16 +160,19 @@ enum KeepalivedAudit {
             case "SMTP_CHECK": rules.acted.formUnion(smtpChecker)
             case "DNS_CHECK": rules.acted.formUnion(dnsChecker)
             case "UDP_CHECK": rules.acted.formUnion(udpChecker)
+            case "FILE_CHECK": rules.acted.formUnion(fileChecker)
             default: break
             }
-            for c in k.children where check(c, rules) && c.keyword == "url" {
-                for u in c.children { _ = check(u, url) }
+            for c in k.children where check(c, rules) && (c.keyword == "url" || c.keyword == "host") {
+                for u in c.children { _ = check(u, c.keyword == "url" ? url : smtpHost) }
             }
         }
         for b in blocks where check(b, top) {
             switch b.keyword {
             case "global_defs":
                 for c in b.children { _ = check(c, globalDefinitions) }
+            case "track_file":
+                for c in b.children { _ = check(c, trackFile) }
             case "virtual_server":
                 for c in b.children where check(c, virtualServer) && c.keyword == "real_server" {
                     for k in c.children where check(k, realServer) && checkers.contains(k.keyword) {
@@ -177,6 +187,14 @@ enum KeepalivedAudit {
                                 file: file, line: t.line, keyword: "track_interface", reason: "weight is not applied: a tracked interface down is a fault",
                                 unsupported: true))
                     }
+                }
+                if let a = b.first("authentication"), let type = a.first("auth_type"), type.arguments.first != "PASS" {
+                    out.append(
+                        ConfigurationNotice(
+                            file: file, line: type.line, keyword: "auth_type",
+                            reason:
+                                "only PASS is spoken: advertisements carry no \(type.arguments.first ?? "") header, and a peer that requires it refuses them",
+                            unsupported: true))
                 }
             default: break
             }

@@ -17,8 +17,9 @@ public struct HealthCheck: Sendable, Hashable {
         case http([URLCheck], tls: Bool)
         /// MISC_CHECK: exit 0 up, 1 down, 2–255 up with weight rc − 2 when dynamic.
         case misc(command: String, timeout: Double, dynamic: Bool)
-        /// SMTP_CHECK: the server's 220 greeting, 250 to `HELO helo`, then QUIT.
-        case smtp(helo: String)
+        /// SMTP_CHECK: the server's 220 greeting, 250 to `HELO helo`, then
+        /// QUIT; with `host` blocks, at each of them (all must pass).
+        case smtp(helo: String, hosts: [Endpoint])
         /// DNS_CHECK: a query of `type` for `name` over UDP, answered with its
         /// id and RCODE 0 (NOERROR).
         case dns(type: UInt16, name: String)
@@ -27,6 +28,11 @@ public struct HealthCheck: Sendable, Hashable {
         case udp(payload: [UInt8], reply: UDPReply?)
         /// PING_CHECK: an ICMP (ICMPv6) echo request answered within the timeout.
         case ping
+        /// FILE_CHECK: the number in `path` (0 when missing or unreadable).
+        /// With `weight` 0, any value but 0 is down; otherwise the value
+        /// times `weight` (negated with `reverse`) is added to the server's
+        /// weight (0 at least, 65535 at most).
+        case file(path: String, weight: Int, reverse: Bool)
 
         public var name: String {
             switch self {
@@ -37,7 +43,19 @@ public struct HealthCheck: Sendable, Hashable {
             case .dns: "DNS_CHECK"
             case .udp: "UDP_CHECK"
             case .ping: "PING_CHECK"
+            case .file: "FILE_CHECK"
             }
+        }
+    }
+
+    /// Where a check connects instead of the real server (SMTP_CHECK's `host`
+    /// blocks): nil fields are the checker's.
+    public struct Endpoint: Sendable, Hashable {
+        public var address: IPAddress?
+        public var port: UInt16?
+        public init(address: IPAddress? = nil, port: UInt16? = nil) {
+            self.address = address
+            self.port = port
         }
     }
 
@@ -156,7 +174,9 @@ extension KeepalivedConfiguration {
                 if let key = vs.services.first?.key, case .address = key, server.method == .directRouting || server.method == .tunnel { server.port = key.port }
                 var checks: [HealthCheck] = []
                 for block in rs.checks {
-                    if var c = try HealthCheck(block, delayLoop: Double(vs.delayLoop), virtualhost: vs.block.first("virtualhost")?.arguments.first, file: file)
+                    if var c = try HealthCheck(
+                        block, delayLoop: Double(vs.delayLoop), virtualhost: vs.block.first("virtualhost")?.arguments.first, trackFiles: trackFiles,
+                        file: file)
                     {
                         c.proxyProtocol = vs.services.first?.proxyProtocol?.version
                         checks.append(c)
@@ -191,9 +211,11 @@ extension KeepalivedConfiguration {
 }
 
 extension HealthCheck {
-    /// nil for checkers lvsd does not run (FILE_CHECK, BFD_CHECK).
+    /// nil for checkers lvsd does not run (BFD_CHECK).
     /// `virtualhost`: the virtual server's, which the checker's and each url's override.
-    init?(_ b: ConfigBlock, delayLoop: Double, virtualhost: String? = nil, file: String) throws(ConfigurationError) {
+    init?(
+        _ b: ConfigBlock, delayLoop: Double, virtualhost: String? = nil, trackFiles: [String: ConfigBlock] = [:], file: String
+    ) throws(ConfigurationError) {
         func number(_ c: ConfigBlock) throws(ConfigurationError) -> Double {
             guard let t = c.arguments.first, let v = Double(t), v >= 0 else {
                 throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a number")
@@ -233,7 +255,27 @@ extension HealthCheck {
             let timeout = try b.first("misc_timeout").map { (c) throws(ConfigurationError) in try number(c) } ?? delayLoop
             kind = .misc(command: command, timeout: timeout, dynamic: b.first("misc_dynamic") != nil)
         case "SMTP_CHECK":
-            kind = .smtp(helo: b.first("helo_name")?.arguments.first ?? "smtpchecker.keepalived.org")
+            var hosts: [Endpoint] = []
+            for h in b.children where h.keyword == "host" {
+                var e = Endpoint()
+                for c in h.children {
+                    switch c.keyword {
+                    case "connect_ip", "connect_address":
+                        guard let a = c.arguments.first.flatMap({ IPAddress($0) }) else {
+                            throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs an address")
+                        }
+                        e.address = a
+                    case "connect_port":
+                        guard let p = c.arguments.first.flatMap({ UInt16($0) }) else {
+                            throw ConfigurationError(file: file, line: c.line, keyword: c.keyword, message: "needs a port")
+                        }
+                        e.port = p
+                    default: break
+                    }
+                }
+                hosts.append(e)
+            }
+            kind = .smtp(helo: b.first("helo_name")?.arguments.first ?? "smtpchecker.keepalived.org", hosts: hosts)
         case "DNS_CHECK":
             var type: UInt16 = 6
             if let t = b.first("type") {
@@ -272,6 +314,24 @@ extension HealthCheck {
             }
             kind = .udp(payload: payload, reply: reply)
         case "PING_CHECK": kind = .ping
+        case "FILE_CHECK":
+            guard let name = b.first("track_file")?.arguments.first, let tracked = trackFiles[name], let path = tracked.first("file")?.arguments.first
+            else {
+                throw ConfigurationError(file: file, line: b.line, keyword: "FILE_CHECK", message: "needs the track_file of a track_file block")
+            }
+            // The checker's weight, else the track_file's.
+            let w = b.first("weight") ?? tracked.first("weight")
+            var weight = 0
+            if let w {
+                guard let v = w.arguments.first.flatMap({ Int($0) }), (-254...254).contains(v),
+                    w.arguments.count < 2 || ["reverse", "noreverse"].contains(w.arguments[1])
+                else {
+                    throw ConfigurationError(file: file, line: w.line, keyword: "weight", message: "expects -254 to 254, then reverse or noreverse")
+                }
+                weight = v
+            }
+            kind = .file(path: path, weight: weight, reverse: w?.arguments.dropFirst().first == "reverse")
+            retry = 0
         default:
             return nil
         }

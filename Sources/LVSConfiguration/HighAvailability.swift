@@ -31,6 +31,14 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     public var notify: String?
     /// 2 (keepalived's default `vrrp_version`) or 3 (RFC 5798; always, for IPv6).
     public var version: Int = 2
+    /// `authentication { auth_type PASS; auth_pass … }`: RFC 3768's simple
+    /// text password, at most 8 bytes (version 2 only, as keepalived).
+    public var password: [UInt8]?
+    /// `unicast_peer { … }`: advertisements go to each of these instead of
+    /// the multicast group, and only theirs are taken.
+    public var unicastPeers: [IPAddress] = []
+    /// `unicast_src_ip`: the advertisements' source (else the interface's address).
+    public var unicastSource: IPAddress?
 
     public init(name: String) { self.name = name }
 
@@ -79,6 +87,12 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         }
         for b in config.vrrpInstances where b.keyword == "vrrp_instance" {
             ha.instances.append(try instance(b, version: version, file: file))
+            // keepalived 1.x's form, still read by 2.x: the instance's own sync daemon on that interface.
+            if let s = b.first("lvs_sync_daemon_interface") {
+                guard let interface = s.arguments.first else { throw error(s, file, "expects an interface") }
+                guard ha.sync == nil else { throw error(s, file, "one sync daemon only: lvs_sync_daemon or lvs_sync_daemon_interface, once") }
+                ha.sync = SyncDaemonTie(daemon: SyncDaemonConfiguration(interface: interface), instance: b.arguments.first, explicitID: false)
+            }
         }
         for i in ha.instances
         where ha.instances.contains(where: { $0.name != i.name && $0.interface == i.interface && $0.virtualRouterID == i.virtualRouterID }) {
@@ -174,6 +188,20 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
             case "version":
                 guard let n = Int(c.arguments.first ?? ""), n == 2 || n == 3 else { throw error(c, file, "expects 2 or 3") }
                 i.version = n
+            case "unicast_peer":
+                for a in c.children {
+                    guard let ip = IPAddress(a.keyword) else { throw error(a, file, "not an address") }
+                    i.unicastPeers.append(ip)
+                }
+            case "unicast_src_ip":
+                guard let ip = IPAddress(c.arguments.first ?? "") else { throw error(c, file, "expects an address") }
+                i.unicastSource = ip
+            case "authentication":
+                // AH is listed by the audit as not supported; PASS is RFC 3768's password.
+                guard c.first("auth_type")?.arguments.first == "PASS" else { break }
+                guard let pass = c.first("auth_pass")?.arguments.first, !pass.isEmpty else { throw error(c, file, "auth_type PASS needs auth_pass") }
+                // keepalived keeps the first 8 bytes.
+                i.password = Array(pass.utf8.prefix(8))
             default: break
             }
         }
@@ -185,7 +213,13 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         }
         // VRRP over IPv6 is version 3 only; keepalived makes the same choice.
         if i.addresses[0].isIPv6 { i.version = 3 }
+        let family = i.addresses[0].isIPv6
+        if i.unicastPeers.contains(where: { $0.isIPv6 != family }) || i.unicastSource.map({ $0.isIPv6 != family }) == true {
+            throw error(b, file, "\(name): unicast_peer and unicast_src_ip must be of the virtual addresses' family")
+        }
         if i.version == 2 && i.advertisementInterval % 100 != 0 { throw error(b, file, "\(name): VRRP version 2 takes whole seconds for advert_int") }
+        // Version 3 has no authentication: keepalived ignores it there too (the audit says so).
+        if i.version == 3 { i.password = nil }
         return i
     }
 }

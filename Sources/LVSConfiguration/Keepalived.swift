@@ -42,6 +42,8 @@ public struct KeepalivedConfiguration: Sendable {
 
     public var virtualServers: [VirtualServer] = []
     public var vrrpInstances: [ConfigBlock] = []
+    /// `track_file NAME { file PATH; weight W [reverse] }` blocks, by name (FILE_CHECK's files).
+    public var trackFiles: [String: ConfigBlock] = [:]
     public var globalDefinitions: ConfigBlock?
     public var timeouts: Timeouts?
 
@@ -86,6 +88,11 @@ public struct KeepalivedConfiguration: Sendable {
                 config.virtualServers.append(try virtualServer(b, file: file, groups: groups, localGroups: localGroups))
             case "vrrp_instance", "vrrp_sync_group", "vrrp_script":
                 config.vrrpInstances.append(b)
+            case "track_file":
+                guard let name = b.arguments.first, b.first("file")?.arguments.first != nil else {
+                    throw ConfigurationError(file: file, line: b.line, keyword: "track_file", message: "needs a name and a file")
+                }
+                config.trackFiles[name] = b
             case "global_defs":
                 config.globalDefinitions = b
                 if let t = b.first("lvs_timeouts") {

@@ -1,6 +1,7 @@
 import LVSConfiguration
 import LVSDaemon
 import LVSPacket
+import LVSSystem
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -102,7 +103,8 @@ public final class HealthMonitor: Sendable {
             var last = Verdict(up: false, detail: "")
             for attempt in 0...(wasUp ?? true ? c.retry : 0) {
                 if attempt > 0 && c.delayBeforeRetry > 0 { try? await Task.sleep(for: .seconds(min(c.delayBeforeRetry, 60))) }
-                last = await run(c, address: c.connectAddress ?? t.server.address, port: c.connectPort ?? t.server.port, group: group)
+                last = await run(
+                    c, address: c.connectAddress ?? t.server.address, port: c.connectPort ?? t.server.port, weight: t.server.weight, group: group)
                 if last.up { break }
             }
             guard last.up else { return Verdict(up: false, detail: "\(c.kind.name): \(last.detail)") }
@@ -111,8 +113,14 @@ public final class HealthMonitor: Sendable {
         return Verdict(up: true, weight: weight, detail: "")
     }
 
-    static func run(_ c: HealthCheck, address: IPAddress, port: UInt16, group: any EventLoopGroup) async -> Verdict {
+    /// One try of one checker; `weight`: the server's configured weight (FILE_CHECK adds to it).
+    static func run(_ c: HealthCheck, address: IPAddress, port: UInt16, weight: Int32, group: any EventLoopGroup) async -> Verdict {
         switch c.kind {
+        case .file(let path, let factor, let reverse):
+            let value = KernelFile.firstLine(path).flatMap { Int($0.filter { !$0.isWhitespace }) } ?? 0
+            guard factor != 0 else { return value == 0 ? Verdict(up: true, detail: "") : Verdict(up: false, detail: "\(path) holds \(value)") }
+            let moved = Int(weight) + (reverse ? -1 : 1) * value * factor
+            return Verdict(up: true, weight: Int32(min(65535, max(0, moved))), detail: "")
         case .tcp:
             switch await Probe.exchange(address, port, request: nil, tls: false, timeout: c.connectTimeout, group: group) {
             case .success: return Verdict(up: true, detail: "")
@@ -141,13 +149,16 @@ public final class HealthMonitor: Sendable {
             if rc == 0 { return Verdict(up: true, detail: "") }
             if rc >= 2 && dynamic { return Verdict(up: true, weight: Int32(rc - 2), detail: "") }
             return Verdict(up: false, detail: "exit status \(rc)")
-        case .smtp(let helo):
-            switch await Probe.exchange(address, port, request: [], tls: false, timeout: c.connectTimeout, group: group, dialog: SMTPDialog(helo: helo))
-                .flatMap(SMTPDialog.verdict)
-            {
-            case .success: return Verdict(up: true, detail: "")
-            case .failure(let e): return Verdict(up: false, detail: e.description)
+        case .smtp(let helo, let hosts):
+            for h in hosts.isEmpty ? [HealthCheck.Endpoint()] : hosts {
+                let (a, p) = (h.address ?? address, h.port ?? port)
+                if case .failure(let e) = await Probe.exchange(
+                    a, p, request: [], tls: false, timeout: c.connectTimeout, group: group, dialog: SMTPDialog(helo: helo)
+                ).flatMap(SMTPDialog.verdict) {
+                    return Verdict(up: false, detail: hosts.isEmpty ? e.description : "\(a.isIPv6 ? "[\(a)]" : "\(a)"):\(p): \(e.description)")
+                }
             }
+            return Verdict(up: true, detail: "")
         case .dns(let type, let name):
             let id = UInt16.random(in: 0...UInt16.max)
             switch await DatagramProbe.exchange(

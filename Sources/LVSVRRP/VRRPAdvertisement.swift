@@ -21,13 +21,23 @@ public struct VRRPAdvertisement: Sendable, Hashable {
     public var interval: UInt16
     /// All of one family.
     public var addresses: [IPAddress]
+    /// Version 2's authentication: a simple text password (type 1, 8 bytes,
+    /// zero-padded), nil for none (type 0).
+    public var password: [UInt8]?
 
-    public init(version: Int, virtualRouterID: UInt8, priority: UInt8, interval: UInt16, addresses: [IPAddress]) {
+    public init(version: Int, virtualRouterID: UInt8, priority: UInt8, interval: UInt16, addresses: [IPAddress], password: [UInt8]? = nil) {
         self.version = version
         self.virtualRouterID = virtualRouterID
         self.priority = priority
         self.interval = interval
         self.addresses = addresses
+        self.password = password.map { Array(($0 + [UInt8](repeating: 0, count: 8)).prefix(8)) }
+    }
+
+    /// RFC 3768 §7.1: an advertisement whose authentication is not the one
+    /// configured (type or password) is discarded.
+    public func authenticates(_ password: [UInt8]?) -> Bool {
+        version == 3 || self.password == password.map { Array(($0 + [UInt8](repeating: 0, count: 8)).prefix(8)) }
     }
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
@@ -50,59 +60,62 @@ public struct VRRPAdvertisement: Sendable, Hashable {
     }
 
     /// The VRRP message alone, its checksum over the pseudo-header of
-    /// `source` → the group (version 3) or over itself (version 2).
-    public func message(source: IPAddress) -> [UInt8] {
+    /// `source` → `destination`, the group unless unicast (version 3), or
+    /// over itself (version 2).
+    public func message(source: IPAddress, destination: IPAddress? = nil) -> [UInt8] {
         var v: [UInt8] = [UInt8(version << 4 | 1), virtualRouterID, priority, UInt8(addresses.count)]
         if version == 3 {
             v += [UInt8(interval >> 8 & 0x0F), UInt8(interval & 0xFF), 0, 0]
         } else {
-            v += [0, UInt8(min(255, interval / 100)), 0, 0]
+            v += [password == nil ? 0 : 1, UInt8(min(255, interval / 100)), 0, 0]
         }
         for a in addresses { v += Self.bytes(a) }
-        if version == 2 { v += [UInt8](repeating: 0, count: 8) }  // authentication data, type 0
-        let sum = Self.checksum(v, pseudo: version == 3 ? (source, Self.group(for: source)) : nil)
+        if version == 2 { v += password ?? [UInt8](repeating: 0, count: 8) }
+        let sum = Self.checksum(v, pseudo: version == 3 ? (source, destination ?? Self.group(for: source)) : nil)
         v[6] = UInt8(sum >> 8)
         v[7] = UInt8(sum & 0xFF)
         return v
     }
 
-    /// The whole IPv4 packet from `source`.
-    public func encode(source: IPv4Address, identification: UInt16 = 0) -> [UInt8] {
-        let v = message(source: .v4(source))
+    /// The whole IPv4 packet from `source`, to the group or a unicast peer.
+    public func encode(source: IPv4Address, destination: IPv4Address = group, identification: UInt16 = 0) -> [UInt8] {
+        let v = message(source: .v4(source), destination: .v4(destination))
         let total = 20 + v.count
         var ip: [UInt8] =
             [
                 0x45, 0xC0, UInt8(total >> 8), UInt8(total & 0xFF), UInt8(identification >> 8), UInt8(identification & 0xFF), 0, 0,
                 255, Self.protocolNumber, 0, 0,
-            ] + Self.be32(source.value) + Self.be32(Self.group.value)
+            ] + Self.be32(source.value) + Self.be32(destination.value)
         let h = Self.checksum(ip, pseudo: nil)
         ip[10] = UInt8(h >> 8)
         ip[11] = UInt8(h & 0xFF)
         return ip + v
     }
 
-    /// An advertisement and its sender from a received IPv4 packet.
-    public static func decode(_ p: [UInt8]) throws(DecodeError) -> (VRRPAdvertisement, source: IPAddress) {
+    /// An advertisement and its sender from a received IPv4 packet, sent to
+    /// the group or, with `unicastTo`, to that address.
+    public static func decode(_ p: [UInt8], unicastTo: IPv4Address? = nil) throws(DecodeError) -> (VRRPAdvertisement, source: IPAddress) {
         guard p.count >= 20, p[0] >> 4 == 4 else { throw .truncated }
         let ihl = Int(p[0] & 0x0F) * 4
         guard ihl >= 20, p.count >= ihl + 8 else { throw .truncated }
-        guard p[9] == protocolNumber, be32(p, 16) == group.value else { throw .notVRRP }
+        guard p[9] == protocolNumber, be32(p, 16) == (unicastTo ?? group).value else { throw .notVRRP }
         guard p[8] == 255 else { throw .ttl(p[8]) }
         let total = min(p.count, Int(p[2]) << 8 | Int(p[3]))
         guard total >= ihl + 8 else { throw .truncated }
         let source = IPAddress.v4(IPv4Address(be32(p, 12)))
-        return (try decodeMessage(Array(p[ihl..<total]), source: source), source)
+        return (try decodeMessage(Array(p[ihl..<total]), source: source, destination: unicastTo.map { .v4($0) }), source)
     }
 
-    /// The VRRP message of an IPv6 packet from `source` (the kernel keeps the header; `hopLimit` is its).
-    public static func decode6(_ v: [UInt8], source: IPv6Address, hopLimit: Int) throws(DecodeError) -> VRRPAdvertisement {
+    /// The VRRP message of an IPv6 packet from `source` (the kernel keeps the
+    /// header; `hopLimit` is its), to the group or, with `unicastTo`, to that address.
+    public static func decode6(_ v: [UInt8], source: IPv6Address, hopLimit: Int, unicastTo: IPv6Address? = nil) throws(DecodeError) -> VRRPAdvertisement {
         guard hopLimit == 255 else { throw .ttl(UInt8(clamping: hopLimit)) }
-        let a = try decodeMessage(v, source: .v6(source))
+        let a = try decodeMessage(v, source: .v6(source), destination: unicastTo.map { .v6($0) })
         guard a.version == 3 else { throw .version(a.version) }
         return a
     }
 
-    static func decodeMessage(_ v: [UInt8], source: IPAddress) throws(DecodeError) -> VRRPAdvertisement {
+    static func decodeMessage(_ v: [UInt8], source: IPAddress, destination: IPAddress? = nil) throws(DecodeError) -> VRRPAdvertisement {
         guard v.count >= 8 else { throw .truncated }
         let version = Int(v[0] >> 4)
         guard version == 2 || version == 3 else { throw .version(version) }
@@ -110,13 +123,19 @@ public struct VRRPAdvertisement: Sendable, Hashable {
         let count = Int(v[3])
         let width = source.isIPv6 ? 16 : 4
         guard 8 + width * count <= v.count else { throw .addressCount }
-        guard checksum(v, pseudo: version == 3 ? (source, group(for: source)) : nil) == 0 else { throw .checksum }
+        guard checksum(v, pseudo: version == 3 ? (source, destination ?? group(for: source)) : nil) == 0 else { throw .checksum }
         let interval = version == 3 ? UInt16(v[4] & 0x0F) << 8 | UInt16(v[5]) : UInt16(v[5]) * 100
         let addresses: [IPAddress] = (0..<count).map { k in
             let at = 8 + width * k
             return source.isIPv6 ? .v6(IPv6Address(Array(v[at..<at + 16]).span, at: 0)) : .v4(IPv4Address(be32(v, at)))
         }
-        return VRRPAdvertisement(version: version, virtualRouterID: v[1], priority: v[2], interval: interval, addresses: addresses)
+        // Version 2: the authentication data after the addresses (type 1: the password; other types are no password lvsd knows).
+        var password: [UInt8]? = nil
+        if version == 2 && v[4] != 0 {
+            let at = 8 + width * count
+            password = v[4] == 1 && v.count >= at + 8 ? Array(v[at..<at + 8]) : [0xFF]
+        }
+        return VRRPAdvertisement(version: version, virtualRouterID: v[1], priority: v[2], interval: interval, addresses: addresses, password: password)
     }
 
     static func group(for source: IPAddress) -> IPAddress { source.isIPv6 ? .v6(group6) : .v4(group) }

@@ -50,7 +50,7 @@ public struct VRRPRouter: Sendable {
         VRRPAdvertisement(
             version: configuration.version, virtualRouterID: configuration.virtualRouterID, priority: priority,
             interval: configuration.advertisementInterval,
-            addresses: configuration.addresses)
+            addresses: configuration.addresses, password: configuration.password)
     }
 
     /// When `tick` has something to do next.

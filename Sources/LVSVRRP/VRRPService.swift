@@ -54,11 +54,12 @@ public final class VRRPService: Service, Sendable {
         for c in configuration.instances {
             do throws(Failure) {
                 let v6 = c.addresses.first?.isIPv6 ?? false
-                guard let primary = Self.primaryAddress(c.interface, ipv6: v6) else {
+                guard let primary = c.unicastSource ?? Self.primaryAddress(c.interface, ipv6: v6) else {
                     throw Failure(description: "\(c.name): \(c.interface) has no \(v6 ? "IPv6 link-local" : "IPv4") address")
                 }
                 guard let index = NetworkInterface.index(named: c.interface) else { throw Failure(description: "no interface \(c.interface)") }
-                made.append(Instance(configuration: c, socket: try Self.open(c.interface, index: index, address: primary), primary: primary, index: index))
+                let socket = try Self.open(c.interface, index: index, address: primary, multicast: c.unicastPeers.isEmpty)
+                made.append(Instance(configuration: c, socket: socket, primary: primary, index: index))
             } catch {
                 for m in made { m.socket.close() }
                 throw error
@@ -180,7 +181,8 @@ public final class VRRPService: Service, Sendable {
     }
 
     /// An instance's socket, bound to its interface and joined to VRRP's group.
-    static func open(_ interface: String, index: UInt32, address: IPAddress) throws(Failure) -> Socket {
+    /// The instance's raw socket; `multicast`: it joins the VRRP group (not for unicast peers).
+    static func open(_ interface: String, index: UInt32, address: IPAddress, multicast: Bool = true) throws(Failure) -> Socket {
         do {
             let s = try Socket.open(
                 family: address.isIPv6 ? AF_INET6 : AF_INET, type: Socket.raw, protocol: Int32(VRRPAdvertisement.protocolNumber),
@@ -189,8 +191,10 @@ public final class VRRPService: Service, Sendable {
                 try s.bindToDevice(interface)
                 switch address {
                 case .v6(let source):
-                    try s.joinMulticastGroup(.v6(VRRPAdvertisement.group6), interface: index)
+                    if multicast { try s.joinMulticastGroup(.v6(VRRPAdvertisement.group6), interface: index) }
                     try s.setMulticastSending(ipv6: true, interface: index, hops: 255)
+                    // Unicast advertisements leave with hop limit 255 too, as RFC 5798 wants them to arrive.
+                    if !multicast { try s.setOption(level: Int32(IPPROTO_IPV6), name: IPV6_UNICAST_HOPS, Int32(255), "IPV6_UNICAST_HOPS") }
                     // RFC 5798: an advertisement that does not arrive with hop limit 255 came from off the link.
                     // The kernel drops it (the IPv6 header is at SKF_NET_OFF; its hop limit is byte 7).
                     try s.attachFilter([
@@ -213,7 +217,7 @@ public final class VRRPService: Service, Sendable {
                     if !bound { try s.bind(.ipv6(source, port: 0, scope: index)) }
                 case .v4:
                     try s.setFlag(level: Int32(IPPROTO_IP), name: IP_HDRINCL, true, "IP_HDRINCL")
-                    try s.joinMulticastGroup(.v4(VRRPAdvertisement.group), interface: index)
+                    if multicast { try s.joinMulticastGroup(.v4(VRRPAdvertisement.group), interface: index) }
                     try s.setMulticastSending(ipv6: false, interface: index, hops: 255)
                 }
                 return s
@@ -239,26 +243,34 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     var transitions: UInt64 = 0
     var trackedUp = true
     var lastTrackCheck: UInt64 = 0
+    var warnedAuthentication = false
     var warnedVersion = false
     var context: ChannelHandlerContext?
     var timer: Scheduled<Void>?
-    let destination: NIOCore.SocketAddress
+    /// Where advertisements go: the group, or each unicast peer.
+    let destinations: [(address: IPAddress, socket: NIOCore.SocketAddress)]
+    var unicast: Bool { !instance.configuration.unicastPeers.isEmpty }
 
     init(service: VRRPService, instance: VRRPService.Instance) {
         self.service = service
         self.instance = instance
         router = VRRPRouter(instance.configuration, primaryAddress: instance.primary)
-        if instance.isIPv6 {
-            var s = sockaddr_in6()
-            s.sin6_family = sa_family_t(AF_INET6)
-            s.sin6_addr = Socket.in6(VRRPAdvertisement.group6)
-            s.sin6_scope_id = instance.index
-            destination = NIOCore.SocketAddress(s, host: "ff02::12")
-        } else {
-            var s = sockaddr_in()
-            s.sin_family = sa_family_t(AF_INET)
-            s.sin_addr.s_addr = VRRPAdvertisement.group.value.bigEndian
-            destination = NIOCore.SocketAddress(s, host: "224.0.0.18")
+        let peers = instance.configuration.unicastPeers
+        let targets: [IPAddress] = peers.isEmpty ? [instance.isIPv6 ? .v6(VRRPAdvertisement.group6) : .v4(VRRPAdvertisement.group)] : peers
+        destinations = targets.map { target in
+            switch target {
+            case .v6(let a):
+                var s = sockaddr_in6()
+                s.sin6_family = sa_family_t(AF_INET6)
+                s.sin6_addr = Socket.in6(a)
+                s.sin6_scope_id = instance.index
+                return (target, NIOCore.SocketAddress(s, host: "\(a)"))
+            case .v4(let a):
+                var s = sockaddr_in()
+                s.sin_family = sa_family_t(AF_INET)
+                s.sin_addr.s_addr = a.value.bigEndian
+                return (target, NIOCore.SocketAddress(s, host: "\(a)"))
+            }
         }
     }
 
@@ -288,6 +300,14 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
             warnedVersion = true
             return
         }
+        guard a.authenticates(instance.configuration.password) else {
+            if !warnedAuthentication {
+                service.logger.warning(
+                    "VRRP_Instance(\(instance.configuration.name)) advertisements from \(source) ignored: their authentication is not this instance's")
+            }
+            warnedAuthentication = true
+            return
+        }
         let before = router.master
         perform(router.received(a, from: source, now: MonotonicClock.milliseconds()))
         if router.master != before { service.publishMaster(instance.configuration, router.master) }
@@ -295,12 +315,19 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     }
 
     /// An advertisement and its sender, or nil for anything else (not VRRP, malformed).
+    /// With unicast peers, only theirs, sent to this instance's source address.
     func decode(_ bytes: [UInt8], _ from: NIOCore.SocketAddress) -> (VRRPAdvertisement, IPAddress)? {
-        if !instance.isIPv6 { return try? VRRPAdvertisement.decode(bytes) }
-        guard let text = from.ipAddress, case .v6(let source)? = IPAddress(text) else { return nil }
-        // The socket's filter let only hop limit 255 through.
-        guard let a = try? VRRPAdvertisement.decode6(bytes, source: source, hopLimit: 255) else { return nil }
-        return (a, .v6(source))
+        let decoded: (VRRPAdvertisement, IPAddress)?
+        switch instance.primary {
+        case .v4(let own):
+            decoded = try? VRRPAdvertisement.decode(bytes, unicastTo: unicast ? own : nil)
+        case .v6(let own):
+            guard let text = from.ipAddress, case .v6(let source)? = IPAddress(text) else { return nil }
+            // The socket's filter let only hop limit 255 through.
+            decoded = (try? VRRPAdvertisement.decode6(bytes, source: source, hopLimit: 255, unicastTo: unicast ? own : nil)).map { ($0, .v6(source)) }
+        }
+        guard let decoded, !unicast || instance.configuration.unicastPeers.contains(decoded.1) else { return nil }
+        return decoded
     }
 
     /// The next wake-up: the machine's deadline, at most 100 ms away (the tracked interfaces' check).
@@ -341,15 +368,18 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
 
     func send(_ a: VRRPAdvertisement) {
         guard let context else { return }
-        let bytes: [UInt8] =
-            switch instance.primary {
-            case .v4(let source): a.encode(source: source, identification: UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()))
-            case .v6: a.message(source: instance.primary)
-            }
         let name = instance.configuration.name
         let logger = service.logger
-        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination, data: ByteBuffer(bytes: bytes)))).whenFailure { error in
-            logger.warning("VRRP_Instance(\(name)) send: \(error)")
+        for (target, socket) in destinations {
+            let bytes: [UInt8] =
+                switch (instance.primary, target) {
+                case (.v4(let source), .v4(let to)):
+                    a.encode(source: source, destination: to, identification: UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()))
+                default: a.message(source: instance.primary, destination: target)
+                }
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: socket, data: ByteBuffer(bytes: bytes)))).whenFailure { error in
+                logger.warning("VRRP_Instance(\(name)) send to \(target): \(error)")
+            }
         }
     }
 

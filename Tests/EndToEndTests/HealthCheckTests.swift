@@ -259,7 +259,7 @@ struct HealthCheckTests {
         #expect(Array(lines().dropFirst(before)) == ["rs1-down", "quorum-down"], "\(lines())")
     }
 
-    /// SMTP_CHECK, DNS_CHECK, UDP_CHECK and PING_CHECK against real servers from Debian:
+    /// SMTP_CHECK, DNS_CHECK, UDP_CHECK and PING_CHECK against real servers from Debian, and FILE_CHECK:
     /// OpenSMTPD (each in a mount namespace of its own: its spool, control
     /// socket and resolver have fixed paths) and dnsmasq on every real server. A
     /// server whose SMTP or DNS service stops leaves that service's rotation,
@@ -294,6 +294,7 @@ struct HealthCheckTests {
             // A query for check.test of type A, id 0x4c56: the reply must carry the id and the response bit.
             let query = "4c56 0100 0001 0000 0000 0000 05 636865636b 04 74657374 00 0001 0001"
             let conf = lab.directory.appendingPathComponent("keepalived.conf")
+            let drain = lab.directory.appendingPathComponent("drain")
             func block(_ port: Int, _ proto: String, _ check: String) -> String {
                 "virtual_server \(Lab.vip) \(port) {\n delay_loop 1\n lb_algo rr\n lb_kind NAT\n protocol \(proto)\n"
                     + (1...3).map { "real_server \(Lab.real($0)) \(port == 54 ? 53 : port) {\n\(check)\n}\n" }.joined() + "}\n"
@@ -302,6 +303,8 @@ struct HealthCheckTests {
                 block(25, "TCP", "SMTP_CHECK {\n connect_timeout 1\n retry 0\n helo_name director.lvs.test\n}"),
                 block(53, "UDP", "DNS_CHECK {\n connect_timeout 1\n retry 0\n type A\n name check.test\n}"),
                 block(80, "TCP", "PING_CHECK {\n connect_timeout 1\n retry 0\n}"),
+                "track_file drain {\n file \(drain.path)\n weight 0\n}\n",
+                block(81, "TCP", "FILE_CHECK {\n track_file drain\n}"),
                 block(
                     54, "UDP", "UDP_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n payload \(query)\n require_reply 4c56 8x\n min_reply_length 12\n}"
                 ),
@@ -324,7 +327,7 @@ struct HealthCheckTests {
             }
             // Every checker has passed once (the servers are listed before any check).
             let checked = try waitFor(lab) { _ in
-                ((try? lab.lvsadm("-L -n --health")) ?? "").split(separator: "\n").filter { $0.contains("_CHECK") && $0.contains(" up ") }.count == 12
+                ((try? lab.lvsadm("-L -n --health")) ?? "").split(separator: "\n").filter { $0.contains("_CHECK") && $0.contains(" up ") }.count == 15
             }
             #expect(checked != nil, "\((try? lab.lvsadm("-L -n --health")) ?? "")")
             let log = lab.logText("smtpd1")
@@ -342,6 +345,12 @@ struct HealthCheckTests {
             dns[2] = try dnsmasq(3)
             try settles(53, all, "dnsmasq on rs3 started again (DNS_CHECK)")
             try settles(54, all, "dnsmasq on rs3 started again (UDP_CHECK)")
+
+            // FILE_CHECK (weight 0): a number but 0 in the file takes the servers out; 0 puts them back.
+            try "1\n".write(to: drain, atomically: true, encoding: .utf8)
+            try settles(81, [], "the drain file says 1")
+            try "0\n".write(to: drain, atomically: true, encoding: .utf8)
+            try settles(81, all, "the drain file says 0")
 
             // PING_CHECK: rs1 stops answering echo requests, then answers again.
             try lab.inside("r1", "nft", "add table ip ltcheck { chain in { type filter hook input priority 0; icmp type echo-request drop; }; }")

@@ -33,11 +33,11 @@ struct HighAvailabilityTests {
         return nil
     }
 
-    func vrrpInstance(interface: String, priority: Int, addresses: [String], router: Int = 51) -> String {
+    func vrrpInstance(interface: String, priority: Int, addresses: [String], router: Int = 51, lines: String = "") -> String {
         """
         vrrp_instance VI_1 {
             state BACKUP
-            interface \(interface)
+            interface \(interface)\(lines)
             virtual_router_id \(router)
             priority \(priority)
             advert_int 1
@@ -70,7 +70,9 @@ struct HighAvailabilityTests {
     struct Interop: Sendable, CustomTestStringConvertible {
         var version: Int
         var ipv6: Bool
-        var testDescription: String { "VRRPv\(version) over IPv\(ipv6 ? 6 : 4)" }
+        /// unicast_src_ip and unicast_peer, with multicast dropped in both namespaces.
+        var unicast = false
+        var testDescription: String { "VRRPv\(version) over IPv\(ipv6 ? 6 : 4)\(unicast ? " to unicast peers" : "")" }
     }
 
     /// An address's link-local IPv6 address, the source of its VRRP over IPv6.
@@ -80,22 +82,45 @@ struct HighAvailabilityTests {
     }
 
     /// VRRP version 3 (RFC 5798) over IPv4 and IPv6, and version 2, keepalived's default.
-    @Test(arguments: [Interop(version: 3, ipv6: false), Interop(version: 2, ipv6: false), Interop(version: 3, ipv6: true)])
+    @Test(arguments: [
+        Interop(version: 3, ipv6: false), Interop(version: 2, ipv6: false), Interop(version: 3, ipv6: true),
+        Interop(version: 3, ipv6: false, unicast: true),
+    ])
     func lvsdAndKeepalivedShareOneVirtualRouter(_ run: Interop) throws {
-        let lab = try Lab(prefix: "ltvr\(run.version)\(run.ipv6 ? "6" : "")", bin: Self.bin, servers: 1)
+        let lab = try Lab(prefix: "ltvr\(run.version)\(run.ipv6 ? "6" : "")\(run.unicast ? "u" : "")", bin: Self.bin, servers: 1)
         defer { lab.teardown() }
         try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
         let vip = run.ipv6 ? "2001:db8:1::50" : "198.19.0.50"
         let family = run.ipv6 ? "-6" : "-4"
         let global = "global_defs {\n    vrrp_version \(run.version)\n    script_user root\n}\n"
+        // Version 2 with RFC 3768's simple password, as keepalived speaks it.
+        let auth = run.version == 2 ? "\n    authentication {\n        auth_type PASS\n        auth_pass lvs-pass\n    }" : ""
+        func unicast(from: String, to: String) -> String {
+            run.unicast ? "\n    unicast_src_ip \(from)\n    unicast_peer {\n        \(to)\n    }" : ""
+        }
+        if run.unicast {
+            // No multicast in or out of either router: only the unicast advertisements can keep them apart.
+            for role in ["d", "k"] {
+                try lab.inside(
+                    role, "nft",
+                    "add table ip nomcast { chain out { type filter hook output priority 0; ip daddr 224.0.0.18 drop; }; chain in { type filter hook input priority 0; ip daddr 224.0.0.18 drop; }; }"
+                )
+            }
+        }
         let kconf = try write(
-            lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/\(run.ipv6 ? 64 : 24)"]))
+            lab, "keepalived.conf",
+            global
+                + vrrpInstance(
+                    interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/\(run.ipv6 ? 64 : 24)"],
+                    lines: auth + unicast(from: Self.keepalivedHost, to: Lab.director)))
         let keepalivedArgs = [
             "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
             "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
         ]
         let keepalived = try lab.start("k", keepalivedArgs, logName: "keepalived")
-        let lconf = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip]))
+        let lconf = try write(
+            lab, "lvsd.conf",
+            global + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip], lines: auth + unicast(from: Lab.director, to: Self.keepalivedHost)))
         var lvsd = try lab.startDirector(extra: ["--keepalived", lconf])
         func keepalivedHoldsVIP() -> Bool { ((try? lab.inside("k", "ip", family, "addr", "show", "dev", lab.ns("k0"))) ?? "").contains(vip + "/") }
         func routerFinds(_ role: String) -> Bool { ((try? routerSees(lab, vip)) ?? "").contains((try? mac(lab, role)) ?? "?") }
@@ -118,7 +143,9 @@ struct HighAvailabilityTests {
         #expect(waitFor(limit: 3) { routerFinds("k") } != nil)
 
         // lvsd back at a lower priority: backup, and it names keepalived as the master.
-        _ = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 50, addresses: [vip]))
+        _ = try write(
+            lab, "lvsd.conf",
+            global + vrrpInstance(interface: lab.ns("d0"), priority: 50, addresses: [vip], lines: auth + unicast(from: Lab.director, to: Self.keepalivedHost)))
         lvsd = try lab.startDirector(extra: ["--keepalived", lconf])
         #expect(
             waitFor(limit: 5) { vrrp(lab)?.master != nil && vrrp(lab)?.master == keepalivedAddress } != nil, "\(String(describing: vrrp(lab)))\n\(context())")
@@ -132,7 +159,7 @@ struct HighAvailabilityTests {
         print("\(run.testDescription): lvsd took over from a stopping keepalived in \(resign ?? -1) ms")
         #expect(waitFor(limit: 5) { !keepalivedHoldsVIP() } != nil)
         #expect(waitFor(limit: 3) { routerFinds("d") } != nil)
-        guard !run.ipv6 && run.version == 3 else { return }
+        guard !run.ipv6 && run.version == 3 && !run.unicast else { return }
 
         // The sync daemons by hand, as with ipvsadm.
         let d0 = lab.ns("d0")
@@ -216,22 +243,24 @@ struct HighAvailabilityTests {
 
     /// A master lvsd (the lab's director) and a backup (host e, added here)
     /// sharing one VRRP instance that holds the FULLNAT VIP and the LIP,
-    /// syncing connections, serving `service`; the master's process once
-    /// both know their roles.
+    /// syncing connections (the sync daemon tied to the instance in
+    /// keepalived 1.x's form, `lvs_sync_daemon_interface`), serving
+    /// `service`; the master's process once both know their roles.
     func startFullNATPair(_ lab: Lab, service: String) throws -> RunningProcess {
         try lab.addHost("e", address: Self.secondDirector, address6: "2001:db8:1::2")
         func configuration(_ interface: String, _ priority: Int) -> String {
             """
             global_defs {
                 vrrp_version 3
-                lvs_sync_daemon \(interface) VI_1
             }
             local_address_group laddr {
                 \(Lab.lip)
             }
             \(service)
 
-            """ + vrrpInstance(interface: interface, priority: priority, addresses: [Self.fullNATVIP, Lab.lip])
+            """
+                + vrrpInstance(
+                    interface: interface, priority: priority, addresses: [Self.fullNATVIP, Lab.lip], lines: "\n    lvs_sync_daemon_interface \(interface)")
         }
         let master = try lab.startDirector(extra: ["--keepalived", try write(lab, "d.conf", configuration(lab.ns("d0"), 150))])
         let context = { "--- master ---\n\(lab.logText("lvsd"))\n--- backup ---\n\(lab.logText("lvsd-e"))" }

@@ -2,6 +2,7 @@ import Foundation
 import LVSCore
 import LVSPacket
 import Logging
+import NIOPosix
 import Testing
 
 @testable import LVSConfiguration
@@ -13,6 +14,10 @@ import Testing
 @Suite struct MoreCheckersTests {
     @Test func checkersReadAsKeepalivedDefinesThem() throws {
         let text = """
+            track_file drain {
+                file /run/lvs/drain
+                weight 0
+            }
             virtual_server 198.18.0.10 80 {
                 virtualhost www.example.test
                 delay_loop 3
@@ -32,6 +37,13 @@ import Testing
                     SMTP_CHECK {
                         connect_port 25
                         helo_name director.example.test
+                        host {
+                            connect_ip 198.19.0.3
+                        }
+                        host {
+                            connect_ip 198.19.0.4
+                            connect_port 2525
+                        }
                     }
                     SMTP_CHECK
                     DNS_CHECK {
@@ -49,23 +61,43 @@ import Testing
                     PING_CHECK {
                         connect_timeout 1
                     }
+                    FILE_CHECK {
+                        track_file drain
+                    }
+                    FILE_CHECK {
+                        track_file drain
+                        weight -5 reverse
+                    }
                 }
             }
             """
         let config = try KeepalivedConfiguration.parse(text, file: "k")
         let checks = try #require(config.healthTargets(file: "k").first).checks
-        #expect(checks.map(\.kind.name) == ["HTTP_GET", "SSL_GET", "SMTP_CHECK", "SMTP_CHECK", "DNS_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK"])
+        #expect(
+            checks.map(\.kind.name) == [
+                "HTTP_GET", "SSL_GET", "SMTP_CHECK", "SMTP_CHECK", "DNS_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK", "FILE_CHECK",
+            ])
         #expect(
             checks[0].kind
                 == .http([.init(path: "/a", virtualhost: "www.example.test"), .init(path: "/b", virtualhost: "b.example.test")], tls: false))
         #expect(checks[1].kind == .http([.init(path: "/", virtualhost: "tls.example.test")], tls: true) && checks[1].sni && !checks[0].sni)
-        #expect(checks[2].kind == .smtp(helo: "director.example.test") && checks[2].connectPort == 25)
-        #expect(checks[3].kind == .smtp(helo: "smtpchecker.keepalived.org"))
+        #expect(
+            checks[2].kind
+                == .smtp(
+                    helo: "director.example.test",
+                    hosts: [.init(address: IPAddress("198.19.0.3")), .init(address: IPAddress("198.19.0.4"), port: 2525)])
+                && checks[2].connectPort == 25)
+        #expect(checks[3].kind == .smtp(helo: "smtpchecker.keepalived.org", hosts: []))
         #expect(checks[4].kind == .dns(type: 1, name: "check.example.test") && checks[4].retry == 3)
         #expect(checks[5].kind == .dns(type: 6, name: "."))
         #expect(checks[6].kind == .udp(payload: [0, 1, 10], reply: HealthCheck.UDPReply(data: [0, 0], mask: [0, 0xFF], minimum: 2, maximum: 255)))
+        #expect(checks[8].kind == .file(path: "/run/lvs/drain", weight: 0, reverse: false) && checks[8].retry == 0)
+        #expect(checks[9].kind == .file(path: "/run/lvs/drain", weight: -5, reverse: true))
         #expect(KeepalivedAudit.audit(try KeepalivedConfiguration.tokenizeAndNest(text, file: "k"), file: "k").isEmpty)
-        for bad in ["DNS_CHECK { type PTR }", "DNS_CHECK { name a..b }", "UDP_CHECK { payload 0g }", "UDP_CHECK { require_reply abc }"] {
+        for bad in [
+            "FILE_CHECK { track_file none }", "DNS_CHECK { type PTR }", "DNS_CHECK { name a..b }", "UDP_CHECK { payload 0g }",
+            "UDP_CHECK { require_reply abc }",
+        ] {
             #expect(throws: ConfigurationError.self) {
                 try KeepalivedConfiguration.parse("virtual_server 198.18.0.10 80 {\n real_server 198.19.0.2 80 {\n \(bad)\n }\n}\n", file: "k")
                     .healthTargets(file: "k")
@@ -89,6 +121,26 @@ import Testing
         #expect(host(HTTPProbe.request(IPAddress("198.19.0.2")!, path: "/", host: "www.example.test")) == "Host: www.example.test")
         #expect(host(HTTPProbe.request(IPAddress("198.19.0.2")!, path: "/")) == "Host: 198.19.0.2")
         #expect(host(HTTPProbe.request(IPAddress("2001:db8:1::2")!, path: "/")) == "Host: [2001:db8:1::2]")
+    }
+
+    @Test func aFileCheckReadsItsNumber() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lvs-file-check-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let text = "track_file f {\n file \(path)\n}\nvirtual_server 198.18.0.10 80 {\n real_server 198.19.0.2 80 {\n FILE_CHECK {\n track_file f\n }\n }\n}\n"
+        let check = try #require(try KeepalivedConfiguration.parse(text, file: "k").healthTargets(file: "k").first?.checks.first)
+        func verdict(_ weight: Int, _ reverse: Bool = false) async -> HealthMonitor.Verdict {
+            var c = check
+            c.kind = .file(path: path, weight: weight, reverse: reverse)
+            return await HealthMonitor.run(c, address: IPAddress("198.19.0.2")!, port: 80, weight: 10, group: MultiThreadedEventLoopGroup.singleton)
+        }
+        #expect(await verdict(0).up)  // no file: 0
+        try "3\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(await !verdict(0).up)
+        let (up, down, floor) = (await verdict(2), await verdict(2, true), await verdict(-5))
+        #expect(up.weight == 16 && down.weight == 4 && floor.weight == 0 && floor.up)
+        try "0".write(toFile: path, atomically: true, encoding: .utf8)
+        let (zero, same) = (await verdict(0), await verdict(2))
+        #expect(zero.up && same.weight == 10)
     }
 
     @Test func udpRepliesMatchUnderTheirMask() {

@@ -208,7 +208,8 @@ let everyOptionRules = """
                 interface eth0
                 virtual_router_id 51
                 authentication {
-                    auth_type PASS
+                    auth_type AH
+                    auth_pass secret
                 }
                 unicast_peer {
                     198.18.0.2
@@ -224,8 +225,8 @@ let everyOptionRules = """
             virtual_server 198.18.0.10 25 {
                 lb_kind NAT
                 real_server 198.19.0.2 25 {
-                    FILE_CHECK {
-                        track_file f
+                    BFD_CHECK {
+                        name f
                     }
                     HTTP_GET {
                         url {
@@ -241,8 +242,8 @@ let everyOptionRules = """
         let notices = KeepalivedAudit.audit(try KeepalivedConfiguration.tokenizeAndNest(text, file: "k"), file: "k")
         #expect(
             notices.map { "\($0.line) \($0.keyword) \($0.unsupported)" } == [
-                "2 router_id false", "4 vrrp_script true", "10 authentication true", "13 unicast_peer true", "17 track_interface true",
-                "19 garp_master_delay false", "27 FILE_CHECK true", "33 regex true", "37 sorry_server_inhibit true", "39 @high true",
+                "2 router_id false", "4 vrrp_script true", "18 track_interface true",
+                "20 garp_master_delay false", "11 auth_type true", "28 BFD_CHECK true", "34 regex true", "38 sorry_server_inhibit true", "40 @high true",
             ])
         #expect(notices[1].description == "k:4: vrrp_script: not supported: not run: a track_script has no effect")
         // The configuration the other tests use asks for nothing lvsd lacks.

@@ -43,8 +43,8 @@ import Testing
         #expect(
             clean.status == 0 && clean.output.contains(":2: router_id: ignored:") && clean.output.hasSuffix("0 keywords not supported, 1 ignored\n"),
             "\(clean.output)")
-        let asks = try check(service.replacingOccurrences(of: " weight 1", with: " weight 1\n PING_CHECK {\n }"))
-        #expect(asks.status == 1 && asks.output.contains("keepalived.conf:5: PING_CHECK: not supported: this checker is not run"), "\(asks.output)")
+        let asks = try check(service.replacingOccurrences(of: " weight 1", with: " weight 1\n BFD_CHECK {\n }"))
+        #expect(asks.status == 1 && asks.output.contains("keepalived.conf:5: BFD_CHECK: not supported: this checker is not run"), "\(asks.output)")
         let broken = try check("virtual_server 198.18.0.10 80 {\n lb_kind XYZ\n}\n")
         #expect(broken.status == 2 && broken.output.contains(":2: lb_kind: unknown forwarding method 'XYZ'"), "\(broken.output)")
     }

@@ -120,6 +120,49 @@ import Testing
         #expect(owner.shutdown() == [.advertise(priority: 0)])
     }
 
+    @Test func version2CarriesASimplePassword() throws {
+        let a = VRRPAdvertisement(version: 2, virtualRouterID: 51, priority: 100, interval: 100, addresses: [ip("198.19.0.10")], password: Array("secret".utf8))
+        let m = a.message(source: ip("198.19.0.1"))
+        // Type 1 (simple text), the 8 bytes after the addresses: the password, zero-padded.
+        #expect(m[4] == 1 && Array(m[12..<20]) == Array("secret".utf8) + [0, 0])
+        let (back, _) = try VRRPAdvertisement.decode(a.encode(source: IPv4Address("198.19.0.1")!))
+        #expect(back.authenticates(Array("secret".utf8)) && !back.authenticates(Array("other".utf8)) && !back.authenticates(nil))
+        // None configured: an advertisement with a password is not ours either, and one without is.
+        let plain = VRRPAdvertisement(version: 2, virtualRouterID: 51, priority: 100, interval: 100, addresses: [ip("198.19.0.10")])
+        let (none, _) = try VRRPAdvertisement.decode(plain.encode(source: IPv4Address("198.19.0.1")!))
+        #expect(none.authenticates(nil) && !none.authenticates(Array("secret".utf8)) && plain.message(source: ip("198.19.0.1"))[4] == 0)
+        // keepalived keeps 8 bytes of a longer password; version 3 has none.
+        let k = try KeepalivedConfiguration.parse(
+            "vrrp_instance A {\n interface e\n virtual_router_id 1\n authentication {\n  auth_type PASS\n  auth_pass 0123456789\n }\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
+            file: "k")
+        #expect(try HighAvailabilityConfiguration.parse(k, file: "k").instances[0].password == Array("01234567".utf8))
+        let k3 = try KeepalivedConfiguration.parse(
+            "vrrp_instance A {\n interface e\n version 3\n virtual_router_id 1\n authentication {\n  auth_type PASS\n  auth_pass x\n }\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
+            file: "k")
+        #expect(try HighAvailabilityConfiguration.parse(k3, file: "k").instances[0].password == nil)
+    }
+
+    @Test func unicastPeersGetAdvertisementsAddressedToThem() throws {
+        let a = VRRPAdvertisement(version: 3, virtualRouterID: 7, priority: 120, interval: 100, addresses: [ip("198.19.0.10")])
+        let packet = a.encode(source: IPv4Address("198.19.0.1")!, destination: IPv4Address("198.19.0.2")!)
+        #expect(Array(packet[16..<20]) == [198, 19, 0, 2] && packet[8] == 255)
+        // Taken by the peer it was sent to (the checksum's pseudo-header names it), not as a group advertisement.
+        #expect(try VRRPAdvertisement.decode(packet, unicastTo: IPv4Address("198.19.0.2")!).0 == a)
+        #expect(throws: VRRPAdvertisement.DecodeError.notVRRP) { try VRRPAdvertisement.decode(packet) }
+        let six = VRRPAdvertisement(version: 3, virtualRouterID: 7, priority: 120, interval: 100, addresses: [ip("2001:db8:1::10")])
+        let m = six.message(source: ip("2001:db8:1::1"), destination: ip("2001:db8:1::2"))
+        #expect(try VRRPAdvertisement.decode6(m, source: IPv6Address("2001:db8:1::1")!, hopLimit: 255, unicastTo: IPv6Address("2001:db8:1::2")!) == six)
+        #expect(throws: VRRPAdvertisement.DecodeError.checksum) { try VRRPAdvertisement.decode6(m, source: IPv6Address("2001:db8:1::1")!, hopLimit: 255) }
+        let k = try KeepalivedConfiguration.parse(
+            "vrrp_instance A {\n interface e\n virtual_router_id 1\n unicast_src_ip 198.19.0.1\n unicast_peer {\n  198.19.0.2\n  198.19.0.3\n }\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
+            file: "k")
+        let i = try HighAvailabilityConfiguration.parse(k, file: "k").instances[0]
+        #expect(i.unicastSource == ip("198.19.0.1") && i.unicastPeers == [ip("198.19.0.2"), ip("198.19.0.3")])
+        let mixed = try KeepalivedConfiguration.parse(
+            "vrrp_instance A {\n interface e\n virtual_router_id 1\n unicast_peer {\n  2001:db8::2\n }\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n", file: "k")
+        #expect(throws: ConfigurationError.self) { try HighAvailabilityConfiguration.parse(mixed, file: "k") }
+    }
+
     @Test func keepalivedConfVRRPAndSyncDaemon() throws {
         let text = """
             global_defs {
@@ -153,11 +196,28 @@ import Testing
         // The sync id defaults to the instance's virtual router id, as keepalived does.
         #expect(ha.syncDaemon(master: true) == SyncDaemonConfiguration(role: .master, interface: "eth1", syncID: 51, port: 8849, maxLength: 1400))
         #expect(ha.syncDaemon(master: false)?.role == .backup)
+        // keepalived 1.x's lvs_sync_daemon_interface in the instance: the same tie, with the sync daemon's defaults.
+        let old = try KeepalivedConfiguration.parse(
+            "vrrp_instance VI_2 {\n interface eth1\n virtual_router_id 52\n lvs_sync_daemon_interface eth1\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
+            file: "o.conf")
+        #expect(
+            try HighAvailabilityConfiguration.parse(old, file: "o.conf").syncDaemon(master: true)
+                == SyncDaemonConfiguration(role: .master, interface: "eth1", syncID: 52))
+        #expect(
+            KeepalivedAudit.audit(
+                try KeepalivedConfiguration.tokenizeAndNest(
+                    "vrrp_instance VI_2 {\n interface eth1\n virtual_router_id 52\n lvs_sync_daemon_interface eth1\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
+                    file: "o.conf"), file: "o.conf"
+            ).isEmpty)
         for (bad, message) in [
             ("interface e\nvirtual_router_id 1", "no virtual_ipaddress"),
             ("interface e\nvirtual_ipaddress {\n1.2.3.4\n}", "no virtual_router_id"),
             ("interface e\nvirtual_router_id 1\nadvert_int 0.5\nvirtual_ipaddress {\n1.2.3.4\n}", "whole seconds"),
             ("interface e\nvirtual_router_id 1\nvirtual_ipaddress {\n1.2.3.4\n}\n}\nglobal_defs {\nlvs_sync_daemon e Y", "no vrrp_instance named Y"),
+            (
+                "interface e\nvirtual_router_id 1\nlvs_sync_daemon_interface e\nvirtual_ipaddress {\n1.2.3.4\n}\n}\nglobal_defs {\nlvs_sync_daemon e X",
+                "one sync daemon only"
+            ),
         ] {
             let parsed = try KeepalivedConfiguration.parse("vrrp_instance X {\n" + bad + "\n}\n", file: "b.conf")
             #expect { try HighAvailabilityConfiguration.parse(parsed, file: "b.conf") } throws: { "\($0)".contains(message) }
