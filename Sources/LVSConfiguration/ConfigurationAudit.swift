@@ -26,11 +26,9 @@ enum KeepalivedAudit {
     static let priorities = "process priorities are not configurable"
 
     static let top: Rules = (
-        ["virtual_server", "virtual_server_group", "local_address_group", "vrrp_instance", "global_defs", "track_file"],
+        ["virtual_server", "virtual_server_group", "local_address_group", "vrrp_instance", "global_defs", "track_file", "vrrp_script", "vrrp_sync_group"],
         [:],
         [
-            "vrrp_sync_group": "its members do not change state together: each instance runs alone",
-            "vrrp_script": "not run: a track_script has no effect",
             "static_ipaddress": "lvsd adds no addresses of its own", "static_routes": "lvsd adds no routes of its own",
             "static_rules": "lvsd adds no rules of its own", "include": "not followed: the file it names is not read",
             "vrrp_track_process": "not tracked", "vrrp_track_file": "not tracked", "linkbeat_interfaces": "not watched",
@@ -112,6 +110,11 @@ enum KeepalivedAudit {
     static let dnsChecker: Set<String> = ["type", "name"]
     static let udpChecker: Set<String> = ["payload", "require_reply", "min_reply_length", "max_reply_length"]
     static let fileChecker: Set<String> = ["track_file", "weight"]
+    static let syncGroup: Rules = (
+        ["group", "notify_master", "notify_backup", "notify_fault", "notify"], [:],
+        ["track_script": "a group's tracked scripts are not run: track them in its instances", "track_interface": "track them in its instances"]
+    )
+    static let vrrpScript: Rules = (["script", "interval", "timeout", "weight", "rise", "fall", "user", "init_fail"], [:], [:])
     static let trackFile: Rules = (["file", "weight"], [:], ["init_file": "the file is not created: a missing file reads as 0"])
     static let miscChecker: Set<String> = ["misc_path", "misc_timeout", "misc_dynamic"]
 
@@ -119,7 +122,7 @@ enum KeepalivedAudit {
         [
             "state", "interface", "virtual_router_id", "priority", "advert_int", "virtual_ipaddress", "virtual_ipaddress_excluded",
             "nopreempt", "preempt_delay", "track_interface", "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify", "version",
-            "lvs_sync_daemon_interface", "authentication", "unicast_peer", "unicast_src_ip",
+            "lvs_sync_daemon_interface", "authentication", "unicast_peer", "unicast_src_ip", "track_script",
         ],
         [
             "garp_master_delay": garp, "garp_master_repeat": garp,
@@ -130,7 +133,6 @@ enum KeepalivedAudit {
             "strict_mode": "lvsd already speaks plain RFC VRRP", "native_ipv6": "IPv6 instances are version 3 anyway",
         ],
         [
-            "track_script": "vrrp_script is not run",
             "track_process": "not tracked", "track_file": "not tracked", "track_bfd": "not tracked", "use_vmac": "the interface's own MAC is used",
             "vmac_xmit_base": "the interface's own MAC is used", "mcast_src_ip": "the interface's address is the source",
             "smtp_alert": noMail, "virtual_routes": "lvsd adds no routes", "virtual_rules": "lvsd adds no rules",
@@ -173,6 +175,10 @@ enum KeepalivedAudit {
                 for c in b.children { _ = check(c, globalDefinitions) }
             case "track_file":
                 for c in b.children { _ = check(c, trackFile) }
+            case "vrrp_script":
+                for c in b.children { _ = check(c, vrrpScript) }
+            case "vrrp_sync_group":
+                for c in b.children { _ = check(c, syncGroup) }
             case "virtual_server":
                 for c in b.children where check(c, virtualServer) && c.keyword == "real_server" {
                     for k in c.children where check(k, realServer) && checkers.contains(k.keyword) {

@@ -23,6 +23,8 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     /// Milliseconds after start-up before this router preempts a lower one.
     public var preemptDelay: UInt64 = 0
     public var trackInterfaces: [String] = []
+    /// `track_script { NAME [weight W [reverse]] }`: the scripts whose verdicts move this instance.
+    public var trackScripts: [TrackedScript] = []
     public var notifyMaster: String?
     public var notifyBackup: String?
     public var notifyFault: String?
@@ -46,6 +48,58 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     public var ownedAddresses: [IPAddress] { addresses + excludedAddresses }
 }
 
+/// A `vrrp_script` block: a command run every `interval` seconds (killed
+/// after `timeout`), OK after `rise` successes in a row, failed after
+/// `fall` failures in a row (failed from the start with `init_fail`).
+public struct VRRPScript: Sendable, Hashable, Codable {
+    public var name: String
+    public var command: String
+    public var interval: Double = 1
+    public var timeout: Double
+    /// Priority moved while OK (positive) or while failed (negative); 0:
+    /// failed puts the instance in FAULT.
+    public var weight: Int = 0
+    public var rise = 1
+    public var fall = 1
+    public var user: String?
+    public var initiallyFailed = false
+
+    public init(name: String, command: String, interval: Double = 1, timeout: Double? = nil) {
+        self.name = name
+        self.command = command
+        self.interval = interval
+        self.timeout = timeout ?? interval
+    }
+}
+
+/// A `vrrp_sync_group`: instances that change state together, and the
+/// scripts run when the group does.
+public struct VRRPSyncGroup: Sendable, Hashable, Codable {
+    public var name: String
+    public var instances: [String]
+    public var notifyMaster: String?
+    public var notifyBackup: String?
+    public var notifyFault: String?
+    /// `notify`: called with `GROUP <name> <state> <priority 0>`, as keepalived.
+    public var notify: String?
+}
+
+/// A `track_script` entry: its script, and the weight that overrides the script's.
+public struct TrackedScript: Sendable, Hashable, Codable {
+    public var name: String
+    public var weight: Int?
+}
+
+extension VRRPScript {
+    /// How a script's verdict moves an instance, as keepalived: a positive
+    /// weight is added while it is OK, a negative one while it has failed,
+    /// and with weight 0 a failure puts the instance in FAULT.
+    public static func effect(weight: Int, ok: Bool) -> (delta: Int, fault: Bool) {
+        if weight == 0 { return (0, !ok) }
+        return (weight > 0 ? (ok ? weight : 0) : (ok ? 0 : weight), false)
+    }
+}
+
 /// `lvs_sync_daemon IF INSTANCE [id N] [maxlen N] [port N] [ttl N] [group A]`
 /// of `global_defs`: the sync daemon follows the instance, master while it is.
 public struct SyncDaemonTie: Sendable, Hashable {
@@ -59,6 +113,9 @@ public struct SyncDaemonTie: Sendable, Hashable {
 public struct HighAvailabilityConfiguration: Sendable, Equatable {
     public var instances: [VRRPInstanceConfiguration] = []
     public var sync: SyncDaemonTie?
+    /// The `vrrp_script` blocks some instance tracks.
+    public var scripts: [VRRPScript] = []
+    public var syncGroups: [VRRPSyncGroup] = []
 
     public init(instances: [VRRPInstanceConfiguration] = [], sync: SyncDaemonTie? = nil) {
         self.instances = instances
@@ -99,6 +156,31 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
             throw ConfigurationError(
                 file: file, line: 0, keyword: "vrrp_instance", message: "\(i.name): virtual_router_id \(i.virtualRouterID) is used twice on \(i.interface)")
         }
+        for b in config.vrrpInstances where b.keyword == "vrrp_script" {
+            let s = try script(b, file: file)
+            guard !ha.scripts.contains(where: { $0.name == s.name }) else { throw error(b, file, "\(s.name): defined twice") }
+            ha.scripts.append(s)
+        }
+        for i in ha.instances {
+            for t in i.trackScripts where !ha.scripts.contains(where: { $0.name == t.name }) {
+                throw ConfigurationError(file: file, line: 0, keyword: "track_script", message: "\(i.name): no vrrp_script named \(t.name)")
+            }
+        }
+        ha.scripts.removeAll { s in !ha.instances.contains { $0.trackScripts.contains { $0.name == s.name } } }
+        for b in config.vrrpInstances where b.keyword == "vrrp_sync_group" {
+            guard let name = b.arguments.first, let members = b.first("group")?.children.map(\.keyword), members.count >= 2 else {
+                throw error(b, file, "expects a name and a group of two instances or more")
+            }
+            for m in members where !ha.instances.contains(where: { $0.name == m }) { throw error(b, file, "\(name): no vrrp_instance named \(m)") }
+            if let taken = members.first(where: { m in ha.syncGroups.contains { $0.instances.contains(m) } }) {
+                throw error(b, file, "\(name): \(taken) is already in a sync group")
+            }
+            func command(_ k: String) -> String? { b.first(k).map { $0.arguments.joined(separator: " ") }.flatMap { $0.isEmpty ? nil : $0 } }
+            ha.syncGroups.append(
+                VRRPSyncGroup(
+                    name: name, instances: members, notifyMaster: command("notify_master"), notifyBackup: command("notify_backup"),
+                    notifyFault: command("notify_fault"), notify: command("notify")))
+        }
         if let name = ha.sync?.instance, !ha.instances.contains(where: { $0.name == name }) {
             throw ConfigurationError(file: file, line: 0, keyword: "lvs_sync_daemon", message: "no vrrp_instance named \(name)")
         }
@@ -107,6 +189,29 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
 
     static func error(_ b: ConfigBlock, _ file: String, _ message: String) -> ConfigurationError {
         ConfigurationError(file: file, line: b.line, keyword: b.keyword, message: message)
+    }
+
+    static func script(_ b: ConfigBlock, file: String) throws(ConfigurationError) -> VRRPScript {
+        guard let name = b.arguments.first else { throw error(b, file, "expects a name") }
+        guard let command = b.first("script")?.arguments.joined(separator: " "), !command.isEmpty else { throw error(b, file, "\(name): no script") }
+        func number(_ keyword: String, _ range: ClosedRange<Double>) throws(ConfigurationError) -> Double? {
+            guard let c = b.first(keyword) else { return nil }
+            guard let v = Double(c.arguments.first ?? ""), range.contains(v) else { throw error(c, file, "expects \(range.lowerBound) to \(range.upperBound)") }
+            return v
+        }
+        let interval = try number("interval", 0.01...86400) ?? 1
+        var s = VRRPScript(name: name, command: command, interval: interval, timeout: try number("timeout", 0.01...86400))
+        if let w = b.first("weight") {
+            guard let v = Int(w.arguments.first ?? ""), (-253...253).contains(v), w.arguments.count == 1 || w.arguments[1] == "noreverse" else {
+                throw error(w, file, "expects -253 to 253 (reverse is not supported)")
+            }
+            s.weight = v
+        }
+        s.rise = Int(try number("rise", 1...1000) ?? 1)
+        s.fall = Int(try number("fall", 1...1000) ?? 1)
+        s.user = b.first("user")?.arguments.first
+        s.initiallyFailed = b.first("init_fail") != nil
+        return s
     }
 
     static func syncTie(_ b: ConfigBlock, file: String) throws(ConfigurationError) -> SyncDaemonTie {
@@ -180,6 +285,19 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
             case "nopreempt": i.preempt = false
             case "preempt_delay": i.preemptDelay = UInt64(try seconds(c) * 1000)
             case "track_interface": i.trackInterfaces = c.children.map(\.keyword)
+            case "track_script":
+                for t in c.children {
+                    var tracked = TrackedScript(name: t.keyword, weight: nil)
+                    if t.arguments.first == "weight" {
+                        guard let v = Int(t.arguments.dropFirst().first ?? ""), (-253...253).contains(v),
+                            t.arguments.count == 2 || t.arguments[2] == "noreverse"
+                        else { throw error(t, file, "weight expects -253 to 253 (reverse is not supported)") }
+                        tracked.weight = v
+                    } else if !t.arguments.isEmpty {
+                        throw error(t, file, "expects a vrrp_script's name, then weight W")
+                    }
+                    i.trackScripts.append(tracked)
+                }
             case "notify_master": i.notifyMaster = c.arguments.joined(separator: " ")
             case "notify_backup": i.notifyBackup = c.arguments.joined(separator: " ")
             case "notify_fault": i.notifyFault = c.arguments.joined(separator: " ")
@@ -231,6 +349,8 @@ extension ConfigurationSources {
         for file in keepalived {
             let one = try HighAvailabilityConfiguration.parse(try KeepalivedConfiguration.parse(try Self.read(file), file: file), file: file)
             ha.instances += one.instances
+            ha.scripts += one.scripts
+            ha.syncGroups += one.syncGroups
             ha.sync = one.sync ?? ha.sync
         }
         return ha

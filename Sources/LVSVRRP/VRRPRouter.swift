@@ -38,7 +38,13 @@ public struct VRRPRouter: Sendable {
         masterInterval = configuration.advertisementInterval
     }
 
-    var priority: UInt8 { configuration.priority }
+    /// Tracked scripts' weights (`track_script`).
+    public var priorityAdjustment = 0
+    /// The configured priority moved by the tracked scripts, within 1–254;
+    /// an address owner (255) stays 255, as keepalived keeps it.
+    public var priority: UInt8 {
+        configuration.priority == 255 ? 255 : UInt8(min(254, max(1, Int(configuration.priority) + priorityAdjustment)))
+    }
     var interval: UInt64 { UInt64(configuration.advertisementInterval) * 10 }
     /// Skew_Time: lower priorities wait longer.
     var skew: UInt64 { UInt64(256 - Int(priority)) * UInt64(masterInterval) * 10 / 256 }
@@ -143,6 +149,19 @@ public struct VRRPRouter: Sendable {
         guard state == .fault else { return [] }
         state = .initialize
         return becomeBackup(interval: configuration.advertisementInterval, now: now)
+    }
+
+    /// Its sync group's member became master: so does this one (from backup).
+    public mutating func followToMaster(now: UInt64) -> [Action] {
+        state == .backup ? becomeMaster(now: now) : []
+    }
+
+    /// Its sync group's member became backup: a master resigns (priority 0, so
+    /// the peer takes over at once) and waits as a backup.
+    public mutating func followToBackup(now: UInt64) -> [Action] {
+        guard state == .master else { return [] }
+        master = nil
+        return [.advertise(priority: 0)] + becomeBackup(interval: configuration.advertisementInterval, now: now)
     }
 
     /// Stopping: a master resigns with priority 0 so a backup takes over at once.

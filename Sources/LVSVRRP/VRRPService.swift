@@ -31,6 +31,12 @@ public final class VRRPService: Service, Sendable {
     let logger: Logger
     let instances: [Instance]
     let states: Mutex<[String: VRRPRouter.State]>
+    /// The tracked `vrrp_script`s' verdicts by name (true: OK), kept by `runScript`.
+    let scriptVerdicts: Mutex<[String: Bool]>
+    /// Each instance's handler, by name: a sync group's members are told of each other's changes.
+    let handlers = Mutex<[String: (handler: VRRPInstanceHandler, loop: any EventLoop)]>([:])
+    /// Each sync group's state as last entered (its notify scripts run on a change).
+    let groupStates = Mutex<[String: VRRPRouter.State]>([:])
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
@@ -67,6 +73,7 @@ public final class VRRPService: Service, Sendable {
         }
         instances = made
         states = Mutex(Dictionary(uniqueKeysWithValues: configuration.instances.map { ($0.name, VRRPRouter.State.initialize) }))
+        scriptVerdicts = Mutex(Dictionary(uniqueKeysWithValues: configuration.scripts.map { ($0.name, !$0.initiallyFailed) }))
         publishOwnership()
         plane.vrrp.withLock { s in
             s = made.map { i in (Self.status(i.configuration, state: .initialize, master: nil, transitions: 0), MonotonicClock.milliseconds()) }
@@ -83,13 +90,20 @@ public final class VRRPService: Service, Sendable {
                         channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
                     }
                     .withBoundSocket(i.socket.rawValue).get()
+                handlers.withLock { $0[i.configuration.name] = (handler, channel.eventLoop) }
                 running.append((channel, handler))
             } catch {
                 logger.error("VRRP_Instance(\(i.configuration.name)): \(error)")
                 i.socket.close()
             }
         }
+        let scripts = Task { [configuration] in
+            await withTaskGroup(of: Void.self) { g in
+                for s in configuration.scripts { g.addTask { await self.runScript(s) } }
+            }
+        }
         try? await gracefulShutdown()
+        scripts.cancel()
         for (channel, handler) in running {
             try? await channel.eventLoop.submit { handler.shutdown() }.get()
             try? await channel.close().get()
@@ -97,6 +111,66 @@ public final class VRRPService: Service, Sendable {
         for i in instances {
             if let script = i.configuration.notifyStop { ShellCommand.spawn(script) }
         }
+    }
+
+    /// A `vrrp_script`, every `interval`: OK after `rise` successes in a
+    /// row, failed after `fall` failures in a row (a run over `timeout` is
+    /// a failure), as `user` when one is named.
+    func runScript(_ s: VRRPScript) async {
+        var successes = 0
+        var failures = 0
+        while !Task.isCancelled {
+            let outcome: Int32?
+            if let user = s.user, user != "root" {
+                outcome = await ChildProcess.run(
+                    "runuser", ["-u", user, "--", "/bin/sh", "-c", s.command], timeout: s.timeout, options: .init(searchPath: true)
+                ).status
+            } else {
+                outcome = await ShellCommand.run(s.command, timeout: s.timeout)
+            }
+            let ok = outcome == 0
+            (successes, failures) = ok ? (successes + 1, 0) : (0, failures + 1)
+            let was = scriptVerdicts.withLock { $0[s.name] ?? true }
+            if ok != was && (ok ? successes >= s.rise : failures >= s.fall) {
+                scriptVerdicts.withLock { $0[s.name] = ok }
+                logger.notice("VRRP_Script(\(s.name)) \(ok ? "succeeded" : "failed")", metadata: ["exit": "\(outcome.map(String.init) ?? "timeout")"])
+            }
+            try? await Task.sleep(for: .milliseconds(Int64(s.interval * 1000)))
+        }
+    }
+
+    /// An instance's tracked scripts now: its priority change, and whether one puts it in FAULT.
+    func scriptEffect(_ c: VRRPInstanceConfiguration) -> (delta: Int, fault: Bool) {
+        guard !c.trackScripts.isEmpty else { return (0, false) }
+        let verdicts = scriptVerdicts.withLock { $0 }
+        var delta = 0
+        var fault = false
+        for t in c.trackScripts {
+            guard let s = configuration.scripts.first(where: { $0.name == t.name }) else { continue }
+            let e = VRRPScript.effect(weight: t.weight ?? s.weight, ok: verdicts[t.name] ?? true)
+            delta += e.delta
+            fault = fault || e.fault
+        }
+        return (delta, fault)
+    }
+
+    /// An instance entered `state`: the other members of its sync group
+    /// follow, each on its own event loop; the group's scripts run once
+    /// per group change.
+    func syncGroupEntered(_ name: String, _ state: VRRPRouter.State) {
+        guard let g = configuration.syncGroups.first(where: { $0.instances.contains(name) }), state != .initialize else { return }
+        let changed = groupStates.withLock { s in
+            defer { s[g.name] = state }
+            return s[g.name] != state
+        }
+        if changed {
+            logger.notice("VRRP_Group(\(g.name)) Syncing instances to \(state.rawValue) state")
+            let script = state == .master ? g.notifyMaster : state == .backup ? g.notifyBackup : g.notifyFault
+            if let script { ShellCommand.spawn(script) }
+            if let n = g.notify { ShellCommand.spawn("\(n) GROUP \(g.name) \(state.rawValue) 0") }
+        }
+        let peers = handlers.withLock { all in g.instances.filter { $0 != name }.compactMap { all[$0] } }
+        for (p, loop) in peers { loop.execute { p.follow(state) } }
     }
 
     /// A state change: ownership, the sync daemons, the notify scripts.
@@ -244,6 +318,10 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     var trackedUp = true
     var lastTrackCheck: UInt64 = 0
     var warnedAuthentication = false
+    /// A sync group member is in FAULT: so is this instance, until it leaves it.
+    var groupFault = false
+    /// Following a group member: the state this enters is not passed on again.
+    var following = false
     var warnedVersion = false
     var context: ChannelHandlerContext?
     var timer: Scheduled<Void>?
@@ -342,14 +420,20 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     func tick() {
         let now = MonotonicClock.milliseconds()
         let c = instance.configuration
-        if !c.trackInterfaces.isEmpty && now &- lastTrackCheck >= 250 {
+        if (!c.trackInterfaces.isEmpty || !c.trackScripts.isEmpty || router.state == .fault) && now &- lastTrackCheck >= 250 {
             lastTrackCheck = now
-            let up = c.trackInterfaces.allSatisfy(VRRPService.isUp)
-            if up != trackedUp {
-                trackedUp = up
-                service.logger.notice("VRRP_Instance(\(c.name)) tracked interface \(up ? "up" : "down")")
-                perform(up ? router.recover(now: now) : router.fault())
+            let interfacesUp = c.trackInterfaces.allSatisfy(VRRPService.isUp)
+            if interfacesUp != trackedUp {
+                service.logger.notice("VRRP_Instance(\(c.name)) tracked interface \(interfacesUp ? "up" : "down")")
             }
+            trackedUp = interfacesUp
+            let scripts = service.scriptEffect(c)
+            if scripts.delta != router.priorityAdjustment {
+                router.priorityAdjustment = scripts.delta
+                service.logger.notice("VRRP_Instance(\(c.name)) priority \(router.priority) (tracked scripts \(scripts.delta > 0 ? "+" : "")\(scripts.delta))")
+            }
+            let healthy = interfacesUp && !scripts.fault && !groupFault
+            if healthy != (router.state != .fault) { perform(healthy ? router.recover(now: now) : router.fault()) }
         }
         perform(router.tick(now: now))
         schedule()
@@ -362,8 +446,31 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
             case .enter(let s):
                 transitions += 1
                 service.entered(instance.configuration, s, master: router.master, transitions: transitions)
+                if !following { service.syncGroupEntered(instance.configuration.name, s) }
             }
         }
+    }
+
+    /// Its sync group's member entered `state` (keepalived's vrrp_sync_*).
+    func follow(_ state: VRRPRouter.State) {
+        let now = MonotonicClock.milliseconds()
+        following = true
+        defer { following = false }
+        switch state {
+        case .fault:
+            groupFault = true
+            perform(router.fault())
+        case .backup:
+            groupFault = false
+            lastTrackCheck = 0  // a FAULT this group caused is reconsidered at once
+            perform(router.followToBackup(now: now))
+        case .master:
+            groupFault = false
+            perform(router.followToMaster(now: now))
+        case .initialize:
+            break
+        }
+        schedule()
     }
 
     func send(_ a: VRRPAdvertisement) {

