@@ -113,11 +113,7 @@ struct HighAvailabilityTests {
                 + vrrpInstance(
                     interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/\(run.ipv6 ? 64 : 24)"],
                     lines: auth + unicast(from: Self.keepalivedHost, to: Lab.director)))
-        let keepalivedArgs = [
-            "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
-            "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
-        ]
-        let keepalived = try lab.start("k", keepalivedArgs, logName: "keepalived")
+        let keepalived = try runKeepalived(lab, kconf)
         let lconf = try write(
             lab, "lvsd.conf",
             global + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip], lines: auth + unicast(from: Lab.director, to: Self.keepalivedHost)))
@@ -180,6 +176,16 @@ struct HighAvailabilityTests {
         _ = lvsd
     }
 
+    /// Debian's keepalived in host k, in the foreground, VRRP only, with `conf`.
+    func runKeepalived(_ lab: Lab, _ conf: String) throws -> RunningProcess {
+        try lab.start(
+            "k",
+            [
+                "keepalived", "-n", "-l", "-D", "-P", "-f", conf, "-p", lab.directory.appendingPathComponent("k.pid").path,
+                "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
+            ], logName: "keepalived")
+    }
+
     /// keepalived's usual way for a director to give up mastership when
     /// something local fails: a vrrp_script tracked with a negative weight.
     /// lvsd (priority 150) masters over keepalived (100) until its script
@@ -192,12 +198,7 @@ struct HighAvailabilityTests {
         let vip = "198.19.0.50"
         let global = "global_defs {\n    vrrp_version 3\n    script_user root\n}\n"
         let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/24"]))
-        let keepalived = try lab.start(
-            "k",
-            [
-                "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
-                "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
-            ], logName: "keepalived")
+        let keepalived = try runKeepalived(lab, kconf)
         let broken = lab.directory.appendingPathComponent("broken").path
         let script = "vrrp_script local_check {\n    script \"/usr/bin/test ! -e \(broken)\"\n    interval 0.5\n    fall 2\n    rise 2\n}\n"
         let lconf = try write(
@@ -241,12 +242,7 @@ struct HighAvailabilityTests {
                 + vrrpInstance(interface: lab.ns(role + "0"), priority: priority, addresses: [vips[1] + "/24"], router: 52, name: "VI_2")
         }
         let kconf = try write(lab, "keepalived.conf", global + instances("k", 100))
-        let keepalived = try lab.start(
-            "k",
-            [
-                "keepalived", "-n", "-l", "-D", "-P", "-f", kconf, "-p", lab.directory.appendingPathComponent("k.pid").path,
-                "-r", lab.directory.appendingPathComponent("k-vrrp.pid").path,
-            ], logName: "keepalived")
+        let keepalived = try runKeepalived(lab, kconf)
         let broken = lab.directory.appendingPathComponent("broken").path
         let notified = lab.directory.appendingPathComponent("group.log").path
         let lconf = try write(
