@@ -75,6 +75,7 @@ let package = Package(
             dependencies: [
                 "LVSDaemon", "LVSConfiguration", "LVSControlProtocol", "LVSSystem", logging, lifecycle,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         // keepalived's checkers, run by lvsd.

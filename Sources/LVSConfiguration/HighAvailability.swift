@@ -22,9 +22,10 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     public var preempt = true
     /// Milliseconds after start-up before this router preempts a lower one.
     public var preemptDelay: UInt64 = 0
-    public var trackInterfaces: [String] = []
-    /// `track_script { NAME [weight W [reverse]] }`: the scripts whose verdicts move this instance.
-    public var trackScripts: [TrackedScript] = []
+    /// `track_interface { IF [weight W] }`: the interfaces whose state moves this instance.
+    public var trackInterfaces: [Tracked] = []
+    /// `track_script { NAME [weight W] }`: the scripts whose verdicts move this instance.
+    public var trackScripts: [Tracked] = []
     public var notifyMaster: String?
     public var notifyBackup: String?
     public var notifyFault: String?
@@ -33,9 +34,9 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     public var notify: String?
     /// 2 (keepalived's default `vrrp_version`) or 3 (RFC 5798; always, for IPv6).
     public var version: Int = 2
-    /// `authentication { auth_type PASS; auth_pass … }`: RFC 3768's simple
-    /// text password, at most 8 bytes (version 2 only, as keepalived).
-    public var password: [UInt8]?
+    /// `authentication { auth_type PASS|AH; auth_pass … }` (version 2 over
+    /// IPv4 only, as keepalived).
+    public var authentication: VRRPAuthentication?
     /// `unicast_peer { … }`: advertisements go to each of these instead of
     /// the multicast group, and only theirs are taken.
     public var unicastPeers: [IPAddress] = []
@@ -46,6 +47,35 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
 
     /// Everything it owns while master.
     public var ownedAddresses: [IPAddress] { addresses + excludedAddresses }
+}
+
+/// VRRP version 2's authentication, as keepalived 2.x speaks it. The key
+/// is `auth_pass`'s first 8 bytes, zero-padded.
+public enum VRRPAuthentication: Sendable, Hashable, Codable {
+    /// `auth_type PASS`: RFC 3768's simple text password, in every advertisement (type 1).
+    case password([UInt8])
+    /// `auth_type AH`: an IPsec authentication header (RFC 2402, HMAC-MD5-96
+    /// keyed with the password) before the advertisement (type 2).
+    case header(key: [UInt8])
+
+    public init(type: String, pass: String) {
+        let key = Array((Array(pass.utf8.prefix(8)) + [UInt8](repeating: 0, count: 8)).prefix(8))
+        self = type == "AH" ? .header(key: key) : .password(key)
+    }
+
+    /// The advertisement's Auth Type field.
+    public var type: UInt8 {
+        switch self {
+        case .password: 1
+        case .header: 2
+        }
+    }
+
+    public var key: [UInt8] {
+        switch self {
+        case .password(let k), .header(let k): k
+        }
+    }
 }
 
 /// A `vrrp_script` block: a command run every `interval` seconds (killed
@@ -84,16 +114,18 @@ public struct VRRPSyncGroup: Sendable, Hashable, Codable {
     public var notify: String?
 }
 
-/// A `track_script` entry: its script, and the weight that overrides the script's.
-public struct TrackedScript: Sendable, Hashable, Codable {
+/// A `track_script` or `track_interface` entry: the script or interface,
+/// and its weight (for a script, the one that overrides the script's own).
+public struct Tracked: Sendable, Hashable, Codable {
     public var name: String
     public var weight: Int?
 }
 
 extension VRRPScript {
-    /// How a script's verdict moves an instance, as keepalived: a positive
-    /// weight is added while it is OK, a negative one while it has failed,
-    /// and with weight 0 a failure puts the instance in FAULT.
+    /// How a tracked script's verdict or a tracked interface's state moves
+    /// an instance, as keepalived: a positive weight is added while it is
+    /// OK (up), a negative one while it has failed (down), and with weight
+    /// 0 a failure puts the instance in FAULT.
     public static func effect(weight: Int, ok: Bool) -> (delta: Int, fault: Bool) {
         if weight == 0 { return (0, !ok) }
         return (weight > 0 ? (ok ? weight : 0) : (ok ? 0 : weight), false)
@@ -246,6 +278,24 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         return SyncDaemonTie(daemon: d, instance: instance, explicitID: explicitID)
     }
 
+    /// `track_script` or `track_interface`: one name per line, each with an optional `weight W`.
+    static func tracked(_ c: ConfigBlock, file: String) throws(ConfigurationError) -> [Tracked] {
+        var out: [Tracked] = []
+        for t in c.children {
+            var tracked = Tracked(name: t.keyword, weight: nil)
+            if t.arguments.first == "weight" {
+                guard let v = Int(t.arguments.dropFirst().first ?? ""), (-253...253).contains(v),
+                    t.arguments.count == 2 || t.arguments[2] == "noreverse"
+                else { throw error(t, file, "weight expects -253 to 253 (reverse is not supported)") }
+                tracked.weight = v
+            } else if !t.arguments.isEmpty {
+                throw error(t, file, "expects a name, then weight W")
+            }
+            out.append(tracked)
+        }
+        return out
+    }
+
     static func instance(_ b: ConfigBlock, version: Int, file: String) throws(ConfigurationError) -> VRRPInstanceConfiguration {
         guard let name = b.arguments.first else { throw error(b, file, "expects a name") }
         var i = VRRPInstanceConfiguration(name: name)
@@ -284,20 +334,8 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
             case "virtual_ipaddress_excluded": i.excludedAddresses = try addresses(c)
             case "nopreempt": i.preempt = false
             case "preempt_delay": i.preemptDelay = UInt64(try seconds(c) * 1000)
-            case "track_interface": i.trackInterfaces = c.children.map(\.keyword)
-            case "track_script":
-                for t in c.children {
-                    var tracked = TrackedScript(name: t.keyword, weight: nil)
-                    if t.arguments.first == "weight" {
-                        guard let v = Int(t.arguments.dropFirst().first ?? ""), (-253...253).contains(v),
-                            t.arguments.count == 2 || t.arguments[2] == "noreverse"
-                        else { throw error(t, file, "weight expects -253 to 253 (reverse is not supported)") }
-                        tracked.weight = v
-                    } else if !t.arguments.isEmpty {
-                        throw error(t, file, "expects a vrrp_script's name, then weight W")
-                    }
-                    i.trackScripts.append(tracked)
-                }
+            case "track_interface": i.trackInterfaces = try tracked(c, file: file)
+            case "track_script": i.trackScripts = try tracked(c, file: file)
             case "notify_master": i.notifyMaster = c.arguments.joined(separator: " ")
             case "notify_backup": i.notifyBackup = c.arguments.joined(separator: " ")
             case "notify_fault": i.notifyFault = c.arguments.joined(separator: " ")
@@ -315,11 +353,10 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
                 guard let ip = IPAddress(c.arguments.first ?? "") else { throw error(c, file, "expects an address") }
                 i.unicastSource = ip
             case "authentication":
-                // AH is listed by the audit as not supported; PASS is RFC 3768's password.
-                guard c.first("auth_type")?.arguments.first == "PASS" else { break }
-                guard let pass = c.first("auth_pass")?.arguments.first, !pass.isEmpty else { throw error(c, file, "auth_type PASS needs auth_pass") }
-                // keepalived keeps the first 8 bytes.
-                i.password = Array(pass.utf8.prefix(8))
+                guard let t = c.first("auth_type") else { throw error(c, file, "expects auth_type PASS or AH") }
+                guard let type = t.arguments.first, type == "PASS" || type == "AH" else { throw error(t, file, "expects PASS or AH") }
+                guard let pass = c.first("auth_pass")?.arguments.first, !pass.isEmpty else { throw error(c, file, "auth_type \(type) needs auth_pass") }
+                i.authentication = VRRPAuthentication(type: type, pass: pass)
             default: break
             }
         }
@@ -337,7 +374,7 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         }
         if i.version == 2 && i.advertisementInterval % 100 != 0 { throw error(b, file, "\(name): VRRP version 2 takes whole seconds for advert_int") }
         // Version 3 has no authentication: keepalived ignores it there too (the audit says so).
-        if i.version == 3 { i.password = nil }
+        if i.version == 3 { i.authentication = nil }
         return i
     }
 }

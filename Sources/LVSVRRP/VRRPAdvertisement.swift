@@ -21,23 +21,33 @@ public struct VRRPAdvertisement: Sendable, Hashable {
     public var interval: UInt16
     /// All of one family.
     public var addresses: [IPAddress]
-    /// Version 2's authentication: a simple text password (type 1, 8 bytes,
-    /// zero-padded), nil for none (type 0).
-    public var password: [UInt8]?
+    /// Version 2's Auth Type: 0 none, 1 simple text password, 2 IPsec AH.
+    public var authenticationType: UInt8
+    /// Type 1's 8 bytes after the addresses (zeros for the other types).
+    public var authenticationData: [UInt8]
 
-    public init(version: Int, virtualRouterID: UInt8, priority: UInt8, interval: UInt16, addresses: [IPAddress], password: [UInt8]? = nil) {
+    public init(
+        version: Int, virtualRouterID: UInt8, priority: UInt8, interval: UInt16, addresses: [IPAddress], authentication: VRRPAuthentication? = nil
+    ) {
         self.version = version
         self.virtualRouterID = virtualRouterID
         self.priority = priority
         self.interval = interval
         self.addresses = addresses
-        self.password = password.map { Array(($0 + [UInt8](repeating: 0, count: 8)).prefix(8)) }
+        authenticationType = authentication?.type ?? 0
+        if case .password(let p)? = authentication { authenticationData = p } else { authenticationData = [UInt8](repeating: 0, count: 8) }
     }
 
     /// RFC 3768 §7.1: an advertisement whose authentication is not the one
-    /// configured (type or password) is discarded.
-    public func authenticates(_ password: [UInt8]?) -> Bool {
-        version == 3 || self.password == password.map { Array(($0 + [UInt8](repeating: 0, count: 8)).prefix(8)) }
+    /// configured (type or password) is discarded. Type 2's header is
+    /// checked before (`VRRPAuthenticationHeader.open`).
+    public func authenticates(_ configured: VRRPAuthentication?) -> Bool {
+        guard version == 2 else { return true }
+        switch configured {
+        case nil: return authenticationType == 0
+        case .password(let p)?: return authenticationType == 1 && authenticationData == p
+        case .header?: return authenticationType == 2
+        }
     }
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
@@ -67,10 +77,10 @@ public struct VRRPAdvertisement: Sendable, Hashable {
         if version == 3 {
             v += [UInt8(interval >> 8 & 0x0F), UInt8(interval & 0xFF), 0, 0]
         } else {
-            v += [password == nil ? 0 : 1, UInt8(min(255, interval / 100)), 0, 0]
+            v += [authenticationType, UInt8(min(255, interval / 100)), 0, 0]
         }
         for a in addresses { v += Self.bytes(a) }
-        if version == 2 { v += password ?? [UInt8](repeating: 0, count: 8) }
+        if version == 2 { v += authenticationData }
         let sum = Self.checksum(v, pseudo: version == 3 ? (source, destination ?? Self.group(for: source)) : nil)
         v[6] = UInt8(sum >> 8)
         v[7] = UInt8(sum & 0xFF)
@@ -129,13 +139,14 @@ public struct VRRPAdvertisement: Sendable, Hashable {
             let at = 8 + width * k
             return source.isIPv6 ? .v6(IPv6Address(Array(v[at..<at + 16]).span, at: 0)) : .v4(IPv4Address(be32(v, at)))
         }
-        // Version 2: the authentication data after the addresses (type 1: the password; other types are no password lvsd knows).
-        var password: [UInt8]? = nil
-        if version == 2 && v[4] != 0 {
+        var a = VRRPAdvertisement(version: version, virtualRouterID: v[1], priority: v[2], interval: interval, addresses: addresses)
+        if version == 2 {
+            // The authentication data after the addresses: type 1's password (a short one matches no password).
             let at = 8 + width * count
-            password = v[4] == 1 && v.count >= at + 8 ? Array(v[at..<at + 8]) : [0xFF]
+            a.authenticationType = v[4]
+            a.authenticationData = v.count >= at + 8 ? Array(v[at..<at + 8]) : []
         }
-        return VRRPAdvertisement(version: version, virtualRouterID: v[1], priority: v[2], interval: interval, addresses: addresses, password: password)
+        return a
     }
 
     static func group(for source: IPAddress) -> IPAddress { source.isIPv6 ? .v6(group6) : .v4(group) }

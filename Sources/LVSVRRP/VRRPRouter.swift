@@ -38,9 +38,9 @@ public struct VRRPRouter: Sendable {
         masterInterval = configuration.advertisementInterval
     }
 
-    /// Tracked scripts' weights (`track_script`).
+    /// Tracked scripts' and interfaces' weights (`track_script`, `track_interface`).
     public var priorityAdjustment = 0
-    /// The configured priority moved by the tracked scripts, within 1–254;
+    /// The configured priority moved by what it tracks, within 1–254;
     /// an address owner (255) stays 255, as keepalived keeps it.
     public var priority: UInt8 {
         configuration.priority == 255 ? 255 : UInt8(min(254, max(1, Int(configuration.priority) + priorityAdjustment)))
@@ -56,7 +56,7 @@ public struct VRRPRouter: Sendable {
         VRRPAdvertisement(
             version: configuration.version, virtualRouterID: configuration.virtualRouterID, priority: priority,
             interval: configuration.advertisementInterval,
-            addresses: configuration.addresses, password: configuration.password)
+            addresses: configuration.addresses, authentication: configuration.authentication)
     }
 
     /// When `tick` has something to do next.

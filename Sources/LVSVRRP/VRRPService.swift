@@ -64,7 +64,9 @@ public final class VRRPService: Service, Sendable {
                     throw Failure(description: "\(c.name): \(c.interface) has no \(v6 ? "IPv6 link-local" : "IPv4") address")
                 }
                 guard let index = NetworkInterface.index(named: c.interface) else { throw Failure(description: "no interface \(c.interface)") }
-                let socket = try Self.open(c.interface, index: index, address: primary, multicast: c.unicastPeers.isEmpty)
+                let socket = try Self.open(
+                    c.interface, index: index, address: primary, multicast: c.unicastPeers.isEmpty,
+                    protocol: c.authentication?.type == 2 ? VRRPAuthenticationHeader.protocolNumber : VRRPAdvertisement.protocolNumber)
                 made.append(Instance(configuration: c, socket: socket, primary: primary, index: index))
             } catch {
                 for m in made { m.socket.close() }
@@ -254,13 +256,14 @@ public final class VRRPService: Service, Sendable {
         return nil
     }
 
-    /// An instance's socket, bound to its interface and joined to VRRP's group.
-    /// The instance's raw socket; `multicast`: it joins the VRRP group (not for unicast peers).
-    static func open(_ interface: String, index: UInt32, address: IPAddress, multicast: Bool = true) throws(Failure) -> Socket {
+    /// An instance's raw socket, bound to its interface; `multicast`: it
+    /// joins the VRRP group (not for unicast peers). `protocol`: VRRP's,
+    /// or AH's for `auth_type AH`.
+    static func open(
+        _ interface: String, index: UInt32, address: IPAddress, multicast: Bool = true, protocol: UInt8 = VRRPAdvertisement.protocolNumber
+    ) throws(Failure) -> Socket {
         do {
-            let s = try Socket.open(
-                family: address.isIPv6 ? AF_INET6 : AF_INET, type: Socket.raw, protocol: Int32(VRRPAdvertisement.protocolNumber),
-                nonBlocking: true)
+            let s = try Socket.open(family: address.isIPv6 ? AF_INET6 : AF_INET, type: Socket.raw, protocol: Int32(`protocol`), nonBlocking: true)
             do {
                 try s.bindToDevice(interface)
                 switch address {
@@ -315,9 +318,12 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     let instance: VRRPService.Instance
     var router: VRRPRouter
     var transitions: UInt64 = 0
-    var trackedUp = true
+    var trackedDown: [String] = []
     var lastTrackCheck: UInt64 = 0
     var warnedAuthentication = false
+    /// `auth_type AH`'s sequence number: the last sent or accepted.
+    var sequence: UInt32 = 0
+    var identification: UInt16 = 0
     /// A sync group member is in FAULT: so is this instance, until it leaves it.
     var groupFault = false
     /// Following a group member: the state this enters is not passed on again.
@@ -365,7 +371,7 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var envelope = unwrapInboundIn(data)
-        guard let bytes = envelope.data.readBytes(length: envelope.data.readableBytes), let (a, source) = decode(bytes, envelope.remoteAddress),
+        guard let bytes = envelope.data.readBytes(length: envelope.data.readableBytes), let (a, source, sequence) = decode(bytes, envelope.remoteAddress),
             a.virtualRouterID == instance.configuration.virtualRouterID, source != instance.primary
         else { return }
         guard a.version == instance.configuration.version else {
@@ -378,34 +384,61 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
             warnedVersion = true
             return
         }
-        guard a.authenticates(instance.configuration.password) else {
-            if !warnedAuthentication {
-                service.logger.warning(
-                    "VRRP_Instance(\(instance.configuration.name)) advertisements from \(source) ignored: their authentication is not this instance's")
-            }
-            warnedAuthentication = true
+        guard a.authenticates(instance.configuration.authentication) else {
+            warnAuthentication(source, "their authentication is not this instance's")
             return
         }
+        if let sequence {
+            // keepalived's anti-replay: one counter for what is sent and received, only forward.
+            guard sequence > self.sequence else {
+                warnAuthentication(source, "IPSEC-AH sequence number \(sequence) already seen (\(self.sequence))")
+                return
+            }
+            self.sequence = sequence
+            // A master hearing a lower priority goes on from the sender's number, as keepalived does.
+            if router.state == .master && a.priority < router.priority && a.priority > 0 { self.sequence = sequence &+ 1 }
+        }
+        warnedAuthentication = false
         let before = router.master
         perform(router.received(a, from: source, now: MonotonicClock.milliseconds()))
         if router.master != before { service.publishMaster(instance.configuration, router.master) }
         schedule()
     }
 
-    /// An advertisement and its sender, or nil for anything else (not VRRP, malformed).
-    /// With unicast peers, only theirs, sent to this instance's source address.
-    func decode(_ bytes: [UInt8], _ from: NIOCore.SocketAddress) -> (VRRPAdvertisement, IPAddress)? {
+    /// Once until an advertisement passes: a peer keeps advertising every interval.
+    func warnAuthentication(_ source: IPAddress, _ why: String) {
+        if !warnedAuthentication { service.logger.warning("VRRP_Instance(\(instance.configuration.name)) advertisements from \(source) ignored: \(why)") }
+        warnedAuthentication = true
+    }
+
+    /// An advertisement, its sender and its authentication header's
+    /// sequence number, or nil for anything else (not VRRP, malformed, an
+    /// authentication header that does not hold). With unicast peers, only
+    /// theirs, sent to this instance's source address.
+    func decode(_ bytes: [UInt8], _ from: NIOCore.SocketAddress) -> (VRRPAdvertisement, IPAddress, UInt32?)? {
         let decoded: (VRRPAdvertisement, IPAddress)?
+        var sequence: UInt32? = nil
         switch instance.primary {
         case .v4(let own):
-            decoded = try? VRRPAdvertisement.decode(bytes, unicastTo: unicast ? own : nil)
+            var plain = bytes
+            if case .header(let key)? = instance.configuration.authentication {
+                do throws(VRRPAuthenticationHeader.Failure) {
+                    (plain, sequence) = try VRRPAuthenticationHeader.open(bytes, key: key, unicast: unicast)
+                } catch {
+                    if error != .notVRRP, bytes.count >= 20, VRRPAdvertisement.be32(bytes, 12) != own.value {
+                        warnAuthentication(.v4(IPv4Address(VRRPAdvertisement.be32(bytes, 12))), "IPSEC-AH \(error)")
+                    }
+                    return nil
+                }
+            }
+            decoded = try? VRRPAdvertisement.decode(plain, unicastTo: unicast ? own : nil)
         case .v6(let own):
             guard let text = from.ipAddress, case .v6(let source)? = IPAddress(text) else { return nil }
             // The socket's filter let only hop limit 255 through.
             decoded = (try? VRRPAdvertisement.decode6(bytes, source: source, hopLimit: 255, unicastTo: unicast ? own : nil)).map { ($0, .v6(source)) }
         }
         guard let decoded, !unicast || instance.configuration.unicastPeers.contains(decoded.1) else { return nil }
-        return decoded
+        return (decoded.0, decoded.1, sequence)
     }
 
     /// The next wake-up: the machine's deadline, at most 100 ms away (the tracked interfaces' check).
@@ -422,17 +455,23 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
         let c = instance.configuration
         if (!c.trackInterfaces.isEmpty || !c.trackScripts.isEmpty || router.state == .fault) && now &- lastTrackCheck >= 250 {
             lastTrackCheck = now
-            let interfacesUp = c.trackInterfaces.allSatisfy(VRRPService.isUp)
-            if interfacesUp != trackedUp {
-                service.logger.notice("VRRP_Instance(\(c.name)) tracked interface \(interfacesUp ? "up" : "down")")
+            var effect = service.scriptEffect(c)
+            var down: [String] = []
+            for t in c.trackInterfaces {
+                let up = VRRPService.isUp(t.name)
+                if !up { down.append(t.name) }
+                let e = VRRPScript.effect(weight: t.weight ?? 0, ok: up)
+                effect = (effect.delta + e.delta, effect.fault || e.fault)
             }
-            trackedUp = interfacesUp
-            let scripts = service.scriptEffect(c)
-            if scripts.delta != router.priorityAdjustment {
-                router.priorityAdjustment = scripts.delta
-                service.logger.notice("VRRP_Instance(\(c.name)) priority \(router.priority) (tracked scripts \(scripts.delta > 0 ? "+" : "")\(scripts.delta))")
+            if down != trackedDown {
+                service.logger.notice("VRRP_Instance(\(c.name)) tracked interfaces down: \(down.isEmpty ? "none" : down.joined(separator: " "))")
             }
-            let healthy = interfacesUp && !scripts.fault && !groupFault
+            trackedDown = down
+            if effect.delta != router.priorityAdjustment {
+                router.priorityAdjustment = effect.delta
+                service.logger.notice("VRRP_Instance(\(c.name)) priority \(router.priority) (tracked \(effect.delta > 0 ? "+" : "")\(effect.delta))")
+            }
+            let healthy = !effect.fault && !groupFault
             if healthy != (router.state != .fault) { perform(healthy ? router.recover(now: now) : router.fault()) }
         }
         perform(router.tick(now: now))
@@ -477,13 +516,19 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
         guard let context else { return }
         let name = instance.configuration.name
         let logger = service.logger
+        // One identification and sequence number per advertisement, whatever its peers; never 0 (the kernel would pick one).
+        identification = identification == UInt16.max ? 1 : identification + 1
+        if sequence < 0xFFFF_FFFE { sequence += 1 }
         for (target, socket) in destinations {
-            let bytes: [UInt8] =
-                switch (instance.primary, target) {
-                case (.v4(let source), .v4(let to)):
-                    a.encode(source: source, destination: to, identification: UInt16(truncatingIfNeeded: MonotonicClock.milliseconds()))
-                default: a.message(source: instance.primary, destination: target)
+            var bytes: [UInt8]
+            switch (instance.primary, target) {
+            case (.v4(let source), .v4(let to)):
+                bytes = a.encode(source: source, destination: to, identification: identification)
+                if case .header(let key)? = instance.configuration.authentication {
+                    bytes = VRRPAuthenticationHeader.seal(bytes, key: key, sequence: sequence, unicast: unicast)
                 }
+            default: bytes = a.message(source: instance.primary, destination: target)
+            }
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: socket, data: ByteBuffer(bytes: bytes)))).whenFailure { error in
                 logger.warning("VRRP_Instance(\(name)) send to \(target): \(error)")
             }

@@ -72,7 +72,11 @@ struct HighAvailabilityTests {
         var ipv6: Bool
         /// unicast_src_ip and unicast_peer, with multicast dropped in both namespaces.
         var unicast = false
-        var testDescription: String { "VRRPv\(version) over IPv\(ipv6 ? 6 : 4)\(unicast ? " to unicast peers" : "")" }
+        /// Version 2's `auth_type AH` instead of PASS.
+        var authenticationHeader = false
+        var testDescription: String {
+            "VRRPv\(version) over IPv\(ipv6 ? 6 : 4)\(unicast ? " to unicast peers" : "")\(authenticationHeader ? " with IPsec AH" : "")"
+        }
     }
 
     /// An address's link-local IPv6 address, the source of its VRRP over IPv6.
@@ -84,17 +88,19 @@ struct HighAvailabilityTests {
     /// VRRP version 3 (RFC 5798) over IPv4 and IPv6, and version 2, keepalived's default.
     @Test(arguments: [
         Interop(version: 3, ipv6: false), Interop(version: 2, ipv6: false), Interop(version: 3, ipv6: true),
-        Interop(version: 3, ipv6: false, unicast: true),
+        Interop(version: 3, ipv6: false, unicast: true), Interop(version: 2, ipv6: false, authenticationHeader: true),
     ])
     func lvsdAndKeepalivedShareOneVirtualRouter(_ run: Interop) throws {
-        let lab = try Lab(prefix: "ltvr\(run.version)\(run.ipv6 ? "6" : "")\(run.unicast ? "u" : "")", bin: Self.bin, servers: 1)
+        let lab = try Lab(
+            prefix: "ltvr\(run.version)\(run.ipv6 ? "6" : "")\(run.unicast ? "u" : "")\(run.authenticationHeader ? "a" : "")", bin: Self.bin, servers: 1)
         defer { lab.teardown() }
         try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
         let vip = run.ipv6 ? "2001:db8:1::50" : "198.19.0.50"
         let family = run.ipv6 ? "-6" : "-4"
         let global = "global_defs {\n    vrrp_version \(run.version)\n    script_user root\n}\n"
-        // Version 2 with RFC 3768's simple password, as keepalived speaks it.
-        let auth = run.version == 2 ? "\n    authentication {\n        auth_type PASS\n        auth_pass lvs-pass\n    }" : ""
+        // Version 2 with RFC 3768's simple password or an IPsec AH, as keepalived speaks them.
+        let auth =
+            run.version == 2 ? "\n    authentication {\n        auth_type \(run.authenticationHeader ? "AH" : "PASS")\n        auth_pass lvs-pass\n    }" : ""
         func unicast(from: String, to: String) -> String {
             run.unicast ? "\n    unicast_src_ip \(from)\n    unicast_peer {\n        \(to)\n    }" : ""
         }
@@ -155,6 +161,8 @@ struct HighAvailabilityTests {
         print("\(run.testDescription): lvsd took over from a stopping keepalived in \(resign ?? -1) ms")
         #expect(waitFor(limit: 5) { !keepalivedHoldsVIP() } != nil)
         #expect(waitFor(limit: 3) { routerFinds("d") } != nil)
+        // Neither side refused the other's authentication header.
+        #expect(!lab.logText("keepalived").contains("invalid IPSEC") && !lab.logText("lvsd").contains("IPSEC-AH"), "\(context())")
         guard !run.ipv6 && run.version == 3 && !run.unicast else { return }
 
         // The sync daemons by hand, as with ipvsadm.
@@ -190,8 +198,9 @@ struct HighAvailabilityTests {
     /// something local fails: a vrrp_script tracked with a negative weight.
     /// lvsd (priority 150) masters over keepalived (100) until its script
     /// fails (a file appears: 150 − 100 = 50), keepalived takes the VIP,
-    /// and when the script passes again lvsd preempts it back.
-    @Test func aFailingTrackScriptHandsTheVIPToKeepalivedAndBack() throws {
+    /// and when the script passes again lvsd preempts it back. The same
+    /// with a tracked interface of weight −100 that goes down and up.
+    @Test func aFailingTrackScriptOrInterfaceHandsTheVIPToKeepalivedAndBack() throws {
         let lab = try Lab(prefix: "ltvrs", bin: Self.bin, servers: 1)
         defer { lab.teardown() }
         try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
@@ -205,7 +214,11 @@ struct HighAvailabilityTests {
             lab, "lvsd.conf",
             global + script
                 + vrrpInstance(
-                    interface: lab.ns("d0"), priority: 150, addresses: [vip], lines: "\n    track_script {\n        local_check weight -100\n    }"))
+                    interface: lab.ns("d0"), priority: 150, addresses: [vip],
+                    lines: "\n    track_script {\n        local_check weight -100\n    }\n    track_interface {\n        \(lab.ns("dt")) weight -100\n    }"))
+        try lab.inside("d", "ip", "link", "add", lab.ns("dt"), "type", "veth", "peer", "name", lab.ns("du"))
+        try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "up")
+        try lab.inside("d", "ip", "link", "set", lab.ns("du"), "up")
         try lab.startDirector(extra: ["--keepalived", lconf])
         func keepalivedHoldsVIP() -> Bool { ((try? lab.inside("k", "ip", "-4", "addr", "show", "dev", lab.ns("k0"))) ?? "").contains(vip + "/") }
         let context = { "--- lvsd ---\n\(lab.logText("lvsd"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
@@ -222,6 +235,15 @@ struct HighAvailabilityTests {
         let back = waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" && !keepalivedHoldsVIP() }
         #expect(back != nil, "\(context())")
         print("track_script: lvsd master again \(back ?? -1) ms after the file went")
+
+        try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "down")
+        let down = waitFor(limit: 10) { keepalivedHoldsVIP() && vrrp(lab)?.state == "BACKUP" }
+        #expect(down != nil && lab.logText("lvsd").contains("tracked interfaces down: \(lab.ns("dt"))"), "\(context())")
+        print("track_interface: keepalived holds the VIP \(down ?? -1) ms after the interface went down")
+        try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "up")
+        let up = waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" && !keepalivedHoldsVIP() }
+        #expect(up != nil, "\(context())")
+        print("track_interface: lvsd master again \(up ?? -1) ms after the interface came up")
         _ = keepalived
     }
 

@@ -121,25 +121,70 @@ import Testing
     }
 
     @Test func version2CarriesASimplePassword() throws {
-        let a = VRRPAdvertisement(version: 2, virtualRouterID: 51, priority: 100, interval: 100, addresses: [ip("198.19.0.10")], password: Array("secret".utf8))
+        let secret = VRRPAuthentication(type: "PASS", pass: "secret")
+        let a = VRRPAdvertisement(version: 2, virtualRouterID: 51, priority: 100, interval: 100, addresses: [ip("198.19.0.10")], authentication: secret)
         let m = a.message(source: ip("198.19.0.1"))
         // Type 1 (simple text), the 8 bytes after the addresses: the password, zero-padded.
         #expect(m[4] == 1 && Array(m[12..<20]) == Array("secret".utf8) + [0, 0])
         let (back, _) = try VRRPAdvertisement.decode(a.encode(source: IPv4Address("198.19.0.1")!))
-        #expect(back.authenticates(Array("secret".utf8)) && !back.authenticates(Array("other".utf8)) && !back.authenticates(nil))
+        #expect(
+            back.authenticates(secret) && !back.authenticates(VRRPAuthentication(type: "PASS", pass: "other")) && !back.authenticates(nil)
+                && !back.authenticates(VRRPAuthentication(type: "AH", pass: "secret")))
         // None configured: an advertisement with a password is not ours either, and one without is.
         let plain = VRRPAdvertisement(version: 2, virtualRouterID: 51, priority: 100, interval: 100, addresses: [ip("198.19.0.10")])
         let (none, _) = try VRRPAdvertisement.decode(plain.encode(source: IPv4Address("198.19.0.1")!))
-        #expect(none.authenticates(nil) && !none.authenticates(Array("secret".utf8)) && plain.message(source: ip("198.19.0.1"))[4] == 0)
+        #expect(none.authenticates(nil) && !none.authenticates(secret) && plain.message(source: ip("198.19.0.1"))[4] == 0)
         // keepalived keeps 8 bytes of a longer password; version 3 has none.
         let k = try KeepalivedConfiguration.parse(
             "vrrp_instance A {\n interface e\n virtual_router_id 1\n authentication {\n  auth_type PASS\n  auth_pass 0123456789\n }\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
             file: "k")
-        #expect(try HighAvailabilityConfiguration.parse(k, file: "k").instances[0].password == Array("01234567".utf8))
+        #expect(try HighAvailabilityConfiguration.parse(k, file: "k").instances[0].authentication == .password(Array("01234567".utf8)))
         let k3 = try KeepalivedConfiguration.parse(
             "vrrp_instance A {\n interface e\n version 3\n virtual_router_id 1\n authentication {\n  auth_type PASS\n  auth_pass x\n }\n virtual_ipaddress {\n 198.19.0.10\n }\n}\n",
             file: "k")
-        #expect(try HighAvailabilityConfiguration.parse(k3, file: "k").instances[0].password == nil)
+        #expect(try HighAvailabilityConfiguration.parse(k3, file: "k").instances[0].authentication == nil)
+    }
+
+    /// An advertisement keepalived 2.2.7 sent with `auth_type AH` and
+    /// `auth_pass lvs-ah`, as captured: lvsd opens it, and seals the same
+    /// advertisement to the same bytes.
+    @Test func authenticationHeaderAsKeepalivedSendsIt() throws {
+        let captured: [UInt8] = [
+            0x45, 0xC0, 0x00, 0x40, 0x00, 0x01, 0x00, 0x00, 0xFF, 0x33, 0x14, 0xA0, 0xC6, 0x13, 0x00, 0x04, 0xE0, 0x00, 0x00, 0x12,
+            // AH: next header 112, length 4, SPI = the source address, sequence 1, the ICV.
+            0x70, 0x04, 0x00, 0x00, 0xC6, 0x13, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01,
+            0x13, 0x28, 0x91, 0xD7, 0x5C, 0x21, 0xB7, 0x6C, 0xFE, 0x12, 0x6C, 0xF8,
+            // VRRPv2: router 51, priority 100, auth type 2, 1 s, 198.19.0.50, 8 zero bytes.
+            0x21, 0x33, 0x64, 0x01, 0x02, 0x01, 0xB2, 0x84, 0xC6, 0x13, 0x00, 0x32, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]
+        let ah = VRRPAuthentication(type: "AH", pass: "lvs-ah")
+        #expect(ah == .header(key: Array("lvs-ah".utf8) + [0, 0]))
+        let (plain, sequence) = try VRRPAuthenticationHeader.open(captured, key: ah.key, unicast: false)
+        let (a, source) = try VRRPAdvertisement.decode(plain)
+        #expect(sequence == 1 && source == ip("198.19.0.4") && a.authenticates(ah) && !a.authenticates(nil))
+        #expect(a == VRRPAdvertisement(version: 2, virtualRouterID: 51, priority: 100, interval: 100, addresses: [ip("198.19.0.50")], authentication: ah))
+        let sealed = VRRPAuthenticationHeader.seal(
+            a.encode(source: IPv4Address("198.19.0.4")!, identification: 1), key: ah.key, sequence: 1, unicast: false)
+        #expect(sealed == captured)
+        // Another key, a changed byte (the priority), an SPI that is not the source: refused.
+        #expect(throws: VRRPAuthenticationHeader.Failure.integrity) {
+            try VRRPAuthenticationHeader.open(captured, key: Array("other".utf8) + [0, 0, 0], unicast: false)
+        }
+        var raised = captured
+        raised[46] = 200
+        #expect(throws: VRRPAuthenticationHeader.Failure.integrity) { try VRRPAuthenticationHeader.open(raised, key: ah.key, unicast: false) }
+        // The mutable fields are not covered: another TOS or TTL (for a unicast peer) still opens.
+        var moved = VRRPAuthenticationHeader.seal(a.encode(source: IPv4Address("198.19.0.4")!, identification: 9), key: ah.key, sequence: 7, unicast: true)
+        moved[1] = 0
+        moved[8] = 64
+        #expect(try VRRPAuthenticationHeader.open(moved, key: ah.key, unicast: true).sequence == 7)
+        #expect(throws: VRRPAuthenticationHeader.Failure.integrity) { try VRRPAuthenticationHeader.open(moved, key: ah.key, unicast: false) }
+        var spi = sealed
+        spi[27] = 5
+        #expect(throws: VRRPAuthenticationHeader.Failure.self) { try VRRPAuthenticationHeader.open(spi, key: ah.key, unicast: false) }
+        #expect(throws: VRRPAuthenticationHeader.Failure.malformed) {
+            try VRRPAuthenticationHeader.open(Array(captured.prefix(40)), key: ah.key, unicast: false)
+        }
     }
 
     @Test func trackedScriptsMoveThePriorityOrFault() throws {
@@ -257,7 +302,10 @@ import Testing
               advert_int 0.5
               nopreempt
               preempt_delay 10
-              track_interface { eth2 }
+              track_interface {
+                eth2
+                eth3 weight -30
+              }
               virtual_ipaddress {
                 198.19.0.10/24 dev eth1
                 198.19.0.3
@@ -270,7 +318,9 @@ import Testing
         let ha = try HighAvailabilityConfiguration.parse(k, file: "k.conf")
         let i = try #require(ha.instances.first)
         #expect(i.name == "VI_1" && i.state == .master && i.interface == "eth1" && i.virtualRouterID == 51 && i.priority == 150)
-        #expect(i.advertisementInterval == 50 && !i.preempt && i.preemptDelay == 10_000 && i.trackInterfaces == ["eth2"] && i.version == 3)
+        #expect(
+            i.advertisementInterval == 50 && !i.preempt && i.preemptDelay == 10_000
+                && i.trackInterfaces == [Tracked(name: "eth2"), Tracked(name: "eth3", weight: -30)] && i.version == 3)
         #expect(i.addresses == [ip("198.19.0.10"), ip("198.19.0.3")] && i.excludedAddresses == [ip("2001:db8:1::10")])
         #expect(i.notifyMaster == "/bin/echo master")
         // The sync id defaults to the instance's virtual router id, as keepalived does.
