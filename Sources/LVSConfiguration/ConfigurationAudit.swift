@@ -26,12 +26,15 @@ enum KeepalivedAudit {
     static let priorities = "process priorities are not configurable"
 
     static let top: Rules = (
-        ["virtual_server", "virtual_server_group", "local_address_group", "vrrp_instance", "global_defs", "track_file", "vrrp_script", "vrrp_sync_group"],
+        [
+            "virtual_server", "virtual_server_group", "local_address_group", "vrrp_instance", "global_defs", "track_file", "vrrp_track_file",
+            "vrrp_script", "vrrp_sync_group", "vrrp_track_process",
+        ],
         [:],
         [
             "static_ipaddress": "lvsd adds no addresses of its own", "static_routes": "lvsd adds no routes of its own",
             "static_rules": "lvsd adds no rules of its own", "include": "not followed: the file it names is not read",
-            "vrrp_track_process": "not tracked", "vrrp_track_file": "not tracked", "linkbeat_interfaces": "not watched",
+            "linkbeat_interfaces": "not watched",
         ]
     )
 
@@ -112,17 +115,23 @@ enum KeepalivedAudit {
     static let fileChecker: Set<String> = ["track_file", "weight"]
     static let syncGroup: Rules = (
         ["group", "notify_master", "notify_backup", "notify_fault", "notify"], [:],
-        ["track_script": "a group's tracked scripts are not run: track them in its instances", "track_interface": "track them in its instances"]
+        [
+            "track_script": "a group's tracked scripts are not run: track them in its instances", "track_interface": "track them in its instances",
+            "track_process": "track them in its instances", "track_file": "track them in its instances",
+        ]
     )
     static let vrrpScript: Rules = (["script", "interval", "timeout", "weight", "rise", "fall", "user", "init_fail"], [:], [:])
-    static let trackFile: Rules = (["file", "weight"], [:], ["init_file": "the file is not created: a missing file reads as 0"])
+    static let trackFile: Rules = (["file", "weight", "init_file"], [:], [:])
+    static let trackProcess: Rules = (
+        ["process", "param_match", "weight", "quorum", "quorum_max", "fork_delay", "terminate_delay", "delay", "full_command"], [:], [:]
+    )
     static let miscChecker: Set<String> = ["misc_path", "misc_timeout", "misc_dynamic"]
 
     static let vrrpInstance: Rules = (
         [
             "state", "interface", "virtual_router_id", "priority", "advert_int", "virtual_ipaddress", "virtual_ipaddress_excluded",
             "nopreempt", "preempt_delay", "track_interface", "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify", "version",
-            "lvs_sync_daemon_interface", "authentication", "unicast_peer", "unicast_src_ip", "track_script",
+            "lvs_sync_daemon_interface", "authentication", "unicast_peer", "unicast_src_ip", "track_script", "track_process", "track_file",
         ],
         [
             "garp_master_delay": garp, "garp_master_repeat": garp,
@@ -133,7 +142,7 @@ enum KeepalivedAudit {
             "strict_mode": "lvsd already speaks plain RFC VRRP", "native_ipv6": "IPv6 instances are version 3 anyway",
         ],
         [
-            "track_process": "not tracked", "track_file": "not tracked", "track_bfd": "not tracked", "use_vmac": "the interface's own MAC is used",
+            "track_bfd": "BFD is not spoken", "use_vmac": "the interface's own MAC is used",
             "vmac_xmit_base": "the interface's own MAC is used", "mcast_src_ip": "the interface's address is the source",
             "smtp_alert": noMail, "virtual_routes": "lvsd adds no routes", "virtual_rules": "lvsd adds no rules",
         ]
@@ -173,8 +182,10 @@ enum KeepalivedAudit {
             switch b.keyword {
             case "global_defs":
                 for c in b.children { _ = check(c, globalDefinitions) }
-            case "track_file":
+            case "track_file", "vrrp_track_file":
                 for c in b.children { _ = check(c, trackFile) }
+            case "vrrp_track_process":
+                for c in b.children { _ = check(c, trackProcess) }
             case "vrrp_script":
                 for c in b.children { _ = check(c, vrrpScript) }
             case "vrrp_sync_group":
@@ -209,6 +220,7 @@ extension ConfigurationSources {
         _ = try load()
         _ = try loadHealth()
         _ = try loadHighAvailability()
+        _ = try loadTrackFiles()
         _ = try loadMarks()
         return try notices()
     }

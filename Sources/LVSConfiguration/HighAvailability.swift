@@ -24,8 +24,12 @@ public struct VRRPInstanceConfiguration: Sendable, Hashable, Codable {
     public var preemptDelay: UInt64 = 0
     /// `track_interface { IF [weight W] }`: the interfaces whose state moves this instance.
     public var trackInterfaces: [Tracked] = []
-    /// `track_script { NAME [weight W] }`: the scripts whose verdicts move this instance.
+    /// `track_script { NAME [weight W [reverse]] }`: the scripts whose verdicts move this instance.
     public var trackScripts: [Tracked] = []
+    /// `track_process { NAME [weight W [reverse]] }`: the `vrrp_track_process`es whose quorum moves it.
+    public var trackProcesses: [Tracked] = []
+    /// `track_file { NAME [weight W [reverse]] }`: the `track_file`s whose value moves it.
+    public var trackFiles: [Tracked] = []
     public var notifyMaster: String?
     public var notifyBackup: String?
     public var notifyFault: String?
@@ -89,6 +93,7 @@ public struct VRRPScript: Sendable, Hashable, Codable {
     /// Priority moved while OK (positive) or while failed (negative); 0:
     /// failed puts the instance in FAULT.
     public var weight: Int = 0
+    public var reverse = false
     public var rise = 1
     public var fall = 1
     public var user: String?
@@ -114,11 +119,100 @@ public struct VRRPSyncGroup: Sendable, Hashable, Codable {
     public var notify: String?
 }
 
-/// A `track_script` or `track_interface` entry: the script or interface,
-/// and its weight (for a script, the one that overrides the script's own).
+/// A `track_script`, `track_interface`, `track_process` or `track_file`
+/// entry: what it tracks, and its weight (for a script, process or file,
+/// the one that overrides its block's own), reversed or not.
 public struct Tracked: Sendable, Hashable, Codable {
     public var name: String
     public var weight: Int?
+    public var reverse: Bool?
+
+    public init(name: String, weight: Int? = nil, reverse: Bool? = nil) {
+        self.name = name
+        self.weight = weight
+        self.reverse = reverse
+    }
+}
+
+/// A `vrrp_track_process` block: whether enough processes of a name run
+/// (at least `quorum`, at most `quorumMax`), as keepalived counts them:
+/// by `/proc/PID/comm`, or with `full_command` (implied by parameters or
+/// `param_match`) by the command line's first word and, when given, its
+/// parameters. Zombies do not count.
+public struct VRRPTrackedProcess: Sendable, Hashable, Codable {
+    public enum ParameterMatch: String, Sendable, Hashable, Codable {
+        /// Exactly these parameters (none, when none are given).
+        case exact
+        /// These parameters first, any after.
+        case partial
+        /// These parameters first, the last one a prefix.
+        case initial
+    }
+    public var name: String
+    public var process: String
+    public var parameters: [String] = []
+    /// nil: parameters are not looked at.
+    public var parameterMatch: ParameterMatch?
+    public var fullCommand = false
+    public var weight = 0
+    public var reverse = false
+    public var quorum = 1
+    public var quorumMax = Int(UInt32.max)
+    /// Seconds the quorum must hold after it is gained, or stay lost after it is lost, before the verdict changes.
+    public var forkDelay: Double = 0
+    public var terminateDelay: Double = 0
+
+    public init(name: String, process: String) {
+        self.name = name
+        self.process = process
+    }
+
+    /// Whether a process of this `comm` and command line (its NUL-separated words) counts.
+    public func matches(comm: String, commandLine: [String]) -> Bool {
+        guard fullCommand else { return comm == process }
+        guard commandLine.first == process else { return false }
+        guard let parameterMatch else { return true }
+        let given = Array(commandLine.dropFirst())
+        switch parameterMatch {
+        case .exact: return given == parameters
+        case .partial: return given.count >= parameters.count && Array(given.prefix(parameters.count)) == parameters
+        case .initial:
+            guard let last = parameters.last else { return true }
+            return given.count >= parameters.count && Array(given.prefix(parameters.count - 1)) == parameters.dropLast()
+                && given[parameters.count - 1].hasPrefix(last)
+        }
+    }
+
+    public func hasQuorum(_ running: Int) -> Bool { running >= quorum && running <= quorumMax }
+}
+
+/// A `track_file` (or `vrrp_track_file`) block: the number the file
+/// holds, times the weight; `init_file` writes `initial` at start if the
+/// file is missing (always, with `overwrite`).
+public struct TrackedFile: Sendable, Hashable, Codable {
+    public var name: String
+    public var path: String
+    public var weight = 1
+    public var reverse = false
+    public var initial: Int?
+    public var overwrite = false
+
+    /// `init_file`, at start: whether it wrote the file.
+    public func initialize() throws(SystemError) -> Bool {
+        guard let initial, overwrite || !KernelFile.exists(path) else { return false }
+        try KernelFile.write(path, "\(initial)\n", create: true)
+        return true
+    }
+
+    /// keepalived's reading: with weight 0 a non-zero value is a fault;
+    /// otherwise value × weight moves the priority, and at −254 or below
+    /// it is a fault.
+    public static func effect(value: Int, weight: Int, reverse: Bool) -> (delta: Int, fault: Bool) {
+        if weight == 0 { return (0, (value != 0) != reverse) }
+        // keepalived reads a 32-bit number; weights are within ±254.
+        let s = max(Int(Int32.min), min(Int(Int32.max), value)) * weight * (reverse ? -1 : 1)
+        return s <= -254 ? (0, true) : (min(s, 253), false)
+    }
 }
 
 extension VRRPScript {
@@ -126,9 +220,13 @@ extension VRRPScript {
     /// an instance, as keepalived: a positive weight is added while it is
     /// OK (up), a negative one while it has failed (down), and with weight
     /// 0 a failure puts the instance in FAULT.
-    public static func effect(weight: Int, ok: Bool) -> (delta: Int, fault: Bool) {
-        if weight == 0 { return (0, !ok) }
-        return (weight > 0 ? (ok ? weight : 0) : (ok ? 0 : weight), false)
+    /// `reverse` turns the adjustment around: a positive weight is
+    /// subtracted while OK, a negative one added while failed, and weight
+    /// 0 is a fault while OK.
+    public static func effect(weight: Int, reverse: Bool = false, ok: Bool) -> (delta: Int, fault: Bool) {
+        if weight == 0 { return (0, ok == reverse) }
+        let w = reverse ? -weight : weight
+        return (weight > 0 ? (ok ? w : 0) : (ok ? 0 : w), false)
     }
 }
 
@@ -148,6 +246,9 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
     /// The `vrrp_script` blocks some instance tracks.
     public var scripts: [VRRPScript] = []
     public var syncGroups: [VRRPSyncGroup] = []
+    /// The `vrrp_track_process` and `track_file` blocks some instance tracks.
+    public var processes: [VRRPTrackedProcess] = []
+    public var files: [TrackedFile] = []
 
     public init(instances: [VRRPInstanceConfiguration] = [], sync: SyncDaemonTie? = nil) {
         self.instances = instances
@@ -199,6 +300,23 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
             }
         }
         ha.scripts.removeAll { s in !ha.instances.contains { $0.trackScripts.contains { $0.name == s.name } } }
+        var processNames = Set<String>()
+        for b in config.vrrpInstances where b.keyword == "vrrp_track_process" {
+            let p = try trackedProcess(b, file: file)
+            guard processNames.insert(p.name).inserted else { throw error(b, file, "\(p.name): defined twice") }
+            if ha.instances.contains(where: { $0.trackProcesses.contains { $0.name == p.name } }) { ha.processes.append(p) }
+        }
+        for (name, b) in config.trackFiles.sorted(by: { $0.key < $1.key }) where ha.instances.contains(where: { $0.trackFiles.contains { $0.name == name } }) {
+            ha.files.append(try trackedFile(b, file: file))
+        }
+        for i in ha.instances {
+            for t in i.trackProcesses where !ha.processes.contains(where: { $0.name == t.name }) {
+                throw ConfigurationError(file: file, line: 0, keyword: "track_process", message: "\(i.name): no vrrp_track_process named \(t.name)")
+            }
+            for t in i.trackFiles where !ha.files.contains(where: { $0.name == t.name }) {
+                throw ConfigurationError(file: file, line: 0, keyword: "track_file", message: "\(i.name): no track_file named \(t.name)")
+            }
+        }
         for b in config.vrrpInstances where b.keyword == "vrrp_sync_group" {
             guard let name = b.arguments.first, let members = b.first("group")?.children.map(\.keyword), members.count >= 2 else {
                 throw error(b, file, "expects a name and a group of two instances or more")
@@ -234,10 +352,8 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         let interval = try number("interval", 0.01...86400) ?? 1
         var s = VRRPScript(name: name, command: command, interval: interval, timeout: try number("timeout", 0.01...86400))
         if let w = b.first("weight") {
-            guard let v = Int(w.arguments.first ?? ""), (-253...253).contains(v), w.arguments.count == 1 || w.arguments[1] == "noreverse" else {
-                throw error(w, file, "expects -253 to 253 (reverse is not supported)")
-            }
-            s.weight = v
+            let (v, reverse) = try weight(w, file: file, limit: 253)
+            (s.weight, s.reverse) = (v, reverse ?? false)
         }
         s.rise = Int(try number("rise", 1...1000) ?? 1)
         s.fall = Int(try number("fall", 1...1000) ?? 1)
@@ -278,22 +394,90 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
         return SyncDaemonTie(daemon: d, instance: instance, explicitID: explicitID)
     }
 
-    /// `track_script` or `track_interface`: one name per line, each with an optional `weight W`.
+    /// `weight W [reverse|noreverse]`, the weight within ±`limit`; nil: neither word.
+    static func weight(_ w: ConfigBlock, file: String, limit: Int) throws(ConfigurationError) -> (Int, Bool?) {
+        guard let v = Int(w.arguments.first ?? ""), (-limit...limit).contains(v), w.arguments.count == 1 || ["reverse", "noreverse"].contains(w.arguments[1])
+        else { throw error(w, file, "expects -\(limit) to \(limit), then reverse or noreverse") }
+        return (v, w.arguments.count > 1 ? w.arguments[1] == "reverse" : nil)
+    }
+
+    /// `track_script`, `track_interface`, `track_process` or `track_file`:
+    /// one name per line, each with an optional `weight W [reverse]`.
     static func tracked(_ c: ConfigBlock, file: String) throws(ConfigurationError) -> [Tracked] {
         var out: [Tracked] = []
         for t in c.children {
-            var tracked = Tracked(name: t.keyword, weight: nil)
+            var tracked = Tracked(name: t.keyword)
             if t.arguments.first == "weight" {
-                guard let v = Int(t.arguments.dropFirst().first ?? ""), (-253...253).contains(v),
-                    t.arguments.count == 2 || t.arguments[2] == "noreverse"
-                else { throw error(t, file, "weight expects -253 to 253 (reverse is not supported)") }
+                let w = ConfigBlock(keyword: "weight", arguments: Array(t.arguments.dropFirst()), children: [], line: t.line)
+                let (v, reverse) = try weight(w, file: file, limit: c.keyword == "track_script" || c.keyword == "track_interface" ? 253 : 254)
                 tracked.weight = v
+                tracked.reverse = reverse
             } else if !t.arguments.isEmpty {
                 throw error(t, file, "expects a name, then weight W")
             }
             out.append(tracked)
         }
         return out
+    }
+
+    static func trackedProcess(_ b: ConfigBlock, file: String) throws(ConfigurationError) -> VRRPTrackedProcess {
+        guard let name = b.arguments.first else { throw error(b, file, "expects a name") }
+        guard let words = b.first("process")?.arguments, let command = words.first else { throw error(b, file, "\(name): no process") }
+        var p = VRRPTrackedProcess(name: name, process: command)
+        func number(_ keyword: String, _ range: ClosedRange<Double>) throws(ConfigurationError) -> Double? {
+            guard let c = b.first(keyword) else { return nil }
+            guard let v = Double(c.arguments.first ?? ""), range.contains(v) else { throw error(c, file, "expects \(range.lowerBound) to \(range.upperBound)") }
+            return v
+        }
+        if words.count > 1 {
+            p.parameters = Array(words.dropFirst())
+            p.parameterMatch = .exact
+            p.fullCommand = true
+        }
+        if let m = b.first("param_match") {
+            guard let match = m.arguments.isEmpty ? .exact : VRRPTrackedProcess.ParameterMatch(rawValue: m.arguments[0]), match != .exact || m.arguments.isEmpty
+            else { throw error(m, file, "expects initial or partial") }
+            p.parameterMatch = match
+            p.fullCommand = true
+        }
+        if b.first("full_command") != nil { p.fullCommand = true }
+        if let w = b.first("weight") {
+            let (v, reverse) = try weight(w, file: file, limit: 254)
+            (p.weight, p.reverse) = (v, reverse ?? false)
+        }
+        if let q = try number("quorum", 1...65535) { p.quorum = Int(q) }
+        if let q = try number("quorum_max", 0...65535) {
+            guard Int(q) >= p.quorum || (q == 0 && b.first("quorum") == nil) else { throw error(b, file, "\(name): quorum_max is less than quorum") }
+            p.quorumMax = Int(q)
+            if q == 0 { p.quorum = 0 }
+        }
+        if let d = try number("delay", 0.000001...3600) { (p.forkDelay, p.terminateDelay) = (d, d) }
+        if let d = try number("fork_delay", 0.000001...3600) { p.forkDelay = d }
+        if let d = try number("terminate_delay", 0.000001...3600) { p.terminateDelay = d }
+        return p
+    }
+
+    static func trackedFile(_ b: ConfigBlock, file: String) throws(ConfigurationError) -> TrackedFile {
+        guard let name = b.arguments.first, let path = b.first("file")?.arguments.first else { throw error(b, file, "needs a name and a file") }
+        var f = TrackedFile(name: name, path: path)
+        if let w = b.first("weight") {
+            let (v, reverse) = try weight(w, file: file, limit: Int(Int32.max))
+            (f.weight, f.reverse) = (v, reverse ?? false)
+        }
+        if let i = b.first("init_file") {
+            var args = i.arguments[...]
+            if let v = args.first, let n = Int(v) {
+                f.initial = n
+                args.removeFirst()
+            } else {
+                f.initial = 0
+            }
+            if let o = args.popFirst() {
+                guard o == "overwrite", args.isEmpty else { throw error(i, file, "expects a number, then overwrite") }
+                f.overwrite = true
+            }
+        }
+        return f
     }
 
     static func instance(_ b: ConfigBlock, version: Int, file: String) throws(ConfigurationError) -> VRRPInstanceConfiguration {
@@ -336,6 +520,8 @@ public struct HighAvailabilityConfiguration: Sendable, Equatable {
             case "preempt_delay": i.preemptDelay = UInt64(try seconds(c) * 1000)
             case "track_interface": i.trackInterfaces = try tracked(c, file: file)
             case "track_script": i.trackScripts = try tracked(c, file: file)
+            case "track_process": i.trackProcesses = try tracked(c, file: file)
+            case "track_file": i.trackFiles = try tracked(c, file: file)
             case "notify_master": i.notifyMaster = c.arguments.joined(separator: " ")
             case "notify_backup": i.notifyBackup = c.arguments.joined(separator: " ")
             case "notify_fault": i.notifyFault = c.arguments.joined(separator: " ")
@@ -388,8 +574,21 @@ extension ConfigurationSources {
             ha.instances += one.instances
             ha.scripts += one.scripts
             ha.syncGroups += one.syncGroups
+            ha.processes += one.processes
+            ha.files += one.files
             ha.sync = one.sync ?? ha.sync
         }
         return ha
+    }
+
+    /// Every `track_file` block, tracked by an instance, a FILE_CHECK or nothing (for `init_file`).
+    public func loadTrackFiles() throws(ConfigurationError) -> [TrackedFile] {
+        var out: [TrackedFile] = []
+        for file in keepalived {
+            for (_, b) in try KeepalivedConfiguration.parse(try Self.read(file), file: file).trackFiles.sorted(by: { $0.key < $1.key }) {
+                out.append(try HighAvailabilityConfiguration.trackedFile(b, file: file))
+            }
+        }
+        return out
     }
 }

@@ -86,9 +86,9 @@ public struct KeepalivedConfiguration: Sendable {
             switch b.keyword {
             case "virtual_server":
                 config.virtualServers.append(try virtualServer(b, file: file, groups: groups, localGroups: localGroups))
-            case "vrrp_instance", "vrrp_sync_group", "vrrp_script":
+            case "vrrp_instance", "vrrp_sync_group", "vrrp_script", "vrrp_track_process":
                 config.vrrpInstances.append(b)
-            case "track_file":
+            case "track_file", "vrrp_track_file":
                 guard let name = b.arguments.first, b.first("file")?.arguments.first != nil else {
                     throw ConfigurationError(file: file, line: b.line, keyword: "track_file", message: "needs a name and a file")
                 }

@@ -58,10 +58,17 @@ public enum KernelFile {
         return names
     }
 
-    /// Writes `value` to `path` (a sysctl under /proc/sys, a knob under /sys).
-    public static func write(_ path: String, _ value: String) throws(SystemError) {
+    /// Writes `value` to `path` (a sysctl under /proc/sys, a knob under
+    /// /sys); `create`: an ordinary file, made if missing, its contents replaced.
+    public static func write(_ path: String, _ value: String, create: Bool = false) throws(SystemError) {
         let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(FilePath(path), .writeOnly, options: .closeOnExec) } catch {
+        do {
+            fd =
+                create
+                ? try FileDescriptor.open(
+                    FilePath(path), .writeOnly, options: [.closeOnExec, .create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+                : try FileDescriptor.open(FilePath(path), .writeOnly, options: .closeOnExec)
+        } catch {
             throw SystemError("open \(path)", error as? Errno ?? .ioError)
         }
         defer { try? fd.close() }

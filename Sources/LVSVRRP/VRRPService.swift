@@ -33,6 +33,8 @@ public final class VRRPService: Service, Sendable {
     let states: Mutex<[String: VRRPRouter.State]>
     /// The tracked `vrrp_script`s' verdicts by name (true: OK), kept by `runScript`.
     let scriptVerdicts: Mutex<[String: Bool]>
+    /// The tracked `vrrp_track_process`es' verdicts by name (true: quorum), kept by `trackProcesses`.
+    let processVerdicts: Mutex<[String: Bool]>
     /// Each instance's handler, by name: a sync group's members are told of each other's changes.
     let handlers = Mutex<[String: (handler: VRRPInstanceHandler, loop: any EventLoop)]>([:])
     /// Each sync group's state as last entered (its notify scripts run on a change).
@@ -76,6 +78,8 @@ public final class VRRPService: Service, Sendable {
         instances = made
         states = Mutex(Dictionary(uniqueKeysWithValues: configuration.instances.map { ($0.name, VRRPRouter.State.initialize) }))
         scriptVerdicts = Mutex(Dictionary(uniqueKeysWithValues: configuration.scripts.map { ($0.name, !$0.initiallyFailed) }))
+        let running = Self.running(configuration.processes)
+        processVerdicts = Mutex(Dictionary(uniqueKeysWithValues: zip(configuration.processes, running).map { ($0.name, $0.hasQuorum($1)) }))
         publishOwnership()
         plane.vrrp.withLock { s in
             s = made.map { i in (Self.status(i.configuration, state: .initialize, master: nil, transitions: 0), MonotonicClock.milliseconds()) }
@@ -102,6 +106,7 @@ public final class VRRPService: Service, Sendable {
         let scripts = Task { [configuration] in
             await withTaskGroup(of: Void.self) { g in
                 for s in configuration.scripts { g.addTask { await self.runScript(s) } }
+                if !configuration.processes.isEmpty { g.addTask { await self.trackProcesses() } }
             }
         }
         try? await gracefulShutdown()
@@ -141,19 +146,88 @@ public final class VRRPService: Service, Sendable {
         }
     }
 
-    /// An instance's tracked scripts now: its priority change, and whether one puts it in FAULT.
-    func scriptEffect(_ c: VRRPInstanceConfiguration) -> (delta: Int, fault: Bool) {
-        guard !c.trackScripts.isEmpty else { return (0, false) }
-        let verdicts = scriptVerdicts.withLock { $0 }
+    /// The `vrrp_track_process`es, every half second (keepalived hears of
+    /// each fork and exit from the kernel; a poll is enough here): a
+    /// quorum gained counts after `fork_delay`, one lost after `terminate_delay`.
+    func trackProcesses() async {
+        var changedAt: [String: UInt64] = [:]
+        while !Task.isCancelled {
+            let now = MonotonicClock.milliseconds()
+            for (p, n) in zip(configuration.processes, Self.running(configuration.processes)) {
+                let quorum = p.hasQuorum(n)
+                let was = processVerdicts.withLock { $0[p.name] ?? quorum }
+                guard quorum != was else {
+                    changedAt[p.name] = nil
+                    continue
+                }
+                let since = changedAt[p.name] ?? now
+                changedAt[p.name] = since
+                guard now - since >= UInt64((quorum ? p.forkDelay : p.terminateDelay) * 1000) else { continue }
+                processVerdicts.withLock { $0[p.name] = quorum }
+                changedAt[p.name] = nil
+                logger.notice("VRRP_Track_Process(\(p.name)) \(quorum ? "quorum gained" : "quorum lost")", metadata: ["running": "\(n)"])
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    /// How many processes each of `processes` counts now, from /proc.
+    static func running(_ processes: [VRRPTrackedProcess]) -> [Int] {
+        var counts = [Int](repeating: 0, count: processes.count)
+        guard !processes.isEmpty, let pids = KernelFile.directory("/proc") else { return counts }
+        let commandLines = processes.contains { $0.fullCommand }
+        for pid in pids where pid.first?.isNumber == true {
+            // "PID (comm) S …": comm may hold spaces and parentheses, the state follows the last ')'.
+            guard let stat = KernelFile.firstLine("/proc/\(pid)/stat"), let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else {
+                continue
+            }
+            let comm = String(stat[stat.index(after: open)..<close])
+            if stat[close...].dropFirst(2).first == "Z" { continue }
+            var words: [String] = []
+            if commandLines, let text = KernelFile.contents("/proc/\(pid)/cmdline") {
+                words = text.split(separator: "\0", omittingEmptySubsequences: false).map(String.init)
+                if words.last == "" { words.removeLast() }
+            }
+            for (k, p) in processes.enumerated() where p.matches(comm: comm, commandLine: words) { counts[k] += 1 }
+        }
+        return counts
+    }
+
+    /// What an instance tracks, now: its priority change, whether something
+    /// puts it in FAULT, and what is failing (for the log).
+    func trackedEffect(_ c: VRRPInstanceConfiguration) -> (delta: Int, fault: Bool, failing: [String]) {
         var delta = 0
         var fault = false
-        for t in c.trackScripts {
-            guard let s = configuration.scripts.first(where: { $0.name == t.name }) else { continue }
-            let e = VRRPScript.effect(weight: t.weight ?? s.weight, ok: verdicts[t.name] ?? true)
+        var failing: [String] = []
+        func add(_ e: (delta: Int, fault: Bool), _ ok: Bool, _ what: String) {
             delta += e.delta
             fault = fault || e.fault
+            if !ok { failing.append(what) }
         }
-        return (delta, fault)
+        for t in c.trackInterfaces {
+            let up = Self.isUp(t.name)
+            add(VRRPScript.effect(weight: t.weight ?? 0, reverse: t.reverse ?? false, ok: up), up, "interface \(t.name) down")
+        }
+        let scripts = c.trackScripts.isEmpty ? [:] : scriptVerdicts.withLock { $0 }
+        for t in c.trackScripts {
+            guard let s = configuration.scripts.first(where: { $0.name == t.name }) else { continue }
+            let ok = scripts[t.name] ?? true
+            add(VRRPScript.effect(weight: t.weight ?? s.weight, reverse: t.reverse ?? s.reverse, ok: ok), ok, "script \(t.name) failed")
+        }
+        let processes = c.trackProcesses.isEmpty ? [:] : processVerdicts.withLock { $0 }
+        for t in c.trackProcesses {
+            guard let p = configuration.processes.first(where: { $0.name == t.name }) else { continue }
+            let ok = processes[t.name] ?? true
+            add(VRRPScript.effect(weight: t.weight ?? p.weight, reverse: t.reverse ?? p.reverse, ok: ok), ok, "process \(t.name) without quorum")
+        }
+        for t in c.trackFiles {
+            guard let f = configuration.files.first(where: { $0.name == t.name }) else { continue }
+            // A missing or unreadable file reads as 0, as keepalived reads it.
+            let value = KernelFile.firstLine(f.path).flatMap { Int($0.filter { !$0.isWhitespace }) } ?? 0
+            let e = TrackedFile.effect(value: value, weight: t.weight ?? f.weight, reverse: t.reverse ?? f.reverse)
+            add(e, value == 0, "file \(t.name) holds \(value)")
+        }
+        return (delta, fault, failing)
     }
 
     /// An instance entered `state`: the other members of its sync group
@@ -318,7 +392,7 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     let instance: VRRPService.Instance
     var router: VRRPRouter
     var transitions: UInt64 = 0
-    var trackedDown: [String] = []
+    var trackedFailing: [String] = []
     var lastTrackCheck: UInt64 = 0
     var warnedAuthentication = false
     /// `auth_type AH`'s sequence number: the last sent or accepted.
@@ -453,20 +527,14 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
     func tick() {
         let now = MonotonicClock.milliseconds()
         let c = instance.configuration
-        if (!c.trackInterfaces.isEmpty || !c.trackScripts.isEmpty || router.state == .fault) && now &- lastTrackCheck >= 250 {
+        let tracks = !(c.trackInterfaces.isEmpty && c.trackScripts.isEmpty && c.trackProcesses.isEmpty && c.trackFiles.isEmpty)
+        if (tracks || router.state == .fault) && now &- lastTrackCheck >= 250 {
             lastTrackCheck = now
-            var effect = service.scriptEffect(c)
-            var down: [String] = []
-            for t in c.trackInterfaces {
-                let up = VRRPService.isUp(t.name)
-                if !up { down.append(t.name) }
-                let e = VRRPScript.effect(weight: t.weight ?? 0, ok: up)
-                effect = (effect.delta + e.delta, effect.fault || e.fault)
+            let effect = service.trackedEffect(c)
+            if effect.failing != trackedFailing {
+                service.logger.notice("VRRP_Instance(\(c.name)) tracking: \(effect.failing.isEmpty ? "all well" : effect.failing.joined(separator: ", "))")
             }
-            if down != trackedDown {
-                service.logger.notice("VRRP_Instance(\(c.name)) tracked interfaces down: \(down.isEmpty ? "none" : down.joined(separator: " "))")
-            }
-            trackedDown = down
+            trackedFailing = effect.failing
             if effect.delta != router.priorityAdjustment {
                 router.priorityAdjustment = effect.delta
                 service.logger.notice("VRRP_Instance(\(c.name)) priority \(router.priority) (tracked \(effect.delta > 0 ? "+" : "")\(effect.delta))")

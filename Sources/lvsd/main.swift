@@ -164,6 +164,12 @@ struct LVSD: AsyncParsableCommand {
             capacity: connectionTableSize, workers: workers, sources: ConfigurationSources(rules: rules, keepalived: keepalived, marks: marks),
             base: base, group: group, logger: logger)
         plane.setPassiveCheck(!noPassiveCheck)
+        // init_file: the track_files exist before anything reads them.
+        do {
+            for f in try plane.sources.loadTrackFiles() where try f.initialize() { logger.notice("track_file \(f.name): \(f.path) initialised") }
+        } catch {
+            throw fail("track_file: \(error)")
+        }
         do { try plane.reload() } catch { throw fail("cannot load the configuration: \(error)") }
         // VRRP first: its addresses stay unowned until an instance is master.
         var services: [any Service] = []

@@ -199,8 +199,10 @@ struct HighAvailabilityTests {
     /// lvsd (priority 150) masters over keepalived (100) until its script
     /// fails (a file appears: 150 − 100 = 50), keepalived takes the VIP,
     /// and when the script passes again lvsd preempts it back. The same
-    /// with a tracked interface of weight −100 that goes down and up.
-    @Test func aFailingTrackScriptOrInterfaceHandsTheVIPToKeepalivedAndBack() throws {
+    /// with each of the other things an instance tracks, weight −100: an
+    /// interface that goes down, a process that stops (vrrp_track_process),
+    /// a file that holds 1 (track_file, created by init_file).
+    @Test func whatAMasterTracksHandsTheVIPToKeepalivedAndBack() throws {
         let lab = try Lab(prefix: "ltvrs", bin: Self.bin, servers: 1)
         defer { lab.teardown() }
         try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
@@ -209,13 +211,43 @@ struct HighAvailabilityTests {
         let kconf = try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/24"]))
         let keepalived = try runKeepalived(lab, kconf)
         let broken = lab.directory.appendingPathComponent("broken").path
-        let script = "vrrp_script local_check {\n    script \"/usr/bin/test ! -e \(broken)\"\n    interval 0.5\n    fall 2\n    rise 2\n}\n"
-        let lconf = try write(
-            lab, "lvsd.conf",
-            global + script
-                + vrrpInstance(
-                    interface: lab.ns("d0"), priority: 150, addresses: [vip],
-                    lines: "\n    track_script {\n        local_check weight -100\n    }\n    track_interface {\n        \(lab.ns("dt")) weight -100\n    }"))
+        let drain = lab.directory.appendingPathComponent("drain").path
+        // A process of a name no other has: a copy of sleep.
+        let tracked = lab.directory.appendingPathComponent("lvs-tracked").path
+        try FileManager.default.copyItem(atPath: "/bin/sleep", toPath: tracked)
+        var process = try lab.start("d", [tracked, "600"], logName: "tracked")
+        let blocks = """
+            vrrp_script local_check {
+                script "/usr/bin/test ! -e \(broken)"
+                interval 0.5
+                fall 2
+                rise 2
+            }
+            vrrp_track_process proxy {
+                process lvs-tracked
+            }
+            track_file drain {
+                file \(drain)
+                init_file
+            }
+
+            """
+        let tracking = """
+
+                track_script {
+                    local_check weight -100
+                }
+                track_interface {
+                    \(lab.ns("dt")) weight -100
+                }
+                track_process {
+                    proxy weight -100
+                }
+                track_file {
+                    drain weight -100
+                }
+            """
+        let lconf = try write(lab, "lvsd.conf", global + blocks + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip], lines: tracking))
         try lab.inside("d", "ip", "link", "add", lab.ns("dt"), "type", "veth", "peer", "name", lab.ns("du"))
         try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "up")
         try lab.inside("d", "ip", "link", "set", lab.ns("du"), "up")
@@ -224,26 +256,39 @@ struct HighAvailabilityTests {
         let context = { "--- lvsd ---\n\(lab.logText("lvsd"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
         #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
         #expect(waitFor(limit: 5) { lab.logText("keepalived").contains("Entering BACKUP STATE") } != nil, "\(context())")
+        #expect((try? String(contentsOfFile: drain, encoding: .utf8)) == "0\n", "init_file writes 0")
 
-        FileManager.default.createFile(atPath: broken, contents: nil)
-        let handedOver = waitFor(limit: 10) { keepalivedHoldsVIP() && vrrp(lab)?.state == "BACKUP" }
-        #expect(handedOver != nil, "\(context())")
-        #expect(lab.logText("lvsd").contains("VRRP_Script(local_check) failed") && lab.logText("lvsd").contains("priority 50"), "\(context())")
-        print("track_script: keepalived holds the VIP \(handedOver ?? -1) ms after the script's file appeared")
-
-        try FileManager.default.removeItem(atPath: broken)
-        let back = waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" && !keepalivedHoldsVIP() }
-        #expect(back != nil, "\(context())")
-        print("track_script: lvsd master again \(back ?? -1) ms after the file went")
-
-        try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "down")
-        let down = waitFor(limit: 10) { keepalivedHoldsVIP() && vrrp(lab)?.state == "BACKUP" }
-        #expect(down != nil && lab.logText("lvsd").contains("tracked interfaces down: \(lab.ns("dt"))"), "\(context())")
-        print("track_interface: keepalived holds the VIP \(down ?? -1) ms after the interface went down")
-        try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "up")
-        let up = waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" && !keepalivedHoldsVIP() }
-        #expect(up != nil, "\(context())")
-        print("track_interface: lvsd master again \(up ?? -1) ms after the interface came up")
+        let cases: [(what: String, logged: String, fail: () throws -> Void, heal: () throws -> Void)] = [
+            (
+                "track_script", "VRRP_Script(local_check) failed", { FileManager.default.createFile(atPath: broken, contents: nil) },
+                { try FileManager.default.removeItem(atPath: broken) }
+            ),
+            (
+                "track_interface", "tracking: interface \(lab.ns("dt")) down", { try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "down") },
+                { try lab.inside("d", "ip", "link", "set", lab.ns("dt"), "up") }
+            ),
+            (
+                "track_process", "VRRP_Track_Process(proxy) quorum lost",
+                {
+                    kill(process.processIdentifier, SIGKILL)
+                    process.waitUntilExit()
+                }, { process = try lab.start("d", [tracked, "600"], logName: "tracked") }
+            ),
+            (
+                "track_file", "tracking: file drain holds 1", { try "1\n".write(toFile: drain, atomically: true, encoding: .utf8) },
+                { try "0\n".write(toFile: drain, atomically: true, encoding: .utf8) }
+            ),
+        ]
+        for c in cases {
+            try c.fail()
+            let handedOver = waitFor(limit: 10) { keepalivedHoldsVIP() && vrrp(lab)?.state == "BACKUP" }
+            #expect(handedOver != nil && lab.logText("lvsd").contains(c.logged) && lab.logText("lvsd").contains("priority 50"), "\(c.what)\n\(context())")
+            print("\(c.what): keepalived holds the VIP \(handedOver ?? -1) ms after the failure")
+            try c.heal()
+            let back = waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" && !keepalivedHoldsVIP() }
+            #expect(back != nil, "\(c.what)\n\(context())")
+            print("\(c.what): lvsd master again \(back ?? -1) ms after it healed")
+        }
         _ = keepalived
     }
 

@@ -201,8 +201,8 @@ let everyOptionRules = """
             global_defs {
                 router_id LVS_DEVEL
             }
-            vrrp_track_process chk {
-                process nginx
+            linkbeat_interfaces {
+                eth0
             }
             vrrp_instance VI_1 {
                 interface eth0
@@ -242,10 +242,10 @@ let everyOptionRules = """
         let notices = KeepalivedAudit.audit(try KeepalivedConfiguration.tokenizeAndNest(text, file: "k"), file: "k")
         #expect(
             notices.map { "\($0.line) \($0.keyword) \($0.unsupported)" } == [
-                "2 router_id false", "4 vrrp_track_process true",
+                "2 router_id false", "4 linkbeat_interfaces true",
                 "20 garp_master_delay false", "28 BFD_CHECK true", "34 regex true", "38 sorry_server_inhibit true", "40 @high true",
             ])
-        #expect(notices[1].description == "k:4: vrrp_track_process: not supported: not tracked")
+        #expect(notices[1].description == "k:4: linkbeat_interfaces: not supported: not watched")
         // The configuration the other tests use asks for nothing lvsd lacks.
         #expect(KeepalivedAudit.audit(try KeepalivedConfiguration.tokenizeAndNest(Self.keepalived, file: "k"), file: "k").filter(\.unsupported).isEmpty)
     }

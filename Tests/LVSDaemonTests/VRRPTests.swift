@@ -238,11 +238,98 @@ import Testing
         #expect(r.priority == 1)
         r.priorityAdjustment = 200
         #expect(r.priority == 254 && r.advertisement(priority: r.priority).priority == 254)
-        for bad in ["track_script {\n nosuch\n}", "track_script {\n up weight 20 reverse\n}"] {
+        // reverse turns it around: a positive weight subtracted while OK, a negative one added while failed, weight 0 a FAULT while OK.
+        #expect(VRRPScript.effect(weight: 20, reverse: true, ok: true) == (-20, false) && VRRPScript.effect(weight: 20, reverse: true, ok: false) == (0, false))
+        #expect(VRRPScript.effect(weight: -40, reverse: true, ok: false) == (40, false) && VRRPScript.effect(weight: 0, reverse: true, ok: true) == (0, true))
+        let reversed = try KeepalivedConfiguration.parse(
+            text.replacingOccurrences(of: "        down weight -40\n", with: "        down weight -40 reverse\n"), file: "k")
+        #expect(try HighAvailabilityConfiguration.parse(reversed, file: "k").instances[0].trackScripts[1] == Tracked(name: "down", weight: -40, reverse: true))
+        for bad in ["track_script {\n nosuch\n}", "track_script {\n up weight 300\n}", "track_script {\n up weight 20 backwards\n}"] {
             let k = try KeepalivedConfiguration.parse(
                 text.replacingOccurrences(of: "track_script {\n        up\n        down weight -40\n        vital\n    }", with: bad), file: "k")
             #expect(throws: ConfigurationError.self) { try HighAvailabilityConfiguration.parse(k, file: "k") }
         }
+    }
+
+    /// vrrp_track_process as keepalived matches processes, and track_file's
+    /// value times its weight.
+    @Test func trackedProcessesAndFiles() throws {
+        let text = """
+            vrrp_track_process proxy {
+                process haproxy
+                quorum 2
+                quorum_max 3
+                delay 1.5
+                weight -30 reverse
+            }
+            vrrp_track_process web {
+                process /usr/sbin/nginx -c /etc/nginx/lvs.conf
+                param_match partial
+                terminate_delay 0.5
+            }
+            vrrp_track_process unused {
+                process sshd
+            }
+            track_file drain {
+                file /run/lvs/drain
+                weight -10
+                init_file 0 overwrite
+            }
+            vrrp_instance A {
+                interface e
+                virtual_router_id 1
+                track_process {
+                    proxy
+                    web weight 20
+                }
+                track_file {
+                    drain
+                }
+                virtual_ipaddress {
+                    198.19.0.10
+                }
+            }
+            """
+        let ha = try HighAvailabilityConfiguration.parse(try KeepalivedConfiguration.parse(text, file: "k"), file: "k")
+        #expect(ha.processes.map(\.name) == ["proxy", "web"] && ha.instances[0].trackProcesses == [Tracked(name: "proxy"), Tracked(name: "web", weight: 20)])
+        let proxy = ha.processes[0]
+        let web = ha.processes[1]
+        #expect(proxy.quorum == 2 && proxy.quorumMax == 3 && proxy.forkDelay == 1.5 && proxy.terminateDelay == 1.5 && proxy.weight == -30 && proxy.reverse)
+        #expect(!proxy.fullCommand && !proxy.hasQuorum(1) && proxy.hasQuorum(2) && proxy.hasQuorum(3) && !proxy.hasQuorum(4))
+        // By comm without parameters, exactly (not as pgrep's regular expression).
+        #expect(proxy.matches(comm: "haproxy", commandLine: []) && !proxy.matches(comm: "haproxy-ng", commandLine: []))
+        // Parameters: argv[0] exactly, then the given ones first (partial), or exactly, or the last one a prefix (initial).
+        #expect(web.fullCommand && web.parameterMatch == .partial && web.forkDelay == 0 && web.terminateDelay == 0.5)
+        let nginx = ["/usr/sbin/nginx", "-c", "/etc/nginx/lvs.conf"]
+        #expect(web.matches(comm: "nginx", commandLine: nginx) && web.matches(comm: "nginx", commandLine: nginx + ["-g", "daemon off;"]))
+        #expect(
+            !web.matches(comm: "nginx", commandLine: ["nginx", "-c", "/etc/nginx/lvs.conf"]) && !web.matches(comm: "nginx", commandLine: ["/usr/sbin/nginx"]))
+        var exact = web
+        exact.parameterMatch = .exact
+        #expect(exact.matches(comm: "", commandLine: nginx) && !exact.matches(comm: "", commandLine: nginx + ["-g"]))
+        var initial = web
+        initial.parameterMatch = .initial
+        initial.parameters = ["-c", "/etc/nginx/"]
+        #expect(initial.matches(comm: "", commandLine: nginx) && !initial.matches(comm: "", commandLine: ["/usr/sbin/nginx", "-c", "/etc/other"]))
+        // The file: value × weight (−10), a fault from −254; weight 0: any non-zero value is a fault.
+        #expect(ha.files == [TrackedFile(name: "drain", path: "/run/lvs/drain", weight: -10, initial: 0, overwrite: true)])
+        #expect(TrackedFile.effect(value: 0, weight: -10, reverse: false) == (0, false))
+        #expect(TrackedFile.effect(value: 5, weight: -10, reverse: false) == (-50, false))
+        #expect(TrackedFile.effect(value: 30, weight: -10, reverse: false) == (0, true))
+        #expect(TrackedFile.effect(value: 30, weight: 10, reverse: false) == (253, false))
+        #expect(TrackedFile.effect(value: 5, weight: -10, reverse: true) == (50, false))
+        #expect(TrackedFile.effect(value: 1, weight: 0, reverse: false) == (0, true) && TrackedFile.effect(value: 0, weight: 0, reverse: true) == (0, true))
+        // This test's own process is found by its comm.
+        let me = KernelFile.firstLine("/proc/self/comm") ?? ""
+        #expect(VRRPService.running([VRRPTrackedProcess(name: "me", process: me)]).first ?? 0 >= 1)
+        for bad in [
+            "track_process {\n nosuch\n}", "track_file {\n nosuch\n}",
+        ] {
+            let k = try KeepalivedConfiguration.parse(text.replacingOccurrences(of: "track_file {\n        drain\n    }", with: bad), file: "k")
+            #expect(throws: ConfigurationError.self) { try HighAvailabilityConfiguration.parse(k, file: "k") }
+        }
+        let crossed = try KeepalivedConfiguration.parse(text.replacingOccurrences(of: "quorum_max 3", with: "quorum_max 1"), file: "k")
+        #expect(throws: ConfigurationError.self) { try HighAvailabilityConfiguration.parse(crossed, file: "k") }
     }
 
     @Test func aSyncGroupIsReadAndItsMembersFollow() throws {
