@@ -167,6 +167,21 @@ public struct Admin {
                 write(listing(inv.format).localAddresses(services, connections: s.connections ?? []))
             }
             return 0
+        case .compare:
+            var there = ""
+            if inv.comparedWith == "-" {
+                while let line = readInput() { there += line }
+            } else if let text = KernelFile.contents(inv.comparedWith ?? "") {
+                there = text
+            } else {
+                writeError("\(program): cannot read \(inv.comparedWith ?? "")\n")
+                return 2
+            }
+            guard let s = try snapshot(connections: false) else { return 1 }
+            let (differences, notes) = FleetComparison.differences(here: listing([.rule, .numeric]).all(s), there: there)
+            write(differences.isEmpty ? "the same services and real servers\n" : differences.map { $0 + "\n" }.joined())
+            write(notes.map { "note: \($0)\n" }.joined())
+            return differences.isEmpty ? 0 : 1
         case .restore:
             var text = ""
             while let line = readInput() { text += line }
@@ -209,6 +224,7 @@ public struct Admin {
           \(program) --stop-daemon {master|backup}
           \(program) -P|Q -z local-address virtual-service
           \(program) -G [virtual-service]
+          \(program) --compare file|-
           \(program) -h
           \(program) trace [virtual-service] [--count N] [--wait seconds] [--json]
 
@@ -220,6 +236,7 @@ public struct Admin {
           --clear           -C        clear the whole table
           --restore         -R        restore rules from stdin
           --save            -S        save rules to stdout
+          --compare file|-            where another director's -S -n differs from these rules
           --add-server      -a        add real server with options
           --edit-server     -e        edit real server with options
           --delete-server   -d        delete real server

@@ -67,7 +67,7 @@ public struct Listing {
             if f.contains(.flag1) { names.append("flag-1") }
             if f.contains(.flag2) { names.append("flag-2") }
         }
-        if f.contains(.flag3) { names.append("flag-3") }
+        if f.contains(.flag3) { names.append(s.scheduler == "mh" ? "mh-sorted" : "flag-3") }
         return names.joined(separator: ",")
     }
 

@@ -3,18 +3,19 @@ import LVSPacket
 import LVSSystem
 
 /// ipvsadm's commands, in its own order (`CMD_ADD` … `CMD_ZERO`), then
-/// DPVS's local-address commands.
+/// DPVS's local-address commands, then lvsadm's `--compare`.
 public enum AdminCommand: Int, Sendable, CaseIterable {
     case addService = 0
     case editService, deleteService, flush, list, addServer, deleteServer, editServer, setTimeouts
     case startDaemon, stopDaemon, restore, save, zero
     case addLocalAddress, deleteLocalAddress, getLocalAddress
+    case compare
 
     /// `cmdnames[]`, as ipvsadm's messages name them.
     public var name: String {
         [
             "add-service", "edit-service", "delete-service", "flush", "list", "add-server", "delete-server", "edit-server", "set",
-            "start-daemon", "stop-daemon", "restore", "save", "zero", "add-laddr", "del-laddr", "get-laddr",
+            "start-daemon", "stop-daemon", "restore", "save", "zero", "add-laddr", "del-laddr", "get-laddr", "compare",
         ][rawValue]
     }
 }
@@ -63,6 +64,7 @@ let compatibility: [String] = [
     "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxxx",  // add-laddr
     "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+xxxxx",  // del-laddr
     " x xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx xxxx",  // get-laddr
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",  // compare
 ]
 
 /// How a listing prints (`FMT_*`).
@@ -107,6 +109,8 @@ public struct Invocation: Sendable, Equatable {
     public var syncDaemon = SyncDaemonConfiguration()
     public var json = false
     public var socketPath: String?
+    /// `--compare FILE`: another director's `-S -n` (`-`: standard input).
+    public var comparedWith: String?
     public init() {}
 }
 
@@ -159,7 +163,7 @@ public enum AdminCommandLine {
         Spec(long: "json", short: nil, argument: .none), Spec(long: "drops", short: nil, argument: .none),
         Spec(long: "synproxy", short: "j", argument: .required), Spec(long: "health", short: nil, argument: .none),
         Spec(long: "proxy-protocol", short: nil, argument: .required),
-        Spec(long: "socket", short: nil, argument: .required),
+        Spec(long: "socket", short: nil, argument: .required), Spec(long: "compare", short: nil, argument: .required),
     ]
 
     /// 6 × 60 s, libipvs's IPVS_SVC_PERSISTENT_TIMEOUT.
@@ -304,6 +308,9 @@ public enum AdminCommandLine {
             case "add-laddr": try setCommand(.addLocalAddress)
             case "del-laddr": try setCommand(.deleteLocalAddress)
             case "get-laddr": try setCommand(.getLocalAddress)
+            case "compare":
+                try setCommand(.compare)
+                inv.comparedWith = v
             case "help": inv.help = true
             case "version": inv.version = true
             case "start-daemon", "stop-daemon":
@@ -592,9 +599,9 @@ public enum AdminCommandLine {
             case "flag-1": flags.insert(.flag1)
             case "flag-2": flags.insert(.flag2)
             case "flag-3": flags.insert(.flag3)
-            case "sh-fallback", "sh-port", "mh-fallback", "mh-port":
+            case "sh-fallback", "sh-port", "mh-fallback", "mh-port", "mh-sorted":
                 guard scheduler == String(flag.prefix(2)) else { throw UsageError("incompatible scheduler flag `\(flag)'") }
-                flags.insert(flag.hasSuffix("fallback") ? .flag1 : .flag2)
+                flags.insert(flag.hasSuffix("fallback") ? .flag1 : flag.hasSuffix("port") ? .flag2 : .flag3)
             default:
                 throw UsageError("invalid scheduler flag `\(flag)'")
             }

@@ -59,7 +59,7 @@ enum KeepalivedAudit {
     static let virtualServer: Rules = (
         [
             "lvs_sched", "lb_algo", "lvs_method", "lb_kind", "protocol", "real_server", "flag-1", "flag-2", "flag-3", "sh-fallback",
-            "mh-fallback", "sh-port", "mh-port", "ops", "syn_proxy", "proxy_protocol", "persistence_timeout", "persistence_granularity",
+            "mh-fallback", "sh-port", "mh-port", "mh-sorted", "ops", "syn_proxy", "proxy_protocol", "persistence_timeout", "persistence_granularity",
             "persistence_engine", "sorry_server", "quorum", "hysteresis", "alpha", "omega", "inhibit_on_failure", "delay_loop",
             "laddr_group_name", "quorum_up", "quorum_down", "virtualhost",
         ],

@@ -319,7 +319,7 @@ public struct KeepalivedConfiguration: Sendable {
             case "lvs_method", "lb_kind", "protocol", "real_server": break
             case "flag-1": flags.insert(.flag1)
             case "flag-2": flags.insert(.flag2)
-            case "flag-3": flags.insert(.flag3)
+            case "flag-3", "mh-sorted": flags.insert(.flag3)
             case "sh-fallback", "mh-fallback": flags.insert(.flag1)
             case "sh-port", "mh-port": flags.insert(.flag2)
             case "ops": onePacket = true

@@ -86,10 +86,12 @@ public struct TableSnapshot: Sendable, Hashable, Codable {
     public var daemons: [SyncDaemonConfiguration]
     /// VRRP instances, lvsd's addition.
     public var vrrp: [VRRPInstanceStatus]
+    /// The VIPs announced over BGP or held back, lvsd's addition (empty without `--bird-config`).
+    public var bgp: [BGPRouteStatus]
     public init(
         connectionTableSize: Int, services: [ServiceSnapshot], timeouts: Timeouts, connections: [ConnectionEntry]? = nil,
         drops: [String: UInt64] = [:], health: [HealthEntry] = [], daemons: [SyncDaemonConfiguration] = [],
-        vrrp: [VRRPInstanceStatus] = []
+        vrrp: [VRRPInstanceStatus] = [], bgp: [BGPRouteStatus] = []
     ) {
         self.connectionTableSize = connectionTableSize
         self.services = services
@@ -99,6 +101,24 @@ public struct TableSnapshot: Sendable, Hashable, Codable {
         self.health = health
         self.daemons = daemons
         self.vrrp = vrrp
+        self.bgp = bgp
+    }
+}
+
+/// A VIP as lvsd tells its BGP speaker: announced, or withdrawn and why.
+public struct BGPRouteStatus: Sendable, Hashable, Codable {
+    public var address: IPAddress
+    public var announced: Bool
+    /// Why it is withdrawn ("no real server with weight", "quorum lost",
+    /// "VRRP backup", "interfaces down", "stopping"); empty when announced.
+    public var reason: String
+    /// Seconds in this state (at the snapshot).
+    public var seconds: UInt64
+    public init(address: IPAddress, announced: Bool, reason: String, seconds: UInt64 = 0) {
+        self.address = address
+        self.announced = announced
+        self.reason = reason
+        self.seconds = seconds
     }
 }
 

@@ -63,6 +63,8 @@ public struct SchedulerFlags: OptionSet, Sendable, Hashable {
     public static let shPort = flag2
     public static let mhFallback = flag1
     public static let mhPort = flag2
+    /// lvsd's own: mh's table in address order (the kernel leaves flag-3 unused for mh).
+    public static let mhSorted = flag3
 }
 
 public enum TunnelType: UInt8, Sendable, Hashable {
@@ -317,6 +319,13 @@ public struct DirectorConfiguration: Sendable {
     /// start (another director's, a multi-homed peer's other path) creates
     /// a connection, as INIT does.
     public var sloppySCTP = false
+    /// `sloppy_tcp`: a TCP packet of a connection lvsd has not seen start
+    /// (another director's, moved here by ECMP) is scheduled, as a SYN is,
+    /// and its connection created (not for a FULLNAT service, whose real server
+    /// knows the flow by another director's local address). With a
+    /// consistent scheduler (`mh` with `mh-sorted`, `ch`) every director picks
+    /// the same real server, so the flow survives the move.
+    public var sloppyTCP = false
     /// The ports of TCP services whose NAT and FULLNAT connections the FTP
     /// helper reads, as `modprobe ip_vs_ftp ports=21` (its default); empty:
     /// none. Not on SYN-proxy or PROXY protocol services.

@@ -260,7 +260,13 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     ) -> Verdict {
         let proto = p.proto
         if proto == IPProtocolNumber.tcp {
-            if p.tcpFlags & TCPFlags.syn == 0 || p.tcpFlags & TCPFlags.rst != 0 { return shared.drop(.notSYN) }
+            // tcp_conn_schedule: SYN, or with sloppy_tcp anything but RST; not for a FULLNAT service, whose real
+            // server knows a flow begun elsewhere by another local address.
+            if p.tcpFlags & (TCPFlags.syn | TCPFlags.rst) != TCPFlags.syn
+                && (!shared.sloppyTCP || p.tcpFlags & TCPFlags.rst != 0 || pools[service] != nil)
+            {
+                return shared.drop(.notSYN)
+            }
         } else if proto == IPProtocolNumber.sctp {
             // sctp_conn_schedule: INIT, or with sloppy_sctp anything but ABORT.
             if p.tcpFlags != SCTPEvent.initiation && (!shared.sloppySCTP || p.tcpFlags == SCTPEvent.abort) { return shared.drop(.notINIT) }

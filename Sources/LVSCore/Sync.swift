@@ -152,6 +152,9 @@ extension Director {
     /// Addresses owned besides the services' VIPs and LIPs (VRRP's
     /// `virtual_ipaddress`), and owned ones left alone while a VRRP instance
     /// holding them is not master: not answered for, not announced.
+    /// The addresses a VRRP backup holds back (see `setOwnership`).
+    public var standbyAddresses: Set<IPAddress> { shared.standby }
+
     public mutating func setOwnership(extra: Set<IPAddress>, standby: Set<IPAddress>) {
         guard extra != shared.extraOwned || standby != shared.standby else { return }
         shared.extraOwned = extra

@@ -73,6 +73,8 @@ public final class ControlPlane: Sendable {
     public let sync: SyncDaemons
     /// VRRP instances, published by whoever runs them; `since` in ms of `now()`.
     public let vrrp = Mutex<[(status: VRRPInstanceStatus, since: UInt64)]>([])
+    /// The VIPs as the BGP service last told its speaker; `since` in ms of `now()`.
+    public let bgp = Mutex<[(status: BGPRouteStatus, since: UInt64)]>([])
 
     let started = MonotonicClock.milliseconds()
 
@@ -355,6 +357,27 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// Every VIP of an address service, and why it is not to be announced
+    /// (nil: it is): it is announced while one of its services can take a
+    /// connection (a real server with weight, its quorum held) and lvsd
+    /// owns it (not a VRRP backup's).
+    public func routeVerdicts() -> [(address: IPAddress, withheld: String?)] {
+        let standby = engines.first?.director.withLock { $0.standbyAddresses } ?? []
+        return state.withLock { s in
+            var verdicts: [IPAddress: String?] = [:]
+            for svc in s.table.services {
+                guard case .address(_, let a, _) = svc.key else { continue }
+                let lost = s.quorum.contains { $0.lost && $0.group.services.contains(svc.key) }
+                let why: String? =
+                    standby.contains(a)
+                    ? "VRRP backup" : lost ? "quorum lost" : !svc.realServers.contains { $0.weight > 0 } ? "no real server with weight" : nil
+                if case .some(.none) = verdicts[a] { continue }
+                verdicts[a] = why
+            }
+            return verdicts.map { (address: $0.key, withheld: $0.value) }.sorted { $0.address < $1.address }
+        }
+    }
+
     /// keepalived's `omega` at shutdown: `quorum_down` of every quorum still held.
     public func runOmegaQuorumDown() async {
         let scripts = state.withLock { s in s.quorum.filter { $0.group.omega && !$0.lost }.compactMap(\.group.down) }
@@ -436,6 +459,13 @@ public final class ControlPlane: Sendable {
                     $0.map { v in
                         var s = v.status
                         s.seconds = (now &- v.since) / 1000
+                        return s
+                    }
+                },
+                bgp: bgp.withLock {
+                    $0.map { r in
+                        var s = r.status
+                        s.seconds = (now &- r.since) / 1000
                         return s
                     }
                 })

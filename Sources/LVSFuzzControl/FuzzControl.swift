@@ -46,9 +46,11 @@ public func fuzzControl(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         plane.engines[0].director.withLock { d in for r in records { _ = d.applySync(r, now: 1000) } }
     }
     _ = try? VRRPAdvertisement.decode(bytes)
+    _ = try? VRRPAuthenticationHeader.open(bytes, key: Array(bytes.prefix(8)), unicast: size & 1 == 1)
     _ = try? VRRPAdvertisement.decode6(bytes, source: IPv6Address(high: 0xFE80_0000_0000_0000, low: 1), hopLimit: 255)
     _ = try? AdminCommandLine.parse(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
     _ = FrameFields.describe(bytes, tunnelled: size & 1 == 1)
+    _ = FleetComparison.differences(here: text, there: String(text.reversed()))
     return 0
 }
 

@@ -60,8 +60,10 @@ public final class Lab: @unchecked Sendable {
     }
 
     static func removeNamespaces(prefix: String, servers: Int) {
-        // "e" and "k": a second director and a keepalived router, when a test adds them.
-        for role in ["c", "rt", "d", "e", "k"] + (1...servers).map({ "r\($0)" }) { _ = try? Self.exec(["ip", "netns", "del", prefix + role], check: false) }
+        // "e", "f" and "k": more directors and a keepalived router, when a test adds them.
+        for role in ["c", "rt", "d", "e", "f", "k"] + (1...servers).map({ "r\($0)" }) {
+            _ = try? Self.exec(["ip", "netns", "del", prefix + role], check: false)
+        }
     }
 
     func build() throws {

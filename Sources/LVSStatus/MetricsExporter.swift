@@ -129,6 +129,9 @@ public enum MetricsExporter {
             counter("lvsd_vrrp_transitions_total", "State changes of the VRRP instance.", labels, v.transitions)
             gauge("lvsd_vrrp_state_seconds", "Seconds the VRRP instance has been in its state.", labels, Double(v.seconds))
         }
+        for b in report.table.bgp {
+            gauge("lvsd_bgp_announced", "1 while the VIP is announced over BGP, 0 while it is withdrawn.", [("address", "\(b.address)")], b.announced ? 1 : 0)
+        }
         gauge("lvsd_services", "Virtual services configured.", [], Double(report.table.services.count))
         gauge("lvsd_uptime_seconds", "Seconds since lvsd started.", [], Double(report.uptimeSeconds))
         return registry.emitToBuffer()

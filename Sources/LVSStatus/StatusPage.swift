@@ -261,7 +261,13 @@ enum StatusPage {
             cell(r, ""); cell(r, ""); cell(r, d.group + ":" + d.port + ", " + moved);
             body.appendChild(r);
           }
-          if (!body.children.length) body.appendChild(el("tr")).appendChild(el("td", { colspan: 7, class: "muted" }, "no VRRP instance, no sync daemon"));
+          for (const b of report.table.bgp || []) {
+            const r = el("tr");
+            cell(r, "BGP route " + b.address); cell(r, ""); cell(r, b.announced ? "ANNOUNCED" : "WITHDRAWN"); cell(r, b.reason);
+            cell(r, ""); cell(r, num(b.seconds)); cell(r, b.address);
+            body.appendChild(r);
+          }
+          if (!body.children.length) body.appendChild(el("tr")).appendChild(el("td", { colspan: 7, class: "muted" }, "no VRRP instance, no sync daemon, no BGP"));
         }
 
         function drawWorkers(report) {

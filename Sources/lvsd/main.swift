@@ -72,6 +72,14 @@ struct LVSD: AsyncParsableCommand {
             """)
     var sloppySCTP = false
 
+    @Flag(
+        help: """
+            As the kernel's sloppy_tcp: a TCP packet of a connection lvsd did not see start (another director's, moved here by \
+            ECMP) is scheduled and creates a connection, as a SYN does (not for a FULLNAT service). With mh-sorted or ch every director \
+            picks the same real server.
+            """)
+    var sloppyTCP = false
+
     @Option(
         help: ArgumentHelp(
             "TCP service ports whose NAT and FULLNAT connections the FTP helper reads (PASV, EPSV, PORT, EPRT), as ip_vs_ftp's ports=; none to turn it off.",
@@ -93,6 +101,23 @@ struct LVSD: AsyncParsableCommand {
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
+
+    @Option(
+        help: ArgumentHelp(
+            """
+            Announce the VIPs over BGP: lvsd runs BIRD (Debian's bird2) with this configuration, which includes the file lvsd \
+            writes in --bird-directory (bgp-routes.conf: static protocols lvsd4 and lvsd6, for its BGP channels to export). A VIP \
+            is announced while one of \
+            its services has a real server with weight and its quorum, lvsd owns it (not a VRRP backup) and an interface is up; \
+            BIRD stops with lvsd, even after kill -9.
+            """, valueName: "bird.conf"))
+    var birdConfig: String?
+
+    @Option(help: ArgumentHelp("Where the route file, BIRD's control socket (bird.ctl) and lifeline go.", valueName: "dir"))
+    var birdDirectory = "/run/lvsd"
+
+    @Option(help: ArgumentHelp("Seconds lvsd keeps forwarding after withdrawing its VIPs at a graceful stop.", valueName: "seconds"))
+    var bgpWithdrawDelay: Double = 2
 
     @Flag(
         help: """
@@ -158,6 +183,7 @@ struct LVSD: AsyncParsableCommand {
             }
         }
         base.sloppySCTP = sloppySCTP
+        base.sloppyTCP = sloppyTCP
         base.ftpPorts = ftpPortList ?? []
         let workers = workers.resolved(interfaces: interface)
         let plane = ControlPlane(
@@ -238,6 +264,16 @@ struct LVSD: AsyncParsableCommand {
         services.append(health)
         if nftablesInterval > 0 { services.append(NftablesMarkService(plane: plane, interval: nftablesInterval, logger: logger)) }
         if let vrrp { services.append(vrrp) }
+        // After VRRP: at a stop the VIPs are withdrawn before anything else lets go of them.
+        if let birdConfig {
+            do {
+                let settings = BGPService.Settings(
+                    configuration: birdConfig, directory: birdDirectory, withdrawDelay: max(0, bgpWithdrawDelay), interfaces: interface)
+                services.append(try BGPService(plane: plane, settings: settings, logger: logger))
+            } catch {
+                throw fail("cannot announce over BGP: \(error)")
+            }
+        }
         let running = Mutex<ServiceGroup?>(nil)
         services.append(
             SignalService(signals: signals, plane: plane, systemd: systemd, logger: logger) {

@@ -152,7 +152,9 @@ struct SCTPEndToEndTests {
             // Seen once or twice in 1000: a client whose shutdown was still retrying when its 30 s ran out.
             let closed = seen.values.filter(\.closed).count
             #expect(closed >= 990 - 10 * crashes, "\(method): \(closed) closed")
-            #expect(!seen.values.contains { $0.learntRealServer }, "\(method): a client learnt a real server's address")
+            // A DR server restarted after a crash starts with its own address there too, and names it (see withLab).
+            #expect(
+                !seen.values.contains { $0.learntRealServer } || (method == "-g" && crashes > 0), "\(method): a client learnt a real server's address")
             let (servers, states) = try entries(lab)
             // Where the server's SHUTDOWN and SHUTDOWN ACK share a packet, IPVS reads the SHUTDOWN and stays in
             // S-RECEIVED until the timeout, as lvsd does.

@@ -54,6 +54,10 @@ func failure(_ line: String) -> UsageError? {
         #expect(long.service == ServiceSpec(key: .address(.udp, ip("2001:db8::10"), 53), scheduler: "sh", schedulerFlags: .flag2))
         let fw = try parse("-A -f 7 -6 -s mh -b mh-fallback -p 60 -M 64")
         #expect(fw.service == ServiceSpec(key: .firewallMark(7, ipv6: true), scheduler: "mh", schedulerFlags: .flag1, persistence: 60, netmask: 64))
+        // lvsd's own: mh's table in address order, flag-3, listed by its name.
+        let sorted = try parse("-A -t 198.18.0.10:80 -s mh -b mh-port,mh-sorted")
+        #expect(sorted.service?.schedulerFlags == [.mhPort, .mhSorted])
+        #expect(Listing.schedulerFlags(sorted.service!) == "mh-port,mh-sorted")
         let set = try parse("--set 100 20 30")
         #expect(set.command == .setTimeouts && set.timeouts == Timeouts(tcp: 100, tcpFin: 20, udp: 30))
         let gue = try parse("-a -u 198.18.0.10:53 -r 198.19.0.5 -i --tun-type gue --tun-port 6080 --tun-remcsum -w 0 -x 10 -y 5")
@@ -82,6 +86,7 @@ func failure(_ line: String) -> UsageError? {
             ("-a -t 198.18.0.10:80 -r 198.19.0.2 -w 65536", "illegal weight specified", 2),
             ("-a -t 198.18.0.10:80 -r 198.19.0.2 -w -1", "illegal weight specified", 2),
             ("-A -t 198.18.0.10:80 -s sh -b mh-port", "incompatible scheduler flag `mh-port'", 2),
+            ("-A -t 198.18.0.10:80 -s sh -b mh-sorted", "incompatible scheduler flag `mh-sorted'", 2),
             ("-A -t 198.18.0.10:80 -b bogus", "invalid scheduler flag `bogus'", 2),
             ("-A -t 198.18.0.10:0", "Zero port specified for non-persistent service", 2),
             ("-A -t 198.18.0.10:53 -o", "One-Packet Scheduling is only for UDP virtual services", 2),
@@ -147,5 +152,38 @@ func failure(_ line: String) -> UsageError? {
         }
         try t.apply(.editService(ServiceSpec(key: proxied, proxyProtocol: pp)))
         #expect(t.service(proxied)?.proxyProtocol == pp)
+    }
+
+    /// `--compare`: two directors' `-S -n`, and where they differ.
+    @Test func compareSaysWhereTwoDirectorsDiffer() throws {
+        #expect(try parse("--compare -").command == .compare && parse("--compare /tmp/other").comparedWith == "/tmp/other")
+        let here = """
+            -A -t 198.18.0.10:80 -s mh -b mh-port,mh-sorted
+            -a -t 198.18.0.10:80 -r 198.19.0.11:80 -g -w 1
+            -a -t 198.18.0.10:80 -r 198.19.0.12:80 -g -w 1
+            -A -t 198.18.0.11:80 -s mh
+            -a -t 198.18.0.11:80 -r 198.19.0.11:80 -g -w 1
+            -A -f 7 -6 -s rr
+            """
+        let there = """
+            -A -t 198.18.0.10:80 -s mh -b mh-port
+            -a -t 198.18.0.10:80 -r 198.19.0.11:80 -g -w 2
+            -a -t 198.18.0.10:80 -r 198.19.0.13:80 -g -w 1
+            -A -t 198.18.0.11:80 -s mh
+            -a -t 198.18.0.11:80 -r 198.19.0.11:80 -g -w 1
+            -A -t 198.18.0.12:443 -s wrr
+            """
+        let (differences, notes) = FleetComparison.differences(here: here, there: there)
+        #expect(
+            differences == [
+                "-f 7 -6: only on this director",
+                "-t 198.18.0.10:80: here \"-s mh -b mh-port,mh-sorted\", there \"-s mh -b mh-port\"",
+                "-t 198.18.0.10:80 -r 198.19.0.11:80: here \"-g -w 1\", there \"-g -w 2\"",
+                "-t 198.18.0.10:80 -r 198.19.0.12:80: only on this director",
+                "-t 198.18.0.10:80 -r 198.19.0.13:80: only on the other director",
+                "-t 198.18.0.12:443: only on the other director",
+            ])
+        #expect(notes == ["-t 198.18.0.11:80: mh without mh-sorted: directors that added its real servers in other orders send a flow to different ones"])
+        #expect(FleetComparison.differences(here: here, there: here).differences.isEmpty)
     }
 }

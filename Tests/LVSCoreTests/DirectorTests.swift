@@ -51,6 +51,29 @@ import Testing
         #expect(Array(out[34...]) == Array(syn[34...]))
     }
 
+    /// sloppy_tcp: an ACK of a connection another director began is
+    /// scheduled and forwarded (DR: only the MAC changes), its connection
+    /// created ESTABLISHED; without it, or for an RST, or to FULLNAT, it is
+    /// dropped as not a SYN.
+    @Test func sloppyTCPTakesAFlowBegunOnAnotherDirector() {
+        let ack = FrameBuilder(srcMAC: clientMAC, dstMAC: 0x02_00_00_00_00_01).frame(
+            src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 5000, ack: 9000, flags: 0x10))
+        var strict = Harness([service(.directRouting, port: 80, scheduler: "mh")])
+        #expect(strict.send(ack).0 == .drop(.notSYN))
+        var h = Harness([service(.directRouting, port: 80, scheduler: "mh")], sloppyTCP: true)
+        let (v, out) = h.send(ack)
+        #expect(v == .transmit(interface: 2))
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 2])
+        #expect(Array(out[34...]) == Array(ack[34...]) && Array(out[26..<34]) == Array(ack[26..<34]) && out[22] == 63)
+        var states: [ConnectionState] = []
+        h.director.v4.table.forEach { _, c in states.append(c.state) }
+        #expect(states == [.established])
+        let rst = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40001, dport: 80, flags: 0x14))
+        #expect(h.send(rst).0 == .drop(.notSYN))
+        var full = Harness([service(.fullNAT, scheduler: "mh", lips: [ip("198.19.0.200")])], sloppyTCP: true)
+        #expect(full.send(ack).0 == .drop(.notSYN))
+    }
+
     @Test func tunnelWrapsInIPIP() {
         var h = Harness([service(.tunnel, port: 80)])
         let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))

@@ -167,6 +167,30 @@ struct Pool {
         }
     }
 
+    /// Two directors given the same servers in other orders: the kernel's
+    /// order builds two tables that send flows to different servers;
+    /// mh-sorted builds one table, whatever the order, so every flow goes
+    /// to the same server on both.
+    @Test func mhSortedBuildsTheSameTableOnEveryDirector() {
+        let servers = (1...5).map { DestinationState(RealServerConfiguration(address: ip("198.19.0.\($0)"), port: 80, weight: 1)) }
+        // Director A added them in address order, B in another; each keeps its own slots.
+        let a = (dests: servers, order: Array((0..<5).reversed()))
+        let bDests = [servers[3], servers[0], servers[4], servers[2], servers[1]]
+        let b = (dests: bDests, order: Array((0..<5).reversed()))
+        // Each table entry as the server it names.
+        func table(_ flags: SchedulerFlags, _ d: (dests: [DestinationState], order: [Int])) -> [IPAddress] {
+            var m = MaglevHashing(flags: flags)
+            m.destinationsChanged(order: d.order, dests: d.dests)
+            return m.lookup.map { d.dests[Int($0)].address }
+        }
+        let differing = zip(table([], a), table([], b)).filter { $0 != $1 }.count
+        #expect(differing > 0)
+        #expect(table(.mhSorted, a) == table(.mhSorted, b))
+        // Sorted or not, each server keeps its share.
+        let counts = Dictionary(grouping: table(.mhSorted, a), by: { $0 }).mapValues(\.count)
+        #expect(counts.count == 5 && counts.values.allSatisfy { abs($0 - 4093 / 5) <= 1 })
+    }
+
     @Test func mhWeightsShareTheTable() {
         let pool = Pool(weights: [3, 1])
         var m = MaglevHashing(flags: [])

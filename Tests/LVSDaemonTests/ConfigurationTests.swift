@@ -299,14 +299,32 @@ let everyOptionRules = """
         let key = ServiceKey.address(.tcp, ip("198.18.0.10"), 80)
         func servers() -> [String] { plane.table.service(key)!.realServers.map { "\($0.address)" } }
         #expect(servers() == ["198.19.0.2", "198.19.0.3", "198.19.0.4"])
+        // The VIP is announced over BGP while the quorum holds, and withdrawn while it is lost.
+        #expect(plane.routeVerdicts().map { "\($0.address) \($0.withheld ?? "announced")" } == ["198.18.0.10 announced"])
         plane.healthChanged(targets[0], up: false, detail: "refused")  // weight 2 left: quorum holds
         #expect(servers() == ["198.19.0.3", "198.19.0.4"])
         plane.healthChanged(targets[1], up: false, detail: "refused")  // weight 1 < 2: the sorry server serves
         #expect(servers() == ["198.19.0.4", "198.19.0.99"])
+        #expect(plane.routeVerdicts().map { $0.withheld } == ["quorum lost"])
         plane.healthChanged(targets[1], up: true, detail: "")  // weight 2 < 2 + 1: it stays
         #expect(servers().contains("198.19.0.99"))
         plane.healthChanged(targets[0], up: true, detail: "")  // weight 3: it goes
         #expect(servers() == ["198.19.0.4", "198.19.0.3", "198.19.0.2"])
+        #expect(plane.routeVerdicts().map { $0.withheld } == [nil])
+        // What BIRD includes: one static protocol per family, a blackhole route per VIP announced.
+        #expect(
+            BGPService.routeFile([ip("198.18.0.10"), ip("2001:db8::10")]) == """
+                # The VIPs lvsd announces, rewritten as they change: export protocols lvsd4 and lvsd6.
+                protocol static lvsd4 {
+                    ipv4;
+                    route 198.18.0.10/32 blackhole;
+                }
+                protocol static lvsd6 {
+                    ipv6;
+                    route 2001:db8::10/128 blackhole;
+                }
+
+                """)
         let health = plane.snapshot(connections: false).health
         #expect(health.count == 2 && health.allSatisfy(\.up))
     }

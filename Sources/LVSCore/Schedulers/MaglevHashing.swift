@@ -1,7 +1,10 @@
 /// mh (`ip_vs_mh.c`): Maglev lookup table of M entries (the kernel's default
 /// 4093; any prime, such as the paper's 65537) populated from each server's
 /// permutation (hsiphash of address + port), `last_weight` turns per round,
-/// so weight 0 keeps the table and only marks unavailable.
+/// so weight 0 keeps the table and only marks unavailable. The kernel fills
+/// the table in the order the servers were added; with `mh-sorted` (flag-3)
+/// in the order of their addresses and ports, so that every director given
+/// the same servers builds the same table and sends a flow to the same one.
 public struct MaglevHashing: Scheduler {
     /// `CONFIG_IP_VS_MH_TAB_INDEX` 12.
     public static let defaultTableSize = 4093
@@ -10,6 +13,7 @@ public struct MaglevHashing: Scheduler {
     static let key2 = SipHashKey(k0: 2_654_446_892, k1: 2_654_446_892)
     let fallback: Bool
     let usePort: Bool
+    let sorted: Bool
     public let tableSize: Int
     /// Slot per table entry, -1 when empty.
     public private(set) var lookup: [Int32] = []
@@ -21,6 +25,7 @@ public struct MaglevHashing: Scheduler {
         precondition(tableSize > 1)
         fallback = flags.contains(.mhFallback)
         usePort = flags.contains(.mhPort)
+        sorted = flags.contains(.mhSorted)
         self.tableSize = tableSize
     }
 
@@ -28,7 +33,8 @@ public struct MaglevHashing: Scheduler {
         hsiphash32(offset &+ UInt32(port) &+ fold, key: key)
     }
 
-    public mutating func destinationsChanged(order: [Int], dests: [DestinationState]) {
+    public mutating func destinationsChanged(order added: [Int], dests: [DestinationState]) {
+        let order = sorted ? added.sorted { (dests[$0].address, dests[$0].port) < (dests[$1].address, dests[$1].port) } : added
         let m = tableSize
         var g: Int32 = 0
         var maxWeight: Int32 = 0

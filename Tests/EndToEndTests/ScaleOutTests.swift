@@ -1,0 +1,219 @@
+import Foundation
+import LVSLab
+import LVSSystem
+import LVSTestSupport
+import Testing
+
+/// Beyond one director: three lvsd directors announce their VIPs over BGP
+/// (each running BIRD) to a router running BIRD, which spreads the
+/// clients' flows over them with ECMP (an L4 hash). The directors schedule
+/// with `mh-sorted`, each given the real servers in another order, and take
+/// a flow begun elsewhere with `--sloppy-tcp`: whichever director a flow
+/// reaches, it goes to the same real server, so a director's death costs
+/// no connection.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces"))
+struct ScaleOutTests {
+    static let bin = Executables.directory
+    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("ha")
+    static let drVIP = "198.19.2.10"
+    static let tunVIP = "198.19.2.11"
+    static let directors = [("d", Lab.director), ("e", "198.19.0.2"), ("f", "198.19.0.3")]
+    /// The client's extra addresses: flows from many sources, as on the Internet.
+    static let sources = (101...110).map { "198.18.0.\($0)" }
+
+    /// The router's BIRD: a session to each director, their routes into the
+    /// kernel as one multipath route.
+    func routerConfiguration(_ lab: Lab) -> String {
+        var text = """
+            log "\(lab.directory.appendingPathComponent("bird-rt.log").path)" all;
+            router id \(Lab.router);
+            protocol device {}
+            protocol kernel { ipv4 { import none; export all; }; merge paths on; }
+
+            """
+        for (role, address) in Self.directors {
+            text += """
+                protocol bgp \(role) {
+                    local \(Lab.router) as 65000; neighbor \(address) as 65001; connect delay time 1; connect retry time 2;
+                    ipv4 { import all; export none; };
+                }
+
+                """
+        }
+        return text
+    }
+
+    /// A director's BIRD, as an operator writes it: lvsd's route file included, its protocol exported.
+    func directorConfiguration(_ lab: Lab, _ role: String, _ address: String) -> String {
+        """
+        log "\(lab.directory.appendingPathComponent("bird-\(role).log").path)" all;
+        router id \(address);
+        protocol device {}
+        include "\(lab.directory.appendingPathComponent("bgp-\(role)/bgp-routes.conf").path)";
+        protocol bgp uplink {
+            local \(address) as 65001;
+            neighbor \(Lab.router) as 65000;
+            connect delay time 1;
+            connect retry time 2;
+            ipv4 { import none; export where proto = "lvsd4"; };
+        }
+
+        """
+    }
+
+    /// The same services on every director, the real servers added in another order on each.
+    func rules(_ order: [Int]) -> String {
+        var text = ""
+        for (vip, method) in [(Self.drVIP, "-g"), (Self.tunVIP, "-i")] {
+            // Port 80: many idle connections from few clients, spread by port too; 5201: an iperf3 client's connections together.
+            text += "-A -t \(vip):80 -s mh -b mh-port,mh-sorted\n-A -t \(vip):5201 -s mh -b mh-sorted\n"
+            for i in order { text += "-a -t \(vip):80 -r \(Lab.real(i)) \(method)\n-a -t \(vip):5201 -r \(Lab.real(i)) \(method)\n" }
+        }
+        return text
+    }
+
+    /// How many paths the router's kernel has to `vip`.
+    func paths(_ lab: Lab, _ vip: String) -> Int {
+        let route = (try? lab.inside("rt", "ip", "route", "show", vip)) ?? ""
+        let nexthops = route.components(separatedBy: "nexthop via").count - 1
+        return nexthops > 0 ? nexthops : route.contains(" via ") ? 1 : 0
+    }
+
+    /// The router's BIRD: how many of its BGP sessions are up.
+    func sessions(_ lab: Lab) -> Int {
+        let out = (try? lab.inside("rt", "birdc", "-s", lab.directory.appendingPathComponent("bird-rt.ctl").path, "show", "protocols")) ?? ""
+        return out.split(separator: "\n").filter { $0.contains(" BGP ") && $0.contains("Established") }.count
+    }
+
+    @discardableResult
+    func startDirector(_ lab: Lab, _ role: String) throws -> RunningProcess {
+        try lab.startDirector(
+            extra: [
+                "--sloppy-tcp", "--rules", lab.directory.appendingPathComponent("rules-\(role)").path,
+                "--bird-config", lab.directory.appendingPathComponent("bird-\(role).conf").path,
+                "--bird-directory", lab.directory.appendingPathComponent("bgp-\(role)").path, "--bgp-withdraw-delay", "1",
+            ], role: role)
+    }
+
+    /// 1000 idle keep-alive connections (DR and TUN) and two iperf3
+    /// streams through three directors; one director killed with SIGKILL,
+    /// then started again: every connection answers after each, on the
+    /// real server it began with.
+    @Test func aDirectorKilledAndRestartedLosesNoConnection() throws {
+        let lab = try Lab(prefix: "ltbgp", bin: Self.bin, servers: 3)
+        defer { lab.teardown() }
+        try lab.addHost("e", address: Self.directors[1].1, address6: "2001:db8:1::2")
+        try lab.addHost("f", address: Self.directors[2].1, address6: "2001:db8:1::3")
+        try lab.gateway(viaDirector: false)
+        try lab.startNginx(keepalive: 300)
+        for i in 1...3 {
+            try lab.inside("r\(i)", Self.bin.appendingPathComponent("lvs-realserver").path, "dr-setup", Self.drVIP)
+            try lab.start("r\(i)", [Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Self.tunVIP], logName: "tunnel\(i)")
+            try lab.start("r\(i)", ["iperf3", "-s", "-p", "5201"], logName: "iperf3-server\(i)")
+        }
+        for s in Self.sources { try lab.inside("c", "ip", "addr", "add", s + "/24", "dev", lab.ns("c0")) }
+        // ECMP on the 5-tuple, as routers in front of load balancers hash.
+        try lab.inside("rt", "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
+        let routerConf = lab.directory.appendingPathComponent("bird-rt.conf").path
+        try routerConfiguration(lab).write(toFile: routerConf, atomically: true, encoding: .utf8)
+        try lab.start("rt", ["bird", "-f", "-c", routerConf, "-s", lab.directory.appendingPathComponent("bird-rt.ctl").path], logName: "bird-rt")
+        let orders = ["d": [1, 2, 3], "e": [3, 1, 2], "f": [2, 3, 1]]
+        var processes: [String: RunningProcess] = [:]
+        for (role, address) in Self.directors {
+            try directorConfiguration(lab, role, address).write(
+                toFile: lab.directory.appendingPathComponent("bird-\(role).conf").path, atomically: true, encoding: .utf8)
+            try rules(orders[role]!).write(toFile: lab.directory.appendingPathComponent("rules-\(role)").path, atomically: true, encoding: .utf8)
+            processes[role] = try startDirector(lab, role)
+        }
+        let context = {
+            Self.directors.map { "--- lvsd \($0.0) ---\n\(lab.logText($0.0 == "d" ? "lvsd" : "lvsd-" + $0.0))" }.joined(separator: "\n")
+                + "\n--- router ---\n\((try? lab.inside("rt", "ip", "route")) ?? "")\n\(lab.logText("bird-rt"))"
+        }
+        let announced = waitFor(limit: 30) { paths(lab, Self.drVIP) == 3 && paths(lab, Self.tunVIP) == 3 }
+        #expect(announced != nil, "\(context())")
+        guard announced != nil else { return }
+        print("BGP: both VIPs on 3 paths at the router \(announced!) ms after the directors started")
+
+        // The idle connections, then the streams.
+        let go = lab.directory.appendingPathComponent("go").path
+        try lab.start(
+            "c",
+            [
+                "/usr/bin/python3", Self.scripts.appendingPathComponent("many_clients.py").path, go, "500", Self.sources.joined(separator: ","),
+                "\(Self.drVIP):80", "\(Self.tunVIP):80",
+            ], logName: "clients")
+        #expect(waitFor(limit: 90) { lab.logText("clients").contains("ready") } != nil, "\(lab.logText("clients"))")
+        var perDirector: [String] = []
+        for (role, _) in Self.directors {
+            let listed = (try? lab.lvsadm("-L -n -c", role: role)) ?? ""
+            perDirector.append("\(role) \(listed.split(separator: "\n").filter { $0.contains(Self.drVIP + ":80") || $0.contains(Self.tunVIP + ":80") }.count)")
+        }
+        print("BGP: connections each director saw begin: \(perDirector.joined(separator: ", "))")
+        var streams: [(String, RunningProcess)] = []
+        for (k, vip) in [Self.drVIP, Self.tunVIP].enumerated() {
+            let p = try lab.start(
+                "c", ["iperf3", "-c", vip, "-p", "5201", "-B", Self.sources[k], "-t", "16", "-b", "50M", "-i", "0.1", "--json"],
+                logName: "iperf3-\(k)")
+            streams.append((vip, p))
+        }
+        usleep(3_000_000)
+
+        // The director that carries the DR stream dies: its BIRD goes with it, the router withdraws its paths and rehashes.
+        let victim =
+            Self.directors.map(\.0).first { role in
+                ((try? lab.lvsadm("-L -n -c", role: role)) ?? "").split(separator: "\n").contains { $0.contains(Self.drVIP + ":5201") }
+            } ?? "e"
+        let survivors = Self.directors.map(\.0).filter { $0 != victim }
+        let killedAt = Date()
+        kill(processes[victim]!.processIdentifier, SIGKILL)
+        processes[victim]!.waitUntilExit()
+        let rehashed = waitFor(limit: 10, every: 0.01) { paths(lab, Self.drVIP) == 2 && paths(lab, Self.tunVIP) == 2 }
+        let sessionDown = sessions(lab) == 2
+        #expect(rehashed != nil && sessionDown, "\(context())")
+        print("BGP: SIGKILL to 2 paths at the router's kernel in \(rehashed ?? -1) ms")
+        usleep(1_000_000)
+        _ = FileManager.default.createFile(atPath: go + ".1", contents: nil)
+        let first = waitFor(limit: 60) { lab.logText("clients").contains("\"round\": 1") }
+        let round1 = lab.logText("clients").split(separator: "\n").last { $0.contains("\"round\": 1") }.map(String.init) ?? ""
+        print("BGP: after the kill of \(victim) (\(Int(Date().timeIntervalSince(killedAt) * 1000)) ms): \(round1)")
+        #expect(first != nil && round1.contains("\"ok\": 1000,"), "\(round1)\n\(context())")
+        // The victim's connections were taken up mid-flow (--sloppy-tcp): the survivors now hold every one.
+        let held = survivors.map { role in
+            ((try? lab.lvsadm("-L -n -c", role: role)) ?? "").split(separator: "\n").filter {
+                $0.contains(Self.drVIP + ":80") || $0.contains(Self.tunVIP + ":80")
+            }
+            .count
+        }
+        #expect(held.reduce(0, +) >= 1000, "\(held)")
+
+        for (vip, p) in streams {
+            p.waitUntilExit()
+            let out = lab.logText("iperf3-\(vip == Self.drVIP ? 0 : 1)")
+            let result = interruption(out)
+            #expect(p.terminationStatus == 0 && result != nil && result!.lastSecond > 10_000_000, "\(vip): \(out.suffix(1500))\n\(context())")
+            print(
+                "BGP: iperf3 through \(vip == Self.drVIP ? "DR" : "TUN") longest stall \(result?.gap ?? -1) ms, last second \(Int((result?.lastSecond ?? 0) / 1e6)) Mbit/s"
+            )
+        }
+
+        // The director back: it announces again, ECMP moves flows back to it, and they go on.
+        processes[victim] = try startDirector(lab, victim)
+        let back = waitFor(limit: 30) { paths(lab, Self.drVIP) == 3 && paths(lab, Self.tunVIP) == 3 }
+        #expect(back != nil, "\(context())")
+        print("BGP: restarted director on 3 paths again after \(back ?? -1) ms")
+        _ = FileManager.default.createFile(atPath: go + ".2", contents: nil)
+        let second = waitFor(limit: 60) { lab.logText("clients").contains("\"round\": 2") }
+        let round2 = lab.logText("clients").split(separator: "\n").last { $0.contains("\"round\": 2") }.map(String.init) ?? ""
+        print("BGP: after the restart: \(round2)")
+        #expect(second != nil && round2.contains("\"ok\": 1000,"), "\(round2)\n\(context())")
+        let json = try lab.lvsadm("-L -n --json", role: victim)
+        #expect(json.contains("\"bgp\"") && json.contains("\"announced\" : true"), "\(json.suffix(600))")
+
+        // A graceful stop withdraws first: the router is down to 2 paths before lvsd has gone.
+        processes[survivors[0]]!.signal(SIGTERM)
+        let withdrawn = waitFor(limit: 10, every: 0.01) { paths(lab, Self.drVIP) == 2 }
+        #expect(withdrawn != nil && processes[survivors[0]]!.isRunning, "\(context())")
+        print("BGP: SIGTERM to withdrawn in \(withdrawn ?? -1) ms, lvsd still forwarding")
+        _ = FileManager.default.createFile(atPath: go + ".end", contents: nil)
+    }
+}
