@@ -66,7 +66,7 @@ let package = Package(
             dependencies: [
                 "LVSControlProtocol", "LVSConfiguration", "LVSLinux", "LVSSystem", logging,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                lifecycle,
+                .product(name: "SystemPackage", package: "swift-system"), lifecycle,
             ],
             swiftSettings: strict),
         // Director high availability: VRRP, tied to the sync daemons.

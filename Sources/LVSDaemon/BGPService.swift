@@ -4,6 +4,7 @@ import LVSSystem
 import Logging
 import ServiceLifecycle
 import Synchronization
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -47,6 +48,8 @@ public final class BGPService: Service, Sendable {
 
         public var routes: String { directory + "/bgp-routes.conf" }
         public var socket: String { directory + "/bird.ctl" }
+        /// BIRD's standard output and error.
+        public var output: String { directory + "/bird.out" }
         var lifeline: String { directory + "/bird.lifeline" }
     }
 
@@ -111,7 +114,11 @@ public final class BGPService: Service, Sendable {
         while !Task.isShuttingDownGracefully {
             let now = MonotonicClock.milliseconds()
             if speaker?.isRunning != true && now &- startedAt >= 2000 {
-                if speaker != nil { logger.error("BGP: BIRD ended (status \(speaker?.terminationStatus ?? -1)); starting it again") }
+                if speaker != nil {
+                    // Its last words (a configuration error, most often) are in its output.
+                    let said = KernelFile.contents(settings.output)?.split(separator: "\n").last.map(String.init) ?? ""
+                    logger.error("BGP: BIRD ended (status \(speaker?.terminationStatus ?? -1)): \(said); starting it again")
+                }
                 speaker = start()
                 startedAt = now
                 told = false
@@ -163,12 +170,13 @@ public final class BGPService: Service, Sendable {
     }
 
     /// BIRD in the foreground, stopped by its shell when the lifeline ends
-    /// (and the watcher stopped when BIRD ends first).
+    /// (and the watcher stopped when BIRD ends first); what it prints goes
+    /// to `bird.out` (its log is what its configuration says).
     func start() -> RunningProcess? {
         let script = #"bird -f -c "$1" -s "$2" & b=$!; (read -r _ < "$3"; kill $b) & w=$!; wait $b; s=$?; kill $w 2>/dev/null; exit $s"#
         do {
             let p = try ChildProcess.spawn(
-                "/bin/sh", ["-c", script, "lvsd-bird", settings.configuration, settings.socket, settings.lifeline],
+                "/bin/sh", ["-c", script, "lvsd-bird", settings.configuration, settings.socket, settings.lifeline], log: FilePath(settings.output),
                 options: .init(environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]))
             logger.notice("BGP: BIRD started", metadata: ["configuration": "\(settings.configuration)", "socket": "\(settings.socket)"])
             return p

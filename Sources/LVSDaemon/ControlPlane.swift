@@ -357,22 +357,25 @@ public final class ControlPlane: Sendable {
         }
     }
 
-    /// Every VIP of an address service, and why it is not to be announced
-    /// (nil: it is): it is announced while one of its services can take a
-    /// connection (a real server with weight, its quorum held) and lvsd
-    /// owns it (not a VRRP backup's).
+    /// Every VIP of an address service and every FULLNAT local address, and
+    /// why it is not to be announced (nil: it is): it is announced while one
+    /// of its services can take a connection (a real server with weight, its
+    /// quorum held) and lvsd owns it (not a VRRP backup's). A local address
+    /// is announced so that the real servers' replies find this director.
     public func routeVerdicts() -> [(address: IPAddress, withheld: String?)] {
         let standby = engines.first?.director.withLock { $0.standbyAddresses } ?? []
         return state.withLock { s in
             var verdicts: [IPAddress: String?] = [:]
             for svc in s.table.services {
-                guard case .address(_, let a, _) = svc.key else { continue }
                 let lost = s.quorum.contains { $0.lost && $0.group.services.contains(svc.key) }
-                let why: String? =
-                    standby.contains(a)
-                    ? "VRRP backup" : lost ? "quorum lost" : !svc.realServers.contains { $0.weight > 0 } ? "no real server with weight" : nil
-                if case .some(.none) = verdicts[a] { continue }
-                verdicts[a] = why
+                let live = svc.realServers.contains { $0.weight > 0 }
+                var addresses = svc.localAddresses
+                if case .address(_, let a, _) = svc.key { addresses.append(a) }
+                for a in addresses {
+                    let why: String? = standby.contains(a) ? "VRRP backup" : lost ? "quorum lost" : !live ? "no real server with weight" : nil
+                    if case .some(.none) = verdicts[a] { continue }
+                    verdicts[a] = why
+                }
             }
             return verdicts.map { (address: $0.key, withheld: $0.value) }.sorted { $0.address < $1.address }
         }

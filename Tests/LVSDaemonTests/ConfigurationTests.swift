@@ -311,6 +311,9 @@ let everyOptionRules = """
         plane.healthChanged(targets[0], up: true, detail: "")  // weight 3: it goes
         #expect(servers() == ["198.19.0.4", "198.19.0.3", "198.19.0.2"])
         #expect(plane.routeVerdicts().map { $0.withheld } == [nil])
+        // A FULLNAT local address is announced with its service: the real servers' replies must find this director.
+        try plane.apply([.addLocalAddress(key, ip("198.19.3.1"))])
+        #expect(plane.routeVerdicts().map { "\($0.address) \($0.withheld ?? "announced")" } == ["198.18.0.10 announced", "198.19.3.1 announced"])
         // What BIRD includes: one static protocol per family, a blackhole route per VIP announced.
         #expect(
             BGPService.routeFile([ip("198.18.0.10"), ip("2001:db8::10")]) == """

@@ -61,7 +61,8 @@ import Testing
 
         func waitUntilServing() -> Bool {
             for _ in 0..<200 {
-                if FileManager.default.fileExists(atPath: socket) { return true }
+                // The path appears at bind, before listen: serving is when a connection is taken.
+                if FileManager.default.fileExists(atPath: socket), (try? ControlConnection.connect(path: socket)) != nil { return true }
                 if !process.isRunning { return false }
                 usleep(20_000)
             }
