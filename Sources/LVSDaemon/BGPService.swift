@@ -123,7 +123,7 @@ public final class BGPService: Service, Sendable {
                 startedAt = now
                 told = false
             }
-            let interfacesUp = settings.interfaces.isEmpty || settings.interfaces.contains(where: Self.isUp)
+            let interfacesUp = settings.interfaces.isEmpty || settings.interfaces.contains(where: NetworkInterface.isUp)
             let verdicts = plane.routeVerdicts().map { v in (v.address, interfacesUp ? v.withheld : "interfaces down") }
             let wanted = verdicts.filter { $0.1 == nil }.map { $0.0 }
             if wanted != written {
@@ -193,10 +193,5 @@ public final class BGPService: Service, Sendable {
         let text = out.output + out.errorOutput
         if out.status == 0 && text.contains("econfigur") && !text.lowercased().contains("error") { return nil }
         return text.split(separator: "\n").last.map(String.init) ?? "status \(out.status ?? -1)"
-    }
-
-    static func isUp(_ interface: String) -> Bool {
-        let state = KernelFile.firstLine("/sys/class/net/\(interface)/operstate")
-        return state == "up" || state == "unknown"
     }
 }

@@ -4,6 +4,12 @@ import Glibc
 
 /// Interfaces by name and index (if_nametoindex, if_indextoname).
 public enum NetworkInterface {
+    /// Whether the interface is up (operstate up, or unknown as loopback and some virtual devices report).
+    public static func isUp(_ name: String) -> Bool {
+        let state = KernelFile.firstLine("/sys/class/net/\(name)/operstate")
+        return state == "up" || state == "unknown"
+    }
+
     /// The index of the interface `name`, nil when there is none.
     public static func index(named name: String) -> UInt32? {
         // The name is lent as a NUL-terminated copy for the call only.

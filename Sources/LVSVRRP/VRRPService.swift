@@ -205,7 +205,7 @@ public final class VRRPService: Service, Sendable {
             if !ok { failing.append(what) }
         }
         for t in c.trackInterfaces {
-            let up = Self.isUp(t.name)
+            let up = NetworkInterface.isUp(t.name)
             add(VRRPScript.effect(weight: t.weight ?? 0, reverse: t.reverse ?? false, ok: up), up, "interface \(t.name) down")
         }
         let scripts = c.trackScripts.isEmpty ? [:] : scriptVerdicts.withLock { $0 }
@@ -308,11 +308,6 @@ public final class VRRPService: Service, Sendable {
         for c in configuration.instances where states[c.name] == .master { standby.subtract(c.ownedAddresses) }
         for e in plane.engines { e.director.withLock { $0.setOwnership(extra: extra, standby: standby) } }
         plane.noteOwnershipChanged()
-    }
-
-    static func isUp(_ interface: String) -> Bool {
-        let state = KernelFile.firstLine("/sys/class/net/\(interface)/operstate")
-        return state == "up" || state == "unknown"
     }
 
     /// The interface's IPv4 address, or its IPv6 link-local one (VRRP's source for IPv6).

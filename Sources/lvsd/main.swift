@@ -113,11 +113,11 @@ struct LVSD: AsyncParsableCommand {
             """, valueName: "bird.conf"))
     var birdConfig: String?
 
-    @Option(help: ArgumentHelp("Where the route file, BIRD's control socket (bird.ctl) and lifeline go.", valueName: "dir"))
-    var birdDirectory = "/run/lvsd"
+    @Option(help: ArgumentHelp("Where the route file, BIRD's control socket (bird.ctl) and lifeline go (default /run/lvsd).", valueName: "dir"))
+    var birdDirectory: String?
 
-    @Option(help: ArgumentHelp("Seconds lvsd keeps forwarding after withdrawing its VIPs at a graceful stop.", valueName: "seconds"))
-    var bgpWithdrawDelay: Double = 2
+    @Option(help: ArgumentHelp("Seconds lvsd keeps forwarding after withdrawing its VIPs at a graceful stop (default 2).", valueName: "seconds"))
+    var bgpWithdrawDelay: Double?
 
     @Flag(
         help: """
@@ -265,10 +265,14 @@ struct LVSD: AsyncParsableCommand {
         if nftablesInterval > 0 { services.append(NftablesMarkService(plane: plane, interval: nftablesInterval, logger: logger)) }
         if let vrrp { services.append(vrrp) }
         // After VRRP: at a stop the VIPs are withdrawn before anything else lets go of them.
+        if birdConfig == nil && (birdDirectory != nil || bgpWithdrawDelay != nil) {
+            throw fail("--bird-directory and --bgp-withdraw-delay need --bird-config")
+        }
         if let birdConfig {
             do {
                 let settings = BGPService.Settings(
-                    configuration: birdConfig, directory: birdDirectory, withdrawDelay: max(0, bgpWithdrawDelay), interfaces: interface)
+                    configuration: birdConfig, directory: birdDirectory ?? "/run/lvsd", withdrawDelay: max(0, bgpWithdrawDelay ?? 2),
+                    interfaces: interface)
                 services.append(try BGPService(plane: plane, settings: settings, logger: logger))
             } catch {
                 throw fail("cannot announce over BGP: \(error)")
