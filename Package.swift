@@ -101,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "lvsd",
             dependencies: [
-                "LVSDaemon", "LVSConfiguration", "LVSCore", "LVSLinux", "LVSStatus", "LVSHealth", "LVSVRRP", "LVSSystem",
+                "LVSDaemon", "LVSConfiguration", "LVSControlProtocol", "LVSCore", "LVSLinux", "LVSStatus", "LVSHealth", "LVSVRRP", "LVSSystem",
                 .product(name: "NIOPosix", package: "swift-nio"), lifecycle,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), logging,
             ], swiftSettings: strict),
@@ -124,6 +124,11 @@ let package = Package(
         .executableTarget(
             name: "lvs-fuzz-control", dependencies: ["LVSAdmin", "LVSDaemon", "LVSVRRP", "LVSFuzzDriver", logging],
             path: "Sources/LVSFuzzControl", swiftSettings: strict),
+        // The state file loader: whole files, read and restored onto a director.
+        .executableTarget(
+            name: "lvs-fuzz-state",
+            dependencies: ["LVSConfiguration", "LVSDaemon", "LVSFuzzDriver", logging, .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/LVSFuzzState", swiftSettings: strict),
         // Builds test frames with checksums computed independently of LVSPacket.
         .target(name: "LVSTestSupport", dependencies: ["LVSPacket", "LVSCore"], path: "Tests/LVSTestSupport", swiftSettings: strict),
         .testTarget(name: "LVSPacketTests", dependencies: ["LVSPacket", "LVSTestSupport"]),

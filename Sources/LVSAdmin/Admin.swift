@@ -99,7 +99,7 @@ public struct Admin {
             case .failed(let e):
                 writeError(e.message + "\n")
                 return nil
-            case .done, .trace: return nil
+            case .done, .trace, .handover: return nil
             }
         }
         func outcome(_ r: ControlResponse) -> Int32 {

@@ -24,6 +24,48 @@ public enum ControlRequest: Sendable, Hashable, Codable {
     case trace(filter: ServiceKey?, limit: Int)
     case startDaemon(SyncDaemonConfiguration)
     case stopDaemon(SyncDaemonConfiguration.Role)
+    /// A new lvsd taking over (`lvsd --takeover`): this one stops reading
+    /// frames, writes every connection to its state file and lets go of it;
+    /// then `finish` (it exits without resigning anything) or `abort` (it
+    /// serves again, as it does by itself if neither comes within 10 s).
+    case handover(HandoverStep)
+}
+
+public enum HandoverStep: String, Sendable, Hashable, Codable {
+    case prepare, finish, abort
+}
+
+/// What the lvsd handing over tells its successor.
+public struct HandoverState: Sendable, Hashable, Codable {
+    public var pid: Int32
+    /// VRRP instances it is master of: the successor starts them as master.
+    public var vrrpMasters: [String]
+    /// Its counters, for the successor to go on from.
+    public var counters: [CarriedCounters]
+    /// Real servers its checkers found down (by checker id), with why: they start down.
+    public var healthDown: [String: String]
+
+    public init(pid: Int32, vrrpMasters: [String], counters: [CarriedCounters], healthDown: [String: String]) {
+        self.pid = pid
+        self.vrrpMasters = vrrpMasters
+        self.counters = counters
+        self.healthDown = healthDown
+    }
+}
+
+/// The totals (no service), a service's counters, or a real server's.
+public struct CarriedCounters: Sendable, Hashable, Codable {
+    public var service: ServiceKey?
+    public var server: IPAddress?
+    public var port: UInt16
+    public var counters: Counters
+
+    public init(service: ServiceKey?, server: IPAddress? = nil, port: UInt16 = 0, counters: Counters) {
+        self.service = service
+        self.server = server
+        self.port = port
+        self.counters = counters
+    }
 }
 
 public enum ControlResponse: Sendable, Codable {
@@ -31,6 +73,7 @@ public enum ControlResponse: Sendable, Codable {
     case done
     case failed(TableError)
     case trace([TraceEntry])
+    case handover(HandoverState)
 }
 
 /// The wire format: a 4-byte big-endian length, then a JSON object

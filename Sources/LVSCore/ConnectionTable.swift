@@ -178,6 +178,8 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     var free: [UInt32]
     /// Where the expiry sweep continues.
     var hand = 0
+    /// The state file's slots for this table, where lvsd keeps one.
+    var journal: JournalRegion?
 
     public let capacity: Int
     public var count: Int { capacity - free.count }
@@ -328,6 +330,7 @@ public struct ConnectionTable<A: IPAddressProtocol>: Sendable {
     public mutating func remove(_ index: Int) {
         unhash(index)
         entries[index] = Connection<A>()
+        journal?.clear(index)
         free.append(UInt32(index))
     }
 

@@ -157,6 +157,10 @@ public struct DirectorShared: Sendable {
     var nextIdentification: UInt16 = 1
     /// A sync master: connections are queued for the sync daemon.
     var syncing = false
+    /// The tables write their state file's slots.
+    var journaling = false
+    /// `syncing || journaling`, in one load for the packet paths.
+    var noting = false
     var syncQueue = SyncQueue()
     /// See `Director.setOwnership`.
     var extraOwned: Set<IPAddress> = []
@@ -636,6 +640,23 @@ public struct Director: Sendable {
     /// Frames the I/O lost (they never reached `process`), counted with the engine's own.
     public mutating func countDrops(_ reason: DropReason, _ frames: UInt64) {
         shared.drops[reason.index] &+= frames
+    }
+
+    /// Counters another lvsd kept (a handover), added to this one's: the
+    /// totals, a service's, or one of its real servers'.
+    public mutating func carry(_ c: Counters, service key: ServiceKey?, server: (address: IPAddress, port: UInt16)? = nil) {
+        guard let key else {
+            shared.counters[0] = shared.counters[0] + c
+            return
+        }
+        guard let i = shared.serviceByKey[key] else { return }
+        guard let server else {
+            shared.counters[shared.services[i].counterSlot] = shared.counters[shared.services[i].counterSlot] + c
+            return
+        }
+        guard let k = shared.services[i].slotByKey[RealServerKey(address: server.address, port: server.port)] else { return }
+        let slot = Int(shared.services[i].destinations[k].counterSlot)
+        shared.counters[slot] = shared.counters[slot] + c
     }
 
     /// `-Z`: zeroes one service's counters and its servers', or every counter.

@@ -437,7 +437,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
         if activity != 0 { shared.services[Int(table[i].service)].destinations[Int(table[i].destination)].moveActivity(activity) }
         let proto = table[i].proto
         let state = table[i].state
-        if shared.syncing && direction != .output { noteSync(i, stateChanged: changed, shared: &shared) }
+        if shared.noting && direction != .output { noteSync(i, stateChanged: changed, now: now, shared: &shared) }
         if shared.passiveCheck && proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
             if direction == .output {
                 if flags & TCPFlags.ack != 0 { notePassiveAnswer(i, shared: &shared) }

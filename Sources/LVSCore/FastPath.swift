@@ -128,12 +128,12 @@ extension Director {
         if shared.tunnels.isEmpty && v4.table.shifts.isEmpty {
             return Self.fastRun(
                 &v4.table.entries, v4.table.slots, v4.table.shifts, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
-                shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
+                shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.noting,
                 identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: false, shifting: false)
         }
         return Self.fastRun(
             &v4.table.entries, v4.table.slots, v4.table.shifts, mask: mask, replies: replies, &shared.counters, shared.targets, shared.tunnels,
-            shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.syncing,
+            shared.targetBase, shared.nextHops, timeouts: (tcpTimeout, udpTimeout), syncing: shared.noting,
             identification: &shared.nextIdentification, &arena, &ds, from: first, slotSize: slotSize, now: now, tunnelling: true, shifting: true)
     }
 

@@ -128,6 +128,7 @@ extension Director {
     public mutating func setSyncing(_ on: Bool) {
         if on { shared.syncQueue.reserve(Self.syncQueueCapacity) }
         shared.syncing = on
+        shared.noting = on || shared.journaling
         if !on { shared.syncQueue.count = 0 }
     }
 
@@ -172,11 +173,12 @@ extension FamilyPlane {
     /// states and CLOSED; a change into any of them but ES is sent at
     /// once; otherwise the 3rd, 53rd, 103rd … client packet sends it. A
     /// template goes along with its connection (the kernel sends it with
-    /// every packet unless `sync_refresh_period` is set). SYN-proxied and
-    /// one-packet connections are not sent.
-    mutating func noteSync(_ i: Int, stateChanged: Bool, shared: inout DirectorShared) {
+    /// every packet unless `sync_refresh_period` is set). One-packet
+    /// connections are not sent; SYN-proxied ones only go to the state file
+    /// (a backup's real server never saw their handshake).
+    mutating func noteSync(_ i: Int, stateChanged: Bool, now: UInt64, shared: inout DirectorShared) {
         let c = table[i]
-        guard !c.flags.contains(.synproxy), !c.flags.contains(.unhashed) else { return }
+        guard !c.flags.contains(.unhashed), !c.flags.contains(.synproxyPending) else { return }
         if c.proto == IPProtocolNumber.tcp || c.proto == IPProtocolNumber.sctp {
             switch c.state {
             case .established, .finWait, .close, .closeWait, .timeWait: break
@@ -187,12 +189,20 @@ extension FamilyPlane {
         } else if !Forwarding.syncDue(inPackets: c.inPackets) {
             return
         }
-        if c.controller != 0 {
-            let t = Int(c.controller) &- 1
-            if table[t].flags.contains(.template) { shared.syncQueue.push(Self.syncRecord(table[t], sequence: nil, shared: shared)) }
-        }
+        let template = c.controller != 0 && table[Int(c.controller) &- 1].flags.contains(.template) ? Int(c.controller) &- 1 : nil
+        let sync = shared.syncing && !c.flags.contains(.synproxy)
+        if let t = template { note(t, sync: sync, now: now, shared: &shared) }
+        note(i, sync: sync, now: now, shared: &shared)
+    }
+
+    /// Entry `i` for the sync daemon (`sync`) and the state file.
+    mutating func note(_ i: Int, sync: Bool, now: UInt64, shared: inout DirectorShared) {
+        let c = table[i]
         let sequence = c.flags.rawValue & ConnectionFlags.shifted != 0 ? table.shifts[i] : nil
-        shared.syncQueue.push(Self.syncRecord(c, sequence: sequence, shared: shared))
+        let r = Self.syncRecord(c, sequence: sequence, shared: shared)
+        if sync { shared.syncQueue.push(r) }
+        let synproxy = c.flags.contains(.synproxy)
+        table.journal?.write(i, JournalRecord(sync: r, synproxySequence: synproxy ? c.synproxySequence : nil, writtenAt: now))
     }
 
     /// Static: as a method, each call copied the whole plane to pass `self`.
@@ -268,6 +278,7 @@ extension FamilyPlane {
                 c.inPackets = Forwarding.syncThreshold
                 table[i] = c
                 if !template { applySequence(r, i, service: s, shared: shared) }
+                if table.journal != nil { note(i, sync: false, now: now, shared: &shared) }
                 return .updated
             }
             // Bound elsewhere: a late message about the entry already replaced is ignored.
@@ -317,6 +328,7 @@ extension FamilyPlane {
         table[index] = c
         table.insert(index)
         if !template { applySequence(r, index, service: s, shared: shared) }
+        if table.journal != nil { note(index, sync: false, now: now, shared: &shared) }
         return .created
     }
 

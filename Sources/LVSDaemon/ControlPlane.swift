@@ -73,6 +73,8 @@ public final class ControlPlane: Sendable {
     public let sync: SyncDaemons
     /// VRRP instances, published by whoever runs them; `since` in ms of `now()`.
     public let vrrp = Mutex<[(status: VRRPInstanceStatus, since: UInt64)]>([])
+    /// Answers a successor's `handover` requests (lvsd sets it once it serves).
+    public let handover = Mutex<(@Sendable (HandoverStep) -> ControlResponse)?>(nil)
     /// The VIPs as the BGP service last told its speaker; `since` in ms of `now()`.
     public let bgp = Mutex<[(status: BGPRouteStatus, since: UInt64)]>([])
 
@@ -93,6 +95,42 @@ public final class ControlPlane: Sendable {
         }
         state = Mutex(State(base: base))
         sync = SyncDaemons(engines: engines, group: group, logger: logger)
+    }
+
+    /// Every counter, summed over the workers, for a successor (a handover).
+    public func carriedCounters() -> [CarriedCounters] {
+        let keys = state.withLock { $0.table.services.map(\.key) }
+        var all = [CarriedCounters(service: nil, counters: engines.reduce(Counters()) { $0 + $1.director.withLock { $0.shared.totals } })]
+        for key in keys {
+            guard let rt = service(key) else { continue }
+            all.append(CarriedCounters(service: key, counters: rt.counters))
+            for d in rt.destinations where !d.removed {
+                all.append(CarriedCounters(service: key, server: d.address, port: d.port, counters: d.counters))
+            }
+        }
+        return all
+    }
+
+    /// A predecessor's counters, added to the first worker's.
+    public func carry(_ counters: [CarriedCounters]) {
+        engines[0].director.withLock { d in
+            for c in counters { d.carry(c.counters, service: c.service, server: c.server.map { ($0, c.port) }) }
+        }
+    }
+
+    /// The real servers the checkers hold down now (by checker id), and why.
+    public func healthDown() -> [String: String] {
+        state.withLock { s in s.health.filter { !$0.value.up }.mapValues(\.detail) }
+    }
+
+    /// Connections of a state file still within their timeout, each made
+    /// again on the worker that owns it (see `Director.restore`).
+    public func restore(_ records: [JournalRecord], now: UInt64) -> RestoreReport {
+        var report = RestoreReport()
+        let live = records.filter { $0.remaining(now: now) > 0 }
+        report.expired = records.count - live.count
+        for outcome in engines.apply(live, \.sync, { $0.restore($1, now: now) }) { report.count(outcome) }
+        return report
     }
 
     func configureEngines(_ s: inout State) {
@@ -302,6 +340,9 @@ public final class ControlPlane: Sendable {
         case .stopDaemon(let role):
             do { try sync.stop(role) } catch { return .failed(error) }
             return .done
+        case .handover(let step):
+            guard let h = handover.withLock({ $0 }) else { return .failed(TableError("EOPNOTSUPP", "This lvsd serves no data plane to hand over")) }
+            return h(step)
         }
     }
 

@@ -108,7 +108,8 @@ public struct TickService: Service {
 }
 
 /// lvsd's signals: SIGHUP reloads the --rules, --keepalived and --marks files (all
-/// or nothing); SIGTERM or SIGINT stops lvsd. The signals are trapped before
+/// or nothing); SIGUSR2 starts lvsd's binary again with --takeover (an
+/// upgrade, or a restart with what the files say now); SIGTERM or SIGINT stops lvsd. The signals are trapped before
 /// lvsd serves anything (the sequence is made first), so that none arriving
 /// while it starts is lost or kills it.
 public struct SignalService: Service {
@@ -117,9 +118,14 @@ public struct SignalService: Service {
     let systemd: SystemdNotifier
     let logger: Logger
     let stop: @Sendable () async -> Void
+    let upgrade: @Sendable () -> Void
 
-    /// `stop` starts the graceful shutdown of every service.
-    public init(signals: SignalEvents, plane: ControlPlane, systemd: SystemdNotifier, logger: Logger, stop: @escaping @Sendable () async -> Void) {
+    /// `stop` starts the graceful shutdown of every service; `upgrade` starts a successor.
+    public init(
+        signals: SignalEvents, plane: ControlPlane, systemd: SystemdNotifier, logger: Logger, stop: @escaping @Sendable () async -> Void,
+        upgrade: @escaping @Sendable () -> Void
+    ) {
+        self.upgrade = upgrade
         self.signals = signals
         self.plane = plane
         self.systemd = systemd
@@ -129,6 +135,10 @@ public struct SignalService: Service {
 
     public func run() async throws {
         for await signal in signals.cancelOnGracefulShutdown() {
+            if signal == SIGUSR2 {
+                upgrade()
+                continue
+            }
             guard signal == SIGHUP else {
                 logger.info("\(signal == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
                 systemd.notify("STOPPING=1")

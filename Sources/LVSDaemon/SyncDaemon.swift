@@ -137,34 +137,10 @@ public final class SyncDaemons: Sendable {
         // A backup with syncid 0 takes every master's messages.
         guard c.syncID == 0 || decoded.syncID == c.syncID else { return }
         let now = MonotonicClock.milliseconds()
-        // A record goes to the worker its client's frames are steered to and,
-        // for FULLNAT, to the one its replies' local port is (the same one
-        // when both directors run as many workers); the first one's outcome is counted.
         var applied: UInt64 = 0
         var rejected = UInt64(decoded.skipped)
-        let ownership = engines.count > 1 ? engines[0].director.withLock { $0.ownership } : Ownership()
-        var owners = [[SyncRecord]](repeating: [], count: engines.count)
-        var counted = [[Bool]](repeating: [], count: engines.count)
-        for r in decoded.records {
-            let client = ownership.worker(client: r.client, port: r.clientPort, workers: engines.count)
-            owners[client].append(r)
-            counted[client].append(true)
-            if r.local != nil {
-                let local = Ownership.worker(localPort: r.localPort, workers: engines.count)
-                if local != client {
-                    owners[local].append(r)
-                    counted[local].append(false)
-                }
-            }
-        }
-        for (k, e) in engines.enumerated() where !owners[k].isEmpty {
-            e.director.withLock { d in
-                for (r, counts) in zip(owners[k], counted[k]) {
-                    let outcome = d.applySync(r, now: now)
-                    guard counts else { continue }
-                    if outcome == .created || outcome == .updated { applied += 1 } else { rejected += 1 }
-                }
-            }
+        for outcome in engines.apply(decoded.records, \.self, { $0.applySync($1, now: now) }) {
+            if outcome == .created || outcome == .updated { applied += 1 } else { rejected += 1 }
         }
         stats.withLock {
             $0.messagesReceived += 1
@@ -207,6 +183,36 @@ public final class SyncDaemons: Sendable {
         } catch {
             throw TableError("EIO", "sync daemon \(error)")
         }
+    }
+}
+
+extension Array where Element == Engine {
+    /// Applies connection records each on the worker its client's frames
+    /// are steered to and, for FULLNAT, also on the one its replies' local
+    /// port is (the same one when both directors run as many workers).
+    /// Returns each record's outcome on the first.
+    func apply<R>(_ records: [R], _ sync: (R) -> SyncRecord, _ body: (inout Director, R) -> SyncOutcome) -> [SyncOutcome] {
+        let ownership = count > 1 ? self[0].director.withLock { $0.ownership } : Ownership()
+        var owners = [[Int]](repeating: [], count: count)
+        for (n, record) in records.enumerated() {
+            let r = sync(record)
+            let client = ownership.worker(client: r.client, port: r.clientPort, workers: count)
+            owners[client].append(n)
+            if r.local != nil {
+                let local = Ownership.worker(localPort: r.localPort, workers: count)
+                if local != client { owners[local].append(-1 - n) }
+            }
+        }
+        var outcomes = [SyncOutcome](repeating: .invalid, count: records.count)
+        for (k, e) in enumerated() where !owners[k].isEmpty {
+            e.director.withLock { d in
+                for n in owners[k] {
+                    let outcome = body(&d, records[n < 0 ? -1 - n : n])
+                    if n >= 0 { outcomes[n] = outcome }
+                }
+            }
+        }
+        return outcomes
     }
 }
 

@@ -38,9 +38,9 @@ public final class HealthMonitor: Sendable {
     /// Runs every checker until the task is cancelled. A server `previous`
     /// (the monitor this one replaces on a reload) found down stays down
     /// until a check passes, so that a reload never puts a failed server
-    /// back into rotation.
-    public func run(after previous: HealthMonitor? = nil) async {
-        let before = previous?.last.withLock { $0 } ?? [:]
+    /// back into rotation; so does one `inherited` down from the lvsd this one took over from.
+    public func run(after previous: HealthMonitor? = nil, inherited: [String: Verdict] = [:]) async {
+        let before = previous?.last.withLock { $0 } ?? inherited
         for t in targets {
             if let v = before[t.id] {
                 last.withLock { $0[t.id] = v }
@@ -222,8 +222,11 @@ public final class HealthService: Service, Sendable {
     let logger: Logger
     let reloads: AsyncStream<Void>
     let reloaded: AsyncStream<Void>.Continuation
+    /// Servers a predecessor's checkers held down (a handover), by checker id: they start down.
+    let inherited: [String: String]
 
-    public init(plane: ControlPlane, group: any EventLoopGroup, logger: Logger) {
+    public init(plane: ControlPlane, group: any EventLoopGroup, logger: Logger, inherited: [String: String] = [:]) {
+        self.inherited = inherited
         self.plane = plane
         self.group = group
         self.logger = logger
@@ -255,7 +258,8 @@ public final class HealthService: Service, Sendable {
             previous?.1.cancel()
             plane.resetHealth(quorum: quorum)
             let before = previous?.0
-            return (next, Task { await next.run(after: before) })
+            let inherited = previous == nil ? inherited.mapValues { HealthMonitor.Verdict(up: false, detail: $0) } : [:]
+            return (next, Task { await next.run(after: before, inherited: inherited) })
         } catch {
             logger.error("health checks not restarted: \(error)")
             return previous

@@ -52,6 +52,12 @@ public final class DataPlane: Sendable {
 
     /// Opens every ring (and the XDP sockets), then starts the workers.
     public func start() throws(Failure) {
+        try open()
+        run()
+    }
+
+    /// Opens every ring (and the XDP sockets); frames queue in them until `run`.
+    public func open() throws(Failure) {
         var made: [Worker] = []
         let fanout = engines.count > 1 ? Int32(getpid() & 0xFFFF) : 0
         var steeringProgram: Int32 = -1
@@ -104,7 +110,35 @@ public final class DataPlane: Sendable {
             }
         }
         workers.withLock { $0 = made }
-        for w in made { w.start() }
+    }
+
+    /// Starts the workers on what `open` opened.
+    public func run() {
+        for w in workers.withLock({ $0 }) { w.start() }
+    }
+
+    /// Drops what the rings hold, before `run` (a handover: those frames
+    /// were the previous lvsd's to forward).
+    public func discardPending() {
+        for w in workers.withLock({ $0 }) { w.discardPending() }
+    }
+
+    /// Stops every running worker at a batch's end and waits until each has
+    /// (1 s at most); frames queue in the rings meanwhile. False if one did not stop.
+    public func pause() -> Bool {
+        let all = workers.withLock { $0 }
+        for w in all { w.paused.store(true, ordering: .sequentiallyConsistent) }
+        for _ in 0..<1000 {
+            if all.allSatisfy({ $0.idle.load(ordering: .sequentiallyConsistent) }) { return true }
+            usleep(1000)
+        }
+        return false
+    }
+
+    public func resume() {
+        for w in workers.withLock({ $0 }) {
+            w.paused.store(false, ordering: .sequentiallyConsistent)
+        }
     }
 
     /// Tells the XDP and steering programs which frames are lvsd's and
@@ -133,6 +167,9 @@ public final class DataPlane: Sendable {
     let index: Int
     let engine: Engine
     let running = Atomic<Bool>(true)
+    /// Asked to stop reading (`DataPlane.pause`), and stopped.
+    let paused = Atomic<Bool>(false)
+    let idle = Atomic<Bool>(false)
     let logger: Logger
     var rings: [UnsafeMutablePointer<lvs_ring>] = unsafe []
     var ringInterface: [UInt16] = []
@@ -187,6 +224,27 @@ public final class DataPlane: Sendable {
         thread?.join()
     }
 
+    /// Releases every block the rings hold, and the whole copies queued behind them. Before the thread starts.
+    func discardPending() {
+        for r in unsafe rings.indices {
+            var count: UInt32 = 0
+            while let first = unsafe lvs_ring_block(rings[r], &count) {
+                var frame: UnsafeMutableRawPointer? = unsafe first
+                for _ in 0..<count {
+                    guard let f = unsafe frame else { break }
+                    var length: UInt32 = 0
+                    var wireLength: UInt32 = 0
+                    var status: UInt32 = 0
+                    var next: UnsafeMutableRawPointer? = nil
+                    _ = unsafe lvs_ring_frame(f, &length, &wireLength, &status, &next)
+                    unsafe frame = unsafe next
+                    if status & UInt32(LVS_TP_STATUS_COPY) != 0 { unsafe lvs_ring_discard(rings[r]) }
+                }
+                unsafe lvs_ring_release(rings[r])
+            }
+        }
+    }
+
     /// Called once the thread has stopped (or never started): nothing uses the rings and sockets any more.
     func close() {
         for k in unsafe rings.indices {
@@ -209,6 +267,12 @@ public final class DataPlane: Sendable {
         // `frames` and `lengths` hold 64 entries, and a receive asks for at most
         // what the batch (64 frames) has room for.
         while !stopped {
+            if paused.load(ordering: .sequentiallyConsistent) {
+                idle.store(true, ordering: .sequentiallyConsistent)
+                usleep(200)
+                continue
+            }
+            idle.store(false, ordering: .relaxed)
             var busy = false
             for s in unsafe sockets.indices {
                 for _ in 0..<4 {

@@ -34,7 +34,8 @@ public final class KernelFilter: Sendable {
         let sorted = owned.sorted()
         let v4 = sorted.filter { !$0.isIPv6 }.map(\.description)
         let v6 = sorted.filter(\.isIPv6).map(\.description)
-        var script = "table netdev \(table)\ndelete table netdev \(table)\ntable netdev \(table) {\n"
+        var script = installed.withLock({ $0 }) == nil ? await stale(nft) : ""
+        script += "table netdev \(table)\ndelete table netdev \(table)\ntable netdev \(table) {\n"
         for (k, name) in interfaces.enumerated() {
             script += "  chain in\(k) {\n    type filter hook ingress device \"\(name)\" priority -500; policy accept;\n"
             if !v4.isEmpty { script += "    ip daddr { \(v4.joined(separator: ", ")) } drop\n" }
@@ -46,6 +47,18 @@ public final class KernelFilter: Sendable {
             installed.withLock { $0 = Set(owned) }
             logger.info("kernel kept off owned addresses (nftables netdev ingress)", metadata: ["table": "\(table)", "addresses": "\(owned.count)"])
         }
+    }
+
+    /// Deletions of the tables of lvsd processes that have gone without
+    /// removing theirs (killed, or exited after a handover).
+    func stale(_ nft: String) async -> String {
+        let listed = await ChildProcess.run(nft, ["list", "tables", "netdev"], timeout: 10, options: .init(captureOutput: true)).output
+        var script = ""
+        for line in listed.split(separator: "\n") {
+            guard line.hasPrefix("table netdev lvsd_"), let pid = Int32(line.dropFirst("table netdev lvsd_".count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { script += "delete table netdev lvsd_\(pid)\n" }
+        }
+        return script
     }
 
     public func remove() async {

@@ -39,7 +39,12 @@ public enum ChildProcess {
         public var searchPath = false
         /// The child's environment; nil: this process's.
         public var environment: [String: String]? = nil
-        public init(input: String = "", captureOutput: Bool = false, searchPath: Bool = false, environment: [String: String]? = nil) {
+        /// Standard output and error are this process's (else as above).
+        public var inheritOutput = false
+        public init(
+            input: String = "", captureOutput: Bool = false, searchPath: Bool = false, environment: [String: String]? = nil, inheritOutput: Bool = false
+        ) {
+            self.inheritOutput = inheritOutput
             self.input = input
             self.captureOutput = captureOutput
             self.searchPath = searchPath
@@ -105,12 +110,16 @@ public enum ChildProcess {
 /// The directory this program runs from, for programs installed beside it.
 public enum ExecutablePath {
     public static func sibling(_ name: String) -> String {
+        guard let path = current, let slash = path.lastIndex(of: "/") else { return name }
+        return String(path[...slash]) + name
+    }
+
+    /// This program's path, as /proc/self/exe names it.
+    public static var current: String? {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = unsafe buffer.withUnsafeMutableBufferPointer { unsafe readlink("/proc/self/exe", $0.baseAddress!, $0.count - 1) }
-        guard n > 0 else { return name }
-        let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = path.lastIndex(of: "/") else { return name }
-        return String(path[...slash]) + name
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
@@ -287,14 +296,17 @@ enum Spawn {
         } else {
             unsafe posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         }
-        if let captureOutput {
+        if options.inheritOutput {
+            // Standard output and error stay this process's (a successor lvsd writes where its predecessor did).
+        } else if let captureOutput {
             unsafe posix_spawn_file_actions_adddup2(&actions, captureOutput.rawValue, 1)
         } else if let log {
             unsafe posix_spawn_file_actions_addopen(&actions, 1, log.string, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         } else {
             unsafe posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         }
-        if let captureError {
+        if options.inheritOutput {
+        } else if let captureError {
             unsafe posix_spawn_file_actions_adddup2(&actions, captureError.rawValue, 2)
         } else {
             unsafe posix_spawn_file_actions_adddup2(&actions, 1, 2)

@@ -68,9 +68,10 @@ public struct VRRPRouter: Sendable {
         }
     }
 
-    public mutating func start(now: UInt64) -> [Action] {
+    /// `asMaster`: taking over from an lvsd that was master (a handover), without an election.
+    public mutating func start(now: UInt64, asMaster: Bool = false) -> [Action] {
         startedAt = now
-        if priority == 255 { return becomeMaster(now: now) }
+        if priority == 255 || asMaster { return becomeMaster(now: now) }
         return becomeBackup(interval: configuration.advertisementInterval, now: now)
     }
 

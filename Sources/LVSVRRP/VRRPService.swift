@@ -39,6 +39,8 @@ public final class VRRPService: Service, Sendable {
     let handlers = Mutex<[String: (handler: VRRPInstanceHandler, loop: any EventLoop)]>([:])
     /// Each sync group's state as last entered (its notify scripts run on a change).
     let groupStates = Mutex<[String: VRRPRouter.State]>([:])
+    /// Instances that start as master: the previous lvsd was master for them (a handover), and must not seem to resign.
+    let resuming: Set<String>
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
@@ -53,7 +55,10 @@ public final class VRRPService: Service, Sendable {
     /// Opens every instance's socket and leaves every VRRP address unowned
     /// until its instance is master (a director starting up must not take
     /// addresses another one holds).
-    public init(plane: ControlPlane, configuration: HighAvailabilityConfiguration, group: any EventLoopGroup, logger: Logger) throws(Failure) {
+    public init(
+        plane: ControlPlane, configuration: HighAvailabilityConfiguration, group: any EventLoopGroup, logger: Logger, resuming: Set<String> = []
+    ) throws(Failure) {
+        self.resuming = resuming
         self.plane = plane
         self.configuration = configuration
         self.group = group
@@ -429,7 +434,7 @@ final class VRRPInstanceHandler: ChannelInboundHandler, @unchecked Sendable {  /
 
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
-        perform(router.start(now: MonotonicClock.milliseconds()))
+        perform(router.start(now: MonotonicClock.milliseconds(), asMaster: service.resuming.contains(instance.configuration.name)))
         schedule()
     }
 

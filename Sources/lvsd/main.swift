@@ -1,5 +1,6 @@
 import ArgumentParser
 import LVSConfiguration
+import LVSControlProtocol
 import LVSCore
 import LVSDaemon
 import LVSHealth
@@ -21,7 +22,11 @@ struct LVSD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lvsd",
         abstract: "The swift-lvs director: virtual services, real servers, connections, in userspace.",
-        discussion: "Runs in the foreground. SIGTERM or SIGINT stop it, SIGHUP reloads the --rules, --keepalived and --marks files (all or nothing).")
+        discussion: """
+            Runs in the foreground. SIGTERM or SIGINT stop it, SIGHUP reloads the --rules, --keepalived and --marks files (all or \
+            nothing), SIGUSR2 starts lvsd's binary again with --takeover (an upgrade that keeps every connection). Connections are \
+            kept in --state-file for the lvsd after this one, after a crash too.
+            """)
 
     @Option(help: "The control socket lvsadm talks to (mode 0600).")
     var socket = "/run/lvsd.sock"
@@ -96,6 +101,29 @@ struct LVSD: AsyncParsableCommand {
     @Option(help: "Connections the table holds (64 bytes each for IPv4, plus the index).")
     var connectionTableSize = 1 << 20
 
+    @Option(
+        help: ArgumentHelp(
+            """
+            Where lvsd keeps its connections for the lvsd after it (a restart, an upgrade, a crash, kill -9 included): a file on \
+            tmpfs, written where a sync master would send a connection; the next lvsd restores what is in it. Default: the \
+            --socket path with .state for .sock; none to keep nothing.
+            """, valueName: "path|none"))
+    var stateFile: String?
+
+    @Flag(
+        help: """
+            Take over from the lvsd serving --socket (a new version, new arguments): it stops reading frames, writes every \
+            connection to the state file and exits once this lvsd forwards them, without resigning VRRP mastership; this lvsd's \
+            rings are open before it stops, so no frame falls between the two. Without a running lvsd, lvsd starts as usual.
+            """)
+    var takeover = false
+
+    /// `--state-file`, or its default next to the control socket.
+    var statePath: String? {
+        if let stateFile { return stateFile == "none" ? nil : stateFile }
+        return (socket.hasSuffix(".sock") ? String(socket.dropLast(5)) : socket) + ".state"
+    }
+
     @Option(help: ArgumentHelp("Serve Prometheus /metrics and the status page on ADDR:PORT (a bare port binds loopback).", valueName: "addr:port"))
     var metrics: String?
 
@@ -155,7 +183,9 @@ struct LVSD: AsyncParsableCommand {
             }
         }
         let logger = Logger(label: "lvsd")
-        let signals = SignalEvents([SIGHUP, SIGTERM, SIGINT])
+        let signals = SignalEvents([SIGHUP, SIGTERM, SIGINT, SIGUSR2])
+        // The binary as started: a package upgrade replaces the file at this path, which SIGUSR2 starts.
+        let binary = ExecutablePath.current ?? CommandLine.arguments[0]
         func fail(_ message: String) -> ExitCode {
             logger.critical("\(message)")
             return ExitCode(1)
@@ -197,15 +227,78 @@ struct LVSD: AsyncParsableCommand {
             throw fail("track_file: \(error)")
         }
         do { try plane.reload() } catch { throw fail("cannot load the configuration: \(error)") }
-        // VRRP first: its addresses stay unowned until an instance is master.
+        var dataPlane: DataPlane? = nil
+        if !base.interfaces.isEmpty {
+            let served = Set(base.interfaces.map { Int($0.index) })
+            for n in kernel.neighbours where served.contains(n.index) {
+                for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
+            }
+            let dp = DataPlane(engines: plane.engines, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
+            // Open before the predecessor stops reading: what arrives meanwhile waits in these rings.
+            do { try dp.open() } catch { throw fail("cannot start the data plane: \(error)") }
+            dataPlane = dp
+        }
+        // --takeover: the running lvsd stops reading, writes every connection and lets go of its state file.
+        var predecessor: HandoverState? = nil
+        let asked = MonotonicClock.milliseconds()
+        if takeover {
+            let answer: ControlResponse?
+            do { answer = try Takeover.request(.prepare, socket: socket) } catch {
+                logger.notice("--takeover: no lvsd to take over (\(error)); starting")
+                answer = nil
+            }
+            switch answer {
+            case .handover(let h)?:
+                predecessor = h
+                dataPlane?.discardPending()
+                plane.carry(h.counters)
+                logger.notice("taking over from lvsd \(h.pid)")
+            case .failed(let e)?: throw fail("--takeover: the running lvsd refused: \(e.message)")
+            case nil: break
+            default: throw fail("--takeover: the running lvsd answered out of turn")
+            }
+        }
+        func abandon(_ message: String) -> ExitCode {
+            if predecessor != nil { _ = try? Takeover.request(.abort, socket: socket) }
+            return fail(message)
+        }
+        // Restored before any frame, check or VRRP advertisement: what the previous lvsd forwarded goes on.
+        var state: StateFile? = nil
+        if let statePath {
+            do {
+                let begun = MonotonicClock.milliseconds()
+                let (file, report) = try StateFile.attach(path: statePath, plane: plane)
+                logger.info("state file \(statePath) read in \(MonotonicClock.milliseconds() - begun) ms")
+                if let why = file.loaded.discarded { logger.warning("state file \(statePath) not used, no connections restored: \(why)") }
+                if report != RestoreReport() {
+                    logger.log(level: report.dropped > 0 ? .warning : .notice, "state file \(statePath): \(report)")
+                }
+                state = file
+            } catch {
+                throw abandon("state file: \(error)")
+            }
+        }
+        // VRRP first: its addresses stay unowned until an instance is master (or was, before a handover).
         var services: [any Service] = []
         let ha: HighAvailabilityConfiguration
         let vrrp: VRRPService?
         do {
             ha = try plane.sources.loadHighAvailability()
-            vrrp = ha.instances.isEmpty ? nil : try VRRPService(plane: plane, configuration: ha, group: group, logger: logger)
+            vrrp =
+                ha.instances.isEmpty
+                ? nil : try VRRPService(plane: plane, configuration: ha, group: group, logger: logger, resuming: Set(predecessor?.vrrpMasters ?? []))
         } catch {
-            throw fail("cannot run VRRP: \(error)")
+            throw abandon("cannot run VRRP: \(error)")
+        }
+        dataPlane?.run()
+        if let predecessor {
+            // Under systemd this process becomes the unit's main one first (NotifyAccess=all): the predecessor's exit is then no stop.
+            SystemdNotifier().notify("MAINPID=\(getpid())")
+            // It exits at once; its socket and metrics port are then free.
+            _ = try? Takeover.request(.finish, socket: socket)
+            let forwarding = MonotonicClock.milliseconds()
+            _ = waitForExit(predecessor.pid, seconds: 5)
+            logger.notice("took over from lvsd \(predecessor.pid): frames waited \(forwarding - asked) ms in the rings")
         }
         do {
             services.append(try ControlServer(path: socket, group: group, logger: logger) { plane.handle($0) })
@@ -224,15 +317,9 @@ struct LVSD: AsyncParsableCommand {
                 throw fail("cannot serve metrics on \(metrics): \(error)")
             }
         }
-        var dataPlane: DataPlane? = nil
-        if !base.interfaces.isEmpty {
-            let served = Set(base.interfaces.map { Int($0.index) })
-            for n in kernel.neighbours where served.contains(n.index) {
-                for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
-            }
-            let dp = DataPlane(engines: plane.engines, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
-            do { try dp.start() } catch { throw fail("cannot start the data plane: \(error)") }
-            dataPlane = dp
+        if let dataPlane, let state {
+            let agent = HandoverAgent(plane: plane, dataPlane: dataPlane, state: state, logger: logger)
+            plane.handover.withLock { $0 = { agent.respond($0) } }
         }
         logger.info(
             "serving",
@@ -241,7 +328,7 @@ struct LVSD: AsyncParsableCommand {
                 "io": "\(dataPlane?.activeIO.rawValue ?? "-")",
             ])
         let systemd = SystemdNotifier()
-        let health = HealthService(plane: plane, group: group, logger: logger)
+        let health = HealthService(plane: plane, group: group, logger: logger, inherited: predecessor?.healthDown ?? [:])
         plane.afterReload.withLock {
             $0 = {
                 health.restart()
@@ -280,18 +367,36 @@ struct LVSD: AsyncParsableCommand {
         }
         let running = Mutex<ServiceGroup?>(nil)
         services.append(
-            SignalService(signals: signals, plane: plane, systemd: systemd, logger: logger) {
-                await running.withLock { $0 }?.triggerGracefulShutdown()
-            })
+            SignalService(
+                signals: signals, plane: plane, systemd: systemd, logger: logger,
+                stop: { await running.withLock { $0 }?.triggerGracefulShutdown() },
+                upgrade: { [arguments = Array(CommandLine.arguments.dropFirst().filter { $0 != "--takeover" })] in
+                    do {
+                        let successor = try ChildProcess.spawn(binary, arguments + ["--takeover"], options: .init(inheritOutput: true))
+                        logger.notice("SIGUSR2: \(binary) started to take over (pid \(successor.processIdentifier))")
+                    } catch {
+                        logger.error("SIGUSR2: cannot start \(binary): \(error)")
+                    }
+                }))
         let serviceGroup = ServiceGroup(configuration: .init(services: services, logger: logger))
         running.withLock { $0 = serviceGroup }
         systemd.notify("READY=1\nSTATUS=serving \(plane.table.services.count) services")
         try await serviceGroup.run()
+        withExtendedLifetime(state) {}
         logger.info("stopped")
     }
 }
 
 extension PacketIO: ExpressibleByArgument {}
+
+/// Waits until process `pid` has gone; false after `seconds`.
+func waitForExit(_ pid: Int32, seconds: Double) -> Bool {
+    for _ in 0..<Int(seconds * 1000) {
+        if kill(pid, 0) != 0 { return true }
+        usleep(1000)
+    }
+    return false
+}
 
 /// `--workers`: how many data-plane threads.
 enum WorkerCount: ExpressibleByArgument, Equatable {

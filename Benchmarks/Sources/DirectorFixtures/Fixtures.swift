@@ -12,9 +12,16 @@ public final class Scenario {
     /// `fullNATEstablished`: ACKs of an established FULLNAT connection past
     /// its TOA; `fullNATProxyShift`: the same with PROXY protocol, after the
     /// server acknowledged the header (every segment's sequence shifted).
+    /// `natJournaled`: `natEstablished` writing a state file's slots (every
+    /// 50th packet of a flow, as a sync master sends).
     public enum Kind: String, CaseIterable, Sendable {
-        case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA, fullNATEstablished, fullNATProxyShift
+        case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA, fullNATEstablished, fullNATProxyShift, natJournaled
     }
+
+    /// The state file's slots for `natJournaled`: heap memory standing in for the mapping.
+    var journal: UnsafeMutableRawPointer?
+
+    deinit { journal?.deallocate() }
 
     static func ip(_ s: String) -> IPAddress { IPAddress(s)! }
 
@@ -22,7 +29,7 @@ public final class Scenario {
         let vip = Self.ip("198.18.0.10")
         let method: ForwardingMethod =
             switch kind {
-            case .natEstablished, .newConnectionWLC: .nat
+            case .natEstablished, .newConnectionWLC, .natJournaled: .nat
             case .directRouting: .directRouting
             case .tunnel: .tunnel
             case .fullNATWithTOA, .fullNATEstablished, .fullNATProxyShift: .fullNAT
@@ -45,6 +52,16 @@ public final class Scenario {
         director = Director(configuration: config, capacity: max(1024, flows * 2 + 1024))
         for i in 2..<10 { director.learnNeighbour(Self.ip("198.19.0.\(i)"), mac: MACAddress(0x02_00_00_00_01_00 + UInt64(i))) }
         director.learnNeighbour(Self.ip("198.18.0.254"), mac: MACAddress(0x02_00_00_00_00_FE))
+        if kind == .natJournaled {
+            let slots = max(director.v4.table.capacity, director.v6.table.capacity)
+            let bytes = 2 * slots * JournalSlot.size
+            let memory = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+            memory.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            journal = memory
+            director.attachJournal(
+                v4: JournalRegion(unsafeBase: memory, slots: slots), v6: JournalRegion(unsafeBase: memory + slots * JournalSlot.size, slots: slots),
+                now: now)
+        }
         batch = FrameBatch(capacity: batchSize)
         frames = []
         let flowCount = max(1, flows)
