@@ -184,6 +184,11 @@ const unsigned char *lvs_ring_frame(void *frame, unsigned *length, unsigned *wir
     return (const unsigned char *)frame + h->tp_mac;
 }
 
+unsigned long long lvs_ring_frame_time(lvs_ring *r, unsigned index) {
+    const struct tpacket2_hdr *h = frame_at(r, (r->current + index) % r->frame_count);
+    return (unsigned long long)h->tp_sec * 1000000000ull + h->tp_nsec;
+}
+
 long lvs_ring_copy(lvs_ring *r, unsigned char *buffer, size_t capacity) {
     for (;;) {
         ssize_t n = recv(r->fd, buffer, capacity, MSG_DONTWAIT | MSG_TRUNC);

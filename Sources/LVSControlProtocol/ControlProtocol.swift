@@ -38,18 +38,34 @@ public enum HandoverStep: String, Sendable, Hashable, Codable {
 /// What the lvsd handing over tells its successor.
 public struct HandoverState: Sendable, Hashable, Codable {
     public var pid: Int32
+    /// Where it wrote every connection.
+    public var stateFile: String
+    /// It forwarded every frame the kernel received by then (ns of CLOCK_REALTIME).
+    public var forwardedUntil: UInt64
     /// VRRP instances it is master of: the successor starts them as master.
     public var vrrpMasters: [String]
     /// Its counters, for the successor to go on from.
     public var counters: [CarriedCounters]
     /// Real servers its checkers found down (by checker id), with why: they start down.
     public var healthDown: [String: String]
+    /// Its sync daemons: the successor starts them (`--start-daemon`'s survive too).
+    public var syncDaemons: [SyncDaemonConfiguration]
+    /// The process running its BGP speaker: the successor keeps it, sessions and routes untouched.
+    public var speaker: Int32?
 
-    public init(pid: Int32, vrrpMasters: [String], counters: [CarriedCounters], healthDown: [String: String]) {
+    public init(
+        pid: Int32, stateFile: String, forwardedUntil: UInt64, vrrpMasters: [String], counters: [CarriedCounters], healthDown: [String: String],
+        syncDaemons: [SyncDaemonConfiguration],
+        speaker: Int32?
+    ) {
         self.pid = pid
+        self.stateFile = stateFile
+        self.forwardedUntil = forwardedUntil
         self.vrrpMasters = vrrpMasters
         self.counters = counters
         self.healthDown = healthDown
+        self.syncDaemons = syncDaemons
+        self.speaker = speaker
     }
 }
 

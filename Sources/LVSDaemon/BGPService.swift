@@ -58,14 +58,31 @@ public final class BGPService: Service, Sendable {
     let plane: ControlPlane
     let settings: Settings
     let logger: Logger
+    let adopted: Adopted?
+
+    /// A predecessor's BIRD (a handover): its process, and the lifeline
+    /// opened before the predecessor exits, so that BIRD never sees its end.
+    public struct Adopted: Sendable {
+        let speaker: Int32
+        let lifeline: Int32
+    }
+
+    /// Opens the lifeline of the BIRD that `speaker` runs, if it still runs.
+    public static func adopt(speaker: Int32, settings: Settings) -> Adopted? {
+        guard kill(speaker, 0) == 0 else { return nil }
+        // A Swift string as a C path, valid for the call.
+        let fd = unsafe open(settings.lifeline, O_RDWR | O_NONBLOCK | O_CLOEXEC)
+        return fd >= 0 ? Adopted(speaker: speaker, lifeline: fd) : nil
+    }
 
     /// Checks what BIRD needs before lvsd starts serving: the programs, the
     /// configuration, the directory (made if missing), an empty route file
-    /// (BIRD refuses a configuration whose include is missing).
-    public init(plane: ControlPlane, settings: Settings, logger: Logger) throws(Failure) {
+    /// (BIRD refuses a configuration whose include is missing; an adopted BIRD reads the one it has).
+    public init(plane: ControlPlane, settings: Settings, logger: Logger, adopted: Adopted? = nil) throws(Failure) {
         self.plane = plane
         self.settings = settings
         self.logger = logger
+        self.adopted = adopted
         for program in [settings.bird, settings.birdc] where !KernelFile.exists(program) {
             throw Failure(description: "\(program) is missing: install Debian's bird2")
         }
@@ -74,7 +91,9 @@ public final class BGPService: Service, Sendable {
         if !KernelFile.exists(settings.directory) {
             guard unsafe mkdir(settings.directory, 0o755) == 0 else { throw Failure(description: SystemError.last("mkdir \(settings.directory)").description) }
         }
-        do { try Self.write([], to: settings) } catch { throw Failure(description: "\(error)") }
+        if adopted == nil {
+            do { try Self.write([], to: settings) } catch { throw Failure(description: "\(error)") }
+        }
     }
 
     /// The route file for `addresses`, replaced whole (a rename: BIRD never reads half of one).
@@ -95,17 +114,26 @@ public final class BGPService: Service, Sendable {
 
     public func run() async throws {
         // The lifeline: lvsd keeps it open (for writing, close-on-exec so that no child holds it); its end stops BIRD.
-        _ = unsafe unlink(settings.lifeline)
-        guard unsafe mkfifo(settings.lifeline, 0o600) == 0 else {
-            logger.error("BGP: \(SystemError.last("mkfifo \(settings.lifeline)")); nothing is announced")
-            return
-        }
-        let lifeline = unsafe open(settings.lifeline, O_RDWR | O_NONBLOCK | O_CLOEXEC)
-        guard lifeline >= 0 else {
-            logger.error("BGP: \(SystemError.last("open \(settings.lifeline)")); nothing is announced")
-            return
+        let lifeline: Int32
+        if let adopted {
+            lifeline = adopted.lifeline
+            plane.speaker.withLock { $0 = adopted.speaker }
+            logger.notice("BGP: BIRD (pid \(adopted.speaker)) kept from the previous lvsd, its sessions up")
+        } else {
+            _ = unsafe unlink(settings.lifeline)
+            guard unsafe mkfifo(settings.lifeline, 0o600) == 0 else {
+                logger.error("BGP: \(SystemError.last("mkfifo \(settings.lifeline)")); nothing is announced")
+                return
+            }
+            lifeline = unsafe open(settings.lifeline, O_RDWR | O_NONBLOCK | O_CLOEXEC)
+            guard lifeline >= 0 else {
+                logger.error("BGP: \(SystemError.last("open \(settings.lifeline)")); nothing is announced")
+                return
+            }
         }
         var speaker: RunningProcess? = nil
+        // An adopted BIRD is not this process's child: it is watched by its pid.
+        var foster = adopted?.speaker
         var startedAt: UInt64 = 0
         var written: [IPAddress]? = nil
         var told = false
@@ -113,13 +141,15 @@ public final class BGPService: Service, Sendable {
         var statuses: [IPAddress: (status: BGPRouteStatus, since: UInt64)] = [:]
         while !Task.isShuttingDownGracefully {
             let now = MonotonicClock.milliseconds()
-            if speaker?.isRunning != true && now &- startedAt >= 2000 {
+            if let f = foster, kill(f, 0) != 0 { foster = nil }
+            if speaker?.isRunning != true && foster == nil && now &- startedAt >= 2000 {
                 if speaker != nil {
                     // Its last words (a configuration error, most often) are in its output.
                     let said = KernelFile.contents(settings.output)?.split(separator: "\n").last.map(String.init) ?? ""
                     logger.error("BGP: BIRD ended (status \(speaker?.terminationStatus ?? -1)): \(said); starting it again")
                 }
                 speaker = start()
+                plane.speaker.withLock { $0 = speaker?.processIdentifier }
                 startedAt = now
                 told = false
             }
@@ -135,7 +165,7 @@ public final class BGPService: Service, Sendable {
                     logger.error("BGP: \(error)")
                 }
             }
-            if !told, let speaker, speaker.isRunning {
+            if !told, speaker?.isRunning == true || foster != nil {
                 // While BIRD starts its socket is missing: that is not worth a warning.
                 if let why = await configure() {
                     if why != refused && KernelFile.exists(settings.socket) { logger.warning("BGP: birdc configure: \(why)") }
@@ -156,7 +186,7 @@ public final class BGPService: Service, Sendable {
         }
         // Withdraw everything, keep forwarding while the routers move the flows away, then stop BIRD.
         do { try Self.write([], to: settings) } catch { logger.error("BGP: \(error)") }
-        if let speaker, speaker.isRunning, await configure() == nil {
+        if speaker?.isRunning == true || foster != nil, await configure() == nil {
             logger.notice("BGP: every VIP withdrawn; forwarding for \(settings.withdrawDelay) s more")
             let now = MonotonicClock.milliseconds()
             plane.bgp.withLock { all in
@@ -166,6 +196,10 @@ public final class BGPService: Service, Sendable {
         }
         _ = close(lifeline)
         _ = speaker?.waitUntilExit(timeout: 5)
+        if let f = foster {
+            for _ in 0..<500 where kill(f, 0) == 0 { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+        plane.speaker.withLock { $0 = nil }
         _ = unsafe unlink(settings.lifeline)
     }
 

@@ -75,6 +75,8 @@ public final class ControlPlane: Sendable {
     public let vrrp = Mutex<[(status: VRRPInstanceStatus, since: UInt64)]>([])
     /// Answers a successor's `handover` requests (lvsd sets it once it serves).
     public let handover = Mutex<(@Sendable (HandoverStep) -> ControlResponse)?>(nil)
+    /// The process running BIRD, while the BGP service has one.
+    public let speaker = Mutex<Int32?>(nil)
     /// The VIPs as the BGP service last told its speaker; `since` in ms of `now()`.
     public let bgp = Mutex<[(status: BGPRouteStatus, since: UInt64)]>([])
 
@@ -341,7 +343,7 @@ public final class ControlPlane: Sendable {
             do { try sync.stop(role) } catch { return .failed(error) }
             return .done
         case .handover(let step):
-            guard let h = handover.withLock({ $0 }) else { return .failed(TableError("EOPNOTSUPP", "This lvsd serves no data plane to hand over")) }
+            guard let h = handover.withLock({ $0 }) else { return .failed(TableError("EOPNOTSUPP", "This lvsd serves no interface: nothing to hand over")) }
             return h(step)
         }
     }

@@ -12,8 +12,10 @@ import Glibc
 
 /// The running lvsd's side of a handover to a new one (`lvsd --takeover`):
 ///
-/// 1. `prepare`: the workers stop at a batch's end (frames queue in the
-///    rings; the successor's rings, open by now, have them too), every
+/// 1. `prepare`: the workers forward what their rings hold and stop
+///    (frames queue in the rings meanwhile; the successor's rings, open
+///    by now, have them too, and it forwards those received after the
+///    time this lvsd's rings were found empty), every
 ///    connection is written to the state file, whatever its state, and the
 ///    file is let go; the answer names the VRRP instances this lvsd is master of.
 /// 2. `finish`: the successor has restored the connections and forwards.
@@ -40,7 +42,7 @@ public final class HandoverAgent: Sendable {
         switch step {
         case .prepare:
             let asked = MonotonicClock.milliseconds()
-            guard dataPlane.pause() else {
+            guard let drained = dataPlane.pause() else {
                 dataPlane.resume()
                 return .failed(TableError("EBUSY", "a worker did not stop"))
             }
@@ -57,7 +59,11 @@ public final class HandoverAgent: Sendable {
             after(10) { [self] in
                 if round.withLock({ $0 == mine }) { resume("no successor finished the handover within 10 s") }
             }
-            return .handover(HandoverState(pid: getpid(), vrrpMasters: masters, counters: plane.carriedCounters(), healthDown: plane.healthDown()))
+            return .handover(
+                HandoverState(
+                    pid: getpid(), stateFile: state.path, forwardedUntil: drained, vrrpMasters: masters, counters: plane.carriedCounters(),
+                    healthDown: plane.healthDown(),
+                    syncDaemons: plane.sync.running, speaker: plane.speaker.withLock { $0 }))
         case .abort:
             resume("the successor gave up")
             return .done

@@ -37,11 +37,12 @@ import Glibc
         public var discarded: String?
     }
 
-    public init(path: String, workers: Int, slotsPerRegion: Int) throws(SystemError) {
+    /// `from`: where the previous lvsd kept its file, if not at `path` (a handover to other arguments).
+    public init(path: String, from: String? = nil, workers: Int, slotsPerRegion: Int) throws(SystemError) {
         self.path = path
         let boot = Self.bootID()
         header = StateFileHeader(workers: workers, slotsPerRegion: slotsPerRegion, bootID: boot)
-        previous = try? FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        previous = try? FileDescriptor.open(FilePath(from ?? path), .readOnly, options: .closeOnExec)
         if let old = previous {
             guard flock(old.rawValue, LOCK_EX | LOCK_NB) == 0 else {
                 try? old.close()
@@ -91,10 +92,10 @@ import Glibc
     /// previous file's connections still within their timeout on the
     /// workers that own them, and makes this file the current one. Before
     /// the data plane starts: no frame meets a half-restored table.
-    public static func attach(path: String, plane: ControlPlane) throws(SystemError) -> (StateFile, RestoreReport) {
+    public static func attach(path: String, from: String? = nil, plane: ControlPlane) throws(SystemError) -> (StateFile, RestoreReport) {
         let engines = plane.engines
         let slots = engines.map { e in e.director.withLock { max($0.v4.table.capacity, $0.v6.table.capacity) } }.max() ?? 1
-        let state = try StateFile(path: path, workers: engines.count, slotsPerRegion: slots)
+        let state = try StateFile(path: path, from: from, workers: engines.count, slotsPerRegion: slots)
         let now = MonotonicClock.milliseconds()
         for (k, e) in engines.enumerated() {
             e.director.withLock { $0.attachJournal(v4: state.region(worker: k, ipv6: false), v6: state.region(worker: k, ipv6: true), now: now) }

@@ -117,22 +117,28 @@ public final class DataPlane: Sendable {
         for w in workers.withLock({ $0 }) { w.start() }
     }
 
-    /// Drops what the rings hold, before `run` (a handover: those frames
-    /// were the previous lvsd's to forward).
-    public func discardPending() {
-        for w in workers.withLock({ $0 }) { w.discardPending() }
+    /// Drops the frames the rings hold that the kernel received at or
+    /// before `time` (ns of CLOCK_REALTIME), before `run`: in a handover,
+    /// the previous lvsd forwarded those (see `pause`).
+    public func discardPending(receivedBy time: UInt64) {
+        for w in workers.withLock({ $0 }) { w.discardPending(receivedBy: time) }
     }
 
-    /// Stops every running worker at a batch's end and waits until each has
-    /// (1 s at most); frames queue in the rings meanwhile. False if one did not stop.
-    public func pause() -> Bool {
+    /// Has every worker forward the frames the kernel received until the
+    /// worker saw the request, and stop, and waits until each has (1 s at
+    /// most); later frames queue in the rings. Returns the earliest of
+    /// those moments (ns of CLOCK_REALTIME): every frame received by then
+    /// has been forwarded. Nil if a worker did not stop.
+    public func pause() -> UInt64? {
         let all = workers.withLock { $0 }
         for w in all { w.paused.store(true, ordering: .sequentiallyConsistent) }
         for _ in 0..<1000 {
-            if all.allSatisfy({ $0.idle.load(ordering: .sequentiallyConsistent) }) { return true }
+            if all.allSatisfy({ $0.idle.load(ordering: .sequentiallyConsistent) }) {
+                return all.map { $0.drainedAt.load(ordering: .sequentiallyConsistent) }.min()
+            }
             usleep(1000)
         }
-        return false
+        return nil
     }
 
     public func resume() {
@@ -167,9 +173,13 @@ public final class DataPlane: Sendable {
     let index: Int
     let engine: Engine
     let running = Atomic<Bool>(true)
-    /// Asked to stop reading (`DataPlane.pause`), and stopped.
+    /// Asked to stop reading (`DataPlane.pause`); stopped, its rings found
+    /// empty at `drainedAt` (ns of CLOCK_REALTIME).
     let paused = Atomic<Bool>(false)
     let idle = Atomic<Bool>(false)
+    let drainedAt = Atomic<UInt64>(0)
+    /// While pausing: frames the kernel received after this (ns of CLOCK_REALTIME) are left in the rings.
+    var cutoff = UInt64.max
     let logger: Logger
     var rings: [UnsafeMutablePointer<lvs_ring>] = unsafe []
     var ringInterface: [UInt16] = []
@@ -224,14 +234,15 @@ public final class DataPlane: Sendable {
         thread?.join()
     }
 
-    /// Releases every block the rings hold, and the whole copies queued behind them. Before the thread starts.
-    func discardPending() {
+    /// Releases the frames at the head of each ring that the kernel received
+    /// by `time`, and the whole copies queued behind them; before the thread starts.
+    func discardPending(receivedBy time: UInt64) {
         for r in unsafe rings.indices {
             var count: UInt32 = 0
             while let first = unsafe lvs_ring_block(rings[r], &count) {
                 var frame: UnsafeMutableRawPointer? = unsafe first
-                for _ in 0..<count {
-                    guard let f = unsafe frame else { break }
+                var old: UInt32 = 0
+                while old < count, unsafe lvs_ring_frame_time(rings[r], old) <= time, let f = unsafe frame {
                     var length: UInt32 = 0
                     var wireLength: UInt32 = 0
                     var status: UInt32 = 0
@@ -239,8 +250,12 @@ public final class DataPlane: Sendable {
                     _ = unsafe lvs_ring_frame(f, &length, &wireLength, &status, &next)
                     unsafe frame = unsafe next
                     if status & UInt32(LVS_TP_STATUS_COPY) != 0 { unsafe lvs_ring_discard(rings[r]) }
+                    old += 1
                 }
+                // Only those: the rest are the successor's to forward.
+                unsafe rings[r].pointee.taken = old
                 unsafe lvs_ring_release(rings[r])
+                if old < count { break }
             }
         }
     }
@@ -267,12 +282,16 @@ public final class DataPlane: Sendable {
         // `frames` and `lengths` hold 64 entries, and a receive asks for at most
         // what the batch (64 frames) has room for.
         while !stopped {
-            if paused.load(ordering: .sequentiallyConsistent) {
-                idle.store(true, ordering: .sequentiallyConsistent)
+            let pausing = paused.load(ordering: .sequentiallyConsistent)
+            if pausing && idle.load(ordering: .relaxed) {
                 usleep(200)
                 continue
             }
-            idle.store(false, ordering: .relaxed)
+            if !pausing && idle.load(ordering: .relaxed) { idle.store(false, ordering: .relaxed) }
+            // A pause forwards what the kernel received until it was seen, then stops: it ends on the first
+            // round that finds no such frame (the later ones are the successor's, and wait in the rings).
+            if pausing && cutoff == .max { cutoff = WallClock.nanoseconds() }
+            if !pausing { cutoff = .max }
             var busy = false
             for s in unsafe sockets.indices {
                 for _ in 0..<4 {
@@ -303,11 +322,14 @@ public final class DataPlane: Sendable {
                 for _ in 0..<4 {
                     var count: UInt32 = 0
                     guard let first = unsafe lvs_ring_block(rings[r], &count) else { break }
-                    busy = true
                     var frame: UnsafeMutableRawPointer? = unsafe first
                     let vnet = unsafe rings[r].pointee.vnet != 0
-                    for _ in 0..<count {
+                    var taken: UInt32 = 0
+                    while taken < count {
                         guard let f = unsafe frame else { break }
+                        if pausing, unsafe lvs_ring_frame_time(rings[r], taken) > cutoff { break }
+                        taken &+= 1
+                        busy = true
                         var length: UInt32 = 0
                         var wireLength: UInt32 = 0
                         var status: UInt32 = 0
@@ -329,7 +351,10 @@ public final class DataPlane: Sendable {
                             unsafe take(UnsafeRawPointer(data), length: Int(length), header: OffloadHeader(), interface: ringInterface[r])
                         }
                     }
+                    // Those after a pause's cutoff stay in the ring.
+                    unsafe rings[r].pointee.taken = taken
                     unsafe lvs_ring_release(rings[r])
+                    if taken < count { break }
                 }
             }
             // At most once a millisecond: a busy loop must not pay a recv per round for the rare ARP reply.
@@ -342,6 +367,11 @@ public final class DataPlane: Sendable {
             if now &- lastHousekeeping >= 100 {
                 lastHousekeeping = now
                 housekeeping(now: now)
+            }
+            if pausing && !busy {
+                drainedAt.store(cutoff, ordering: .sequentiallyConsistent)
+                idle.store(true, ordering: .sequentiallyConsistent)
+                continue
             }
             if !busy {
                 // poll reads `count` descriptors from the array, which outlives the call.

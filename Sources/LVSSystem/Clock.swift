@@ -14,6 +14,13 @@ public enum MonotonicClock {
 
 /// Microseconds since the epoch, for what operators read (trace times).
 public enum WallClock {
+    /// Nanoseconds since the epoch: the clock of the kernel's packet timestamps.
+    public static func nanoseconds() -> UInt64 {
+        var ts = timespec()
+        unsafe clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
     public static func microseconds() -> Int64 {
         var ts = timespec()
         unsafe clock_gettime(CLOCK_REALTIME, &ts)

@@ -118,6 +118,11 @@ struct LVSD: AsyncParsableCommand {
             """)
     var takeover = false
 
+    func bgpSettings(_ birdConfig: String) -> BGPService.Settings {
+        BGPService.Settings(
+            configuration: birdConfig, directory: birdDirectory ?? "/run/lvsd", withdrawDelay: max(0, bgpWithdrawDelay ?? 2), interfaces: interface)
+    }
+
     /// `--state-file`, or its default next to the control socket.
     var statePath: String? {
         if let stateFile { return stateFile == "none" ? nil : stateFile }
@@ -250,7 +255,7 @@ struct LVSD: AsyncParsableCommand {
             switch answer {
             case .handover(let h)?:
                 predecessor = h
-                dataPlane?.discardPending()
+                dataPlane?.discardPending(receivedBy: h.forwardedUntil)
                 plane.carry(h.counters)
                 logger.notice("taking over from lvsd \(h.pid)")
             case .failed(let e)?: throw fail("--takeover: the running lvsd refused: \(e.message)")
@@ -267,7 +272,7 @@ struct LVSD: AsyncParsableCommand {
         if let statePath {
             do {
                 let begun = MonotonicClock.milliseconds()
-                let (file, report) = try StateFile.attach(path: statePath, plane: plane)
+                let (file, report) = try StateFile.attach(path: statePath, from: predecessor?.stateFile, plane: plane)
                 logger.info("state file \(statePath) read in \(MonotonicClock.milliseconds() - begun) ms")
                 if let why = file.loaded.discarded { logger.warning("state file \(statePath) not used, no connections restored: \(why)") }
                 if report != RestoreReport() {
@@ -291,7 +296,15 @@ struct LVSD: AsyncParsableCommand {
             throw abandon("cannot run VRRP: \(error)")
         }
         dataPlane?.run()
+        var adoptedSpeaker: BGPService.Adopted? = nil
         if let predecessor {
+            // Its BIRD stays: the lifeline is held open here before the predecessor lets go of it.
+            if let birdConfig, let pid = predecessor.speaker {
+                adoptedSpeaker = BGPService.adopt(speaker: pid, settings: bgpSettings(birdConfig))
+            }
+            for daemon in predecessor.syncDaemons {
+                do { try plane.sync.start(daemon) } catch { if error.code != "EEXIST" { logger.error("sync daemon \(daemon.role.rawValue): \(error)") } }
+            }
             // Under systemd this process becomes the unit's main one first (NotifyAccess=all): the predecessor's exit is then no stop.
             SystemdNotifier().notify("MAINPID=\(getpid())")
             // It exits at once; its socket and metrics port are then free.
@@ -320,6 +333,10 @@ struct LVSD: AsyncParsableCommand {
         if let dataPlane, let state {
             let agent = HandoverAgent(plane: plane, dataPlane: dataPlane, state: state, logger: logger)
             plane.handover.withLock { $0 = { agent.respond($0) } }
+        } else if dataPlane != nil {
+            plane.handover.withLock {
+                $0 = { _ in .failed(TableError("EOPNOTSUPP", "this lvsd runs with --state-file none: it has no file to hand its connections over in")) }
+            }
         }
         logger.info(
             "serving",
@@ -357,10 +374,7 @@ struct LVSD: AsyncParsableCommand {
         }
         if let birdConfig {
             do {
-                let settings = BGPService.Settings(
-                    configuration: birdConfig, directory: birdDirectory ?? "/run/lvsd", withdrawDelay: max(0, bgpWithdrawDelay ?? 2),
-                    interfaces: interface)
-                services.append(try BGPService(plane: plane, settings: settings, logger: logger))
+                services.append(try BGPService(plane: plane, settings: bgpSettings(birdConfig), logger: logger, adopted: adoptedSpeaker))
             } catch {
                 throw fail("cannot announce over BGP: \(error)")
             }

@@ -185,6 +185,41 @@ struct HighAvailabilityTests {
             ], logName: "keepalived")
     }
 
+    /// A master lvsd handed over to a new lvsd (`--takeover`): the new one
+    /// starts as master, no priority-0 advertisement goes out, and the
+    /// keepalived backup never takes the VIP.
+    @Test func aHandoverKeepsMastership() throws {
+        let lab = try Lab(prefix: "ltvho", bin: Self.bin, servers: 1)
+        defer { lab.teardown() }
+        try lab.addHost("k", address: Self.keepalivedHost, address6: "2001:db8:1::4")
+        let vip = "198.19.0.50"
+        let global = "global_defs {\n    vrrp_version 3\n}\n"
+        let keepalived = try runKeepalived(
+            lab, try write(lab, "keepalived.conf", global + vrrpInstance(interface: lab.ns("k0"), priority: 100, addresses: ["\(vip)/24"])))
+        let lconf = try write(lab, "lvsd.conf", global + vrrpInstance(interface: lab.ns("d0"), priority: 150, addresses: [vip]))
+        let old = try lab.startDirector(extra: ["--keepalived", lconf])
+        let context = { "--- lvsd ---\n\(lab.logText("lvsd"))\n--- new ---\n\(lab.logText("lvsd-new"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
+        #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
+        #expect(waitFor(limit: 5) { lab.logText("keepalived").contains("Entering BACKUP STATE") } != nil, "\(context())")
+        let new = try lab.start(
+            "d",
+            [
+                Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket, "--interface", lab.ns("d0"), "--connection-table-size", "65536",
+                "--keepalived", lconf, "--takeover",
+            ], logName: "lvsd-new")
+        old.waitUntilExit()
+        #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
+        // Longer than keepalived's master-down interval (3 × 1 s + skew): a silent or resigning master would have lost the VIP by now.
+        usleep(4_500_000)
+        #expect(new.isRunning && vrrp(lab)?.state == "MASTER", "\(context())")
+        #expect(!lab.logText("keepalived").contains("Entering MASTER STATE") && !lab.logText("keepalived").contains("priority 0"), "\(context())")
+        print(
+            "handover: VRRP master kept; keepalived: \(lab.logText("keepalived").split(separator: "\n").filter { $0.contains("STATE") }.joined(separator: "; "))"
+        )
+        keepalived.signal(SIGTERM)
+        _ = keepalived.waitUntilExit(timeout: 5)
+    }
+
     /// keepalived's usual way for a director to give up mastership when
     /// something local fails: a vrrp_script tracked with a negative weight.
     /// lvsd (priority 150) masters over keepalived (100) until its script

@@ -131,6 +131,43 @@ struct ScaleOutTests {
         }
     }
 
+    /// A director handed over to a new lvsd keeps its BGP session and its
+    /// route: the new lvsd keeps the old one's BIRD (its lifeline held
+    /// open before the old one exits), so the router never loses the path.
+    @Test func aHandoverKeepsTheAnnouncement() throws {
+        let lab = try threeDirectorLab("ltbgh")
+        defer { lab.teardown() }
+        try directorConfiguration(lab, "d", Lab.director).write(
+            toFile: lab.directory.appendingPathComponent("bird-d.conf").path, atomically: true, encoding: .utf8)
+        try rules([1, 2, 3]).write(toFile: lab.directory.appendingPathComponent("rules-d").path, atomically: true, encoding: .utf8)
+        let old = try startDirector(lab, "d")
+        let context = { "--- old ---\n\(lab.logText("lvsd"))\n--- new ---\n\(lab.logText("lvsd-new"))\n--- router ---\n\(lab.logText("bird-rt"))" }
+        #expect(waitFor(limit: 30) { paths(lab, Self.drVIP) == 1 } != nil, "\(context())")
+        let new = try lab.start(
+            "d",
+            [
+                Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket, "--interface", lab.ns("d0"), "--connection-table-size", "65536",
+                "--sloppy-tcp", "--rules", lab.directory.appendingPathComponent("rules-d").path,
+                "--bird-config", lab.directory.appendingPathComponent("bird-d.conf").path,
+                "--bird-directory", lab.directory.appendingPathComponent("bgp-d").path, "--bgp-withdraw-delay", "1", "--takeover",
+            ], logName: "lvsd-new")
+        // The router's path, sampled every 10 ms from the start of the handover until 3 s after the old lvsd's exit.
+        var lost = 0
+        var samples = 0
+        var exited: Date? = nil
+        while exited.map({ Date().timeIntervalSince($0) < 3 }) ?? (samples < 2000) {
+            if paths(lab, Self.drVIP) != 1 { lost += 1 }
+            samples += 1
+            if exited == nil && !old.isRunning { exited = Date() }
+            usleep(10_000)
+        }
+        print("BGP: handover: the router had no path in \(lost) of \(samples) samples, \(sessions(lab)) session(s) up")
+        #expect(exited != nil && lost == 0 && sessions(lab) == 1 && new.isRunning, "\(context())")
+        let json = try lab.lvsadm("-L -n --json")
+        #expect(json.contains("\"announced\" : true"), "\(json.suffix(600))\n\(context())")
+        #expect(lab.logText("lvsd-new").contains("kept from the previous lvsd"), "\(context())")
+    }
+
     /// 1000 idle keep-alive connections (DR and TUN) and two iperf3
     /// streams through three directors; one director killed with SIGKILL,
     /// then started again: every connection answers after each, on the

@@ -93,6 +93,14 @@ import Testing
         #expect(s.received(peer, from: ip("198.19.0.3"), now: 4000) == [.enter(.backup)])
     }
 
+    /// A successor lvsd (a handover) starts an instance its predecessor was
+    /// master of as master: it advertises at once, with no election.
+    @Test func aSuccessorStartsAsMasterWhereItsPredecessorWas() {
+        var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))
+        #expect(r.start(now: 0, asMaster: true) == [.advertise(priority: 100), .enter(.master)])
+        #expect(r.state == .master && r.deadline == 1000)
+    }
+
     @Test func resigningMastersAndPreemptionRules() {
         // A master stopping sends priority 0: the backup waits only its skew.
         var r = VRRPRouter(instance(priority: 100), primaryAddress: ip("198.19.0.2"))

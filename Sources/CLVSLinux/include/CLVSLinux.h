@@ -50,6 +50,9 @@ void *lvs_ring_block(lvs_ring *ring, unsigned *count);
 /// A frame's bytes (from the Ethernet header), the length in the slot, its
 /// length on the wire and its status (TP_STATUS_*); `next` is the frame after it.
 const unsigned char *lvs_ring_frame(void *frame, unsigned *length, unsigned *wire_length, unsigned *status, void **next);
+/// When the kernel received the frame of the run at `index`, in nanoseconds
+/// of CLOCK_REALTIME (its skb timestamp): one clock for every socket on the host.
+unsigned long long lvs_ring_frame_time(lvs_ring *ring, unsigned index);
 #define LVS_TP_STATUS_COPY (1 << 1)
 /// Set by lvs_ring_frame on a frame this host sent (PACKET_OUTGOING).
 #define LVS_TP_STATUS_OUTGOING (1u << 31)
