@@ -75,12 +75,15 @@ public struct CarriedCounters: Sendable, Hashable, Codable {
     public var server: IPAddress?
     public var port: UInt16
     public var counters: Counters
+    /// Their rate estimator, which goes on from the same counts.
+    public var estimator: RateEstimator?
 
-    public init(service: ServiceKey?, server: IPAddress? = nil, port: UInt16 = 0, counters: Counters) {
+    public init(service: ServiceKey?, server: IPAddress? = nil, port: UInt16 = 0, counters: Counters, estimator: RateEstimator? = nil) {
         self.service = service
         self.server = server
         self.port = port
         self.counters = counters
+        self.estimator = estimator
     }
 }
 

@@ -1,7 +1,7 @@
 /// The kernel's rate estimator (`ip_vs_est.c`): every 2 s, an EWMA with
 /// weight 1/4 of the per-second rates, kept scaled (×2^10 for connections
 /// and packets, ×2^5 for bytes).
-public struct RateEstimator: Sendable, Hashable {
+public struct RateEstimator: Sendable, Hashable, Codable {
     public static let periodMilliseconds: UInt64 = 2000
     var last = Counters()
     var cps: Int64 = 0, inPPS: Int64 = 0, outPPS: Int64 = 0, inBPS: Int64 = 0, outBPS: Int64 = 0

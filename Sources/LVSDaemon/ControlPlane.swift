@@ -99,24 +99,36 @@ public final class ControlPlane: Sendable {
         sync = SyncDaemons(engines: engines, group: group, logger: logger)
     }
 
-    /// Every counter, summed over the workers, for a successor (a handover).
+    /// Every counter, summed over the workers, with its rate estimator, for a successor (a handover).
     public func carriedCounters() -> [CarriedCounters] {
-        let keys = state.withLock { $0.table.services.map(\.key) }
-        var all = [CarriedCounters(service: nil, counters: engines.reduce(Counters()) { $0 + $1.director.withLock { $0.shared.totals } })]
+        let (keys, totalRates, serviceRates, serverRates) = state.withLock { ($0.table.services.map(\.key), $0.totalRates, $0.serviceRates, $0.serverRates) }
+        let totals = engines.reduce(Counters()) { $0 + $1.director.withLock { $0.shared.totals } }
+        var all = [CarriedCounters(service: nil, counters: totals, estimator: totalRates)]
         for key in keys {
             guard let rt = service(key) else { continue }
-            all.append(CarriedCounters(service: key, counters: rt.counters))
+            all.append(CarriedCounters(service: key, counters: rt.counters, estimator: serviceRates[key]))
             for d in rt.destinations where !d.removed {
-                all.append(CarriedCounters(service: key, server: d.address, port: d.port, counters: d.counters))
+                let estimator = serverRates[ServerRateKey(service: key, address: d.address, port: d.port)]
+                all.append(CarriedCounters(service: key, server: d.address, port: d.port, counters: d.counters, estimator: estimator))
             }
         }
         return all
     }
 
-    /// A predecessor's counters, added to the first worker's.
+    /// A predecessor's counters, added to the first worker's, and their estimators.
     public func carry(_ counters: [CarriedCounters]) {
         engines[0].director.withLock { d in
             for c in counters { d.carry(c.counters, service: c.service, server: c.server.map { ($0, c.port) }) }
+        }
+        state.withLock { s in
+            for c in counters {
+                guard let e = c.estimator else { continue }
+                switch (c.service, c.server) {
+                case (nil, _): s.totalRates = e
+                case (let key?, nil): s.serviceRates[key] = e
+                case (let key?, let address?): s.serverRates[ServerRateKey(service: key, address: address, port: c.port)] = e
+                }
+            }
         }
     }
 

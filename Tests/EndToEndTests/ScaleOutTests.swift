@@ -96,12 +96,25 @@ struct ScaleOutTests {
 
     @discardableResult
     func startDirector(_ lab: Lab, _ role: String) throws -> RunningProcess {
-        try lab.startDirector(
-            extra: [
-                "--sloppy-tcp", "--rules", lab.directory.appendingPathComponent("rules-\(role)").path,
-                "--bird-config", lab.directory.appendingPathComponent("bird-\(role).conf").path,
-                "--bird-directory", lab.directory.appendingPathComponent("bgp-\(role)").path, "--bgp-withdraw-delay", "1",
-            ], role: role)
+        try lab.startDirector(extra: directorArguments(lab, role), role: role)
+    }
+
+    func directorArguments(_ lab: Lab, _ role: String) -> [String] {
+        [
+            "--sloppy-tcp", "--rules", lab.directory.appendingPathComponent("rules-\(role)").path,
+            "--bird-config", lab.directory.appendingPathComponent("bird-\(role).conf").path,
+            "--bird-directory", lab.directory.appendingPathComponent("bgp-\(role)").path, "--bgp-withdraw-delay", "1",
+        ]
+    }
+
+    /// `lvsd --takeover` in `role`'s namespace, with its arguments.
+    func takeOver(_ lab: Lab, _ role: String, log: String) throws -> RunningProcess {
+        try lab.start(
+            role,
+            [
+                Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket(for: role), "--interface", lab.ns(role + "0"),
+                "--connection-table-size", "65536",
+            ] + directorArguments(lab, role) + ["--takeover"], logName: log)
     }
 
     /// The lab with two more directors (e, f), nginx and iperf3 on the real
@@ -143,14 +156,7 @@ struct ScaleOutTests {
         let old = try startDirector(lab, "d")
         let context = { "--- old ---\n\(lab.logText("lvsd"))\n--- new ---\n\(lab.logText("lvsd-new"))\n--- router ---\n\(lab.logText("bird-rt"))" }
         #expect(waitFor(limit: 30) { paths(lab, Self.drVIP) == 1 } != nil, "\(context())")
-        let new = try lab.start(
-            "d",
-            [
-                Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket, "--interface", lab.ns("d0"), "--connection-table-size", "65536",
-                "--sloppy-tcp", "--rules", lab.directory.appendingPathComponent("rules-d").path,
-                "--bird-config", lab.directory.appendingPathComponent("bird-d.conf").path,
-                "--bird-directory", lab.directory.appendingPathComponent("bgp-d").path, "--bgp-withdraw-delay", "1", "--takeover",
-            ], logName: "lvsd-new")
+        let new = try takeOver(lab, "d", log: "lvsd-new")
         // The router's path, sampled every 10 ms from the start of the handover until 3 s after the old lvsd's exit.
         var lost = 0
         var samples = 0
@@ -168,13 +174,20 @@ struct ScaleOutTests {
         #expect(lab.logText("lvsd-new").contains("kept from the previous lvsd"), "\(context())")
     }
 
-    /// 1000 idle keep-alive connections (DR and TUN) and two iperf3
-    /// streams through three directors; one director killed with SIGKILL,
-    /// then started again: every connection answers after each, on the
-    /// real server it began with.
-    @Test func aDirectorKilledAndRestartedLosesNoConnection() throws {
-        let lab = try threeDirectorLab("ltbgp")
-        defer { lab.teardown() }
+    /// 500 idle keep-alive connections to each of the DR and TUN VIPs, from the client's addresses in turn.
+    func startIdleClients(_ lab: Lab, go: String) throws {
+        try lab.start(
+            "c",
+            [
+                "/usr/bin/python3", Self.scripts.appendingPathComponent("many_clients.py").path, go, "500", Self.sources.joined(separator: ","),
+                "\(Self.drVIP):80", "\(Self.tunVIP):80",
+            ], logName: "clients")
+        #expect(waitFor(limit: 90) { lab.logText("clients").contains("ready") } != nil, "\(lab.logText("clients"))")
+    }
+
+    /// DR and TUN on the real servers, and the three directors, each given
+    /// the real servers in another order.
+    func startDRAndTUN(_ lab: Lab) throws -> [String: RunningProcess] {
         for i in 1...3 {
             try lab.inside("r\(i)", Self.bin.appendingPathComponent("lvs-realserver").path, "dr-setup", Self.drVIP)
             try lab.start("r\(i)", [Self.bin.appendingPathComponent("lvs-realserver").path, "tunnel", Self.tunVIP], logName: "tunnel\(i)")
@@ -187,6 +200,65 @@ struct ScaleOutTests {
             try rules(orders[role]!).write(toFile: lab.directory.appendingPathComponent("rules-\(role)").path, atomically: true, encoding: .utf8)
             processes[role] = try startDirector(lab, role)
         }
+        return processes
+    }
+
+    /// 1000 idle keep-alive connections (DR and TUN) and two iperf3
+    /// streams through three directors, each handed to a new lvsd in
+    /// turn (`--takeover`, an upgrade of the fleet): every connection
+    /// answers after each, the router keeps 3 paths and 3 sessions throughout.
+    @Test func threeDirectorsHandedOverInTurnLoseNoConnection() throws {
+        let lab = try threeDirectorLab("ltbgu")
+        defer { lab.teardown() }
+        let processes = try startDRAndTUN(lab)
+        let context = {
+            Self.directors.map { "--- lvsd \($0.0) ---\n\(lab.logText($0.0 == "d" ? "lvsd" : "lvsd-" + $0.0))\n\(lab.logText("next-" + $0.0))" }
+                .joined(separator: "\n") + "\n--- router ---\n\(lab.logText("bird-rt"))"
+        }
+        #expect(waitFor(limit: 30) { paths(lab, Self.drVIP) == 3 && paths(lab, Self.tunVIP) == 3 } != nil, "\(context())")
+        let go = lab.directory.appendingPathComponent("go").path
+        try startIdleClients(lab, go: go)
+        var streams: [(String, RunningProcess)] = []
+        for (k, vip) in [Self.drVIP, Self.tunVIP].enumerated() {
+            streams.append(
+                (
+                    vip,
+                    try lab.start(
+                        "c", ["iperf3", "-c", vip, "-p", "5201", "-B", Self.sources[k], "-t", "20", "-b", "50M", "-i", "0.1", "--json"],
+                        logName: "iperf3-\(k)")
+                ))
+        }
+        usleep(2_000_000)
+        for (k, (role, _)) in Self.directors.enumerated() {
+            let started = Date()
+            _ = try takeOver(lab, role, log: "next-" + role)
+            var fewer = 0
+            while processes[role]!.isRunning && Date().timeIntervalSince(started) < 10 {
+                if paths(lab, Self.drVIP) != 3 { fewer += 1 }
+                usleep(10_000)
+            }
+            let (ok, line) = clientRound(lab, go, k + 1, limit: 60)
+            print("BGP: \(role) handed over in \(Int(Date().timeIntervalSince(started) * 1000)) ms (router short of a path in \(fewer) samples): \(line)")
+            #expect(!processes[role]!.isRunning && fewer == 0 && ok == 1000 && sessions(lab) == 3, "\(line)\n\(context())")
+        }
+        for (vip, p) in streams {
+            p.waitUntilExit()
+            let out = lab.logText("iperf3-\(vip == Self.drVIP ? 0 : 1)")
+            let result = interruption(out)
+            #expect(p.terminationStatus == 0 && result != nil && result!.lastSecond > 10_000_000, "\(vip): \(out.suffix(1500))\n\(context())")
+            print("BGP: handovers: iperf3 through \(vip == Self.drVIP ? "DR" : "TUN") longest stall \(result?.gap ?? -1) ms")
+        }
+        _ = FileManager.default.createFile(atPath: go + ".end", contents: nil)
+    }
+
+    /// 1000 idle keep-alive connections (DR and TUN) and two iperf3
+    /// streams through three directors; one director killed with SIGKILL,
+    /// then started again: every connection answers after each, on the
+    /// real server it began with.
+    @Test func aDirectorKilledAndRestartedLosesNoConnection() throws {
+        let lab = try threeDirectorLab("ltbgp")
+        defer { lab.teardown() }
+        var processes = try startDRAndTUN(lab)
         let context = {
             Self.directors.map { "--- lvsd \($0.0) ---\n\(lab.logText($0.0 == "d" ? "lvsd" : "lvsd-" + $0.0))" }.joined(separator: "\n")
                 + "\n--- router ---\n\((try? lab.inside("rt", "ip", "route")) ?? "")\n\(lab.logText("bird-rt"))"
@@ -198,13 +270,7 @@ struct ScaleOutTests {
 
         // The idle connections, then the streams.
         let go = lab.directory.appendingPathComponent("go").path
-        try lab.start(
-            "c",
-            [
-                "/usr/bin/python3", Self.scripts.appendingPathComponent("many_clients.py").path, go, "500", Self.sources.joined(separator: ","),
-                "\(Self.drVIP):80", "\(Self.tunVIP):80",
-            ], logName: "clients")
-        #expect(waitFor(limit: 90) { lab.logText("clients").contains("ready") } != nil, "\(lab.logText("clients"))")
+        try startIdleClients(lab, go: go)
         var perDirector: [String] = []
         for (role, _) in Self.directors {
             let listed = (try? lab.lvsadm("-L -n -c", role: role)) ?? ""
