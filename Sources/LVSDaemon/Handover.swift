@@ -28,8 +28,9 @@ public final class HandoverAgent: Sendable {
     let dataPlane: DataPlane
     let state: StateFile
     let logger: Logger
-    /// Which `prepare` is current, so that an old timer does not resume a later one.
-    let round = Mutex<Int>(0)
+    /// Which `prepare` is current (an old timer must not resume a later
+    /// one), and whether it waits for its `finish` or `abort`.
+    let round = Mutex<(number: Int, pending: Bool)>((0, false))
 
     public init(plane: ControlPlane, dataPlane: DataPlane, state: StateFile, logger: Logger) {
         self.plane = plane
@@ -51,13 +52,13 @@ public final class HandoverAgent: Sendable {
             let written = MonotonicClock.milliseconds()
             state.release()
             let mine = round.withLock {
-                $0 += 1
-                return $0
+                $0 = ($0.number + 1, true)
+                return $0.number
             }
             let masters = plane.vrrp.withLock { $0.filter { $0.status.state == "MASTER" }.map(\.status.name) }
             logger.notice("handing over: workers stopped in \(now - asked) ms, every connection written to \(state.path) in \(written - now) ms")
             after(10) { [self] in
-                if round.withLock({ $0 == mine }) { resume("no successor finished the handover within 10 s") }
+                if round.withLock({ $0 == (mine, true) }) { resume("no successor finished the handover within 10 s") }
             }
             return .handover(
                 HandoverState(
@@ -65,9 +66,16 @@ public final class HandoverAgent: Sendable {
                     healthDown: plane.healthDown(),
                     syncDaemons: plane.sync.running, speaker: plane.speaker.withLock { $0 }))
         case .abort:
+            guard round.withLock({ $0.pending }) else { return Self.outOfTurn }
             resume("the successor gave up")
             return .done
         case .finish:
+            guard
+                round.withLock({ s in
+                    defer { s.pending = false }
+                    return s.pending
+                })
+            else { return Self.outOfTurn }
             logger.notice("handed over: exiting")
             // After the answer has gone: exit without resigning VRRP or withdrawing routes.
             after(0.05) { _exit(0) }
@@ -75,8 +83,10 @@ public final class HandoverAgent: Sendable {
         }
     }
 
+    static let outOfTurn = ControlResponse.failed(TableError("EINVAL", "no handover is being prepared"))
+
     func resume(_ why: String) {
-        round.withLock { $0 += 1 }
+        round.withLock { $0 = ($0.number + 1, false) }
         guard state.relock() else {
             logger.critical("handover abandoned (\(why)), but \(state.path) is another lvsd's now: exiting")
             exit(1)
