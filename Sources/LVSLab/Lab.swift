@@ -202,17 +202,21 @@ public final class Lab: @unchecked Sendable {
         let path = socket(for: role)
         try? FileManager.default.removeItem(atPath: path)
         let log = role == "d" ? "lvsd" : "lvsd-" + role
-        let p = try start(
-            role,
-            [
-                bin.appendingPathComponent("lvsd").path, "--socket", path, "--interface", ns(role + "0"),
-                "--connection-table-size", "65536",
-            ] + extra, logName: log)
+        let p = try start(role, directorArguments(role) + extra, logName: log)
         for _ in 0..<250 {
             if FileManager.default.fileExists(atPath: path) { return p }
             usleep(20_000)
         }
         throw Failure(description: "lvsd did not start: \(logText(log))")
+    }
+
+    /// A new lvsd in `role` taking over from the one running there (`--takeover`), with `extra` arguments; not waited for.
+    public func takeOver(extra: [String] = [], role: String = "d", logName: String) throws -> RunningProcess {
+        try start(role, directorArguments(role) + extra + ["--takeover"], logName: logName)
+    }
+
+    func directorArguments(_ role: String) -> [String] {
+        [bin.appendingPathComponent("lvsd").path, "--socket", socket(for: role), "--interface", ns(role + "0"), "--connection-table-size", "65536"]
     }
 
     /// The control socket of the lvsd in namespace `role`.

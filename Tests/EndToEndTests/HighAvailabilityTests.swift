@@ -201,12 +201,7 @@ struct HighAvailabilityTests {
         let context = { "--- lvsd ---\n\(lab.logText("lvsd"))\n--- new ---\n\(lab.logText("lvsd-new"))\n--- keepalived ---\n\(lab.logText("keepalived"))" }
         #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
         #expect(waitFor(limit: 5) { lab.logText("keepalived").contains("Entering BACKUP STATE") } != nil, "\(context())")
-        let new = try lab.start(
-            "d",
-            [
-                Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket, "--interface", lab.ns("d0"), "--connection-table-size", "65536",
-                "--keepalived", lconf, "--takeover",
-            ], logName: "lvsd-new")
+        let new = try lab.takeOver(extra: ["--keepalived", lconf], logName: "lvsd-new")
         old.waitUntilExit()
         #expect(waitFor(limit: 10) { vrrp(lab)?.state == "MASTER" } != nil, "\(context())")
         // Longer than keepalived's master-down interval (3 × 1 s + skew): a silent or resigning master would have lost the VIP by now.

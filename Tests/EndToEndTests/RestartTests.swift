@@ -30,14 +30,6 @@ struct RestartTests {
         }
     }
 
-    /// `lvsd --takeover` with the lab's director arguments and `extra`.
-    func takeOver(_ lab: Lab, extra: [String], log: String) throws -> RunningProcess {
-        try lab.start(
-            "d",
-            [Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket, "--interface", lab.ns("d0"), "--connection-table-size", "65536"]
-                + extra + ["--takeover"], logName: log)
-    }
-
     func startDirector(_ lab: Lab, _ rules: String) throws -> RunningProcess {
         try lab.startDirector(extra: ["--rules", rules, "--workers", "2"])
     }
@@ -190,7 +182,7 @@ struct RestartTests {
         try? FileManager.default.moveItem(
             atPath: lab.directory.appendingPathComponent("lvsd.log").path, toPath: lab.directory.appendingPathComponent("lvsd-old.log").path)
         let started = Date()
-        let new = try takeOver(lab, extra: ["--rules", rules, "--workers", "2"], log: "lvsd")
+        let new = try lab.takeOver(extra: ["--rules", rules, "--workers", "2"], logName: "lvsd")
         old.waitUntilExit()
         print("handover: the old lvsd exited \(Int(Date().timeIntervalSince(started) * 1000)) ms after the new one started")
         #expect(waitFor(limit: 10) { lab.logText("lvsd").contains("took over") } != nil, "\(context())")
@@ -273,7 +265,7 @@ struct RestartTests {
         print("restart: DR and TUN after the kill: \(line)")
         #expect(ok == 300, "\(line)\n\(context())")
         // And handed over to a new lvsd while the streams run.
-        let next = try takeOver(lab, extra: ["--rules", rules], log: "lvsd-next")
+        let next = try lab.takeOver(extra: ["--rules", rules], logName: "lvsd-next")
         lvsd.waitUntilExit()
         let (again, line2) = round(lab, "clients", go, 2)
         print("restart: DR and TUN after a handover: \(line2)")

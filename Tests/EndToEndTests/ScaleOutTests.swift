@@ -109,12 +109,7 @@ struct ScaleOutTests {
 
     /// `lvsd --takeover` in `role`'s namespace, with its arguments.
     func takeOver(_ lab: Lab, _ role: String, log: String) throws -> RunningProcess {
-        try lab.start(
-            role,
-            [
-                Self.bin.appendingPathComponent("lvsd").path, "--socket", lab.socket(for: role), "--interface", lab.ns(role + "0"),
-                "--connection-table-size", "65536",
-            ] + directorArguments(lab, role) + ["--takeover"], logName: log)
+        try lab.takeOver(extra: directorArguments(lab, role), role: role, logName: log)
     }
 
     /// The lab with two more directors (e, f), nginx and iperf3 on the real

@@ -64,12 +64,12 @@ import Testing
             damaged[k] ^= 0x10
             #expect(JournalSlot.decode(damaged.span) == .corrupt, "byte \(k)")
         }
-        // A sealed slot with flags no writer sets is refused too.
-        var odd = r
-        odd.sync.flags |= 1 << 31
-        span = bytes.mutableSpan
-        JournalSlot.encode(odd, into: &span)
-        #expect(JournalSlot.decode(bytes.span) == .record(r))  // encode keeps only the flags a backup takes
+        // A slot whose checksum is right but whose flags no writer sets is refused too.
+        var odd = bytes
+        odd[8] |= 0x80
+        var sealed = odd.mutableSpan
+        sealed.setBE32(CRC32c.checksum(sealed.span, from: 4, count: JournalSlot.size - 4), at: 0)
+        #expect(JournalSlot.decode(odd.span) == .corrupt)
     }
 
     @Test func theHeaderNamesItsFormatAndBoot() throws {
