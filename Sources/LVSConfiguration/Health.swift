@@ -308,8 +308,12 @@ extension HealthCheck {
                     }
                     (want.data, want.mask) = (bytes, mask)
                 }
-                if let m = b.first("min_reply_length") { want.minimum = Int(try number(m)) }
-                if let m = b.first("max_reply_length") { want.maximum = Int(try number(m)) }
+                for (keyword, limit) in [("min_reply_length", \UDPReply.minimum), ("max_reply_length", \UDPReply.maximum)] {
+                    guard let m = b.first(keyword) else { continue }
+                    let n = try number(m)
+                    guard n >= 0, n <= 65535 else { throw ConfigurationError(file: file, line: m.line, keyword: keyword, message: "expects 0 to 65535") }
+                    want[keyPath: limit] = Int(n)
+                }
                 reply = want
             }
             kind = .udp(payload: payload, reply: reply)
