@@ -243,6 +243,7 @@ public enum TraceFormatter {
         case "persistent": s += ", new connection: persistence template chose \(real)\(method)"
         case "existing": s += ", existing connection to \(real)\(method)"
         case "reply": s += ", reply from \(real)\(method) of an existing connection"
+        case "reply-taken": s += ", reply from \(real)\(method) of a connection begun at another director: connection made"
         default: s += ", \(real)\(method)"
         }
         if let state = e.state { s += ", state \(state)" }

@@ -14,7 +14,7 @@ public struct TraceEntry: Sendable, Hashable, Codable {
     public var verdict: String
     public var outInterface: UInt16?
     public var dropReason: String?
-    /// "existing", "reply", "scheduled" or "persistent".
+    /// "existing", "reply", "scheduled", "persistent" or "reply-taken".
     public var decision: String?
     public var service: ServiceKey?
     public var scheduler: String?
@@ -47,6 +47,7 @@ public struct TraceEntry: Sendable, Hashable, Codable {
         case .reply: decision = "reply"
         case .scheduled: decision = "scheduled"
         case .persistent: decision = "persistent"
+        case .replyTaken: decision = "reply-taken"
         }
         service = r.service
         scheduler = r.scheduler

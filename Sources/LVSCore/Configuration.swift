@@ -326,6 +326,12 @@ public struct DirectorConfiguration: Sendable {
     /// consistent scheduler (`mh` with `mh-sorted`, `ch`) every director picks
     /// the same real server, so the flow survives the move.
     public var sloppyTCP = false
+    /// A NAT real server's reply of a connection lvsd has not seen start
+    /// (another director's: the real servers spread their replies over
+    /// several directors) makes its connection, the VIP and port put back
+    /// from the one NAT service with that real server and port
+    /// (`FamilyPlane.takeNATReply`). lvsd's own; the kernel drops it.
+    public var sloppyNAT = false
     /// The ports of TCP services whose NAT and FULLNAT connections the FTP
     /// helper reads, as `modprobe ip_vs_ftp ports=21` (its default); empty:
     /// none. Not on SYN-proxy or PROXY protocol services.

@@ -127,6 +127,7 @@ public struct DirectorShared: Sendable {
     var expireNoDestination = false
     var sloppySCTP = false
     var sloppyTCP = false
+    var sloppyNAT = false
     var ftpPorts: [UInt16] = []
     /// Bit `port % 64` of every FTP helper port: most connections are told
     /// from FTP's by one test, without reading their service.
@@ -334,6 +335,7 @@ public struct Director: Sendable {
         shared.expireNoDestination = c.expireNoDestinationConnections
         shared.sloppySCTP = c.sloppySCTP
         shared.sloppyTCP = c.sloppyTCP
+        shared.sloppyNAT = c.sloppyNAT
         shared.ftpPorts = c.ftpPorts
         shared.ftpPortBits = c.ftpPorts.reduce(0) { $0 | 1 << UInt64($1 % 64) }
         shared.expireQuiescentTemplate = c.expireQuiescentTemplate

@@ -41,13 +41,16 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
     /// super-frame) that cannot be made into frames for the wire: a GSO kind
     /// lvsd does not segment (UFO, tunnels, SCTP), or headers that contradict it.
     case offloadUnsupported
+    /// `--sloppy-nat`: a reply of no connection from a real server and port
+    /// that more than one NAT service has, so its VIP cannot be told.
+    case ambiguousReply
 
     public static let all: [DropReason] =
         PacketError.allCases.map { .malformed($0) } + [
             .notSYN, .noRealServer, .connectionTableFull, .destinationRemoved, .ttlExceeded, .unknownFragment,
             .fullNATPortsExhausted, .edit(.noHeadroom), .edit(.noOptionSpace), .edit(.exceedsMTU), .edit(.notTCP),
             .noRoute, .unrelatedICMP, .unsupportedProtocol, .synproxyRefused, .synproxyPending,
-            .oversizedFrame, .transmitFailed, .receiveRingFull, .offloadUnsupported, .notINIT, .sctpFragment,
+            .oversizedFrame, .transmitFailed, .receiveRingFull, .offloadUnsupported, .notINIT, .sctpFragment, .ambiguousReply,
         ]
 
     /// Dense index for the counter array.
@@ -73,6 +76,7 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .offloadUnsupported: Self.base + 19
         case .notINIT: Self.base + 20
         case .sctpFragment: Self.base + 21
+        case .ambiguousReply: Self.base + 22
         }
     }
 
@@ -100,6 +104,7 @@ public enum DropReason: Hashable, Sendable, CustomStringConvertible {
         case .offloadUnsupported: "offload-unsupported"
         case .notINIT: "not-init"
         case .sctpFragment: "sctp-fragment"
+        case .ambiguousReply: "ambiguous-reply"
         }
     }
 }

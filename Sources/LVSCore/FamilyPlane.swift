@@ -17,6 +17,8 @@ struct FragmentEntry<A: IPAddressProtocol>: Sendable {
 public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
     public var table: ConnectionTable<A>
     var services = FlatMap<ServiceLookupKey<A>, Int>()
+    /// NAT real servers by address and port, with `--sloppy-nat`.
+    var natReplyOwners = FlatMap<ServiceLookupKey<A>, NATReplyOwner<A>>()
     /// VIPs and LIPs: answered for ARP/ND, never passed to the kernel.
     public internal(set) var owned: Set<A> = []
     var pools: [Int: FullNATPortPool<A>] = [:]
@@ -62,6 +64,7 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             if (rt.configuration.proxyProtocol != nil || rt.ftp) && rt.configuration.key.isIPv6 == (A.byteCount == 16) { table.enableShifts() }
         }
         ownMarkedDestinations(shared: shared)
+        indexNATReplies(shared: shared, wanted: wanted)
         owned.formUnion(shared.extraOwned.compactMap(Self.address))
         owned.subtract(shared.standby.compactMap(Self.address))
     }
@@ -133,7 +136,10 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
             return forwardToReal(&b, &f, &p, i, interface: interface, now: now, shared: &shared, first: false)
         }
         guard let svc = findService(proto: p.proto, src: src, sport: p.sourcePort, dst: dst, dport: p.destinationPort, interface: interface, shared: &shared)
-        else { return .pass }
+        else {
+            if natReplyOwners.count > 0, let v = takeNATReply(&b, &f, &p, src: src, dst: dst, now: now, shared: &shared) { return v }
+            return .pass
+        }
         if proto == IPProtocolNumber.tcp && shared.services[svc].configuration.synproxy {
             return synproxy(&b, &f, &p, service: svc, src: src, dst: dst, interface: interface, now: now, shared: &shared)
         }

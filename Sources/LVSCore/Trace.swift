@@ -11,6 +11,8 @@ public enum TraceDecision: UInt8, Sendable {
     case scheduled
     /// It opened a connection: the persistence template chose the real server.
     case persistent
+    /// It is a real server's reply of a connection begun at another director (`--sloppy-nat`), which it made here.
+    case replyTaken
 }
 
 /// What the general path noted about a traced packet. Written only while a

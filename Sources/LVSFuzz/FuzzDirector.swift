@@ -56,7 +56,7 @@ enum FuzzDirector {
                 realServers: [rs("2001:db8:1::2", 38412, .fullNAT)], localAddresses: [a("2001:db8:1::100")]),
             VirtualServiceConfiguration(key: .address(.sctp, a("198.18.0.19"), 36412), scheduler: "sh", realServers: [rs("198.19.0.3", 36412, .directRouting)]),
         ]
-        let config = DirectorConfiguration(
+        var config = DirectorConfiguration(
             services: services,
             markRules: [
                 FirewallMarkRule(mark: 7, rule: 0, destination: a("198.18.1.0"), destinationPrefixLength: 24),
@@ -73,6 +73,8 @@ enum FuzzDirector {
                 Route(destination: a("2001:db8::"), prefixLength: 48, interface: 1),
                 Route(destination: a("2001:db8:1::"), prefixLength: 48, interface: 2),
             ])
+        // Replies of connections another director made, too.
+        config.sloppyNAT = true
         var d = Director(configuration: config, capacity: 4096)
         for ip in ["198.19.0.2", "198.19.0.3", "2001:db8:1::2", "2001:db8:1::3"] { d.learnNeighbour(a(ip), mac: MACAddress(0x02_00_00_00_01_00)) }
         return d

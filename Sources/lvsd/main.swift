@@ -85,6 +85,15 @@ struct LVSD: AsyncParsableCommand {
             """)
     var sloppyTCP = false
 
+    @Flag(
+        help: """
+            lvsd's own, for NAT across directors: a NAT real server's reply of a connection lvsd did not make (another \
+            director's; the real servers spread their replies over the directors' gateway addresses) makes the connection, \
+            with the VIP and port of the one NAT service that has this real server and port, and goes on to the client. \
+            A real server and port in two NAT services: such replies are dropped (ambiguous-reply).
+            """)
+    var sloppyNAT = false
+
     @Option(
         help: ArgumentHelp(
             "TCP service ports whose NAT and FULLNAT connections the FTP helper reads (PASV, EPSV, PORT, EPRT), as ip_vs_ftp's ports=; none to turn it off.",
@@ -219,6 +228,7 @@ struct LVSD: AsyncParsableCommand {
         }
         base.sloppySCTP = sloppySCTP
         base.sloppyTCP = sloppyTCP
+        base.sloppyNAT = sloppyNAT
         base.ftpPorts = ftpPortList ?? []
         let workers = workers.resolved(interfaces: interface)
         let plane = ControlPlane(

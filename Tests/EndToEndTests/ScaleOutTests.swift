@@ -254,10 +254,7 @@ struct ScaleOutTests {
         let lab = try threeDirectorLab("ltbgp")
         defer { lab.teardown() }
         var processes = try startDRAndTUN(lab)
-        let context = {
-            Self.directors.map { "--- lvsd \($0.0) ---\n\(lab.logText($0.0 == "d" ? "lvsd" : "lvsd-" + $0.0))" }.joined(separator: "\n")
-                + "\n--- router ---\n\((try? lab.inside("rt", "ip", "route")) ?? "")\n\(lab.logText("bird-rt"))"
-        }
+        let context = { fleetContext(lab) }
         let announced = waitFor(limit: 30) { paths(lab, Self.drVIP) == 3 && paths(lab, Self.tunVIP) == 3 }
         #expect(announced != nil, "\(context())")
         guard announced != nil else { return }
@@ -380,57 +377,16 @@ struct ScaleOutTests {
     @Test func fullNATFlowsOutliveTheirDirector() throws {
         let lab = try threeDirectorLab("ltbgpf")
         defer { lab.teardown() }
-        var processes: [String: RunningProcess] = [:]
-        for (k, (role, address)) in Self.directors.enumerated() {
-            try fullNATDirectorConfiguration(lab, role, address).write(
-                toFile: lab.directory.appendingPathComponent("bird-\(role).conf").path, atomically: true, encoding: .utf8)
-            var rules = ""
-            for port in [80, 5201] {
-                // 5201: sh, so that iperf3's control and data connections meet one server.
-                rules += "-A -t \(Self.fullNATVIP):\(port) -s \(port == 5201 ? "sh" : "rr")\n-P -t \(Self.fullNATVIP):\(port) -z \(Self.lips[role]!)\n"
-                for i in 1...3 { rules += "-a -t \(Self.fullNATVIP):\(port) -r \(Lab.real(i)):\(port) -b\n" }
-            }
-            try rules.write(toFile: lab.directory.appendingPathComponent("rules-\(role)").path, atomically: true, encoding: .utf8)
-            processes[role] = try startDirector(lab, role)
-            try lab.lvsadm("--start-daemon master --mcast-interface \(lab.ns(role + "0")) --syncid \(k + 1)", role: role)
-            try lab.lvsadm("--start-daemon backup --mcast-interface \(lab.ns(role + "0")) --syncid 0", role: role)
-        }
-        let context = {
-            Self.directors.map { "--- lvsd \($0.0) ---\n\(lab.logText($0.0 == "d" ? "lvsd" : "lvsd-" + $0.0))" }.joined(separator: "\n")
-                + "\n--- router ---\n\((try? lab.inside("rt", "ip", "route")) ?? "")\n\(lab.logText("bird-rt"))"
-        }
+        let processes = try startSyncingDirectors(
+            lab, vip: Self.fullNATVIP, method: "-b", bird: fullNATDirectorConfiguration,
+            service: { role, port in "-P -t \(Self.fullNATVIP):\(port) -z \(Self.lips[role]!)\n" })
+        let context = { fleetContext(lab) }
         let announced = waitFor(limit: 30) { paths(lab, Self.fullNATVIP) == 3 && Self.lips.values.allSatisfy { paths(lab, $0) == 1 } }
         #expect(announced != nil, "\(context())")
         guard announced != nil else { return }
 
-        let go = lab.directory.appendingPathComponent("go").path
-        try lab.start(
-            "c",
-            [
-                "/usr/bin/python3", Self.scripts.appendingPathComponent("many_clients.py").path, go, "1000", Self.sources.joined(separator: ","),
-                "\(Self.fullNATVIP):80",
-            ], logName: "clients")
-        #expect(waitFor(limit: 90) { lab.logText("clients").contains("ready") } != nil, "\(lab.logText("clients"))")
-        // Every director holds every connection: its own and the others' from their sync daemons.
-        func held(_ role: String) -> Int {
-            ((try? lab.lvsadm("-L -n -c", role: role)) ?? "").split(separator: "\n").filter { $0.contains(Self.fullNATVIP + ":80") }.count
-        }
-        let synced = waitFor(limit: 10) { Self.directors.allSatisfy { held($0.0) >= 1000 } }
-        #expect(synced != nil, "\(Self.directors.map { "\($0.0) \(held($0.0))" })")
-        let stream = try lab.start(
-            "c", ["iperf3", "-c", Self.fullNATVIP, "-p", "5201", "-B", Self.sources[3], "-t", "12", "-b", "50M", "-i", "0.1", "--json"],
-            logName: "iperf3-fullnat")
-        usleep(2_000_000)
-
         // The director that carries the stream dies (its local address is the one the real server answers).
-        let victim = Self.directors.map(\.0).max { a, b in
-            func packets(_ role: String) -> Int {
-                let stats = (try? lab.lvsadm("-L -n --stats --exact", role: role)) ?? ""
-                let row = stats.split(separator: "\n").first { $0.hasPrefix("TCP  \(Self.fullNATVIP):5201") }
-                return row.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[3]) } ?? 0
-            }
-            return packets(a) < packets(b)
-        }!
+        let (go, stream, victim) = try startSyncedLoad(lab, vip: Self.fullNATVIP, context: context)
         let survivors = Self.directors.map(\.0).filter { $0 != victim }
         let drops = { survivors.map { "\($0): \((try? lab.lvsadm("-L --drops", role: $0)) ?? "")" }.joined(separator: "\n") }
         kill(processes[victim]!.processIdentifier, SIGKILL)
@@ -442,13 +398,194 @@ struct ScaleOutTests {
         let (ok, round1) = clientRound(lab, go, 1, limit: 120)
         print("BGP FULLNAT: after the kill: \(round1)")
         #expect(ok >= 990, "\(round1)\n\(drops())\n\(context())")
-        stream.waitUntilExit()
-        let result = interruption(lab.logText("iperf3-fullnat"))
-        print(
-            "BGP FULLNAT: iperf3 through the killed director (\(victim)): longest stall \(result?.gap ?? -1) ms, last second \(Int((result?.lastSecond ?? 0) / 1e6)) Mbit/s"
-        )
-        #expect(
-            stream.terminationStatus == 0 && result != nil && result!.lastSecond > 10_000_000, "\(lab.logText("iperf3-fullnat").suffix(1500))\n\(context())")
+        expectStreamWentOn(lab, stream, label: "BGP FULLNAT", victim: victim, context: context)
         _ = FileManager.default.createFile(atPath: go + ".end", contents: nil)
+    }
+
+    static let natVIP = "198.19.2.13"
+    /// Each director's gateway address for the real servers, a VRRP
+    /// instance it is master of, with the other directors as its backups.
+    static let gateways = ["d": "198.19.0.21", "e": "198.19.0.22", "f": "198.19.0.23"]
+
+    /// A NAT director's VRRP part: master of its own gateway address, backup of the others'.
+    func gatewayInstances(_ lab: Lab, _ role: String) -> String {
+        var text = "global_defs {\n    vrrp_version 3\n}\n"
+        for (k, (owner, address)) in Self.gateways.sorted(by: { $0.key < $1.key }).enumerated() {
+            text += """
+                vrrp_instance GW_\(owner) {
+                    state BACKUP
+                    interface \(lab.ns(role + "0"))
+                    virtual_router_id \(61 + k)
+                    priority \(owner == role ? 150 : 100)
+                    advert_int 0.2
+                    virtual_ipaddress {
+                        \(address)
+                    }
+                }
+
+                """
+        }
+        return text
+    }
+
+    /// A NAT director's own arguments: its gateway instances, and replies of other directors' connections taken.
+    func natArguments(_ lab: Lab, _ role: String) throws -> [String] {
+        let vrrp = lab.directory.appendingPathComponent("keepalived-\(role).conf").path
+        try gatewayInstances(lab, role).write(toFile: vrrp, atomically: true, encoding: .utf8)
+        return ["--sloppy-nat", "--keepalived", vrrp]
+    }
+
+    /// Each director's VRRP instances by name, and their states.
+    func gatewayStates(_ lab: Lab, _ role: String) -> [String: String] {
+        guard let text = try? lab.lvsadm("-L -n --json", role: role),
+            let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            let instances = json["vrrp"] as? [[String: Any]]
+        else { return [:] }
+        var states: [String: String] = [:]
+        for i in instances { if let n = i["name"] as? String, let s = i["state"] as? String { states[n] = s } }
+        return states
+    }
+
+    /// NAT across directors: the real servers' default route spreads their
+    /// replies over the three directors' gateway addresses (ECMP on the
+    /// 5-tuple), so a reply often reaches a director other than the one
+    /// that scheduled its connection, which makes the connection from the
+    /// reply (`--sloppy-nat`) before any sync message can reach it. Each
+    /// director syncs its connections to the others; when one dies, the
+    /// router moves its clients' flows to the others, a survivor takes its
+    /// gateway address by VRRP, and the synced connections carry on: 1000
+    /// idle connections, and an iperf3 stream through the director that is killed.
+    @Test func natFlowsOutliveTheirDirector() throws {
+        let lab = try threeDirectorLab("ltbgpn")
+        defer { lab.teardown() }
+        for i in 1...3 {
+            try lab.inside("r\(i)", "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
+            try lab.inside(
+                "r\(i)", arguments: ["ip", "route", "replace", "default"] + Self.gateways.values.sorted().flatMap { ["nexthop", "via", $0] })
+        }
+        var processes = try startSyncingDirectors(
+            lab, vip: Self.natVIP, method: "-m", bird: directorConfiguration,
+            extra: { try natArguments(lab, $0) })
+        let context = { fleetContext(lab) }
+        let ready = waitFor(limit: 30) {
+            paths(lab, Self.natVIP) == 3 && Self.directors.allSatisfy { gatewayStates(lab, $0.0)["GW_\($0.0)"] == "MASTER" }
+        }
+        #expect(ready != nil, "\(Self.directors.map { gatewayStates(lab, $0.0) })\n\(context())")
+        guard ready != nil else { return }
+
+        // The director that carries the stream's client side dies, and with it one of the real servers' three gateways.
+        let (go, stream, victim) = try startSyncedLoad(lab, vip: Self.natVIP, context: context)
+        let survivors = Self.directors.map(\.0).filter { $0 != victim }
+        let drops = { survivors.map { "\($0): \((try? lab.lvsadm("-L --drops", role: $0)) ?? "")" }.joined(separator: "\n") }
+        let killedAt = Date()
+        kill(processes[victim]!.processIdentifier, SIGKILL)
+        processes[victim]!.waitUntilExit()
+        // Milliseconds from the kill: to the dead director's gateway address at a survivor, to 2 paths at the router.
+        var gateway: Int? = nil
+        var moved: Int? = nil
+        _ = waitFor(limit: 10, every: 0.01) {
+            let ms = Int(Date().timeIntervalSince(killedAt) * 1000)
+            if gateway == nil && survivors.contains(where: { gatewayStates(lab, $0)["GW_\(victim)"] == "MASTER" }) { gateway = ms }
+            if moved == nil && paths(lab, Self.natVIP) == 2 { moved = ms }
+            return gateway != nil && moved != nil
+        }
+        #expect(gateway != nil && moved != nil, "\(context())")
+        print("BGP NAT: SIGKILL to the VIP on 2 paths at the router in \(moved ?? -1) ms, to its gateway address at a survivor (VRRP) in \(gateway ?? -1) ms")
+        usleep(1_000_000)
+        let (ok, round1) = clientRound(lab, go, 1, limit: 120)
+        print("BGP NAT: after the kill: \(round1)")
+        #expect(ok >= 990, "\(round1)\n\(drops())\n\(context())")
+        expectStreamWentOn(lab, stream, label: "BGP NAT", victim: victim, context: context)
+
+        // The director back, its connections restored from its state file: it takes back its gateway address
+        // (a higher priority) and its paths, and the flows that ECMP and the real servers' routes move back go on.
+        processes[victim] = try startSyncingDirector(lab, victim, extra: try natArguments(lab, victim))
+        let back = waitFor(limit: 30) { paths(lab, Self.natVIP) == 3 && gatewayStates(lab, victim)["GW_\(victim)"] == "MASTER" }
+        #expect(back != nil, "\(context())")
+        let restored = lab.logText(victim == "d" ? "lvsd" : "lvsd-" + victim).split(separator: "\n").last {
+            $0.contains("state file") && $0.contains("restored")
+        }
+        print("BGP NAT: restarted director on 3 paths and master of its gateway address after \(back ?? -1) ms; \(restored ?? "nothing restored")")
+        let (ok2, round2) = clientRound(lab, go, 2, limit: 120)
+        print("BGP NAT: after the restart: \(round2)")
+        #expect(ok2 >= 990, "\(round2)\n\(context())")
+        _ = FileManager.default.createFile(atPath: go + ".end", contents: nil)
+    }
+
+    /// Every director's log and the router's routes and BIRD log, for a failed expectation.
+    func fleetContext(_ lab: Lab) -> String {
+        Self.directors.map { "--- lvsd \($0.0) ---\n\(lab.logText($0.0 == "d" ? "lvsd" : "lvsd-" + $0.0))" }.joined(separator: "\n")
+            + "\n--- router ---\n\((try? lab.inside("rt", "ip", "route")) ?? "")\n\(lab.logText("bird-rt"))"
+    }
+
+    /// 1000 idle keep-alive connections to `vip`:80 from the client's
+    /// addresses, until every director holds every one (its own and the
+    /// others' from their sync daemons); then an iperf3 stream to
+    /// `vip`:5201 for 12 s. Returns the clients' go file, the stream, and
+    /// the director that carries the stream's client side.
+    func startSyncedLoad(_ lab: Lab, vip: String, context: () -> String) throws -> (go: String, stream: RunningProcess, carrier: String) {
+        let go = lab.directory.appendingPathComponent("go").path
+        try lab.start(
+            "c",
+            ["/usr/bin/python3", Self.scripts.appendingPathComponent("many_clients.py").path, go, "1000", Self.sources.joined(separator: ","), "\(vip):80"],
+            logName: "clients")
+        #expect(waitFor(limit: 90) { lab.logText("clients").contains("ready") } != nil, "\(lab.logText("clients"))\n\(context())")
+        func held(_ role: String) -> Int {
+            ((try? lab.lvsadm("-L -n -c", role: role)) ?? "").split(separator: "\n").filter { $0.contains(vip + ":80") }.count
+        }
+        let synced = waitFor(limit: 10) { Self.directors.allSatisfy { held($0.0) >= 1000 } }
+        #expect(synced != nil, "\(Self.directors.map { "\($0.0) \(held($0.0))" })")
+        let stream = try lab.start(
+            "c", ["iperf3", "-c", vip, "-p", "5201", "-B", Self.sources[3], "-t", "12", "-b", "50M", "-i", "0.1", "--json"], logName: "iperf3-stream")
+        usleep(2_000_000)
+        func packets(_ role: String) -> Int {
+            let stats = (try? lab.lvsadm("-L -n --stats --exact", role: role)) ?? ""
+            let row = stats.split(separator: "\n").first { $0.hasPrefix("TCP  \(vip):5201") }
+            return row.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[3]) } ?? 0
+        }
+        return (go, stream, Self.directors.map(\.0).max { packets($0) < packets($1) }!)
+    }
+
+    /// The stream of `startSyncedLoad` went on through `victim`'s death: its longest stall printed, its last second above 10 Mbit/s.
+    func expectStreamWentOn(_ lab: Lab, _ stream: RunningProcess, label: String, victim: String, context: () -> String) {
+        stream.waitUntilExit()
+        let result = interruption(lab.logText("iperf3-stream"))
+        print(
+            "\(label): iperf3 through the killed director (\(victim)): longest stall \(result?.gap ?? -1) ms, last second \(Int((result?.lastSecond ?? 0) / 1e6)) Mbit/s"
+        )
+        #expect(stream.terminationStatus == 0 && result != nil && result!.lastSecond > 10_000_000, "\(lab.logText("iperf3-stream").suffix(1500))\n\(context())")
+    }
+
+    /// The three directors, each with `vip`:80 (rr) and `vip`:5201 (sh, so
+    /// that iperf3's control and data connections meet one server whichever
+    /// director each reaches) on the three real servers by `method`, more
+    /// lines per service from `service`, BIRD configured by `bird`, `extra`
+    /// arguments, and two sync daemons: a master of its own syncid and a
+    /// backup of every other director's (syncid 0).
+    func startSyncingDirectors(
+        _ lab: Lab, vip: String, method: String, bird: (Lab, String, String) -> String, service: (String, Int) -> String = { _, _ in "" },
+        extra: (String) throws -> [String] = { _ in [] }
+    ) throws -> [String: RunningProcess] {
+        var processes: [String: RunningProcess] = [:]
+        for (role, address) in Self.directors {
+            try bird(lab, role, address).write(toFile: lab.directory.appendingPathComponent("bird-\(role).conf").path, atomically: true, encoding: .utf8)
+            var rules = ""
+            for port in [80, 5201] {
+                rules += "-A -t \(vip):\(port) -s \(port == 5201 ? "sh" : "rr")\n" + service(role, port)
+                for i in 1...3 { rules += "-a -t \(vip):\(port) -r \(Lab.real(i)):\(port) \(method)\n" }
+            }
+            try rules.write(toFile: lab.directory.appendingPathComponent("rules-\(role)").path, atomically: true, encoding: .utf8)
+            processes[role] = try startSyncingDirector(lab, role, extra: try extra(role))
+        }
+        return processes
+    }
+
+    /// lvsd in `role` with its rules, BIRD and `extra` arguments, and its two sync daemons.
+    func startSyncingDirector(_ lab: Lab, _ role: String, extra: [String]) throws -> RunningProcess {
+        let syncID = Self.directors.firstIndex { $0.0 == role }! + 1
+        let p = try lab.startDirector(extra: directorArguments(lab, role) + extra, role: role)
+        try lab.lvsadm("--start-daemon master --mcast-interface \(lab.ns(role + "0")) --syncid \(syncID)", role: role)
+        try lab.lvsadm("--start-daemon backup --mcast-interface \(lab.ns(role + "0")) --syncid 0", role: role)
+        return p
     }
 }

@@ -74,6 +74,77 @@ import Testing
         #expect(full.send(ack).0 == .drop(.notSYN))
     }
 
+    /// `--sloppy-nat`: a NAT real server's reply of a connection another
+    /// director made is un-NATed by the one NAT service with that server
+    /// and port, every field as for a connection made here, and makes the
+    /// connection (not counted as a new one), which the client's next
+    /// segment then follows. Without the option, and for a real server's
+    /// own SYN, an RST or a server in no service, the frame is passed as
+    /// before; a server and port in two NAT services is dropped.
+    @Test func sloppyNATTakesAReplyOfAnotherDirectorsConnection() {
+        let rs = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+        let synAck = rs.frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, seq: 7000, ack: 1001, flags: 0x12))
+        var strict = Harness([service(.nat)])
+        #expect(strict.send(synAck, interface: 2).0 == .pass)
+        var h = Harness([service(.nat)], sloppyNAT: true)
+        let (v, back) = h.send(synAck, interface: 2)
+        #expect(v == .transmit(interface: 1))
+        #expect(field(back, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && field(back, 6, 6) == [2, 0, 0, 0, 0, 1])
+        #expect(back[22] == 63 && Array(back[12..<22]) == Array(synAck[12..<22]))
+        #expect(field(back, 26, 4) == [198, 18, 0, 10] && be16(back, 34) == 80)  // RIP:8080 → VIP:80
+        #expect(field(back, 30, 4) == [198, 18, 0, 100] && be16(back, 36) == 40000)  // client untouched
+        #expect(Array(back[38..<50]) == Array(synAck[38..<50]) && Array(back[52...]) == Array(synAck[52...]))  // all but the checksum
+        #expect(back.count == synAck.count && FrameBuilder.checksumsValid(back))
+        var made: [(ConnectionState, IPAddress, UInt16, UInt16)] = []
+        h.director.v4.table.forEach { _, c in made.append((c.state, c.virtual.ipAddress, c.virtualPort, c.realPort)) }
+        #expect(made.count == 1 && made[0].0 == .synSent && made[0].1 == vip && made[0].2 == 80 && made[0].3 == 8080)
+
+        let ack = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 1001, ack: 7001, flags: 0x10))
+        let (v2, out) = h.send(ack)
+        #expect(v2 == .transmit(interface: 2) && field(out, 30, 4) == [198, 19, 0, 2] && be16(out, 36) == 8080 && FrameBuilder.checksumsValid(out))
+        let svc = h.director.service(.address(.tcp, vip, 80))!
+        #expect(svc.counters.connections == 0 && svc.counters.inPackets == 1 && svc.counters.outPackets == 1)
+
+        let own = rs.frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.tcp(sport: 8080, dport: 40001, flags: 0x02))
+        let reset = rs.frame(src: ip("198.19.0.2"), dst: client, FrameBuilder.tcp(sport: 8080, dport: 40002, ack: 1, flags: 0x14))
+        let stranger = rs.frame(src: ip("198.19.0.3"), dst: client, FrameBuilder.tcp(sport: 8080, dport: 40003, ack: 1, flags: 0x12))
+        #expect([own, reset, stranger].map { h.send($0, interface: 2).0 } == [.pass, .pass, .pass])
+        #expect(h.director.v4.table.count == 1)
+
+        let twice = VirtualServiceConfiguration(
+            key: .address(.tcp, ip("198.18.0.11"), 80), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("198.19.0.2"), port: 8080, method: .nat)])
+        var ambiguous = Harness([service(.nat), twice], sloppyNAT: true)
+        #expect(ambiguous.send(synAck, interface: 2).0 == .drop(.ambiguousReply))
+        #expect(ambiguous.director.drops(.ambiguousReply) == 1)
+    }
+
+    /// `--sloppy-nat` over IPv6 and UDP: a port-0 service's reply keeps its
+    /// port; the same server in another service too cannot be told apart.
+    @Test func sloppyNATTakesAnIPv6DatagramOfAPortZeroService() {
+        let vip6 = ip("2001:db8::10")
+        let client6 = ip("2001:db8::100")
+        let anyPort = VirtualServiceConfiguration(
+            key: .address(.udp, vip6, 0), scheduler: "rr", realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 0, method: .nat)])
+        var h = Harness([anyPort], sloppyNAT: true)
+        let rs = FrameBuilder(srcMAC: rsMAC.value, dstMAC: ifaceRealMAC.value)
+        let answer = rs.frame(src: ip("2001:db8:1::2"), dst: client6, FrameBuilder.udp(sport: 53, dport: 41000))
+        let (v, back) = h.send(answer, interface: 2)
+        #expect(v == .transmit(interface: 1))
+        #expect(back[21] == 63)  // hop limit − 1
+        #expect(field(back, 22, 16) == [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10] && be16(back, 54) == 53)
+        #expect(field(back, 38, 16) == field(answer, 38, 16) && be16(back, 56) == 41000 && FrameBuilder.checksumsValid(back))
+        let query = h.builder.frame(src: client6, dst: vip6, FrameBuilder.udp(sport: 41000, dport: 53))
+        let (v2, out) = h.send(query)
+        #expect(v2 == .transmit(interface: 2) && field(out, 38, 16) == field(answer, 22, 16) && be16(out, 56) == 53)
+        #expect(h.director.v6.table.count == 1)
+        let dns = VirtualServiceConfiguration(
+            key: .address(.udp, ip("2001:db8::11"), 53), scheduler: "rr",
+            realServers: [RealServerConfiguration(address: ip("2001:db8:1::2"), port: 53, method: .nat)])
+        var both = Harness([anyPort, dns], sloppyNAT: true)
+        #expect(both.send(answer, interface: 2).0 == .drop(.ambiguousReply))
+    }
+
     @Test func tunnelWrapsInIPIP() {
         var h = Harness([service(.tunnel, port: 80)])
         let syn = h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: 0x02))

@@ -13,10 +13,19 @@ public final class Scenario {
     /// its TOA; `fullNATProxyShift`: the same with PROXY protocol, after the
     /// server acknowledged the header (every segment's sequence shifted).
     /// `natJournaled`: `natEstablished` writing a state file's slots (every
-    /// 50th packet of a flow, as a sync master sends).
+    /// 50th packet of a flow, as a sync master sends). `natReplyTaken`: NAT
+    /// real servers' SYN-ACKs of connections another director made, each
+    /// making its connection (`--sloppy-nat`).
     public enum Kind: String, CaseIterable, Sendable {
         case natEstablished, newConnectionWLC, directRouting, tunnel, fullNATWithTOA, fullNATEstablished, fullNATProxyShift, natJournaled
+        case natReplyTaken
+
+        /// Every frame makes a connection: the table is emptied between rounds, so that they stay new.
+        public var makesConnections: Bool { self == .newConnectionWLC || self == .natReplyTaken }
     }
+
+    /// Where the frames come in: the real servers' side for replies.
+    let interface: UInt16
 
     /// The state file's slots for `natJournaled`: heap memory standing in for the mapping.
     var journal: UnsafeMutableRawPointer?
@@ -29,7 +38,7 @@ public final class Scenario {
         let vip = Self.ip("198.18.0.10")
         let method: ForwardingMethod =
             switch kind {
-            case .natEstablished, .newConnectionWLC, .natJournaled: .nat
+            case .natEstablished, .newConnectionWLC, .natJournaled, .natReplyTaken: .nat
             case .directRouting: .directRouting
             case .tunnel: .tunnel
             case .fullNATWithTOA, .fullNATEstablished, .fullNATProxyShift: .fullNAT
@@ -39,7 +48,7 @@ public final class Scenario {
             key: .address(.tcp, vip, 80), scheduler: kind == .newConnectionWLC ? "wlc" : "rr",
             realServers: servers, localAddresses: [Self.ip("198.19.1.1"), Self.ip("198.19.1.2")],
             proxyProtocol: kind == .fullNATProxyShift ? ProxyProtocol(version: .v2) : nil)
-        let config = DirectorConfiguration(
+        var config = DirectorConfiguration(
             services: [svc],
             interfaces: [
                 InterfaceConfiguration(index: 1, mac: MACAddress(0x02_00_00_00_00_01), ipv4: IPv4Address("198.18.0.1")),
@@ -49,6 +58,8 @@ public final class Scenario {
                 Route(destination: Self.ip("198.18.0.0"), prefixLength: 15, gateway: Self.ip("198.18.0.254"), interface: 1),
                 Route(destination: Self.ip("198.19.0.0"), prefixLength: 16, interface: 2),
             ])
+        config.sloppyNAT = kind == .natReplyTaken
+        interface = kind == .natReplyTaken ? 2 : 1
         director = Director(configuration: config, capacity: max(1024, flows * 2 + 1024))
         for i in 2..<10 { director.learnNeighbour(Self.ip("198.19.0.\(i)"), mac: MACAddress(0x02_00_00_00_01_00 + UInt64(i))) }
         director.learnNeighbour(Self.ip("198.18.0.254"), mac: MACAddress(0x02_00_00_00_00_FE))
@@ -70,6 +81,11 @@ public final class Scenario {
             let client = IPv4Address(0xC6_12_80_00 &+ UInt32(f >> 14))  // 198.18.128.0/17
             let sport = UInt16(1024 + f & 0x3FFF)
             let syn = Self.tcp(src: client, dst: IPv4Address(0xC612_000A), sport: sport, dport: 80, seq: 1000, ack: 0, flags: 0x02)
+            if kind == .natReplyTaken {
+                let real = IPv4Address(0xC613_0002 &+ UInt32(f % 8))
+                frames.append(Self.tcp(src: real, dst: client, sport: 8080, dport: sport, seq: 5000, ack: 1001, flags: 0x12))
+                continue
+            }
             if kind != .newConnectionWLC { _ = push(syn) }
             var ack: UInt32 = 5001
             if method == .fullNAT {
@@ -114,7 +130,7 @@ public final class Scenario {
         var k = 0
         while k < batch.capacity {
             let frame = frames[(offset &+ k) % frames.count]
-            _ = batch.append(frame.span, interface: 1)
+            _ = batch.append(frame.span, interface: interface)
             k &+= 1
         }
         director.process(batch, now: now)

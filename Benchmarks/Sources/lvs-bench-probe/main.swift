@@ -19,7 +19,7 @@ import Glibc
 func probe(_ kind: Scenario.Kind, flows: Int, batches: Int) -> UInt64 {
     let s = Scenario(kind, flows: flows)
     for b in 0..<batches {
-        if kind == .newConnectionWLC && b % 16 == 0 { s.reset() }
+        if kind.makesConnections && b % 16 == 0 { s.reset() }
         s.runBatch(offset: b &* 32)
     }
     return s.director.shared.totals.inPackets
@@ -59,7 +59,7 @@ case "allocations":
         for b in 0..<16 { s.runBatch(offset: b &* 32) }
         var counted: UInt64 = 0
         for b in 16..<400 {
-            if kind == .newConnectionWLC && b % 16 == 0 { s.reset() }  // the SYNs stay new; the sweep is not counted
+            if kind.makesConnections && b % 16 == 0 { s.reset() }  // the SYNs stay new; the sweep is not counted
             let before = lvs_allocations()
             s.runBatch(offset: b &* 32)
             counted &+= lvs_allocations() &- before
@@ -101,7 +101,7 @@ case "threads":
                 var b = 0
                 while ContinuousClock.now < end {
                     for _ in 0..<64 {
-                        if kind == .newConnectionWLC && b % 16 == 0 { s.reset() }
+                        if kind.makesConnections && b % 16 == 0 { s.reset() }
                         s.runBatch(offset: b &* 32)
                         b &+= 1
                     }
