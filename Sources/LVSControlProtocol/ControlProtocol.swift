@@ -52,11 +52,13 @@ public struct HandoverState: Sendable, Hashable, Codable {
     public var syncDaemons: [SyncDaemonConfiguration]
     /// The process running its BGP speaker: the successor keeps it, sessions and routes untouched.
     public var speaker: Int32?
+    /// The real servers its passive check holds; nil from an lvsd that did not carry them.
+    public var passive: [CarriedPassiveRecord]?
 
     public init(
         pid: Int32, stateFile: String, forwardedUntil: UInt64, vrrpMasters: [String], counters: [CarriedCounters], healthDown: [String: String],
         syncDaemons: [SyncDaemonConfiguration],
-        speaker: Int32?
+        speaker: Int32?, passive: [CarriedPassiveRecord]? = nil
     ) {
         self.pid = pid
         self.stateFile = stateFile
@@ -66,6 +68,32 @@ public struct HandoverState: Sendable, Hashable, Codable {
         self.healthDown = healthDown
         self.syncDaemons = syncDaemons
         self.speaker = speaker
+        self.passive = passive
+    }
+}
+
+/// A real server the passive check holds: weight 0 until `until`, or on
+/// probation (nil) until its next SYN-ACK. Times are milliseconds of the
+/// monotonic clock, which every process on the machine shares.
+public struct CarriedPassiveRecord: Sendable, Hashable, Codable {
+    public var service: ServiceKey
+    public var address: IPAddress
+    public var port: UInt16
+    /// The weight it had, given back when the inhibition ends.
+    public var weight: Int32
+    public var until: UInt64?
+    /// The inhibition's length, doubled on a relapse.
+    public var inhibit: UInt64
+    public var since: UInt64
+
+    public init(service: ServiceKey, address: IPAddress, port: UInt16, weight: Int32, until: UInt64?, inhibit: UInt64, since: UInt64) {
+        self.service = service
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.until = until
+        self.inhibit = inhibit
+        self.since = since
     }
 }
 

@@ -64,7 +64,7 @@ public final class HandoverAgent: Sendable {
                 HandoverState(
                     pid: getpid(), stateFile: state.path, forwardedUntil: drained, vrrpMasters: masters, counters: plane.carriedCounters(),
                     healthDown: plane.healthDown(),
-                    syncDaemons: plane.sync.running, speaker: plane.speaker.withLock { $0 }))
+                    syncDaemons: plane.sync.running, speaker: plane.speaker.withLock { $0 }, passive: plane.carriedPassive()))
         case .abort:
             guard round.withLock({ $0.pending }) else { return Self.outOfTurn }
             resume("the successor gave up")

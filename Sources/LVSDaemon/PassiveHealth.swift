@@ -54,6 +54,35 @@ extension ControlPlane {
         for e in engines { e.director.withLock { $0.passiveCheck = on } }
     }
 
+    /// The servers the passive check holds, for a successor (a handover).
+    public func carriedPassive() -> [CarriedPassiveRecord] {
+        state.withLock { s in
+            s.passive.records.map { k, r in
+                CarriedPassiveRecord(
+                    service: k.service, address: k.address, port: k.port, weight: r.weight, until: r.until, inhibit: r.inhibit, since: r.since)
+            }
+        }
+    }
+
+    /// A predecessor's passive check goes on here: its inhibited servers
+    /// keep weight 0 until their time is up, its probations wait for a
+    /// SYN-ACK, a relapse doubles the same back-off. Servers the rules no
+    /// longer have are left out.
+    public func carry(passive: [CarriedPassiveRecord]) {
+        state.withLock { s in
+            guard s.passive.enabled else { return }
+            var changed = false
+            for r in passive {
+                guard s.table.service(r.service)?.realServers.contains(where: { $0.address == r.address && $0.port == r.port }) == true else { continue }
+                let key = PassiveHealth.Key(service: r.service, address: r.address, port: r.port)
+                s.passive.records[key] = PassiveHealth.Record(weight: r.weight, until: r.until, inhibit: r.inhibit, since: r.since)
+                if r.until != nil { changed = setWeight(&s, key, 0) || changed }
+                for e in engines { e.director.withLock { $0.setSuspect(r.service, address: r.address, port: r.port, true) } }
+            }
+            if changed { configureEngines(&s) }
+        }
+    }
+
     /// Part of every tick: what the engines saw, and probations that begin.
     func runPassiveCheck(_ s: inout State, now: UInt64) {
         var events: [PassiveEvent] = []

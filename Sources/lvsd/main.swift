@@ -267,6 +267,7 @@ struct LVSD: AsyncParsableCommand {
                 predecessor = h
                 dataPlane?.discardPending(receivedBy: h.forwardedUntil)
                 plane.carry(h.counters)
+                plane.carry(passive: h.passive ?? [])
                 logger.notice("taking over from lvsd \(h.pid)")
             case .failed(let e)?: throw fail("--takeover: the running lvsd refused: \(e.message)")
             case nil: break

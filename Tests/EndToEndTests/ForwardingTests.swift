@@ -380,9 +380,10 @@ struct ForwardingTests {
             }
             // nginx starts inside the cgroups the TOA programs watch, and knows nothing of them.
             try lab.startNginx(accessLog: true, cgroups: cgroups)
+            // Up to 30 s each: in a fresh CI clone the first of them has taken more than 5 s to attach.
             for i in 1...3 {
                 var attached = false
-                for _ in 0..<250 where !attached {
+                for _ in 0..<1500 where !attached {
                     attached = lab.logText("toa\(i)").contains("attached")
                     if !attached { usleep(20_000) }
                 }

@@ -9,7 +9,8 @@ import Testing
 @testable import LVSDaemon
 
 /// What a handover carries besides the connections: the counters and their
-/// rate estimators go on in the successor as if nothing had happened.
+/// rate estimators, and the passive check's verdicts, go on in the
+/// successor as if nothing had happened.
 @Suite struct HandoverTests {
     static func plane() throws -> ControlPlane {
         let p = ControlPlane(capacity: 64, workers: 2, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -49,5 +50,25 @@ import Testing
         // The next period: no traffic, no spike from the carried counts.
         new.tick(now: 6000)
         #expect(new.snapshot(connections: false).services[0].rates.connectionsPerSecond < before.services[0].rates.connectionsPerSecond)
+    }
+
+    /// A server the passive check gave weight 0 keeps it in the successor
+    /// until its time is up, then has its weight back on probation; one
+    /// the successor's rules no longer have is left out.
+    @Test func thePassiveCheckGoesOnInTheSuccessor() throws {
+        let key = ServiceKey.address(.tcp, ip("198.18.0.10"), 80)
+        let now: UInt64 = 1_000_000
+        let held = CarriedPassiveRecord(service: key, address: ip("198.19.0.3"), port: 8080, weight: 1, until: now + 5000, inhibit: 10_000, since: now - 1000)
+        var gone = held
+        gone.address = ip("198.19.0.9")
+        let new = try Self.plane()
+        new.carry(passive: [held, gone])
+        #expect(new.carriedPassive() == [held])
+        func weights() -> [Int32] { new.snapshot(connections: false).services[0].servers.map(\.server.weight) }
+        #expect(weights() == [1, 0])
+        new.tick(now: now + 4999)
+        #expect(weights() == [1, 0])
+        new.tick(now: now + 5000)
+        #expect(weights() == [1, 1] && new.carriedPassive().first?.until == nil && new.carriedPassive().first?.inhibit == 10_000)
     }
 }
