@@ -118,8 +118,8 @@ struct ScaleOutTests {
     /// routers in front of load balancers hash, and no ICMP redirect (it
     /// would send replies to a local address straight to its director,
     /// and on to a dead one after it dies).
-    func threeDirectorLab(_ prefix: String) throws -> Lab {
-        let lab = try Lab(prefix: prefix, bin: Self.bin, servers: 3)
+    func threeDirectorLab(_ prefix: String, queues: Int = 1) throws -> Lab {
+        let lab = try Lab(prefix: prefix, bin: Self.bin, servers: 3, queues: queues)
         do {
             try lab.addHost("e", address: Self.directors[1].1, address6: "2001:db8:1::2")
             try lab.addHost("f", address: Self.directors[2].1, address6: "2001:db8:1::3")
@@ -428,11 +428,11 @@ struct ScaleOutTests {
         return text
     }
 
-    /// A NAT director's own arguments: its gateway instances, and replies of other directors' connections taken.
+    /// A NAT director's own arguments: its gateway instances, replies of other directors' connections taken, 2 workers.
     func natArguments(_ lab: Lab, _ role: String) throws -> [String] {
         let vrrp = lab.directory.appendingPathComponent("keepalived-\(role).conf").path
         try gatewayInstances(lab, role).write(toFile: vrrp, atomically: true, encoding: .utf8)
-        return ["--sloppy-nat", "--keepalived", vrrp]
+        return ["--sloppy-nat", "--keepalived", vrrp, "--workers", "2"]
     }
 
     /// Each director's VRRP instances by name, and their states.
@@ -454,9 +454,13 @@ struct ScaleOutTests {
     /// director syncs its connections to the others; when one dies, the
     /// router moves its clients' flows to the others, a survivor takes its
     /// gateway address by VRRP, and the synced connections carry on: 1000
-    /// idle connections, and an iperf3 stream through the director that is killed.
+    /// idle connections, and an iperf3 stream through the director that is
+    /// killed. Then it comes back, restores its connections from its state
+    /// file and takes its gateway address and paths back. Each director
+    /// runs 2 workers on 2-queue veths: a reply meets the worker that owns
+    /// its connection on whichever director it reaches.
     @Test func natFlowsOutliveTheirDirector() throws {
-        let lab = try threeDirectorLab("ltbgpn")
+        let lab = try threeDirectorLab("ltbgpn", queues: 2)
         defer { lab.teardown() }
         for i in 1...3 {
             try lab.inside("r\(i)", "sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1")
