@@ -43,6 +43,21 @@ public enum KernelFile {
 
     public static func exists(_ path: String) -> Bool { unsafe access(path, F_OK) == 0 }
 
+    /// Whether the directory `path` (absolute) lies in a cgroup v2
+    /// hierarchy, where cgroup BPF programs attach: its nearest mount is
+    /// one (a v1 or hybrid /sys/fs/cgroup is a tmpfs).
+    public static func isCgroup2(_ path: String) -> Bool {
+        guard path.hasPrefix("/"), exists(path), let mounts = contents("/proc/self/mounts") else { return false }
+        var nearest: (length: Int, type: Substring) = (-1, "")
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 2, fields[1].count > nearest.length else { continue }
+            let point = fields[1]
+            if path == point || path.hasPrefix(point.hasSuffix("/") ? point : point + "/") { nearest = (point.count, fields[2]) }
+        }
+        return nearest.type == "cgroup2"
+    }
+
     /// The names in a directory (/sys/class/net), without "." and "..".
     public static func directory(_ path: String) -> [String]? {
         guard let dir = unsafe opendir(path) else { return nil }

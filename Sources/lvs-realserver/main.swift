@@ -348,11 +348,17 @@ struct TOAService: AsyncParsableCommand {
         if !capture {
             let fallback = "capturing TCP options instead: only the query socket knows clients"
             if let path = cgroup ?? KernelFile.cgroup2Root() {
-                do {
-                    programs = try TOAPrograms.attach(cgroup: path)
-                    say("toa: BPF programs attached to cgroup \(path): accept() and getpeername() report the client TOA carries")
-                } catch {
-                    warn("lvs-realserver: toa: BPF unavailable (\(error)); \(fallback)")
+                if !KernelFile.isCgroup2(path) {
+                    warn(
+                        "lvs-realserver: toa: \(path) is not in a cgroup v2 hierarchy (mount one: mount -t cgroup2 none DIR, and name a directory of it with --cgroup); \(fallback)"
+                    )
+                } else {
+                    do {
+                        programs = try TOAPrograms.attach(cgroup: path)
+                        say("toa: BPF programs attached to cgroup \(path): accept() and getpeername() report the client TOA carries")
+                    } catch {
+                        warn("lvs-realserver: toa: BPF unavailable (\(error)); \(fallback)")
+                    }
                 }
             } else {
                 warn("lvs-realserver: toa: no cgroup v2 hierarchy is mounted (name one with --cgroup); \(fallback)")

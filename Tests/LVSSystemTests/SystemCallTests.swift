@@ -58,5 +58,7 @@ import Glibc
         #expect(KernelFile.exists(path))
         FileSystem.remove(path)
         #expect(!KernelFile.exists(path))
+        #expect(!KernelFile.isCgroup2("/tmp") && !KernelFile.isCgroup2(path))
+        if let root = KernelFile.cgroup2Root() { #expect(KernelFile.isCgroup2(root)) }
     }
 }
