@@ -109,6 +109,10 @@ fail:;
     return -e;
 }
 
+int lvs_ring_attach_filter(lvs_ring *r, int program) {
+    return setsockopt(r->fd, SOL_SOCKET, SO_ATTACH_BPF, &program, sizeof(program)) < 0 ? -errno : 0;
+}
+
 int lvs_neighbour_socket(int ifindex) {
     /* ARP replies (operation 2) and IPv6 neighbour advertisements (ICMPv6
        136 right after the fixed header); offsets from the Ethernet header. */

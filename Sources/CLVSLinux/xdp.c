@@ -194,6 +194,36 @@ lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity) 
     return x;
 }
 
+int lvs_forward_map(unsigned capacity) {
+    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+    int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "lvsd_forward", sizeof(struct lvs_forward_key), sizeof(struct lvs_forward_flow), capacity, &opts);
+    return fd < 0 ? -errno : fd;
+}
+
+int lvs_forward_set(int map, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow) {
+    int rc = flow ? bpf_map_update_elem(map, key, flow, BPF_ANY) : bpf_map_delete_elem(map, key);
+    if (rc < 0 && !(flow == NULL && errno == ENOENT)) return -errno;
+    return 0;
+}
+
+int lvs_forward_get(int map, const struct lvs_forward_key *key, struct lvs_forward_flow *flow) {
+    return bpf_map_lookup_elem(map, key, flow) < 0 ? -errno : 0;
+}
+
+lvs_xdp_program *lvs_forward_load(int map, int ifindex, int filter, char *error, size_t capacity) {
+    lvs_xdp_program *x = open_and_load(lvs_bpf_lvsd_forward, lvs_bpf_lvsd_forward_size, "lvsd_forward", filter ? "lvsd_forward_filter" : "lvsd_forward",
+                                       "lvsd_forward_flows", map, NULL, 0, "lvsd_forward_counters", error, capacity);
+    if (!x || filter || ifindex == 0) return x;
+    x->ifindex = ifindex;
+    x->link = bpf_link_create(x->program, ifindex, LVS_TCX_INGRESS, NULL);
+    if (x->link < 0) {
+        snprintf(error, capacity, "attaching to tc ingress (tcx) of interface %d: %s", ifindex, strerror(errno));
+        drop_program(x);
+        return NULL;
+    }
+    return x;
+}
+
 int lvs_bpf_program_fd(lvs_xdp_program *x) { return x->program; }
 
 int lvs_bpf_setting(lvs_xdp_program *x, unsigned slot, unsigned value) {

@@ -169,6 +169,8 @@ public struct EngineStatus: Sendable, Hashable, Codable {
     /// TCP super-frames (GRO, TSO) forwarded whole as GSO, and cut into segments in lvsd.
     public var superFramesWhole: UInt64
     public var superFramesCut: UInt64
+    /// Packets the kernel forwarded of connections this worker handed down (`--kernel-forwarding`).
+    public var kernelForwarded: UInt64
     /// PROXY protocol headers sent (a retransmitted one again).
     public var proxyHeaders: UInt64
     public var ipv4Connections: Int
@@ -178,8 +180,8 @@ public struct EngineStatus: Sendable, Hashable, Codable {
 
     public init(
         worker: Int, totals: Statistics, drops: UInt64, toaInserted: UInt64, toaFailures: UInt64, icmpSent: UInt64, synproxyCookies: UInt64,
-        superFramesWhole: UInt64 = 0, superFramesCut: UInt64 = 0, proxyHeaders: UInt64 = 0, ipv4Connections: Int, ipv4Capacity: Int, ipv6Connections: Int,
-        ipv6Capacity: Int
+        superFramesWhole: UInt64 = 0, superFramesCut: UInt64 = 0, kernelForwarded: UInt64 = 0, proxyHeaders: UInt64 = 0, ipv4Connections: Int,
+        ipv4Capacity: Int, ipv6Connections: Int, ipv6Capacity: Int
     ) {
         self.worker = worker
         self.totals = totals
@@ -190,6 +192,7 @@ public struct EngineStatus: Sendable, Hashable, Codable {
         self.synproxyCookies = synproxyCookies
         self.superFramesWhole = superFramesWhole
         self.superFramesCut = superFramesCut
+        self.kernelForwarded = kernelForwarded
         self.proxyHeaders = proxyHeaders
         self.ipv4Connections = ipv4Connections
         self.ipv4Capacity = ipv4Capacity

@@ -332,6 +332,9 @@ public struct DirectorConfiguration: Sendable {
     /// from the one NAT service with that real server and port
     /// (`FamilyPlane.takeNATReply`). lvsd's own; the kernel drops it.
     public var sloppyNAT = false
+    /// Established IPv4 NAT and DR connections are forwarded by the kernel
+    /// (a tc program the I/O keeps in step: `Director.kernelFlow`). lvsd's own.
+    public var kernelForwarding = false
     /// The ports of TCP services whose NAT and FULLNAT connections the FTP
     /// helper reads, as `modprobe ip_vs_ftp ports=21` (its default); empty:
     /// none. Not on SYN-proxy or PROXY protocol services.

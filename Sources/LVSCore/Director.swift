@@ -128,6 +128,9 @@ public struct DirectorShared: Sendable {
     var sloppySCTP = false
     var sloppyTCP = false
     var sloppyNAT = false
+    /// `--kernel-forwarding`: the general path asks the I/O to hand connections to the kernel and to take them back.
+    var kernelForwarding = false
+    var kernelFlowRequests = KernelFlowRequests()
     var ftpPorts: [UInt16] = []
     /// Bit `port % 64` of every FTP helper port: most connections are told
     /// from FTP's by one test, without reading their service.
@@ -151,6 +154,8 @@ public struct DirectorShared: Sendable {
     /// into their segments in userspace first (counted by the I/O).
     public var superFramesWhole: UInt64 = 0
     public var superFramesCut: UInt64 = 0
+    /// Packets the kernel forwarded of connections lvsd handed down (`--kernel-forwarding`).
+    public var kernelForwarded: UInt64 = 0
     /// While a super-frame goes through whole: how much longer it is than
     /// its longest segment, for the checks of a segment against the MTU.
     var superFrameExcess = 0
@@ -336,6 +341,7 @@ public struct Director: Sendable {
         shared.sloppySCTP = c.sloppySCTP
         shared.sloppyTCP = c.sloppyTCP
         shared.sloppyNAT = c.sloppyNAT
+        shared.kernelForwarding = c.kernelForwarding
         shared.ftpPorts = c.ftpPorts
         shared.ftpPortBits = c.ftpPorts.reduce(0) { $0 | 1 << UInt64($1 % 64) }
         shared.expireQuiescentTemplate = c.expireQuiescentTemplate

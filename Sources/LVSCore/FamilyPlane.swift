@@ -438,12 +438,14 @@ public struct FamilyPlane<A: IPAddressProtocol>: Sendable {
 
     // MARK: forwarding
 
+    @inline(__always)
     mutating func updateState(_ i: Int, direction: StateDirection, flags: UInt8, now: UInt64, shared: inout DirectorShared) {
         let (changed, activity) = table[i].advance(direction: direction, flags: flags, now: now, timeouts: shared.timeouts.span)
         if activity != 0 { shared.services[Int(table[i].service)].destinations[Int(table[i].destination)].moveActivity(activity) }
         let proto = table[i].proto
         let state = table[i].state
         if shared.noting && direction != .output { noteSync(i, stateChanged: changed, now: now, shared: &shared) }
+        if shared.kernelForwarding { noteKernelFlow(i, changed: changed, shared: &shared) }
         if shared.passiveCheck && proto == IPProtocolNumber.tcp && flags & TCPFlags.syn != 0 {
             if direction == .output {
                 if flags & TCPFlags.ack != 0 { notePassiveAnswer(i, shared: &shared) }

@@ -75,6 +75,14 @@ enum Forwarding {
         inPackets % syncPeriod == syncThreshold
     }
 
+    /// Whether a count from `before` (exclusive) through `after` passed one
+    /// that is due: the kernel forwarding's packets, counted in a lump.
+    static func syncDue(after before: UInt32, through after: UInt32) -> Bool {
+        // n is due when n + (period − threshold) is a multiple of the period.
+        let shift = UInt64(syncPeriod - syncThreshold)
+        return (UInt64(after) &+ shift) / UInt64(syncPeriod) != (UInt64(before) &+ shift) / UInt64(syncPeriod)
+    }
+
     /// The kernel's `sync_threshold` and `sync_period` defaults (3, 50).
     static var syncThreshold: UInt32 { 3 }
     static var syncPeriod: UInt32 { 50 }

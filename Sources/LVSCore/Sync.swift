@@ -175,8 +175,9 @@ extension FamilyPlane {
     /// template goes along with its connection (the kernel sends it with
     /// every packet unless `sync_refresh_period` is set). One-packet
     /// connections are not sent; SYN-proxied ones only go to the state file
-    /// (a backup's real server never saw their handshake).
-    mutating func noteSync(_ i: Int, stateChanged: Bool, now: UInt64, shared: inout DirectorShared) {
+    /// (a backup's real server never saw their handshake). `due`: a count
+    /// the kernel forwarding's packets went past (`Director.kernelForwarded`).
+    mutating func noteSync(_ i: Int, stateChanged: Bool, now: UInt64, shared: inout DirectorShared, due: Bool = false) {
         let c = table[i]
         guard !c.flags.contains(.unhashed), !c.flags.contains(.synproxyPending) else { return }
         if c.proto == IPProtocolNumber.tcp || c.proto == IPProtocolNumber.sctp {
@@ -185,8 +186,8 @@ extension FamilyPlane {
             case .sctpEstablished, .sctpShutdownSent, .sctpShutdownReceived, .sctpShutdownAckSent, .sctpClosed: break
             default: return
             }
-            if !(stateChanged && c.state != .established && c.state != .sctpEstablished) && !Forwarding.syncDue(inPackets: c.inPackets) { return }
-        } else if !Forwarding.syncDue(inPackets: c.inPackets) {
+            if !(stateChanged && c.state != .established && c.state != .sctpEstablished) && !due && !Forwarding.syncDue(inPackets: c.inPackets) { return }
+        } else if !due && !Forwarding.syncDue(inPackets: c.inPackets) {
             return
         }
         let template = c.controller != 0 && table[Int(c.controller) &- 1].flags.contains(.template) ? Int(c.controller) &- 1 : nil

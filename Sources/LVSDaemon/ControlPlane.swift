@@ -542,6 +542,7 @@ public final class ControlPlane: Sendable {
                         toaInserted: d.shared.toaInserted, toaFailures: d.shared.toaFailures, icmpSent: d.shared.icmpSent,
                         synproxyCookies: d.shared.synproxyCookies,
                         superFramesWhole: d.shared.superFramesWhole, superFramesCut: d.shared.superFramesCut,
+                        kernelForwarded: d.shared.kernelForwarded,
                         proxyHeaders: d.shared.proxyHeaders,
                         ipv4Connections: d.v4.table.count, ipv4Capacity: d.v4.table.capacity,
                         ipv6Connections: d.v6.table.count, ipv6Capacity: d.v6.table.capacity)

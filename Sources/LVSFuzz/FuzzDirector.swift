@@ -9,6 +9,7 @@ enum FuzzDirector {
     nonisolated(unsafe) static var director: Director = makeDirector()
     nonisolated(unsafe) static var batch = FrameBatch(capacity: 4, slotSize: 4096, headroom: 128)  // room for released held frames
     nonisolated(unsafe) static var now: UInt64 = 1_000
+    nonisolated(unsafe) static var kernelRequests: [KernelFlowRequest] = []
 
     static func makeDirector() -> Director {
         func a(_ s: String) -> IPAddress { IPAddress(s)! }
@@ -73,8 +74,9 @@ enum FuzzDirector {
                 Route(destination: a("2001:db8::"), prefixLength: 48, interface: 1),
                 Route(destination: a("2001:db8:1::"), prefixLength: 48, interface: 2),
             ])
-        // Replies of connections another director made, too.
+        // Replies of connections another director made, too; connections handed to the kernel and back.
         config.sloppyNAT = true
+        config.kernelForwarding = true
         var d = Director(configuration: config, capacity: 4096)
         for ip in ["198.19.0.2", "198.19.0.3", "2001:db8:1::2", "2001:db8:1::3"] { d.learnNeighbour(a(ip), mac: MACAddress(0x02_00_00_00_01_00)) }
         return d
@@ -93,6 +95,12 @@ enum FuzzDirector {
         unsafe director.process(batch, now: now)
         if traced { _ = unsafe director.trace(filter: nil, budget: 0) }
         if control & 0x80 != 0 { unsafe director.tick(now: now) }
+        // The kernel's counts, as a sweep reports them, for each connection the input asked to hand down.
+        unsafe director.takeKernelFlowRequests(into: &kernelRequests)
+        for r in unsafe kernelRequests where r.handDown {
+            _ = unsafe director.kernelForwarded(r.key, toReal: (UInt64(control), UInt64(control) &* 60), toClient: (UInt64(control & 3), 40), now: now)
+        }
+        unsafe kernelRequests.removeAll(keepingCapacity: true)
     }
 }
 

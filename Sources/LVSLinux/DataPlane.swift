@@ -34,16 +34,28 @@ public final class DataPlane: Sendable {
     let workers: Mutex<[Worker]> = Mutex([])
     let xdp: Mutex<XDPAttachment?> = Mutex(nil)
     let steering: Mutex<WorkerSteering?> = Mutex(nil)
+    /// Entries of the kernel forwarding's map (`--kernel-forwarding`), 0 without it.
+    let kernelFlowCapacity: Int
+    let kernel: Mutex<KernelForwarding?> = Mutex(nil)
 
     /// `hostAddresses`: the kernel's own addresses, whose frames XDP leaves
     /// to the kernel even when they come from a NAT real server (health checks).
-    public init(engines: [Engine], interfaces: [InterfaceConfiguration], io: PacketIO = .packet, hostAddresses: [IPAddress] = [], logger: Logger) {
+    /// `kernelFlowCapacity`: with `--kernel-forwarding`, how many connection
+    /// directions the kernel may forward.
+    public init(
+        engines: [Engine], interfaces: [InterfaceConfiguration], io: PacketIO = .packet, hostAddresses: [IPAddress] = [], kernelFlowCapacity: Int = 0,
+        logger: Logger
+    ) {
         self.engines = engines
         self.interfaces = interfaces
         self.io = io
         self.hostAddresses = hostAddresses
+        self.kernelFlowCapacity = kernelFlowCapacity
         self.logger = logger
     }
+
+    /// Frames the kernel forwarding's programs forwarded (a super-frame once).
+    public var kernelForwardedFrames: UInt64 { kernel.withLock { $0?.forwardedFrames ?? 0 } }
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
@@ -71,13 +83,22 @@ public final class DataPlane: Sendable {
                 throw Failure(description: "--workers \(engines.count) needs the steering program: \(error.description)")
             }
         }
+        var kernelForwarding: KernelForwarding? = nil
+        if kernelFlowCapacity > 0 {
+            do {
+                kernelForwarding = try KernelForwarding(interfaces: interfaces.map { Int32($0.index) }, capacity: kernelFlowCapacity)
+            } catch {
+                throw Failure(description: "--kernel-forwarding needs its tc program: \(error.description)")
+            }
+            kernel.withLock { $0 = kernelForwarding }
+        }
         func fail(_ worker: Worker, _ what: String, _ errno: Int32) -> Failure {
             for m in made { m.close() }
             worker.close()
             return Failure(description: SystemError(what, errno: errno).description)
         }
         for (w, engine) in engines.enumerated() {
-            let worker = Worker(index: w, engine: engine, logger: logger)
+            let worker = Worker(index: w, engine: engine, kernelForwarding: kernelForwarding, logger: logger)
             for iface in interfaces {
                 // The ring's state is the worker's from here until `close`, after its thread has stopped.
                 let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
@@ -88,6 +109,10 @@ public final class DataPlane: Sendable {
                     throw fail(worker, "AF_PACKET ring on interface \(iface.index)", -rc)
                 }
                 unsafe worker.rings.append(ring)
+                if let kernelForwarding {
+                    let rc = unsafe lvs_ring_attach_filter(ring, kernelForwarding.filter.descriptor)
+                    guard rc == 0 else { throw fail(worker, "the kernel forwarding's filter on interface \(iface.index)", -rc) }
+                }
                 worker.ringInterface.append(iface.index)
                 // The steering gives ARP and neighbour discovery to worker 0; the others learn next hops from a copy of the answers.
                 if w > 0 {
@@ -163,6 +188,7 @@ public final class DataPlane: Sendable {
             $0 = nil
         }
         for w in all { w.close() }
+        kernel.withLock { $0 = nil }
     }
 }
 
@@ -216,9 +242,25 @@ public final class DataPlane: Sendable {
     var frames = unsafe [UnsafePointer<UInt8>?](repeating: nil, count: 64)
     var lengths = [UInt32](repeating: 0, count: 64)
 
-    init(index: Int, engine: Engine, logger: Logger) {
+    /// `--kernel-forwarding`: the map and programs, and the connections this
+    /// worker handed down, each with what the kernel had counted of it at the last sweep.
+    let kernelForwarding: KernelForwarding?
+    var handedDown: [KernelFlowKey: HandedDown] = [:]
+    var lastKernelSweep: UInt64 = 0
+    /// Reused by each sweep: what the kernel counted, read before the engine's lock is taken.
+    var kernelReadings: [(KernelFlowKey, KernelCounts)] = []
+    var kernelRequests: [KernelFlowRequest] = []
+
+    struct HandedDown {
+        var flow: KernelFlow
+        var toReal: (packets: UInt64, bytes: UInt64) = (0, 0)
+        var toClient: (packets: UInt64, bytes: UInt64) = (0, 0)
+    }
+
+    init(index: Int, engine: Engine, kernelForwarding: KernelForwarding? = nil, logger: Logger) {
         self.index = index
         self.engine = engine
+        self.kernelForwarding = kernelForwarding
         self.logger = logger
         scratch = [UInt8](repeating: 0, count: batch.slotSize - batch.headroom)
     }
@@ -509,8 +551,75 @@ public final class DataPlane: Sendable {
         engine.director.withLock { d in
             d.process(batch, now: now)
             countLosses(&d)
+            if let kernelForwarding {
+                d.takeKernelFlowRequests(into: &kernelRequests)
+                for r in kernelRequests { handDown(r.key, r.handDown ? d.kernelFlow(r.key, now: now) : nil, kernelForwarding, &d, now: now) }
+                kernelRequests.removeAll(keepingCapacity: true)
+            }
         }
         transmit()
+    }
+
+    /// Hands a connection to the kernel (`flow`), or takes it back (nil),
+    /// counting what the kernel forwarded of it until then (under the engine's lock).
+    func handDown(_ key: KernelFlowKey, _ flow: KernelFlow?, _ kernel: KernelForwarding, _ d: inout Director, now: UInt64) {
+        if let old = handedDown[key] {
+            if old.flow == flow { return }
+            report(key, old, Self.counts(old, kernel), &d, now: now)
+            kernel.remove(old.flow)
+            handedDown[key] = nil
+        }
+        guard let flow else { return }
+        do {
+            try kernel.set(flow.toReal)
+            if let reply = flow.toClient { try kernel.set(reply) }
+            handedDown[key] = HandedDown(flow: flow)
+        } catch {
+            // The map is full: the connection stays lvsd's.
+            kernel.remove(flow)
+        }
+    }
+
+    typealias KernelCounts = (toReal: (packets: UInt64, bytes: UInt64), toClient: (packets: UInt64, bytes: UInt64))
+
+    /// What the kernel has counted of a connection (in both directions) since it was handed down.
+    static func counts(_ h: HandedDown, _ kernel: KernelForwarding) -> KernelCounts {
+        (kernel.read(h.flow.toReal) ?? h.toReal, h.flow.toClient.flatMap { kernel.read($0) } ?? h.toClient)
+    }
+
+    /// Hands the engine what the kernel forwarded of a connection since the
+    /// last sweep; the rules the kernel should forward it by from now on (nil: none).
+    @discardableResult
+    func report(_ key: KernelFlowKey, _ h: HandedDown, _ c: KernelCounts, _ d: inout Director, now: UInt64) -> KernelFlow? {
+        d.kernelForwarded(
+            key, toReal: (c.toReal.packets &- h.toReal.packets, c.toReal.bytes &- h.toReal.bytes),
+            toClient: (c.toClient.packets &- h.toClient.packets, c.toClient.bytes &- h.toClient.bytes), now: now)
+    }
+
+    /// Once a second: what the kernel forwarded of each connection handed
+    /// down is counted and keeps it alive; one that is gone, or whose state
+    /// moved on, is taken back; one whose rules changed is handed down
+    /// again with the new ones. The map is read before the lock is taken.
+    func sweepKernelFlows(_ kernel: KernelForwarding, now: UInt64) {
+        lastKernelSweep = now
+        guard !handedDown.isEmpty else { return }
+        kernelReadings.removeAll(keepingCapacity: true)
+        for (key, h) in handedDown { kernelReadings.append((key, Self.counts(h, kernel))) }
+        engine.director.withLock { d in
+            for (key, c) in kernelReadings {
+                guard var h = handedDown[key] else { continue }
+                let rules = report(key, h, c, &d, now: now)
+                if rules == h.flow {
+                    h.toReal = c.toReal
+                    h.toClient = c.toClient
+                    handedDown[key] = h
+                } else {
+                    kernel.remove(h.flow)
+                    handedDown[key] = nil
+                    if let rules { handDown(key, rules, kernel, &d, now: now) }
+                }
+            }
+        }
     }
 
     /// Hands the frames the I/O lost to the engine's drop counters (under its lock).
@@ -586,6 +695,7 @@ public final class DataPlane: Sendable {
                 logger.info("announcing", metadata: ["addresses": "\(fresh.map(\.description).joined(separator: ","))", "worker": "\(index)"])
             }
         }
+        if let kernelForwarding, now &- lastKernelSweep >= 1000 { sweepKernelFlows(kernelForwarding, now: now) }
         for a in again { repeats[a]?.removeFirst() }
         repeats = repeats.filter { ownedSet.contains($0.key) && !$0.value.isEmpty }
         announced = ownedSet

@@ -96,6 +96,10 @@ public enum MetricsExporter {
                     "lvsd_super_frames_total", "TCP super-frames (GRO, TSO) forwarded whole as GSO, or cut into segments in lvsd first.",
                     [("worker", w), ("path", path)], n)
             }
+            counter(
+                "lvsd_kernel_forwarded_packets_total",
+                "Packets the kernel forwarded of connections lvsd handed down (--kernel-forwarding), counted each second.",
+                [("worker", w)], e.kernelForwarded)
             for (family, used, capacity) in [("ipv4", e.ipv4Connections, e.ipv4Capacity), ("ipv6", e.ipv6Connections, e.ipv6Capacity)] {
                 gauge(
                     "lvsd_connection_table_entries", "Connection-table entries in use (connections and templates).",

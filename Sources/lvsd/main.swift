@@ -94,6 +94,14 @@ struct LVSD: AsyncParsableCommand {
             """)
     var sloppyNAT = false
 
+    @Flag(
+        help: """
+            lvsd's own: once lvsd has seen a connection established (a UDP flow: made), a tc program it loads forwards the \
+            connection's frames in the kernel, rewritten as lvsd would (IPv4 NAT and DR, TCP and UDP), until a SYN, FIN or RST \
+            gives it back; lvsd counts, keeps alive, syncs and writes it as its own once a second. With --io packet.
+            """)
+    var kernelForwarding = false
+
     @Option(
         help: ArgumentHelp(
             "TCP service ports whose NAT and FULLNAT connections the FTP helper reads (PASV, EPSV, PORT, EPRT), as ip_vs_ftp's ports=; none to turn it off.",
@@ -171,6 +179,9 @@ struct LVSD: AsyncParsableCommand {
     func validate() throws {
         guard nftablesInterval >= 0, nftablesInterval.isFinite else { throw ValidationError("--nftables-interval must be 0 or more seconds") }
         guard ftpPortList != nil else { throw ValidationError("--ftp-ports \(ftpPorts): expected ports 1 to 65535, comma-separated, or none") }
+        guard !kernelForwarding || io == .packet else {
+            throw ValidationError("--kernel-forwarding works with --io packet: an XDP program takes lvsd's frames before tc sees them")
+        }
     }
 
     /// Sets everything up (any failure here stops lvsd with one clear line),
@@ -229,6 +240,7 @@ struct LVSD: AsyncParsableCommand {
         base.sloppySCTP = sloppySCTP
         base.sloppyTCP = sloppyTCP
         base.sloppyNAT = sloppyNAT
+        base.kernelForwarding = kernelForwarding
         base.ftpPorts = ftpPortList ?? []
         let workers = workers.resolved(interfaces: interface)
         let plane = ControlPlane(
@@ -248,7 +260,9 @@ struct LVSD: AsyncParsableCommand {
             for n in kernel.neighbours where served.contains(n.index) {
                 for e in plane.engines { e.director.withLock { $0.learnNeighbour(n.address, mac: n.mac) } }
             }
-            let dp = DataPlane(engines: plane.engines, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address), logger: logger)
+            let dp = DataPlane(
+                engines: plane.engines, interfaces: base.interfaces, io: io, hostAddresses: kernel.addresses.map(\.address),
+                kernelFlowCapacity: kernelForwarding ? 2 * connectionTableSize : 0, logger: logger)
             // Open before the predecessor stops reading: what arrives meanwhile waits in these rings.
             do { try dp.open() } catch { throw fail("cannot start the data plane: \(error)") }
             dataPlane = dp
@@ -353,7 +367,7 @@ struct LVSD: AsyncParsableCommand {
             "serving",
             metadata: [
                 "socket": "\(socket)", "connections": "\(connectionTableSize)", "workers": "\(workers)",
-                "io": "\(dataPlane?.activeIO.rawValue ?? "-")",
+                "io": "\(dataPlane?.activeIO.rawValue ?? "-")", "kernel-forwarding": "\(kernelForwarding && dataPlane != nil ? "tc" : "off")",
             ])
         let systemd = SystemdNotifier()
         let health = HealthService(plane: plane, group: group, logger: logger, inherited: predecessor?.healthDown ?? [:])

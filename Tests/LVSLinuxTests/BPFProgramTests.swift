@@ -1,4 +1,5 @@
 import CLVSLinux
+import LVSCore
 import LVSPacket
 import LVSTestSupport
 import Testing
@@ -141,5 +142,107 @@ struct BPFProgramTests {
                 try check(frame, becomes: frame, counted: passed, what)
             }
         }
+    }
+
+    // MARK: lvsd's kernel forwarding
+
+    static let tcOK: Int32 = 0
+    static let tcRedirect: Int32 = 7
+
+    /// A TCP connection client:40000 → VIP:80 handed down as NAT to RIP:8080 out of interface 7.
+    func kernelForwarding() throws -> (KernelForwarding, [KernelFlowRule]) {
+        let kf = try KernelForwarding(interfaces: [], capacity: 16)
+        let c = IPv4Address("198.18.0.100")!
+        let v = IPv4Address("198.19.0.10")!
+        let r = IPv4Address("198.19.0.11")!
+        var rules: [KernelFlowRule] = []
+        for proto: UInt8 in [6, 17] {
+            rules.append(
+                KernelFlowRule(
+                    proto: proto, source: c, sourcePort: 40000, destination: v, destinationPort: 80, newSource: c, newSourcePort: 40000,
+                    newDestination: r, newDestinationPort: 8080, interface: 7, destinationMAC: MACAddress(0x02_00_00_00_01_0B),
+                    sourceMAC: MACAddress(0x02_00_00_00_00_02)))
+            rules.append(
+                KernelFlowRule(
+                    proto: proto, source: r, sourcePort: 8080, destination: c, destinationPort: 40000, newSource: v, newSourcePort: 80,
+                    newDestination: c, newDestinationPort: 40000, interface: 5, destinationMAC: MACAddress(0x02_00_00_00_00_AA),
+                    sourceMAC: MACAddress(0x02_00_00_00_00_01)))
+        }
+        for rule in rules { try kf.set(rule) }
+        return (kf, rules)
+    }
+
+    /// The rings' filter under BPF_PROG_TEST_RUN, which hands a socket filter
+    /// the frame after its first 14 bytes (a packet socket's filter gets it
+    /// from its Ethernet header): so the frame goes in behind 14 more.
+    func filterKeeps(_ kf: KernelForwarding, _ frame: [UInt8]) throws -> Bool {
+        try kf.filter.run([UInt8](repeating: 0, count: 12) + [0x08, 0x00] + frame).verdict != 0
+    }
+
+    @Test func aHandedDownConnectionsFramesAreRewrittenAsTheFastPathWouldAndRedirected() throws {
+        let (kf, rules) = try kernelForwarding()
+        let program = try kf.unattachedProgram()
+        let payload = [UInt8](repeating: 0x61, count: 100)
+        let data = builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 5, ack: 9, flags: TCPFlags.ack, payload: payload))
+        let (verdict, out) = try program.run(data)
+        #expect(verdict == Self.tcRedirect)
+        #expect(field(out, 0, 6) == [2, 0, 0, 0, 1, 0x0B] && field(out, 6, 6) == [2, 0, 0, 0, 0, 2])  // the real server's MAC, ours
+        #expect(out[22] == 63)  // TTL − 1
+        #expect(field(out, 26, 4) == [198, 18, 0, 100] && field(out, 30, 4) == [198, 19, 0, 11])  // VIP → RIP
+        #expect(be16(out, 34) == 40000 && be16(out, 36) == 8080)  // 80 → 8080
+        #expect(field(out, 12, 10) == field(data, 12, 10) && field(out, 23, 1) == field(data, 23, 1) && field(out, 38, 12) == field(data, 38, 12))
+        #expect(Array(out[52...]) == Array(data[52...]) && out.count == data.count && FrameBuilder.checksumsValid(out))
+        #expect(kf.read(rules[0])! == (1, 40 + 100))
+
+        let reply = FrameBuilder(srcMAC: 0x02_00_00_00_01_0B, dstMAC: 0x02_00_00_00_00_02)
+            .frame(src: real, dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, seq: 9, ack: 105, flags: TCPFlags.ack))
+        let (v2, back) = try program.run(reply)
+        #expect(v2 == Self.tcRedirect && field(back, 0, 6) == [2, 0, 0, 0, 0, 0xAA] && field(back, 6, 6) == [2, 0, 0, 0, 0, 1])
+        #expect(field(back, 26, 4) == [198, 19, 0, 10] && be16(back, 34) == 80 && field(back, 30, 4) == [198, 18, 0, 100] && be16(back, 36) == 40000)
+        #expect(back[22] == 63 && FrameBuilder.checksumsValid(back))
+
+        // UDP: the checksum follows; a datagram without one keeps none.
+        let datagram = builder.frame(src: client, dst: vip, FrameBuilder.udp(sport: 40000, dport: 80))
+        let (v3, udp) = try program.run(datagram)
+        #expect(v3 == Self.tcRedirect && field(udp, 30, 4) == [198, 19, 0, 11] && be16(udp, 36) == 8080 && FrameBuilder.checksumsValid(udp))
+        var bare = datagram
+        bare[40] = 0
+        bare[41] = 0
+        let (v4, plain) = try program.run(bare)
+        #expect(v4 == Self.tcRedirect && be16(plain, 40) == 0 && FrameBuilder.checksumsValid(plain))
+
+        // The filter leaves exactly these frames off lvsd's rings.
+        for frame in [data, reply, datagram, bare] { #expect(try !filterKeeps(kf, frame)) }
+        #expect(program.counters(Int(LVS_FORWARD_COUNTERS.rawValue))[Int(LVS_FORWARD_FORWARDED.rawValue)] == 4)
+    }
+
+    @Test func whatMovesTheStateOrTheFastPathDeclinesGoesToLvsd() throws {
+        let (kf, _) = try kernelForwarding()
+        let program = try kf.unattachedProgram()
+        let ack = FrameBuilder.tcp(sport: 40000, dport: 80, flags: TCPFlags.ack)
+        var options = builder.frame(src: client, dst: vip, ack)
+        options.insert(contentsOf: [1, 1, 1, 0], at: 34)
+        options[14] = 0x46
+        var fragment = builder.frame(src: client, dst: vip, ack)
+        fragment[20] = 0x20  // more fragments
+        var badHeader = builder.frame(src: client, dst: vip, ack)
+        badHeader[24] ^= 0xFF
+        var tagged = builder.frame(src: client, dst: vip, ack)
+        tagged.insert(contentsOf: [0x81, 0x00, 0x00, 0x07], at: 12)
+        let cases: [([UInt8], String)] = [
+            (builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: TCPFlags.syn)), "SYN"),
+            (builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: TCPFlags.fin | TCPFlags.ack)), "FIN"),
+            (builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, flags: TCPFlags.rst)), "RST"),
+            (builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40001, dport: 80, flags: TCPFlags.ack)), "another connection"),
+            (builder.frame(src: client, dst: vip, ack, ttl: 1), "TTL 1"),
+            (options, "IP options"), (fragment, "a fragment"), (badHeader, "a bad header checksum"), (tagged, "a VLAN tag"),
+            (builder.frame(src: client6, dst: vip6, ack), "IPv6"), (Array(builder.frame(src: client, dst: vip, ack).prefix(40)), "truncated"),
+        ]
+        for (frame, what) in cases {
+            let (verdict, out) = try program.run(frame)
+            #expect(verdict == Self.tcOK && out == frame, "\(what)")
+            #expect(try filterKeeps(kf, frame), "\(what)")
+        }
+        #expect(program.counters(Int(LVS_FORWARD_COUNTERS.rawValue))[Int(LVS_FORWARD_FORWARDED.rawValue)] == 0)
     }
 }

@@ -16,7 +16,8 @@ public struct Harness {
 
     public init(
         _ services: [VirtualServiceConfiguration], timeouts: TimeoutTable = .init(), capacity: Int = 1024, expireNoDest: Bool = false,
-        sloppySCTP: Bool = false, sloppyTCP: Bool = false, sloppyNAT: Bool = false, markRules: [FirewallMarkRule] = [], ftpPorts: [UInt16] = [21]
+        sloppySCTP: Bool = false, sloppyTCP: Bool = false, sloppyNAT: Bool = false, kernelForwarding: Bool = false, markRules: [FirewallMarkRule] = [],
+        ftpPorts: [UInt16] = [21]
     ) {
         var config = DirectorConfiguration(
             services: services, timeouts: timeouts, markRules: markRules,
@@ -34,6 +35,7 @@ public struct Harness {
         config.sloppySCTP = sloppySCTP
         config.sloppyTCP = sloppyTCP
         config.sloppyNAT = sloppyNAT
+        config.kernelForwarding = kernelForwarding
         config.ftpPorts = ftpPorts
         director = Director(configuration: config, capacity: capacity)
         for a in ["198.19.0.2", "198.19.0.3", "198.19.0.4", "2001:db8:1::2", "2001:db8:1::3", "198.18.0.100", "2001:db8::100"] {

@@ -36,6 +36,8 @@ typedef struct lvs_ring {
 /// of joining is the program's numbering), or by the kernel's flow hash
 /// (PACKET_FANOUT_HASH) when `steering` is -1.
 int lvs_ring_open(lvs_ring *ring, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering);
+/// Puts a socket filter program (its fd) on the ring's socket: 0 or -errno.
+int lvs_ring_attach_filter(lvs_ring *ring, int program);
 /// A non-blocking AF_PACKET socket on `ifindex` that receives ARP replies
 /// and IPv6 neighbour advertisements only (a classic BPF filter): how a
 /// worker that the steering does not give them learns next hops. fd or -errno.
@@ -129,6 +131,17 @@ lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short g
 /// lvsd's steering program for PACKET_FANOUT_EBPF (a socket filter), with
 /// the address map `address_map` (LVS_XDP_OWNED, LVS_FANOUT_LOCAL); not attached.
 lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity);
+/// The map of lvsd's kernel forwarding (struct lvs_forward_key to struct
+/// lvs_forward_flow), shared by its programs: its fd or -errno.
+int lvs_forward_map(unsigned capacity);
+/// Sets (`flow` not NULL) or removes a direction of a connection: 0 or -errno.
+int lvs_forward_set(int map, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow);
+/// Reads one: 0, or -ENOENT when the map has no such entry.
+int lvs_forward_get(int map, const struct lvs_forward_key *key, struct lvs_forward_flow *flow);
+/// The forwarding program over `map` (`filter` 0), attached at tc ingress
+/// (tcx) of `ifindex` when it is not 0; or (`filter` 1) the filter for
+/// lvsd's rings, not attached (lvs_ring_attach_filter).
+lvs_xdp_program *lvs_forward_load(int map, int ifindex, int filter, char *error, size_t capacity);
 /// A loaded program's descriptor, for PACKET_FANOUT_DATA.
 int lvs_bpf_program_fd(lvs_xdp_program *program);
 /// Sets one slot of a program's configuration array: 0 or -errno.

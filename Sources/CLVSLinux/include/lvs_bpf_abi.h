@@ -61,6 +61,43 @@ enum lvs_fanout_setting {
     LVS_FANOUT_SETTINGS = 4,
 };
 
+/// lvsd's kernel forwarding (bpf/lvsd_forward.bpf.c, `--kernel-forwarding`):
+/// an IPv4 TCP or UDP frame from `source`:`source_port` to
+/// `destination`:`destination_port` (network order, `pad` zero).
+struct lvs_forward_key {
+    unsigned int source;
+    unsigned int destination;
+    unsigned short source_port;
+    unsigned short destination_port;
+    unsigned char protocol;
+    unsigned char pad[3];
+};
+
+/// What such a frame leaves with: its addresses and ports (network order),
+/// its MACs (destination, then source), on interface `ifindex`, the TTL one
+/// less. lvsd writes the first six fields; the program counts the rest
+/// (packets and IPv4 bytes as on the wire, the last time in ns of
+/// CLOCK_MONOTONIC), which lvsd reads to keep the connection alive and counted.
+struct lvs_forward_flow {
+    unsigned int source;
+    unsigned int destination;
+    unsigned short source_port;
+    unsigned short destination_port;
+    unsigned int ifindex;
+    unsigned char macs[12];
+    unsigned int pad;
+    unsigned long long packets;
+    unsigned long long bytes;
+    unsigned long long last_seen;
+};
+
+/// The forwarding program's counters (a per-CPU array).
+enum lvs_forward_counter {
+    /// Frames (a super-frame once) forwarded by the program.
+    LVS_FORWARD_FORWARDED = 0,
+    LVS_FORWARD_COUNTERS = 1,
+};
+
 /// lvs-realserver's TOA programs (bpf/lvs_toa.bpf.c): the client a FULLNAT
 /// director carried in TCP option 254, kept per socket and per connection.
 struct lvs_toa_client {

@@ -1,0 +1,84 @@
+import Foundation
+import LVSLab
+import LVSSystem
+import LVSTestSupport
+import Testing
+
+/// `lvsd --kernel-forwarding`: lvsd sees each connection through its
+/// handshake, then a tc program forwards its frames in the kernel until a
+/// FIN or RST gives it back. Offloads as the kernel sets them.
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces"))
+struct KernelForwardingTests {
+    static let bin = Executables.directory
+
+    func metric(_ lab: Lab, _ name: String) throws -> Int {
+        let metrics = try lab.inside("d", "curl", "-sS", "http://127.0.0.1:19187/metrics")
+        return metrics.split(separator: "\n").filter { $0.hasPrefix(name + "{") }
+            .compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }.reduce(0, +)
+    }
+
+    /// The service's packets in and out, as `lvsadm -L -n --stats --exact` shows them.
+    func packets(_ lab: Lab, _ service: String) throws -> (connections: Int, inPackets: Int, outPackets: Int) {
+        let stats = try lab.lvsadm("-L -n --stats --exact")
+        let row = stats.split(separator: "\n").first { $0.contains(service) }.map { $0.split(separator: " ").compactMap { Int($0) } } ?? []
+        return row.count >= 3 ? (row[0], row[1], row[2]) : (0, 0, 0)
+    }
+
+    /// The iperf3 client's bytes sent (its JSON's largest "bytes").
+    func sent(_ json: String) -> Int {
+        json.components(separatedBy: "\"bytes\":").dropFirst().compactMap { Int($0.drop { $0.isWhitespace }.prefix { $0.isNumber }) }.max() ?? 0
+    }
+
+    @Test func establishedNATAndDRConnectionsGoThroughTheKernel() throws {
+        let lab = try Lab(prefix: "ltkf", bin: Self.bin)
+        defer { lab.teardown() }
+        try lab.startDirector(extra: ["--kernel-forwarding", "--metrics", "127.0.0.1:19187"])
+        try lab.startNginx()
+        do {
+            try lab.gateway(viaDirector: true)
+            for i in 1...3 { try lab.start("r\(i)", ["iperf3", "-s", "-p", "5201"], logName: "iperf\(i)") }
+            try lab.lvsadm("-A -t \(Lab.vip):80 -s rr")
+            try lab.lvsadm("-A -t \(Lab.vip):5201 -s rr -p 60")
+            try lab.lvsadm("-A -t [\(Lab.vip6)]:80 -s rr")
+            for i in 1...3 {
+                try lab.lvsadm("-a -t \(Lab.vip):80 -r \(Lab.real(i)):8080 -m")
+                try lab.lvsadm("-a -t \(Lab.vip):5201 -r \(Lab.real(i)):5201 -m")
+                try lab.lvsadm("-a -t [\(Lab.vip6)]:80 -r [\(Lab.real6(i))]:8080 -m")
+            }
+            // Short connections: every request and answer after the handshake goes through the kernel, rr exact as ever.
+            let before = try metric(lab, "lvsd_kernel_forwarded_packets_total")
+            let answers = try lab.requests("http://\(Lab.vip)/", count: 300)
+            #expect(answers.count == 300)
+            let spread = answers.reduce(into: [String: Int]()) { $0[String($1.split(separator: " ")[0]), default: 0] += 1 }
+            #expect(spread == ["rs1": 100, "rs2": 100, "rs3": 100], "\(spread)")
+            #expect(answers.allSatisfy { $0.hasSuffix(" 8080") && $0.contains(" \(Lab.client) ") })
+            // A bulk stream: the kernel forwards it whole; lvsd counts it, once a second.
+            let json = try lab.inside("c", "iperf3", "-c", Lab.vip, "-p", "5201", "-t", "3", "-J", "--connect-timeout", "3000")
+            #expect(sent(json) > 100_000_000, "\(json.suffix(800))")
+            usleep(1_500_000)
+            let forwarded = try metric(lab, "lvsd_kernel_forwarded_packets_total") - before
+            let stream = try packets(lab, "\(Lab.vip):5201")
+            #expect(forwarded > 10_000 && stream.inPackets > 10_000 && stream.outPackets > 1000, "forwarded \(forwarded), stream \(stream)")
+            let web = try packets(lab, "\(Lab.vip):80")
+            #expect(web.connections == 300 && web.inPackets >= 300 * 5 && web.outPackets >= 300 * 4, "\(web)")
+            // Nothing stays handed down once closed; IPv6 stays with lvsd and works beside it.
+            let conns = try lab.lvsadm("-L -n -c")
+            #expect(!conns.contains("ESTABLISHED"), "\(conns)")
+            let six = try lab.requests("http://[\(Lab.vip6)]/", count: 30)
+            #expect(six.count == 30)
+            // DR: only the client's direction passes the director.
+            try lab.lvsadm("-C")
+            try lab.gateway(viaDirector: false)
+            for i in 1...3 { try lab.inside("r\(i)", Self.bin.appendingPathComponent("lvs-realserver").path, "dr-setup", Lab.vip) }
+            try lab.lvsadm("-A -t \(Lab.vip):5201 -s rr -p 60")
+            for i in 1...3 { try lab.lvsadm("-a -t \(Lab.vip):5201 -r \(Lab.real(i)):5201 -g") }
+            let drBefore = try metric(lab, "lvsd_kernel_forwarded_packets_total")
+            let dr = try lab.inside("c", "iperf3", "-c", Lab.vip, "-p", "5201", "-t", "2", "-J", "--connect-timeout", "3000")
+            #expect(sent(dr) > 50_000_000, "\(dr.suffix(800))")
+            usleep(1_500_000)
+            #expect(try metric(lab, "lvsd_kernel_forwarded_packets_total") - drBefore > 5000)
+        } catch {
+            Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
+        }
+    }
+}
