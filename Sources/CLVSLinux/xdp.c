@@ -210,6 +210,15 @@ int lvs_forward_get(int map, const struct lvs_forward_key *key, struct lvs_forwa
     return bpf_map_lookup_elem(map, key, flow) < 0 ? -errno : 0;
 }
 
+int lvs_forward_read(int map, unsigned long long *cursor, struct lvs_forward_key *keys, struct lvs_forward_flow *flows, unsigned max) {
+    // A hash map's position is a bucket number; kept one above, so that 0 means the start.
+    __u32 in = (__u32)(*cursor - 1), out = 0, count = max;
+    int rc = bpf_map_lookup_batch(map, *cursor ? &in : NULL, &out, keys, flows, &count, NULL);
+    if (rc < 0 && errno != ENOENT) return -errno;
+    *cursor = rc < 0 ? 0 : (unsigned long long)out + 1;
+    return (int)count;
+}
+
 lvs_xdp_program *lvs_forward_load(int map, int ifindex, int filter, char *error, size_t capacity) {
     lvs_xdp_program *x = open_and_load(lvs_bpf_lvsd_forward, lvs_bpf_lvsd_forward_size, "lvsd_forward", filter ? "lvsd_forward_filter" : "lvsd_forward",
                                        "lvsd_forward_flows", map, NULL, 0, "lvsd_forward_counters", error, capacity);

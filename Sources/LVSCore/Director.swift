@@ -131,6 +131,10 @@ public struct DirectorShared: Sendable {
     /// `--kernel-forwarding`: the general path asks the I/O to hand connections to the kernel and to take them back.
     var kernelForwarding = false
     var kernelFlowRequests = KernelFlowRequests()
+    /// Moves whenever a connection's kernel forwarding rules may have
+    /// changed without its state changing: a configuration applied, a next
+    /// hop's MAC learned. While it stands, the I/O's sweep need not rebuild them.
+    public internal(set) var rulesGeneration: UInt64 = 0
     var ftpPorts: [UInt16] = []
     /// Bit `port % 64` of every FTP helper port: most connections are told
     /// from FTP's by one test, without reading their service.
@@ -221,6 +225,7 @@ public struct DirectorShared: Sendable {
 
     /// A next hop's MAC, learned (netlink, ARP, ND, or the frame a flow came in).
     mutating func resolve(_ slot: Int, mac: MACAddress) {
+        if !neighbours[slot].resolved || neighbours[slot].mac != mac { rulesGeneration &+= 1 }
         neighbours[slot].mac = mac
         neighbours[slot].resolved = true
         nextHops[slot] = NextHop(neighbours[slot])
@@ -333,6 +338,7 @@ public struct Director: Sendable {
     /// Takes a new configuration snapshot (between batches). Counters,
     /// connections and scheduler state of unchanged servers carry over.
     public mutating func apply(_ c: DirectorConfiguration) {
+        shared.rulesGeneration &+= 1
         shared.interfaces = c.interfaces
         shared.routes = c.routes
         shared.markRules = c.markRules

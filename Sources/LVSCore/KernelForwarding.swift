@@ -56,6 +56,13 @@ public struct KernelFlowRule: Equatable, Sendable {
     }
 }
 
+extension KernelFlowRule {
+    /// What the rule matches, in a key's shape (the client's direction's is its connection's key).
+    public var match: KernelFlowKey {
+        KernelFlowKey(proto: proto, client: source, clientPort: sourcePort, virtual: destination, virtualPort: destinationPort)
+    }
+}
+
 /// A connection handed to the kernel: the client's direction and, for NAT,
 /// the real server's.
 public struct KernelFlow: Equatable, Sendable {
@@ -151,14 +158,19 @@ extension Director {
     /// counted it (synced and written to the state file where a packet
     /// count says so). Returns the rules by which the kernel forwards it
     /// from now on (a next hop's MAC may have changed), or nil when it must
-    /// stop: the connection is gone, its state moved on, its real server was removed.
+    /// stop: the connection is gone, its state moved on, its real server was
+    /// removed. `unchanged`: its rules as handed down, when `rulesGeneration`
+    /// has not moved since; then they are not rebuilt.
     public mutating func kernelForwarded(
-        _ key: KernelFlowKey, toReal: (packets: UInt64, bytes: UInt64), toClient: (packets: UInt64, bytes: UInt64), now: UInt64
+        _ key: KernelFlowKey, toReal: (packets: UInt64, bytes: UInt64), toClient: (packets: UInt64, bytes: UInt64), now: UInt64,
+        unchanged: KernelFlow? = nil
     ) -> KernelFlow? {
         guard let i = v4.table.lookup(.client, proto: key.proto, key.client, key.clientPort, key.virtual, key.virtualPort) else { return nil }
         let packets = toReal.packets &+ toClient.packets
         if packets > 0 { countKernelForwarded(i, packets: packets, toReal: toReal, toClient: toClient, now: now) }
-        return kernelFlow(key, now: now)
+        guard let unchanged else { return kernelFlow(key, now: now) }
+        let state = v4.table[i].state
+        return v4.table[i].expires > now && (state == .established || state == .udp) ? unchanged : nil
     }
 
     mutating func countKernelForwarded(

@@ -250,6 +250,9 @@ public final class DataPlane: Sendable {
     /// Reused by each sweep: what the kernel counted, read before the engine's lock is taken.
     var kernelReadings: [(KernelFlowKey, KernelCounts)] = []
     var kernelRequests: [KernelFlowRequest] = []
+    /// The whole map's counts at the last sweep, and the engine's `rulesGeneration` then.
+    var kernelCounts: [KernelFlowKey: (packets: UInt64, bytes: UInt64)] = [:]
+    var sweptGeneration = UInt64.max
 
     struct HandedDown {
         var flow: KernelFlow
@@ -565,7 +568,7 @@ public final class DataPlane: Sendable {
     func handDown(_ key: KernelFlowKey, _ flow: KernelFlow?, _ kernel: KernelForwarding, _ d: inout Director, now: UInt64) {
         if let old = handedDown[key] {
             if old.flow == flow { return }
-            report(key, old, Self.counts(old, kernel), &d, now: now)
+            report(key, old, counts(old, kernel, batched: false), &d, now: now)
             kernel.remove(old.flow)
             handedDown[key] = nil
         }
@@ -582,33 +585,40 @@ public final class DataPlane: Sendable {
 
     typealias KernelCounts = (toReal: (packets: UInt64, bytes: UInt64), toClient: (packets: UInt64, bytes: UInt64))
 
-    /// What the kernel has counted of a connection (in both directions) since it was handed down.
-    static func counts(_ h: HandedDown, _ kernel: KernelForwarding) -> KernelCounts {
-        (kernel.read(h.flow.toReal) ?? h.toReal, h.flow.toClient.flatMap { kernel.read($0) } ?? h.toClient)
+    /// What the kernel has counted of a connection (in both directions) since
+    /// it was handed down: from the sweep's read of the whole map (`batched`), or entry by entry.
+    func counts(_ h: HandedDown, _ kernel: KernelForwarding, batched: Bool) -> KernelCounts {
+        guard batched else { return (kernel.read(h.flow.toReal) ?? h.toReal, h.flow.toClient.flatMap { kernel.read($0) } ?? h.toClient) }
+        return (kernelCounts[h.flow.toReal.match] ?? h.toReal, h.flow.toClient.flatMap { kernelCounts[$0.match] } ?? h.toClient)
     }
 
     /// Hands the engine what the kernel forwarded of a connection since the
     /// last sweep; the rules the kernel should forward it by from now on (nil: none).
     @discardableResult
-    func report(_ key: KernelFlowKey, _ h: HandedDown, _ c: KernelCounts, _ d: inout Director, now: UInt64) -> KernelFlow? {
+    func report(_ key: KernelFlowKey, _ h: HandedDown, _ c: KernelCounts, _ d: inout Director, now: UInt64, unchanged: Bool = false) -> KernelFlow? {
         d.kernelForwarded(
             key, toReal: (c.toReal.packets &- h.toReal.packets, c.toReal.bytes &- h.toReal.bytes),
-            toClient: (c.toClient.packets &- h.toClient.packets, c.toClient.bytes &- h.toClient.bytes), now: now)
+            toClient: (c.toClient.packets &- h.toClient.packets, c.toClient.bytes &- h.toClient.bytes), now: now,
+            unchanged: unchanged ? h.flow : nil)
     }
 
     /// Once a second: what the kernel forwarded of each connection handed
     /// down is counted and keeps it alive; one that is gone, or whose state
     /// moved on, is taken back; one whose rules changed is handed down
-    /// again with the new ones. The map is read before the lock is taken.
+    /// again with the new ones (rebuilt only when `rulesGeneration` moved).
+    /// The map is read, in batches, before the lock is taken.
     func sweepKernelFlows(_ kernel: KernelForwarding, now: UInt64) {
         lastKernelSweep = now
         guard !handedDown.isEmpty else { return }
+        let batched = kernel.readAll(into: &kernelCounts)
         kernelReadings.removeAll(keepingCapacity: true)
-        for (key, h) in handedDown { kernelReadings.append((key, Self.counts(h, kernel))) }
+        for (key, h) in handedDown { kernelReadings.append((key, counts(h, kernel, batched: batched))) }
         engine.director.withLock { d in
+            let unchanged = d.shared.rulesGeneration == sweptGeneration
+            sweptGeneration = d.shared.rulesGeneration
             for (key, c) in kernelReadings {
                 guard var h = handedDown[key] else { continue }
-                let rules = report(key, h, c, &d, now: now)
+                let rules = report(key, h, c, &d, now: now, unchanged: unchanged)
                 if rules == h.flow {
                     h.toReal = c.toReal
                     h.toClient = c.toClient

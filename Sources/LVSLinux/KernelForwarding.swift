@@ -86,6 +86,34 @@ public final class KernelForwarding: Sendable {
         return (f.packets, f.bytes)
     }
 
+    /// Every entry's counts, read in batches (a few calls for the whole map),
+    /// by what its direction matches (`KernelFlowRule.match`). False when the
+    /// kernel would not read in batches (then `read` reads each entry).
+    public func readAll(into counts: inout [KernelFlowKey: (packets: UInt64, bytes: UInt64)]) -> Bool {
+        counts.removeAll(keepingCapacity: true)
+        let room = 1024
+        var keys = [lvs_forward_key](repeating: lvs_forward_key(), count: room)
+        var flows = [lvs_forward_flow](repeating: lvs_forward_flow(), count: room)
+        var cursor: UInt64 = 0
+        repeat {
+            // Both arrays hold `room` entries, as many as the call writes at most.
+            let n = unsafe keys.withUnsafeMutableBufferPointer { k in
+                unsafe flows.withUnsafeMutableBufferPointer { f in
+                    unsafe lvs_forward_read(map.rawValue, &cursor, k.baseAddress, f.baseAddress, UInt32(room))
+                }
+            }
+            guard n >= 0 else { return false }
+            for e in 0..<Int(n) {
+                let k = keys[e]
+                let key = KernelFlowKey(
+                    proto: k.protocol, client: IPv4Address(UInt32(bigEndian: k.source)), clientPort: UInt16(bigEndian: k.source_port),
+                    virtual: IPv4Address(UInt32(bigEndian: k.destination)), virtualPort: UInt16(bigEndian: k.destination_port))
+                counts[key] = (flows[e].packets, flows[e].bytes)
+            }
+        } while cursor != 0
+        return true
+    }
+
     /// Frames the tc programs forwarded (a super-frame once), over all interfaces.
     public var forwardedFrames: UInt64 {
         programs.reduce(0) { $0 &+ $1.counters(Int(LVS_FORWARD_COUNTERS.rawValue))[Int(LVS_FORWARD_FORWARDED.rawValue)] }

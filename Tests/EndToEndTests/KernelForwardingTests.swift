@@ -66,6 +66,19 @@ struct KernelForwardingTests {
             #expect(!conns.contains("ESTABLISHED"), "\(conns)")
             let six = try lab.requests("http://[\(Lab.vip6)]/", count: 30)
             #expect(six.count == 30)
+            // A UDP flow from its first datagram: 200 from one socket, their answers back.
+            for i in 1...3 { try lab.startRealServerTool(i, ["serve", "--udp", "--port", "5353", "--name", "rs\(i)"], logName: "udp\(i)") }
+            try lab.lvsadm("-A -u \(Lab.vip):53 -s rr")
+            for i in 1...3 { try lab.lvsadm("-a -u \(Lab.vip):53 -r \(Lab.real(i)):5353 -m") }
+            usleep(300_000)
+            let udpBefore = try metric(lab, "lvsd_kernel_forwarded_packets_total")
+            let echoed = try lab.inside(
+                "c", "bash", "-c",
+                "exec 3<>/dev/udp/\(Lab.vip)/53; for i in $(seq 200); do echo hello >&3; timeout -s KILL 2 head -n 1 <&3; done | grep -c peer=")
+            #expect(echoed.trimmingCharacters(in: .whitespacesAndNewlines) == "200")
+            usleep(1_500_000)
+            let udpForwarded = try metric(lab, "lvsd_kernel_forwarded_packets_total") - udpBefore
+            #expect(udpForwarded >= 2 * 198, "\(udpForwarded)")
             // DR: only the client's direction passes the director.
             try lab.lvsadm("-C")
             try lab.gateway(viaDirector: false)

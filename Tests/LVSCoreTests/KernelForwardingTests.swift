@@ -61,6 +61,13 @@ import Testing
         h.director.v4.table.forEach { _, c in left.append(c.expires) }
         #expect(left == [h.now + 900_000])
 
+        // While nothing the rules depend on changes, a sweep need not rebuild them; a next hop's new MAC moves the generation.
+        let generation = h.director.shared.rulesGeneration
+        #expect(h.director.kernelForwarded(key, toReal: (0, 0), toClient: (0, 0), now: h.now, unchanged: flow) == flow)
+        h.director.learnNeighbour(ip("198.19.0.2"), mac: MACAddress(0x02_00_00_00_01_09))
+        #expect(h.director.shared.rulesGeneration != generation)
+        #expect(h.director.kernelFlow(key, now: h.now)?.toReal.destinationMAC == MACAddress(0x02_00_00_00_01_09))
+
         // The client's FIN goes to lvsd: the connection is taken back, and a late count is still counted.
         _ = h.send(h.builder.frame(src: client, dst: vip, FrameBuilder.tcp(sport: 40000, dport: 80, seq: 2001, ack: 9001, flags: 0x11)))
         #expect(requests(&h).map(\.handDown) == [false])

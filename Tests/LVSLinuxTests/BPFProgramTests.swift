@@ -193,6 +193,8 @@ struct BPFProgramTests {
         #expect(field(out, 12, 10) == field(data, 12, 10) && field(out, 23, 1) == field(data, 23, 1) && field(out, 38, 12) == field(data, 38, 12))
         #expect(Array(out[52...]) == Array(data[52...]) && out.count == data.count && FrameBuilder.checksumsValid(out))
         #expect(kf.read(rules[0])! == (1, 40 + 100))
+        var all: [KernelFlowKey: (packets: UInt64, bytes: UInt64)] = [:]
+        #expect(kf.readAll(into: &all) && all.count == rules.count && all[rules[0].match]! == (1, 40 + 100) && all[rules[1].match]! == (0, 0))
 
         let reply = FrameBuilder(srcMAC: 0x02_00_00_00_01_0B, dstMAC: 0x02_00_00_00_00_02)
             .frame(src: real, dst: client, FrameBuilder.tcp(sport: 8080, dport: 40000, seq: 9, ack: 105, flags: TCPFlags.ack))

@@ -138,6 +138,10 @@ int lvs_forward_map(unsigned capacity);
 int lvs_forward_set(int map, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow);
 /// Reads one: 0, or -ENOENT when the map has no such entry.
 int lvs_forward_get(int map, const struct lvs_forward_key *key, struct lvs_forward_flow *flow);
+/// Reads the map in batches of at most `max` entries (BPF_MAP_LOOKUP_BATCH):
+/// from the start when `*cursor` is 0, then from where the last call left
+/// it; how many entries it wrote, and `*cursor` 0 again after the last. -errno.
+int lvs_forward_read(int map, unsigned long long *cursor, struct lvs_forward_key *keys, struct lvs_forward_flow *flows, unsigned max);
 /// The forwarding program over `map` (`filter` 0), attached at tc ingress
 /// (tcx) of `ifindex` when it is not 0; or (`filter` 1) the filter for
 /// lvsd's rings, not attached (lvs_ring_attach_filter).
