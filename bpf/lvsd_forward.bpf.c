@@ -22,6 +22,15 @@ struct {
     __type(value, struct lvs_forward_flow);
 } lvsd_forward_flows SEC(".maps");
 
+/// Each direction's counts, by its `slot` (sized and mapped by lvsd).
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct lvs_forward_count);
+} lvsd_forward_counts SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, LVS_FORWARD_COUNTERS);
@@ -114,9 +123,12 @@ int lvsd_forward(struct __sk_buff *skb) {
     // Counted as the segments the wire carries: each repeats the headers.
     __u32 segments = skb->gso_segs > 1 ? skb->gso_segs : 1;
     __u32 headers = 20 + (tcp ? (f.tcp_offset >> 4) * 4 : 8);
-    __sync_fetch_and_add(&flow->packets, segments);
-    __sync_fetch_and_add(&flow->bytes, (__u64)(skb->len - 14) + (__u64)(segments - 1) * headers);
-    flow->last_seen = bpf_ktime_get_ns();
+    __u32 slot = flow->slot;
+    struct lvs_forward_count *count = bpf_map_lookup_elem(&lvsd_forward_counts, &slot);
+    if (count) {
+        __sync_fetch_and_add(&count->packets, segments);
+        __sync_fetch_and_add(&count->bytes, (__u64)(skb->len - 14) + (__u64)(segments - 1) * headers);
+    }
     LVS_COUNT(lvsd_forward_counters, LVS_FORWARD_FORWARDED);
     return bpf_redirect(flow->ifindex, 0);
 }

@@ -25,6 +25,9 @@
 
 // MARK: loading
 
+static int sum_per_cpu(int map, unsigned long long *totals, unsigned count);
+static int test_run(int program, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length, unsigned *verdict);
+
 // Newer than this machine's headers (Linux 6.1): tcx (6.6).
 enum { LVS_TCX_INGRESS = 46 };
 
@@ -194,43 +197,96 @@ lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity) 
     return x;
 }
 
-int lvs_forward_map(unsigned capacity) {
-    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
-    int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "lvsd_forward", sizeof(struct lvs_forward_key), sizeof(struct lvs_forward_flow), capacity, &opts);
-    return fd < 0 ? -errno : fd;
+// MARK: kernel forwarding
+
+struct lvs_forward {
+    struct bpf_object *object;
+    int program;
+    int filter;
+    int flows;
+    int counters;
+    struct lvs_forward_count *counts;
+    size_t counts_length;
+    /// A tcx link per interface attached (the program leaves with each).
+    int links[LVS_FORWARD_INTERFACES];
+    unsigned link_count;
+};
+
+void lvs_forward_close(lvs_forward *f) {
+    if (!f) return;
+    for (unsigned i = 0; i < f->link_count; i++) close(f->links[i]);
+    if (f->counts) munmap(f->counts, f->counts_length);
+    if (f->object) bpf_object__close(f->object);
+    free(f);
 }
 
-int lvs_forward_set(int map, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow) {
-    int rc = flow ? bpf_map_update_elem(map, key, flow, BPF_ANY) : bpf_map_delete_elem(map, key);
+lvs_forward *lvs_forward_open(unsigned flows, unsigned slots, char *error, size_t capacity) {
+    lvs_forward *f = calloc(1, sizeof(*f));
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = "lvsd_forward");
+    f->object = bpf_object__open_mem(lvs_bpf_lvsd_forward, lvs_bpf_lvsd_forward_size, &open_opts);
+    if (!f->object) {
+        snprintf(error, capacity, "opening the BPF object lvsd_forward: %s", strerror(errno));
+        free(f);
+        return NULL;
+    }
+    struct bpf_map *flow_map = bpf_object__find_map_by_name(f->object, "lvsd_forward_flows");
+    struct bpf_map *count_map = bpf_object__find_map_by_name(f->object, "lvsd_forward_counts");
+    struct bpf_program *program = bpf_object__find_program_by_name(f->object, "lvsd_forward");
+    struct bpf_program *filter = bpf_object__find_program_by_name(f->object, "lvsd_forward_filter");
+    if (!flow_map || !count_map || !program || !filter) {
+        snprintf(error, capacity, "the BPF object lvsd_forward lacks a map or a program");
+        lvs_forward_close(f);
+        return NULL;
+    }
+    bpf_map__set_max_entries(flow_map, flows ? flows : 1);
+    bpf_map__set_max_entries(count_map, slots ? slots : 1);
+    if (bpf_object__load(f->object) < 0) {
+        snprintf(error, capacity, "loading the BPF programs lvsd_forward: %s", strerror(errno));
+        lvs_forward_close(f);
+        return NULL;
+    }
+    f->program = bpf_program__fd(program);
+    f->filter = bpf_program__fd(filter);
+    f->flows = bpf_map__fd(flow_map);
+    struct bpf_map *counters = bpf_object__find_map_by_name(f->object, "lvsd_forward_counters");
+    f->counters = counters ? bpf_map__fd(counters) : -1;
+    f->counts_length = (size_t)(slots ? slots : 1) * sizeof(struct lvs_forward_count);
+    void *counts = mmap(NULL, f->counts_length, PROT_READ, MAP_SHARED, bpf_map__fd(count_map), 0);
+    if (counts == MAP_FAILED) {
+        snprintf(error, capacity, "mapping the kernel forwarding's counts: %s", strerror(errno));
+        lvs_forward_close(f);
+        return NULL;
+    }
+    f->counts = counts;
+    return f;
+}
+
+int lvs_forward_attach(lvs_forward *f, int ifindex) {
+    if (f->link_count == LVS_FORWARD_INTERFACES) return -E2BIG;
+    int link = bpf_link_create(f->program, ifindex, LVS_TCX_INGRESS, NULL);
+    if (link < 0) return -errno;
+    f->links[f->link_count++] = link;
+    return 0;
+}
+
+int lvs_forward_filter_fd(lvs_forward *f) { return f->filter; }
+
+const struct lvs_forward_count *lvs_forward_counts(lvs_forward *f) { return f->counts; }
+
+int lvs_forward_set(lvs_forward *f, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow) {
+    int rc = flow ? bpf_map_update_elem(f->flows, key, flow, BPF_ANY) : bpf_map_delete_elem(f->flows, key);
     if (rc < 0 && !(flow == NULL && errno == ENOENT)) return -errno;
     return 0;
 }
 
-int lvs_forward_get(int map, const struct lvs_forward_key *key, struct lvs_forward_flow *flow) {
-    return bpf_map_lookup_elem(map, key, flow) < 0 ? -errno : 0;
+int lvs_forward_forwarded(lvs_forward *f, unsigned long long *total) {
+    if (f->counters < 0) return -ENOENT;
+    return sum_per_cpu(f->counters, total, LVS_FORWARD_COUNTERS);
 }
 
-int lvs_forward_read(int map, unsigned long long *cursor, struct lvs_forward_key *keys, struct lvs_forward_flow *flows, unsigned max) {
-    // A hash map's position is a bucket number; kept one above, so that 0 means the start.
-    __u32 in = (__u32)(*cursor - 1), out = 0, count = max;
-    int rc = bpf_map_lookup_batch(map, *cursor ? &in : NULL, &out, keys, flows, &count, NULL);
-    if (rc < 0 && errno != ENOENT) return -errno;
-    *cursor = rc < 0 ? 0 : (unsigned long long)out + 1;
-    return (int)count;
-}
-
-lvs_xdp_program *lvs_forward_load(int map, int ifindex, int filter, char *error, size_t capacity) {
-    lvs_xdp_program *x = open_and_load(lvs_bpf_lvsd_forward, lvs_bpf_lvsd_forward_size, "lvsd_forward", filter ? "lvsd_forward_filter" : "lvsd_forward",
-                                       "lvsd_forward_flows", map, NULL, 0, "lvsd_forward_counters", error, capacity);
-    if (!x || filter || ifindex == 0) return x;
-    x->ifindex = ifindex;
-    x->link = bpf_link_create(x->program, ifindex, LVS_TCX_INGRESS, NULL);
-    if (x->link < 0) {
-        snprintf(error, capacity, "attaching to tc ingress (tcx) of interface %d: %s", ifindex, strerror(errno));
-        drop_program(x);
-        return NULL;
-    }
-    return x;
+int lvs_forward_test_run(lvs_forward *f, int filter, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length,
+                         unsigned *verdict) {
+    return test_run(filter ? f->filter : f->program, frame, length, out, out_length, verdict);
 }
 
 int lvs_bpf_program_fd(lvs_xdp_program *x) { return x->program; }
@@ -263,8 +319,12 @@ int lvs_bpf_counters(lvs_xdp_program *x, unsigned long long *totals, unsigned co
 }
 
 int lvs_bpf_test_run(lvs_xdp_program *x, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length, unsigned *verdict) {
+    return test_run(x->program, frame, length, out, out_length, verdict);
+}
+
+static int test_run(int program, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length, unsigned *verdict) {
     LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = length, .data_out = out, .data_size_out = *out_length, .repeat = 1);
-    if (bpf_prog_test_run_opts(x->program, &opts) < 0) return -errno;
+    if (bpf_prog_test_run_opts(program, &opts) < 0) return -errno;
     *out_length = opts.data_size_out;
     *verdict = opts.retval;
     return 0;

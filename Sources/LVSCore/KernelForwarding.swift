@@ -56,13 +56,6 @@ public struct KernelFlowRule: Equatable, Sendable {
     }
 }
 
-extension KernelFlowRule {
-    /// What the rule matches, in a key's shape (the client's direction's is its connection's key).
-    public var match: KernelFlowKey {
-        KernelFlowKey(proto: proto, client: source, clientPort: sourcePort, virtual: destination, virtualPort: destinationPort)
-    }
-}
-
 /// A connection handed to the kernel: the client's direction and, for NAT,
 /// the real server's.
 public struct KernelFlow: Equatable, Sendable {

@@ -92,15 +92,6 @@ public final class BPFAddressMap: Sendable {
         return unsafe try make(attached: false) { _, e, n in unsafe lvs_fanout_load(map, e, n) }
     }
 
-    /// lvsd's kernel forwarding over `map`: the tc program (attached to
-    /// `interface`'s ingress when given), or the rings' filter (`filter`).
-    static func forwarding(map: Int32, attachTo interface: Int32?, filter: Bool) throws(BPFError) -> BPFProgram {
-        unsafe try make(attached: interface != nil) { mode, e, n in
-            mode = LVS_MODE_TC
-            return unsafe lvs_forward_load(map, interface ?? 0, filter ? 1 : 0, e, n)
-        }
-    }
-
     /// The program's descriptor (for PACKET_FANOUT_DATA); open while this object lives.
     public var descriptor: Int32 { unsafe lvs_bpf_program_fd(handle) }
 

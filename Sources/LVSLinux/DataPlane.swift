@@ -54,9 +54,6 @@ public final class DataPlane: Sendable {
         self.logger = logger
     }
 
-    /// Frames the kernel forwarding's programs forwarded (a super-frame once).
-    public var kernelForwardedFrames: UInt64 { kernel.withLock { $0?.forwardedFrames ?? 0 } }
-
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
     /// The I/O actually in use: AF_PACKET where XDP was asked for and failed.
@@ -98,7 +95,10 @@ public final class DataPlane: Sendable {
             return Failure(description: SystemError(what, errno: errno).description)
         }
         for (w, engine) in engines.enumerated() {
-            let worker = Worker(index: w, engine: engine, kernelForwarding: kernelForwarding, logger: logger)
+            // Each worker counts its connections in slots of its own.
+            let share = UInt32((kernelForwarding?.slots ?? 0) / engines.count)
+            let worker = Worker(
+                index: w, engine: engine, kernelForwarding: kernelForwarding, slots: share * UInt32(w)..<share * UInt32(w + 1), logger: logger)
             for iface in interfaces {
                 // The ring's state is the worker's from here until `close`, after its thread has stopped.
                 let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
@@ -110,7 +110,7 @@ public final class DataPlane: Sendable {
                 }
                 unsafe worker.rings.append(ring)
                 if let kernelForwarding {
-                    let rc = unsafe lvs_ring_attach_filter(ring, kernelForwarding.filter.descriptor)
+                    let rc = unsafe lvs_ring_attach_filter(ring, kernelForwarding.filter)
                     guard rc == 0 else { throw fail(worker, "the kernel forwarding's filter on interface \(iface.index)", -rc) }
                 }
                 worker.ringInterface.append(iface.index)
@@ -242,28 +242,36 @@ public final class DataPlane: Sendable {
     var frames = unsafe [UnsafePointer<UInt8>?](repeating: nil, count: 64)
     var lengths = [UInt32](repeating: 0, count: 64)
 
-    /// `--kernel-forwarding`: the map and programs, and the connections this
-    /// worker handed down, each with what the kernel had counted of it at the last sweep.
+    /// `--kernel-forwarding`: the kernel's side, and the connections this
+    /// worker handed down, each counted in slots of its own (`slotBase` on):
+    /// `counted` holds what each slot had counted at the last sweep.
     let kernelForwarding: KernelForwarding?
     var handedDown: [KernelFlowKey: HandedDown] = [:]
+    var freeSlots: [UInt32] = []
+    var counted: [(packets: UInt64, bytes: UInt64)] = []
+    let slotBase: UInt32
+    var sweeps: UInt64 = 0
     var lastKernelSweep: UInt64 = 0
-    /// Reused by each sweep: what the kernel counted, read before the engine's lock is taken.
+    /// The engine's `rulesGeneration` at the last sweep.
+    var sweptGeneration = UInt64.max
+    /// Reused by each sweep: what the kernel forwarded since the last, read before the engine's lock is taken.
     var kernelReadings: [(KernelFlowKey, KernelCounts)] = []
     var kernelRequests: [KernelFlowRequest] = []
-    /// The whole map's counts at the last sweep, and the engine's `rulesGeneration` then.
-    var kernelCounts: [KernelFlowKey: (packets: UInt64, bytes: UInt64)] = [:]
-    var sweptGeneration = UInt64.max
 
     struct HandedDown {
         var flow: KernelFlow
-        var toReal: (packets: UInt64, bytes: UInt64) = (0, 0)
-        var toClient: (packets: UInt64, bytes: UInt64) = (0, 0)
+        var toRealSlot: UInt32
+        var toClientSlot: UInt32?
     }
 
-    init(index: Int, engine: Engine, kernelForwarding: KernelForwarding? = nil, logger: Logger) {
+    /// `slots`: the kernel forwarding's count slots that are this worker's.
+    init(index: Int, engine: Engine, kernelForwarding: KernelForwarding? = nil, slots: Range<UInt32> = 0..<0, logger: Logger) {
         self.index = index
         self.engine = engine
         self.kernelForwarding = kernelForwarding
+        slotBase = slots.lowerBound
+        freeSlots = slots.reversed()
+        counted = [(packets: UInt64, bytes: UInt64)](repeating: (0, 0), count: slots.count)
         self.logger = logger
         scratch = [UInt8](repeating: 0, count: batch.slotSize - batch.headroom)
     }
@@ -568,66 +576,72 @@ public final class DataPlane: Sendable {
     func handDown(_ key: KernelFlowKey, _ flow: KernelFlow?, _ kernel: KernelForwarding, _ d: inout Director, now: UInt64) {
         if let old = handedDown[key] {
             if old.flow == flow { return }
-            report(key, old, counts(old, kernel, batched: false), &d, now: now)
-            kernel.remove(old.flow)
-            handedDown[key] = nil
+            let c = forwarded(old, kernel)
+            _ = d.kernelForwarded(key, toReal: c.toReal, toClient: c.toClient, now: now)
+            release(key, old, kernel)
         }
-        guard let flow else { return }
+        // Without slots for it (the map is full), the connection stays lvsd's.
+        guard let flow, freeSlots.count >= (flow.toClient == nil ? 1 : 2) else { return }
+        let h = HandedDown(flow: flow, toRealSlot: freeSlots.removeLast(), toClientSlot: flow.toClient == nil ? nil : freeSlots.removeLast())
+        // Counted from what its slots hold now.
+        _ = forwarded(h, kernel)
         do {
-            try kernel.set(flow.toReal)
-            if let reply = flow.toClient { try kernel.set(reply) }
-            handedDown[key] = HandedDown(flow: flow)
+            try kernel.set(flow.toReal, slot: h.toRealSlot)
+            if let reply = flow.toClient, let slot = h.toClientSlot { try kernel.set(reply, slot: slot) }
+            handedDown[key] = h
         } catch {
-            // The map is full: the connection stays lvsd's.
-            kernel.remove(flow)
+            release(key, h, kernel)
         }
+    }
+
+    func release(_ key: KernelFlowKey, _ h: HandedDown, _ kernel: KernelForwarding) {
+        kernel.remove(h.flow)
+        freeSlots.append(h.toRealSlot)
+        if let slot = h.toClientSlot { freeSlots.append(slot) }
+        handedDown[key] = nil
     }
 
     typealias KernelCounts = (toReal: (packets: UInt64, bytes: UInt64), toClient: (packets: UInt64, bytes: UInt64))
 
-    /// What the kernel has counted of a connection (in both directions) since
-    /// it was handed down: from the sweep's read of the whole map (`batched`), or entry by entry.
-    func counts(_ h: HandedDown, _ kernel: KernelForwarding, batched: Bool) -> KernelCounts {
-        guard batched else { return (kernel.read(h.flow.toReal) ?? h.toReal, h.flow.toClient.flatMap { kernel.read($0) } ?? h.toClient) }
-        return (kernelCounts[h.flow.toReal.match] ?? h.toReal, h.flow.toClient.flatMap { kernelCounts[$0.match] } ?? h.toClient)
-    }
-
-    /// Hands the engine what the kernel forwarded of a connection since the
-    /// last sweep; the rules the kernel should forward it by from now on (nil: none).
-    @discardableResult
-    func report(_ key: KernelFlowKey, _ h: HandedDown, _ c: KernelCounts, _ d: inout Director, now: UInt64, unchanged: Bool = false) -> KernelFlow? {
-        d.kernelForwarded(
-            key, toReal: (c.toReal.packets &- h.toReal.packets, c.toReal.bytes &- h.toReal.bytes),
-            toClient: (c.toClient.packets &- h.toClient.packets, c.toClient.bytes &- h.toClient.bytes), now: now,
-            unchanged: unchanged ? h.flow : nil)
+    /// What the kernel forwarded of a connection since it was last asked (in both directions).
+    func forwarded(_ h: HandedDown, _ kernel: KernelForwarding) -> KernelCounts {
+        func since(_ slot: UInt32) -> (packets: UInt64, bytes: UInt64) {
+            let now = kernel.count(slot)
+            let i = Int(slot &- slotBase)
+            let was = counted[i]
+            counted[i] = now
+            return (now.packets &- was.packets, now.bytes &- was.bytes)
+        }
+        return (since(h.toRealSlot), h.toClientSlot.map { since($0) } ?? (0, 0))
     }
 
     /// Once a second: what the kernel forwarded of each connection handed
     /// down is counted and keeps it alive; one that is gone, or whose state
     /// moved on, is taken back; one whose rules changed is handed down
-    /// again with the new ones (rebuilt only when `rulesGeneration` moved).
-    /// The map is read, in batches, before the lock is taken.
+    /// again with the new ones. Only connections the kernel forwarded
+    /// something of go to the engine, unless its `rulesGeneration` moved
+    /// (then their rules are rebuilt) or every tenth time (an idle one may
+    /// have expired). The counts are read from memory before the engine's lock is taken.
     func sweepKernelFlows(_ kernel: KernelForwarding, now: UInt64) {
         lastKernelSweep = now
         guard !handedDown.isEmpty else { return }
-        let batched = kernel.readAll(into: &kernelCounts)
+        sweeps &+= 1
+        let generation = engine.director.withLock { $0.shared.rulesGeneration }
+        let everyOne = sweeps % 10 == 0 || generation != sweptGeneration
+        let unchanged = generation == sweptGeneration
+        sweptGeneration = generation
         kernelReadings.removeAll(keepingCapacity: true)
-        for (key, h) in handedDown { kernelReadings.append((key, counts(h, kernel, batched: batched))) }
+        for (key, h) in handedDown {
+            let c = forwarded(h, kernel)
+            if everyOne || c.toReal.packets != 0 || c.toClient.packets != 0 { kernelReadings.append((key, c)) }
+        }
         engine.director.withLock { d in
-            let unchanged = d.shared.rulesGeneration == sweptGeneration
-            sweptGeneration = d.shared.rulesGeneration
             for (key, c) in kernelReadings {
-                guard var h = handedDown[key] else { continue }
-                let rules = report(key, h, c, &d, now: now, unchanged: unchanged)
-                if rules == h.flow {
-                    h.toReal = c.toReal
-                    h.toClient = c.toClient
-                    handedDown[key] = h
-                } else {
-                    kernel.remove(h.flow)
-                    handedDown[key] = nil
-                    if let rules { handDown(key, rules, kernel, &d, now: now) }
-                }
+                guard let h = handedDown[key] else { continue }
+                let rules = d.kernelForwarded(key, toReal: c.toReal, toClient: c.toClient, now: now, unchanged: unchanged ? h.flow : nil)
+                if rules == h.flow { continue }
+                release(key, h, kernel)
+                if let rules { handDown(key, rules, kernel, &d, now: now) }
             }
         }
     }

@@ -4,41 +4,43 @@ import LVSPacket
 import LVSSystem
 import SystemPackage
 
-/// `lvsd --kernel-forwarding` in the kernel: the map of the connections
-/// handed down (one entry per direction), the tc program on each served
-/// interface that forwards their frames, and the filter that keeps those
-/// frames off lvsd's rings (bpf/lvsd_forward.bpf.c). The workers write and
-/// read the map, each for its own connections (`Worker.handDown`, `Worker.sweepKernelFlows`).
-public final class KernelForwarding: Sendable {
-    let map: FileDescriptor
-    /// The tc programs, attached while they live (a BPF link each).
-    let programs: [BPFProgram]
-    /// The rings' filter (`lvs_ring_attach_filter`).
-    public let filter: BPFProgram
+/// `lvsd --kernel-forwarding` in the kernel (bpf/lvsd_forward.bpf.c): the
+/// tc program on each served interface's ingress that forwards the frames
+/// of the connections handed down, the filter that keeps those frames off
+/// lvsd's rings, the map of those connections (one entry per direction),
+/// and each direction's counts, in an array mapped into lvsd's memory. The
+/// workers write the map and read the counts, each for its own connections
+/// and its own slots (`Worker.handDown`, `Worker.sweepKernelFlows`).
+@safe public final class KernelForwarding: @unchecked Sendable {  // the handle's maps are written by their worker only, through system calls
+    let handle: OpaquePointer
+    /// Count slots (two per NAT connection), shared out among the workers.
+    public let slots: Int
 
-    /// `interfaces`: kernel interface indexes to attach to (none: a map and
-    /// programs for tests only); `capacity`: entries (two per NAT connection).
+    /// `interfaces`: kernel interface indexes to attach to (none: for tests);
+    /// `capacity`: connection directions the map holds, and as many slots.
     public init(interfaces: [Int32], capacity: Int) throws(BPFError) {
-        let fd = lvs_forward_map(UInt32(clamping: capacity))
-        guard fd >= 0 else { throw BPFError(description: "kernel forwarding's map: \(Errno(rawValue: -fd))") }
-        map = FileDescriptor(rawValue: fd)
-        do {
-            filter = try BPFProgram.forwarding(map: fd, attachTo: nil, filter: true)
-            var attached: [BPFProgram] = []
-            for i in interfaces { attached.append(try BPFProgram.forwarding(map: fd, attachTo: i, filter: false)) }
-            programs = attached
-        } catch {
-            try? map.close()
-            throw error
+        var error = [CChar](repeating: 0, count: 512)
+        let entries = UInt32(clamping: max(1, capacity))
+        // The buffer outlives the call, which writes at most its length (with the NUL).
+        let opened = unsafe error.withUnsafeMutableBufferPointer { unsafe lvs_forward_open(entries, entries, $0.baseAddress!, $0.count) }
+        guard let opened = unsafe opened else {
+            throw BPFError(description: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        unsafe handle = opened
+        slots = Int(entries)
+        for i in interfaces {
+            let rc = unsafe lvs_forward_attach(handle, i)
+            guard rc == 0 else {
+                unsafe lvs_forward_close(handle)
+                throw BPFError(description: "attaching to tc ingress (tcx) of interface \(i): \(Errno(rawValue: -rc))")
+            }
         }
     }
 
-    deinit { try? map.close() }
+    deinit { unsafe lvs_forward_close(handle) }
 
-    /// The forwarding program over this map, not attached: for BPF_PROG_TEST_RUN.
-    public func unattachedProgram() throws(BPFError) -> BPFProgram {
-        try BPFProgram.forwarding(map: map.rawValue, attachTo: nil, filter: false)
-    }
+    /// The rings' filter's descriptor, open while this object lives.
+    public var filter: Int32 { unsafe lvs_forward_filter_fd(handle) }
 
     static func key(_ r: KernelFlowRule) -> lvs_forward_key {
         var k = lvs_forward_key()
@@ -50,8 +52,8 @@ public final class KernelForwarding: Sendable {
         return k
     }
 
-    /// Hands one direction down (its counts start at 0).
-    public func set(_ r: KernelFlowRule) throws(BPFError) {
+    /// Hands one direction down, counted in `slot`.
+    public func set(_ r: KernelFlowRule, slot: UInt32) throws(BPFError) {
         var k = Self.key(r)
         var f = lvs_forward_flow()
         f.source = r.newSource.value.bigEndian
@@ -59,12 +61,13 @@ public final class KernelForwarding: Sendable {
         f.source_port = r.newSourcePort.bigEndian
         f.destination_port = r.newDestinationPort.bigEndian
         f.ifindex = UInt32(r.interface)
+        f.slot = slot
         let d = r.destinationMAC.value
         let s = r.sourceMAC.value
         func o(_ mac: UInt64, _ i: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: mac >> (40 - 8 * i)) }
         f.macs = (o(d, 0), o(d, 1), o(d, 2), o(d, 3), o(d, 4), o(d, 5), o(s, 0), o(s, 1), o(s, 2), o(s, 3), o(s, 4), o(s, 5))
         // Both structs outlive the call, which reads them.
-        let rc = unsafe lvs_forward_set(map.rawValue, &k, &f)
+        let rc = unsafe lvs_forward_set(handle, &k, &f)
         guard rc == 0 else { throw BPFError(description: "kernel forwarding: \(r.source):\(r.sourcePort) → \(r.destination): \(Errno(rawValue: -rc))") }
     }
 
@@ -73,49 +76,40 @@ public final class KernelForwarding: Sendable {
         for r in [flow.toReal] + (flow.toClient.map { [$0] } ?? []) {
             var k = Self.key(r)
             // The key outlives the call, which reads it.
-            _ = unsafe lvs_forward_set(map.rawValue, &k, nil)
+            _ = unsafe lvs_forward_set(handle, &k, nil)
         }
     }
 
-    /// What the kernel has counted of a direction since it was handed down: nil when the map has no such entry.
-    public func read(_ r: KernelFlowRule) -> (packets: UInt64, bytes: UInt64)? {
-        var k = Self.key(r)
-        var f = lvs_forward_flow()
-        // Both outlive the call, which reads the key and writes one struct into `f`.
-        guard unsafe lvs_forward_get(map.rawValue, &k, &f) == 0 else { return nil }
-        return (f.packets, f.bytes)
+    /// What the program has counted in `slot` since lvsd started (the
+    /// program adds to it; the caller keeps what it read last).
+    public func count(_ slot: UInt32) -> (packets: UInt64, bytes: UInt64) {
+        guard Int(slot) < slots else { return (0, 0) }
+        // The mapping holds `slots` counts and lives as long as `handle`; the
+        // kernel adds to them atomically, and an aligned 8-byte load sees either value.
+        let c = unsafe lvs_forward_counts(handle)! + Int(slot)
+        return unsafe (c.pointee.packets, c.pointee.bytes)
     }
 
-    /// Every entry's counts, read in batches (a few calls for the whole map),
-    /// by what its direction matches (`KernelFlowRule.match`). False when the
-    /// kernel would not read in batches (then `read` reads each entry).
-    public func readAll(into counts: inout [KernelFlowKey: (packets: UInt64, bytes: UInt64)]) -> Bool {
-        counts.removeAll(keepingCapacity: true)
-        let room = 1024
-        var keys = [lvs_forward_key](repeating: lvs_forward_key(), count: room)
-        var flows = [lvs_forward_flow](repeating: lvs_forward_flow(), count: room)
-        var cursor: UInt64 = 0
-        repeat {
-            // Both arrays hold `room` entries, as many as the call writes at most.
-            let n = unsafe keys.withUnsafeMutableBufferPointer { k in
-                unsafe flows.withUnsafeMutableBufferPointer { f in
-                    unsafe lvs_forward_read(map.rawValue, &cursor, k.baseAddress, f.baseAddress, UInt32(room))
-                }
-            }
-            guard n >= 0 else { return false }
-            for e in 0..<Int(n) {
-                let k = keys[e]
-                let key = KernelFlowKey(
-                    proto: k.protocol, client: IPv4Address(UInt32(bigEndian: k.source)), clientPort: UInt16(bigEndian: k.source_port),
-                    virtual: IPv4Address(UInt32(bigEndian: k.destination)), virtualPort: UInt16(bigEndian: k.destination_port))
-                counts[key] = (flows[e].packets, flows[e].bytes)
-            }
-        } while cursor != 0
-        return true
-    }
-
-    /// Frames the tc programs forwarded (a super-frame once), over all interfaces.
+    /// Frames the tc program forwarded (a super-frame once), over all interfaces.
     public var forwardedFrames: UInt64 {
-        programs.reduce(0) { $0 &+ $1.counters(Int(LVS_FORWARD_COUNTERS.rawValue))[Int(LVS_FORWARD_FORWARDED.rawValue)] }
+        var total: UInt64 = 0
+        // One counter, as the call writes.
+        _ = unsafe lvs_forward_forwarded(handle, &total)
+        return total
+    }
+
+    /// Runs the tc program (or the filter) once over `frame` (BPF_PROG_TEST_RUN): its verdict and the frame it leaves.
+    public func run(_ frame: [UInt8], filter: Bool = false) throws(BPFError) -> (verdict: Int32, frame: [UInt8]) {
+        var out = [UInt8](repeating: 0, count: frame.count + 256)
+        var length = UInt32(out.count)
+        var verdict: UInt32 = 0
+        // Both buffers outlive the call; the kernel writes at most `length` bytes into `out`.
+        let rc = unsafe frame.withUnsafeBufferPointer { f in
+            unsafe out.withUnsafeMutableBufferPointer { o in
+                unsafe lvs_forward_test_run(handle, filter ? 1 : 0, f.baseAddress, UInt32(f.count), o.baseAddress, &length, &verdict)
+            }
+        }
+        guard rc == 0 else { throw BPFError(description: "BPF_PROG_TEST_RUN: \(Errno(rawValue: -rc))") }
+        return (Int32(bitPattern: verdict), Array(out.prefix(Int(length))))
     }
 }

@@ -131,21 +131,28 @@ lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short g
 /// lvsd's steering program for PACKET_FANOUT_EBPF (a socket filter), with
 /// the address map `address_map` (LVS_XDP_OWNED, LVS_FANOUT_LOCAL); not attached.
 lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity);
-/// The map of lvsd's kernel forwarding (struct lvs_forward_key to struct
-/// lvs_forward_flow), shared by its programs: its fd or -errno.
-int lvs_forward_map(unsigned capacity);
+/// lvsd's kernel forwarding (bpf/lvsd_forward.bpf.c): its tc program and
+/// ring filter loaded from one object, its map of `flows` connection
+/// directions, and its `slots` counts mapped read-only into memory. NULL
+/// with the reason in `error`.
+typedef struct lvs_forward lvs_forward;
+#define LVS_FORWARD_INTERFACES 64
+lvs_forward *lvs_forward_open(unsigned flows, unsigned slots, char *error, size_t capacity);
+/// Detaches from every interface and unloads.
+void lvs_forward_close(lvs_forward *forward);
+/// Attaches the tc program at `ifindex`'s ingress (tcx): 0 or -errno.
+int lvs_forward_attach(lvs_forward *forward, int ifindex);
+/// The ring filter's descriptor (lvs_ring_attach_filter).
+int lvs_forward_filter_fd(lvs_forward *forward);
+/// The counts, one per slot; valid until lvs_forward_close.
+const struct lvs_forward_count *lvs_forward_counts(lvs_forward *forward);
 /// Sets (`flow` not NULL) or removes a direction of a connection: 0 or -errno.
-int lvs_forward_set(int map, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow);
-/// Reads one: 0, or -ENOENT when the map has no such entry.
-int lvs_forward_get(int map, const struct lvs_forward_key *key, struct lvs_forward_flow *flow);
-/// Reads the map in batches of at most `max` entries (BPF_MAP_LOOKUP_BATCH):
-/// from the start when `*cursor` is 0, then from where the last call left
-/// it; how many entries it wrote, and `*cursor` 0 again after the last. -errno.
-int lvs_forward_read(int map, unsigned long long *cursor, struct lvs_forward_key *keys, struct lvs_forward_flow *flows, unsigned max);
-/// The forwarding program over `map` (`filter` 0), attached at tc ingress
-/// (tcx) of `ifindex` when it is not 0; or (`filter` 1) the filter for
-/// lvsd's rings, not attached (lvs_ring_attach_filter).
-lvs_xdp_program *lvs_forward_load(int map, int ifindex, int filter, char *error, size_t capacity);
+int lvs_forward_set(lvs_forward *forward, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow);
+/// Frames the tc program forwarded, over the CPUs: 0 or -errno.
+int lvs_forward_forwarded(lvs_forward *forward, unsigned long long *total);
+/// Runs the tc program (`filter` 0) or the filter once over `frame`, as lvs_bpf_test_run.
+int lvs_forward_test_run(lvs_forward *forward, int filter, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length,
+                         unsigned *verdict);
 /// A loaded program's descriptor, for PACKET_FANOUT_DATA.
 int lvs_bpf_program_fd(lvs_xdp_program *program);
 /// Sets one slot of a program's configuration array: 0 or -errno.

@@ -75,9 +75,7 @@ struct lvs_forward_key {
 
 /// What such a frame leaves with: its addresses and ports (network order),
 /// its MACs (destination, then source), on interface `ifindex`, the TTL one
-/// less. lvsd writes the first six fields; the program counts the rest
-/// (packets and IPv4 bytes as on the wire, the last time in ns of
-/// CLOCK_MONOTONIC), which lvsd reads to keep the connection alive and counted.
+/// less; the program counts it in slot `slot` of the counts array.
 struct lvs_forward_flow {
     unsigned int source;
     unsigned int destination;
@@ -85,10 +83,15 @@ struct lvs_forward_flow {
     unsigned short destination_port;
     unsigned int ifindex;
     unsigned char macs[12];
-    unsigned int pad;
+    unsigned int slot;
+};
+
+/// A direction's packets and IPv4 bytes as on the wire, counted by the
+/// program in an array lvsd maps into its memory and reads once a second
+/// (no system call) to keep the connection alive and counted.
+struct lvs_forward_count {
     unsigned long long packets;
     unsigned long long bytes;
-    unsigned long long last_seen;
 };
 
 /// The forwarding program's counters (a per-CPU array).
