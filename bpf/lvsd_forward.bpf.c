@@ -45,7 +45,8 @@ struct {
 struct lvs_forward_frame {
     struct iphdr ip;
     __be16 ports[2];
-    /// TCP: data offset (high nibble) and flags; UDP: the checksum.
+    /// TCP: data offset (high nibble) and flags; UDP: the checksum, read
+    /// only so that a datagram cut short before it is not rewritten.
     __u8 tcp_offset;
     __u8 tcp_flags;
     __be16 udp_checksum;

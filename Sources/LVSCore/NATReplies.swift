@@ -61,7 +61,6 @@ extension FamilyPlane {
         guard owner.service >= 0, exact == nil || anyPort == nil else { return shared.drop(.ambiguousReply) }
         let s = Int(owner.service)
         let slot = Int(owner.destination)
-        guard !shared.services[s].destinations[slot].removed else { return nil }
         var c = Connection<A>()
         c.proto = proto
         c.client = dst

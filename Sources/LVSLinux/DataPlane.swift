@@ -36,7 +36,6 @@ public final class DataPlane: Sendable {
     let steering: Mutex<WorkerSteering?> = Mutex(nil)
     /// Entries of the kernel forwarding's map (`--kernel-forwarding`), 0 without it.
     let kernelFlowCapacity: Int
-    let kernel: Mutex<KernelForwarding?> = Mutex(nil)
 
     /// `hostAddresses`: the kernel's own addresses, whose frames XDP leaves
     /// to the kernel even when they come from a NAT real server (health checks).
@@ -87,7 +86,6 @@ public final class DataPlane: Sendable {
             } catch {
                 throw Failure(description: "--kernel-forwarding needs its tc program: \(error.description)")
             }
-            kernel.withLock { $0 = kernelForwarding }
         }
         func fail(_ worker: Worker, _ what: String, _ errno: Int32) -> Failure {
             for m in made { m.close() }
@@ -188,7 +186,6 @@ public final class DataPlane: Sendable {
             $0 = nil
         }
         for w in all { w.close() }
-        kernel.withLock { $0 = nil }
     }
 }
 

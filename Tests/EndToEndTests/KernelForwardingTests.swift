@@ -32,7 +32,8 @@ struct KernelForwardingTests {
     @Test func establishedNATAndDRConnectionsGoThroughTheKernel() throws {
         let lab = try Lab(prefix: "ltkf", bin: Self.bin)
         defer { lab.teardown() }
-        try lab.startDirector(extra: ["--kernel-forwarding", "--metrics", "127.0.0.1:19187"])
+        // Two workers: each hands down its own connections and counts them in its own slots.
+        try lab.startDirector(extra: ["--kernel-forwarding", "--workers", "2", "--metrics", "127.0.0.1:19187"])
         try lab.startNginx()
         do {
             try lab.gateway(viaDirector: true)
