@@ -29,11 +29,12 @@
 /* Newer than this machine's headers (Linux 6.1). */
 #define LVS_PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000
 
-int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering) {
+int lvs_ring_open(lvs_ring *r, int ifindex, int protocol, unsigned block_size, unsigned block_count, int fanout_group, int steering) {
     memset(r, 0, sizeof(*r));
     r->fd = -1;
     r->gso_fd = -1;
-    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    r->send_fd = -1;
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(protocol));
     if (fd < 0) return -errno;
     int v = TPACKET_V2;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0) goto fail;
@@ -67,7 +68,7 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     struct sockaddr_ll sll;
     memset(&sll, 0, sizeof(sll));
     sll.sll_family = AF_PACKET;
-    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_protocol = htons(protocol);
     sll.sll_ifindex = ifindex;
     if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) { munmap(map, length); goto fail; }
     /* Multicast frames (IPv6 neighbour discovery) on NICs that filter them. */
@@ -90,6 +91,22 @@ int lvs_ring_open(lvs_ring *r, int ifindex, unsigned block_size, unsigned block_
     r->map = map;
     r->map_length = length;
     r->frame_count = req.tp_frame_nr;
+    r->send_fd = fd;
+    if (protocol != ETH_P_ALL) {
+        int send = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+        struct sockaddr_ll out;
+        memset(&out, 0, sizeof(out));
+        out.sll_family = AF_PACKET;
+        out.sll_ifindex = ifindex;
+        if (send < 0 || (r->vnet && setsockopt(send, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof(on)) < 0) ||
+            setsockopt(send, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) < 0 || bind(send, (struct sockaddr *)&out, sizeof(out)) < 0) {
+            int e = errno;
+            if (send >= 0) close(send);
+            lvs_ring_close(r);
+            return -e;
+        }
+        r->send_fd = send;
+    }
     if (r->vnet) {
         /* Protocol 0: it sends and never receives. */
         int gso = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -107,10 +124,6 @@ fail:;
     int e = errno;
     close(fd);
     return -e;
-}
-
-int lvs_ring_attach_filter(lvs_ring *r, int program) {
-    return setsockopt(r->fd, SOL_SOCKET, SO_ATTACH_BPF, &program, sizeof(program)) < 0 ? -errno : 0;
 }
 
 int lvs_neighbour_socket(int ifindex) {
@@ -157,9 +170,11 @@ void lvs_ring_close(lvs_ring *r) {
     if (r->map) munmap(r->map, r->map_length);
     if (r->fd >= 0) close(r->fd);
     if (r->gso_fd >= 0) close(r->gso_fd);
+    if (r->send_fd >= 0 && r->send_fd != r->fd) close(r->send_fd);
     r->map = NULL;
     r->fd = -1;
     r->gso_fd = -1;
+    r->send_fd = -1;
 }
 
 static struct tpacket2_hdr *frame_at(lvs_ring *r, unsigned i) {

@@ -202,7 +202,6 @@ lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity) 
 struct lvs_forward {
     struct bpf_object *object;
     int program;
-    int filter;
     int flows;
     int counters;
     struct lvs_forward_count *counts;
@@ -232,8 +231,7 @@ lvs_forward *lvs_forward_open(unsigned flows, unsigned slots, char *error, size_
     struct bpf_map *flow_map = bpf_object__find_map_by_name(f->object, "lvsd_forward_flows");
     struct bpf_map *count_map = bpf_object__find_map_by_name(f->object, "lvsd_forward_counts");
     struct bpf_program *program = bpf_object__find_program_by_name(f->object, "lvsd_forward");
-    struct bpf_program *filter = bpf_object__find_program_by_name(f->object, "lvsd_forward_filter");
-    if (!flow_map || !count_map || !program || !filter) {
+    if (!flow_map || !count_map || !program) {
         snprintf(error, capacity, "the BPF object lvsd_forward lacks a map or a program");
         lvs_forward_close(f);
         return NULL;
@@ -241,12 +239,11 @@ lvs_forward *lvs_forward_open(unsigned flows, unsigned slots, char *error, size_
     bpf_map__set_max_entries(flow_map, flows ? flows : 1);
     bpf_map__set_max_entries(count_map, slots ? slots : 1);
     if (bpf_object__load(f->object) < 0) {
-        snprintf(error, capacity, "loading the BPF programs lvsd_forward: %s", strerror(errno));
+        snprintf(error, capacity, "loading the BPF program lvsd_forward: %s", strerror(errno));
         lvs_forward_close(f);
         return NULL;
     }
     f->program = bpf_program__fd(program);
-    f->filter = bpf_program__fd(filter);
     f->flows = bpf_map__fd(flow_map);
     struct bpf_map *counters = bpf_object__find_map_by_name(f->object, "lvsd_forward_counters");
     f->counters = counters ? bpf_map__fd(counters) : -1;
@@ -269,8 +266,6 @@ int lvs_forward_attach(lvs_forward *f, int ifindex) {
     return 0;
 }
 
-int lvs_forward_filter_fd(lvs_forward *f) { return f->filter; }
-
 const struct lvs_forward_count *lvs_forward_counts(lvs_forward *f) { return f->counts; }
 
 int lvs_forward_set(lvs_forward *f, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow) {
@@ -284,9 +279,8 @@ int lvs_forward_forwarded(lvs_forward *f, unsigned long long *total) {
     return sum_per_cpu(f->counters, total, LVS_FORWARD_COUNTERS);
 }
 
-int lvs_forward_test_run(lvs_forward *f, int filter, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length,
-                         unsigned *verdict) {
-    return test_run(filter ? f->filter : f->program, frame, length, out, out_length, verdict);
+int lvs_forward_test_run(lvs_forward *f, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length, unsigned *verdict) {
+    return test_run(f->program, frame, length, out, out_length, verdict);
 }
 
 int lvs_bpf_program_fd(lvs_xdp_program *x) { return x->program; }

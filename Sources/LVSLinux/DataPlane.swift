@@ -98,20 +98,19 @@ public final class DataPlane: Sendable {
             let worker = Worker(
                 index: w, engine: engine, kernelForwarding: kernelForwarding, slots: share * UInt32(w)..<share * UInt32(w + 1), logger: logger)
             for iface in interfaces {
-                // The ring's state is the worker's from here until `close`, after its thread has stopped.
-                let ring = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
-                // Rings join their interface's group in worker order: the steering program's numbering.
-                let rc = unsafe lvs_ring_open(ring, Int32(iface.index), 1 << 18, 64, fanout == 0 ? 0 : fanout + Int32(iface.index), steeringProgram)
-                guard rc == 0 else {
-                    unsafe ring.deallocate()
-                    throw fail(worker, "AF_PACKET ring on interface \(iface.index)", -rc)
+                for (k, ring) in Self.rings(kernelForwarding: kernelForwarding != nil).enumerated() {
+                    // The ring's state is the worker's from here until `close`, after its thread has stopped.
+                    let opened = UnsafeMutablePointer<lvs_ring>.allocate(capacity: 1)
+                    // Rings join their interface's group in worker order: the steering program's numbering.
+                    let group = fanout == 0 ? 0 : fanout + Int32(iface.index) + Int32(k) << 12
+                    let rc = unsafe lvs_ring_open(opened, Int32(iface.index), ring.protocol, 1 << 18, ring.blocks, group, steeringProgram)
+                    guard rc == 0 else {
+                        unsafe opened.deallocate()
+                        throw fail(worker, "AF_PACKET ring on interface \(iface.index)", -rc)
+                    }
+                    unsafe worker.rings.append(opened)
+                    worker.ringInterface.append(iface.index)
                 }
-                unsafe worker.rings.append(ring)
-                if let kernelForwarding {
-                    let rc = unsafe lvs_ring_attach_filter(ring, kernelForwarding.filter)
-                    guard rc == 0 else { throw fail(worker, "the kernel forwarding's filter on interface \(iface.index)", -rc) }
-                }
-                worker.ringInterface.append(iface.index)
                 // The steering gives ARP and neighbour discovery to worker 0; the others learn next hops from a copy of the answers.
                 if w > 0 {
                     let fd = lvs_neighbour_socket(Int32(iface.index))
@@ -133,6 +132,14 @@ public final class DataPlane: Sendable {
             }
         }
         workers.withLock { $0 = made }
+    }
+
+    /// Each worker's rings on each interface (the first one sends): one for
+    /// every frame, seen before tc ingress; with kernel forwarding, one per
+    /// protocol lvsd serves, seen after it, so that the frames the tc
+    /// program redirects never reach lvsd (ARP's ring is small).
+    static func rings(kernelForwarding: Bool) -> [(protocol: Int32, blocks: UInt32)] {
+        kernelForwarding ? [(0x0800, 64), (0x86DD, 64), (0x0806, 2)] : [(0x0003, 64)]
     }
 
     /// Starts the workers on what `open` opened.
@@ -213,6 +220,8 @@ public final class DataPlane: Sendable {
     var neighbourInterface: [UInt16] = []
     /// Every ring's and socket's descriptor, for poll.
     var readable: [Int32] = []
+    /// The ring each interface sends on (its first).
+    var senders: [Int] = []
     let batch = FrameBatch(capacity: 64)
     var thread: OSThread? = nil
     /// Frames lost in the I/O since they were last counted in the engine
@@ -327,6 +336,7 @@ public final class DataPlane: Sendable {
         var lastHousekeeping: UInt64 = 0
         var lastNeighbourRead: UInt64 = 0
         readable = unsafe rings.map { unsafe $0.pointee.fd } + sockets.map { unsafe lvs_xsk_fd($0) } + neighbourSockets
+        senders = ringInterface.indices.filter { ringInterface.firstIndex(of: ringInterface[$0]) == $0 }
         // The frames an AF_XDP receive or a ring's run hands out stay readable
         // until they are released, and are copied into the batch before that.
         // `frames` and `lengths` hold 64 entries, and a receive asks for at most
@@ -509,7 +519,7 @@ public final class DataPlane: Sendable {
         gso.store(&vnet, at: 0)
         whole.descriptors[0].bounds = bounds
         let frame = unsafe whole.unsafeFrameAddress(0).assumingMemoryBound(to: UInt8.self)
-        let fd = unsafe rings[r].pointee.gso_fd >= 0 ? rings[r].pointee.gso_fd : rings[r].pointee.fd
+        let fd = unsafe rings[r].pointee.gso_fd >= 0 ? rings[r].pointee.gso_fd : rings[r].pointee.send_fd
         // `gsoHeader` and the slot outlive the call, which copies both.
         let rc = unsafe gsoHeader.withUnsafeBufferPointer { unsafe lvs_send_offloaded(fd, $0.baseAddress, frame, UInt32(bounds.length)) }
         if rc != 0 { unsent &+= 1 }
@@ -658,7 +668,7 @@ public final class DataPlane: Sendable {
     /// The frames sent point into the batch arena, which stays as it is
     /// until `removeAll` after the last send.
     func transmit() {
-        for r in unsafe rings.indices {
+        for r in senders {
             let iface = ringInterface[r]
             let socket = unsafe socketInterface.firstIndex(of: iface).map { unsafe sockets[$0] }
             var n = 0
@@ -674,7 +684,7 @@ public final class DataPlane: Sendable {
                     if let socket = unsafe socket {
                         unsafe lvs_xsk_send(socket, f.baseAddress, l.baseAddress, UInt32(n))
                     } else {
-                        unsafe lvs_send_frames(rings[r].pointee.fd, rings[r].pointee.vnet, f.baseAddress, l.baseAddress, UInt32(n))
+                        unsafe lvs_send_frames(rings[r].pointee.send_fd, rings[r].pointee.vnet, f.baseAddress, l.baseAddress, UInt32(n))
                     }
                 }
             }

@@ -6,8 +6,8 @@ import SystemPackage
 
 /// `lvsd --kernel-forwarding` in the kernel (bpf/lvsd_forward.bpf.c): the
 /// tc program on each served interface's ingress that forwards the frames
-/// of the connections handed down, the filter that keeps those frames off
-/// lvsd's rings, the map of those connections (one entry per direction),
+/// of the connections handed down (lvsd's rings, bound to their protocols,
+/// see a frame after it), the map of those connections (one entry per direction),
 /// and each direction's counts, in an array mapped into lvsd's memory. The
 /// workers write the map and read the counts, each for its own connections
 /// and its own slots (`Worker.handDown`, `Worker.sweepKernelFlows`).
@@ -38,9 +38,6 @@ import SystemPackage
     }
 
     deinit { unsafe lvs_forward_close(handle) }
-
-    /// The rings' filter's descriptor, open while this object lives.
-    public var filter: Int32 { unsafe lvs_forward_filter_fd(handle) }
 
     static func key(_ r: KernelFlowRule) -> lvs_forward_key {
         var k = lvs_forward_key()
@@ -98,15 +95,15 @@ import SystemPackage
         return total
     }
 
-    /// Runs the tc program (or the filter) once over `frame` (BPF_PROG_TEST_RUN): its verdict and the frame it leaves.
-    public func run(_ frame: [UInt8], filter: Bool = false) throws(BPFError) -> (verdict: Int32, frame: [UInt8]) {
+    /// Runs the tc program once over `frame` (BPF_PROG_TEST_RUN): its verdict and the frame it leaves.
+    public func run(_ frame: [UInt8]) throws(BPFError) -> (verdict: Int32, frame: [UInt8]) {
         var out = [UInt8](repeating: 0, count: frame.count + 256)
         var length = UInt32(out.count)
         var verdict: UInt32 = 0
         // Both buffers outlive the call; the kernel writes at most `length` bytes into `out`.
         let rc = unsafe frame.withUnsafeBufferPointer { f in
             unsafe out.withUnsafeMutableBufferPointer { o in
-                unsafe lvs_forward_test_run(handle, filter ? 1 : 0, f.baseAddress, UInt32(f.count), o.baseAddress, &length, &verdict)
+                unsafe lvs_forward_test_run(handle, f.baseAddress, UInt32(f.count), o.baseAddress, &length, &verdict)
             }
         }
         guard rc == 0 else { throw BPFError(description: "BPF_PROG_TEST_RUN: \(Errno(rawValue: -rc))") }

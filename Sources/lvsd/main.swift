@@ -233,6 +233,12 @@ struct LVSD: AsyncParsableCommand {
                         "ipv6": "\(i.ipv6.map(\.description) ?? "-")", "mtu": "\(i.mtu)",
                     ])
             }
+            // Protocol-bound rings (kernel forwarding) come after a bridge's or bond's receive handler, which takes its ports' frames.
+            if kernelForwarding, let port = interface.first(where: { KernelFile.exists("/sys/class/net/\($0)/master") }) {
+                throw fail(
+                    "--kernel-forwarding cannot serve \(port): it belongs to a bridge or bond, which takes its frames before lvsd's rings would; serve the master, or run without the flag"
+                )
+            }
             for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] where KernelFile.firstLine(path) == "1" {
                 logger.warning("\(path) is 1: the kernel forwards the frames lvsd forwards too; set it to 0 in the director's namespace")
             }
@@ -387,7 +393,7 @@ struct LVSD: AsyncParsableCommand {
         // Started in this order, stopped in the reverse: VRRP resigns first, the workers stop last.
         if let dataPlane { services.insert(DataPlaneService(dataPlane), at: 0) }
         services.append(TickService(plane: plane, systemd: systemd))
-        let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, logger: logger)
+        let filter = interface.isEmpty || noKernelFilter ? nil : KernelFilter(interfaces: interface, ringsAfterIngress: kernelForwarding, logger: logger)
         services.append(OwnershipService(plane: plane, filter: filter, dataPlane: dataPlane))
         if !interface.isEmpty { services.append(KernelWatchService(plane: plane, interfaces: interface, group: group, logger: logger)) }
         services.append(health)

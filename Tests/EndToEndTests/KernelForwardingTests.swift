@@ -46,6 +46,9 @@ struct KernelForwardingTests {
                 try lab.lvsadm("-a -t \(Lab.vip):5201 -r \(Lab.real(i)):5201 -m")
                 try lab.lvsadm("-a -t [\(Lab.vip6)]:80 -r [\(Lab.real6(i))]:8080 -m")
             }
+            // The rings see frames after tc ingress (bound to IPv4, IPv6 and ARP), so the kernel is kept off the VIPs after them, in prerouting.
+            #expect(waitFor(limit: 5) { ((try? lab.inside("d", "nft", "list", "ruleset", "inet")) ?? "").contains(Lab.vip6) } != nil)
+            #expect(try !lab.inside("d", "nft", "list", "ruleset", "netdev").contains(Lab.vip))
             // Short connections: every request and answer after the handshake goes through the kernel, rr exact as ever.
             let before = try metric(lab, "lvsd_kernel_forwarded_packets_total")
             let answers = try lab.requests("http://\(Lab.vip)/", count: 300)
@@ -91,6 +94,13 @@ struct KernelForwardingTests {
             #expect(sent(dr) > 50_000_000, "\(dr.suffix(800))")
             usleep(1_500_000)
             #expect(try metric(lab, "lvsd_kernel_forwarded_packets_total") - drBefore > 5000)
+            // A bridge's port hands its frames to the bridge before protocol-bound rings see them: refused by name.
+            try lab.inside("d", "ip", "link", "add", "ltkfbr", "type", "bridge")
+            try lab.inside("d", "ip", "link", "add", "ltkfport", "master", "ltkfbr", "type", "veth", "peer", "name", "ltkfpeer")
+            let refused = try lab.inside(
+                "d", "timeout", "20", Self.bin.appendingPathComponent("lvsd").path, "--interface", "ltkfport", "--kernel-forwarding",
+                "--socket", lab.directory.appendingPathComponent("refused.sock").path, check: false)
+            #expect(refused.contains("--kernel-forwarding cannot serve ltkfport"), "\(refused)")
         } catch {
             Issue.record("\(error)\n--- lvsd ---\n\(lab.logText("lvsd"))")
         }

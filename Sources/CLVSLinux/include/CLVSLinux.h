@@ -28,16 +28,20 @@ typedef struct lvs_ring {
     /// frame the device cannot take as it is (one needing software GSO or a
     /// software checksum, as on a NIC with TSO or checksumming turned off).
     int gso_fd;
+    /// The socket frames are sent on: the ring's own when it takes every
+    /// protocol; otherwise one bound to none, so that the kernel reads each
+    /// frame's protocol from its Ethernet header rather than taking the ring's.
+    int send_fd;
 } lvs_ring;
 
-/// Opens the ring on `ifindex` (0 or -errno). `fanout_group` > 0 joins a
+/// Opens the ring on `ifindex` (0 or -errno) for frames of `protocol`
+/// (host order): ETH_P_ALL sees every frame before tc ingress, one
+/// protocol sees its frames after it. `fanout_group` > 0 joins a
 /// fanout group so that several workers share the interface: steered by the
 /// socket filter program `steering` (PACKET_FANOUT_EBPF; the rings' order
 /// of joining is the program's numbering), or by the kernel's flow hash
 /// (PACKET_FANOUT_HASH) when `steering` is -1.
-int lvs_ring_open(lvs_ring *ring, int ifindex, unsigned block_size, unsigned block_count, int fanout_group, int steering);
-/// Puts a socket filter program (its fd) on the ring's socket: 0 or -errno.
-int lvs_ring_attach_filter(lvs_ring *ring, int program);
+int lvs_ring_open(lvs_ring *ring, int ifindex, int protocol, unsigned block_size, unsigned block_count, int fanout_group, int steering);
 /// A non-blocking AF_PACKET socket on `ifindex` that receives ARP replies
 /// and IPv6 neighbour advertisements only (a classic BPF filter): how a
 /// worker that the steering does not give them learns next hops. fd or -errno.
@@ -131,8 +135,8 @@ lvs_xdp_program *lvs_decapsulator_attach(int ifindex, int vips, unsigned short g
 /// lvsd's steering program for PACKET_FANOUT_EBPF (a socket filter), with
 /// the address map `address_map` (LVS_XDP_OWNED, LVS_FANOUT_LOCAL); not attached.
 lvs_xdp_program *lvs_fanout_load(int address_map, char *error, size_t capacity);
-/// lvsd's kernel forwarding (bpf/lvsd_forward.bpf.c): its tc program and
-/// ring filter loaded from one object, its map of `flows` connection
+/// lvsd's kernel forwarding (bpf/lvsd_forward.bpf.c): its tc program
+/// loaded, its map of `flows` connection
 /// directions, and its `slots` counts mapped read-only into memory. NULL
 /// with the reason in `error`.
 typedef struct lvs_forward lvs_forward;
@@ -142,16 +146,14 @@ lvs_forward *lvs_forward_open(unsigned flows, unsigned slots, char *error, size_
 void lvs_forward_close(lvs_forward *forward);
 /// Attaches the tc program at `ifindex`'s ingress (tcx): 0 or -errno.
 int lvs_forward_attach(lvs_forward *forward, int ifindex);
-/// The ring filter's descriptor (lvs_ring_attach_filter).
-int lvs_forward_filter_fd(lvs_forward *forward);
 /// The counts, one per slot; valid until lvs_forward_close.
 const struct lvs_forward_count *lvs_forward_counts(lvs_forward *forward);
 /// Sets (`flow` not NULL) or removes a direction of a connection: 0 or -errno.
 int lvs_forward_set(lvs_forward *forward, const struct lvs_forward_key *key, const struct lvs_forward_flow *flow);
 /// Frames the tc program forwarded, over the CPUs: 0 or -errno.
 int lvs_forward_forwarded(lvs_forward *forward, unsigned long long *total);
-/// Runs the tc program (`filter` 0) or the filter once over `frame`, as lvs_bpf_test_run.
-int lvs_forward_test_run(lvs_forward *forward, int filter, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length,
+/// Runs the tc program once over `frame`, as lvs_bpf_test_run.
+int lvs_forward_test_run(lvs_forward *forward, const unsigned char *frame, unsigned length, unsigned char *out, unsigned *out_length,
                          unsigned *verdict);
 /// A loaded program's descriptor, for PACKET_FANOUT_DATA.
 int lvs_bpf_program_fd(lvs_xdp_program *program);
