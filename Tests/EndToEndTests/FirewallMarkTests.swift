@@ -53,8 +53,8 @@ struct FirewallMarkEndToEndTests {
             let spread = (0..<9).map { _ in reached(lab, "http://\(Lab.vip):8080/") }
             #expect((1...3).allSatisfy { i in spread.filter { $0 == "rs\(i)" }.count == 3 }, "mark 2: \(spread)")
 
-            // The rules change under lvsd: the iptables rule goes, an nft table marks 443 only and the IPv6 VIP.
-            try lab.inside("d", "iptables", "-t", "mangle", "-F", "PREROUTING")
+            // The rules change under lvsd: an nft table marks 443 only and the IPv6 VIP, then the iptables rule goes
+            // (in that order, so that no read of the ruleset finds mark 1 without a rule).
             try lab.inside(
                 "d", "nft", "-f", "-",
                 input: """
@@ -68,6 +68,7 @@ struct FirewallMarkEndToEndTests {
                       }
                     }
                     """)
+            try lab.inside("d", "iptables", "-t", "mangle", "-F", "PREROUTING")
             try lab.lvsadm("-A -f 3 -6 -s rr")
             for i in 1...3 { try lab.lvsadm("-a -f 3 -6 -r [\(Lab.real6(i))]:0 -m") }
             usleep(2_500_000)
